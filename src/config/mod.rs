@@ -1,0 +1,11 @@
+//! The configuration as the operator wrote it: Istio-shaped serde model and
+//! YAML loading. Owns strings, `Option`s and defaults; knows nothing of
+//! sockets, rings or the compiled route table.
+#![forbid(unsafe_code)]
+
+pub mod de;
+pub mod load;
+pub mod manifest;
+pub mod yaml;
+
+pub use load::{Kind, LoadOptions, Loaded, Manifests, Origin, Resource, load, load_str};

@@ -1,0 +1,540 @@
+//! YAML text → a tree of [`Node`]s that remember their line.
+//!
+//! The parsing itself is `saphyr-parser` (YAML 1.2); this module turns its
+//! event stream into one tree per document and enforces the budgets that keep
+//! hostile input harmless: file size, nesting depth, and the total number of
+//! nodes per file *after* alias expansion (so "billion laughs" stops early).
+//! Building is iterative: no recursion, whatever the depth of the input.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
+
+/// Limits applied to every file.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_file_bytes: usize,
+    pub max_depth: usize,
+    pub max_nodes: usize,
+    pub max_documents: usize,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        max_file_bytes: 16 << 20,
+        max_depth: 64,
+        max_nodes: 1_000_000,
+        max_documents: 10_000,
+    };
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub value: Value,
+    /// 1-based line where the node starts.
+    pub line: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    /// A scalar; `plain` is false when it was quoted or a block scalar, so it
+    /// is a string whatever it looks like.
+    Scalar {
+        text: String,
+        plain: bool,
+    },
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+impl Node {
+    /// A short description of the node's type for messages: "a string", "a list"...
+    pub fn describe(&self) -> String {
+        match &self.value {
+            Value::Null => "null".to_owned(),
+            Value::Scalar { text, plain: false } => format!("string {text:?}"),
+            Value::Scalar { text, plain: true } => match resolve_plain(text) {
+                Plain::Int(_) | Plain::Float(_) => format!("number {text}"),
+                Plain::Bool(_) => format!("boolean {text}"),
+                Plain::Null => "null".to_owned(),
+                Plain::Str => format!("string {text:?}"),
+            },
+            Value::Seq(_) => "a list".to_owned(),
+            Value::Map(_) => "a mapping".to_owned(),
+        }
+    }
+
+    /// The value of `key` when this node is a mapping.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// The text of a scalar node.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
+    fn count(&self) -> usize {
+        let mut n = 0;
+        let mut stack = vec![self];
+        while let Some(node) = stack.pop() {
+            n += 1;
+            match &node.value {
+                Value::Seq(items) => stack.extend(items),
+                Value::Map(entries) => {
+                    for (k, v) in entries {
+                        stack.push(k);
+                        stack.push(v);
+                    }
+                }
+                Value::Null | Value::Scalar { .. } => {}
+            }
+        }
+        n
+    }
+}
+
+/// What a plain scalar means under the YAML 1.2 core schema.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Plain {
+    Null,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str,
+}
+
+pub fn resolve_plain(text: &str) -> Plain {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Plain::Null,
+        "true" | "True" | "TRUE" => return Plain::Bool(true),
+        "false" | "False" | "FALSE" => return Plain::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Plain::Float(f64::INFINITY);
+        }
+        "-.inf" | "-.Inf" | "-.INF" => return Plain::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Plain::Float(f64::NAN),
+        _ => {}
+    }
+    if let Some(hex) = text.strip_prefix("0x") {
+        return i128::from_str_radix(hex, 16).map_or(Plain::Str, Plain::Int);
+    }
+    if let Some(oct) = text.strip_prefix("0o") {
+        return i128::from_str_radix(oct, 8).map_or(Plain::Str, Plain::Int);
+    }
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse::<i128>().map_or(Plain::Str, Plain::Int);
+    }
+    let float_like = digits.bytes().any(|b| b.is_ascii_digit())
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
+    if float_like {
+        if let Ok(f) = text.parse::<f64>() {
+            return Plain::Float(f);
+        }
+    }
+    Plain::Str
+}
+
+/// One YAML document of a file.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// 1-based index in the file, counting empty documents too.
+    pub index: usize,
+    /// Line of the document's first event.
+    pub line: u32,
+    /// `None` for an empty (or comments-only) document.
+    pub root: Option<Node>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct YamlError {
+    pub line: u32,
+    /// 1-based index of the document the error is in.
+    pub document: usize,
+    pub message: String,
+}
+
+enum Frame {
+    Seq {
+        line: u32,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        line: u32,
+        anchor: usize,
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+    },
+}
+
+struct Builder {
+    limits: Limits,
+    nodes: usize,
+    document: usize,
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Node>,
+    root: Option<Node>,
+}
+
+impl Builder {
+    fn error(&self, line: u32, message: impl Into<String>) -> YamlError {
+        YamlError {
+            line,
+            document: self.document.max(1),
+            message: message.into(),
+        }
+    }
+
+    fn charge(&mut self, n: usize, line: u32) -> Result<(), YamlError> {
+        self.nodes += n;
+        if self.nodes > self.limits.max_nodes {
+            return Err(self.error(
+                line,
+                format!(
+                    "the file expands to more than {} YAML nodes (aliases included); \
+                     is an anchor referenced recursively?",
+                    self.limits.max_nodes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, frame: Frame, line: u32) -> Result<(), YamlError> {
+        if self.stack.len() >= self.limits.max_depth {
+            return Err(self.error(
+                line,
+                format!("nesting deeper than {} levels", self.limits.max_depth),
+            ));
+        }
+        self.stack.push(frame);
+        Ok(())
+    }
+
+    /// A finished node: record its anchor, then hang it on its parent.
+    fn finish(&mut self, node: Node, anchor: usize) -> Result<(), YamlError> {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map { entries, key, .. }) => match key.take() {
+                None => {
+                    if !matches!(node.value, Value::Scalar { .. } | Value::Null) {
+                        return Err(self.error(
+                            node.line,
+                            "a mapping key must be a plain value, not a list or mapping",
+                        ));
+                    }
+                    let text = node.as_str().unwrap_or_default();
+                    if let Some((first, _)) = entries
+                        .iter()
+                        .find(|(k, _)| k.as_str().unwrap_or_default() == text)
+                    {
+                        let first_line = first.line;
+                        return Err(self.error(
+                            node.line,
+                            format!("duplicate key {text:?} (first at line {first_line})"),
+                        ));
+                    }
+                    *key = Some(node);
+                }
+                Some(k) => entries.push((k, node)),
+            },
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, event: Event<'_>, span: Span) -> Result<(), YamlError> {
+        let line = u32::try_from(span.start.line()).unwrap_or(u32::MAX);
+        match event {
+            Event::Scalar(text, style, anchor, tag) => {
+                self.charge(1, line)?;
+                let forced_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
+                let plain = style == ScalarStyle::Plain && !forced_str;
+                let value = if plain && resolve_plain(&text) == Plain::Null {
+                    Value::Null
+                } else {
+                    Value::Scalar {
+                        text: text.into_owned(),
+                        plain,
+                    }
+                };
+                self.finish(Node { value, line }, anchor)
+            }
+            Event::Alias(id) => {
+                let Some(node) = self.anchors.get(&id) else {
+                    return Err(self.error(line, "alias to an unknown anchor"));
+                };
+                let node = Node {
+                    line,
+                    ..node.clone()
+                };
+                self.charge(node.count(), line)?;
+                self.finish(node, 0)
+            }
+            Event::SequenceStart(anchor, _) => {
+                self.charge(1, line)?;
+                self.open(
+                    Frame::Seq {
+                        line,
+                        anchor,
+                        items: Vec::new(),
+                    },
+                    line,
+                )
+            }
+            Event::MappingStart(anchor, _) => {
+                self.charge(1, line)?;
+                self.open(
+                    Frame::Map {
+                        line,
+                        anchor,
+                        entries: Vec::new(),
+                        key: None,
+                    },
+                    line,
+                )
+            }
+            Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
+                Some(Frame::Seq {
+                    line,
+                    anchor,
+                    items,
+                }) => self.finish(
+                    Node {
+                        value: Value::Seq(items),
+                        line,
+                    },
+                    anchor,
+                ),
+                Some(Frame::Map {
+                    line,
+                    anchor,
+                    entries,
+                    ..
+                }) => self.finish(
+                    Node {
+                        value: Value::Map(entries),
+                        line,
+                    },
+                    anchor,
+                ),
+                None => Err(self.error(line, "unbalanced end of collection")),
+            },
+            Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart(_)
+            | Event::DocumentEnd
+            | Event::Nothing => Ok(()),
+        }
+    }
+}
+
+/// Parses every document of `text`.
+pub fn parse(text: &str, limits: Limits) -> Result<Vec<Document>, YamlError> {
+    if text.len() > limits.max_file_bytes {
+        return Err(YamlError {
+            line: 1,
+            document: 1,
+            message: format!(
+                "the file is {} bytes, more than the limit of {} bytes",
+                text.len(),
+                limits.max_file_bytes
+            ),
+        });
+    }
+    let mut builder = Builder {
+        limits,
+        nodes: 0,
+        document: 0,
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        root: None,
+    };
+    let mut documents = Vec::new();
+    let mut doc_line = 1;
+    for result in Parser::new_from_str(text) {
+        let (event, span) = result.map_err(|e| scan_error(&e, builder.document))?;
+        match event {
+            Event::DocumentStart(_) => {
+                builder.document += 1;
+                if builder.document > limits.max_documents {
+                    return Err(builder.error(
+                        doc_line,
+                        format!("more than {} documents in one file", limits.max_documents),
+                    ));
+                }
+                doc_line = u32::try_from(span.start.line()).unwrap_or(u32::MAX);
+                builder.anchors.clear();
+            }
+            Event::DocumentEnd => {
+                let root = builder.root.take().filter(|r| r.value != Value::Null);
+                documents.push(Document {
+                    index: builder.document,
+                    line: doc_line,
+                    root,
+                });
+            }
+            other => builder.event(other, span)?,
+        }
+    }
+    Ok(documents)
+}
+
+fn scan_error(e: &ScanError, document: usize) -> YamlError {
+    YamlError {
+        line: u32::try_from(e.marker().line()).unwrap_or(u32::MAX),
+        document: document.max(1),
+        message: format!("invalid YAML: {}", e.info()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(text: &str) -> Vec<Document> {
+        parse(text, Limits::DEFAULT).expect("valid YAML")
+    }
+
+    #[test]
+    fn documents_keep_index_line_and_emptiness() {
+        let docs = parse_ok("# only a comment\n---\na: 1\n---\n---\nb: [x, 'y']\n");
+        let summary: Vec<(usize, u32, bool)> = docs
+            .iter()
+            .map(|d| (d.index, d.line, d.root.is_some()))
+            .collect();
+        assert_eq!(summary, vec![(1, 2, true), (2, 4, false), (3, 5, true)]);
+        let b = docs[2].root.as_ref().and_then(|r| r.get("b")).expect("b");
+        assert_eq!(b.line, 6);
+        let Value::Seq(items) = &b.value else {
+            panic!("b is a list")
+        };
+        assert_eq!(
+            items[0].value,
+            Value::Scalar {
+                text: "x".into(),
+                plain: true
+            }
+        );
+        assert_eq!(
+            items[1].value,
+            Value::Scalar {
+                text: "y".into(),
+                plain: false
+            }
+        );
+    }
+
+    #[test]
+    fn plain_scalars_resolve_by_the_core_schema() {
+        struct Case {
+            text: &'static str,
+            want: Plain,
+        }
+        let cases = [
+            Case {
+                text: "9000",
+                want: Plain::Int(9000),
+            },
+            Case {
+                text: "-5",
+                want: Plain::Int(-5),
+            },
+            Case {
+                text: "0x10",
+                want: Plain::Int(16),
+            },
+            Case {
+                text: "1.5",
+                want: Plain::Float(1.5),
+            },
+            Case {
+                text: "true",
+                want: Plain::Bool(true),
+            },
+            Case {
+                text: "~",
+                want: Plain::Null,
+            },
+            Case {
+                text: "10s",
+                want: Plain::Str,
+            },
+            Case {
+                text: "v1",
+                want: Plain::Str,
+            },
+            Case {
+                text: "1.2.3.4",
+                want: Plain::Str,
+            },
+        ];
+        for case in cases {
+            assert_eq!(resolve_plain(case.text), case.want, "text {}", case.text);
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected_with_both_lines() {
+        let err = parse("a: 1\nb: 2\na: 3\n", Limits::DEFAULT).expect_err("duplicate");
+        assert_eq!(err.line, 3);
+        assert!(err.message.contains("first at line 1"), "{}", err.message);
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded() {
+        let text = "[".repeat(10_000) + &"]".repeat(10_000);
+        let err = parse(&text, Limits::DEFAULT).expect_err("too deep");
+        assert!(
+            err.message.contains("nesting") || err.message.contains("recursion"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn alias_expansion_is_bounded() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let err = parse(&text, Limits::DEFAULT).expect_err("billion laughs");
+        assert!(err.message.contains("more than"), "{err}");
+    }
+
+    #[test]
+    fn invalid_yaml_names_the_line() {
+        let err = parse("a: 1\nb: [1, 2\nc: 3\n", Limits::DEFAULT).expect_err("invalid");
+        assert!(err.message.starts_with("invalid YAML"), "{err}");
+        assert!(err.line >= 2, "{err}");
+    }
+
+    #[test]
+    fn file_size_is_bounded() {
+        let limits = Limits {
+            max_file_bytes: 8,
+            ..Limits::DEFAULT
+        };
+        assert!(parse("a: 123456789\n", limits).is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! ringway: a TCP gateway for a Linux host, driven by Istio networking
+//! manifests.
+//!
+//! - [`config`]: the manifests as written (model + YAML loading).
+//! - [`routing`]: the pure compiler from manifests to an immutable
+//!   [`routing::RouteTable`], and the per-worker pickers.
+//! - [`diag`]: errors and warnings that name file, line, resource and field.
+
+pub mod config;
+pub mod diag;
