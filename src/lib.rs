@@ -6,5 +6,8 @@
 //!   [`routing::RouteTable`], and the per-worker pickers.
 //! - [`diag`]: errors and warnings that name file, line, resource and field.
 
+pub mod cli;
 pub mod config;
 pub mod diag;
+pub mod pipeline;
+pub mod routing;

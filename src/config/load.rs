@@ -137,6 +137,14 @@ impl Origin {
     }
 }
 
+impl Origin {
+    /// `file:line` of a field, for messages that point at another resource.
+    pub fn at(&self, path: &str) -> String {
+        let loc = self.location(path);
+        format!("{}:{}", loc.file, loc.line)
+    }
+}
+
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

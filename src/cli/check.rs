@@ -1,0 +1,225 @@
+//! `ringway check`: the compiled table as a readable report (or JSON), then
+//! every diagnostic, then a one-line verdict.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::diag::{Diagnostics, Severity};
+use crate::pipeline::Build;
+use crate::routing::RouteTable;
+use crate::routing::table::{ListenerRouting, RouteId, format_duration};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// Exit status of `check`: 0 valid, 1 invalid (or warnings with `--strict`).
+pub fn exit_code(build: &Build, strict: bool) -> i32 {
+    let failed =
+        build.table.is_none() || (strict && build.diagnostics.count(Severity::Warning) > 0);
+    i32::from(failed)
+}
+
+pub fn render(build: &Build, output: Output, strict: bool) -> String {
+    match output {
+        Output::Text => render_text(build, strict),
+        Output::Json => render_json(build, strict),
+    }
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    valid: bool,
+    errors: usize,
+    warnings: usize,
+    table: Option<&'a RouteTable>,
+    diagnostics: &'a Diagnostics,
+}
+
+fn render_json(build: &Build, strict: bool) -> String {
+    let report = JsonReport {
+        valid: exit_code(build, strict) == 0,
+        errors: build.diagnostics.count(Severity::Error),
+        warnings: build.diagnostics.count(Severity::Warning),
+        table: build.table.as_ref(),
+        diagnostics: &build.diagnostics,
+    };
+    let mut text =
+        serde_json::to_string_pretty(&report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    text.push('\n');
+    text
+}
+
+fn render_text(build: &Build, strict: bool) -> String {
+    let mut out = String::new();
+    if let Some(table) = &build.table {
+        listeners_table(table, &mut out);
+        out.push('\n');
+        clusters_table(table, &mut out);
+    }
+    if !build.diagnostics.0.is_empty() {
+        if build.table.is_some() {
+            out.push('\n');
+        }
+        for d in build.diagnostics.iter() {
+            let _ = writeln!(out, "{}: {d}", d.severity);
+        }
+    }
+    let errors = build.diagnostics.count(Severity::Error);
+    let warnings = build.diagnostics.count(Severity::Warning);
+    let verdict = match &build.table {
+        Some(t) if exit_code(build, strict) == 0 => format!(
+            "valid: {} listener(s), {} route(s), {} cluster(s), {} endpoint(s); {warnings} warning(s)",
+            t.listeners.len(),
+            t.routes.len(),
+            t.clusters.len(),
+            t.clusters.iter().map(|c| c.endpoints.len()).sum::<usize>()
+        ),
+        Some(_) => format!("invalid: {warnings} warning(s) with --strict"),
+        None => format!(
+            "invalid: {errors} error(s), {warnings} warning(s); the configuration is rejected"
+        ),
+    };
+    let _ = writeln!(out, "\n{verdict}");
+    out
+}
+
+fn listeners_table(table: &RouteTable, out: &mut String) {
+    let mut rows = vec![row([
+        "LISTENER", "PROTOCOL", "SNI", "ROUTE", "WEIGHT", "CLUSTER", "TIMEOUTS",
+    ])];
+    for l in &table.listeners {
+        let entries: Vec<(String, RouteId)> = match &l.routing {
+            ListenerRouting::Tcp { route } => vec![("-".to_owned(), *route)],
+            ListenerRouting::TlsPassthrough { sni } => sni
+                .exact
+                .iter()
+                .map(|(name, r)| (name.clone(), *r))
+                .chain(
+                    sni.wildcard
+                        .iter()
+                        .map(|(suffix, r)| (format!("*{suffix}"), *r)),
+                )
+                .chain(sni.catch_all.map(|r| ("*".to_owned(), r)))
+                .collect(),
+        };
+        let protocol = match l.routing {
+            ListenerRouting::Tcp { .. } => "tcp",
+            ListenerRouting::TlsPassthrough { .. } => "tls-passthrough",
+        };
+        let mut first_row = true;
+        for (sni, route_id) in entries {
+            let route = table.route(route_id);
+            let total: u64 = route.clusters.iter().map(|c| u64::from(c.weight)).sum();
+            let timeouts = format!(
+                "idle {}, max {}",
+                route.idle_timeout.map_or("off".to_owned(), format_duration),
+                route
+                    .max_connection_duration
+                    .map_or("none".to_owned(), format_duration)
+            );
+            for (i, wc) in route.clusters.iter().enumerate() {
+                let share = (u64::from(wc.weight) * 100).checked_div(total).unwrap_or(0);
+                rows.push(row([
+                    if first_row {
+                        l.address.to_string()
+                    } else {
+                        String::new()
+                    },
+                    if first_row {
+                        protocol.to_owned()
+                    } else {
+                        String::new()
+                    },
+                    if i == 0 { sni.clone() } else { String::new() },
+                    if i == 0 {
+                        route.name.clone()
+                    } else {
+                        String::new()
+                    },
+                    format!("{share}%"),
+                    table.cluster(wc.cluster).name.clone(),
+                    if i == 0 {
+                        timeouts.clone()
+                    } else {
+                        String::new()
+                    },
+                ]));
+                first_row = false;
+            }
+        }
+    }
+    columns(&rows, out);
+}
+
+fn clusters_table(table: &RouteTable, out: &mut String) {
+    let mut rows = vec![row([
+        "CLUSTER", "LB", "CONNECT", "MAX CONN", "ENDPOINT", "WEIGHT", "LABELS",
+    ])];
+    for c in &table.clusters {
+        let p = &c.policy;
+        let lb = serde_json::to_value(p.load_balancer)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        for (i, e) in c.endpoints.iter().enumerate() {
+            let labels: Vec<String> = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            rows.push(row([
+                if i == 0 {
+                    c.name.clone()
+                } else {
+                    String::new()
+                },
+                if i == 0 { lb.clone() } else { String::new() },
+                if i == 0 {
+                    format_duration(p.connect_timeout)
+                } else {
+                    String::new()
+                },
+                if i == 0 {
+                    if p.max_connections == u32::MAX {
+                        "-".to_owned()
+                    } else {
+                        p.max_connections.to_string()
+                    }
+                } else {
+                    String::new()
+                },
+                e.to_string(),
+                e.weight.to_string(),
+                labels.join(","),
+            ]));
+        }
+    }
+    columns(&rows, out);
+}
+
+fn row<const N: usize>(cells: [impl Into<String>; N]) -> Vec<String> {
+    cells.into_iter().map(Into::into).collect()
+}
+
+fn columns(rows: &[Vec<String>], out: &mut String) {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+}
