@@ -397,19 +397,19 @@ impl<'de> Deserialize<'de> for GoDuration {
             fn visit_str<E: de::Error>(self, s: &str) -> Result<GoDuration, E> {
                 parse_duration(s).map(GoDuration).map_err(E::custom)
             }
+            /// Only `0` may be written without a unit, as in Go.
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<GoDuration, E> {
-                u64::try_from(v)
-                    .map(|s| GoDuration(Duration::from_secs(s)))
-                    .map_err(|_| {
-                        E::custom(format!("bad duration {v}: durations cannot be negative"))
-                    })
+                if v == 0 {
+                    return Ok(GoDuration(Duration::ZERO));
+                }
+                Err(E::custom(format!(
+                    "bad duration {v}: missing unit (valid: {v}s, {v}ms, {v}m)"
+                )))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<GoDuration, E> {
-                Duration::try_from_secs_f64(v).map(GoDuration).map_err(|_| {
-                    E::custom(format!(
-                        "bad duration {v}: expected a non-negative number of seconds"
-                    ))
-                })
+                Err(E::custom(format!(
+                    "bad duration {v}: missing unit (valid: {v}s, {v}ms)"
+                )))
             }
         }
         deserializer.deserialize_any(V)
