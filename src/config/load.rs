@@ -392,18 +392,35 @@ impl Loader<'_> {
         };
         let kind_text = root.get("kind").and_then(Node::as_str);
         let api_version = root.get("apiVersion").and_then(Node::as_str);
-        let (Some(kind_text), Some(api_version)) = (kind_text, api_version) else {
-            let missing = if kind_text.is_none() {
-                "kind"
-            } else {
-                "apiVersion"
-            };
+        let Some(kind_text) = kind_text else {
             diags.push(
-                Diagnostic::error(format!(
-                    "{missing} is missing: every document needs apiVersion and kind"
-                ))
+                Diagnostic::error("kind is missing: every document needs apiVersion and kind")
+                    .at(at(""))
+                    .field("kind"),
+            );
+            return None;
+        };
+        // Named as well as the document allows, for every message below.
+        let raw_meta = |key: &str| {
+            root.get("metadata")
+                .and_then(|m| m.get(key))
+                .and_then(Node::as_str)
+        };
+        let raw_name = raw_meta("name").filter(|n| !n.is_empty());
+        let namespace =
+            raw_meta("namespace").map_or_else(|| self.options.namespace.clone(), str::to_owned);
+        let id = format!(
+            "{kind_text} {namespace}/{}",
+            raw_name.unwrap_or("(unnamed)")
+        );
+        let Some(api_version) = api_version else {
+            diags.push(
+                Diagnostic::error(
+                    "apiVersion is missing: every document needs apiVersion and kind",
+                )
                 .at(at(""))
-                .field(missing),
+                .resource(id)
+                .field("apiVersion"),
             );
             return None;
         };
@@ -411,10 +428,6 @@ impl Loader<'_> {
         let kind = match Kind::parse(kind_text) {
             Some(kind) if group == API_GROUP => kind,
             _ => {
-                let name = root
-                    .get("metadata")
-                    .and_then(|m| m.get("name"))
-                    .and_then(Node::as_str);
                 let why = if group == "gateway.networking.k8s.io" {
                     "Kubernetes Gateway API resources are not read; write an Istio Gateway and VirtualService"
                 } else {
@@ -423,7 +436,7 @@ impl Loader<'_> {
                 diags.push(
                     Diagnostic::info(format!(
                         "skipping {kind_text} {} ({api_version}): {why}",
-                        name.unwrap_or("(unnamed)")
+                        raw_name.unwrap_or("(unnamed)")
                     ))
                     .at(at("kind")),
                 );
@@ -437,11 +450,13 @@ impl Loader<'_> {
                     API_VERSIONS.map(|v| format!("{API_GROUP}/{v}")).join(", ")
                 ))
                 .at(at("apiVersion"))
+                .resource(id)
                 .field("apiVersion"),
             );
             return None;
         }
         const TOP: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
+        let mut ok = true;
         for (key, _) in entries {
             let key_text = key.as_str().unwrap_or("null");
             if !TOP.contains(&key_text) {
@@ -452,15 +467,17 @@ impl Loader<'_> {
                 diags.push(
                     Diagnostic::error(format!("unknown field {key_text:?}{hint}"))
                         .at(at(key_text))
+                        .resource(id.clone())
                         .field(key_text),
                 );
+                ok = false;
             }
         }
-        let metadata: Metadata = match root.get("metadata") {
-            Some(node) => match from_node(node, "metadata") {
+        let metadata: Metadata = match root.entry("metadata") {
+            Some((key, node)) => match from_node(node, "metadata", key.line) {
                 Ok(m) => m,
                 Err(e) => {
-                    diags.push(de_diagnostic(e, &origin, &format!("{kind} (unnamed)")));
+                    diags.push(de_diagnostic(e, &origin, &id));
                     return None;
                 }
             },
@@ -472,13 +489,14 @@ impl Loader<'_> {
                     "{kind} has no metadata.name; every resource needs a name"
                 ))
                 .at(at("metadata"))
+                .resource(id)
                 .field("metadata.name"),
             );
             return None;
         };
-        let namespace = metadata
-            .namespace
-            .unwrap_or_else(|| self.options.namespace.clone());
+        if !ok {
+            return None;
+        }
         let head = Head {
             kind,
             name,
@@ -506,7 +524,7 @@ impl Loader<'_> {
         list: impl Fn(&mut Manifests) -> &mut Vec<Resource<T>>,
     ) -> bool {
         let id = format!("{} {}/{}", head.kind, head.namespace, head.name);
-        let Some(spec_node) = root.get("spec") else {
+        let Some((spec_key, spec_node)) = root.entry("spec") else {
             self.loaded.diagnostics.push(
                 Diagnostic::error(format!("{} has no spec", head.kind))
                     .at(head.origin.location(""))
@@ -515,7 +533,7 @@ impl Loader<'_> {
             );
             return false;
         };
-        let spec: T = match from_node(spec_node, "spec") {
+        let spec: T = match from_node(spec_node, "spec", spec_key.line) {
             Ok(spec) => spec,
             Err(e) => {
                 self.loaded

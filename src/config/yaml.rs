@@ -67,11 +67,16 @@ impl Node {
 
     /// The value of `key` when this node is a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
+        self.entry(key).map(|(_, v)| v)
+    }
+
+    /// The key node and value of `key` when this node is a mapping.
+    pub fn entry(&self, key: &str) -> Option<(&Node, &Node)> {
         match &self.value {
             Value::Map(entries) => entries
                 .iter()
                 .find(|(k, _)| k.as_str() == Some(key))
-                .map(|(_, v)| v),
+                .map(|(k, v)| (k, v)),
             _ => None,
         }
     }
@@ -153,7 +158,7 @@ pub fn resolve_plain(text: &str) -> Plain {
 pub struct Document {
     /// 1-based index in the file, counting empty documents too.
     pub index: usize,
-    /// Line of the document's first event.
+    /// Line of the document's first content (or of its `---` when empty).
     pub line: u32,
     /// `None` for an empty (or comments-only) document.
     pub root: Option<Node>,
@@ -386,9 +391,11 @@ pub fn parse(text: &str, limits: Limits) -> Result<Vec<Document>, YamlError> {
             }
             Event::DocumentEnd => {
                 let root = builder.root.take().filter(|r| r.value != Value::Null);
+                // A document's line is its first line of content, not its `---`.
+                let line = root.as_ref().map_or(doc_line, |r| r.line);
                 documents.push(Document {
                     index: builder.document,
-                    line: doc_line,
+                    line,
                     root,
                 });
             }
@@ -421,7 +428,7 @@ mod tests {
             .iter()
             .map(|d| (d.index, d.line, d.root.is_some()))
             .collect();
-        assert_eq!(summary, vec![(1, 2, true), (2, 4, false), (3, 5, true)]);
+        assert_eq!(summary, vec![(1, 3, true), (2, 4, false), (3, 6, true)]);
         let b = docs[2].root.as_ref().and_then(|r| r.get("b")).expect("b");
         assert_eq!(b.line, 6);
         let Value::Seq(items) = &b.value else {

@@ -754,6 +754,9 @@ impl<'m> Compiler<'m> {
             return None;
         }
         let host = expand_host(&dest.host, &vs.namespace, &self.options.domain);
+        if self.registry.is_broken(&host) {
+            return None;
+        }
         let Some(se) = self.registry.get(&host) else {
             let known = self.registry.hosts();
             let hint = crate::diag::did_you_mean(&host, &known)
@@ -913,6 +916,13 @@ impl<'m> Compiler<'m> {
                     Severity::Error,
                     "spec.hosts",
                     "at least one host is required (\"*\" binds to any gateway server host)",
+                ));
+            }
+            if vs.spec.tcp.is_empty() && vs.spec.tls.is_empty() && vs.spec.http.is_none() {
+                self.push(vs.diag(
+                    Severity::Error,
+                    "spec",
+                    "a VirtualService needs routes: write tcp: for TCP servers or tls: for TLS passthrough servers",
                 ));
             }
             if vs.spec.export_to.is_some() {

@@ -1,7 +1,7 @@
 //! The service registry ringway compiles against: ServiceEntries (and the
 //! WorkloadEntries they select), validated once and indexed by host.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use crate::config::manifest::{
@@ -18,14 +18,22 @@ use super::table::{Endpoint, EndpointAddress};
 pub struct Registry<'m> {
     m: &'m Manifests,
     hosts: HashMap<String, usize>,
+    /// ServiceEntries with errors of their own: destinations naming them
+    /// fail without repeating those errors.
+    broken: HashSet<usize>,
 }
 
 impl<'m> Registry<'m> {
     /// Validates every ServiceEntry and WorkloadEntry and indexes the hosts.
     pub fn build(m: &'m Manifests, domain: &str, diags: &mut Diagnostics) -> Registry<'m> {
         let mut hosts: HashMap<String, usize> = HashMap::new();
+        let mut broken = HashSet::new();
         for (i, se) in m.service_entries.iter().enumerate() {
+            let before = diags.count(Severity::Error);
             check_service_entry(se, diags);
+            if diags.count(Severity::Error) > before {
+                broken.insert(i);
+            }
             for (h, host) in se.spec.hosts.iter().enumerate() {
                 if host == "*" || host.is_empty() {
                     continue;
@@ -54,11 +62,18 @@ impl<'m> Registry<'m> {
         for we in &m.workload_entries {
             check_workload(we, &we.spec, "spec", None, diags);
         }
-        Registry { m, hosts }
+        Registry { m, hosts, broken }
     }
 
     pub fn get(&self, fqdn: &str) -> Option<&'m Resource<ServiceEntrySpec>> {
         self.hosts.get(fqdn).map(|i| &self.m.service_entries[*i])
+    }
+
+    /// Whether the ServiceEntry of `fqdn` was reported invalid already.
+    pub fn is_broken(&self, fqdn: &str) -> bool {
+        self.hosts
+            .get(fqdn)
+            .is_some_and(|i| self.broken.contains(i))
     }
 
     /// Known hosts, sorted, for "known: ..." hints.
@@ -76,7 +91,7 @@ impl<'m> Registry<'m> {
         subset: Option<&Labels>,
     ) -> Vec<Endpoint> {
         let workloads: Vec<&WorkloadEntrySpec> = match &se.spec.workload_selector {
-            Some(selector) => self
+            Some(selector) if se.spec.endpoints.is_empty() => self
                 .m
                 .workload_entries
                 .iter()
@@ -85,7 +100,7 @@ impl<'m> Registry<'m> {
                 })
                 .map(|we| &we.spec)
                 .collect(),
-            None => se.spec.endpoints.iter().collect(),
+            _ => se.spec.endpoints.iter().collect(),
         };
         let target = port
             .target_port
