@@ -10,4 +10,5 @@ pub mod cli;
 pub mod config;
 pub mod diag;
 pub mod pipeline;
+pub mod resolve;
 pub mod routing;
