@@ -6,9 +6,12 @@
 //!   [`routing::RouteTable`], and the per-worker pickers.
 //! - [`diag`]: errors and warnings that name file, line, resource and field.
 
+pub mod accesslog;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod diag;
+pub mod metrics;
 pub mod pipeline;
 pub mod resolve;
 pub mod routing;

@@ -1,0 +1,342 @@
+//! The access log: one line per connection at close.
+//!
+//! Workers format a line and hand it to the logger thread over a channel,
+//! so no worker ever blocks on the disk or takes a lock. The text format is
+//! Istio's default access-log line for TCP (HTTP-only fields are `-`), so
+//! parsers written for Istio gateways read it unchanged; `json` writes the
+//! same fields as an object. `reopen` (SIGUSR1) reopens the file after
+//! logrotate moved it.
+#![forbid(unsafe_code)]
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// Where lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+impl Target {
+    /// `off`, `-` (stdout) or a path, as `--access-log` takes it.
+    pub fn parse(text: &str) -> Target {
+        match text {
+            "off" | "" => Target::Off,
+            "-" => Target::Stdout,
+            path => Target::File(PathBuf::from(path)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// What is known of a connection when it closes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record<'a> {
+    #[serde(serialize_with = "ser_time")]
+    pub start_time: SystemTime,
+    #[serde(rename = "duration_ms", serialize_with = "ser_ms")]
+    pub duration: Duration,
+    pub downstream_remote_address: SocketAddr,
+    /// The listener the connection came in on.
+    pub downstream_local_address: SocketAddr,
+    pub requested_server_name: Option<&'a str>,
+    /// `outbound|port|subset|host`.
+    pub upstream_cluster: Option<&'a str>,
+    pub upstream_host: Option<SocketAddr>,
+    /// Downstream → upstream bytes.
+    pub bytes_received: u64,
+    /// Upstream → downstream bytes.
+    pub bytes_sent: u64,
+    /// `-` normal, `UF`, `UO`, `UH`, `NR`, `IT`, `MD`, `DR`, `DC`, `UC`.
+    pub response_flags: &'static str,
+    pub generation: u64,
+}
+
+impl Record<'_> {
+    pub fn format(&self, format: Format) -> String {
+        match format {
+            Format::Json => serde_json::to_string(self).unwrap_or_default(),
+            Format::Text => {
+                let dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+                // [%START_TIME%] "- - -" 0 %RESPONSE_FLAGS% - - "-" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% -
+                // "-" "-" "-" "-" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% - %DOWNSTREAM_LOCAL_ADDRESS%
+                // %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% -
+                format!(
+                    "[{}] \"- - -\" 0 {} - - \"-\" {} {} {} - \"-\" \"-\" \"-\" \"-\" \"{}\" {} - {} {} {} -",
+                    rfc3339(self.start_time),
+                    self.response_flags,
+                    self.bytes_received,
+                    self.bytes_sent,
+                    self.duration.as_millis(),
+                    dash(self.upstream_host.map(|a| a.to_string())),
+                    self.upstream_cluster.unwrap_or("-"),
+                    self.downstream_local_address,
+                    self.downstream_remote_address,
+                    self.requested_server_name.unwrap_or("-"),
+                )
+            }
+        }
+    }
+}
+
+fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `2026-11-22T03:55:00.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+enum Message {
+    Line(String),
+    Reopen,
+}
+
+/// A worker's way to the logger thread. Cheap to clone; `Off` sends nothing.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    format: Format,
+    tx: Option<mpsc::Sender<Message>>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Message::Line(_) => "Line",
+            Message::Reopen => "Reopen",
+        })
+    }
+}
+
+impl AccessLog {
+    /// A log that writes nothing.
+    pub fn off() -> AccessLog {
+        AccessLog {
+            format: Format::Text,
+            tx: None,
+        }
+    }
+
+    /// Starts the logger thread for `target`; fails when the file cannot
+    /// be opened.
+    pub fn start(
+        target: &Target,
+        format: Format,
+    ) -> io::Result<(AccessLog, Option<thread::JoinHandle<()>>)> {
+        let mut sink = match target {
+            Target::Off => return Ok((AccessLog::off(), None)),
+            Target::Stdout => Sink::Stdout(BufWriter::new(io::stdout())),
+            Target::File(path) => Sink::File {
+                file: BufWriter::new(open(path)?),
+                path: path.clone(),
+            },
+        };
+        let (tx, rx) = mpsc::channel::<Message>();
+        let handle = thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    sink.handle(first);
+                    // Write whatever else is queued, then flush once.
+                    while let Ok(next) = rx.try_recv() {
+                        sink.handle(next);
+                    }
+                    sink.flush();
+                }
+                sink.flush();
+            })?;
+        Ok((
+            AccessLog {
+                format,
+                tx: Some(tx),
+            },
+            Some(handle),
+        ))
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    pub fn log(&self, record: &Record<'_>) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Message::Line(record.format(self.format)));
+        }
+    }
+
+    /// Reopens the file (after logrotate moved it away).
+    pub fn reopen(&self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Message::Reopen);
+        }
+    }
+}
+
+fn open(path: &PathBuf) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+enum Sink {
+    Stdout(BufWriter<io::Stdout>),
+    File {
+        file: BufWriter<File>,
+        path: PathBuf,
+    },
+}
+
+impl Sink {
+    fn handle(&mut self, message: Message) {
+        match message {
+            Message::Line(line) => {
+                let w: &mut dyn Write = match self {
+                    Sink::Stdout(w) => w,
+                    Sink::File { file, .. } => file,
+                };
+                let _ = writeln!(w, "{line}");
+            }
+            Message::Reopen => {
+                if let Sink::File { file, path } = self {
+                    let _ = file.flush();
+                    match open(path) {
+                        Ok(f) => *file = BufWriter::new(f),
+                        Err(e) => {
+                            tracing::error!(path = %path.display(), "cannot reopen the access log: {e}")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let _ = match self {
+            Sink::Stdout(w) => w.flush(),
+            Sink::File { file, .. } => file.flush(),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record<'static> {
+        Record {
+            start_time: UNIX_EPOCH + Duration::from_millis(1_795_320_900_123),
+            duration: Duration::from_millis(1003),
+            downstream_remote_address: "127.0.0.1:54321".parse().expect("addr"),
+            downstream_local_address: "0.0.0.0:31400".parse().expect("addr"),
+            requested_server_name: None,
+            upstream_cluster: Some("outbound|9000|v1|tcp-echo.default.svc.cluster.local"),
+            upstream_host: Some("127.0.0.1:19000".parse().expect("addr")),
+            bytes_received: 12,
+            bytes_sent: 16,
+            response_flags: "-",
+            generation: 2,
+        }
+    }
+
+    #[test]
+    fn text_lines_follow_istios_default_tcp_format() {
+        assert_eq!(
+            record().format(Format::Text),
+            "[2026-11-22T04:15:00.123Z] \"- - -\" 0 - - - \"-\" 12 16 1003 - \"-\" \"-\" \"-\" \"-\" \
+             \"127.0.0.1:19000\" outbound|9000|v1|tcp-echo.default.svc.cluster.local - 0.0.0.0:31400 \
+             127.0.0.1:54321 - -"
+        );
+        let failed = Record {
+            upstream_host: None,
+            response_flags: "UF",
+            ..record()
+        };
+        assert!(
+            failed
+                .format(Format::Text)
+                .contains(" 0 UF - - \"-\" 12 16 1003 - \"-\" \"-\" \"-\" \"-\" \"-\" outbound")
+        );
+    }
+
+    #[test]
+    fn json_lines_name_every_field() {
+        let v: serde_json::Value =
+            serde_json::from_str(&record().format(Format::Json)).expect("JSON");
+        assert_eq!(v["start_time"], "2026-11-22T04:15:00.123Z");
+        assert_eq!(v["duration_ms"], 1003);
+        assert_eq!(v["upstream_host"], "127.0.0.1:19000");
+        assert_eq!(v["requested_server_name"], serde_json::Value::Null);
+        assert_eq!(v["response_flags"], "-");
+        assert_eq!(v["bytes_received"], 12);
+    }
+
+    #[test]
+    fn dates_are_civil() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn a_file_log_survives_rotation() {
+        let dir = std::env::temp_dir().join(format!("ringway-accesslog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("access.log");
+        let (log, handle) =
+            AccessLog::start(&Target::File(path.clone()), Format::Text).expect("start");
+        log.log(&record());
+        std::fs::rename(&path, dir.join("access.log.1")).expect("rotate");
+        log.reopen();
+        log.log(&Record {
+            response_flags: "UF",
+            ..record()
+        });
+        drop(log);
+        handle.expect("thread").join().expect("join");
+        let old = std::fs::read_to_string(dir.join("access.log.1")).expect("old");
+        let new = std::fs::read_to_string(&path).expect("new");
+        assert_eq!(old.lines().count(), 1);
+        assert_eq!(new.lines().count(), 1);
+        assert!(new.contains(" 0 UF "));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

@@ -1,0 +1,20 @@
+//! Every metric name ringway exports. The four `istio_tcp_*` metrics carry
+//! Istio's names and labels so Istio's Grafana dashboards work unchanged.
+
+pub const ISTIO_TCP_CONNECTIONS_OPENED: &str = "istio_tcp_connections_opened_total";
+pub const ISTIO_TCP_CONNECTIONS_CLOSED: &str = "istio_tcp_connections_closed_total";
+/// Downstream → upstream bytes ("received during request").
+pub const ISTIO_TCP_RECEIVED_BYTES: &str = "istio_tcp_received_bytes_total";
+/// Upstream → downstream bytes ("sent during response").
+pub const ISTIO_TCP_SENT_BYTES: &str = "istio_tcp_sent_bytes_total";
+
+pub const CONFIG_GENERATION: &str = "ringway_config_generation";
+pub const CONFIG_RELOADS: &str = "ringway_config_reloads_total";
+pub const WORKERS: &str = "ringway_workers";
+pub const DOWNSTREAM_CONNECTIONS_ACTIVE: &str = "ringway_downstream_connections_active";
+pub const DOWNSTREAM_ACCEPT_ERRORS: &str = "ringway_downstream_accept_errors_total";
+pub const UPSTREAM_CONNECT_ATTEMPTS: &str = "ringway_upstream_connect_attempts_total";
+pub const UPSTREAM_CONNECT_FAILURES: &str = "ringway_upstream_connect_failures_total";
+pub const UPSTREAM_CONNECT_TIMEOUTS: &str = "ringway_upstream_connect_timeouts_total";
+pub const UPSTREAM_OVERFLOW: &str = "ringway_upstream_overflow_total";
+pub const UPSTREAM_EJECTIONS: &str = "ringway_upstream_ejections_total";

@@ -1,0 +1,264 @@
+//! Prometheus text exposition: the sum of every worker's counters, plus the
+//! process-wide figures the control thread keeps.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::names::*;
+use super::worker::{IstioLabels, WorkerSnapshot};
+
+/// Figures kept outside the workers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessMetrics {
+    pub generation: u64,
+    pub reloads_success: u64,
+    pub reloads_failure: u64,
+    pub workers: usize,
+}
+
+pub fn render(process: &ProcessMetrics, workers: &[WorkerSnapshot]) -> String {
+    let mut tcp: BTreeMap<&IstioLabels, [u64; 4]> = BTreeMap::new();
+    let mut clusters: BTreeMap<&Arc<str>, [u64; 5]> = BTreeMap::new();
+    let mut listeners: BTreeMap<SocketAddr, i64> = BTreeMap::new();
+    let mut accept_errors = 0;
+    for w in workers {
+        for (labels, values) in &w.tcp {
+            let sum = tcp.entry(labels).or_default();
+            for (s, v) in sum.iter_mut().zip(values) {
+                *s += v;
+            }
+        }
+        for (name, values) in &w.clusters {
+            let sum = clusters.entry(name).or_default();
+            for (s, v) in sum.iter_mut().zip(values) {
+                *s += v;
+            }
+        }
+        for (address, active) in &w.listeners {
+            *listeners.entry(*address).or_default() += active;
+        }
+        accept_errors += w.accept_errors;
+    }
+
+    let mut out = String::new();
+    let istio = [
+        (
+            ISTIO_TCP_CONNECTIONS_OPENED,
+            "Connections opened, per destination.",
+            0,
+        ),
+        (
+            ISTIO_TCP_CONNECTIONS_CLOSED,
+            "Connections closed, per destination and response flags.",
+            1,
+        ),
+        (
+            ISTIO_TCP_RECEIVED_BYTES,
+            "Bytes received from downstream (the request direction).",
+            2,
+        ),
+        (
+            ISTIO_TCP_SENT_BYTES,
+            "Bytes sent to downstream (the response direction).",
+            3,
+        ),
+    ];
+    for (name, help, i) in istio {
+        header(&mut out, name, help, "counter");
+        for (labels, values) in &tcp {
+            let _ = writeln!(
+                out,
+                "{name}{{reporter=\"source\",request_protocol=\"tcp\",destination_service=\"{}\",\
+                 destination_service_name=\"{}\",destination_service_namespace=\"{}\",destination_version=\"{}\",\
+                 destination_app=\"{}\",response_flags=\"{}\"}} {}",
+                escape(&labels.destination_service),
+                escape(&labels.destination_service_name),
+                escape(&labels.destination_service_namespace),
+                escape(&labels.destination_version),
+                escape(&labels.destination_app),
+                escape(labels.response_flags),
+                values[i]
+            );
+        }
+    }
+
+    header(
+        &mut out,
+        CONFIG_GENERATION,
+        "Generation of the route table in use.",
+        "gauge",
+    );
+    let _ = writeln!(out, "{CONFIG_GENERATION} {}", process.generation);
+    header(
+        &mut out,
+        CONFIG_RELOADS,
+        "Configuration reloads, by result.",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "{CONFIG_RELOADS}{{result=\"success\"}} {}",
+        process.reloads_success
+    );
+    let _ = writeln!(
+        out,
+        "{CONFIG_RELOADS}{{result=\"failure\"}} {}",
+        process.reloads_failure
+    );
+    header(&mut out, WORKERS, "Worker threads.", "gauge");
+    let _ = writeln!(out, "{WORKERS} {}", process.workers);
+    header(
+        &mut out,
+        DOWNSTREAM_CONNECTIONS_ACTIVE,
+        "Open downstream connections, per listener.",
+        "gauge",
+    );
+    for (address, active) in &listeners {
+        let _ = writeln!(
+            out,
+            "{DOWNSTREAM_CONNECTIONS_ACTIVE}{{listener=\"{address}\"}} {active}"
+        );
+    }
+    header(
+        &mut out,
+        DOWNSTREAM_ACCEPT_ERRORS,
+        "accept() failures (EMFILE, ENFILE...).",
+        "counter",
+    );
+    let _ = writeln!(out, "{DOWNSTREAM_ACCEPT_ERRORS} {accept_errors}");
+    let per_cluster = [
+        (
+            UPSTREAM_CONNECT_ATTEMPTS,
+            "Upstream connect attempts, per cluster.",
+            0,
+        ),
+        (
+            UPSTREAM_CONNECT_FAILURES,
+            "Upstream connects refused or reset, per cluster.",
+            1,
+        ),
+        (
+            UPSTREAM_CONNECT_TIMEOUTS,
+            "Upstream connects that timed out, per cluster.",
+            2,
+        ),
+        (
+            UPSTREAM_OVERFLOW,
+            "Connections refused by maxConnections (UO), per cluster.",
+            3,
+        ),
+        (
+            UPSTREAM_EJECTIONS,
+            "Endpoints ejected by outlier detection, per cluster.",
+            4,
+        ),
+    ];
+    for (name, help, i) in per_cluster {
+        header(&mut out, name, help, "counter");
+        for (cluster, values) in &clusters {
+            let _ = writeln!(
+                out,
+                "{name}{{cluster=\"{}\"}} {}",
+                escape(cluster),
+                values[i]
+            );
+        }
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::metrics::worker::{WorkerHandle, WorkerMetrics, add};
+
+    fn labels(version: &str, flags: &'static str) -> IstioLabels {
+        IstioLabels {
+            destination_service: Arc::from("tcp-echo.default.svc.cluster.local"),
+            destination_service_name: Arc::from("tcp-echo"),
+            destination_service_namespace: Arc::from("default"),
+            destination_version: Arc::from(version),
+            destination_app: Arc::from("tcp-echo"),
+            response_flags: flags,
+        }
+    }
+
+    #[test]
+    fn workers_are_summed_per_label_set() {
+        let shared: Vec<Arc<WorkerMetrics>> = (0..2).map(|_| WorkerMetrics::new()).collect();
+        for (i, w) in shared.iter().enumerate() {
+            let mut h = WorkerHandle::new(w.clone());
+            let v1 = h.tcp(&labels("v1", "-"));
+            add(&v1.opened, 20);
+            add(&v1.closed, 20);
+            add(&v1.received_bytes, 100 * (i as u64 + 1));
+            let uf = h.tcp(&labels("v2", "UF"));
+            add(&uf.closed, 1);
+            add(
+                &h.cluster("outbound|9000|v2|tcp-echo.default.svc.cluster.local")
+                    .connect_failures,
+                3,
+            );
+            h.listener("0.0.0.0:31400".parse().expect("addr"))
+                .fetch_add(2, Ordering::Relaxed);
+            // A second lookup finds the same block through the local cache.
+            assert!(Arc::ptr_eq(&v1, &h.tcp(&labels("v1", "-"))));
+        }
+        let snapshots: Vec<_> = shared.iter().map(|w| w.snapshot()).collect();
+        let text = render(
+            &ProcessMetrics {
+                generation: 3,
+                reloads_success: 2,
+                reloads_failure: 1,
+                workers: 2,
+            },
+            &snapshots,
+        );
+        let line = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+                .to_owned()
+        };
+        assert_eq!(
+            line("istio_tcp_connections_opened_total{"),
+            "istio_tcp_connections_opened_total{reporter=\"source\",request_protocol=\"tcp\",\
+             destination_service=\"tcp-echo.default.svc.cluster.local\",destination_service_name=\"tcp-echo\",\
+             destination_service_namespace=\"default\",destination_version=\"v1\",destination_app=\"tcp-echo\",\
+             response_flags=\"-\"} 40"
+        );
+        assert!(text.contains(
+            "destination_version=\"v1\",destination_app=\"tcp-echo\",response_flags=\"-\"} 300"
+        ));
+        assert!(text.contains("response_flags=\"UF\"} 2"));
+        assert!(text.contains("ringway_config_generation 3"));
+        assert!(text.contains("ringway_config_reloads_total{result=\"failure\"} 1"));
+        assert!(
+            text.contains("ringway_downstream_connections_active{listener=\"0.0.0.0:31400\"} 4")
+        );
+        assert!(text.contains("ringway_upstream_connect_failures_total{cluster=\"outbound|9000|v2|tcp-echo.default.svc.cluster.local\"} 6"));
+        assert!(text.contains("# TYPE istio_tcp_sent_bytes_total counter"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

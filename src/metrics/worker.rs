@@ -1,0 +1,226 @@
+//! Per-worker counters. Each worker is the only writer of its counters
+//! (relaxed atomics on cache-line-aligned blocks); the admin thread reads
+//! them at scrape time. A worker finds a counter block through its own
+//! [`WorkerHandle`] cache; the shared registry's lock is taken only the first
+//! time a label set appears on that worker.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::routing::table::{Cluster, Endpoint};
+
+/// The labels of Istio's TCP metrics that vary (`reporter="source"` and
+/// `request_protocol="tcp"` are constant at a gateway).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IstioLabels {
+    pub destination_service: Arc<str>,
+    pub destination_service_name: Arc<str>,
+    pub destination_service_namespace: Arc<str>,
+    pub destination_version: Arc<str>,
+    pub destination_app: Arc<str>,
+    /// Envoy-style response flags: `-`, `UF`, `UO`, `UH`, `NR`...
+    pub response_flags: &'static str,
+}
+
+impl IstioLabels {
+    /// Labels of a connection to `endpoint` of `cluster` (`unknown` where
+    /// the endpoint has no `version` or `app` label, as Istio writes it).
+    pub fn new(
+        cluster: &Cluster,
+        endpoint: Option<&Endpoint>,
+        response_flags: &'static str,
+    ) -> IstioLabels {
+        let label = |key: &str| -> Arc<str> {
+            endpoint
+                .and_then(|e| e.labels.get(key))
+                .map_or_else(|| Arc::from("unknown"), |v| Arc::from(v.as_str()))
+        };
+        IstioLabels {
+            destination_service: Arc::from(cluster.service.host.as_str()),
+            destination_service_name: Arc::from(cluster.service.name.as_str()),
+            destination_service_namespace: Arc::from(cluster.service.namespace.as_str()),
+            destination_version: label("version"),
+            destination_app: label("app"),
+            response_flags,
+        }
+    }
+
+    /// Labels of a connection that was never routed to a service (`NR`).
+    pub fn unrouted(response_flags: &'static str) -> IstioLabels {
+        let unknown: Arc<str> = Arc::from("unknown");
+        IstioLabels {
+            destination_service: unknown.clone(),
+            destination_service_name: unknown.clone(),
+            destination_service_namespace: unknown.clone(),
+            destination_version: unknown.clone(),
+            destination_app: unknown,
+            response_flags,
+        }
+    }
+}
+
+/// Istio's four TCP counters for one label set.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct TcpCounters {
+    pub opened: AtomicU64,
+    pub closed: AtomicU64,
+    /// Downstream → upstream.
+    pub received_bytes: AtomicU64,
+    /// Upstream → downstream.
+    pub sent_bytes: AtomicU64,
+}
+
+/// ringway's own counters for one cluster.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct ClusterCounters {
+    pub connect_attempts: AtomicU64,
+    pub connect_failures: AtomicU64,
+    pub connect_timeouts: AtomicU64,
+    pub overflow: AtomicU64,
+    pub ejections: AtomicU64,
+}
+
+/// Adds `n` to a counter this thread alone writes.
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// The counters of one worker, as the admin thread sees them.
+#[derive(Debug, Default)]
+pub struct WorkerMetrics {
+    tcp: RwLock<HashMap<IstioLabels, Arc<TcpCounters>>>,
+    clusters: RwLock<HashMap<Arc<str>, Arc<ClusterCounters>>>,
+    listeners: RwLock<HashMap<SocketAddr, Arc<AtomicI64>>>,
+    pub accept_errors: AtomicU64,
+}
+
+impl WorkerMetrics {
+    pub fn new() -> Arc<WorkerMetrics> {
+        Arc::new(WorkerMetrics::default())
+    }
+
+    /// A consistent copy for rendering.
+    pub fn snapshot(&self) -> WorkerSnapshot {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        WorkerSnapshot {
+            tcp: read(&self.tcp)
+                .iter()
+                .map(|(k, c)| {
+                    (
+                        k.clone(),
+                        [
+                            load(&c.opened),
+                            load(&c.closed),
+                            load(&c.received_bytes),
+                            load(&c.sent_bytes),
+                        ],
+                    )
+                })
+                .collect(),
+            clusters: read(&self.clusters)
+                .iter()
+                .map(|(k, c)| {
+                    (
+                        k.clone(),
+                        [
+                            load(&c.connect_attempts),
+                            load(&c.connect_failures),
+                            load(&c.connect_timeouts),
+                            load(&c.overflow),
+                            load(&c.ejections),
+                        ],
+                    )
+                })
+                .collect(),
+            listeners: read(&self.listeners)
+                .iter()
+                .map(|(k, g)| (*k, g.load(Ordering::Relaxed)))
+                .collect(),
+            accept_errors: load(&self.accept_errors),
+        }
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn entry<K: std::hash::Hash + Eq + Clone, V: Default>(
+    lock: &RwLock<HashMap<K, Arc<V>>>,
+    key: &K,
+) -> Arc<V> {
+    if let Some(v) = read(lock).get(key) {
+        return v.clone();
+    }
+    let mut map = lock.write().unwrap_or_else(PoisonError::into_inner);
+    map.entry(key.clone()).or_default().clone()
+}
+
+/// What a worker's counters held at one instant.
+#[derive(Debug, Default, Clone)]
+pub struct WorkerSnapshot {
+    /// opened, closed, received bytes, sent bytes.
+    pub tcp: Vec<(IstioLabels, [u64; 4])>,
+    /// attempts, failures, timeouts, overflow, ejections.
+    pub clusters: Vec<(Arc<str>, [u64; 5])>,
+    pub listeners: Vec<(SocketAddr, i64)>,
+    pub accept_errors: u64,
+}
+
+/// A worker's own door to its counters: a lock-free cache in front of the
+/// shared registry. Owned by the worker thread.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    shared: Arc<WorkerMetrics>,
+    tcp: HashMap<IstioLabels, Arc<TcpCounters>>,
+    clusters: HashMap<Arc<str>, Arc<ClusterCounters>>,
+    listeners: HashMap<SocketAddr, Arc<AtomicI64>>,
+}
+
+impl WorkerHandle {
+    pub fn new(shared: Arc<WorkerMetrics>) -> WorkerHandle {
+        WorkerHandle {
+            shared,
+            tcp: HashMap::new(),
+            clusters: HashMap::new(),
+            listeners: HashMap::new(),
+        }
+    }
+
+    pub fn tcp(&mut self, labels: &IstioLabels) -> Arc<TcpCounters> {
+        if let Some(c) = self.tcp.get(labels) {
+            return c.clone();
+        }
+        let c = entry(&self.shared.tcp, labels);
+        self.tcp.insert(labels.clone(), c.clone());
+        c
+    }
+
+    pub fn cluster(&mut self, name: &str) -> Arc<ClusterCounters> {
+        if let Some(c) = self.clusters.get(name) {
+            return c.clone();
+        }
+        let key: Arc<str> = Arc::from(name);
+        let c = entry(&self.shared.clusters, &key);
+        self.clusters.insert(key, c.clone());
+        c
+    }
+
+    /// The active-connections gauge of a listener.
+    pub fn listener(&mut self, address: SocketAddr) -> Arc<AtomicI64> {
+        if let Some(g) = self.listeners.get(&address) {
+            return g.clone();
+        }
+        let g = entry(&self.shared.listeners, &address);
+        self.listeners.insert(address, g.clone());
+        g
+    }
+
+    pub fn accept_error(&self) {
+        add(&self.shared.accept_errors, 1);
+    }
+}
