@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod pipeline;
 pub mod resolve;
 pub mod routing;
+pub mod sni;

@@ -1,0 +1,257 @@
+//! Reads the server name (SNI) from a TLS ClientHello without terminating
+//! TLS (SPEC §1.4). Sans-io: the caller feeds the bytes read so far and gets
+//! an answer, or how many bytes it needs at least; the ClientHello may come
+//! in several segments (and, rarely, several TLS records).
+#![forbid(unsafe_code)]
+
+/// Upper bound on the bytes ringway reads looking for the SNI. A
+/// ClientHello is well under this; more is a client that is not speaking
+/// TLS the way we expect.
+pub const MAX_CLIENT_HELLO: usize = 16 * 1024 + 5;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peek {
+    /// More bytes are needed: at least this many in total.
+    NeedMore(usize),
+    /// A complete ClientHello: its server name, if it sent one.
+    ServerName(Option<String>),
+    /// Not a TLS ClientHello (or malformed): route as a client without SNI
+    /// would be routed, or close.
+    NotTls(&'static str),
+}
+
+/// Looks for the SNI in the first bytes of a connection.
+pub fn peek(buf: &[u8]) -> Peek {
+    // TLS records: type(1)=22 handshake, version(2), length(2), fragment.
+    // The handshake message may span several records; gather its bytes.
+    let mut handshake: Vec<u8> = Vec::new();
+    let mut at = 0;
+    loop {
+        let Some(header) = buf.get(at..at + 5) else {
+            return need(at + 5);
+        };
+        if header[0] != 22 {
+            return Peek::NotTls("the first record is not a TLS handshake");
+        }
+        if header[1] != 3 {
+            return Peek::NotTls("not a TLS record version");
+        }
+        let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+        if len == 0 || len > 16 * 1024 + 2048 {
+            return Peek::NotTls("bad TLS record length");
+        }
+        let Some(fragment) = buf.get(at + 5..at + 5 + len) else {
+            return need(at + 5 + len);
+        };
+        handshake.extend_from_slice(fragment);
+        at += 5 + len;
+        // Handshake header: type(1)=1 ClientHello, length(3).
+        if handshake.len() >= 4 {
+            if handshake[0] != 1 {
+                return Peek::NotTls("the first handshake message is not a ClientHello");
+            }
+            let body = u32::from_be_bytes([0, handshake[1], handshake[2], handshake[3]]) as usize;
+            if body + 4 > MAX_CLIENT_HELLO {
+                return Peek::NotTls("ClientHello too large");
+            }
+            if handshake.len() >= body + 4 {
+                return client_hello(&handshake[4..4 + body]);
+            }
+        }
+    }
+}
+
+fn need(total: usize) -> Peek {
+    if total > MAX_CLIENT_HELLO {
+        Peek::NotTls("ClientHello too large")
+    } else {
+        Peek::NeedMore(total)
+    }
+}
+
+/// A cursor that never panics: every read is checked.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.buf.len() < n {
+            return None;
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<usize> {
+        self.take(1).map(|b| usize::from(b[0]))
+    }
+
+    fn u16(&mut self) -> Option<usize> {
+        self.take(2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    }
+
+    fn vec8(&mut self) -> Option<&'a [u8]> {
+        let n = self.u8()?;
+        self.take(n)
+    }
+
+    fn vec16(&mut self) -> Option<&'a [u8]> {
+        let n = self.u16()?;
+        self.take(n)
+    }
+}
+
+fn client_hello(body: &[u8]) -> Peek {
+    parse_client_hello(body).unwrap_or(Peek::NotTls("malformed ClientHello"))
+}
+
+fn parse_client_hello(body: &[u8]) -> Option<Peek> {
+    let mut r = Reader { buf: body };
+    r.take(2)?; // client_version
+    r.take(32)?; // random
+    r.vec8()?; // session_id
+    r.vec16()?; // cipher_suites
+    r.vec8()?; // compression_methods
+    if r.buf.is_empty() {
+        return Some(Peek::ServerName(None)); // no extensions at all
+    }
+    let mut extensions = Reader { buf: r.vec16()? };
+    while !extensions.buf.is_empty() {
+        let kind = extensions.u16()?;
+        let data = extensions.vec16()?;
+        if kind != 0 {
+            continue;
+        }
+        // server_name: list(2) of { type(1) = 0 host_name, name(2) }.
+        let mut list = Reader {
+            buf: Reader { buf: data }.vec16()?,
+        };
+        while !list.buf.is_empty() {
+            let name_type = list.u8()?;
+            let name = list.vec16()?;
+            if name_type == 0 {
+                let name = std::str::from_utf8(name).ok()?;
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+                    return None;
+                }
+                return Some(Peek::ServerName(Some(
+                    name.trim_end_matches('.').to_ascii_lowercase(),
+                )));
+            }
+        }
+        return Some(Peek::ServerName(None));
+    }
+    Some(Peek::ServerName(None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ClientHello as a TLS client writes it, with optional SNI, split
+    /// into records of at most `record` bytes of handshake.
+    pub(crate) fn client_hello_bytes(sni: Option<&str>, record: usize) -> Vec<u8> {
+        let mut ext = Vec::new();
+        // An unrelated extension first (supported_versions), as real clients send.
+        ext.extend_from_slice(&[0x00, 0x2b, 0x00, 0x03, 0x02, 0x03, 0x04]);
+        if let Some(name) = sni {
+            let n = name.len() as u16;
+            ext.extend_from_slice(&[0x00, 0x00]);
+            ext.extend_from_slice(&(n + 5).to_be_bytes());
+            ext.extend_from_slice(&(n + 3).to_be_bytes());
+            ext.push(0);
+            ext.extend_from_slice(&n.to_be_bytes());
+            ext.extend_from_slice(name.as_bytes());
+        }
+        let mut body = vec![0x03, 0x03];
+        body.extend_from_slice(&[7u8; 32]);
+        body.push(0); // session id
+        body.extend_from_slice(&[0x00, 0x02, 0x13, 0x01]); // one cipher suite
+        body.extend_from_slice(&[0x01, 0x00]); // null compression
+        body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+        body.extend_from_slice(&ext);
+        let mut hs = vec![1];
+        hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        hs.extend_from_slice(&body);
+        let mut out = Vec::new();
+        for chunk in hs.chunks(record) {
+            out.extend_from_slice(&[22, 3, 1]);
+            out.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+            out.extend_from_slice(chunk);
+        }
+        out
+    }
+
+    #[test]
+    fn reads_the_server_name() {
+        let hello = client_hello_bytes(Some("DB.Example.com"), 16384);
+        assert_eq!(
+            peek(&hello),
+            Peek::ServerName(Some("db.example.com".into()))
+        );
+        assert_eq!(
+            peek(&client_hello_bytes(None, 16384)),
+            Peek::ServerName(None)
+        );
+    }
+
+    #[test]
+    fn a_hello_in_pieces_asks_for_more_until_complete() {
+        for record in [16384, 40, 7] {
+            let hello = client_hello_bytes(Some("kafka.example.com"), record);
+            for cut in 0..hello.len() {
+                match peek(&hello[..cut]) {
+                    Peek::NeedMore(n) => {
+                        assert!(n > cut && n <= hello.len(), "cut {cut}: need {n}")
+                    }
+                    other => panic!("record {record}, cut {cut}: {other:?}"),
+                }
+            }
+            assert_eq!(
+                peek(&hello),
+                Peek::ServerName(Some("kafka.example.com".into()))
+            );
+        }
+    }
+
+    #[test]
+    fn other_protocols_are_not_tls() {
+        assert!(matches!(peek(b"GET / HTTP/1.1\r\n\r\n"), Peek::NotTls(_)));
+        assert!(matches!(
+            peek(b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00"),
+            Peek::NotTls(_)
+        ));
+        assert_eq!(peek(b""), Peek::NeedMore(5));
+    }
+
+    #[test]
+    fn hostile_bytes_never_panic() {
+        let hello = client_hello_bytes(Some("a.example.com"), 16384);
+        // Every single-byte corruption of a real hello, and every prefix.
+        for i in 0..hello.len() {
+            for b in [0u8, 1, 0x7f, 0xff] {
+                let mut bad = hello.clone();
+                bad[i] = b;
+                let _ = peek(&bad);
+            }
+        }
+        let mut x: u32 = 12345;
+        for len in 0..2000 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            let _ = peek(&bytes);
+            let mut framed = vec![22, 3, 1, (len >> 8) as u8, len as u8, 1];
+            framed.extend_from_slice(&bytes);
+            let _ = peek(&framed);
+        }
+    }
+}
