@@ -16,6 +16,7 @@
 #   DURATION [5]     seconds per throughput/connrate/rr measurement.
 #   IDLE_CONNS [5000] connections held for the idle-memory figure.
 #   TARGETS          [direct haproxy-splice haproxy-default nginx ringway]
+#   TESTS            [bulk1 bulk8 connrate rr idle] (a subset for sweeps)
 #   RINGWAY_BIN      ringway binary; default: cargo build --release at the repo root.
 #   RINGWAY_SRC      its source tree (for the commit label); default: the git
 #                    tree containing RINGWAY_BIN.  RINGWAY_COMMIT overrides.
@@ -43,6 +44,7 @@ else
 fi
 IDLE_CONNS=${IDLE_CONNS:-5000}
 TARGETS=${TARGETS:-"direct haproxy-splice haproxy-default nginx ringway"}
+TESTS=${TESTS:-"bulk1 bulk8 connrate rr idle"}
 CONNRATE_CONC=${CONNRATE_CONC:-4}
 RR_CONNS=${RR_CONNS:-1}
 RR_SIZE=${RR_SIZE:-64}
@@ -146,10 +148,13 @@ if [[ $RINGWAY_STATUS == ok ]] && ! "$RINGWAY_BIN" run --help >/dev/null 2>&1; t
   RINGWAY_STATUS="pending: $RINGWAY_BIN has no 'run' command yet"
 fi
 # The source tree the binary came from (for the commit it is labelled with).
+RINGWAY_COMMIT_GIVEN=${RINGWAY_COMMIT:-}
 RINGWAY_SRC=${RINGWAY_SRC:-$(git -C "$(dirname "$RINGWAY_BIN")" rev-parse --show-toplevel 2>/dev/null || true)}
 RINGWAY_COMMIT=${RINGWAY_COMMIT:-$( [[ -n $RINGWAY_SRC ]] && git -C "$RINGWAY_SRC" rev-parse --short HEAD 2>/dev/null || echo unknown)}
 RINGWAY_DIRTY=0
-if [[ -n $RINGWAY_SRC ]]; then
+if [[ -n ${RINGWAY_COMMIT_GIVEN:-} ]]; then
+  RINGWAY_DIRTY="not checked (RINGWAY_COMMIT given)"
+elif [[ -n $RINGWAY_SRC ]]; then
   RINGWAY_DIRTY=$(git -C "$RINGWAY_SRC" status --porcelain --untracked-files=no 2>/dev/null | wc -l)
 fi
 RINGWAY_ADMIN=()
@@ -157,7 +162,7 @@ if [[ $RINGWAY_STATUS == ok ]] && "$RINGWAY_BIN" run --help 2>&1 | grep -q -- '-
   RINGWAY_ADMIN=(--admin off)
 fi
 for v in $RINGWAY_VARIANTS; do TARGETS+=" ringway-${v%%=*}"; done
-log "ringway: $RINGWAY_BIN ($RINGWAY_STATUS, commit $RINGWAY_COMMIT, $RINGWAY_DIRTY modified files)"
+log "ringway: $RINGWAY_BIN ($RINGWAY_STATUS, commit $RINGWAY_COMMIT, modified files: $RINGWAY_DIRTY)"
 
 # ------------------------------------------------------------ configs
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -323,7 +328,7 @@ start_proxy() {
 
 # ------------------------------------------------------------ run
 log "work dir $WORK; WORKERS=$WORKERS ROUNDS=$ROUNDS DURATION=${DURATION}s IDLE_CONNS=$IDLE_CONNS"
-log "targets: $TARGETS"
+log "targets: $TARGETS; tests: $TESTS"
 start echo "${PIN_LOAD[@]}" "$BIN/echo" --listen "127.0.0.1:$ECHO_PORT"
 start sink "${PIN_LOAD[@]}" "$BIN/sink" --listen "127.0.0.1:$SINK_PORT"
 "${PIN_LOAD[@]}" "$LOADGEN" probe --target "127.0.0.1:$ECHO_PORT" --duration 10 >/dev/null || die "echo backend did not start"
@@ -366,11 +371,16 @@ for ((r = 1; r <= ROUNDS; r++)); do
       continue
     fi
     sleep 0.5
-    measure "$t" "$r" bulk1 throughput --target "$s" --streams 1 --duration "$DURATION"
-    measure "$t" "$r" bulk8 throughput --target "$s" --streams 8 --duration "$DURATION"
-    measure "$t" "$r" connrate connrate --target "$e" --concurrency "$CONNRATE_CONC" --size "$RR_SIZE" --duration "$DURATION"
-    measure "$t" "$r" rr rr --target "$e" --connections "$RR_CONNS" --size "$RR_SIZE" --duration "$DURATION"
-    measure "$t" "$r" idle idle --target "$e" --count "$IDLE_CONNS" --settle 2s --duration 60
+    for test in $TESTS; do
+      case $test in
+        bulk1) measure "$t" "$r" bulk1 throughput --target "$s" --streams 1 --duration "$DURATION" ;;
+        bulk8) measure "$t" "$r" bulk8 throughput --target "$s" --streams 8 --duration "$DURATION" ;;
+        connrate) measure "$t" "$r" connrate connrate --target "$e" --concurrency "$CONNRATE_CONC" --size "$RR_SIZE" --duration "$DURATION" ;;
+        rr) measure "$t" "$r" rr rr --target "$e" --connections "$RR_CONNS" --size "$RR_SIZE" --duration "$DURATION" ;;
+        idle) measure "$t" "$r" idle idle --target "$e" --count "$IDLE_CONNS" --settle 2s --duration 60 ;;
+        *) die "unknown test $test" ;;
+      esac
+    done
     if [[ -n $PROXY_PID ]]; then
       if [[ ! -d /proc/$PROXY_PID ]]; then
         log "  $t: the proxy DIED during the round; log:"; tail -20 "$WORK/$t.log" >&2 || true
@@ -400,13 +410,13 @@ jq -n \
   --arg workers "$WORKERS" --arg rounds "$ROUNDS" --arg duration "$DURATION" --arg idle "$IDLE_CONNS" \
   --arg quick "$QUICK" --arg runlabel "${RESULTS_LABEL:-}" --arg targets "$TARGETS" \
   --arg variants "$RINGWAY_VARIANTS" --arg pin "$([[ $WORKERS == 1 ]] && echo 'proxy CPU 1, load+backends CPU 0' || echo none)" \
-  --arg conc "$CONNRATE_CONC" --arg rrc "$RR_CONNS" --arg size "$RR_SIZE" \
+  --arg tests "$TESTS" --arg conc "$CONNRATE_CONC" --arg rrc "$RR_CONNS" --arg size "$RR_SIZE" \
   --arg la0 "$LOADAVG_BEFORE" --arg la1 "$LOADAVG_AFTER" \
   '{date:$date, kernel:$kernel, nproc:($nproc|tonumber), cpu:$cpu, mem_total:$mem,
-    bench_commit:$commit, ringway:{bin:$ringway_bin, commit:$ringway_commit, modified_files:($ringway_dirty|tonumber), status:$ringway_status, variants:$variants},
+    bench_commit:$commit, ringway:{bin:$ringway_bin, commit:$ringway_commit, modified_files:$ringway_dirty, status:$ringway_status, variants:$variants},
     haproxy:$haproxy, nginx:$nginx,
     settings:{workers:($workers|tonumber), rounds:($rounds|tonumber), duration_s:($duration|tonumber), idle_conns:($idle|tonumber),
-      quick:($quick=="1"), pinning:$pin, connrate_concurrency:($conc|tonumber), rr_connections:($rrc|tonumber), request_bytes:($size|tonumber), targets:($targets|split(" "))},
+      quick:($quick=="1"), pinning:$pin, connrate_concurrency:($conc|tonumber), rr_connections:($rrc|tonumber), request_bytes:($size|tonumber), targets:($targets|split(" ")), tests:($tests|split(" "))},
     label:$runlabel, loadavg_before:$la0, loadavg_after:$la1}' >"$OUT/meta.json"
 python3 "$HERE/summarize.py" "$OUT"
 log "results in ${OUT#"$ROOT"/}"

@@ -138,7 +138,8 @@ def main(d):
     L.append(f"- Load average before/after: {m['loadavg_before']} / {m['loadavg_after']}")
     rw = m["ringway"]
     L.append(f"- bench commit `{m['bench_commit']}`; ringway `{rw['bin']}` at commit `{rw['commit']}`"
-             + (f" (+{rw['modified_files']} uncommitted modified files)" if rw["modified_files"] else "")
+             + (f" (uncommitted modified files in its tree at run time: {rw['modified_files']})" if str(rw["modified_files"]) != "0" else "")
+             + (f"; note: {rw['note']}" if rw.get("note") else "")
              + f", status: {rw['status']}")
     L.append(f"- {m['haproxy']}; {m['nginx']}")
     s = m["settings"]
@@ -148,7 +149,8 @@ def main(d):
     L.append("- Figures are medians over rounds. CPU = utime+stime of the proxy's processes from /proc/PID/stat "
              "(all threads, io_uring workers included) over the measured interval. GB = 10^9 bytes (CPU-s/GiB = ×1.074).\n")
 
-    cols = list(METRICS)
+    # Only the metrics this run measured.
+    cols = [c for c in METRICS if any(stats[t][c[0]]["n"] for t in targets)]
     L.append("## Medians\n")
     L.append("| metric | " + " | ".join(targets) + " |")
     L.append("|---" * (len(targets) + 1) + "|")
