@@ -7,3 +7,5 @@ export RINGWAY_REQUIRE_URING="${RINGWAY_REQUIRE_URING:-1}"
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --release
+# The bench's load generator and backends: a smoke test, not a benchmark.
+cargo test --locked --manifest-path bench/Cargo.toml
