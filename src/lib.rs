@@ -5,9 +5,14 @@
 //! - [`routing`]: the pure compiler from manifests to an immutable
 //!   [`routing::RouteTable`], and the per-worker pickers.
 //! - [`diag`]: errors and warnings that name file, line, resource and field.
+//! - [`dataplane`]: the io_uring workers that forward connections.
+//! - [`supervisor`]: startup, workers, signals, shutdown.
 
 pub mod cli;
 pub mod config;
+pub mod dataplane;
 pub mod diag;
 pub mod pipeline;
+pub mod process;
 pub mod routing;
+pub mod supervisor;

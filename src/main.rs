@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ringway::cli::{ConfigArgs, check};
+use ringway::dataplane::Settings;
+use ringway::dataplane::forward::SPLICE_AFTER_BYTES;
+use ringway::supervisor::{self, RunOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +35,54 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Serve: forward every connection of every listener of the compiled
+    /// table until SIGTERM or SIGINT.
+    Run {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+/// Knobs of the data plane (`run`).
+#[derive(Debug, Clone, clap::Args)]
+struct DataArgs {
+    /// Worker threads, each pinned to a CPU [default: the CPUs this process may use].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    workers: Option<u32>,
+    /// Endpoints tried per connection before giving up.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    connect_attempts: u32,
+    /// Open connections allowed per process [default: no limit].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Bytes a direction moves before it switches to splice (0: splice from
+    /// the start; "never": copy only). For tests and measurements.
+    #[arg(long, value_name = "BYTES|never", hide = true, value_parser = parse_splice_after)]
+    splice_after: Option<u64>,
+}
+
+impl DataArgs {
+    fn options(&self, config: &ConfigArgs) -> RunOptions {
+        RunOptions {
+            source: config.source(),
+            workers: self.workers.map(|w| w as usize),
+            settings: Settings {
+                connect_attempts: self.connect_attempts,
+                max_connections: self.max_connections,
+                splice_after: self.splice_after.unwrap_or(SPLICE_AFTER_BYTES),
+            },
+        }
+    }
+}
+
+fn parse_splice_after(text: &str) -> Result<u64, String> {
+    if text == "never" {
+        return Ok(u64::MAX);
+    }
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a byte count or \"never\""))
 }
 
 fn main() -> ExitCode {
@@ -55,5 +106,12 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().write_all(report.as_bytes());
             ExitCode::from(u8::try_from(check::exit_code(&build, strict)).unwrap_or(1))
         }
+        Command::Run { config, data } => match supervisor::run(&data.options(&config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -1,0 +1,255 @@
+//! The worker's io_uring: the only caller of push and submit. Builds every
+//! SQE the data plane uses, keeps a backlog when the SQ is full (linked
+//! pairs stay together), and copies completions out for dispatch.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use io_uring::squeue::{Entry, Flags};
+use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue, opcode};
+
+use super::bufring::{self, BufRing};
+
+/// SQ entries per worker ring (the CQ is twice as large, and the kernel keeps
+/// overflowed completions rather than dropping them).
+pub const SQ_ENTRIES: u32 = 1024;
+
+/// Bounded and unbounded io-wq workers allowed per ring: a safety net, since
+/// nothing ringway submits should block in io-wq.
+pub const IOWQ_MAX_WORKERS: [u32; 2] = [2, 2];
+
+/// Why io_uring could not be set up, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(
+        "io_uring is not permitted ({0}): the kernel.io_uring_disabled sysctl or a seccomp profile blocks it; \
+         remedy: `sysctl -w kernel.io_uring_disabled=0`, or run the container with a seccomp profile that allows \
+         io_uring_setup, io_uring_enter and io_uring_register"
+    )]
+    NotPermitted(io::Error),
+    #[error(
+        "io_uring is not available ({0}): the kernel lacks it or was built without it; remedy: run on Linux 6.1 or later with CONFIG_IO_URING=y"
+    )]
+    Unsupported(io::Error),
+    #[error(
+        "io_uring setup failed ({0}); remedy: check `ulimit -l` (locked memory) and the kernel version (6.1 or later)"
+    )]
+    Other(io::Error),
+}
+
+impl SetupError {
+    fn classify(e: io::Error) -> SetupError {
+        match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => SetupError::NotPermitted(e),
+            Some(libc::ENOSYS) => SetupError::Unsupported(e),
+            _ => SetupError::Other(e),
+        }
+    }
+}
+
+/// A completion copied out of the CQ.
+#[derive(Debug, Clone, Copy)]
+pub struct Cqe {
+    pub user_data: u64,
+    pub res: i32,
+    pub flags: u32,
+}
+
+impl Cqe {
+    pub fn more(&self) -> bool {
+        cqueue::more(self.flags)
+    }
+
+    pub fn buffer(&self) -> Option<u16> {
+        cqueue::buffer_select(self.flags)
+    }
+}
+
+/// One SQE, or a pair linked with IOSQE_IO_LINK that must be pushed together.
+#[derive(Debug)]
+enum Pending {
+    One(Entry),
+    Linked(Entry, Entry),
+}
+
+pub struct Ring {
+    ring: IoUring,
+    backlog: VecDeque<Pending>,
+}
+
+impl Ring {
+    /// A ring with SINGLE_ISSUER|DEFER_TASKRUN (on the calling thread, which
+    /// must be the one that submits) and capped io-wq workers.
+    pub fn new() -> Result<Ring, SetupError> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_cqsize(SQ_ENTRIES * 4)
+            .build(SQ_ENTRIES)
+            .map_err(SetupError::classify)?;
+        let mut max = IOWQ_MAX_WORKERS;
+        ring.submitter()
+            .register_iowq_max_workers(&mut max)
+            .map_err(SetupError::classify)?;
+        Ok(Ring {
+            ring,
+            backlog: VecDeque::new(),
+        })
+    }
+
+    /// Check at startup, off the workers, that a ring can be set up at all.
+    pub fn probe() -> Result<(), SetupError> {
+        IoUring::new(8).map(drop).map_err(SetupError::classify)
+    }
+
+    pub fn buf_ring(&self, count: u16, size: u32) -> io::Result<BufRing> {
+        BufRing::register(&self.ring, count, size)
+    }
+
+    fn push(&mut self, p: Pending) {
+        if !self.backlog.is_empty() || !self.try_push(&p) {
+            self.backlog.push_back(p);
+        }
+    }
+
+    fn try_push(&mut self, p: &Pending) -> bool {
+        let mut sq = self.ring.submission();
+        let free = sq.capacity() - sq.len();
+        // SAFETY: every entry built below points only at memory that outlives
+        // the op: provided buffers (the BufRing outlives the ring), per-slot
+        // boxed addresses and timespecs (a slot is freed only when no op of
+        // it is in flight or queued here), and the worker's boxed eventfd
+        // buffer. Pointers read at submit time (sockaddr, timespec) stay valid
+        // while the entry waits in the backlog for the same reason.
+        unsafe {
+            match p {
+                Pending::One(e) if free >= 1 => sq.push(e).is_ok(),
+                Pending::Linked(a, b) if free >= 2 => sq.push_multiple(&[a.clone(), b.clone()]).is_ok(),
+                Pending::One(_) | Pending::Linked(..) => false,
+            }
+        }
+    }
+
+    fn flush_backlog(&mut self) {
+        while let Some(p) = self.backlog.pop_front() {
+            if !self.try_push(&p) {
+                self.backlog.push_front(p);
+                break;
+            }
+        }
+    }
+
+    /// Submit what is queued and wait for at least one completion or
+    /// `timeout`. EINTR, EBUSY, EAGAIN and ETIME are not errors.
+    pub fn submit_and_wait(&mut self, timeout: Duration) -> io::Result<()> {
+        loop {
+            self.flush_backlog();
+            let ts = Timespec::from(timeout);
+            let args = SubmitArgs::new().timespec(&ts);
+            let want = usize::from(self.backlog.is_empty());
+            match self.ring.submitter().submit_with_args(want, &args) {
+                Ok(_) => {}
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ETIME) => {}
+                    _ => return Err(e),
+                },
+            }
+            if self.backlog.is_empty() || !self.ring.completion().is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Move every ready completion into `out`.
+    pub fn drain(&mut self, out: &mut Vec<Cqe>) {
+        let mut cq = self.ring.completion();
+        cq.sync();
+        out.extend(cq.map(|c| Cqe {
+            user_data: c.user_data(),
+            res: c.result(),
+            flags: c.flags(),
+        }));
+    }
+
+    pub fn accept_multi(&mut self, listener: RawFd, token: u64) {
+        let e = opcode::AcceptMulti::new(Fd(listener))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(token);
+        self.push(Pending::One(e));
+    }
+
+    pub fn recv_multi(&mut self, fd: RawFd, token: u64) {
+        let e = opcode::RecvMulti::new(Fd(fd), bufring::GROUP)
+            .build()
+            .user_data(token);
+        self.push(Pending::One(e));
+    }
+
+    /// Send `len` bytes of provided buffer `bid` from `offset`.
+    pub fn send(&mut self, fd: RawFd, bufs: &BufRing, bid: u16, offset: u32, len: u32, token: u64) {
+        let e = opcode::Send::new(Fd(fd), bufs.address(bid, offset), len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(token);
+        self.push(Pending::One(e));
+    }
+
+    /// CONNECT linked to a LINK_TIMEOUT. `addr` and `timeout` must stay put
+    /// until the connect completes (they live in the connection's slot).
+    pub fn connect(
+        &mut self,
+        fd: RawFd,
+        addr: &socket2::SockAddr,
+        timeout: &Timespec,
+        token: u64,
+        timeout_token: u64,
+    ) {
+        let connect = opcode::Connect::new(Fd(fd), addr.as_ptr().cast(), addr.len())
+            .build()
+            .flags(Flags::IO_LINK)
+            .user_data(token);
+        let timer = opcode::LinkTimeout::new(timeout).build().user_data(timeout_token);
+        self.push(Pending::Linked(connect, timer));
+    }
+
+    /// One-shot POLL_ADD for `events` (POLLIN or POLLOUT).
+    pub fn poll(&mut self, fd: RawFd, events: i16, token: u64) {
+        let e = opcode::PollAdd::new(Fd(fd), events as u16 as u32)
+            .build()
+            .user_data(token);
+        self.push(Pending::One(e));
+    }
+
+    pub fn shutdown_write(&mut self, fd: RawFd, token: u64) {
+        let e = opcode::Shutdown::new(Fd(fd), libc::SHUT_WR)
+            .build()
+            .user_data(token);
+        self.push(Pending::One(e));
+    }
+
+    /// Cancel every op on `fd`.
+    pub fn cancel_fd(&mut self, fd: RawFd, token: u64) {
+        let e = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
+            .build()
+            .user_data(token);
+        self.push(Pending::One(e));
+    }
+
+    /// Cancel the op submitted with `target`.
+    pub fn cancel(&mut self, target: u64, token: u64) {
+        let e = opcode::AsyncCancel::new(target).build().user_data(token);
+        self.push(Pending::One(e));
+    }
+
+    /// Read 8 bytes from an eventfd into `buf` (which must outlive the op).
+    pub fn read_eventfd(&mut self, fd: RawFd, buf: &mut u64, token: u64) {
+        let e = opcode::Read::new(Fd(fd), (buf as *mut u64).cast(), 8)
+            .build()
+            .user_data(token);
+        self.push(Pending::One(e));
+    }
+}
