@@ -295,3 +295,92 @@ pub fn say(port: u16, line: &str) -> String {
     BufReader::new(s).read_line(&mut reply).expect("read reply");
     reply.trim_end().to_owned()
 }
+
+/// One TCP service `svc.default.svc.cluster.local:9000` whose endpoints are
+/// 127.0.0.1 on `endpoints` (all labelled version v1, the subset the route
+/// uses), behind a gateway on `listen`; `pool` is extra YAML under the
+/// DestinationRule's `trafficPolicy` (indented 4 spaces), or empty.
+pub fn tcp_service(listen: u16, endpoints: &[u16], policy: &str) -> ConfigDir {
+    let eps: String = endpoints
+        .iter()
+        .map(|p| format!("  - address: 127.0.0.1\n    ports:\n      tcp: {p}\n    labels:\n      version: v1\n"))
+        .collect();
+    let policy = if policy.is_empty() {
+        String::new()
+    } else {
+        format!("  trafficPolicy:\n{policy}")
+    };
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: gw
+spec:
+  selector:
+    istio: ingressgateway
+  servers:
+  - port:
+      number: {listen}
+      name: tcp
+      protocol: TCP
+    hosts:
+    - \"*\"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: svc
+spec:
+  hosts:
+  - \"*\"
+  gateways:
+  - gw
+  tcp:
+  - route:
+    - destination:
+        host: svc
+        port:
+          number: 9000
+        subset: v1
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: svc
+spec:
+  host: svc
+{policy}  subsets:
+  - name: v1
+    labels:
+      version: v1
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: svc
+spec:
+  hosts:
+  - svc.default.svc.cluster.local
+  resolution: STATIC
+  ports:
+  - number: 9000
+    name: tcp
+    protocol: TCP
+  endpoints:
+{eps}"
+    );
+    ConfigDir::new().file("svc.yaml", &yaml)
+}
+
+/// Read until EOF (or error); returns what was read and how it ended.
+pub fn read_to_end(s: &mut TcpStream) -> (Vec<u8>, std::io::Result<()>) {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (data, Ok(())),
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+            Err(e) => return (data, Err(e)),
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Upstreams that refuse, vanish, die mid-stream or never answer a SYN.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{Behavior, EchoBackend, Ringway, connect, free_port, read_to_end, say, tcp_service};
+
+#[test]
+fn a_refusing_endpoint_next_to_a_live_one_fails_no_connection() {
+    let live = EchoBackend::lines("one");
+    let refusing = free_port();
+    let listen = free_port();
+    let policy = "    loadBalancer:\n      simple: ROUND_ROBIN\n";
+    let config = tcp_service(listen, &[refusing, live.port], policy);
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else { return };
+    for i in 0..20 {
+        assert_eq!(say(listen, &format!("n{i}")), format!("one n{i}"));
+    }
+}
+
+#[test]
+fn the_only_endpoint_down_closes_the_client_within_a_second() {
+    let down = free_port();
+    let listen = free_port();
+    let config = tcp_service(listen, &[down], "");
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else { return };
+    let started = Instant::now();
+    let mut s = connect(listen);
+    let (data, _) = read_to_end(&mut s);
+    assert!(data.is_empty());
+    assert!(started.elapsed() < Duration::from_secs(1), "closed after {:?}", started.elapsed());
+}
+
+#[test]
+fn upstream_dying_mid_stream_gives_the_client_eof() {
+    let backend = EchoBackend::start(Behavior::CloseAfter(5));
+    let listen = free_port();
+    let config = tcp_service(listen, &[backend.port], "");
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else { return };
+    let mut s = connect(listen);
+    s.write_all(b"12345").unwrap();
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "EOF expected");
+}
+
+/// A listener on 127.0.0.1 that never accepts and whose accept queue is
+/// full, so the kernel drops further SYNs.
+struct Blackhole {
+    port: u16,
+    _listener: socket2::Socket,
+    _queued: Vec<TcpStream>,
+}
+
+fn blackhole() -> Blackhole {
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    l.bind(&addr.into()).unwrap();
+    l.listen(0).unwrap();
+    let port = l.local_addr().unwrap().as_socket().unwrap().port();
+    let target: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut queued = Vec::new();
+    for _ in 0..16 {
+        match TcpStream::connect_timeout(&target, Duration::from_millis(300)) {
+            Ok(s) => queued.push(s),
+            Err(_) => break,
+        }
+    }
+    // The queue is full once a connect no longer completes.
+    assert!(
+        TcpStream::connect_timeout(&target, Duration::from_millis(300)).is_err(),
+        "the blackhole still completes handshakes"
+    );
+    Blackhole {
+        port,
+        _listener: l,
+        _queued: queued,
+    }
+}
+
+#[test]
+fn connect_timeout_against_a_blackhole_closes_the_client() {
+    let hole = blackhole();
+    let listen = free_port();
+    let policy = "    connectionPool:\n      tcp:\n        connectTimeout: 300ms\n";
+    let config = tcp_service(listen, &[hole.port], policy);
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--connect-attempts", "2"]) else {
+        return;
+    };
+    let started = Instant::now();
+    let mut s = connect(listen);
+    let (data, _) = read_to_end(&mut s);
+    let took = started.elapsed();
+    assert!(data.is_empty());
+    assert!(
+        took >= Duration::from_millis(550) && took < Duration::from_secs(3),
+        "two attempts of 300ms each, closed after {took:?}"
+    );
+}
+
+#[test]
+fn idle_timeout_closes_an_idle_connection() {
+    let backend = EchoBackend::lines("one");
+    let listen = free_port();
+    let policy = "    connectionPool:\n      tcp:\n        idleTimeout: 1s\n";
+    let config = tcp_service(listen, &[backend.port], policy);
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else { return };
+    let mut s = connect(listen);
+    s.write_all(b"x\n").unwrap();
+    let started = Instant::now();
+    let (data, _) = read_to_end(&mut s);
+    let took = started.elapsed();
+    assert_eq!(data, b"one x\n");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+}
+
+#[test]
+fn max_connection_duration_closes_a_busy_connection() {
+    let backend = EchoBackend::lines("one");
+    let listen = free_port();
+    let policy = "    connectionPool:\n      tcp:\n        maxConnectionDuration: 1s\n";
+    let config = tcp_service(listen, &[backend.port], policy);
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else { return };
+    let mut s = connect(listen);
+    let started = Instant::now();
+    // Keep it busy: the idle timer must not be what closes it.
+    let closed = loop {
+        if s.write_all(b"x\n").is_err() {
+            break started.elapsed();
+        }
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break started.elapsed(),
+            Ok(_) => {}
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "never closed");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(closed >= Duration::from_millis(900), "closed after {closed:?}");
+}
