@@ -100,6 +100,8 @@ pub struct PipePool {
     keep: usize,
     /// Pipes lent out right now.
     lent: usize,
+    /// Pipes taken since the last [`trim`](PipePool::trim).
+    taken: u64,
 }
 
 impl PipePool {
@@ -109,6 +111,7 @@ impl PipePool {
             size,
             keep,
             lent: 0,
+            taken: 0,
         }
     }
 
@@ -120,6 +123,7 @@ impl PipePool {
             None => OwnedPipe::new(self.size).ok()?,
         };
         self.lent += 1;
+        self.taken += 1;
         Some(pipe)
     }
 
@@ -139,5 +143,15 @@ impl PipePool {
 
     pub fn lent(&self) -> usize {
         self.lent
+    }
+
+    /// Called periodically: when no pipe was taken since the last call,
+    /// close the pooled ones (their capacity counts against the per-user
+    /// pipe budget even when empty).
+    pub fn trim(&mut self) {
+        if self.taken == 0 {
+            self.free.clear();
+        }
+        self.taken = 0;
     }
 }

@@ -121,8 +121,7 @@ impl Ring {
         // SAFETY: every entry built below points only at memory that outlives
         // the op: provided buffers (the BufRing outlives the ring), per-slot
         // boxed addresses and timespecs (a slot is freed only when no op of
-        // it is in flight or queued here), and the worker's boxed eventfd
-        // buffer. Pointers read at submit time (sockaddr, timespec) stay valid
+        // it is in flight or queued here). Pointers read at submit time (sockaddr, timespec) stay valid
         // while the entry waits in the backlog for the same reason.
         unsafe {
             match p {
@@ -224,13 +223,6 @@ impl Ring {
         self.push(Pending::One(e));
     }
 
-    pub fn shutdown_write(&mut self, fd: RawFd, token: u64) {
-        let e = opcode::Shutdown::new(Fd(fd), libc::SHUT_WR)
-            .build()
-            .user_data(token);
-        self.push(Pending::One(e));
-    }
-
     /// Cancel every op on `fd`.
     pub fn cancel_fd(&mut self, fd: RawFd, token: u64) {
         let e = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
@@ -242,14 +234,6 @@ impl Ring {
     /// Cancel the op submitted with `target`.
     pub fn cancel(&mut self, target: u64, token: u64) {
         let e = opcode::AsyncCancel::new(target).build().user_data(token);
-        self.push(Pending::One(e));
-    }
-
-    /// Read 8 bytes from an eventfd into `buf` (which must outlive the op).
-    pub fn read_eventfd(&mut self, fd: RawFd, buf: &mut u64, token: u64) {
-        let e = opcode::Read::new(Fd(fd), (buf as *mut u64).cast(), 8)
-            .build()
-            .user_data(token);
         self.push(Pending::One(e));
     }
 }

@@ -29,6 +29,9 @@ use super::{Plan, Shared};
 /// How often timers (idle, max duration, paused listeners) are checked.
 const TICK: Duration = Duration::from_millis(100);
 
+/// Pooled pipes are closed after this long without use.
+const PIPE_IDLE: Duration = Duration::from_secs(1);
+
 /// How long a listener stays paused after EMFILE/ENFILE on accept.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
 
@@ -115,7 +118,6 @@ pub struct Worker {
     listeners: Vec<WorkerListener>,
     accepting: Vec<Accepting>,
     wake: Arc<WakeFd>,
-    wake_buf: Box<u64>,
     slots: Vec<Option<Slot>>,
     generations: Vec<u32>,
     free: Vec<u32>,
@@ -127,6 +129,7 @@ pub struct Worker {
     scratch: Vec<Action>,
     stopping: bool,
     last_accept_error_log: Option<Instant>,
+    next_pipe_trim: Instant,
 }
 
 impl Worker {
@@ -153,7 +156,6 @@ impl Worker {
             accepting: vec![Accepting::Stopped; listeners.len()],
             listeners,
             wake,
-            wake_buf: Box::new(0),
             slots: Vec::new(),
             generations: Vec::new(),
             free: Vec::new(),
@@ -165,13 +167,13 @@ impl Worker {
             scratch: Vec::new(),
             stopping: false,
             last_accept_error_log: None,
+            next_pipe_trim: Instant::now() + PIPE_IDLE,
         })
     }
 
     /// Serve until told to stop and every connection is closed.
     pub fn run(mut self) -> Result<(), WorkerError> {
-        self.ring
-            .read_eventfd(self.wake.raw(), &mut self.wake_buf, token::WAKE);
+        self.ring.poll(self.wake.raw(), libc::POLLIN, token::WAKE);
         for i in 0..self.listeners.len() {
             self.arm_accept(i);
         }
@@ -207,9 +209,9 @@ impl Worker {
     }
 
     fn on_wake(&mut self) {
+        self.wake.drain();
         if !self.shared.stop.load(Ordering::Acquire) {
-            self.ring
-                .read_eventfd(self.wake.raw(), &mut self.wake_buf, token::WAKE);
+            self.ring.poll(self.wake.raw(), libc::POLLIN, token::WAKE);
             return;
         }
         self.stopping = true;
@@ -465,11 +467,25 @@ impl Worker {
                     .on_pump(dir, result, Instant::now(), &mut self.scratch);
             }
             Action::Shutdown(dir) => {
-                if let Some(fd) = slot.fd(dir.sink()) {
-                    self.ring
-                        .shutdown_write(fd, slot.token(index, Op::Shutdown(dir)));
-                    slot.inflight += 1;
-                }
+                // shutdown(2) never blocks; IORING_OP_SHUTDOWN is forced to
+                // io-wq by the kernel and would start an iou-wrk thread.
+                let sock = match (dir.sink(), &slot.upstream) {
+                    (Side::Downstream, _) => Some(SockRef::from(&slot.downstream)),
+                    (Side::Upstream, Some(u)) => Some(SockRef::from(&u.socket)),
+                    (Side::Upstream, None) => None,
+                };
+                let res = match sock.map(|s| s.shutdown(std::net::Shutdown::Write)) {
+                    Some(Ok(())) => 0,
+                    Some(Err(e)) => -e.raw_os_error().unwrap_or(libc::EIO),
+                    None => -libc::ENOTCONN,
+                };
+                let done = Completion {
+                    op: Op::Shutdown(dir),
+                    res,
+                    bid: None,
+                    more: false,
+                };
+                slot.conn.on_completion(done, Instant::now(), &mut self.scratch);
             }
             Action::Abort(side) => {
                 let sock = match (side, &slot.upstream) {
@@ -608,6 +624,10 @@ impl Worker {
     }
 
     fn tick(&mut self, now: Instant) {
+        if now >= self.next_pipe_trim {
+            self.pipes.trim();
+            self.next_pipe_trim = now + PIPE_IDLE;
+        }
         for i in 0..self.accepting.len() {
             if let Accepting::Paused(until) = self.accepting[i] {
                 if now >= until && !self.stopping {

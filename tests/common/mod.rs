@@ -210,7 +210,7 @@ impl EchoBackend {
     }
 
     pub fn start(behavior: Behavior) -> EchoBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let listener = listen_any(4096);
         let port = listener.local_addr().expect("addr").port();
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -276,6 +276,17 @@ fn serve(mut conn: TcpStream, behavior: Behavior) {
             drop(conn);
         }
     }
+}
+
+/// A listener on 127.0.0.1 with a port of the kernel's choosing and a long
+/// accept queue (std's 128 overflows when a test opens thousands of
+/// connections at once, and an overflowing queue silently drops handshakes).
+pub fn listen_any(backlog: i32) -> TcpListener {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+    s.bind(&addr.into()).expect("bind backend");
+    s.listen(backlog).expect("listen");
+    s.into()
 }
 
 /// Connect to the gateway's port on 127.0.0.1, with timeouts set.
