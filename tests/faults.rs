@@ -1,4 +1,5 @@
 //! Upstreams that refuse, vanish, die mid-stream or never answer a SYN.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Half-close both ways: a FIN from one side reaches the other once what was
 //! read has been written, and the other direction keeps flowing.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Integrity: 8 parallel connections each send 32 MiB through ringway to a
 //! raw echo and read 32 MiB back; every byte arrives, in order, on both the
 //! copy path and the splice path.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod common;
 

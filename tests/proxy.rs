@@ -1,6 +1,7 @@
 //! The tutorials, end to end: Istio's tcp-echo traffic shifting, port
 //! routing (seed 002) and a Kafka-style broker on a custom port in another
 //! namespace (seed 003).
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod common;
 

@@ -316,3 +316,383 @@ impl Connection {
         out.push(Action::Finish(close));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::forward::{SinkState, SourceState};
+
+    const UP: Dir = Dir::ToUpstream;
+    const DOWN: Dir = Dir::ToDownstream;
+
+    fn limits() -> Limits {
+        Limits {
+            idle_timeout: Some(Duration::from_secs(60)),
+            max_duration: None,
+            connect_attempts: 3,
+            splice_after: u64::MAX,
+        }
+    }
+
+    /// A connection driven by hand: completions in, actions checked.
+    struct Sim {
+        conn: Connection,
+        now: Instant,
+        out: Vec<Action>,
+    }
+
+    impl Sim {
+        fn open(limits: Limits) -> Sim {
+            let now = Instant::now();
+            let mut out = Vec::new();
+            let conn = Connection::open(limits, now, &mut out);
+            assert_eq!(out, vec![Action::Connect]);
+            out.clear();
+            Sim { conn, now, out }
+        }
+
+        fn forwarding(limits: Limits) -> Sim {
+            let mut sim = Sim::open(limits);
+            sim.complete(Op::Connect, 0);
+            sim
+        }
+
+        fn complete(&mut self, op: Op, res: i32) -> Vec<Action> {
+            self.feed(Completion {
+                op,
+                res,
+                bid: None,
+                more: false,
+            })
+        }
+
+        fn recv(&mut self, dir: Dir, len: i32, bid: u16, more: bool) -> Vec<Action> {
+            self.feed(Completion {
+                op: Op::Recv(dir),
+                res: len,
+                bid: Some(bid),
+                more,
+            })
+        }
+
+        fn feed(&mut self, c: Completion) -> Vec<Action> {
+            self.conn.on_completion(c, self.now, &mut self.out);
+            std::mem::take(&mut self.out)
+        }
+
+        fn tick_after(&mut self, d: Duration) -> Vec<Action> {
+            self.now += d;
+            self.conn.on_tick(self.now, &mut self.out);
+            std::mem::take(&mut self.out)
+        }
+
+        fn pump(&mut self, dir: Dir, pump: Pump) -> Vec<Action> {
+            self.conn.on_pump(dir, pump, self.now, &mut self.out);
+            std::mem::take(&mut self.out)
+        }
+    }
+
+    fn finish_reason(actions: &[Action]) -> Option<CloseReason> {
+        actions.iter().find_map(|a| match a {
+            Action::Finish(c) => Some(c.reason),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_connect_success_arms_both_directions() {
+        let mut sim = Sim::open(limits());
+        let actions = sim.complete(Op::Connect, 0);
+        assert_eq!(
+            actions,
+            vec![Action::Connected, Action::ArmRecv(UP), Action::ArmRecv(DOWN)]
+        );
+        // The linked timeout's cancellation changes nothing.
+        assert!(sim.complete(Op::ConnectTimeout, -libc::ECANCELED).is_empty());
+    }
+
+    #[test]
+    fn failed_connects_retry_up_to_the_attempt_limit() {
+        struct Case {
+            res: i32,
+        }
+        for case in [
+            Case {
+                res: -libc::ECONNREFUSED,
+            },
+            // A linked timeout cancels the connect.
+            Case {
+                res: -libc::ECANCELED,
+            },
+        ] {
+            let mut sim = Sim::open(limits());
+            assert_eq!(sim.complete(Op::Connect, case.res), vec![Action::Connect]);
+            assert_eq!(sim.complete(Op::Connect, case.res), vec![Action::Connect]);
+            let last = sim.complete(Op::Connect, case.res);
+            assert_eq!(finish_reason(&last), Some(CloseReason::ConnectFailed));
+            assert!(sim.conn.is_finished());
+        }
+    }
+
+    #[test]
+    fn partial_writes_send_the_rest_then_give_the_buffer_back() {
+        let mut sim = Sim::forwarding(limits());
+        let send = |offset, len| Action::Send {
+            dir: UP,
+            bid: 7,
+            offset,
+            len,
+        };
+        assert_eq!(sim.recv(UP, 1000, 7, true), vec![send(0, 1000)]);
+        assert_eq!(sim.complete(Op::Send(UP), 1), vec![send(1, 999)]);
+        assert_eq!(sim.complete(Op::Send(UP), 400), vec![send(401, 599)]);
+        assert_eq!(sim.complete(Op::Send(UP), 599), vec![Action::GiveBack(7)]);
+        // Both directions finish: the byte count is the sum of the partial sends.
+        sim.complete(Op::Recv(UP), 0);
+        sim.complete(Op::Shutdown(UP), 0);
+        sim.complete(Op::Recv(DOWN), 0);
+        let last = sim.complete(Op::Shutdown(DOWN), 0);
+        assert_eq!(
+            last,
+            vec![Action::Finish(Close {
+                reason: CloseReason::Done,
+                to_upstream: 1000,
+                to_downstream: 0,
+            })]
+        );
+    }
+
+    #[test]
+    fn one_send_in_flight_and_recv_cancelled_past_one_queued_buffer() {
+        let mut sim = Sim::forwarding(limits());
+        let a = sim.recv(UP, 100, 1, true);
+        assert!(matches!(a[..], [Action::Send { bid: 1, .. }]));
+        // A second buffer while the first is being sent: no second send, and
+        // the recv is cancelled (backpressure: taken + one buffer).
+        assert_eq!(sim.recv(UP, 100, 2, true), vec![Action::CancelRecv(UP)]);
+        // A buffer the kernel had already filled still arrives, and waits.
+        assert!(sim.recv(UP, 100, 3, true).is_empty());
+        assert!(sim.complete(Op::Recv(UP), -libc::ECANCELED).is_empty());
+        let a = sim.complete(Op::Send(UP), 100);
+        assert_eq!(a[0], Action::GiveBack(1));
+        assert!(matches!(a[1], Action::Send { bid: 2, .. }));
+        assert_eq!(a.len(), 2, "still two queued: no re-arm yet: {a:?}");
+        let a = sim.complete(Op::Send(UP), 100);
+        assert_eq!(
+            a,
+            vec![
+                Action::GiveBack(2),
+                Action::Send {
+                    dir: UP,
+                    bid: 3,
+                    offset: 0,
+                    len: 100
+                },
+                Action::ArmRecv(UP)
+            ]
+        );
+    }
+
+    #[test]
+    fn eof_is_forwarded_as_shutdown_only_after_the_data() {
+        let mut sim = Sim::forwarding(limits());
+        sim.recv(UP, 10, 4, true);
+        // FIN while the send is in flight: no shutdown yet.
+        assert!(sim.complete(Op::Recv(UP), 0).is_empty());
+        assert_eq!(
+            sim.complete(Op::Send(UP), 10),
+            vec![Action::GiveBack(4), Action::Shutdown(UP)]
+        );
+        assert!(sim.complete(Op::Shutdown(UP), 0).is_empty());
+        // The other direction keeps flowing after the half-close.
+        assert!(matches!(sim.recv(DOWN, 5, 9, true)[..], [Action::Send { dir: DOWN, .. }]));
+        assert_eq!(sim.complete(Op::Send(DOWN), 5), vec![Action::GiveBack(9)]);
+        assert_eq!(sim.complete(Op::Recv(DOWN), 0), vec![Action::Shutdown(DOWN)]);
+        let last = sim.complete(Op::Shutdown(DOWN), 0);
+        assert_eq!(finish_reason(&last), Some(CloseReason::Done));
+    }
+
+    #[test]
+    fn a_reset_on_one_side_resets_the_other() {
+        struct Case {
+            op: Op,
+            res: i32,
+            abort: Side,
+            reason: CloseReason,
+        }
+        let cases = [
+            Case {
+                op: Op::Recv(UP),
+                res: -libc::ECONNRESET,
+                abort: Side::Upstream,
+                reason: CloseReason::DownstreamReset,
+            },
+            Case {
+                op: Op::Recv(DOWN),
+                res: -libc::ECONNRESET,
+                abort: Side::Downstream,
+                reason: CloseReason::UpstreamReset,
+            },
+        ];
+        for case in cases {
+            let mut sim = Sim::forwarding(limits());
+            let a = sim.complete(case.op, case.res);
+            assert_eq!(a[0], Action::Abort(case.abort));
+            assert_eq!(finish_reason(&a), Some(case.reason));
+        }
+        // A send that fails names the sink.
+        let mut sim = Sim::forwarding(limits());
+        sim.recv(UP, 10, 1, true);
+        let a = sim.complete(Op::Send(UP), -libc::EPIPE);
+        assert_eq!(a[0], Action::Abort(Side::Downstream));
+        assert_eq!(finish_reason(&a), Some(CloseReason::UpstreamReset));
+    }
+
+    #[test]
+    fn a_buffer_being_sent_is_given_back_only_when_its_send_completes() {
+        let mut sim = Sim::forwarding(limits());
+        sim.recv(UP, 10, 1, true);
+        sim.recv(UP, 10, 2, true);
+        let a = sim.tick_after(Duration::from_secs(3600));
+        // Buffer 2 is idle: back at once. Buffer 1 is still read by the kernel.
+        assert!(a.contains(&Action::GiveBack(2)));
+        assert!(!a.contains(&Action::GiveBack(1)));
+        assert_eq!(finish_reason(&a), Some(CloseReason::IdleTimeout));
+        assert_eq!(sim.complete(Op::Send(UP), -libc::ECANCELED), vec![Action::GiveBack(1)]);
+        // Late recv completions after the end give their buffers back too.
+        assert_eq!(sim.recv(DOWN, 10, 5, false), vec![Action::GiveBack(5)]);
+    }
+
+    #[test]
+    fn idle_timeout_counts_bytes_either_way() {
+        let mut sim = Sim::forwarding(limits());
+        assert!(sim.tick_after(Duration::from_secs(50)).is_empty());
+        sim.recv(DOWN, 1, 1, true);
+        assert!(sim.tick_after(Duration::from_secs(50)).is_empty(), "activity reset the timer");
+        let a = sim.tick_after(Duration::from_secs(11));
+        assert_eq!(finish_reason(&a), Some(CloseReason::IdleTimeout));
+        assert!(sim.tick_after(Duration::from_secs(100)).is_empty(), "finished once");
+    }
+
+    #[test]
+    fn max_duration_ends_even_a_busy_connection() {
+        let mut sim = Sim::forwarding(Limits {
+            max_duration: Some(Duration::from_secs(5)),
+            ..limits()
+        });
+        for bid in 0..4 {
+            sim.recv(UP, 1, bid, true);
+            sim.complete(Op::Send(UP), 1);
+            assert!(sim.tick_after(Duration::from_secs(1)).is_empty());
+        }
+        let a = sim.tick_after(Duration::from_secs(1));
+        assert_eq!(finish_reason(&a), Some(CloseReason::MaxDuration));
+    }
+
+    #[test]
+    fn an_empty_buffer_ring_waits_for_buffers_then_rearms() {
+        let mut sim = Sim::forwarding(limits());
+        let a = sim.complete(Op::Recv(UP), -libc::ENOBUFS);
+        assert_eq!(a, vec![Action::WaitBuffers(UP)]);
+        sim.conn.on_buffers(UP, &mut sim.out);
+        assert_eq!(std::mem::take(&mut sim.out), vec![Action::ArmRecv(UP)]);
+    }
+
+    #[test]
+    fn a_bulk_direction_moves_to_splice_after_its_threshold() {
+        let mut sim = Sim::forwarding(Limits {
+            splice_after: 100,
+            ..limits()
+        });
+        sim.recv(UP, 100, 1, true);
+        let a = sim.complete(Op::Send(UP), 100);
+        assert_eq!(a, vec![Action::GiveBack(1), Action::CancelRecv(UP)]);
+        let a = sim.complete(Op::Recv(UP), -libc::ECANCELED);
+        assert_eq!(a, vec![Action::EnterSplice(UP), Action::Readable(UP)]);
+        // The other direction still copies.
+        assert!(matches!(sim.recv(DOWN, 5, 2, true)[..], [Action::Send { dir: DOWN, .. }]));
+    }
+
+    #[test]
+    fn the_splice_path_waits_for_the_sink_and_half_closes_after_draining() {
+        let mut sim = Sim::forwarding(Limits {
+            splice_after: 0,
+            ..limits()
+        });
+        let a = sim.complete(Op::Readable(UP), libc::POLLIN as i32);
+        assert_eq!(
+            a,
+            vec![Action::Pump {
+                dir: UP,
+                in_pipe: 0,
+                read: true
+            }]
+        );
+        // Partial: the sink took 300 of 1000 and is full.
+        let a = sim.pump(
+            UP,
+            Pump {
+                read: 1000,
+                written: 300,
+                in_pipe: 700,
+                source: SourceState::Open,
+                sink: SinkState::WouldBlock,
+            },
+        );
+        assert_eq!(a, vec![Action::Writable(UP)]);
+        let a = sim.complete(Op::Writable(UP), libc::POLLOUT as i32);
+        assert_eq!(
+            a,
+            vec![Action::Pump {
+                dir: UP,
+                in_pipe: 700,
+                read: true
+            }]
+        );
+        // The rest goes out and the source ends: shutdown only now.
+        let a = sim.pump(
+            UP,
+            Pump {
+                read: 0,
+                written: 700,
+                in_pipe: 0,
+                source: SourceState::Eof,
+                sink: SinkState::Ok,
+            },
+        );
+        assert_eq!(a, vec![Action::Shutdown(UP)]);
+        sim.complete(Op::Shutdown(UP), 0);
+        sim.complete(Op::Readable(DOWN), libc::POLLIN as i32);
+        sim.pump(
+            DOWN,
+            Pump {
+                read: 0,
+                written: 0,
+                in_pipe: 0,
+                source: SourceState::Eof,
+                sink: SinkState::Ok,
+            },
+        );
+        let last = sim.complete(Op::Shutdown(DOWN), 0);
+        assert_eq!(
+            last,
+            vec![Action::Finish(Close {
+                reason: CloseReason::Done,
+                to_upstream: 1000,
+                to_downstream: 0,
+            })]
+        );
+    }
+
+    #[test]
+    fn no_pipe_means_the_direction_keeps_copying() {
+        let mut sim = Sim::forwarding(Limits {
+            splice_after: 0,
+            ..limits()
+        });
+        sim.complete(Op::Readable(UP), libc::POLLIN as i32);
+        sim.conn.on_no_pipe(UP, &mut sim.out);
+        assert_eq!(std::mem::take(&mut sim.out), vec![Action::ArmRecv(UP)]);
+        assert!(matches!(sim.recv(UP, 10, 3, true)[..], [Action::Send { bid: 3, .. }]));
+    }
+}

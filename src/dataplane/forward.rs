@@ -116,10 +116,8 @@ pub fn pump(pipe: &OwnedPipe, source: RawFd, sink: RawFd, in_pipe: u32, read: bo
                 }
             }
         }
-        if !read || p.source != SourceState::Open {
-            if p.in_pipe == 0 {
-                return p;
-            }
+        if (!read || p.source != SourceState::Open) && p.in_pipe == 0 {
+            return p;
         }
     }
     p

@@ -18,9 +18,8 @@ impl WakeFd {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: eventfd succeeded; nobody else owns this descriptor.
-        Ok(WakeFd {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(WakeFd { fd })
     }
 
     pub fn raw(&self) -> RawFd {
