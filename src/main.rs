@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ringway::cli::{ConfigArgs, check};
+use ringway::cli::{ConfigArgs, check, demo};
 use ringway::dataplane::Settings;
 use ringway::dataplane::forward::SPLICE_AFTER_BYTES;
 use ringway::supervisor::{self, RunOptions};
@@ -42,6 +42,15 @@ enum Command {
         config: ConfigArgs,
         #[command(flatten)]
         data: DataArgs,
+    },
+    /// Istio's tcp-echo tutorial on this machine: two built-in echo backends
+    /// ("one" for v1, "two" for v2), the gateway on the bundled example
+    /// (80/20), 20 connections and their split; then serves
+    /// `nc 127.0.0.1 31400` until Ctrl-C.
+    Demo {
+        /// Worker threads (one keeps the 80/20 split exact).
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        workers: usize,
     },
 }
 
@@ -106,6 +115,13 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().write_all(report.as_bytes());
             ExitCode::from(u8::try_from(check::exit_code(&build, strict)).unwrap_or(1))
         }
+        Command::Demo { workers } => match demo::run(workers.max(1)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run { config, data } => match supervisor::run(&data.options(&config)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

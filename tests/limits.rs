@@ -215,3 +215,32 @@ fn invalid_configuration_prints_every_error_and_exits_non_zero() {
     assert!(stderr.contains("bad.yaml"), "{stderr}");
     assert!(stderr.contains("subsett"), "{stderr}");
 }
+
+/// The keepalive timer of ringway's upstream socket towards `port`, from
+/// /proc/net/tcp: (timer kind, clock ticks until it fires).
+fn upstream_timer(port: u16) -> Option<(u32, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let remote_port = u16::from_str_radix(f[2].rsplit(':').next()?, 16).ok()?;
+        if remote_port != port || f[3] != "01" {
+            return None;
+        }
+        let (kind, when) = f[5].split_once(':')?;
+        Some((u32::from_str_radix(kind, 16).ok()?, u64::from_str_radix(when, 16).ok()?))
+    })
+}
+
+#[test]
+fn tcp_keepalive_is_set_on_the_upstream_socket() {
+    let backend = EchoBackend::lines("one");
+    let listen = free_port();
+    let policy = "    connectionPool:\n      tcp:\n        tcpKeepalive:\n          time: 30s\n          interval: 5s\n          probes: 3\n";
+    let config = tcp_service(listen, &[backend.port], policy);
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else { return };
+    let s = connect(listen);
+    assert_eq!(echo(&s, "k"), "one k");
+    let (kind, when) = upstream_timer(backend.port).expect("ringway's upstream socket");
+    assert_eq!(kind, 2, "keepalive timer armed");
+    assert!((2000..=3000).contains(&when), "fires in {when} ticks, want about 30 s");
+}

@@ -132,9 +132,13 @@ const GENERATION_MASK: u32 = (1 << GENERATION_BITS) - 1;
 const RESERVED_CONN: u32 = u32::MAX;
 const ACCEPT_CODE: u8 = 0xA0;
 const WAKE_CODE: u8 = 0xA1;
+const STOP_ACCEPT_CODE: u8 = 0xA2;
 
 /// The wake eventfd read (stop requests from the supervisor).
 pub const WAKE: u64 = encode(RESERVED_CONN, 0, WAKE_CODE);
+
+/// The ASYNC_CANCEL of the accepts when the worker stops.
+pub const STOP_ACCEPT: u64 = encode(RESERVED_CONN, 0, STOP_ACCEPT_CODE);
 
 /// The multishot accept of the worker's `listener`-th listening socket.
 pub fn accept(listener: u32) -> u64 {
@@ -163,6 +167,7 @@ impl Token {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     Wake,
+    StopAccept,
     Accept { listener: u32 },
     Conn(Token),
     /// Not a token this worker issues; logged and ignored.
@@ -176,6 +181,7 @@ pub fn decode(user_data: u64) -> Event {
     if conn == RESERVED_CONN {
         return match code {
             WAKE_CODE => Event::Wake,
+            STOP_ACCEPT_CODE => Event::StopAccept,
             ACCEPT_CODE => Event::Accept {
                 listener: generation,
             },
@@ -226,6 +232,7 @@ mod tests {
     #[test]
     fn reserved_tokens_are_not_connections() {
         assert_eq!(decode(WAKE), Event::Wake);
+        assert_eq!(decode(STOP_ACCEPT), Event::StopAccept);
         assert_eq!(decode(accept(3)), Event::Accept { listener: 3 });
         assert!(matches!(decode(0), Event::Unknown(0)));
     }

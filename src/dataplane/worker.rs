@@ -202,6 +202,7 @@ impl Worker {
     fn dispatch(&mut self, cqe: Cqe) {
         match token::decode(cqe.user_data) {
             Event::Wake => self.on_wake(),
+            Event::StopAccept => {}
             Event::Accept { listener } => self.on_accept(listener as usize, cqe),
             Event::Conn(t) => self.on_conn(t, cqe),
             Event::Unknown(u) => tracing::warn!(worker = self.id, user_data = u, "completion with an unknown token"),
@@ -217,7 +218,7 @@ impl Worker {
         self.stopping = true;
         for i in 0..self.listeners.len() {
             if self.accepting[i] == Accepting::Armed {
-                self.ring.cancel(token::accept(i as u32), token::WAKE);
+                self.ring.cancel(token::accept(i as u32), token::STOP_ACCEPT);
             }
             self.accepting[i] = Accepting::Stopped;
         }
