@@ -187,7 +187,9 @@ impl Half {
                 out.push(Action::WaitBuffers(self.dir));
                 Outcome::Continue
             }
-            (e, None) if e == -libc::ECANCELED => Outcome::Continue,
+            // Cancelled (backpressure, promotion), or a non-blocking socket
+            // with nothing to read: re-armed below when wanted.
+            (e, None) if e == -libc::ECANCELED || e == -libc::EAGAIN => Outcome::Continue,
             (_, None) => return Outcome::Reset(self.dir.source()),
         };
         self.advance_copy(out);

@@ -360,18 +360,26 @@ impl Worker {
     }
 
     fn on_conn(&mut self, t: Token, cqe: Cqe) {
-        let Some(slot) = self.slots.get_mut(t.conn as usize).and_then(Option::as_mut) else {
-            return;
-        };
-        if slot.generation & ((1 << token::GENERATION_BITS) - 1) != t.generation {
-            return;
-        }
-        if !cqe.more() {
-            slot.inflight = slot.inflight.saturating_sub(1);
-        }
         let bid = cqe.buffer();
         if bid.is_some() {
             self.bufs.taken();
+        }
+        let slot = self
+            .slots
+            .get_mut(t.conn as usize)
+            .and_then(Option::as_mut)
+            .filter(|s| s.generation & ((1 << token::GENERATION_BITS) - 1) == t.generation);
+        let Some(slot) = slot else {
+            // Cannot happen while slots are freed only with nothing in flight;
+            // never lose a buffer over it.
+            debug_assert!(false, "completion for a freed slot: {t:?}");
+            if let Some(bid) = bid {
+                self.bufs.give_back(bid);
+            }
+            return;
+        };
+        if !cqe.more() {
+            slot.inflight = slot.inflight.saturating_sub(1);
         }
         let completion = Completion {
             op: t.op,
