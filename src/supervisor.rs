@@ -72,11 +72,15 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
         }
     }
     let Some(mut table) = build.table else {
-        return Err(RunError::InvalidConfig(build.diagnostics.count(Severity::Error)));
+        return Err(RunError::InvalidConfig(
+            build.diagnostics.count(Severity::Error),
+        ));
     };
     table.generation = 1;
     match process::raise_nofile_limit() {
-        Ok((old, new)) if old != new => tracing::info!(old, new, "raised the open-file limit to the hard limit"),
+        Ok((old, new)) if old != new => {
+            tracing::info!(old, new, "raised the open-file limit to the hard limit")
+        }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
@@ -84,10 +88,7 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
     Ring::probe()?;
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let workers = options
-        .workers
-        .unwrap_or_else(|| cores.len().max(1))
-        .max(1);
+    let workers = options.workers.unwrap_or_else(|| cores.len().max(1)).max(1);
     let plan = resolve(table);
     let listeners = bind_all(&plan.table, workers);
     if listeners.iter().all(Vec::is_empty) {
@@ -138,7 +139,10 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
             Ok(Ok(())) => {}
             Ok(Err(message)) => {
                 let _ = gateway.stop();
-                return Err(RunError::Worker { worker: id, message });
+                return Err(RunError::Worker {
+                    worker: id,
+                    message,
+                });
             }
             Err(_) => {
                 let _ = gateway.stop();
@@ -161,7 +165,11 @@ fn worker_main(
 ) {
     if let Some(core) = core {
         if !core_affinity::set_for_current(core) {
-            tracing::warn!(worker = id, core = core.id, "cannot pin the worker to its CPU");
+            tracing::warn!(
+                worker = id,
+                core = core.id,
+                "cannot pin the worker to its CPU"
+            );
         }
     }
     run_with(id, shared, listeners, wake, ready, failed);

@@ -41,7 +41,9 @@ enum RecvOp {
     Idle,
     Armed,
     /// Cancel requested: at most one more data completion may race it.
-    Cancelling { raced: bool },
+    Cancelling {
+        raced: bool,
+    },
 }
 
 /// What the model kernel knows about one direction.
@@ -175,16 +177,26 @@ impl Model {
                     offset,
                     len,
                 } => {
-                    assert_eq!(self.held.get(&bid), Some(&dir), "send of a buffer {dir:?} does not hold");
+                    assert_eq!(
+                        self.held.get(&bid),
+                        Some(&dir),
+                        "send of a buffer {dir:?} does not hold"
+                    );
                     let s = &mut self.sides[dir.index()];
                     assert!(s.send.is_none(), "two sends in flight on {dir:?}");
                     assert!(len > 0 && offset + len <= BUFFER_SIZE);
                     s.send = Some((bid, offset, len));
                 }
                 Action::GiveBack(bid) => {
-                    assert!(self.held.remove(&bid).is_some(), "buffer {bid} given back twice");
+                    assert!(
+                        self.held.remove(&bid).is_some(),
+                        "buffer {bid} given back twice"
+                    );
                     for s in &self.sides {
-                        assert!(s.send.is_none_or(|(b, ..)| b != bid), "buffer {bid} given back mid-send");
+                        assert!(
+                            s.send.is_none_or(|(b, ..)| b != bid),
+                            "buffer {bid} given back mid-send"
+                        );
                     }
                     self.free.push(bid);
                 }
@@ -206,7 +218,10 @@ impl Model {
                 Action::Shutdown(d) => {
                     let s = &mut self.sides[d.index()];
                     assert!(!s.shut);
-                    assert_eq!(s.delivered, s.read, "{d:?} shut down before its bytes were written");
+                    assert_eq!(
+                        s.delivered, s.read,
+                        "{d:?} shut down before its bytes were written"
+                    );
                     s.shut = true;
                     self.conn
                         .on_completion(Self::done(Op::Shutdown(d), 0), self.now, &mut out);
@@ -220,7 +235,10 @@ impl Model {
         }
         for d in Dir::BOTH {
             let queued = self.held.values().filter(|h| **h == d).count();
-            assert!(queued <= MAX_QUEUED_BUFFERS + 1, "{queued} buffers queued on {d:?}: no backpressure");
+            assert!(
+                queued <= MAX_QUEUED_BUFFERS + 1,
+                "{queued} buffers queued on {d:?}: no backpressure"
+            );
         }
     }
 
@@ -270,10 +288,9 @@ impl Model {
 
     fn in_flight(&self) -> bool {
         self.connecting
-            || self
-                .sides
-                .iter()
-                .any(|s| s.recv != RecvOp::Idle || s.cancel_in_flight || s.send.is_some() || s.poll.is_some())
+            || self.sides.iter().any(|s| {
+                s.recv != RecvOp::Idle || s.cancel_in_flight || s.send.is_some() || s.poll.is_some()
+            })
     }
 
     /// One random completion or timer.
@@ -283,7 +300,11 @@ impl Model {
         match self.rng.below(8) {
             0 if self.connecting => {
                 self.connecting = false;
-                let res = if self.rng.chance(30) { -libc::ECONNREFUSED } else { 0 };
+                let res = if self.rng.chance(30) {
+                    -libc::ECONNREFUSED
+                } else {
+                    0
+                };
                 self.feed(Self::done(Op::Connect, res));
             }
             1 | 2 if self.sides[i].recv != RecvOp::Idle => self.recv(d),
@@ -296,7 +317,9 @@ impl Model {
                 self.feed(Self::done(Op::CancelRecv(d), 0));
             }
             4 | 5 if self.sides[i].send.is_some() => {
-                let Some((_, _, len)) = self.sides[i].send.take() else { return };
+                let Some((_, _, len)) = self.sides[i].send.take() else {
+                    return;
+                };
                 let res = if self.finished.is_some() && self.rng.chance(50) {
                     -libc::ECANCELED
                 } else if self.rng.chance(1) {
@@ -312,8 +335,14 @@ impl Model {
                 self.feed(Self::done(Op::Send(d), res));
             }
             6 if self.sides[i].poll.is_some() => {
-                let Some(op) = self.sides[i].poll.take() else { return };
-                let res = if self.finished.is_some() { -libc::ECANCELED } else { 1 };
+                let Some(op) = self.sides[i].poll.take() else {
+                    return;
+                };
+                let res = if self.finished.is_some() {
+                    -libc::ECANCELED
+                } else {
+                    1
+                };
                 self.feed(Self::done(op, res));
             }
             7 => {
@@ -393,18 +422,38 @@ fn run(seed: u64) {
         m.step();
         steps += 1;
     }
-    let report = || format!("seed {seed}, last events:\n{}", m.log[m.log.len().saturating_sub(40)..].join("\n"));
+    let report = || {
+        format!(
+            "seed {seed}, last events:\n{}",
+            m.log[m.log.len().saturating_sub(40)..].join("\n")
+        )
+    };
     let Some(close) = m.finished else {
         panic!("not finished after {steps} steps; {}", report());
     };
     assert!(!m.in_flight(), "ops still in flight; {}", report());
-    assert!(m.held.is_empty(), "buffers never given back: {:?}; {}", m.held, report());
+    assert!(
+        m.held.is_empty(),
+        "buffers never given back: {:?}; {}",
+        m.held,
+        report()
+    );
     if std::env::var("RINGWAY_SIM_VERBOSE").is_ok() {
-        eprintln!("seed {seed}: {:?} after {steps} steps, {} events, splice {}", close.reason, m.log.len(), m.log[0]);
+        eprintln!(
+            "seed {seed}: {:?} after {steps} steps, {} events, splice {}",
+            close.reason,
+            m.log.len(),
+            m.log[0]
+        );
     }
     if close.reason == CloseReason::Done {
         for (d, s) in Dir::BOTH.iter().zip(&m.sides) {
-            assert_eq!(s.delivered, s.source_total, "{d:?} lost bytes; {}", report());
+            assert_eq!(
+                s.delivered,
+                s.source_total,
+                "{d:?} lost bytes; {}",
+                report()
+            );
         }
         assert_eq!(close.to_upstream, m.sides[0].source_total, "{}", report());
         assert_eq!(close.to_downstream, m.sides[1].source_total, "{}", report());

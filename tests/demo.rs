@@ -50,7 +50,11 @@ fn demo_prints_the_80_20_split_and_keeps_serving() {
     );
     let reply = say(31400, "by hand");
     assert!(reply == "one by hand" || reply == "two by hand", "{reply}");
-    Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 }

@@ -16,7 +16,9 @@ fn a_refusing_endpoint_next_to_a_live_one_fails_no_connection() {
     let listen = free_port();
     let policy = "    loadBalancer:\n      simple: ROUND_ROBIN\n";
     let config = tcp_service(listen, &[refusing, live.port], policy);
-    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else { return };
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
     for i in 0..20 {
         assert_eq!(say(listen, &format!("n{i}")), format!("one n{i}"));
     }
@@ -27,12 +29,18 @@ fn the_only_endpoint_down_closes_the_client_within_a_second() {
     let down = free_port();
     let listen = free_port();
     let config = tcp_service(listen, &[down], "");
-    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else { return };
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
     let started = Instant::now();
     let mut s = connect(listen);
     let (data, _) = read_to_end(&mut s);
     assert!(data.is_empty());
-    assert!(started.elapsed() < Duration::from_secs(1), "closed after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "closed after {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -40,7 +48,9 @@ fn upstream_dying_mid_stream_gives_the_client_eof() {
     let backend = EchoBackend::start(Behavior::CloseAfter(5));
     let listen = free_port();
     let config = tcp_service(listen, &[backend.port], "");
-    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else { return };
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
     let mut s = connect(listen);
     s.write_all(b"12345").unwrap();
     let mut buf = [0u8; 16];
@@ -108,7 +118,9 @@ fn idle_timeout_closes_an_idle_connection() {
     let listen = free_port();
     let policy = "    connectionPool:\n      tcp:\n        idleTimeout: 1s\n";
     let config = tcp_service(listen, &[backend.port], policy);
-    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else { return };
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
     let mut s = connect(listen);
     s.write_all(b"x\n").unwrap();
     let started = Instant::now();
@@ -127,7 +139,9 @@ fn max_connection_duration_closes_a_busy_connection() {
     let listen = free_port();
     let policy = "    connectionPool:\n      tcp:\n        maxConnectionDuration: 1s\n";
     let config = tcp_service(listen, &[backend.port], policy);
-    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else { return };
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
     let mut s = connect(listen);
     let started = Instant::now();
     // Keep it busy: the idle timer must not be what closes it.
@@ -143,5 +157,8 @@ fn max_connection_duration_closes_a_busy_connection() {
         assert!(started.elapsed() < Duration::from_secs(5), "never closed");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(closed >= Duration::from_millis(900), "closed after {closed:?}");
+    assert!(
+        closed >= Duration::from_millis(900),
+        "closed after {closed:?}"
+    );
 }

@@ -18,13 +18,18 @@ fn client_fin_after_its_line_still_gets_the_reply() {
     let backend = EchoBackend::lines("one");
     let listen = free_port();
     let config = tcp_service(listen, &[backend.port], "");
-    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else { return };
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
     let mut s = connect(listen);
     s.write_all(b"Sun Nov 22 03:00:00 UTC 2026\n").unwrap();
     s.shutdown(Shutdown::Write).unwrap();
     let (reply, end) = read_to_end(&mut s);
     assert!(end.is_ok(), "clean EOF expected, got {end:?}");
-    assert_eq!(String::from_utf8_lossy(&reply), "one Sun Nov 22 03:00:00 UTC 2026\n");
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "one Sun Nov 22 03:00:00 UTC 2026\n"
+    );
 }
 
 #[test]
@@ -32,7 +37,9 @@ fn client_that_sends_then_waits_before_fin_gets_the_reply() {
     let backend = EchoBackend::lines("one");
     let listen = free_port();
     let config = tcp_service(listen, &[backend.port], "");
-    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else { return };
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
     let mut s = connect(listen);
     s.write_all(b"date\n").unwrap();
     thread::sleep(Duration::from_millis(300));
@@ -57,7 +64,9 @@ fn upstream_fin_reaches_the_client_which_can_still_send() {
     });
     let listen = free_port();
     let config = tcp_service(listen, &[port], "");
-    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else { return };
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
     let s = connect(listen);
     let mut reader = BufReader::new(s.try_clone().unwrap());
     let mut line = String::new();
@@ -69,6 +78,8 @@ fn upstream_fin_reaches_the_client_which_can_still_send() {
     let mut s = s;
     s.write_all(b"still here\n").unwrap();
     s.shutdown(Shutdown::Write).unwrap();
-    let got = got_rx.recv_timeout(PATIENCE).expect("upstream saw the client's bytes and FIN");
+    let got = got_rx
+        .recv_timeout(PATIENCE)
+        .expect("upstream saw the client's bytes and FIN");
     assert_eq!(got, b"still here\n");
 }

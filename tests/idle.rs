@@ -23,7 +23,8 @@ fn idle_connections_hold_no_thread_and_no_pipe(splice_after: &str) {
     let backend = EchoBackend::lines("one");
     let listen = free_port();
     let config = tcp_service(listen, &[backend.port], "");
-    let Some(gw) = Ringway::start(&config, &["--workers", "2", "--splice-after", splice_after]) else {
+    let Some(gw) = Ringway::start(&config, &["--workers", "2", "--splice-after", splice_after])
+    else {
         return;
     };
     let pipes_at_start = gw.pipes();
@@ -46,7 +47,10 @@ fn idle_connections_hold_no_thread_and_no_pipe(splice_after: &str) {
     thread::sleep(Duration::from_millis(2500));
     let threads = gw.threads();
     let iou = threads.iter().filter(|t| t.starts_with("iou-wrk")).count();
-    assert_eq!(iou, 0, "io-wq threads with 1,000 idle connections: {threads:?}");
+    assert_eq!(
+        iou, 0,
+        "io-wq threads with 1,000 idle connections: {threads:?}"
+    );
     assert_eq!(gw.pipes(), pipes_at_start, "pipes held by idle connections");
     // And they all still work.
     for s in conns.iter().step_by(50) {
@@ -69,7 +73,9 @@ fn two_thousand_concurrent_connections_all_echo() {
     let backend = EchoBackend::lines("one");
     let listen = free_port();
     let config = tcp_service(listen, &[backend.port], "");
-    let Some(_gw) = Ringway::start(&config, &[]) else { return };
+    let Some(_gw) = Ringway::start(&config, &[]) else {
+        return;
+    };
     let conns: Vec<TcpStream> = (0..2000).map(|_| connect(listen)).collect();
     let chunks: Vec<Vec<TcpStream>> = {
         let mut it = conns.into_iter();

@@ -77,7 +77,8 @@ fn integrity(splice_after: &str, path: Path) {
     let echo = EchoBackend::raw();
     let listen = free_port();
     let config = tcp_service(listen, &[echo.port], "");
-    let Some(gw) = Ringway::start(&config, &["--workers", "2", "--splice-after", splice_after]) else {
+    let Some(gw) = Ringway::start(&config, &["--workers", "2", "--splice-after", splice_after])
+    else {
         return;
     };
     let pipes_at_start = gw.pipes();
@@ -89,7 +90,11 @@ fn integrity(splice_after: &str, path: Path) {
         assert_eq!(got, BYTES, "connection {i} got {got} bytes");
         assert_eq!(sent, received, "connection {i}: sha256 differs");
     }
-    let iou = gw.threads().iter().filter(|t| t.starts_with("iou-wrk")).count();
+    let iou = gw
+        .threads()
+        .iter()
+        .filter(|t| t.starts_with("iou-wrk"))
+        .count();
     assert_eq!(iou, 0, "io-wq threads appeared");
     // Pipes used by the splice path stay pooled for a second after use.
     let pipes = gw.pipes();

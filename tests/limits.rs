@@ -40,7 +40,9 @@ fn cluster_max_connections_fails_fast_beyond_the_limit() {
     let listen = free_port();
     let policy = "    connectionPool:\n      tcp:\n        maxConnections: 2\n";
     let config = tcp_service(listen, &[backend.port], policy);
-    let Some(_gw) = Ringway::start(&config, &["--workers", "2"]) else { return };
+    let Some(_gw) = Ringway::start(&config, &["--workers", "2"]) else {
+        return;
+    };
     let a = connect(listen);
     let b = connect(listen);
     assert_eq!(echo(&a, "a"), "one a");
@@ -58,7 +60,10 @@ fn cluster_max_connections_fails_fast_beyond_the_limit() {
         let mut w = &d;
         w.write_all(b"d\n").unwrap();
         let mut reply = String::new();
-        if BufReader::new(&d).read_line(&mut reply).is_ok_and(|n| n > 0) {
+        if BufReader::new(&d)
+            .read_line(&mut reply)
+            .is_ok_and(|n| n > 0)
+        {
             assert_eq!(reply, "one d\n");
             break;
         }
@@ -98,20 +103,30 @@ fn split_under(policy: &str) -> Option<BTreeMap<String, usize>> {
 
 #[test]
 fn least_request_spreads_open_connections_evenly() {
-    let Some(counts) = split_under("") else { return };
+    let Some(counts) = split_under("") else {
+        return;
+    };
     assert_eq!(counts.get("one"), Some(&10), "{counts:?}");
     assert_eq!(counts.get("two"), Some(&10), "{counts:?}");
 }
 
 #[test]
 fn round_robin_alternates() {
-    let Some(counts) = split_under("    loadBalancer:\n      simple: ROUND_ROBIN\n") else { return };
-    assert_eq!((counts.get("one"), counts.get("two")), (Some(&10), Some(&10)), "{counts:?}");
+    let Some(counts) = split_under("    loadBalancer:\n      simple: ROUND_ROBIN\n") else {
+        return;
+    };
+    assert_eq!(
+        (counts.get("one"), counts.get("two")),
+        (Some(&10), Some(&10)),
+        "{counts:?}"
+    );
 }
 
 #[test]
 fn random_uses_both_endpoints() {
-    let Some(counts) = split_under("    loadBalancer:\n      simple: RANDOM\n") else { return };
+    let Some(counts) = split_under("    loadBalancer:\n      simple: RANDOM\n") else {
+        return;
+    };
     assert_eq!(counts.values().sum::<usize>(), 20);
     assert_eq!(counts.len(), 2, "20 random draws hit both: {counts:?}");
 }
@@ -119,7 +134,9 @@ fn random_uses_both_endpoints() {
 #[test]
 fn source_ip_hash_keeps_one_client_on_one_endpoint() {
     let policy = "    loadBalancer:\n      consistentHash:\n        useSourceIp: true\n";
-    let Some(counts) = split_under(policy) else { return };
+    let Some(counts) = split_under(policy) else {
+        return;
+    };
     assert_eq!(counts.len(), 1, "{counts:?}");
     assert_eq!(counts.values().sum::<usize>(), 20);
 }
@@ -154,20 +171,28 @@ fn descriptor_exhaustion_pauses_accepting_without_spinning_and_recovers() {
             Ok(())
         });
     }
-    let Some(gw) = Ringway::spawn(cmd) else { return };
+    let Some(gw) = Ringway::spawn(cmd) else {
+        return;
+    };
     // Each connection costs ringway two descriptors: 60 connections exhaust 64.
     let held: Vec<TcpStream> = (0..60).map(|_| connect(listen)).collect();
     thread::sleep(Duration::from_millis(500));
     let before = cpu_seconds(gw.pid());
     thread::sleep(Duration::from_secs(2));
     let used = cpu_seconds(gw.pid()) - before;
-    assert!(used < 0.5, "ringway spun at {used} CPU-s over 2 s with no descriptors");
+    assert!(
+        used < 0.5,
+        "ringway spun at {used} CPU-s over 2 s with no descriptors"
+    );
     let warnings = gw
         .log_text()
         .lines()
         .filter(|l| l.contains("out of file descriptors"))
         .count();
-    assert!((1..=4).contains(&warnings), "{warnings} EMFILE warnings in ~2.5 s");
+    assert!(
+        (1..=4).contains(&warnings),
+        "{warnings} EMFILE warnings in ~2.5 s"
+    );
     drop(held);
     // Descriptors are back: new connections are served again.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -189,7 +214,9 @@ fn sigterm_stops_cleanly_with_connections_open() {
     let backend = EchoBackend::lines("one");
     let listen = free_port();
     let config = tcp_service(listen, &[backend.port], "");
-    let Some(gw) = Ringway::start(&config, &["--workers", "2"]) else { return };
+    let Some(gw) = Ringway::start(&config, &["--workers", "2"]) else {
+        return;
+    };
     let open = connect(listen);
     assert_eq!(echo(&open, "hi"), "one hi");
     assert_eq!(say(listen, "again"), "one again");
@@ -227,7 +254,10 @@ fn upstream_timer(port: u16) -> Option<(u32, u64)> {
             return None;
         }
         let (kind, when) = f[5].split_once(':')?;
-        Some((u32::from_str_radix(kind, 16).ok()?, u64::from_str_radix(when, 16).ok()?))
+        Some((
+            u32::from_str_radix(kind, 16).ok()?,
+            u64::from_str_radix(when, 16).ok()?,
+        ))
     })
 }
 
@@ -237,10 +267,15 @@ fn tcp_keepalive_is_set_on_the_upstream_socket() {
     let listen = free_port();
     let policy = "    connectionPool:\n      tcp:\n        tcpKeepalive:\n          time: 30s\n          interval: 5s\n          probes: 3\n";
     let config = tcp_service(listen, &[backend.port], policy);
-    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else { return };
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
     let s = connect(listen);
     assert_eq!(echo(&s, "k"), "one k");
     let (kind, when) = upstream_timer(backend.port).expect("ringway's upstream socket");
     assert_eq!(kind, 2, "keepalive timer armed");
-    assert!((2000..=3000).contains(&when), "fires in {when} ticks, want about 30 s");
+    assert!(
+        (2000..=3000).contains(&when),
+        "fires in {when} ticks, want about 30 s"
+    );
 }

@@ -14,7 +14,10 @@ fn tcp_echo(listen: u16, v1: &EchoBackend, v2: &EchoBackend, shift: bool) -> Con
         .example(
             "tcp-echo/00-service-entry.yaml",
             "00-service-entry.yaml",
-            &[("19000", v1.port.to_string()), ("29000", v2.port.to_string())],
+            &[
+                ("19000", v1.port.to_string()),
+                ("29000", v2.port.to_string()),
+            ],
         )
         .example("tcp-echo/10-tcp-echo-all-v1.yaml", "10-all-v1.yaml", &ports);
     if shift {
@@ -28,7 +31,9 @@ fn tutorial_all_v1_answers_only_one() {
     let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
     let listen = free_port();
     let config = tcp_echo(listen, &v1, &v2, false);
-    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else { return };
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
     for i in 0..10 {
         assert_eq!(say(listen, &format!("hello {i}")), format!("one hello {i}"));
     }
@@ -39,7 +44,9 @@ fn tutorial_80_20_on_one_worker_gives_exactly_8_of_10_to_v1() {
     let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
     let listen = free_port();
     let config = tcp_echo(listen, &v1, &v2, true);
-    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else { return };
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
     let replies: Vec<String> = (0..10).map(|_| say(listen, "hi")).collect();
     let ones = replies.iter().filter(|r| *r == "one hi").count();
     let twos = replies.iter().filter(|r| *r == "two hi").count();
@@ -60,7 +67,9 @@ fn seed_002_port_routing_sends_each_port_to_its_version() {
             ("23333", v2.port.to_string()),
         ],
     );
-    let Some(_gw) = Ringway::start(&config, &[]) else { return };
+    let Some(_gw) = Ringway::start(&config, &[]) else {
+        return;
+    };
     for _ in 0..3 {
         assert_eq!(say(p1, "a"), "one a");
         assert_eq!(say(p2, "b"), "two b");
@@ -74,10 +83,18 @@ fn seed_003_kafka_broker_on_a_custom_port_in_another_namespace() {
     let config = ConfigDir::new().example(
         "kafka-rcmd.yaml",
         "kafka.yaml",
-        &[("16354", listen.to_string()), ("19092", broker.port.to_string())],
+        &[
+            ("16354", listen.to_string()),
+            ("19092", broker.port.to_string()),
+        ],
     );
-    let Some(_gw) = Ringway::start(&config, &["--workers", "2"]) else { return };
+    let Some(_gw) = Ringway::start(&config, &["--workers", "2"]) else {
+        return;
+    };
     for i in 0..4 {
-        assert_eq!(say(listen, &format!("produce {i}")), format!("kafka produce {i}"));
+        assert_eq!(
+            say(listen, &format!("produce {i}")),
+            format!("kafka produce {i}")
+        );
     }
 }

@@ -37,7 +37,12 @@ const FILES: [(&str, &str); 3] = [
 ];
 
 /// Where the example's endpoints listen (its ServiceEntry) and what they answer.
-const BACKENDS: [(u16, &str); 4] = [(19000, "one"), (19001, "one"), (29000, "two"), (29001, "two")];
+const BACKENDS: [(u16, &str); 4] = [
+    (19000, "one"),
+    (19001, "one"),
+    (29000, "two"),
+    (29001, "two"),
+];
 
 /// The example gateway's port.
 pub const GATEWAY_PORT: u16 = 31400;
@@ -47,10 +52,15 @@ const CONNECTIONS: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    #[error("cannot start the built-in tcp-echo backend on 127.0.0.1:{port}: {source} (is another demo running?)")]
+    #[error(
+        "cannot start the built-in tcp-echo backend on 127.0.0.1:{port}: {source} (is another demo running?)"
+    )]
     Backend { port: u16, source: std::io::Error },
     #[error("cannot write the bundled example to {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Run(#[from] supervisor::RunError),
     #[error("demo connection {n} failed: {source}")]
@@ -150,7 +160,10 @@ fn serve_echo(listener: TcpListener, prefix: &'static str) {
             let mut conn = conn;
             for line in BufReader::new(read).lines() {
                 let Ok(line) = line else { break };
-                if conn.write_all(format!("{prefix} {line}\n").as_bytes()).is_err() {
+                if conn
+                    .write_all(format!("{prefix} {line}\n").as_bytes())
+                    .is_err()
+                {
                     break;
                 }
             }

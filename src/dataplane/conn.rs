@@ -46,7 +46,11 @@ pub enum Action {
     /// POLL_ADD POLLOUT on the direction's sink.
     Writable(Dir),
     /// Run [`super::forward::pump`] now and report with [`Connection::on_pump`].
-    Pump { dir: Dir, in_pipe: u32, read: bool },
+    Pump {
+        dir: Dir,
+        in_pipe: u32,
+        read: bool,
+    },
     /// SHUTDOWN(SHUT_WR) on the direction's sink.
     Shutdown(Dir),
     /// Make the close of this socket send a RST (SO_LINGER 0).
@@ -120,11 +124,17 @@ pub struct Limits {
 #[derive(Debug)]
 enum Phase {
     /// CONNECT (attempt number `attempt`, from 1) is in flight.
-    Connecting { attempt: u32 },
-    Forwarding { halves: [Half; 2] },
+    Connecting {
+        attempt: u32,
+    },
+    Forwarding {
+        halves: [Half; 2],
+    },
     /// Over; `sending` are the buffers of sends still in flight, given back
     /// when those complete (never earlier: the kernel still reads them).
-    Finished { sending: [Option<u16>; 2] },
+    Finished {
+        sending: [Option<u16>; 2],
+    },
 }
 
 /// The completion of one operation, as the worker decoded it.
@@ -405,10 +415,17 @@ mod tests {
         let actions = sim.complete(Op::Connect, 0);
         assert_eq!(
             actions,
-            vec![Action::Connected, Action::ArmRecv(UP), Action::ArmRecv(DOWN)]
+            vec![
+                Action::Connected,
+                Action::ArmRecv(UP),
+                Action::ArmRecv(DOWN)
+            ]
         );
         // The linked timeout's cancellation changes nothing.
-        assert!(sim.complete(Op::ConnectTimeout, -libc::ECANCELED).is_empty());
+        assert!(
+            sim.complete(Op::ConnectTimeout, -libc::ECANCELED)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -505,9 +522,15 @@ mod tests {
         );
         assert!(sim.complete(Op::Shutdown(UP), 0).is_empty());
         // The other direction keeps flowing after the half-close.
-        assert!(matches!(sim.recv(DOWN, 5, 9, true)[..], [Action::Send { dir: DOWN, .. }]));
+        assert!(matches!(
+            sim.recv(DOWN, 5, 9, true)[..],
+            [Action::Send { dir: DOWN, .. }]
+        ));
         assert_eq!(sim.complete(Op::Send(DOWN), 5), vec![Action::GiveBack(9)]);
-        assert_eq!(sim.complete(Op::Recv(DOWN), 0), vec![Action::Shutdown(DOWN)]);
+        assert_eq!(
+            sim.complete(Op::Recv(DOWN), 0),
+            vec![Action::Shutdown(DOWN)]
+        );
         let last = sim.complete(Op::Shutdown(DOWN), 0);
         assert_eq!(finish_reason(&last), Some(CloseReason::Done));
     }
@@ -558,7 +581,10 @@ mod tests {
         assert!(a.contains(&Action::GiveBack(2)));
         assert!(!a.contains(&Action::GiveBack(1)));
         assert_eq!(finish_reason(&a), Some(CloseReason::IdleTimeout));
-        assert_eq!(sim.complete(Op::Send(UP), -libc::ECANCELED), vec![Action::GiveBack(1)]);
+        assert_eq!(
+            sim.complete(Op::Send(UP), -libc::ECANCELED),
+            vec![Action::GiveBack(1)]
+        );
         // Late recv completions after the end give their buffers back too.
         assert_eq!(sim.recv(DOWN, 10, 5, false), vec![Action::GiveBack(5)]);
     }
@@ -568,10 +594,16 @@ mod tests {
         let mut sim = Sim::forwarding(limits());
         assert!(sim.tick_after(Duration::from_secs(50)).is_empty());
         sim.recv(DOWN, 1, 1, true);
-        assert!(sim.tick_after(Duration::from_secs(50)).is_empty(), "activity reset the timer");
+        assert!(
+            sim.tick_after(Duration::from_secs(50)).is_empty(),
+            "activity reset the timer"
+        );
         let a = sim.tick_after(Duration::from_secs(11));
         assert_eq!(finish_reason(&a), Some(CloseReason::IdleTimeout));
-        assert!(sim.tick_after(Duration::from_secs(100)).is_empty(), "finished once");
+        assert!(
+            sim.tick_after(Duration::from_secs(100)).is_empty(),
+            "finished once"
+        );
     }
 
     #[test]
@@ -610,7 +642,10 @@ mod tests {
         let a = sim.complete(Op::Recv(UP), -libc::ECANCELED);
         assert_eq!(a, vec![Action::EnterSplice(UP), Action::Readable(UP)]);
         // The other direction still copies.
-        assert!(matches!(sim.recv(DOWN, 5, 2, true)[..], [Action::Send { dir: DOWN, .. }]));
+        assert!(matches!(
+            sim.recv(DOWN, 5, 2, true)[..],
+            [Action::Send { dir: DOWN, .. }]
+        ));
     }
 
     #[test]
@@ -693,6 +728,9 @@ mod tests {
         sim.complete(Op::Readable(UP), libc::POLLIN as i32);
         sim.conn.on_no_pipe(UP, &mut sim.out);
         assert_eq!(std::mem::take(&mut sim.out), vec![Action::ArmRecv(UP)]);
-        assert!(matches!(sim.recv(UP, 10, 3, true)[..], [Action::Send { bid: 3, .. }]));
+        assert!(matches!(
+            sim.recv(UP, 10, 3, true)[..],
+            [Action::Send { bid: 3, .. }]
+        ));
     }
 }

@@ -144,7 +144,13 @@ impl Half {
 
     /// A multishot recv completion: `bid` is the provided buffer it filled,
     /// `more` whether the recv stays armed.
-    pub fn on_recv(&mut self, res: i32, bid: Option<u16>, more: bool, out: &mut Vec<Action>) -> Outcome {
+    pub fn on_recv(
+        &mut self,
+        res: i32,
+        bid: Option<u16>,
+        more: bool,
+        out: &mut Vec<Action>,
+    ) -> Outcome {
         let Engine::Copy(copy) = &mut self.engine else {
             // A recv can only be in flight on the copy path.
             if let Some(bid) = bid {

@@ -62,7 +62,14 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
         // SAFETY: plain splice(2) between two descriptors the caller keeps open;
         // null offsets (neither end is seekable).
         let n = unsafe {
-            libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, flags)
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                len,
+                flags,
+            )
         };
         if n >= 0 {
             return Ok(n as usize);

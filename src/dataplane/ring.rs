@@ -89,6 +89,17 @@ impl Ring {
             .setup_defer_taskrun()
             .setup_cqsize(SQ_ENTRIES * 4)
             .build(SQ_ENTRIES)
+            .or_else(|e| {
+                // Kernels before 6.1 lack DEFER_TASKRUN: cooperative task
+                // running is the next best thing.
+                if e.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(e);
+                }
+                IoUring::builder()
+                    .setup_coop_taskrun()
+                    .setup_cqsize(SQ_ENTRIES * 4)
+                    .build(SQ_ENTRIES)
+            })
             .map_err(SetupError::classify)?;
         let mut max = IOWQ_MAX_WORKERS;
         ring.submitter()
@@ -126,7 +137,9 @@ impl Ring {
         unsafe {
             match p {
                 Pending::One(e) if free >= 1 => sq.push(e).is_ok(),
-                Pending::Linked(a, b) if free >= 2 => sq.push_multiple(&[a.clone(), b.clone()]).is_ok(),
+                Pending::Linked(a, b) if free >= 2 => {
+                    sq.push_multiple(&[a.clone(), b.clone()]).is_ok()
+                }
                 Pending::One(_) | Pending::Linked(..) => false,
             }
         }
@@ -211,7 +224,9 @@ impl Ring {
             .build()
             .flags(Flags::IO_LINK)
             .user_data(token);
-        let timer = opcode::LinkTimeout::new(timeout).build().user_data(timeout_token);
+        let timer = opcode::LinkTimeout::new(timeout)
+            .build()
+            .user_data(timeout_token);
         self.push(Pending::Linked(connect, timer));
     }
 

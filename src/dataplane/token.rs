@@ -168,7 +168,9 @@ impl Token {
 pub enum Event {
     Wake,
     StopAccept,
-    Accept { listener: u32 },
+    Accept {
+        listener: u32,
+    },
     Conn(Token),
     /// Not a token this worker issues; logged and ignored.
     Unknown(u64),

@@ -39,7 +39,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
 pub enum WorkerError {
     #[error(transparent)]
     Setup(#[from] SetupError),
-    #[error("cannot set up the provided-buffer ring: {0}")]
+    #[error("cannot set up the provided-buffer ring: {0}; remedy: run on Linux 6.0 or later")]
     BufRing(io::Error),
     #[error("io_uring wait failed: {0}")]
     Ring(io::Error),
@@ -145,7 +145,8 @@ impl Worker {
             .buf_ring(BUFFER_COUNT, BUFFER_SIZE)
             .map_err(WorkerError::BufRing)?;
         let plan = shared.plan.load_full();
-        let seed = (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id());
+        let seed =
+            (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id());
         Ok(Worker {
             id,
             ring,
@@ -205,7 +206,11 @@ impl Worker {
             Event::StopAccept => {}
             Event::Accept { listener } => self.on_accept(listener as usize, cqe),
             Event::Conn(t) => self.on_conn(t, cqe),
-            Event::Unknown(u) => tracing::warn!(worker = self.id, user_data = u, "completion with an unknown token"),
+            Event::Unknown(u) => tracing::warn!(
+                worker = self.id,
+                user_data = u,
+                "completion with an unknown token"
+            ),
         }
     }
 
@@ -218,7 +223,8 @@ impl Worker {
         self.stopping = true;
         for i in 0..self.listeners.len() {
             if self.accepting[i] == Accepting::Armed {
-                self.ring.cancel(token::accept(i as u32), token::STOP_ACCEPT);
+                self.ring
+                    .cancel(token::accept(i as u32), token::STOP_ACCEPT);
             }
             self.accepting[i] = Accepting::Stopped;
         }
@@ -295,10 +301,15 @@ impl Worker {
             self.plan = Arc::clone(&plan);
         }
         let listener = &self.listeners[i];
-        let Some(route) = plan.table.listeners.get(listener.index).and_then(|l| match &l.routing {
-            ListenerRouting::Tcp { route } => Some(*route),
-            ListenerRouting::TlsPassthrough { .. } => None,
-        }) else {
+        let Some(route) = plan
+            .table
+            .listeners
+            .get(listener.index)
+            .and_then(|l| match &l.routing {
+                ListenerRouting::Tcp { route } => Some(*route),
+                ListenerRouting::TlsPassthrough { .. } => None,
+            })
+        else {
             tracing::debug!(worker = self.id, %peer, flag = CloseReason::NoRoute.flag(), "no route");
             return;
         };
@@ -417,8 +428,10 @@ impl Worker {
                 }
             }
             Action::CancelRecv(dir) => {
-                self.ring
-                    .cancel(slot.token(index, Op::Recv(dir)), slot.token(index, Op::CancelRecv(dir)));
+                self.ring.cancel(
+                    slot.token(index, Op::Recv(dir)),
+                    slot.token(index, Op::CancelRecv(dir)),
+                );
                 slot.inflight += 1;
             }
             Action::Send {
@@ -459,10 +472,12 @@ impl Worker {
                 }
             }
             Action::Pump { dir, in_pipe, read } => {
-                let (Some(source), Some(sink)) = (slot.fd(dir.source()), slot.fd(dir.sink())) else {
+                let (Some(source), Some(sink)) = (slot.fd(dir.source()), slot.fd(dir.sink()))
+                else {
                     return;
                 };
-                let Some(pipe) = slot.pipes[dir.index()].take().or_else(|| self.pipes.take()) else {
+                let Some(pipe) = slot.pipes[dir.index()].take().or_else(|| self.pipes.take())
+                else {
                     slot.conn.on_no_pipe(dir, &mut self.scratch);
                     return;
                 };
@@ -494,7 +509,8 @@ impl Worker {
                     bid: None,
                     more: false,
                 };
-                slot.conn.on_completion(done, Instant::now(), &mut self.scratch);
+                slot.conn
+                    .on_completion(done, Instant::now(), &mut self.scratch);
             }
             Action::Abort(side) => {
                 let sock = match (side, &slot.upstream) {
@@ -520,9 +536,9 @@ impl Worker {
         }
         let plan = Arc::clone(&slot.plan);
         let cluster = slot.cluster;
-        let Some(endpoint) = self
-            .balancer
-            .pick_endpoint(&plan, cluster, slot.peer.ip(), &slot.tried)
+        let Some(endpoint) =
+            self.balancer
+                .pick_endpoint(&plan, cluster, slot.peer.ip(), &slot.tried)
         else {
             let reason = if slot.tried.is_empty() {
                 CloseReason::NoHealthyUpstream

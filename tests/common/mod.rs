@@ -79,10 +79,13 @@ impl Ringway {
     }
 
     pub fn spawn(mut cmd: Command) -> Option<Ringway> {
-        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn ringway");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -111,7 +114,10 @@ impl Ringway {
                 }
                 panic!("ringway exited before serving ({status}):\n{text}");
             }
-            assert!(Instant::now() < deadline, "ringway did not start serving in time");
+            assert!(
+                Instant::now() < deadline,
+                "ringway did not start serving in time"
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -169,7 +175,10 @@ impl Ringway {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "ringway did not stop after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "ringway did not stop after SIGTERM"
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -250,7 +259,10 @@ fn serve(mut conn: TcpStream, behavior: Behavior) {
             let Ok(read) = conn.try_clone() else { return };
             for line in BufReader::new(read).lines() {
                 let Ok(line) = line else { break };
-                if conn.write_all(format!("{prefix} {line}\n").as_bytes()).is_err() {
+                if conn
+                    .write_all(format!("{prefix} {line}\n").as_bytes())
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -282,7 +294,8 @@ fn serve(mut conn: TcpStream, behavior: Behavior) {
 /// accept queue (std's 128 overflows when a test opens thousands of
 /// connections at once, and an overflowing queue silently drops handshakes).
 pub fn listen_any(backlog: i32) -> TcpListener {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
     s.bind(&addr.into()).expect("bind backend");
     s.listen(backlog).expect("listen");
@@ -301,7 +314,8 @@ pub fn connect(port: u16) -> TcpStream {
 /// One line sent, one line back: what Istio's tutorial does with `nc`.
 pub fn say(port: u16, line: &str) -> String {
     let mut s = connect(port);
-    s.write_all(format!("{line}\n").as_bytes()).expect("send line");
+    s.write_all(format!("{line}\n").as_bytes())
+        .expect("send line");
     let mut reply = String::new();
     BufReader::new(s).read_line(&mut reply).expect("read reply");
     reply.trim_end().to_owned()
