@@ -268,7 +268,11 @@ impl Worker {
                     "accept: out of file descriptors; pausing this listener briefly (raise LimitNOFILE / ulimit -n)"
                 );
             }
-            if !cqe.more() && !self.stopping {
+            if self.accepting[i] == Accepting::Armed {
+                if cqe.more() {
+                    self.ring
+                        .cancel(token::accept(i as u32), token::STOP_ACCEPT);
+                }
                 self.accepting[i] = Accepting::Paused(now + ACCEPT_PAUSE);
             }
             return;
@@ -280,7 +284,9 @@ impl Worker {
                 "accept failed"
             );
         }
-        if !cqe.more() && !self.stopping {
+        // A multishot accept that ended is re-armed unless the listener is
+        // paused or stopped on purpose.
+        if !cqe.more() && self.accepting[i] == Accepting::Armed {
             self.arm_accept(i);
         }
     }
@@ -313,23 +319,24 @@ impl Worker {
             tracing::debug!(worker = self.id, %peer, flag = CloseReason::NoRoute.flag(), "no route");
             return;
         };
-        if let Some(max) = self.shared.settings.max_connections {
-            if self.shared.open.load(Ordering::Relaxed) >= max {
-                tracing::debug!(worker = self.id, %peer, flag = CloseReason::Overflow.flag(), "process connection limit reached");
-                return;
-            }
+        let max = self.shared.settings.max_connections.unwrap_or(usize::MAX);
+        if self.shared.open.fetch_add(1, Ordering::Relaxed) >= max {
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(worker = self.id, %peer, flag = CloseReason::Overflow.flag(), "process connection limit reached");
+            return;
         }
         let Some(cluster) = self.balancer.pick_cluster(&plan, route) else {
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
             return;
         };
         let max_cluster = plan.table.cluster(cluster).policy.max_connections;
         let open = &plan.cluster_open[cluster.0 as usize];
         if open.fetch_add(1, Ordering::Relaxed) >= max_cluster {
             open.fetch_sub(1, Ordering::Relaxed);
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
             tracing::debug!(worker = self.id, %peer, cluster = %plan.table.cluster(cluster).name, flag = CloseReason::Overflow.flag(), "cluster connection limit reached");
             return;
         }
-        self.shared.open.fetch_add(1, Ordering::Relaxed);
         let r = plan.table.route(route);
         let limits = Limits {
             idle_timeout: r.idle_timeout,
