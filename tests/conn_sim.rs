@@ -324,6 +324,8 @@ impl Model {
                     -libc::ECANCELED
                 } else if self.rng.chance(1) {
                     -libc::EPIPE
+                } else if self.rng.chance(15) {
+                    -libc::EAGAIN
                 } else if self.rng.chance(40) {
                     1 + self.rng.below(u64::from(len)) as i32
                 } else {

@@ -97,3 +97,62 @@ fn two_thousand_concurrent_connections_all_echo() {
     let total: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
     assert_eq!(total, 2000);
 }
+
+/// A client that sends but never reads: every buffer on the way fills up,
+/// and still no kernel thread is parked on its behalf.
+fn a_client_that_never_reads_parks_no_io_wq_thread(splice_after: &str) {
+    let echo = common::EchoBackend::raw();
+    let listen = free_port();
+    let config = tcp_service(listen, &[echo.port], "");
+    let Some(gw) = Ringway::start(&config, &["--workers", "1", "--splice-after", splice_after])
+    else {
+        return;
+    };
+    let clients: Vec<TcpStream> = (0..4).map(|_| connect(listen)).collect();
+    let writers: Vec<_> = clients
+        .iter()
+        .map(|c| {
+            let mut w = c.try_clone().unwrap();
+            w.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+            thread::spawn(move || {
+                let chunk = vec![7u8; 64 * 1024];
+                let mut sent = 0usize;
+                while sent < 64 * 1024 * 1024 {
+                    if w.write_all(&chunk).is_err() {
+                        break;
+                    }
+                    sent += chunk.len();
+                }
+                sent
+            })
+        })
+        .collect();
+    for w in writers {
+        let sent = w.join().unwrap();
+        assert!(
+            sent < 64 * 1024 * 1024,
+            "backpressure never reached the client"
+        );
+    }
+    let threads = gw.threads();
+    let iou = threads.iter().filter(|t| t.starts_with("iou-wrk")).count();
+    assert_eq!(iou, 0, "io-wq threads while sinks are full: {threads:?}");
+    // The gateway still serves others.
+    let s = connect(listen);
+    let mut w = &s;
+    w.write_all(b"ping").unwrap();
+    w.flush().unwrap();
+    let mut buf = [0u8; 4];
+    std::io::Read::read_exact(&mut &s, &mut buf).unwrap();
+    assert_eq!(&buf, b"ping");
+}
+
+#[test]
+fn a_client_that_never_reads_parks_no_io_wq_thread_on_the_copy_path() {
+    a_client_that_never_reads_parks_no_io_wq_thread("never");
+}
+
+#[test]
+fn a_client_that_never_reads_parks_no_io_wq_thread_on_the_splice_path() {
+    a_client_that_never_reads_parks_no_io_wq_thread("0");
+}

@@ -480,6 +480,34 @@ mod tests {
     }
 
     #[test]
+    fn a_full_sink_is_polled_then_sent_the_rest() {
+        let mut sim = Sim::forwarding(limits());
+        sim.recv(DOWN, 500, 2, true);
+        sim.complete(Op::Send(DOWN), 200);
+        // MSG_DONTWAIT: the full sink answers EAGAIN instead of parking a thread.
+        assert_eq!(
+            sim.complete(Op::Send(DOWN), -libc::EAGAIN),
+            vec![Action::Writable(DOWN)]
+        );
+        assert_eq!(
+            sim.complete(Op::Writable(DOWN), libc::POLLOUT as i32),
+            vec![Action::Send {
+                dir: DOWN,
+                bid: 2,
+                offset: 200,
+                len: 300
+            }]
+        );
+        // Ending while waiting for POLLOUT gives the buffer back at once
+        // (no send is reading it).
+        let mut sim = Sim::forwarding(limits());
+        sim.recv(DOWN, 500, 2, true);
+        sim.complete(Op::Send(DOWN), -libc::EAGAIN);
+        let a = sim.tick_after(Duration::from_secs(3600));
+        assert!(a.contains(&Action::GiveBack(2)), "{a:?}");
+    }
+
+    #[test]
     fn one_send_in_flight_and_recv_cancelled_past_one_queued_buffer() {
         let mut sim = Sim::forwarding(limits());
         let a = sim.recv(UP, 100, 1, true);

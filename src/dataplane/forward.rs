@@ -21,11 +21,16 @@ use super::pipe::OwnedPipe;
 /// bulk flows, and small interactive flows never pay for a pipe.
 pub const SPLICE_AFTER_BYTES: u64 = 256 * 1024;
 
-/// Size of each provided buffer of the copy path.
-pub const BUFFER_SIZE: u32 = 16 * 1024;
+/// Size of each provided buffer of the copy path. Measured (release build,
+/// one worker, 4 GiB through loopback, a shared 2-CPU VM): 16 KiB buffers
+/// cost 0.92-1.37 CPU-s/GiB, 64 KiB buffers 0.65-0.84; the splice path
+/// 0.13-0.28.
+pub const BUFFER_SIZE: u32 = 64 * 1024;
 
-/// Provided buffers per worker (a power of two, at most 32768).
-pub const BUFFER_COUNT: u16 = 2048;
+/// Provided buffers per worker (a power of two, at most 32768): 32 MiB. Only
+/// bytes in flight hold one (idle connections hold none); when the ring runs
+/// dry a half waits for buffers to come back (ENOBUFS), it is not failed.
+pub const BUFFER_COUNT: u16 = 512;
 
 /// Requested pipe size (`F_SETPIPE_SZ`), capped by `fs.pipe-max-size`.
 pub const PIPE_SIZE: usize = 1024 * 1024;

@@ -54,6 +54,9 @@ enum Send {
     Idle,
     /// The front chunk is being sent.
     InFlight,
+    /// The sink was full (EAGAIN: sends carry MSG_DONTWAIT so that the kernel
+    /// never hands them to an io-wq thread); POLLOUT is armed on it.
+    SinkFull,
 }
 
 #[derive(Debug)]
@@ -218,6 +221,11 @@ impl Half {
             debug_assert!(false, "send completion on the splice path");
             return Outcome::Continue;
         };
+        if res == -libc::EAGAIN {
+            copy.send = Send::SinkFull;
+            out.push(Action::Writable(self.dir));
+            return Outcome::Continue;
+        }
         copy.send = Send::Idle;
         if res <= 0 {
             return Outcome::Reset(self.dir.sink());
@@ -308,12 +316,20 @@ impl Half {
 
     /// A readiness completion (POLLIN on the source or POLLOUT on the sink).
     pub fn on_ready(&mut self, res: i32, out: &mut Vec<Action>) -> Outcome {
-        let Engine::Splice(s) = &mut self.engine else {
-            return Outcome::Continue;
-        };
         if res == -libc::ECANCELED {
             return Outcome::Continue;
         }
+        let s = match &mut self.engine {
+            Engine::Splice(s) => s,
+            Engine::Copy(copy) => {
+                // The full sink can take bytes again: send the rest.
+                if copy.send == Send::SinkFull {
+                    copy.send = Send::Idle;
+                    self.advance_copy(out);
+                }
+                return Outcome::Continue;
+            }
+        };
         debug_assert_ne!(s.wait, Wait::Pumping, "readiness during a pump");
         // Errors and hang-ups show up as readiness; the splice reports them.
         s.wait = Wait::Pumping;

@@ -204,7 +204,10 @@ impl Ring {
     /// Send `len` bytes of provided buffer `bid` from `offset`.
     pub fn send(&mut self, fd: RawFd, bufs: &BufRing, bid: u16, offset: u32, len: u32, token: u64) {
         let e = opcode::Send::new(Fd(fd), bufs.address(bid, offset), len)
-            .flags(libc::MSG_NOSIGNAL)
+            // MSG_DONTWAIT: a full socket completes with EAGAIN (the worker
+            // then polls it) instead of being punted to an io-wq thread that
+            // blocks until the peer reads.
+            .flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
             .build()
             .user_data(token);
         self.push(Pending::One(e));
