@@ -12,6 +12,7 @@ pub mod half;
 pub mod listener;
 pub mod pipe;
 pub mod ring;
+pub mod slot;
 pub mod token;
 pub mod wake;
 pub mod worker;

@@ -6,23 +6,24 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use io_uring::types::Timespec;
-use socket2::{SockAddr, SockRef, Socket, TcpKeepalive, Type};
+use socket2::{SockAddr, SockRef, Socket};
 
-use crate::routing::table::{ClusterId, ListenerRouting, RouteId};
+use crate::routing::table::ListenerRouting;
 
 use super::balancer::Balancer;
 use super::bufring::BufRing;
-use super::conn::{Action, Close, CloseReason, Completion, Connection, Limits};
-use super::forward::{self, BUFFER_COUNT, BUFFER_SIZE, PIPE_POOL_KEEP, PIPE_SIZE};
-use super::pipe::{self, OwnedPipe, PipePool};
+use super::conn::{Action, CloseReason, Completion, Connection, Limits};
+use super::forward::{BUFFER_COUNT, BUFFER_SIZE, PIPE_POOL_KEEP, PIPE_SIZE};
+use super::pipe::PipePool;
 use super::ring::{Cqe, Ring, SetupError};
-use super::token::{self, Dir, Event, Op, Side, Token};
+use super::slot::{ConnectArgs, Slot};
+use super::token::{self, Dir, Event, Token};
 use super::wake::WakeFd;
 use super::{Plan, Shared};
 
@@ -61,75 +62,30 @@ enum Accepting {
     Stopped,
 }
 
-/// Where a connection's upstream is.
-struct Upstream {
-    socket: Socket,
-    cluster: ClusterId,
-    endpoint: usize,
-}
-
-/// Memory the kernel reads when the CONNECT is submitted (stable address).
-struct ConnectArgs {
-    address: SockAddr,
-    timeout: Timespec,
-}
-
-struct Slot {
-    generation: u32,
-    conn: Connection,
-    downstream: OwnedFd,
-    peer: SocketAddr,
-    listener: usize,
-    plan: Arc<Plan>,
-    route: RouteId,
-    cluster: ClusterId,
-    upstream: Option<Upstream>,
-    /// Endpoints tried so far (a retry prefers another one).
-    tried: Vec<usize>,
-    connect: Box<ConnectArgs>,
-    /// Operations submitted and not finally completed.
-    inflight: u32,
-    /// Pipes holding bytes, per direction.
-    pipes: [Option<OwnedPipe>; 2],
-}
-
-impl Slot {
-    fn fd(&self, side: Side) -> Option<RawFd> {
-        match side {
-            Side::Downstream => Some(self.downstream.as_raw_fd()),
-            Side::Upstream => self.upstream.as_ref().map(|u| u.socket.as_raw_fd()),
-        }
-    }
-
-    fn token(&self, index: u32, op: Op) -> u64 {
-        Token::new(index, self.generation, op).user_data()
-    }
-}
-
 pub struct Worker {
-    id: usize,
+    pub(super) id: usize,
     // Field order matters: the ring is dropped before the buffer ring its
     // ops may still select from.
-    ring: Ring,
-    bufs: BufRing,
-    shared: Arc<Shared>,
-    plan: Arc<Plan>,
-    balancer: Balancer,
-    listeners: Vec<WorkerListener>,
+    pub(super) ring: Ring,
+    pub(super) bufs: BufRing,
+    pub(super) shared: Arc<Shared>,
+    pub(super) plan: Arc<Plan>,
+    pub(super) balancer: Balancer,
+    pub(super) listeners: Vec<WorkerListener>,
     accepting: Vec<Accepting>,
-    wake: Arc<WakeFd>,
-    slots: Vec<Option<Slot>>,
-    generations: Vec<u32>,
-    free: Vec<u32>,
-    live: usize,
-    pipes: PipePool,
-    starved: VecDeque<(u32, u32, Dir)>,
-    cqes: Vec<Cqe>,
-    actions: VecDeque<Action>,
-    scratch: Vec<Action>,
-    stopping: bool,
-    last_accept_error_log: Option<Instant>,
-    next_pipe_trim: Instant,
+    pub(super) wake: Arc<WakeFd>,
+    pub(super) slots: Vec<Option<Slot>>,
+    pub(super) generations: Vec<u32>,
+    pub(super) free: Vec<u32>,
+    pub(super) live: usize,
+    pub(super) pipes: PipePool,
+    pub(super) starved: VecDeque<(u32, u32, Dir)>,
+    pub(super) cqes: Vec<Cqe>,
+    pub(super) actions: VecDeque<Action>,
+    pub(super) scratch: Vec<Action>,
+    pub(super) stopping: bool,
+    pub(super) last_accept_error_log: Option<Instant>,
+    pub(super) next_pipe_trim: Instant,
 }
 
 impl Worker {
@@ -421,225 +377,6 @@ impl Worker {
         self.release_if_done(index);
     }
 
-    fn act(&mut self, index: u32, action: Action) {
-        let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
-            return;
-        };
-        match action {
-            Action::Connect => self.connect(index),
-            Action::Connected => {}
-            Action::ArmRecv(dir) => {
-                if let Some(fd) = slot.fd(dir.source()) {
-                    self.ring.recv_multi(fd, slot.token(index, Op::Recv(dir)));
-                    slot.inflight += 1;
-                }
-            }
-            Action::CancelRecv(dir) => {
-                self.ring.cancel(
-                    slot.token(index, Op::Recv(dir)),
-                    slot.token(index, Op::CancelRecv(dir)),
-                );
-                slot.inflight += 1;
-            }
-            Action::Send {
-                dir,
-                bid,
-                offset,
-                len,
-            } => {
-                if let Some(fd) = slot.fd(dir.sink()) {
-                    let token = slot.token(index, Op::Send(dir));
-                    self.ring.send(fd, &self.bufs, bid, offset, len, token);
-                    slot.inflight += 1;
-                }
-            }
-            Action::GiveBack(bid) => self.bufs.give_back(bid),
-            Action::WaitBuffers(dir) => self.starved.push_back((index, slot.generation, dir)),
-            Action::EnterSplice(dir) => {
-                let ok = [Side::Downstream, Side::Upstream]
-                    .iter()
-                    .filter_map(|s| slot.fd(*s))
-                    .all(|fd| pipe::set_nonblocking(fd).is_ok());
-                if !ok {
-                    slot.conn.on_no_pipe(dir, &mut self.scratch);
-                }
-            }
-            Action::Readable(dir) => {
-                if let Some(fd) = slot.fd(dir.source()) {
-                    self.ring
-                        .poll(fd, libc::POLLIN, slot.token(index, Op::Readable(dir)));
-                    slot.inflight += 1;
-                }
-            }
-            Action::Writable(dir) => {
-                if let Some(fd) = slot.fd(dir.sink()) {
-                    self.ring
-                        .poll(fd, libc::POLLOUT, slot.token(index, Op::Writable(dir)));
-                    slot.inflight += 1;
-                }
-            }
-            Action::Pump { dir, in_pipe, read } => {
-                let (Some(source), Some(sink)) = (slot.fd(dir.source()), slot.fd(dir.sink()))
-                else {
-                    return;
-                };
-                let Some(pipe) = slot.pipes[dir.index()].take().or_else(|| self.pipes.take())
-                else {
-                    slot.conn.on_no_pipe(dir, &mut self.scratch);
-                    return;
-                };
-                let result = forward::pump(&pipe, source, sink, in_pipe, read);
-                if result.in_pipe == 0 {
-                    self.pipes.give_back(pipe);
-                } else {
-                    slot.pipes[dir.index()] = Some(pipe);
-                }
-                slot.conn
-                    .on_pump(dir, result, Instant::now(), &mut self.scratch);
-            }
-            Action::Shutdown(dir) => {
-                // shutdown(2) never blocks; IORING_OP_SHUTDOWN is forced to
-                // io-wq by the kernel and would start an iou-wrk thread.
-                let sock = match (dir.sink(), &slot.upstream) {
-                    (Side::Downstream, _) => Some(SockRef::from(&slot.downstream)),
-                    (Side::Upstream, Some(u)) => Some(SockRef::from(&u.socket)),
-                    (Side::Upstream, None) => None,
-                };
-                let res = match sock.map(|s| s.shutdown(std::net::Shutdown::Write)) {
-                    Some(Ok(())) => 0,
-                    Some(Err(e)) => -e.raw_os_error().unwrap_or(libc::EIO),
-                    None => -libc::ENOTCONN,
-                };
-                let done = Completion {
-                    op: Op::Shutdown(dir),
-                    res,
-                    bid: None,
-                    more: false,
-                };
-                slot.conn
-                    .on_completion(done, Instant::now(), &mut self.scratch);
-            }
-            Action::Abort(side) => {
-                let sock = match (side, &slot.upstream) {
-                    (Side::Downstream, _) => Some(SockRef::from(&slot.downstream)),
-                    (Side::Upstream, Some(u)) => Some(SockRef::from(&u.socket)),
-                    (Side::Upstream, None) => None,
-                };
-                if let Some(sock) = sock {
-                    let _ = sock.set_linger(Some(Duration::ZERO));
-                }
-            }
-            Action::Finish(close) => self.finish(index, close),
-        }
-    }
-
-    /// Open an upstream socket to the next endpoint and submit its CONNECT.
-    fn connect(&mut self, index: u32) {
-        let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
-            return;
-        };
-        if let Some(previous) = slot.upstream.take() {
-            self.balancer.closed(previous.cluster, previous.endpoint);
-        }
-        let plan = Arc::clone(&slot.plan);
-        let cluster = slot.cluster;
-        let Some(endpoint) =
-            self.balancer
-                .pick_endpoint(&plan, cluster, slot.peer.ip(), &slot.tried)
-        else {
-            let reason = if slot.tried.is_empty() {
-                CloseReason::NoHealthyUpstream
-            } else {
-                CloseReason::ConnectFailed
-            };
-            slot.conn.on_connect_unavailable(reason, &mut self.scratch);
-            return;
-        };
-        slot.tried.push(endpoint);
-        let target = plan.endpoints[cluster.0 as usize][endpoint];
-        let policy = &plan.table.cluster(cluster).policy;
-        let socket = match upstream_socket(target.address, policy.tcp_keepalive) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(worker = self.id, upstream = %target.address, error = %e, "cannot open an upstream socket");
-                slot.conn
-                    .on_connect_unavailable(CloseReason::ConnectFailed, &mut self.scratch);
-                return;
-            }
-        };
-        self.balancer.opened(cluster, endpoint);
-        slot.connect.address = SockAddr::from(target.address);
-        slot.connect.timeout = Timespec::from(policy.connect_timeout);
-        self.ring.connect(
-            socket.as_raw_fd(),
-            &slot.connect.address,
-            &slot.connect.timeout,
-            slot.token(index, Op::Connect),
-            slot.token(index, Op::ConnectTimeout),
-        );
-        slot.inflight += 2;
-        slot.upstream = Some(Upstream {
-            socket,
-            cluster,
-            endpoint,
-        });
-    }
-
-    fn finish(&mut self, index: u32, close: Close) {
-        let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
-            return;
-        };
-        tracing::debug!(
-            worker = self.id,
-            downstream = %slot.peer,
-            listener = %self.listeners[slot.listener].name,
-            route = %slot.plan.table.route(slot.route).name,
-            cluster = %slot.plan.table.cluster(slot.cluster).name,
-            upstream = ?slot.upstream.as_ref().map(|u| slot.plan.endpoints[u.cluster.0 as usize][u.endpoint].address),
-            to_upstream = close.to_upstream,
-            to_downstream = close.to_downstream,
-            duration_ms = slot.conn.opened().elapsed().as_millis() as u64,
-            generation = slot.plan.table.generation,
-            flag = close.reason.flag(),
-            "connection closed"
-        );
-        if slot.inflight > 0 {
-            for side in [Side::Downstream, Side::Upstream] {
-                if let Some(fd) = slot.fd(side) {
-                    self.ring.cancel_fd(fd, slot.token(index, Op::Cancel(side)));
-                    slot.inflight += 1;
-                }
-            }
-        }
-    }
-
-    /// Free a finished slot once no op of it is in flight.
-    fn release_if_done(&mut self, index: u32) {
-        let done = self
-            .slots
-            .get(index as usize)
-            .and_then(Option::as_ref)
-            .is_some_and(|s| s.conn.is_finished() && s.inflight == 0);
-        if !done {
-            return;
-        }
-        let Some(slot) = self.slots[index as usize].take() else {
-            return;
-        };
-        if let Some(u) = &slot.upstream {
-            self.balancer.closed(u.cluster, u.endpoint);
-        }
-        slot.plan.cluster_open[slot.cluster.0 as usize].fetch_sub(1, Ordering::Relaxed);
-        self.shared.open.fetch_sub(1, Ordering::Relaxed);
-        for pipe in slot.pipes.into_iter().flatten() {
-            // It still holds this connection's bytes: close it, never reuse it.
-            drop(pipe);
-            self.pipes.dropped();
-        }
-        self.free.push(index);
-        self.live -= 1;
-    }
-
     /// Halves waiting for provided buffers get them back in arrival order.
     fn feed_starved(&mut self) {
         while self.bufs.available() > 0 {
@@ -676,27 +413,4 @@ impl Worker {
             }
         }
     }
-}
-
-/// A blocking upstream socket with TCP_NODELAY and the cluster's keepalive.
-fn upstream_socket(
-    address: SocketAddr,
-    keepalive: Option<crate::routing::table::Keepalive>,
-) -> io::Result<Socket> {
-    let socket = Socket::new(socket2::Domain::for_address(address), Type::STREAM, None)?;
-    socket.set_tcp_nodelay(true)?;
-    if let Some(k) = keepalive {
-        let mut ka = TcpKeepalive::new();
-        if let Some(t) = k.time_secs {
-            ka = ka.with_time(Duration::from_secs(u64::from(t)));
-        }
-        if let Some(i) = k.interval_secs {
-            ka = ka.with_interval(Duration::from_secs(u64::from(i)));
-        }
-        if let Some(p) = k.probes {
-            ka = ka.with_retries(p);
-        }
-        socket.set_tcp_keepalive(&ka)?;
-    }
-    Ok(socket)
 }
