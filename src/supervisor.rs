@@ -27,7 +27,7 @@ pub enum RunError {
     InvalidConfig(usize),
     #[error(transparent)]
     Uring(#[from] SetupError),
-    #[error("no listener could be opened")]
+    #[error("no listener could be bound (see the lines above for why)")]
     NoListener,
     #[error("cannot start worker {worker}: {message}")]
     Worker { worker: usize, message: String },
@@ -91,7 +91,11 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
     let workers = options.workers.unwrap_or_else(|| cores.len().max(1)).max(1);
     let plan = resolve(table);
     let listeners = bind_all(&plan.table, workers);
-    if listeners.iter().all(Vec::is_empty) {
+    // A configuration that opens no listener is valid (Istio parity: clients
+    // are refused) and keeps the process up; listeners that exist but none
+    // of which could be bound are an operational error.
+    let bound = listeners.first().map_or(0, Vec::len);
+    if bound == 0 && !plan.table.listeners.is_empty() {
         return Err(RunError::NoListener);
     }
     let shared = Arc::new(Shared {
@@ -150,7 +154,7 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
             }
         }
     }
-    tracing::info!(workers, "serving");
+    tracing::info!(workers, listeners = bound, "serving");
     Ok(gateway)
 }
 

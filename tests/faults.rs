@@ -98,7 +98,7 @@ fn connect_timeout_against_a_blackhole_closes_the_client() {
     let listen = free_port();
     let policy = "    connectionPool:\n      tcp:\n        connectTimeout: 300ms\n";
     let config = tcp_service(listen, &[hole.port], policy);
-    let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--connect-attempts", "2"]) else {
+    let Some(gw) = Ringway::start(&config, &["--workers", "1", "--connect-attempts", "2"]) else {
         return;
     };
     let started = Instant::now();
@@ -110,6 +110,12 @@ fn connect_timeout_against_a_blackhole_closes_the_client() {
         took >= Duration::from_millis(550) && took < Duration::from_secs(3),
         "two attempts of 300ms each, closed after {took:?}"
     );
+    let iou = gw
+        .threads()
+        .iter()
+        .filter(|t| t.starts_with("iou-wrk"))
+        .count();
+    assert_eq!(iou, 0, "a pending CONNECT parked an io-wq thread");
 }
 
 #[test]

@@ -98,3 +98,23 @@ fn seed_003_kafka_broker_on_a_custom_port_in_another_namespace() {
         );
     }
 }
+
+#[test]
+fn a_gateway_without_a_bound_virtual_service_opens_no_port_and_keeps_running() {
+    let listen = free_port();
+    // Only the Gateway of the tutorial: no VirtualService binds it.
+    let config = ConfigDir::new().file(
+        "gateway.yaml",
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: tcp-echo-gateway\nspec:\n  selector:\n    istio: ingressgateway\n  servers:\n  - port:\n      number: {listen}\n      name: tcp\n      protocol: TCP\n    hosts:\n    - \"*\"\n"
+        ),
+    );
+    let Some(gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
+    let refused = std::net::TcpStream::connect(("127.0.0.1", listen));
+    assert!(refused.is_err(), "port {listen} is open");
+    assert!(gw.logged("opens no listener"), "{}", gw.log_text());
+    let status = gw.terminate();
+    assert!(status.success(), "{status}");
+}
