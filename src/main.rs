@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use ringway::cli::{ConfigArgs, check, demo};
 use ringway::dataplane::Settings;
 use ringway::dataplane::forward::SPLICE_AFTER_BYTES;
+use ringway::dataplane::ring::RecvMode;
 use ringway::supervisor::{self, RunOptions};
 
 #[derive(Debug, Parser)]
@@ -70,6 +71,10 @@ struct DataArgs {
     /// the start; "never": copy only). For tests and measurements.
     #[arg(long, value_name = "BYTES|never", hide = true, value_parser = parse_splice_after)]
     splice_after: Option<u64>,
+    /// Force how the copy path receives: "multishot" (byte-limited multishot
+    /// recv) or "single" (one buffer per recv). For tests.
+    #[arg(long, value_name = "multishot|single", hide = true, value_parser = parse_recv_mode)]
+    recv: Option<RecvMode>,
 }
 
 impl DataArgs {
@@ -81,8 +86,17 @@ impl DataArgs {
                 connect_attempts: self.connect_attempts,
                 max_connections: self.max_connections,
                 splice_after: self.splice_after.unwrap_or(SPLICE_AFTER_BYTES),
+                recv_mode: self.recv,
             },
         }
+    }
+}
+
+fn parse_recv_mode(text: &str) -> Result<RecvMode, String> {
+    match text {
+        "multishot" => Ok(RecvMode::MultishotLimited),
+        "single" => Ok(RecvMode::Single),
+        _ => Err(format!("{text:?} is not \"multishot\" or \"single\"")),
     }
 }
 

@@ -74,11 +74,15 @@ enum Path {
 }
 
 fn integrity(splice_after: &str, path: Path) {
+    integrity_with(&["--splice-after", splice_after], path);
+}
+
+fn integrity_with(args: &[&str], path: Path) {
     let echo = EchoBackend::raw();
     let listen = free_port();
     let config = tcp_service(listen, &[echo.port], "");
-    let Some(gw) = Ringway::start(&config, &["--workers", "2", "--splice-after", splice_after])
-    else {
+    let args: Vec<&str> = ["--workers", "2"].iter().chain(args).copied().collect();
+    let Some(gw) = Ringway::start(&config, &args) else {
         return;
     };
     let pipes_at_start = gw.pipes();
@@ -117,4 +121,10 @@ fn eight_connections_of_32_mib_each_way_arrive_intact_on_the_splice_path() {
 #[test]
 fn eight_connections_of_32_mib_each_way_arrive_intact_switching_paths() {
     integrity("262144", Path::Splice);
+}
+
+#[test]
+fn eight_connections_of_32_mib_each_way_arrive_intact_with_one_buffer_per_recv() {
+    // The copy path on kernels without the multishot byte limit.
+    integrity_with(&["--splice-after", "never", "--recv", "single"], Path::Copy);
 }

@@ -105,6 +105,7 @@ fn demo(dir: &std::path::Path, workers: usize) -> Result<(), DemoError> {
             connect_attempts: 3,
             max_connections: None,
             splice_after: SPLICE_AFTER_BYTES,
+            recv_mode: None,
         },
     };
     let gateway = supervisor::start(&options)?;

@@ -246,6 +246,15 @@ impl Connection {
         }
     }
 
+    /// How many buffers the direction may still receive before its sink
+    /// takes some (the byte limit of its next recv).
+    pub fn recv_budget(&self, dir: Dir) -> u32 {
+        match &self.phase {
+            Phase::Forwarding { halves } => halves[dir.index()].recv_budget(),
+            Phase::Connecting { .. } | Phase::Finished { .. } => 1,
+        }
+    }
+
     /// Buffers came back to the ring after [`Action::WaitBuffers`].
     pub fn on_buffers(&mut self, dir: Dir, out: &mut Vec<Action>) {
         if let Phase::Forwarding { halves } = &mut self.phase {

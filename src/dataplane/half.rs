@@ -145,6 +145,15 @@ impl Half {
         matches!(self.engine, Engine::Splice(_))
     }
 
+    /// Buffers this half may receive now: what keeps it within "the sink
+    /// took everything but one buffer" (at least 1 when a recv is armed).
+    pub fn recv_budget(&self) -> u32 {
+        match &self.engine {
+            Engine::Copy(copy) => MAX_QUEUED_BUFFERS.saturating_sub(copy.queue.len()).max(1) as u32,
+            Engine::Splice(_) => 1,
+        }
+    }
+
     /// A multishot recv completion: `bid` is the provided buffer it filled,
     /// `more` whether the recv stays armed.
     pub fn on_recv(

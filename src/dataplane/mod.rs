@@ -46,6 +46,8 @@ pub struct Settings {
     pub max_connections: Option<usize>,
     /// Bytes after which a direction moves to the splice path.
     pub splice_after: u64,
+    /// How the copy path receives; `None`: the best the kernel offers.
+    pub recv_mode: Option<ring::RecvMode>,
 }
 
 /// What the supervisor and the workers share.

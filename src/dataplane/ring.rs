@@ -3,8 +3,8 @@
 //! pairs stay together), and copies completions out for dispatch.
 
 use std::collections::VecDeque;
-use std::io;
-use std::os::fd::RawFd;
+use std::io::{self, Write as _};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use io_uring::squeue::{Entry, Flags};
@@ -48,6 +48,46 @@ impl SetupError {
             _ => SetupError::Other(e),
         }
     }
+}
+
+/// How the copy path receives (decided by [`Ring::probe_recv_limit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvMode {
+    /// Multishot recv ended by the kernel after a byte limit.
+    MultishotLimited,
+    /// One recv (one buffer) per op.
+    Single,
+}
+
+/// user_data of the startup probe's ops (never a connection token: the
+/// reserved slab index).
+const PROBE: u64 = u64::MAX;
+const PROBE_CANCEL: u64 = u64::MAX - 1;
+
+/// IORING_RECV_MULTISHOT (sqe->ioprio of IORING_OP_RECV).
+const RECV_MULTISHOT: u16 = 1 << 1;
+
+/// Byte offset of `optlen` in `struct io_uring_sqe` (the union with
+/// `splice_fd_in` and `file_index`): the multishot recv's total limit.
+const SQE_OPTLEN_OFFSET: usize = 44;
+const SQE_SIZE: usize = 64;
+const _: () = assert!(std::mem::size_of::<Entry>() == SQE_SIZE);
+
+/// A multishot recv from the buffer ring that the kernel ends after `limit`
+/// bytes. io-uring 0.7 has no setter for `optlen`, so it is written into
+/// the SQE's bytes.
+fn multishot_recv(fd: RawFd, limit: u32) -> Entry {
+    let e = opcode::Recv::new(Fd(fd), std::ptr::null_mut(), 0)
+        .ioprio(RECV_MULTISHOT)
+        .buf_group(bufring::GROUP)
+        .build()
+        .flags(Flags::BUFFER_SELECT);
+    // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, exactly 64 bytes
+    // (asserted above), and every bit pattern is a valid SQE value.
+    let mut raw: [u8; SQE_SIZE] = unsafe { std::mem::transmute(e) };
+    raw[SQE_OPTLEN_OFFSET..SQE_OPTLEN_OFFSET + 4].copy_from_slice(&limit.to_ne_bytes());
+    // SAFETY: as above, back to the type it came from.
+    unsafe { std::mem::transmute::<[u8; SQE_SIZE], Entry>(raw) }
 }
 
 /// A completion copied out of the CQ.
@@ -194,11 +234,68 @@ impl Ring {
         self.push(Pending::One(e));
     }
 
-    pub fn recv_multi(&mut self, fd: RawFd, token: u64) {
-        let e = opcode::RecvMulti::new(Fd(fd), bufring::GROUP)
-            .build()
-            .user_data(token);
+    /// Receive into the provided-buffer ring, taking at most `limit` bytes:
+    /// a multishot recv that the kernel ends once `limit` bytes arrived
+    /// (IORING_RECV_MSHOT_LIM, Linux 6.17+) when `mode` allows, else one
+    /// buffer's worth per op. Without the limit a multishot recv keeps
+    /// filling buffers (up to 32 per wake-up, then again) while the sink is
+    /// stuck: backpressure would be lost.
+    pub fn recv(&mut self, fd: RawFd, mode: RecvMode, limit: u32, token: u64) {
+        let e = match mode {
+            RecvMode::MultishotLimited => multishot_recv(fd, limit).user_data(token),
+            RecvMode::Single => opcode::Recv::new(Fd(fd), std::ptr::null_mut(), 0)
+                .buf_group(bufring::GROUP)
+                .build()
+                .flags(Flags::BUFFER_SELECT)
+                .user_data(token),
+        };
         self.push(Pending::One(e));
+    }
+
+    /// Find out whether this kernel ends a multishot recv at a byte limit:
+    /// on a socket pair holding 8 bytes, a recv limited to 4 must complete
+    /// with 4 bytes and without IORING_CQE_F_MORE.
+    pub fn probe_recv_limit(&mut self, bufs: &mut BufRing) -> io::Result<RecvMode> {
+        let (a, b) = std::os::unix::net::UnixStream::pair()?;
+        (&a).write_all(&[0u8; 8])?;
+        self.push(Pending::One(
+            multishot_recv(b.as_raw_fd(), 4).user_data(PROBE),
+        ));
+        let mut cqes = Vec::new();
+        let mut mode = None;
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            self.submit_and_wait(Duration::from_millis(100))?;
+            self.drain(&mut cqes);
+            let mut ended = false;
+            for c in cqes.drain(..) {
+                if let Some(bid) = c.buffer() {
+                    bufs.taken();
+                    bufs.give_back(bid);
+                }
+                if c.user_data != PROBE {
+                    continue;
+                }
+                if mode.is_none() {
+                    let limited = c.res > 0 && !c.more();
+                    mode = Some(if limited {
+                        RecvMode::MultishotLimited
+                    } else {
+                        RecvMode::Single
+                    });
+                    if c.more() {
+                        // The limit was ignored: stop the recv.
+                        self.cancel(PROBE, PROBE_CANCEL);
+                    }
+                }
+                ended |= !c.more();
+            }
+            if ended || std::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+        drop((a, b));
+        Ok(mode.unwrap_or(RecvMode::Single))
     }
 
     /// Send `len` bytes of provided buffer `bid` from `offset`.

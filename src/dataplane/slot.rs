@@ -77,7 +77,9 @@ impl Worker {
             Action::Connected => {}
             Action::ArmRecv(dir) => {
                 if let Some(fd) = slot.fd(dir.source()) {
-                    self.ring.recv_multi(fd, slot.token(index, Op::Recv(dir)));
+                    let limit = slot.conn.recv_budget(dir) * forward::BUFFER_SIZE;
+                    let token = slot.token(index, Op::Recv(dir));
+                    self.ring.recv(fd, self.recv_mode, limit, token);
                     slot.inflight += 1;
                 }
             }

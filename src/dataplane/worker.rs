@@ -21,7 +21,7 @@ use super::bufring::BufRing;
 use super::conn::{Action, CloseReason, Completion, Connection, Limits};
 use super::forward::{BUFFER_COUNT, BUFFER_SIZE, PIPE_POOL_KEEP, PIPE_SIZE};
 use super::pipe::PipePool;
-use super::ring::{Cqe, Ring, SetupError};
+use super::ring::{Cqe, RecvMode, Ring, SetupError};
 use super::slot::{ConnectArgs, Slot};
 use super::token::{self, Dir, Event, Token};
 use super::wake::WakeFd;
@@ -68,6 +68,7 @@ pub struct Worker {
     // ops may still select from.
     pub(super) ring: Ring,
     pub(super) bufs: BufRing,
+    pub(super) recv_mode: RecvMode,
     pub(super) shared: Arc<Shared>,
     pub(super) plan: Arc<Plan>,
     pub(super) balancer: Balancer,
@@ -96,10 +97,19 @@ impl Worker {
         listeners: Vec<WorkerListener>,
         wake: Arc<WakeFd>,
     ) -> Result<Worker, WorkerError> {
-        let ring = Ring::new()?;
-        let bufs = ring
+        let mut ring = Ring::new()?;
+        let mut bufs = ring
             .buf_ring(BUFFER_COUNT, BUFFER_SIZE)
             .map_err(WorkerError::BufRing)?;
+        let recv_mode = match shared.settings.recv_mode {
+            Some(mode) => mode,
+            None => ring
+                .probe_recv_limit(&mut bufs)
+                .map_err(WorkerError::Ring)?,
+        };
+        if id == 0 {
+            tracing::info!(?recv_mode, "copy path receive mode");
+        }
         let plan = shared.plan.load_full();
         let seed =
             (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id());
@@ -107,6 +117,7 @@ impl Worker {
             id,
             ring,
             bufs,
+            recv_mode,
             balancer: Balancer::new(&plan, seed),
             plan,
             shared,
