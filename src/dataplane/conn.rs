@@ -678,6 +678,40 @@ mod tests {
         assert_eq!(a, vec![Action::GiveBack(1), Action::CancelRecv(UP)]);
         let a = sim.complete(Op::Recv(UP), -libc::ECANCELED);
         assert_eq!(a, vec![Action::EnterSplice(UP), Action::Readable(UP)]);
+        // Under load the half is rarely empty when a send completes: it stops
+        // receiving as soon as it is over the threshold, drains, then moves.
+        let mut sim = Sim::forwarding(Limits {
+            splice_after: 50,
+            ..limits()
+        });
+        let a = sim.recv(UP, 100, 1, false);
+        assert_eq!(a[1], Action::ArmRecv(UP));
+        let a = sim.complete(Op::Send(UP), 60);
+        assert_eq!(
+            a,
+            vec![
+                Action::Send {
+                    dir: UP,
+                    bid: 1,
+                    offset: 60,
+                    len: 40
+                },
+                Action::CancelRecv(UP)
+            ]
+        );
+        assert!(
+            sim.complete(Op::Recv(UP), -libc::ECANCELED).is_empty(),
+            "no re-arm while draining"
+        );
+        let a = sim.complete(Op::Send(UP), 40);
+        assert_eq!(
+            a,
+            vec![
+                Action::GiveBack(1),
+                Action::EnterSplice(UP),
+                Action::Readable(UP)
+            ]
+        );
         // The other direction still copies.
         assert!(matches!(
             sim.recv(DOWN, 5, 2, true)[..],

@@ -22,9 +22,10 @@ use super::pipe::OwnedPipe;
 pub const SPLICE_AFTER_BYTES: u64 = 256 * 1024;
 
 /// Size of each provided buffer of the copy path. Measured (release build,
-/// one worker, 4 GiB through loopback, a shared 2-CPU VM): 16 KiB buffers
-/// cost 0.92-1.37 CPU-s/GiB, 64 KiB buffers 0.65-0.84; the splice path
-/// 0.13-0.28.
+/// one worker, 4 GiB through loopback into a sink, a shared 2-CPU VM): with
+/// unlimited multishot recv, 16 KiB buffers cost 0.92-1.37 CPU-s/GiB and
+/// 64 KiB 0.65-0.84; with the byte-limited recv that keeps backpressure,
+/// 64 KiB costs 0.84-1.24. The splice path: 0.14-0.21 (1 and 4 streams).
 pub const BUFFER_SIZE: u32 = 64 * 1024;
 
 /// Provided buffers per worker (a power of two, at most 32768): 32 MiB. Only

@@ -286,11 +286,14 @@ impl Half {
         }
         let drained = copy.queue.is_empty() && copy.send == Send::Idle;
         match copy.recv {
-            Recv::Armed if copy.queue.len() >= MAX_QUEUED_BUFFERS || (wants_splice && drained) => {
+            // A bulk half stops receiving at once, so that what it holds can
+            // drain and it can move to the splice path.
+            Recv::Armed if copy.queue.len() >= MAX_QUEUED_BUFFERS || wants_splice => {
                 copy.recv = Recv::Cancelling;
                 out.push(Action::CancelRecv(dir));
             }
             Recv::Idle if wants_splice && drained => self.enter_splice(out),
+            Recv::Idle if wants_splice => {}
             Recv::Idle if copy.queue.len() < MAX_QUEUED_BUFFERS => {
                 copy.recv = Recv::Armed;
                 out.push(Action::ArmRecv(dir));
