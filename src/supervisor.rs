@@ -99,7 +99,7 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
         return Err(RunError::NoListener);
     }
     let shared = Arc::new(Shared {
-        plan: ArcSwap::from_pointee(plan),
+        plan: Arc::new(ArcSwap::from_pointee(plan)),
         settings: options.settings,
         open: AtomicUsize::new(0),
         stop: AtomicBool::new(false),

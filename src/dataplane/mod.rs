@@ -17,6 +17,7 @@ pub mod token;
 pub mod wake;
 pub mod worker;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
 
 use arc_swap::ArcSwap;
@@ -53,7 +54,8 @@ pub struct Settings {
 /// What the supervisor and the workers share.
 #[derive(Debug)]
 pub struct Shared {
-    pub plan: ArcSwap<Plan>,
+    /// The current plan; workers read it through an `arc_swap::Cache`.
+    pub plan: Arc<ArcSwap<Plan>>,
     pub settings: Settings,
     /// Open connections in the process.
     pub open: AtomicUsize,

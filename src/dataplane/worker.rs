@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use io_uring::types::Timespec;
 use socket2::{SockAddr, SockRef, Socket};
 
@@ -70,7 +71,10 @@ pub struct Worker {
     pub(super) bufs: BufRing,
     pub(super) recv_mode: RecvMode,
     pub(super) shared: Arc<Shared>,
+    /// The plan as of the last accept, and the cache that tells cheaply
+    /// whether a newer one was published.
     pub(super) plan: Arc<Plan>,
+    plans: arc_swap::Cache<Arc<ArcSwap<Plan>>, Arc<Plan>>,
     pub(super) balancer: Balancer,
     pub(super) listeners: Vec<WorkerListener>,
     accepting: Vec<Accepting>,
@@ -110,7 +114,8 @@ impl Worker {
         if id == 0 {
             tracing::info!(?recv_mode, "copy path receive mode");
         }
-        let plan = shared.plan.load_full();
+        let mut plans = arc_swap::Cache::new(Arc::clone(&shared.plan));
+        let plan = Arc::clone(plans.load());
         let seed =
             (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id());
         Ok(Worker {
@@ -120,6 +125,7 @@ impl Worker {
             recv_mode,
             balancer: Balancer::new(&plan, seed),
             plan,
+            plans,
             shared,
             accepting: vec![Accepting::Stopped; listeners.len()],
             listeners,
@@ -268,11 +274,12 @@ impl Worker {
             .and_then(|a| a.as_socket())
             .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
         // The connection keeps the table it started with.
-        let plan = self.shared.plan.load_full();
-        if !Arc::ptr_eq(&plan, &self.plan) {
-            self.balancer = Balancer::new(&plan, self.id as u64);
-            self.plan = Arc::clone(&plan);
+        let current = self.plans.load();
+        if !Arc::ptr_eq(current, &self.plan) {
+            self.plan = Arc::clone(current);
+            self.balancer = Balancer::new(&self.plan, self.id as u64);
         }
+        let plan = Arc::clone(&self.plan);
         let listener = &self.listeners[i];
         let Some(route) = plan
             .table
