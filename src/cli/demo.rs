@@ -1,6 +1,6 @@
 //! `ringway demo`: Istio's tcp-echo traffic-shifting tutorial on one
 //! machine with nothing else installed. Starts two built-in tcp-echo
-//! backends (v1 answers "one <line>", v2 "two <line>", like Istio's sample
+//! backends (v1 answers `one <line>`, v2 `two <line>`, like Istio's sample
 //! server), runs the gateway on the bundled example (80% v1, 20% v2), sends
 //! 20 connections, prints the split, and keeps serving until Ctrl-C.
 #![forbid(unsafe_code)]

@@ -2,7 +2,8 @@
 //! (design-notes/forwarding.md, SPEC §3).
 //!
 //! - Copy path, where every half starts: multishot recv into the worker's
-//!   provided-buffer ring, then one send in flight. No threads, no pipes.
+//!   provided-buffer ring, ended by the kernel after the half's budget of
+//!   bytes (backpressure), then one send in flight. No threads, no pipes.
 //! - Splice path, for bulk halves: the ring only reports readiness (POLL_ADD)
 //!   and the worker calls `splice(2)` itself with
 //!   `SPLICE_F_MOVE|SPLICE_F_NONBLOCK` on `O_NONBLOCK` sockets, through a

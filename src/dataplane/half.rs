@@ -3,7 +3,7 @@
 //!
 //! A half starts on the copy path (multishot recv into the worker's buffer
 //! ring, one send in flight) and, once it has moved
-//! [`splice_after`](Half::new) bytes, moves to the splice path (readiness
+//! `splice_after` bytes ([`Half::start`]), moves to the splice path (readiness
 //! from the ring, `splice(2)` by the worker through a pooled pipe).
 
 use std::collections::VecDeque;
