@@ -210,7 +210,9 @@ impl Worker {
         let socket = match upstream_socket(target.address, policy.tcp_keepalive) {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(worker = self.id, upstream = %target.address, error = %e, "cannot open an upstream socket");
+                if self.socket_errors.allow(Instant::now()) {
+                    tracing::warn!(worker = self.id, upstream = %target.address, error = %e, "cannot open an upstream socket (at most one line per second)");
+                }
                 slot.conn
                     .on_connect_unavailable(CloseReason::ConnectFailed, &mut self.scratch);
                 return;

@@ -89,7 +89,10 @@ pub struct Worker {
     pub(super) actions: VecDeque<Action>,
     pub(super) scratch: Vec<Action>,
     pub(super) stopping: bool,
-    pub(super) last_accept_error_log: Option<Instant>,
+    /// At most one EMFILE/ENFILE line per second.
+    accept_errors: LogLimit,
+    /// At most one "cannot open an upstream socket" line per second.
+    pub(super) socket_errors: LogLimit,
     pub(super) next_pipe_trim: Instant,
 }
 
@@ -140,7 +143,8 @@ impl Worker {
             actions: VecDeque::new(),
             scratch: Vec::new(),
             stopping: false,
-            last_accept_error_log: None,
+            accept_errors: LogLimit::default(),
+            socket_errors: LogLimit::default(),
             next_pipe_trim: Instant::now() + PIPE_IDLE,
         })
     }
@@ -229,11 +233,7 @@ impl Worker {
             }
         } else if cqe.res == -libc::EMFILE || cqe.res == -libc::ENFILE {
             let now = Instant::now();
-            if self
-                .last_accept_error_log
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-            {
-                self.last_accept_error_log = Some(now);
+            if self.accept_errors.allow(now) {
                 tracing::warn!(
                     worker = self.id,
                     listener = %self.listeners[i].name,
@@ -430,5 +430,24 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// Lets one log line through per second (errors that could otherwise flood
+/// the log once per connection).
+#[derive(Debug, Default)]
+pub(super) struct LogLimit {
+    last: Option<Instant>,
+}
+
+impl LogLimit {
+    pub(super) fn allow(&mut self, now: Instant) -> bool {
+        let allowed = self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        if allowed {
+            self.last = Some(now);
+        }
+        allowed
     }
 }
