@@ -1,6 +1,7 @@
 //! Test helpers that read like the spec: start the real `ringway` binary on a
 //! generated configuration, start echo backends, talk to them over
-//! 127.0.0.1. Every wait is bounded.
+//! 127.0.0.1. Every wait is bounded. `RINGWAY_TEST_LOG=debug` shows
+//! ringway's per-connection lines in a failing test's output.
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -81,7 +82,8 @@ impl Ringway {
     pub fn spawn(mut cmd: Command) -> Option<Ringway> {
         cmd.env(
             "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            // The helpers wait for info lines ("serving"): never less than info.
+            std::env::var("RINGWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
         )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
