@@ -168,3 +168,60 @@ fn max_connection_duration_closes_a_busy_connection() {
         "closed after {closed:?}"
     );
 }
+
+#[test]
+fn an_upstream_reset_resets_the_client() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut buf = [0u8; 5];
+        c.read_exact(&mut buf).unwrap();
+        socket2::SockRef::from(&c)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(c);
+    });
+    let listen = free_port();
+    let config = tcp_service(listen, &[port], "");
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
+    let mut s = connect(listen);
+    s.write_all(b"12345").unwrap();
+    let (_, end) = read_to_end(&mut s);
+    let e = end.expect_err("a reset, not a clean EOF");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+}
+
+#[test]
+fn a_client_reset_resets_the_upstream() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (read_tx, read_rx) = std::sync::mpsc::channel();
+    let (end_tx, end_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut buf = [0u8; 5];
+        c.read_exact(&mut buf).unwrap();
+        read_tx.send(()).unwrap();
+        let (_, end) = read_to_end(&mut c);
+        let _ = end_tx.send(end.map_err(|e| e.kind()));
+    });
+    let listen = free_port();
+    let config = tcp_service(listen, &[port], "");
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
+    let mut s = connect(listen);
+    s.write_all(b"12345").unwrap();
+    read_rx.recv_timeout(common::PATIENCE).unwrap();
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s);
+    let end = end_rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("the upstream never noticed the client's reset");
+    assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
+}
