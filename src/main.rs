@@ -43,6 +43,8 @@ enum Command {
         config: ConfigArgs,
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        control: ControlArgs,
     },
     /// Istio's tcp-echo tutorial on this machine: two built-in echo backends
     /// ("one" for v1, "two" for v2), the gateway on the bundled example
@@ -53,6 +55,48 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 1)]
         workers: usize,
     },
+}
+
+/// SPEC §2 options of `run` that belong to the control plane. They are
+/// accepted so that command lines written for the full interface work; the
+/// ones not implemented yet say so once at startup.
+#[derive(Debug, Clone, clap::Args)]
+struct ControlArgs {
+    /// Admin HTTP endpoint (/ready, /metrics, /reload), or "off" [not implemented yet].
+    #[arg(long, value_name = "ADDR|off")]
+    admin: Option<String>,
+    /// How long SIGTERM waits for open connections [not implemented yet: they close at once].
+    #[arg(long, value_name = "DUR")]
+    drain_timeout: Option<String>,
+    /// One line per connection at close: a file, "-" for stdout, or "off" [not implemented yet].
+    #[arg(long, value_name = "PATH|-|off")]
+    access_log: Option<String>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl ControlArgs {
+    /// One warning per option given that this build does not act on yet.
+    fn warn_unimplemented(&self) {
+        let given = [
+            ("--admin", self.admin.as_deref()),
+            ("--drain-timeout", self.drain_timeout.as_deref()),
+            ("--access-log", self.access_log.as_deref()),
+        ];
+        for (flag, value) in given {
+            match value {
+                None | Some("off") => {}
+                Some(v) => tracing::warn!("{flag} {v}: not implemented in this build yet; ignored"),
+            }
+        }
+    }
 }
 
 /// Knobs of the data plane (`run`).
@@ -110,13 +154,15 @@ fn parse_splice_after(text: &str) -> Result<u64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match &cli.command {
+        Command::Run { control, .. } if control.log_format == LogFormat::Json => logs.json().init(),
+        Command::Check { .. } | Command::Run { .. } | Command::Demo { .. } => logs.init(),
+    }
     match cli.command {
         Command::Check {
             config,
@@ -136,12 +182,19 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config, data } => match supervisor::run(&data.options(&config)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e}");
-                ExitCode::FAILURE
+        Command::Run {
+            config,
+            data,
+            control,
+        } => {
+            control.warn_unimplemented();
+            match supervisor::run(&data.options(&config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
     }
 }

@@ -118,3 +118,39 @@ fn a_gateway_without_a_bound_virtual_service_opens_no_port_and_keeps_running() {
     let status = gw.terminate();
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn the_full_spec_command_line_is_accepted() {
+    let v1 = EchoBackend::lines("one");
+    let v2 = EchoBackend::lines("two");
+    let listen = free_port();
+    let config = tcp_echo(listen, &v1, &v2, false);
+    let args = [
+        "--workers",
+        "1",
+        "--admin",
+        "off",
+        "--drain-timeout",
+        "5s",
+        "--access-log",
+        "off",
+        "--log-format",
+        "json",
+        "--connect-attempts",
+        "2",
+        "--max-connections",
+        "100",
+        "--labels",
+        "istio=ingressgateway",
+        "--namespace",
+        "default",
+    ];
+    let Some(gw) = Ringway::start(&config, &args) else {
+        return;
+    };
+    assert_eq!(say(listen, "json"), "one json");
+    assert!(
+        gw.log_text().contains("\"level\":\"INFO\""),
+        "JSON log lines expected"
+    );
+}
