@@ -225,3 +225,56 @@ fn a_client_reset_resets_the_upstream() {
         .expect("the upstream never noticed the client's reset");
     assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
 }
+
+/// One line through the gateway, or None when the connection is closed
+/// without a reply.
+fn try_say(port: u16, line: &str) -> Option<String> {
+    let mut s = connect(port);
+    s.write_all(format!("{line}\n").as_bytes()).ok()?;
+    let mut reply = String::new();
+    match std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut reply) {
+        Ok(n) if n > 0 => Some(reply.trim_end().to_owned()),
+        _ => None,
+    }
+}
+
+#[test]
+fn outlier_detection_ejects_a_refusing_endpoint() {
+    let live = EchoBackend::lines("one");
+    let refusing = free_port();
+    let listen = free_port();
+    let policy = "    loadBalancer:\n      simple: ROUND_ROBIN\n    outlierDetection:\n      consecutive5xxErrors: 1\n      interval: 1s\n      baseEjectionTime: 30s\n      maxEjectionPercent: 100\n";
+    let config = tcp_service(listen, &[refusing, live.port], policy);
+    let args = ["--workers", "1", "--connect-attempts", "1"];
+    let Some(_gw) = Ringway::start(&config, &args) else {
+        return;
+    };
+    let replies: Vec<Option<String>> = (0..10).map(|i| try_say(listen, &format!("n{i}"))).collect();
+    // Round robin tries the refusing endpoint first; after that one failure
+    // it is ejected and every other connection goes to the live one.
+    assert_eq!(replies[0], None, "{replies:?}");
+    for (i, r) in replies.iter().enumerate().skip(1) {
+        assert_eq!(
+            r.as_deref(),
+            Some(format!("one n{i}").as_str()),
+            "{replies:?}"
+        );
+    }
+}
+
+#[test]
+fn without_outlier_detection_round_robin_keeps_trying_the_refusing_endpoint() {
+    let live = EchoBackend::lines("one");
+    let refusing = free_port();
+    let listen = free_port();
+    let policy = "    loadBalancer:\n      simple: ROUND_ROBIN\n";
+    let config = tcp_service(listen, &[refusing, live.port], policy);
+    let args = ["--workers", "1", "--connect-attempts", "1"];
+    let Some(_gw) = Ringway::start(&config, &args) else {
+        return;
+    };
+    let failed = (0..10)
+        .filter(|i| try_say(listen, &format!("n{i}")).is_none())
+        .count();
+    assert_eq!(failed, 5);
+}

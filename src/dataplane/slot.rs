@@ -74,7 +74,11 @@ impl Worker {
         };
         match action {
             Action::Connect => self.connect(index),
-            Action::Connected => {}
+            Action::Connected => {
+                if let Some(u) = &slot.upstream {
+                    self.balancer.connect_succeeded(u.cluster, u.endpoint);
+                }
+            }
             Action::ArmRecv(dir) => {
                 if let Some(fd) = slot.fd(dir.source()) {
                     let limit = slot.conn.recv_budget(dir) * forward::BUFFER_SIZE;
@@ -187,14 +191,23 @@ impl Worker {
         let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
             return;
         };
-        if let Some(previous) = slot.upstream.take() {
-            self.balancer.closed(previous.cluster, previous.endpoint);
-        }
         let plan = Arc::clone(&slot.plan);
+        let now = Instant::now();
+        if let Some(previous) = slot.upstream.take() {
+            // Asked to connect again: the previous attempt failed.
+            self.balancer.closed(previous.cluster, previous.endpoint);
+            let outlier = plan
+                .table
+                .cluster(previous.cluster)
+                .policy
+                .outlier_detection;
+            self.balancer
+                .connect_failed(previous.cluster, previous.endpoint, outlier, now);
+        }
         let cluster = slot.cluster;
         let Some(endpoint) =
             self.balancer
-                .pick_endpoint(&plan, cluster, slot.peer.ip(), &slot.tried)
+                .pick_endpoint(&plan, cluster, slot.peer.ip(), &slot.tried, now)
         else {
             let reason = if slot.tried.is_empty() {
                 CloseReason::NoHealthyUpstream
@@ -240,6 +253,14 @@ impl Worker {
         let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
             return;
         };
+        if close.reason == CloseReason::ConnectFailed {
+            // The last attempt failed too.
+            if let Some(u) = &slot.upstream {
+                let outlier = slot.plan.table.cluster(u.cluster).policy.outlier_detection;
+                self.balancer
+                    .connect_failed(u.cluster, u.endpoint, outlier, Instant::now());
+            }
+        }
         tracing::debug!(
             worker = self.id,
             downstream = %slot.peer,
