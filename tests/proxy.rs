@@ -154,3 +154,36 @@ fn the_full_spec_command_line_is_accepted() {
         "JSON log lines expected"
     );
 }
+
+#[test]
+fn proxy_protocol_v1_tells_the_upstream_who_connected() {
+    use std::io::{BufRead, BufReader, Write};
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (conn, _) = upstream.accept().unwrap();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut header = String::new();
+        reader.read_line(&mut header).unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let mut conn = conn;
+        conn.write_all(format!("{}|{line}", header.trim_end()).as_bytes())
+            .unwrap();
+    });
+    let listen = free_port();
+    let policy = "    proxyProtocol:\n      version: V1\n";
+    let config = common::tcp_service(listen, &[port], policy);
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
+    let mut s = common::connect(listen);
+    let client_port = s.local_addr().unwrap().port();
+    s.write_all(b"hello\n").unwrap();
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply).unwrap();
+    assert_eq!(
+        reply,
+        format!("PROXY TCP4 127.0.0.1 127.0.0.1 {client_port} {listen}|hello\n")
+    );
+}

@@ -231,6 +231,15 @@ impl Connection {
         }
     }
 
+    /// The worker could not prepare the upstream (the PROXY header did not
+    /// go out): the connection ends as an upstream reset.
+    pub fn abort_upstream(&mut self, out: &mut Vec<Action>) {
+        if let Phase::Forwarding { .. } = self.phase {
+            out.push(Action::Abort(Side::Downstream));
+            self.finish(CloseReason::UpstreamReset, out);
+        }
+    }
+
     /// The result of a pump the worker ran after [`Action::Pump`].
     pub fn on_pump(&mut self, dir: Dir, pump: Pump, now: Instant, out: &mut Vec<Action>) {
         if let Phase::Forwarding { halves } = &mut self.phase {

@@ -11,6 +11,7 @@ pub mod forward;
 pub mod half;
 pub mod listener;
 pub mod pipe;
+pub mod proxy_protocol;
 pub mod ring;
 pub mod slot;
 pub mod token;

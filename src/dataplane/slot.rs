@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use io_uring::types::Timespec;
 use socket2::{SockAddr, SockRef, Socket, TcpKeepalive, Type};
 
-use crate::routing::table::{ClusterId, Keepalive, RouteId};
+use crate::routing::table::{ClusterId, Keepalive, ProxyProtocol, RouteId};
 
 use super::Plan;
 use super::conn::{Action, Close, CloseReason, Completion, Connection};
 use super::forward;
 use super::pipe::{self, OwnedPipe};
+use super::proxy_protocol;
 use super::token::{Op, Side, Token};
 use super::worker::Worker;
 
@@ -77,6 +78,13 @@ impl Worker {
             Action::Connected => {
                 if let Some(u) = &slot.upstream {
                     self.balancer.connect_succeeded(u.cluster, u.endpoint);
+                    if let Some(version) = slot.plan.table.cluster(u.cluster).policy.proxy_protocol
+                    {
+                        if let Err(e) = send_proxy_header(slot, version) {
+                            tracing::debug!(worker = self.id, error = %e, "cannot send the PROXY header");
+                            slot.conn.abort_upstream(&mut self.scratch);
+                        }
+                    }
                 }
             }
             Action::ArmRecv(dir) => {
@@ -331,4 +339,27 @@ fn upstream_socket(address: SocketAddr, keepalive: Option<Keepalive>) -> io::Res
         socket.set_tcp_keepalive(&ka)?;
     }
     Ok(socket)
+}
+
+/// Write the PROXY protocol header on a just-connected upstream socket,
+/// before any forwarded byte (no send of this connection can be in flight
+/// yet). A fresh connection's send buffer is empty, so the non-blocking
+/// send(2) of these few bytes completes at once; anything short of the
+/// whole header is treated as an upstream failure.
+fn send_proxy_header(slot: &Slot, version: ProxyProtocol) -> io::Result<()> {
+    let Some(upstream) = &slot.upstream else {
+        return Err(io::ErrorKind::NotConnected.into());
+    };
+    let local = SockRef::from(&slot.downstream)
+        .local_addr()?
+        .as_socket()
+        .ok_or(io::ErrorKind::InvalidInput)?;
+    let header = proxy_protocol::header(version, slot.peer, local);
+    let sent = upstream
+        .socket
+        .send_with_flags(&header, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)?;
+    if sent != header.len() {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    Ok(())
 }
