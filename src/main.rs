@@ -4,7 +4,11 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ringway::cli::{ConfigArgs, check};
+use ringway::cli::{ConfigArgs, check, demo};
+use ringway::dataplane::Settings;
+use ringway::dataplane::forward::SPLICE_AFTER_BYTES;
+use ringway::dataplane::ring::RecvMode;
+use ringway::supervisor::{self, RunOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,17 +36,133 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Serve: forward every connection of every listener of the compiled
+    /// table until SIGTERM or SIGINT.
+    Run {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+    /// Istio's tcp-echo tutorial on this machine: two built-in echo backends
+    /// ("one" for v1, "two" for v2), the gateway on the bundled example
+    /// (80/20), 20 connections and their split; then serves
+    /// `nc 127.0.0.1 31400` until Ctrl-C.
+    Demo {
+        /// Worker threads (one keeps the 80/20 split exact).
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        workers: usize,
+    },
+}
+
+/// SPEC §2 options of `run` that belong to the control plane. They are
+/// accepted so that command lines written for the full interface work; the
+/// ones not implemented yet say so once at startup.
+#[derive(Debug, Clone, clap::Args)]
+struct ControlArgs {
+    /// Admin HTTP endpoint (/ready, /metrics, /reload), or "off" [not implemented yet].
+    #[arg(long, value_name = "ADDR|off")]
+    admin: Option<String>,
+    /// How long SIGTERM waits for open connections [not implemented yet: they close at once].
+    #[arg(long, value_name = "DUR")]
+    drain_timeout: Option<String>,
+    /// One line per connection at close: a file, "-" for stdout, or "off" [not implemented yet].
+    #[arg(long, value_name = "PATH|-|off")]
+    access_log: Option<String>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl ControlArgs {
+    /// One warning per option given that this build does not act on yet.
+    fn warn_unimplemented(&self) {
+        let given = [
+            ("--admin", self.admin.as_deref()),
+            ("--drain-timeout", self.drain_timeout.as_deref()),
+            ("--access-log", self.access_log.as_deref()),
+        ];
+        for (flag, value) in given {
+            match value {
+                None | Some("off") => {}
+                Some(v) => tracing::warn!("{flag} {v}: not implemented in this build yet; ignored"),
+            }
+        }
+    }
+}
+
+/// Knobs of the data plane (`run`).
+#[derive(Debug, Clone, clap::Args)]
+struct DataArgs {
+    /// Worker threads, each pinned to a CPU [default: the CPUs this process may use].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    workers: Option<u32>,
+    /// Endpoints tried per connection before giving up.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    connect_attempts: u32,
+    /// Open connections allowed per process [default: no limit].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Bytes a direction moves before it switches to splice (0: splice from
+    /// the start; "never": copy only). For tests and measurements.
+    #[arg(long, value_name = "BYTES|never", hide = true, value_parser = parse_splice_after)]
+    splice_after: Option<u64>,
+    /// Force how the copy path receives: "multishot" (byte-limited multishot
+    /// recv) or "single" (one buffer per recv). For tests.
+    #[arg(long, value_name = "multishot|single", hide = true, value_parser = parse_recv_mode)]
+    recv: Option<RecvMode>,
+}
+
+impl DataArgs {
+    fn options(&self, config: &ConfigArgs) -> RunOptions {
+        RunOptions {
+            source: config.source(),
+            workers: self.workers.map(|w| w as usize),
+            settings: Settings {
+                connect_attempts: self.connect_attempts,
+                max_connections: self.max_connections,
+                splice_after: self.splice_after.unwrap_or(SPLICE_AFTER_BYTES),
+                recv_mode: self.recv,
+            },
+        }
+    }
+}
+
+fn parse_recv_mode(text: &str) -> Result<RecvMode, String> {
+    match text {
+        "multishot" => Ok(RecvMode::MultishotLimited),
+        "single" => Ok(RecvMode::Single),
+        _ => Err(format!("{text:?} is not \"multishot\" or \"single\"")),
+    }
+}
+
+fn parse_splice_after(text: &str) -> Result<u64, String> {
+    if text == "never" {
+        return Ok(u64::MAX);
+    }
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a byte count or \"never\""))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match &cli.command {
+        Command::Run { control, .. } if control.log_format == LogFormat::Json => logs.json().init(),
+        Command::Check { .. } | Command::Run { .. } | Command::Demo { .. } => logs.init(),
+    }
     match cli.command {
         Command::Check {
             config,
@@ -54,6 +174,27 @@ fn main() -> ExitCode {
             // A closed stdout (`ringway check | head`) is not an error worth a panic.
             let _ = std::io::stdout().write_all(report.as_bytes());
             ExitCode::from(u8::try_from(check::exit_code(&build, strict)).unwrap_or(1))
+        }
+        Command::Demo { workers } => match demo::run(workers.max(1)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run {
+            config,
+            data,
+            control,
+        } => {
+            control.warn_unimplemented();
+            match supervisor::run(&data.options(&config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the `check` report.
 
 pub mod check;
+pub mod demo;
 
 use std::path::PathBuf;
 

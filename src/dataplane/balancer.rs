@@ -1,0 +1,464 @@
+//! Per-worker choice of cluster (smooth weighted round robin over the route's
+//! clusters) and of endpoint (the cluster's load-balancing policy, skipping
+//! ejected endpoints). State is per worker: LEAST_REQUEST counts the
+//! worker's own active connections, and outlier detection counts the
+//! worker's own connect failures (so with N workers an endpoint is ejected
+//! by each worker that sees it fail). Time is passed in.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use crate::routing::SmoothWrr;
+use crate::routing::table::{ClusterId, LoadBalancer, OutlierDetection, RouteId};
+
+use super::Plan;
+
+/// Passive health of one endpoint, as this worker saw it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Health {
+    /// Connect failures (refused, reset, timed out) since the last success.
+    failures: u32,
+    /// Ejected until then.
+    ejected_until: Option<Instant>,
+    /// Ejections so far (each one lasts longer).
+    ejections: u32,
+}
+
+#[derive(Debug)]
+struct ClusterState {
+    /// Connections this worker has open (or connecting) per endpoint.
+    active: Vec<u32>,
+    health: Vec<Health>,
+    round_robin: SmoothWrr,
+    /// Where LEAST_REQUEST starts looking, so ties rotate.
+    next: usize,
+}
+
+#[derive(Debug)]
+pub struct Balancer {
+    routes: Vec<SmoothWrr>,
+    clusters: Vec<ClusterState>,
+    rng: u64,
+}
+
+impl Balancer {
+    pub fn new(plan: &Plan, seed: u64) -> Balancer {
+        Balancer {
+            routes: plan
+                .table
+                .routes
+                .iter()
+                .map(|r| SmoothWrr::new(r.clusters.iter().map(|c| c.weight)))
+                .collect(),
+            clusters: plan
+                .endpoints
+                .iter()
+                .map(|eps| ClusterState {
+                    active: vec![0; eps.len()],
+                    health: vec![Health::default(); eps.len()],
+                    round_robin: SmoothWrr::new(eps.iter().map(|e| e.weight)),
+                    next: 0,
+                })
+                .collect(),
+            rng: seed | 1,
+        }
+    }
+
+    /// The cluster the next connection on `route` goes to.
+    pub fn pick_cluster(&mut self, plan: &Plan, route: RouteId) -> Option<ClusterId> {
+        let clusters = &plan.table.route(route).clusters;
+        let wrr = self.routes.get_mut(route.0 as usize)?;
+        clusters.get(wrr.pick()).map(|c| c.cluster)
+    }
+
+    /// An endpoint of `cluster` by its policy, preferring endpoints not in
+    /// `tried` (a retry goes elsewhere when it can).
+    pub fn pick_endpoint(
+        &mut self,
+        plan: &Plan,
+        cluster: ClusterId,
+        source: IpAddr,
+        tried: &[usize],
+        now: Instant,
+    ) -> Option<usize> {
+        let endpoints = plan.endpoints.get(cluster.0 as usize)?;
+        if endpoints.is_empty() {
+            return None;
+        }
+        let policy = plan.table.cluster(cluster).policy.outlier_detection;
+        let state = self.clusters.get_mut(cluster.0 as usize)?;
+        let ejected: Vec<bool> = state
+            .health
+            .iter()
+            .map(|h| h.ejected_until.is_some_and(|t| now < t))
+            .collect();
+        // Below minHealthPercent healthy endpoints, ejections are ignored
+        // (Envoy's panic mode): better a maybe-bad endpoint than none.
+        let healthy = ejected.iter().filter(|e| !**e).count();
+        let min_health = policy.map_or(0, |o| o.min_health_percent as usize);
+        let honour_ejections = healthy * 100 >= min_health * endpoints.len() && healthy > 0;
+        let healthy_at = |i: usize| !(honour_ejections && ejected[i]);
+        let untried = |i: usize| !tried.contains(&i) && endpoints[i].weight > 0 && healthy_at(i);
+        let any_healthy = |i: usize| endpoints[i].weight > 0 && healthy_at(i);
+        let usable: &dyn Fn(usize) -> bool = if (0..endpoints.len()).any(untried) {
+            &untried
+        } else {
+            &any_healthy
+        };
+        let n = endpoints.len();
+        match plan.table.cluster(cluster).policy.load_balancer {
+            LoadBalancer::RoundRobin => state.round_robin.pick_where(usable),
+            LoadBalancer::LeastRequest => {
+                // Fewest active connections per unit of weight; ties rotate.
+                let mut best: Option<usize> = None;
+                for k in 0..n {
+                    let i = (state.next + k) % n;
+                    if !usable(i) {
+                        continue;
+                    }
+                    let better = best.is_none_or(|b| {
+                        u64::from(state.active[i]) * u64::from(endpoints[b].weight)
+                            < u64::from(state.active[b]) * u64::from(endpoints[i].weight)
+                    });
+                    if better {
+                        best = Some(i);
+                    }
+                }
+                state.next = (state.next + 1) % n;
+                best
+            }
+            LoadBalancer::Random => {
+                let draw = xorshift(&mut self.rng);
+                weighted(endpoints.iter().map(|e| e.weight), usable, draw)
+            }
+            LoadBalancer::SourceIpHash => {
+                let draw = fnv1a(source);
+                weighted(endpoints.iter().map(|e| e.weight), usable, draw)
+            }
+        }
+    }
+
+    /// The endpoint accepted a connection: its failure streak ends.
+    pub fn connect_succeeded(&mut self, cluster: ClusterId, endpoint: usize) {
+        if let Some(h) = self.health_mut(cluster, endpoint) {
+            h.failures = 0;
+        }
+    }
+
+    /// A connect to the endpoint failed or timed out: count it, and eject
+    /// the endpoint once the streak reaches the policy's threshold
+    /// (baseEjectionTime x ejections so far, capped), unless that would
+    /// eject more than maxEjectionPercent of the cluster (one endpoint may
+    /// always be ejected, as in Envoy).
+    pub fn connect_failed(
+        &mut self,
+        cluster: ClusterId,
+        endpoint: usize,
+        policy: Option<OutlierDetection>,
+        now: Instant,
+    ) {
+        let Some(policy) = policy else { return };
+        let Some(state) = self.clusters.get_mut(cluster.0 as usize) else {
+            return;
+        };
+        let n = state.health.len();
+        let already = state
+            .health
+            .iter()
+            .filter(|h| h.ejected_until.is_some_and(|t| now < t))
+            .count();
+        let Some(h) = state.health.get_mut(endpoint) else {
+            return;
+        };
+        h.failures += 1;
+        if h.failures < policy.consecutive_errors || h.ejected_until.is_some_and(|t| now < t) {
+            return;
+        }
+        let allowed = (n * policy.max_ejection_percent as usize / 100).max(1);
+        if already >= allowed {
+            return;
+        }
+        h.ejections += 1;
+        let time = policy
+            .base_ejection_time
+            .saturating_mul(h.ejections)
+            .min(policy.max_ejection_time);
+        h.ejected_until = Some(now + time);
+        h.failures = 0;
+    }
+
+    fn health_mut(&mut self, cluster: ClusterId, endpoint: usize) -> Option<&mut Health> {
+        self.clusters
+            .get_mut(cluster.0 as usize)?
+            .health
+            .get_mut(endpoint)
+    }
+
+    pub fn opened(&mut self, cluster: ClusterId, endpoint: usize) {
+        if let Some(a) = self.active_mut(cluster, endpoint) {
+            *a += 1;
+        }
+    }
+
+    pub fn closed(&mut self, cluster: ClusterId, endpoint: usize) {
+        if let Some(a) = self.active_mut(cluster, endpoint) {
+            *a = a.saturating_sub(1);
+        }
+    }
+
+    fn active_mut(&mut self, cluster: ClusterId, endpoint: usize) -> Option<&mut u32> {
+        self.clusters
+            .get_mut(cluster.0 as usize)?
+            .active
+            .get_mut(endpoint)
+    }
+}
+
+/// The endpoint a `draw` lands on, by weight, among the usable ones.
+fn weighted(
+    weights: impl Iterator<Item = u32> + Clone,
+    usable: &dyn Fn(usize) -> bool,
+    draw: u64,
+) -> Option<usize> {
+    let total: u64 = weights
+        .clone()
+        .enumerate()
+        .filter(|(i, _)| usable(*i))
+        .map(|(_, w)| u64::from(w))
+        .sum();
+    if total == 0 {
+        return None;
+    }
+    let mut point = draw % total;
+    for (i, w) in weights.enumerate().filter(|(i, _)| usable(*i)) {
+        if point < u64::from(w) {
+            return Some(i);
+        }
+        point -= u64::from(w);
+    }
+    None
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    x
+}
+
+fn fnv1a(ip: IpAddr) -> u64 {
+    let bytes: Vec<u8> = match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// One resolved endpoint of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub address: SocketAddr,
+    pub weight: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_draws_respect_weights_and_usability() {
+        let w = [1u32, 3];
+        let all = |_: usize| true;
+        let counts = (0..4u64).fold([0; 2], |mut c, d| {
+            c[weighted(w.iter().copied(), &all, d).unwrap()] += 1;
+            c
+        });
+        assert_eq!(counts, [1, 3]);
+        let not_first = |i: usize| i != 0;
+        assert_eq!(weighted(w.iter().copied(), &not_first, 0), Some(1));
+        assert_eq!(weighted(w.iter().copied(), &|_| false, 0), None);
+    }
+
+    use std::sync::atomic::AtomicU32;
+    use std::time::Duration;
+
+    use crate::routing::RouteTable;
+    use crate::routing::table::{Cluster, ClusterPolicy, Service};
+
+    /// One cluster of `n` endpoints with `lb` and `outlier`.
+    fn plan(n: usize, lb: LoadBalancer, outlier: Option<OutlierDetection>) -> Plan {
+        let cluster = Cluster {
+            name: "outbound|9000||svc.default.svc.cluster.local".into(),
+            service: Service {
+                host: "svc.default.svc.cluster.local".into(),
+                name: "svc".into(),
+                namespace: "default".into(),
+            },
+            port: 9000,
+            subset: None,
+            endpoints: Vec::new(),
+            policy: ClusterPolicy {
+                load_balancer: lb,
+                outlier_detection: outlier,
+                ..ClusterPolicy::default()
+            },
+        };
+        Plan {
+            table: RouteTable {
+                clusters: vec![cluster],
+                ..RouteTable::default()
+            },
+            endpoints: vec![
+                (0..n)
+                    .map(|i| Target {
+                        address: SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16)),
+                        weight: 1,
+                    })
+                    .collect(),
+            ],
+            cluster_open: vec![AtomicU32::new(0)],
+        }
+    }
+
+    fn outlier(max_ejection_percent: u32, min_health_percent: u32) -> OutlierDetection {
+        OutlierDetection {
+            consecutive_errors: 2,
+            interval: Duration::from_secs(10),
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent,
+            min_health_percent,
+        }
+    }
+
+    const C: ClusterId = ClusterId(0);
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn consecutive_connect_failures_eject_an_endpoint_for_a_growing_time() {
+        let policy = outlier(100, 0);
+        let p = plan(2, LoadBalancer::RoundRobin, Some(policy));
+        let mut b = Balancer::new(&p, 1);
+        let t0 = Instant::now();
+        b.connect_failed(C, 0, Some(policy), t0);
+        let picks: Vec<_> = (0..4)
+            .map(|_| b.pick_endpoint(&p, C, LOCAL, &[], t0))
+            .collect();
+        assert_eq!(
+            picks,
+            [Some(0), Some(1), Some(0), Some(1)],
+            "one failure ejects nothing"
+        );
+        b.connect_failed(C, 0, Some(policy), t0);
+        let picks: Vec<_> = (0..4)
+            .map(|_| b.pick_endpoint(&p, C, LOCAL, &[], t0))
+            .collect();
+        assert_eq!(picks, [Some(1); 4], "two in a row eject endpoint 0");
+        // Back after baseEjectionTime; the second ejection lasts twice as long.
+        let t1 = t0 + Duration::from_secs(30);
+        assert!((0..2).any(|_| b.pick_endpoint(&p, C, LOCAL, &[], t1) == Some(0)));
+        b.connect_failed(C, 0, Some(policy), t1);
+        b.connect_failed(C, 0, Some(policy), t1);
+        let t2 = t1 + Duration::from_secs(59);
+        assert!((0..4).all(|_| b.pick_endpoint(&p, C, LOCAL, &[], t2) == Some(1)));
+        let t3 = t1 + Duration::from_secs(60);
+        assert!((0..2).any(|_| b.pick_endpoint(&p, C, LOCAL, &[], t3) == Some(0)));
+    }
+
+    #[test]
+    fn a_success_ends_the_failure_streak() {
+        let policy = outlier(100, 0);
+        let p = plan(2, LoadBalancer::RoundRobin, Some(policy));
+        let mut b = Balancer::new(&p, 1);
+        let t0 = Instant::now();
+        b.connect_failed(C, 0, Some(policy), t0);
+        b.connect_succeeded(C, 0);
+        b.connect_failed(C, 0, Some(policy), t0);
+        let picks: Vec<_> = (0..2)
+            .map(|_| b.pick_endpoint(&p, C, LOCAL, &[], t0))
+            .collect();
+        assert_eq!(picks, [Some(0), Some(1)]);
+    }
+
+    #[test]
+    fn ejection_respects_max_ejection_and_min_health_percent() {
+        struct Case {
+            max_ejection_percent: u32,
+            min_health_percent: u32,
+            /// Endpoints still picked after all four failed twice.
+            want_picked: usize,
+        }
+        let cases = [
+            // 10% of 4 rounds down to 0, but one may always be ejected.
+            Case {
+                max_ejection_percent: 10,
+                min_health_percent: 0,
+                want_picked: 3,
+            },
+            Case {
+                max_ejection_percent: 50,
+                min_health_percent: 0,
+                want_picked: 2,
+            },
+            // All four ejected: with none healthy, ejections are ignored.
+            Case {
+                max_ejection_percent: 100,
+                min_health_percent: 0,
+                want_picked: 4,
+            },
+            // Half ejected is below 60% healthy: panic mode, all picked.
+            Case {
+                max_ejection_percent: 50,
+                min_health_percent: 60,
+                want_picked: 4,
+            },
+        ];
+        for case in cases {
+            let policy = outlier(case.max_ejection_percent, case.min_health_percent);
+            let p = plan(4, LoadBalancer::RoundRobin, Some(policy));
+            let mut b = Balancer::new(&p, 1);
+            let t0 = Instant::now();
+            for e in 0..4 {
+                b.connect_failed(C, e, Some(policy), t0);
+                b.connect_failed(C, e, Some(policy), t0);
+            }
+            let mut picked: Vec<usize> = (0..8)
+                .filter_map(|_| b.pick_endpoint(&p, C, LOCAL, &[], t0))
+                .collect();
+            picked.sort_unstable();
+            picked.dedup();
+            assert_eq!(
+                picked.len(),
+                case.want_picked,
+                "max {}% min health {}%: {picked:?}",
+                case.max_ejection_percent,
+                case.min_health_percent
+            );
+        }
+    }
+
+    #[test]
+    fn without_outlier_detection_failures_eject_nothing() {
+        let p = plan(2, LoadBalancer::RoundRobin, None);
+        let mut b = Balancer::new(&p, 1);
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            b.connect_failed(C, 0, None, t0);
+        }
+        let picks: Vec<_> = (0..2)
+            .map(|_| b.pick_endpoint(&p, C, LOCAL, &[], t0))
+            .collect();
+        assert_eq!(picks, [Some(0), Some(1)]);
+    }
+
+    #[test]
+    fn source_hash_is_stable() {
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(fnv1a(ip), fnv1a(ip));
+        assert_ne!(fnv1a(ip), fnv1a("10.1.2.4".parse().unwrap()));
+    }
+}

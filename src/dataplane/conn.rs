@@ -1,0 +1,816 @@
+//! The connection state machine, sans-io: completions and ticks in,
+//! [`Action`]s out. No syscalls and no clock here; the worker performs the
+//! actions and passes the time in.
+//!
+//! ```text
+//! Connecting --connect ok--> Forwarding{to_upstream, to_downstream} --both halves Done--> Finished
+//!     |  \--fail, attempts left--> Connecting (next endpoint)
+//!     \--fail, none left / timer--> Finished        Forwarding --reset, timer--> Finished
+//! ```
+//! `Finished` emits [`Action::Finish`] once; the worker then cancels what is
+//! still in flight and frees the slot only when nothing is.
+
+use std::time::{Duration, Instant};
+
+use super::forward::Pump;
+use super::half::{Flow, Half, Outcome};
+use super::token::{Dir, Op, Side};
+
+/// What the worker must do for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Close the previous upstream socket if any, pick an endpoint, open a
+    /// socket and submit CONNECT linked to its timeout. When that is
+    /// impossible the worker calls [`Connection::on_connect_unavailable`].
+    Connect,
+    /// The upstream accepted: count it for the endpoint.
+    Connected,
+    ArmRecv(Dir),
+    CancelRecv(Dir),
+    /// Send `len` bytes of buffer `bid` from `offset` to the direction's sink.
+    Send {
+        dir: Dir,
+        bid: u16,
+        offset: u32,
+        len: u32,
+    },
+    /// Return a provided buffer to the ring.
+    GiveBack(u16),
+    /// The ring ran out of buffers: call [`Connection::on_buffers`] when some
+    /// came back.
+    WaitBuffers(Dir),
+    /// Make both sockets non-blocking (the splice path needs it).
+    EnterSplice(Dir),
+    /// POLL_ADD POLLIN on the direction's source.
+    Readable(Dir),
+    /// POLL_ADD POLLOUT on the direction's sink.
+    Writable(Dir),
+    /// Run [`super::forward::pump`] now and report with [`Connection::on_pump`].
+    Pump {
+        dir: Dir,
+        in_pipe: u32,
+        read: bool,
+    },
+    /// SHUTDOWN(SHUT_WR) on the direction's sink.
+    Shutdown(Dir),
+    /// Make the close of this socket send a RST (SO_LINGER 0).
+    Abort(Side),
+    /// The connection is over: cancel what is in flight, then close both
+    /// sockets and free the slot once nothing is.
+    Finish(Close),
+}
+
+/// Why a connection ended (the access log's termination flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Both directions finished (`-`).
+    Done,
+    /// No endpoint accepted the connection (`UF`).
+    ConnectFailed,
+    /// The cluster or the process is at its connection limit (`UO`).
+    Overflow,
+    /// The cluster has no usable endpoint (`UH`).
+    NoHealthyUpstream,
+    /// No route for this listener (`NR`).
+    NoRoute,
+    /// No bytes either way for the route's idle timeout (`IT`).
+    IdleTimeout,
+    /// The route's maximum connection duration passed (`MD`).
+    MaxDuration,
+    /// The process is stopping (`DR`).
+    Drained,
+    /// The downstream reset (`DC`).
+    DownstreamReset,
+    /// The upstream reset (`UC`).
+    UpstreamReset,
+}
+
+impl CloseReason {
+    /// The access log's termination flag.
+    pub fn flag(self) -> &'static str {
+        match self {
+            CloseReason::Done => "-",
+            CloseReason::ConnectFailed => "UF",
+            CloseReason::Overflow => "UO",
+            CloseReason::NoHealthyUpstream => "UH",
+            CloseReason::NoRoute => "NR",
+            CloseReason::IdleTimeout => "IT",
+            CloseReason::MaxDuration => "MD",
+            CloseReason::Drained => "DR",
+            CloseReason::DownstreamReset => "DC",
+            CloseReason::UpstreamReset => "UC",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Close {
+    pub reason: CloseReason,
+    /// Bytes written to the upstream and to the downstream.
+    pub to_upstream: u64,
+    pub to_downstream: u64,
+}
+
+/// Per-connection limits, from the route, the cluster and the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub idle_timeout: Option<Duration>,
+    pub max_duration: Option<Duration>,
+    pub connect_attempts: u32,
+    /// Bytes after which a direction moves to the splice path.
+    pub splice_after: u64,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// CONNECT (attempt number `attempt`, from 1) is in flight.
+    Connecting {
+        attempt: u32,
+    },
+    Forwarding {
+        halves: [Half; 2],
+    },
+    /// Over; `sending` are the buffers of sends still in flight, given back
+    /// when those complete (never earlier: the kernel still reads them).
+    Finished {
+        sending: [Option<u16>; 2],
+    },
+}
+
+/// The completion of one operation, as the worker decoded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    pub op: Op,
+    pub res: i32,
+    /// The provided buffer a recv filled.
+    pub bid: Option<u16>,
+    /// Whether a multishot op stays armed.
+    pub more: bool,
+}
+
+#[derive(Debug)]
+pub struct Connection {
+    phase: Phase,
+    limits: Limits,
+    opened: Instant,
+    last_active: Instant,
+}
+
+impl Connection {
+    /// A connection just accepted: asks for the first connect.
+    pub fn open(limits: Limits, now: Instant, out: &mut Vec<Action>) -> Connection {
+        out.push(Action::Connect);
+        Connection {
+            phase: Phase::Connecting { attempt: 1 },
+            limits,
+            opened: now,
+            last_active: now,
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Finished { .. })
+    }
+
+    pub fn opened(&self) -> Instant {
+        self.opened
+    }
+
+    pub fn on_completion(&mut self, c: Completion, now: Instant, out: &mut Vec<Action>) {
+        match &mut self.phase {
+            Phase::Connecting { attempt } => match c.op {
+                Op::Connect if c.res >= 0 => {
+                    out.push(Action::Connected);
+                    let halves = Dir::BOTH.map(|d| Half::start(d, self.limits.splice_after, out));
+                    self.phase = Phase::Forwarding { halves };
+                    self.last_active = now;
+                }
+                Op::Connect => {
+                    if *attempt < self.limits.connect_attempts {
+                        *attempt += 1;
+                        out.push(Action::Connect);
+                    } else {
+                        self.finish(CloseReason::ConnectFailed, out);
+                    }
+                }
+                _ => {}
+            },
+            Phase::Forwarding { halves } => {
+                let outcome = match c.op {
+                    Op::Recv(d) => halves[d.index()].on_recv(c.res, c.bid, c.more, out),
+                    Op::Send(d) => halves[d.index()].on_send(c.res, out),
+                    Op::Readable(d) | Op::Writable(d) => halves[d.index()].on_ready(c.res, out),
+                    Op::Shutdown(d) => {
+                        halves[d.index()].on_shutdown();
+                        Outcome::Continue
+                    }
+                    Op::Connect | Op::ConnectTimeout | Op::Cancel(_) | Op::CancelRecv(_) => {
+                        Outcome::Continue
+                    }
+                };
+                self.after(outcome, now, out);
+            }
+            Phase::Finished { sending, .. } => {
+                if let Some(bid) = c.bid {
+                    out.push(Action::GiveBack(bid));
+                }
+                if let Op::Send(d) = c.op {
+                    if let Some(bid) = sending[d.index()].take() {
+                        out.push(Action::GiveBack(bid));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The worker could not start a connect (no usable endpoint, overflow,
+    /// no descriptor).
+    pub fn on_connect_unavailable(&mut self, reason: CloseReason, out: &mut Vec<Action>) {
+        if let Phase::Connecting { .. } = self.phase {
+            self.finish(reason, out);
+        }
+    }
+
+    /// The worker could not prepare the upstream (the PROXY header did not
+    /// go out): the connection ends as an upstream reset.
+    pub fn abort_upstream(&mut self, out: &mut Vec<Action>) {
+        if let Phase::Forwarding { .. } = self.phase {
+            out.push(Action::Abort(Side::Downstream));
+            self.finish(CloseReason::UpstreamReset, out);
+        }
+    }
+
+    /// The result of a pump the worker ran after [`Action::Pump`].
+    pub fn on_pump(&mut self, dir: Dir, pump: Pump, now: Instant, out: &mut Vec<Action>) {
+        if let Phase::Forwarding { halves } = &mut self.phase {
+            let outcome = halves[dir.index()].on_pump(pump, out);
+            self.after(outcome, now, out);
+        }
+    }
+
+    /// The worker had no pipe for a pump: the direction goes back to copying.
+    pub fn on_no_pipe(&mut self, dir: Dir, out: &mut Vec<Action>) {
+        if let Phase::Forwarding { halves } = &mut self.phase {
+            halves[dir.index()].on_no_pipe(out);
+        }
+    }
+
+    /// How many buffers the direction may still receive before its sink
+    /// takes some (the byte limit of its next recv).
+    pub fn recv_budget(&self, dir: Dir) -> u32 {
+        match &self.phase {
+            Phase::Forwarding { halves } => halves[dir.index()].recv_budget(),
+            Phase::Connecting { .. } | Phase::Finished { .. } => 1,
+        }
+    }
+
+    /// Buffers came back to the ring after [`Action::WaitBuffers`].
+    pub fn on_buffers(&mut self, dir: Dir, out: &mut Vec<Action>) {
+        if let Phase::Forwarding { halves } = &mut self.phase {
+            halves[dir.index()].on_buffers(out);
+        }
+    }
+
+    /// Timers: idle timeout (bytes either way count) and maximum duration.
+    pub fn on_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.is_finished() {
+            return;
+        }
+        if let Some(max) = self.limits.max_duration {
+            if now.saturating_duration_since(self.opened) >= max {
+                self.finish(CloseReason::MaxDuration, out);
+                return;
+            }
+        }
+        if let (Some(idle), Phase::Forwarding { .. }) = (self.limits.idle_timeout, &self.phase) {
+            if now.saturating_duration_since(self.last_active) >= idle {
+                self.finish(CloseReason::IdleTimeout, out);
+            }
+        }
+    }
+
+    /// The process is stopping.
+    pub fn drain(&mut self, out: &mut Vec<Action>) {
+        if !self.is_finished() {
+            self.finish(CloseReason::Drained, out);
+        }
+    }
+
+    /// Keep-open policy, and the end of the connection on a reset.
+    fn after(&mut self, outcome: Outcome, now: Instant, out: &mut Vec<Action>) {
+        let Phase::Forwarding { halves } = &self.phase else {
+            return;
+        };
+        match outcome {
+            Outcome::Continue => {}
+            Outcome::Active => self.last_active = now,
+            Outcome::Reset(side) => {
+                // A reset from one side resets the other.
+                out.push(Action::Abort(side.other()));
+                let reason = match side {
+                    Side::Downstream => CloseReason::DownstreamReset,
+                    Side::Upstream => CloseReason::UpstreamReset,
+                };
+                self.finish(reason, out);
+                return;
+            }
+        }
+        match (halves[0].flow(), halves[1].flow()) {
+            (Flow::Done, Flow::Done) => self.finish(CloseReason::Done, out),
+            (Flow::Open | Flow::Eof | Flow::ShuttingDown | Flow::Done, _) => {}
+        }
+    }
+
+    fn finish(&mut self, reason: CloseReason, out: &mut Vec<Action>) {
+        let (to_upstream, to_downstream, sending) = match &self.phase {
+            Phase::Forwarding { halves } => {
+                for bid in halves.iter().flat_map(Half::idle_buffers) {
+                    out.push(Action::GiveBack(bid));
+                }
+                (
+                    halves[0].moved(),
+                    halves[1].moved(),
+                    [halves[0].sending(), halves[1].sending()],
+                )
+            }
+            Phase::Connecting { .. } | Phase::Finished { .. } => (0, 0, [None, None]),
+        };
+        let close = Close {
+            reason,
+            to_upstream,
+            to_downstream,
+        };
+        self.phase = Phase::Finished { sending };
+        out.push(Action::Finish(close));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::forward::{SinkState, SourceState};
+
+    const UP: Dir = Dir::ToUpstream;
+    const DOWN: Dir = Dir::ToDownstream;
+
+    fn limits() -> Limits {
+        Limits {
+            idle_timeout: Some(Duration::from_secs(60)),
+            max_duration: None,
+            connect_attempts: 3,
+            splice_after: u64::MAX,
+        }
+    }
+
+    /// A connection driven by hand: completions in, actions checked.
+    struct Sim {
+        conn: Connection,
+        now: Instant,
+        out: Vec<Action>,
+    }
+
+    impl Sim {
+        fn open(limits: Limits) -> Sim {
+            let now = Instant::now();
+            let mut out = Vec::new();
+            let conn = Connection::open(limits, now, &mut out);
+            assert_eq!(out, vec![Action::Connect]);
+            out.clear();
+            Sim { conn, now, out }
+        }
+
+        fn forwarding(limits: Limits) -> Sim {
+            let mut sim = Sim::open(limits);
+            sim.complete(Op::Connect, 0);
+            sim
+        }
+
+        fn complete(&mut self, op: Op, res: i32) -> Vec<Action> {
+            self.feed(Completion {
+                op,
+                res,
+                bid: None,
+                more: false,
+            })
+        }
+
+        fn recv(&mut self, dir: Dir, len: i32, bid: u16, more: bool) -> Vec<Action> {
+            self.feed(Completion {
+                op: Op::Recv(dir),
+                res: len,
+                bid: Some(bid),
+                more,
+            })
+        }
+
+        fn feed(&mut self, c: Completion) -> Vec<Action> {
+            self.conn.on_completion(c, self.now, &mut self.out);
+            std::mem::take(&mut self.out)
+        }
+
+        fn tick_after(&mut self, d: Duration) -> Vec<Action> {
+            self.now += d;
+            self.conn.on_tick(self.now, &mut self.out);
+            std::mem::take(&mut self.out)
+        }
+
+        fn pump(&mut self, dir: Dir, pump: Pump) -> Vec<Action> {
+            self.conn.on_pump(dir, pump, self.now, &mut self.out);
+            std::mem::take(&mut self.out)
+        }
+    }
+
+    fn finish_reason(actions: &[Action]) -> Option<CloseReason> {
+        actions.iter().find_map(|a| match a {
+            Action::Finish(c) => Some(c.reason),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_connect_success_arms_both_directions() {
+        let mut sim = Sim::open(limits());
+        let actions = sim.complete(Op::Connect, 0);
+        assert_eq!(
+            actions,
+            vec![
+                Action::Connected,
+                Action::ArmRecv(UP),
+                Action::ArmRecv(DOWN)
+            ]
+        );
+        // The linked timeout's cancellation changes nothing.
+        assert!(
+            sim.complete(Op::ConnectTimeout, -libc::ECANCELED)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn failed_connects_retry_up_to_the_attempt_limit() {
+        struct Case {
+            res: i32,
+        }
+        for case in [
+            Case {
+                res: -libc::ECONNREFUSED,
+            },
+            // A linked timeout cancels the connect.
+            Case {
+                res: -libc::ECANCELED,
+            },
+        ] {
+            let mut sim = Sim::open(limits());
+            assert_eq!(sim.complete(Op::Connect, case.res), vec![Action::Connect]);
+            assert_eq!(sim.complete(Op::Connect, case.res), vec![Action::Connect]);
+            let last = sim.complete(Op::Connect, case.res);
+            assert_eq!(finish_reason(&last), Some(CloseReason::ConnectFailed));
+            assert!(sim.conn.is_finished());
+        }
+    }
+
+    #[test]
+    fn partial_writes_send_the_rest_then_give_the_buffer_back() {
+        let mut sim = Sim::forwarding(limits());
+        let send = |offset, len| Action::Send {
+            dir: UP,
+            bid: 7,
+            offset,
+            len,
+        };
+        assert_eq!(sim.recv(UP, 1000, 7, true), vec![send(0, 1000)]);
+        assert_eq!(sim.complete(Op::Send(UP), 1), vec![send(1, 999)]);
+        assert_eq!(sim.complete(Op::Send(UP), 400), vec![send(401, 599)]);
+        assert_eq!(sim.complete(Op::Send(UP), 599), vec![Action::GiveBack(7)]);
+        // Both directions finish: the byte count is the sum of the partial sends.
+        sim.complete(Op::Recv(UP), 0);
+        sim.complete(Op::Shutdown(UP), 0);
+        sim.complete(Op::Recv(DOWN), 0);
+        let last = sim.complete(Op::Shutdown(DOWN), 0);
+        assert_eq!(
+            last,
+            vec![Action::Finish(Close {
+                reason: CloseReason::Done,
+                to_upstream: 1000,
+                to_downstream: 0,
+            })]
+        );
+    }
+
+    #[test]
+    fn a_full_sink_is_polled_then_sent_the_rest() {
+        let mut sim = Sim::forwarding(limits());
+        sim.recv(DOWN, 500, 2, true);
+        sim.complete(Op::Send(DOWN), 200);
+        // MSG_DONTWAIT: the full sink answers EAGAIN instead of parking a thread.
+        assert_eq!(
+            sim.complete(Op::Send(DOWN), -libc::EAGAIN),
+            vec![Action::Writable(DOWN)]
+        );
+        assert_eq!(
+            sim.complete(Op::Writable(DOWN), libc::POLLOUT as i32),
+            vec![Action::Send {
+                dir: DOWN,
+                bid: 2,
+                offset: 200,
+                len: 300
+            }]
+        );
+        // Ending while waiting for POLLOUT gives the buffer back at once
+        // (no send is reading it).
+        let mut sim = Sim::forwarding(limits());
+        sim.recv(DOWN, 500, 2, true);
+        sim.complete(Op::Send(DOWN), -libc::EAGAIN);
+        let a = sim.tick_after(Duration::from_secs(3600));
+        assert!(a.contains(&Action::GiveBack(2)), "{a:?}");
+    }
+
+    #[test]
+    fn one_send_in_flight_and_recv_cancelled_past_one_queued_buffer() {
+        let mut sim = Sim::forwarding(limits());
+        let a = sim.recv(UP, 100, 1, true);
+        assert!(matches!(a[..], [Action::Send { bid: 1, .. }]));
+        // A second buffer while the first is being sent: no second send, and
+        // the recv is cancelled (backpressure: taken + one buffer).
+        assert_eq!(sim.recv(UP, 100, 2, true), vec![Action::CancelRecv(UP)]);
+        // A buffer the kernel had already filled still arrives, and waits.
+        assert!(sim.recv(UP, 100, 3, true).is_empty());
+        assert!(sim.complete(Op::Recv(UP), -libc::ECANCELED).is_empty());
+        let a = sim.complete(Op::Send(UP), 100);
+        assert_eq!(a[0], Action::GiveBack(1));
+        assert!(matches!(a[1], Action::Send { bid: 2, .. }));
+        assert_eq!(a.len(), 2, "still two queued: no re-arm yet: {a:?}");
+        let a = sim.complete(Op::Send(UP), 100);
+        assert_eq!(
+            a,
+            vec![
+                Action::GiveBack(2),
+                Action::Send {
+                    dir: UP,
+                    bid: 3,
+                    offset: 0,
+                    len: 100
+                },
+                Action::ArmRecv(UP)
+            ]
+        );
+    }
+
+    #[test]
+    fn eof_is_forwarded_as_shutdown_only_after_the_data() {
+        let mut sim = Sim::forwarding(limits());
+        sim.recv(UP, 10, 4, true);
+        // FIN while the send is in flight: no shutdown yet.
+        assert!(sim.complete(Op::Recv(UP), 0).is_empty());
+        assert_eq!(
+            sim.complete(Op::Send(UP), 10),
+            vec![Action::GiveBack(4), Action::Shutdown(UP)]
+        );
+        assert!(sim.complete(Op::Shutdown(UP), 0).is_empty());
+        // The other direction keeps flowing after the half-close.
+        assert!(matches!(
+            sim.recv(DOWN, 5, 9, true)[..],
+            [Action::Send { dir: DOWN, .. }]
+        ));
+        assert_eq!(sim.complete(Op::Send(DOWN), 5), vec![Action::GiveBack(9)]);
+        assert_eq!(
+            sim.complete(Op::Recv(DOWN), 0),
+            vec![Action::Shutdown(DOWN)]
+        );
+        let last = sim.complete(Op::Shutdown(DOWN), 0);
+        assert_eq!(finish_reason(&last), Some(CloseReason::Done));
+    }
+
+    #[test]
+    fn a_reset_on_one_side_resets_the_other() {
+        struct Case {
+            op: Op,
+            res: i32,
+            abort: Side,
+            reason: CloseReason,
+        }
+        let cases = [
+            Case {
+                op: Op::Recv(UP),
+                res: -libc::ECONNRESET,
+                abort: Side::Upstream,
+                reason: CloseReason::DownstreamReset,
+            },
+            Case {
+                op: Op::Recv(DOWN),
+                res: -libc::ECONNRESET,
+                abort: Side::Downstream,
+                reason: CloseReason::UpstreamReset,
+            },
+        ];
+        for case in cases {
+            let mut sim = Sim::forwarding(limits());
+            let a = sim.complete(case.op, case.res);
+            assert_eq!(a[0], Action::Abort(case.abort));
+            assert_eq!(finish_reason(&a), Some(case.reason));
+        }
+        // A send that fails names the sink.
+        let mut sim = Sim::forwarding(limits());
+        sim.recv(UP, 10, 1, true);
+        let a = sim.complete(Op::Send(UP), -libc::EPIPE);
+        assert_eq!(a[0], Action::Abort(Side::Downstream));
+        assert_eq!(finish_reason(&a), Some(CloseReason::UpstreamReset));
+    }
+
+    #[test]
+    fn a_buffer_being_sent_is_given_back_only_when_its_send_completes() {
+        let mut sim = Sim::forwarding(limits());
+        sim.recv(UP, 10, 1, true);
+        sim.recv(UP, 10, 2, true);
+        let a = sim.tick_after(Duration::from_secs(3600));
+        // Buffer 2 is idle: back at once. Buffer 1 is still read by the kernel.
+        assert!(a.contains(&Action::GiveBack(2)));
+        assert!(!a.contains(&Action::GiveBack(1)));
+        assert_eq!(finish_reason(&a), Some(CloseReason::IdleTimeout));
+        assert_eq!(
+            sim.complete(Op::Send(UP), -libc::ECANCELED),
+            vec![Action::GiveBack(1)]
+        );
+        // Late recv completions after the end give their buffers back too.
+        assert_eq!(sim.recv(DOWN, 10, 5, false), vec![Action::GiveBack(5)]);
+    }
+
+    #[test]
+    fn idle_timeout_counts_bytes_either_way() {
+        let mut sim = Sim::forwarding(limits());
+        assert!(sim.tick_after(Duration::from_secs(50)).is_empty());
+        sim.recv(DOWN, 1, 1, true);
+        assert!(
+            sim.tick_after(Duration::from_secs(50)).is_empty(),
+            "activity reset the timer"
+        );
+        let a = sim.tick_after(Duration::from_secs(11));
+        assert_eq!(finish_reason(&a), Some(CloseReason::IdleTimeout));
+        assert!(
+            sim.tick_after(Duration::from_secs(100)).is_empty(),
+            "finished once"
+        );
+    }
+
+    #[test]
+    fn max_duration_ends_even_a_busy_connection() {
+        let mut sim = Sim::forwarding(Limits {
+            max_duration: Some(Duration::from_secs(5)),
+            ..limits()
+        });
+        for bid in 0..4 {
+            sim.recv(UP, 1, bid, true);
+            sim.complete(Op::Send(UP), 1);
+            assert!(sim.tick_after(Duration::from_secs(1)).is_empty());
+        }
+        let a = sim.tick_after(Duration::from_secs(1));
+        assert_eq!(finish_reason(&a), Some(CloseReason::MaxDuration));
+    }
+
+    #[test]
+    fn an_empty_buffer_ring_waits_for_buffers_then_rearms() {
+        let mut sim = Sim::forwarding(limits());
+        let a = sim.complete(Op::Recv(UP), -libc::ENOBUFS);
+        assert_eq!(a, vec![Action::WaitBuffers(UP)]);
+        sim.conn.on_buffers(UP, &mut sim.out);
+        assert_eq!(std::mem::take(&mut sim.out), vec![Action::ArmRecv(UP)]);
+    }
+
+    #[test]
+    fn a_bulk_direction_moves_to_splice_after_its_threshold() {
+        let mut sim = Sim::forwarding(Limits {
+            splice_after: 100,
+            ..limits()
+        });
+        sim.recv(UP, 100, 1, true);
+        let a = sim.complete(Op::Send(UP), 100);
+        assert_eq!(a, vec![Action::GiveBack(1), Action::CancelRecv(UP)]);
+        let a = sim.complete(Op::Recv(UP), -libc::ECANCELED);
+        assert_eq!(a, vec![Action::EnterSplice(UP), Action::Readable(UP)]);
+        // Under load the half is rarely empty when a send completes: it stops
+        // receiving as soon as it is over the threshold, drains, then moves.
+        let mut sim = Sim::forwarding(Limits {
+            splice_after: 50,
+            ..limits()
+        });
+        let a = sim.recv(UP, 100, 1, false);
+        assert_eq!(a[1], Action::ArmRecv(UP));
+        let a = sim.complete(Op::Send(UP), 60);
+        assert_eq!(
+            a,
+            vec![
+                Action::Send {
+                    dir: UP,
+                    bid: 1,
+                    offset: 60,
+                    len: 40
+                },
+                Action::CancelRecv(UP)
+            ]
+        );
+        assert!(
+            sim.complete(Op::Recv(UP), -libc::ECANCELED).is_empty(),
+            "no re-arm while draining"
+        );
+        let a = sim.complete(Op::Send(UP), 40);
+        assert_eq!(
+            a,
+            vec![
+                Action::GiveBack(1),
+                Action::EnterSplice(UP),
+                Action::Readable(UP)
+            ]
+        );
+        // The other direction still copies.
+        assert!(matches!(
+            sim.recv(DOWN, 5, 2, true)[..],
+            [Action::Send { dir: DOWN, .. }]
+        ));
+    }
+
+    #[test]
+    fn the_splice_path_waits_for_the_sink_and_half_closes_after_draining() {
+        let mut sim = Sim::forwarding(Limits {
+            splice_after: 0,
+            ..limits()
+        });
+        let a = sim.complete(Op::Readable(UP), libc::POLLIN as i32);
+        assert_eq!(
+            a,
+            vec![Action::Pump {
+                dir: UP,
+                in_pipe: 0,
+                read: true
+            }]
+        );
+        // Partial: the sink took 300 of 1000 and is full.
+        let a = sim.pump(
+            UP,
+            Pump {
+                read: 1000,
+                written: 300,
+                in_pipe: 700,
+                source: SourceState::Open,
+                sink: SinkState::WouldBlock,
+            },
+        );
+        assert_eq!(a, vec![Action::Writable(UP)]);
+        let a = sim.complete(Op::Writable(UP), libc::POLLOUT as i32);
+        assert_eq!(
+            a,
+            vec![Action::Pump {
+                dir: UP,
+                in_pipe: 700,
+                read: true
+            }]
+        );
+        // The rest goes out and the source ends: shutdown only now.
+        let a = sim.pump(
+            UP,
+            Pump {
+                read: 0,
+                written: 700,
+                in_pipe: 0,
+                source: SourceState::Eof,
+                sink: SinkState::Ok,
+            },
+        );
+        assert_eq!(a, vec![Action::Shutdown(UP)]);
+        sim.complete(Op::Shutdown(UP), 0);
+        sim.complete(Op::Readable(DOWN), libc::POLLIN as i32);
+        sim.pump(
+            DOWN,
+            Pump {
+                read: 0,
+                written: 0,
+                in_pipe: 0,
+                source: SourceState::Eof,
+                sink: SinkState::Ok,
+            },
+        );
+        let last = sim.complete(Op::Shutdown(DOWN), 0);
+        assert_eq!(
+            last,
+            vec![Action::Finish(Close {
+                reason: CloseReason::Done,
+                to_upstream: 1000,
+                to_downstream: 0,
+            })]
+        );
+    }
+
+    #[test]
+    fn no_pipe_means_the_direction_keeps_copying() {
+        let mut sim = Sim::forwarding(Limits {
+            splice_after: 0,
+            ..limits()
+        });
+        sim.complete(Op::Readable(UP), libc::POLLIN as i32);
+        sim.conn.on_no_pipe(UP, &mut sim.out);
+        assert_eq!(std::mem::take(&mut sim.out), vec![Action::ArmRecv(UP)]);
+        assert!(matches!(
+            sim.recv(UP, 10, 3, true)[..],
+            [Action::Send { bid: 3, .. }]
+        ));
+    }
+}

@@ -1,0 +1,65 @@
+//! The data plane (SPEC §3): one worker thread per core, each owning an
+//! io_uring, its listening sockets and its connections. Workers share only
+//! the current [`Plan`] (through an `ArcSwap`, loaded once per accepted
+//! connection) and a few connection counters that move on open and close,
+//! never per byte.
+
+pub mod balancer;
+pub mod bufring;
+pub mod conn;
+pub mod forward;
+pub mod half;
+pub mod listener;
+pub mod pipe;
+pub mod proxy_protocol;
+pub mod ring;
+pub mod slot;
+pub mod token;
+pub mod wake;
+pub mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
+
+use arc_swap::ArcSwap;
+
+use crate::routing::RouteTable;
+
+pub use balancer::Target;
+
+/// The compiled table plus what the workers need beside it: every cluster's
+/// endpoints resolved to socket addresses (DNS names resolved off the data
+/// path) and the per-cluster open-connection counters of `maxConnections`.
+#[derive(Debug)]
+pub struct Plan {
+    pub table: RouteTable,
+    /// Indexed like `table.clusters`.
+    pub endpoints: Vec<Vec<Target>>,
+    /// Indexed like `table.clusters`: open connections across all workers.
+    pub cluster_open: Vec<AtomicU32>,
+}
+
+/// Command-line knobs of the data plane.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Endpoints tried per connection (`--connect-attempts`).
+    pub connect_attempts: u32,
+    /// Open connections per process (`--max-connections`); `None` = no cap.
+    pub max_connections: Option<usize>,
+    /// Bytes after which a direction moves to the splice path.
+    pub splice_after: u64,
+    /// How the copy path receives; `None`: the best the kernel offers.
+    pub recv_mode: Option<ring::RecvMode>,
+}
+
+/// What the supervisor and the workers share.
+#[derive(Debug)]
+pub struct Shared {
+    /// The current plan; workers read it through an `arc_swap::Cache`.
+    pub plan: Arc<ArcSwap<Plan>>,
+    pub settings: Settings,
+    /// Open connections in the process.
+    pub open: AtomicUsize,
+    /// Set by the supervisor before it wakes the workers to stop.
+    pub stop: AtomicBool,
+}

@@ -1,0 +1,365 @@
+//! One connection's slot in a worker's slab, and how the worker performs
+//! the actions `conn.rs` asks for: submitting ring operations, moving bytes
+//! with splice, opening upstream sockets, and freeing the slot only once no
+//! operation of it is in flight.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use io_uring::types::Timespec;
+use socket2::{SockAddr, SockRef, Socket, TcpKeepalive, Type};
+
+use crate::routing::table::{ClusterId, Keepalive, ProxyProtocol, RouteId};
+
+use super::Plan;
+use super::conn::{Action, Close, CloseReason, Completion, Connection};
+use super::forward;
+use super::pipe::{self, OwnedPipe};
+use super::proxy_protocol;
+use super::token::{Op, Side, Token};
+use super::worker::Worker;
+
+/// Where a connection's upstream is.
+pub(super) struct Upstream {
+    pub(super) socket: Socket,
+    pub(super) cluster: ClusterId,
+    pub(super) endpoint: usize,
+}
+
+/// Memory the kernel reads when the CONNECT is submitted (stable address).
+pub(super) struct ConnectArgs {
+    pub(super) address: SockAddr,
+    pub(super) timeout: Timespec,
+}
+
+pub(super) struct Slot {
+    pub(super) generation: u32,
+    pub(super) conn: Connection,
+    pub(super) downstream: OwnedFd,
+    pub(super) peer: SocketAddr,
+    pub(super) listener: usize,
+    pub(super) plan: Arc<Plan>,
+    pub(super) route: RouteId,
+    pub(super) cluster: ClusterId,
+    pub(super) upstream: Option<Upstream>,
+    /// Endpoints tried so far (a retry prefers another one).
+    pub(super) tried: Vec<usize>,
+    pub(super) connect: Box<ConnectArgs>,
+    /// Operations submitted and not finally completed.
+    pub(super) inflight: u32,
+    /// Pipes holding bytes, per direction.
+    pub(super) pipes: [Option<OwnedPipe>; 2],
+}
+
+impl Slot {
+    pub(super) fn fd(&self, side: Side) -> Option<RawFd> {
+        match side {
+            Side::Downstream => Some(self.downstream.as_raw_fd()),
+            Side::Upstream => self.upstream.as_ref().map(|u| u.socket.as_raw_fd()),
+        }
+    }
+
+    pub(super) fn token(&self, index: u32, op: Op) -> u64 {
+        Token::new(index, self.generation, op).user_data()
+    }
+}
+
+impl Worker {
+    pub(super) fn act(&mut self, index: u32, action: Action) {
+        let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        match action {
+            Action::Connect => self.connect(index),
+            Action::Connected => {
+                if let Some(u) = &slot.upstream {
+                    self.balancer.connect_succeeded(u.cluster, u.endpoint);
+                    if let Some(version) = slot.plan.table.cluster(u.cluster).policy.proxy_protocol
+                    {
+                        if let Err(e) = send_proxy_header(slot, version) {
+                            tracing::debug!(worker = self.id, error = %e, "cannot send the PROXY header");
+                            slot.conn.abort_upstream(&mut self.scratch);
+                        }
+                    }
+                }
+            }
+            Action::ArmRecv(dir) => {
+                if let Some(fd) = slot.fd(dir.source()) {
+                    let limit = slot.conn.recv_budget(dir) * forward::BUFFER_SIZE;
+                    let token = slot.token(index, Op::Recv(dir));
+                    self.ring.recv(fd, self.recv_mode, limit, token);
+                    slot.inflight += 1;
+                }
+            }
+            Action::CancelRecv(dir) => {
+                self.ring.cancel(
+                    slot.token(index, Op::Recv(dir)),
+                    slot.token(index, Op::CancelRecv(dir)),
+                );
+                slot.inflight += 1;
+            }
+            Action::Send {
+                dir,
+                bid,
+                offset,
+                len,
+            } => {
+                if let Some(fd) = slot.fd(dir.sink()) {
+                    let token = slot.token(index, Op::Send(dir));
+                    self.ring.send(fd, &self.bufs, bid, offset, len, token);
+                    slot.inflight += 1;
+                }
+            }
+            Action::GiveBack(bid) => self.bufs.give_back(bid),
+            Action::WaitBuffers(dir) => self.starved.push_back((index, slot.generation, dir)),
+            Action::EnterSplice(dir) => {
+                let ok = [Side::Downstream, Side::Upstream]
+                    .iter()
+                    .filter_map(|s| slot.fd(*s))
+                    .all(|fd| pipe::set_nonblocking(fd).is_ok());
+                if !ok {
+                    slot.conn.on_no_pipe(dir, &mut self.scratch);
+                }
+            }
+            Action::Readable(dir) => {
+                if let Some(fd) = slot.fd(dir.source()) {
+                    self.ring
+                        .poll(fd, libc::POLLIN, slot.token(index, Op::Readable(dir)));
+                    slot.inflight += 1;
+                }
+            }
+            Action::Writable(dir) => {
+                if let Some(fd) = slot.fd(dir.sink()) {
+                    self.ring
+                        .poll(fd, libc::POLLOUT, slot.token(index, Op::Writable(dir)));
+                    slot.inflight += 1;
+                }
+            }
+            Action::Pump { dir, in_pipe, read } => {
+                let (Some(source), Some(sink)) = (slot.fd(dir.source()), slot.fd(dir.sink()))
+                else {
+                    return;
+                };
+                let Some(pipe) = slot.pipes[dir.index()].take().or_else(|| self.pipes.take())
+                else {
+                    slot.conn.on_no_pipe(dir, &mut self.scratch);
+                    return;
+                };
+                let result = forward::pump(&pipe, source, sink, in_pipe, read);
+                if result.in_pipe == 0 {
+                    self.pipes.give_back(pipe);
+                } else {
+                    slot.pipes[dir.index()] = Some(pipe);
+                }
+                slot.conn
+                    .on_pump(dir, result, Instant::now(), &mut self.scratch);
+            }
+            Action::Shutdown(dir) => {
+                // shutdown(2) never blocks; IORING_OP_SHUTDOWN is forced to
+                // io-wq by the kernel and would start an iou-wrk thread.
+                let sock = match (dir.sink(), &slot.upstream) {
+                    (Side::Downstream, _) => Some(SockRef::from(&slot.downstream)),
+                    (Side::Upstream, Some(u)) => Some(SockRef::from(&u.socket)),
+                    (Side::Upstream, None) => None,
+                };
+                let res = match sock.map(|s| s.shutdown(std::net::Shutdown::Write)) {
+                    Some(Ok(())) => 0,
+                    Some(Err(e)) => -e.raw_os_error().unwrap_or(libc::EIO),
+                    None => -libc::ENOTCONN,
+                };
+                let done = Completion {
+                    op: Op::Shutdown(dir),
+                    res,
+                    bid: None,
+                    more: false,
+                };
+                slot.conn
+                    .on_completion(done, Instant::now(), &mut self.scratch);
+            }
+            Action::Abort(side) => {
+                let sock = match (side, &slot.upstream) {
+                    (Side::Downstream, _) => Some(SockRef::from(&slot.downstream)),
+                    (Side::Upstream, Some(u)) => Some(SockRef::from(&u.socket)),
+                    (Side::Upstream, None) => None,
+                };
+                if let Some(sock) = sock {
+                    let _ = sock.set_linger(Some(Duration::ZERO));
+                }
+            }
+            Action::Finish(close) => self.finish(index, close),
+        }
+    }
+
+    /// Open an upstream socket to the next endpoint and submit its CONNECT.
+    pub(super) fn connect(&mut self, index: u32) {
+        let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let plan = Arc::clone(&slot.plan);
+        let now = Instant::now();
+        if let Some(previous) = slot.upstream.take() {
+            // Asked to connect again: the previous attempt failed.
+            self.balancer.closed(previous.cluster, previous.endpoint);
+            let outlier = plan
+                .table
+                .cluster(previous.cluster)
+                .policy
+                .outlier_detection;
+            self.balancer
+                .connect_failed(previous.cluster, previous.endpoint, outlier, now);
+        }
+        let cluster = slot.cluster;
+        let Some(endpoint) =
+            self.balancer
+                .pick_endpoint(&plan, cluster, slot.peer.ip(), &slot.tried, now)
+        else {
+            let reason = if slot.tried.is_empty() {
+                CloseReason::NoHealthyUpstream
+            } else {
+                CloseReason::ConnectFailed
+            };
+            slot.conn.on_connect_unavailable(reason, &mut self.scratch);
+            return;
+        };
+        slot.tried.push(endpoint);
+        let target = plan.endpoints[cluster.0 as usize][endpoint];
+        let policy = &plan.table.cluster(cluster).policy;
+        let socket = match upstream_socket(target.address, policy.tcp_keepalive) {
+            Ok(s) => s,
+            Err(e) => {
+                if self.socket_errors.allow(Instant::now()) {
+                    tracing::warn!(worker = self.id, upstream = %target.address, error = %e, "cannot open an upstream socket (at most one line per second)");
+                }
+                slot.conn
+                    .on_connect_unavailable(CloseReason::ConnectFailed, &mut self.scratch);
+                return;
+            }
+        };
+        self.balancer.opened(cluster, endpoint);
+        slot.connect.address = SockAddr::from(target.address);
+        slot.connect.timeout = Timespec::from(policy.connect_timeout);
+        self.ring.connect(
+            socket.as_raw_fd(),
+            &slot.connect.address,
+            &slot.connect.timeout,
+            slot.token(index, Op::Connect),
+            slot.token(index, Op::ConnectTimeout),
+        );
+        slot.inflight += 2;
+        slot.upstream = Some(Upstream {
+            socket,
+            cluster,
+            endpoint,
+        });
+    }
+
+    pub(super) fn finish(&mut self, index: u32, close: Close) {
+        let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if close.reason == CloseReason::ConnectFailed {
+            // The last attempt failed too.
+            if let Some(u) = &slot.upstream {
+                let outlier = slot.plan.table.cluster(u.cluster).policy.outlier_detection;
+                self.balancer
+                    .connect_failed(u.cluster, u.endpoint, outlier, Instant::now());
+            }
+        }
+        tracing::debug!(
+            worker = self.id,
+            downstream = %slot.peer,
+            listener = %self.listeners[slot.listener].name,
+            route = %slot.plan.table.route(slot.route).name,
+            cluster = %slot.plan.table.cluster(slot.cluster).name,
+            upstream = ?slot.upstream.as_ref().map(|u| slot.plan.endpoints[u.cluster.0 as usize][u.endpoint].address),
+            to_upstream = close.to_upstream,
+            to_downstream = close.to_downstream,
+            duration_ms = slot.conn.opened().elapsed().as_millis() as u64,
+            generation = slot.plan.table.generation,
+            flag = close.reason.flag(),
+            "connection closed"
+        );
+        if slot.inflight > 0 {
+            for side in [Side::Downstream, Side::Upstream] {
+                if let Some(fd) = slot.fd(side) {
+                    self.ring.cancel_fd(fd, slot.token(index, Op::Cancel(side)));
+                    slot.inflight += 1;
+                }
+            }
+        }
+    }
+
+    /// Free a finished slot once no op of it is in flight.
+    pub(super) fn release_if_done(&mut self, index: u32) {
+        let done = self
+            .slots
+            .get(index as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.conn.is_finished() && s.inflight == 0);
+        if !done {
+            return;
+        }
+        let Some(slot) = self.slots[index as usize].take() else {
+            return;
+        };
+        if let Some(u) = &slot.upstream {
+            self.balancer.closed(u.cluster, u.endpoint);
+        }
+        slot.plan.cluster_open[slot.cluster.0 as usize].fetch_sub(1, Ordering::Relaxed);
+        self.shared.open.fetch_sub(1, Ordering::Relaxed);
+        for pipe in slot.pipes.into_iter().flatten() {
+            // It still holds this connection's bytes: close it, never reuse it.
+            drop(pipe);
+            self.pipes.dropped();
+        }
+        self.free.push(index);
+        self.live -= 1;
+    }
+}
+
+/// A blocking upstream socket with TCP_NODELAY and the cluster's keepalive.
+fn upstream_socket(address: SocketAddr, keepalive: Option<Keepalive>) -> io::Result<Socket> {
+    let socket = Socket::new(socket2::Domain::for_address(address), Type::STREAM, None)?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(k) = keepalive {
+        let mut ka = TcpKeepalive::new();
+        if let Some(t) = k.time_secs {
+            ka = ka.with_time(Duration::from_secs(u64::from(t)));
+        }
+        if let Some(i) = k.interval_secs {
+            ka = ka.with_interval(Duration::from_secs(u64::from(i)));
+        }
+        if let Some(p) = k.probes {
+            ka = ka.with_retries(p);
+        }
+        socket.set_tcp_keepalive(&ka)?;
+    }
+    Ok(socket)
+}
+
+/// Write the PROXY protocol header on a just-connected upstream socket,
+/// before any forwarded byte (no send of this connection can be in flight
+/// yet). A fresh connection's send buffer is empty, so the non-blocking
+/// send(2) of these few bytes completes at once; anything short of the
+/// whole header is treated as an upstream failure.
+fn send_proxy_header(slot: &Slot, version: ProxyProtocol) -> io::Result<()> {
+    let Some(upstream) = &slot.upstream else {
+        return Err(io::ErrorKind::NotConnected.into());
+    };
+    let local = SockRef::from(&slot.downstream)
+        .local_addr()?
+        .as_socket()
+        .ok_or(io::ErrorKind::InvalidInput)?;
+    let header = proxy_protocol::header(version, slot.peer, local);
+    let sent = upstream
+        .socket
+        .send_with_flags(&header, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)?;
+    if sent != header.len() {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    Ok(())
+}

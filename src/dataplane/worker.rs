@@ -1,0 +1,453 @@
+//! One worker: its ring, listening sockets and slab of connections. The run
+//! loop submits, drains completions and dispatches them by token; what a
+//! completion means for a connection is decided in `conn.rs`, and this file
+//! only performs the resulting actions.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use io_uring::types::Timespec;
+use socket2::{SockAddr, SockRef, Socket};
+
+use crate::routing::table::ListenerRouting;
+
+use super::balancer::Balancer;
+use super::bufring::BufRing;
+use super::conn::{Action, CloseReason, Completion, Connection, Limits};
+use super::forward::{BUFFER_COUNT, BUFFER_SIZE, PIPE_POOL_KEEP, PIPE_SIZE};
+use super::pipe::PipePool;
+use super::ring::{Cqe, RecvMode, Ring, SetupError};
+use super::slot::{ConnectArgs, Slot};
+use super::token::{self, Dir, Event, Token};
+use super::wake::WakeFd;
+use super::{Plan, Shared};
+
+/// How often timers (idle, max duration, paused listeners) are checked.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Pooled pipes are closed after this long without use.
+const PIPE_IDLE: Duration = Duration::from_secs(1);
+
+/// How long a listener stays paused after EMFILE/ENFILE on accept.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error("cannot set up the provided-buffer ring: {0}; remedy: run on Linux 6.0 or later")]
+    BufRing(io::Error),
+    #[error("io_uring wait failed: {0}")]
+    Ring(io::Error),
+}
+
+/// A listening socket of this worker.
+pub struct WorkerListener {
+    pub socket: Socket,
+    /// Index into the table's listeners.
+    pub index: usize,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accepting {
+    Armed,
+    /// EMFILE/ENFILE: re-armed at this instant.
+    Paused(Instant),
+    Stopped,
+}
+
+pub struct Worker {
+    pub(super) id: usize,
+    // Field order matters: the ring is dropped before the buffer ring its
+    // ops may still select from.
+    pub(super) ring: Ring,
+    pub(super) bufs: BufRing,
+    pub(super) recv_mode: RecvMode,
+    pub(super) shared: Arc<Shared>,
+    /// The plan as of the last accept, and the cache that tells cheaply
+    /// whether a newer one was published.
+    pub(super) plan: Arc<Plan>,
+    plans: arc_swap::Cache<Arc<ArcSwap<Plan>>, Arc<Plan>>,
+    pub(super) balancer: Balancer,
+    pub(super) listeners: Vec<WorkerListener>,
+    accepting: Vec<Accepting>,
+    pub(super) wake: Arc<WakeFd>,
+    pub(super) slots: Vec<Option<Slot>>,
+    pub(super) generations: Vec<u32>,
+    pub(super) free: Vec<u32>,
+    pub(super) live: usize,
+    pub(super) pipes: PipePool,
+    pub(super) starved: VecDeque<(u32, u32, Dir)>,
+    pub(super) cqes: Vec<Cqe>,
+    pub(super) actions: VecDeque<Action>,
+    pub(super) scratch: Vec<Action>,
+    pub(super) stopping: bool,
+    /// At most one EMFILE/ENFILE line per second.
+    accept_errors: LogLimit,
+    /// At most one "cannot open an upstream socket" line per second.
+    pub(super) socket_errors: LogLimit,
+    pub(super) next_pipe_trim: Instant,
+}
+
+impl Worker {
+    /// Set up the worker's ring on the calling thread (which must run it).
+    pub fn new(
+        id: usize,
+        shared: Arc<Shared>,
+        listeners: Vec<WorkerListener>,
+        wake: Arc<WakeFd>,
+    ) -> Result<Worker, WorkerError> {
+        let mut ring = Ring::new()?;
+        let mut bufs = ring
+            .buf_ring(BUFFER_COUNT, BUFFER_SIZE)
+            .map_err(WorkerError::BufRing)?;
+        let recv_mode = match shared.settings.recv_mode {
+            Some(mode) => mode,
+            None => ring
+                .probe_recv_limit(&mut bufs)
+                .map_err(WorkerError::Ring)?,
+        };
+        if id == 0 {
+            tracing::info!(?recv_mode, "copy path receive mode");
+        }
+        let mut plans = arc_swap::Cache::new(Arc::clone(&shared.plan));
+        let plan = Arc::clone(plans.load());
+        let seed =
+            (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id());
+        Ok(Worker {
+            id,
+            ring,
+            bufs,
+            recv_mode,
+            balancer: Balancer::new(&plan, seed),
+            plan,
+            plans,
+            shared,
+            accepting: vec![Accepting::Stopped; listeners.len()],
+            listeners,
+            wake,
+            slots: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            pipes: PipePool::new(PIPE_SIZE, PIPE_POOL_KEEP),
+            starved: VecDeque::new(),
+            cqes: Vec::with_capacity(256),
+            actions: VecDeque::new(),
+            scratch: Vec::new(),
+            stopping: false,
+            accept_errors: LogLimit::default(),
+            socket_errors: LogLimit::default(),
+            next_pipe_trim: Instant::now() + PIPE_IDLE,
+        })
+    }
+
+    /// Serve until told to stop and every connection is closed.
+    pub fn run(mut self) -> Result<(), WorkerError> {
+        self.ring.poll(self.wake.raw(), libc::POLLIN, token::WAKE);
+        for i in 0..self.listeners.len() {
+            self.arm_accept(i);
+        }
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            self.ring.submit_and_wait(TICK).map_err(WorkerError::Ring)?;
+            self.cqes.clear();
+            self.ring.drain(&mut self.cqes);
+            let cqes = std::mem::take(&mut self.cqes);
+            for cqe in &cqes {
+                self.dispatch(*cqe);
+            }
+            self.cqes = cqes;
+            self.feed_starved();
+            let now = Instant::now();
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + TICK;
+            }
+            if self.stopping && self.live == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    fn dispatch(&mut self, cqe: Cqe) {
+        match token::decode(cqe.user_data) {
+            Event::Wake => self.on_wake(),
+            Event::StopAccept => {}
+            Event::Accept { listener } => self.on_accept(listener as usize, cqe),
+            Event::Conn(t) => self.on_conn(t, cqe),
+            Event::Unknown(u) => tracing::warn!(
+                worker = self.id,
+                user_data = u,
+                "completion with an unknown token"
+            ),
+        }
+    }
+
+    fn on_wake(&mut self) {
+        self.wake.drain();
+        if !self.shared.stop.load(Ordering::Acquire) {
+            self.ring.poll(self.wake.raw(), libc::POLLIN, token::WAKE);
+            return;
+        }
+        self.stopping = true;
+        for i in 0..self.listeners.len() {
+            if self.accepting[i] == Accepting::Armed {
+                self.ring
+                    .cancel(token::accept(i as u32), token::STOP_ACCEPT);
+            }
+            self.accepting[i] = Accepting::Stopped;
+        }
+        for index in 0..self.slots.len() {
+            if let Some(slot) = &mut self.slots[index] {
+                slot.conn.drain(&mut self.scratch);
+                self.perform(index as u32);
+            }
+        }
+    }
+
+    fn arm_accept(&mut self, i: usize) {
+        let fd = self.listeners[i].socket.as_raw_fd();
+        self.ring.accept_multi(fd, token::accept(i as u32));
+        self.accepting[i] = Accepting::Armed;
+    }
+
+    fn on_accept(&mut self, i: usize, cqe: Cqe) {
+        if i >= self.listeners.len() {
+            return;
+        }
+        if cqe.res >= 0 {
+            // SAFETY: a successful accept returns a new descriptor nobody else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(cqe.res) };
+            if self.stopping {
+                drop(fd);
+            } else {
+                self.open(i, fd);
+            }
+        } else if cqe.res == -libc::EMFILE || cqe.res == -libc::ENFILE {
+            let now = Instant::now();
+            if self.accept_errors.allow(now) {
+                tracing::warn!(
+                    worker = self.id,
+                    listener = %self.listeners[i].name,
+                    error = %io::Error::from_raw_os_error(-cqe.res),
+                    "accept: out of file descriptors; pausing this listener briefly (raise LimitNOFILE / ulimit -n)"
+                );
+            }
+            if self.accepting[i] == Accepting::Armed {
+                if cqe.more() {
+                    self.ring
+                        .cancel(token::accept(i as u32), token::STOP_ACCEPT);
+                }
+                self.accepting[i] = Accepting::Paused(now + ACCEPT_PAUSE);
+            }
+            return;
+        } else if cqe.res != -libc::ECANCELED {
+            tracing::warn!(
+                worker = self.id,
+                listener = %self.listeners[i].name,
+                error = %io::Error::from_raw_os_error(-cqe.res),
+                "accept failed"
+            );
+        }
+        // A multishot accept that ended is re-armed unless the listener is
+        // paused or stopped on purpose.
+        if !cqe.more() && self.accepting[i] == Accepting::Armed {
+            self.arm_accept(i);
+        }
+    }
+
+    /// A new downstream connection on listener `i`.
+    fn open(&mut self, i: usize, downstream: OwnedFd) {
+        let sock = SockRef::from(&downstream);
+        let _ = sock.set_tcp_nodelay(true);
+        let peer = sock
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+        // The connection keeps the table it started with.
+        let current = self.plans.load();
+        if !Arc::ptr_eq(current, &self.plan) {
+            self.plan = Arc::clone(current);
+            self.balancer = Balancer::new(&self.plan, self.id as u64);
+        }
+        let plan = Arc::clone(&self.plan);
+        let listener = &self.listeners[i];
+        let Some(route) = plan
+            .table
+            .listeners
+            .get(listener.index)
+            .and_then(|l| match &l.routing {
+                ListenerRouting::Tcp { route } => Some(*route),
+                ListenerRouting::TlsPassthrough { .. } => None,
+            })
+        else {
+            tracing::debug!(worker = self.id, %peer, flag = CloseReason::NoRoute.flag(), "no route");
+            return;
+        };
+        let max = self.shared.settings.max_connections.unwrap_or(usize::MAX);
+        if self.shared.open.fetch_add(1, Ordering::Relaxed) >= max {
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(worker = self.id, %peer, flag = CloseReason::Overflow.flag(), "process connection limit reached");
+            return;
+        }
+        let Some(cluster) = self.balancer.pick_cluster(&plan, route) else {
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
+            return;
+        };
+        let max_cluster = plan.table.cluster(cluster).policy.max_connections;
+        let open = &plan.cluster_open[cluster.0 as usize];
+        if open.fetch_add(1, Ordering::Relaxed) >= max_cluster {
+            open.fetch_sub(1, Ordering::Relaxed);
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(worker = self.id, %peer, cluster = %plan.table.cluster(cluster).name, flag = CloseReason::Overflow.flag(), "cluster connection limit reached");
+            return;
+        }
+        let r = plan.table.route(route);
+        let limits = Limits {
+            idle_timeout: r.idle_timeout,
+            max_duration: r.max_connection_duration,
+            connect_attempts: self.shared.settings.connect_attempts.max(1),
+            splice_after: self.shared.settings.splice_after,
+        };
+        let conn = Connection::open(limits, Instant::now(), &mut self.scratch);
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                self.slots.push(None);
+                self.generations.push(0);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let generation = self.generations[index as usize].wrapping_add(1);
+        self.generations[index as usize] = generation;
+        self.slots[index as usize] = Some(Slot {
+            generation,
+            conn,
+            downstream,
+            peer,
+            listener: i,
+            plan,
+            route,
+            cluster,
+            upstream: None,
+            tried: Vec::new(),
+            connect: Box::new(ConnectArgs {
+                address: SockAddr::from(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+                timeout: Timespec::new(),
+            }),
+            inflight: 0,
+            pipes: [None, None],
+        });
+        self.live += 1;
+        self.perform(index);
+    }
+
+    fn on_conn(&mut self, t: Token, cqe: Cqe) {
+        let bid = cqe.buffer();
+        if bid.is_some() {
+            self.bufs.taken();
+        }
+        let slot = self
+            .slots
+            .get_mut(t.conn as usize)
+            .and_then(Option::as_mut)
+            .filter(|s| s.generation & ((1 << token::GENERATION_BITS) - 1) == t.generation);
+        let Some(slot) = slot else {
+            // Cannot happen while slots are freed only with nothing in flight;
+            // never lose a buffer over it.
+            debug_assert!(false, "completion for a freed slot: {t:?}");
+            if let Some(bid) = bid {
+                self.bufs.give_back(bid);
+            }
+            return;
+        };
+        if !cqe.more() {
+            slot.inflight = slot.inflight.saturating_sub(1);
+        }
+        let completion = Completion {
+            op: t.op,
+            res: cqe.res,
+            bid,
+            more: cqe.more(),
+        };
+        slot.conn
+            .on_completion(completion, Instant::now(), &mut self.scratch);
+        self.perform(t.conn);
+    }
+
+    /// Perform the actions the connection emitted (into `scratch`), and
+    /// those that follow from them, then free the slot if it is done.
+    fn perform(&mut self, index: u32) {
+        self.actions.extend(self.scratch.drain(..));
+        while let Some(action) = self.actions.pop_front() {
+            self.act(index, action);
+            self.actions.extend(self.scratch.drain(..));
+        }
+        self.release_if_done(index);
+    }
+
+    /// Halves waiting for provided buffers get them back in arrival order.
+    fn feed_starved(&mut self) {
+        while self.bufs.available() > 0 {
+            let Some((index, generation, dir)) = self.starved.pop_front() else {
+                return;
+            };
+            if let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) {
+                if slot.generation == generation {
+                    slot.conn.on_buffers(dir, &mut self.scratch);
+                    self.perform(index);
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if now >= self.next_pipe_trim {
+            self.pipes.trim();
+            self.next_pipe_trim = now + PIPE_IDLE;
+        }
+        for i in 0..self.accepting.len() {
+            if let Accepting::Paused(until) = self.accepting[i] {
+                if now >= until && !self.stopping {
+                    self.arm_accept(i);
+                }
+            }
+        }
+        for index in 0..self.slots.len() {
+            if let Some(slot) = &mut self.slots[index] {
+                slot.conn.on_tick(now, &mut self.scratch);
+                if !self.scratch.is_empty() {
+                    self.perform(index as u32);
+                }
+            }
+        }
+    }
+}
+
+/// Lets one log line through per second (errors that could otherwise flood
+/// the log once per connection).
+#[derive(Debug, Default)]
+pub(super) struct LogLimit {
+    last: Option<Instant>,
+}
+
+impl LogLimit {
+    pub(super) fn allow(&mut self, now: Instant) -> bool {
+        let allowed = self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        if allowed {
+            self.last = Some(now);
+        }
+        allowed
+    }
+}

@@ -1,0 +1,76 @@
+//! Process-wide settings the supervisor makes before it starts workers:
+//! descriptor limit, SIGPIPE, and the stop signals (blocked in every thread
+//! and taken synchronously by the supervisor).
+
+use std::io;
+
+/// Raise the soft RLIMIT_NOFILE to the hard limit; returns (old, new).
+pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let old = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((old, lim.rlim_cur))
+}
+
+/// splice(2) into a socket whose peer is gone raises SIGPIPE; ringway
+/// handles EPIPE instead.
+pub fn ignore_sigpipe() {
+    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+fn stop_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill the set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        set
+    }
+}
+
+/// Block SIGTERM and SIGINT in the calling thread and every thread it
+/// spawns afterwards, so that only [`wait_stop_signal`] takes them.
+pub fn block_stop_signals() {
+    let set = stop_set();
+    // SAFETY: pthread_sigmask with a valid set and no old-set output.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Wait for SIGTERM or SIGINT; returns the signal number.
+pub fn wait_stop_signal() -> i32 {
+    let set = stop_set();
+    let mut sig: libc::c_int = 0;
+    loop {
+        // SAFETY: sigwait with a valid set and an output int.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            return sig;
+        }
+    }
+}
+
+/// Ask the supervisor to stop (a worker failed).
+pub fn request_stop() {
+    // SAFETY: sending SIGTERM to our own process.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGTERM);
+    }
+}

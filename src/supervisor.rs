@@ -1,0 +1,293 @@
+//! Startup and shutdown: load → compile → resolve → bind → spawn pinned
+//! workers → wait for SIGTERM/SIGINT → wake workers → join. Never touches a
+//! ring (beyond the startup probe that turns "no io_uring" into one line).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+
+use arc_swap::ArcSwap;
+
+use crate::dataplane::listener;
+use crate::dataplane::ring::{Ring, SetupError};
+use crate::dataplane::wake::WakeFd;
+use crate::dataplane::worker::{Worker, WorkerListener};
+use crate::dataplane::{Plan, Settings, Shared, Target};
+use crate::diag::Severity;
+use crate::pipeline::Source;
+use crate::process;
+use crate::routing::RouteTable;
+use crate::routing::table::{EndpointAddress, ListenerRouting};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the configuration is invalid ({0} errors)")]
+    InvalidConfig(usize),
+    #[error(transparent)]
+    Uring(#[from] SetupError),
+    #[error("no listener could be bound (see the lines above for why)")]
+    NoListener,
+    #[error("cannot start worker {worker}: {message}")]
+    Worker { worker: usize, message: String },
+    #[error("a worker failed; see the error above")]
+    WorkerFailed,
+}
+
+/// What `ringway run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub source: Source,
+    pub workers: Option<usize>,
+    pub settings: Settings,
+}
+
+/// A running gateway (used by `run`, and by `demo` which also needs to know
+/// when the listeners are up).
+pub struct Gateway {
+    shared: Arc<Shared>,
+    wakes: Vec<Arc<WakeFd>>,
+    threads: Vec<thread::JoinHandle<()>>,
+    failed: Arc<AtomicBool>,
+}
+
+/// Run until SIGTERM or SIGINT.
+pub fn run(options: &RunOptions) -> Result<(), RunError> {
+    process::block_stop_signals();
+    let gateway = start(options)?;
+    let signal = process::wait_stop_signal();
+    tracing::info!(signal, "stopping");
+    gateway.stop()
+}
+
+/// Load, bind and start the workers; returns once every worker is serving.
+pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
+    let build = options.source.build();
+    for d in build.diagnostics.iter() {
+        match d.severity {
+            Severity::Error => tracing::error!("{d}"),
+            Severity::Warning => tracing::warn!("{d}"),
+            Severity::Info => tracing::info!("{d}"),
+        }
+    }
+    let Some(mut table) = build.table else {
+        return Err(RunError::InvalidConfig(
+            build.diagnostics.count(Severity::Error),
+        ));
+    };
+    table.generation = 1;
+    match process::raise_nofile_limit() {
+        Ok((old, new)) if old != new => {
+            tracing::info!(old, new, "raised the open-file limit to the hard limit")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+    process::ignore_sigpipe();
+    Ring::probe()?;
+
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let workers = options.workers.unwrap_or_else(|| cores.len().max(1)).max(1);
+    let plan = resolve(table);
+    let listeners = bind_all(&plan.table, workers);
+    // A configuration that opens no listener is valid (Istio parity: clients
+    // are refused) and keeps the process up; listeners that exist but none
+    // of which could be bound are an operational error.
+    let bound = listeners.first().map_or(0, Vec::len);
+    if bound == 0 && !plan.table.listeners.is_empty() {
+        return Err(RunError::NoListener);
+    }
+    let shared = Arc::new(Shared {
+        plan: Arc::new(ArcSwap::from_pointee(plan)),
+        settings: options.settings,
+        open: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let failed = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let mut wakes = Vec::with_capacity(workers);
+    let mut threads = Vec::with_capacity(workers);
+    for (id, own) in listeners.into_iter().enumerate() {
+        let wake = Arc::new(WakeFd::new().map_err(|e| RunError::Worker {
+            worker: id,
+            message: e.to_string(),
+        })?);
+        wakes.push(Arc::clone(&wake));
+        let core = cores.get(id % cores.len().max(1)).copied();
+        let shared = Arc::clone(&shared);
+        let failed = Arc::clone(&failed);
+        let ready = ready_tx.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("ringway-w{id}"))
+            .spawn(move || worker_main(id, core, shared, own, wake, ready, failed));
+        match spawned {
+            Ok(handle) => threads.push(handle),
+            Err(e) => {
+                return Err(RunError::Worker {
+                    worker: id,
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    drop(ready_tx);
+    let gateway = Gateway {
+        shared,
+        wakes,
+        threads,
+        failed,
+    };
+    for id in 0..workers {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => {
+                let _ = gateway.stop();
+                return Err(RunError::Worker {
+                    worker: id,
+                    message,
+                });
+            }
+            Err(_) => {
+                let _ = gateway.stop();
+                return Err(RunError::WorkerFailed);
+            }
+        }
+    }
+    tracing::info!(workers, listeners = bound, "serving");
+    Ok(gateway)
+}
+
+fn worker_main(
+    id: usize,
+    core: Option<core_affinity::CoreId>,
+    shared: Arc<Shared>,
+    listeners: Vec<WorkerListener>,
+    wake: Arc<WakeFd>,
+    ready: mpsc::Sender<Result<(), String>>,
+    failed: Arc<AtomicBool>,
+) {
+    if let Some(core) = core {
+        if !core_affinity::set_for_current(core) {
+            tracing::warn!(
+                worker = id,
+                core = core.id,
+                "cannot pin the worker to its CPU"
+            );
+        }
+    }
+    run_with(id, shared, listeners, wake, ready, failed);
+}
+
+fn run_with(
+    id: usize,
+    shared: Arc<Shared>,
+    listeners: Vec<WorkerListener>,
+    wake: Arc<WakeFd>,
+    ready: mpsc::Sender<Result<(), String>>,
+    failed: Arc<AtomicBool>,
+) {
+    let _span = tracing::info_span!("worker", worker = id).entered();
+    let worker = match Worker::new(id, shared, listeners, wake) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    if let Err(e) = worker.run() {
+        tracing::error!(worker = id, error = %e, "worker failed");
+        failed.store(true, Ordering::Release);
+        process::request_stop();
+    }
+}
+
+impl Gateway {
+    /// Stop accepting, close every connection, join the workers.
+    pub fn stop(self) -> Result<(), RunError> {
+        self.shared.stop.store(true, Ordering::Release);
+        for wake in &self.wakes {
+            if let Err(e) = wake.wake() {
+                tracing::warn!(error = %e, "cannot wake a worker");
+            }
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(RunError::WorkerFailed);
+        }
+        Ok(())
+    }
+}
+
+/// Resolve every endpoint once, off the data path: hostnames become one
+/// endpoint per address (`ToSocketAddrs`, the system resolver).
+fn resolve(table: RouteTable) -> Plan {
+    let endpoints = table
+        .clusters
+        .iter()
+        .map(|c| {
+            let mut targets = Vec::new();
+            for e in &c.endpoints {
+                match &e.address {
+                    EndpointAddress::Ip(ip) => targets.push(Target {
+                        address: SocketAddr::new(*ip, e.port),
+                        weight: e.weight,
+                    }),
+                    EndpointAddress::Hostname(host) => match (host.as_str(), e.port).to_socket_addrs() {
+                        Ok(addrs) => targets.extend(addrs.map(|address| Target {
+                            address,
+                            weight: e.weight,
+                        })),
+                        Err(err) => tracing::warn!(cluster = %c.name, host = %host, error = %err, "cannot resolve endpoint; skipped"),
+                    },
+                }
+            }
+            targets
+        })
+        .collect();
+    let cluster_open = table.clusters.iter().map(|_| AtomicU32::new(0)).collect();
+    Plan {
+        table,
+        endpoints,
+        cluster_open,
+    }
+}
+
+/// One SO_REUSEPORT socket per worker for every listener that can be served;
+/// one log line per listener bound or skipped. Returns the sockets by worker.
+fn bind_all(table: &RouteTable, workers: usize) -> Vec<Vec<WorkerListener>> {
+    let mut by_worker: Vec<Vec<WorkerListener>> = (0..workers).map(|_| Vec::new()).collect();
+    for (index, l) in table.listeners.iter().enumerate() {
+        if let ListenerRouting::TlsPassthrough { .. } = l.routing {
+            tracing::warn!(listener = %l.name, address = %l.address, "listener skipped: TLS passthrough (SNI routing) is not implemented yet");
+            continue;
+        }
+        let mut sockets = Vec::with_capacity(workers);
+        let mut error = None;
+        for _ in 0..workers {
+            match listener::bind(l.address) {
+                Ok(s) => sockets.push(s),
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = error {
+            tracing::error!(listener = %l.name, address = %l.address, error = %e, "listener skipped: cannot bind");
+            continue;
+        }
+        tracing::info!(listener = %l.name, address = %l.address, gateways = ?l.gateways, workers, "listener bound");
+        for (w, socket) in sockets.into_iter().enumerate() {
+            by_worker[w].push(WorkerListener {
+                socket,
+                index,
+                name: l.name.clone(),
+            });
+        }
+    }
+    by_worker
+}

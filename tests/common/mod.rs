@@ -1,0 +1,413 @@
+//! Test helpers that read like the spec: start the real `ringway` binary on a
+//! generated configuration, start echo backends, talk to them over
+//! 127.0.0.1. Every wait is bounded. `RINGWAY_TEST_LOG=debug` shows
+//! ringway's per-connection lines in a failing test's output.
+#![allow(dead_code)] // each test binary uses its own subset of the helpers
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a test waits for anything before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples")
+}
+
+/// A configuration directory: example files with their ports replaced.
+pub struct ConfigDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    pub fn new() -> ConfigDir {
+        ConfigDir {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// Copy `example` (relative to config/examples) as `name`, replacing each
+    /// `(from, to)` text.
+    pub fn example(self, example: &str, name: &str, replace: &[(&str, String)]) -> ConfigDir {
+        let mut text = std::fs::read_to_string(examples().join(example)).expect("read example");
+        for (from, to) in replace {
+            assert!(text.contains(from), "{example} has no {from:?}");
+            text = text.replace(from, to);
+        }
+        self.file(name, &text)
+    }
+
+    pub fn file(self, name: &str, text: &str) -> ConfigDir {
+        std::fs::write(self.dir.path().join(name), text).expect("write config");
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// The real `ringway` binary, killed by PID on drop.
+pub struct Ringway {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn require_uring() -> bool {
+    std::env::var("RINGWAY_REQUIRE_URING").is_ok_and(|v| v == "1")
+}
+
+impl Ringway {
+    /// `ringway run -c <dir> <args>`; waits until it serves. `None` (after a
+    /// loud message) when this kernel or sandbox has no io_uring, unless
+    /// RINGWAY_REQUIRE_URING=1, where that fails the test.
+    pub fn start(config: &ConfigDir, args: &[&str]) -> Option<Ringway> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway"));
+        cmd.arg("run").arg("-c").arg(config.path()).args(args);
+        Self::spawn(cmd)
+    }
+
+    pub fn spawn(mut cmd: Command) -> Option<Ringway> {
+        cmd.env(
+            "RUST_LOG",
+            // The helpers wait for info lines ("serving"): never less than info.
+            std::env::var("RINGWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn ringway");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[ringway] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut gw = Ringway { child, log };
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if gw.logged("serving") {
+                return Some(gw);
+            }
+            if let Ok(Some(status)) = gw.child.try_wait() {
+                thread::sleep(Duration::from_millis(100));
+                let text = gw.log.lock().unwrap().join("\n");
+                if text.contains("io_uring") && !require_uring() {
+                    eprintln!(
+                        "SKIPPED: io_uring is unavailable here ({status}); set RINGWAY_REQUIRE_URING=1 to fail instead:\n{text}"
+                    );
+                    return None;
+                }
+                panic!("ringway exited before serving ({status}):\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ringway did not start serving in time"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Names of the process's threads (`/proc/<pid>/task/*/comm`).
+    pub fn threads(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) {
+            for t in tasks.flatten() {
+                if let Ok(comm) = std::fs::read_to_string(t.path().join("comm")) {
+                    names.push(comm.trim().to_owned());
+                }
+            }
+        }
+        names
+    }
+
+    /// Open pipe descriptors of the process.
+    pub fn pipes(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|fds| {
+                fds.flatten()
+                    .filter(|fd| {
+                        std::fs::read_link(fd.path())
+                            .is_ok_and(|l| l.to_string_lossy().starts_with("pipe:"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        // Safe wrapper-free: the test owns this child.
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .expect("kill -TERM");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ringway did not stop after SIGTERM"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Ringway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What an echo backend does with a connection.
+#[derive(Clone)]
+pub enum Behavior {
+    /// Istio's tcp-echo: each line `x` is answered with `<prefix> x`.
+    Lines(String),
+    /// Every byte is sent back; EOF is answered with EOF.
+    Raw,
+    /// Read `n` bytes, then close the connection (an upstream dying mid-stream).
+    CloseAfter(usize),
+}
+
+/// A backend on 127.0.0.1, one thread per connection; stops on drop.
+pub struct EchoBackend {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    pub accepted: Arc<AtomicUsize>,
+}
+
+impl EchoBackend {
+    pub fn lines(prefix: &str) -> EchoBackend {
+        Self::start(Behavior::Lines(prefix.to_owned()))
+    }
+
+    pub fn raw() -> EchoBackend {
+        Self::start(Behavior::Raw)
+    }
+
+    pub fn start(behavior: Behavior) -> EchoBackend {
+        let listener = listen_any(4096);
+        let port = listener.local_addr().expect("addr").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (stop2, accepted2) = (Arc::clone(&stop), Arc::clone(&accepted));
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::Acquire) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                accepted2.fetch_add(1, Ordering::Relaxed);
+                let behavior = behavior.clone();
+                let _ = thread::Builder::new()
+                    .stack_size(128 * 1024)
+                    .spawn(move || serve(conn, behavior));
+            }
+        });
+        EchoBackend {
+            port,
+            stop,
+            accepted,
+        }
+    }
+}
+
+impl Drop for EchoBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn serve(mut conn: TcpStream, behavior: Behavior) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
+    match behavior {
+        Behavior::Lines(prefix) => {
+            let Ok(read) = conn.try_clone() else { return };
+            for line in BufReader::new(read).lines() {
+                let Ok(line) = line else { break };
+                if conn
+                    .write_all(format!("{prefix} {line}\n").as_bytes())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            let _ = conn.shutdown(Shutdown::Write);
+        }
+        Behavior::Raw => {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if conn.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = conn.shutdown(Shutdown::Write);
+        }
+        Behavior::CloseAfter(n) => {
+            let mut buf = vec![0u8; n];
+            let _ = conn.read_exact(&mut buf);
+            drop(conn);
+        }
+    }
+}
+
+/// A listener on 127.0.0.1 with a port of the kernel's choosing and a long
+/// accept queue (std's 128 overflows when a test opens thousands of
+/// connections at once, and an overflowing queue silently drops handshakes).
+pub fn listen_any(backlog: i32) -> TcpListener {
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+    s.bind(&addr.into()).expect("bind backend");
+    s.listen(backlog).expect("listen");
+    s.into()
+}
+
+/// Connect to the gateway's port on 127.0.0.1, with timeouts set.
+pub fn connect(port: u16) -> TcpStream {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let s = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect to ringway");
+    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    s.set_write_timeout(Some(PATIENCE)).expect("timeout");
+    s
+}
+
+/// One line sent, one line back: what Istio's tutorial does with `nc`.
+pub fn say(port: u16, line: &str) -> String {
+    let mut s = connect(port);
+    s.write_all(format!("{line}\n").as_bytes())
+        .expect("send line");
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply).expect("read reply");
+    reply.trim_end().to_owned()
+}
+
+/// One TCP service `svc.default.svc.cluster.local:9000` whose endpoints are
+/// 127.0.0.1 on `endpoints` (all labelled version v1, the subset the route
+/// uses), behind a gateway on `listen`; `pool` is extra YAML under the
+/// DestinationRule's `trafficPolicy` (indented 4 spaces), or empty.
+pub fn tcp_service(listen: u16, endpoints: &[u16], policy: &str) -> ConfigDir {
+    let eps: String = endpoints
+        .iter()
+        .map(|p| format!("  - address: 127.0.0.1\n    ports:\n      tcp: {p}\n    labels:\n      version: v1\n"))
+        .collect();
+    let policy = if policy.is_empty() {
+        String::new()
+    } else {
+        format!("  trafficPolicy:\n{policy}")
+    };
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: gw
+spec:
+  selector:
+    istio: ingressgateway
+  servers:
+  - port:
+      number: {listen}
+      name: tcp
+      protocol: TCP
+    hosts:
+    - \"*\"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: svc
+spec:
+  hosts:
+  - \"*\"
+  gateways:
+  - gw
+  tcp:
+  - route:
+    - destination:
+        host: svc
+        port:
+          number: 9000
+        subset: v1
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: svc
+spec:
+  host: svc
+{policy}  subsets:
+  - name: v1
+    labels:
+      version: v1
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: svc
+spec:
+  hosts:
+  - svc.default.svc.cluster.local
+  resolution: STATIC
+  ports:
+  - number: 9000
+    name: tcp
+    protocol: TCP
+  endpoints:
+{eps}"
+    );
+    ConfigDir::new().file("svc.yaml", &yaml)
+}
+
+/// Read until EOF (or error); returns what was read and how it ended.
+pub fn read_to_end(s: &mut TcpStream) -> (Vec<u8>, std::io::Result<()>) {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (data, Ok(())),
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+            Err(e) => return (data, Err(e)),
+        }
+    }
+}

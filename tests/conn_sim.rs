@@ -1,0 +1,474 @@
+//! Seeded simulation of the connection state machine (`dataplane::conn`)
+//! against a model kernel: completions arrive in random order with random
+//! sizes (partial sends, bursts of recvs, cancellations that race data,
+//! empty buffer rings, resets, timers), and invariants are checked after
+//! every step. `RINGWAY_SIM_SEED=<n>` replays one run;
+//! `RINGWAY_SIM_VERBOSE=1` prints how each run ended.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ringway::dataplane::conn::{Action, Close, CloseReason, Completion, Connection, Limits};
+use ringway::dataplane::forward::{Pump, SinkState, SourceState};
+use ringway::dataplane::half::MAX_QUEUED_BUFFERS;
+use ringway::dataplane::token::{Dir, Op};
+
+const BUFFERS: u16 = 8;
+const BUFFER_SIZE: u32 = 4096;
+const PIPE: u32 = 16384;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum RecvOp {
+    Idle,
+    Armed,
+    /// Cancel requested: at most one more data completion may race it.
+    Cancelling {
+        raced: bool,
+    },
+}
+
+/// What the model kernel knows about one direction.
+struct Side {
+    recv: RecvOp,
+    cancel_in_flight: bool,
+    send: Option<(u16, u32, u32)>,
+    poll: Option<Op>,
+    /// Bytes the source will still produce before its FIN.
+    source_left: u64,
+    source_total: u64,
+    eof_delivered: bool,
+    read: u64,
+    delivered: u64,
+    in_pipe: u32,
+    shut: bool,
+    starved: bool,
+}
+
+struct Model {
+    rng: Rng,
+    conn: Connection,
+    now: Instant,
+    free: Vec<u16>,
+    held: HashMap<u16, Dir>,
+    sides: [Side; 2],
+    connecting: bool,
+    finished: Option<Close>,
+    log: Vec<String>,
+}
+
+impl Model {
+    fn new(seed: u64) -> Model {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let splice_after = match rng.below(3) {
+            0 => 0,
+            1 => rng.below(20_000),
+            _ => u64::MAX,
+        };
+        let limits = Limits {
+            idle_timeout: Some(Duration::from_secs(30)),
+            max_duration: None,
+            connect_attempts: 3,
+            splice_after,
+        };
+        let mut side = || {
+            let total = rng.below(60_000);
+            Side {
+                recv: RecvOp::Idle,
+                cancel_in_flight: false,
+                send: None,
+                poll: None,
+                source_left: total,
+                source_total: total,
+                eof_delivered: false,
+                read: 0,
+                delivered: 0,
+                in_pipe: 0,
+                shut: false,
+                starved: false,
+            }
+        };
+        let sides = [side(), side()];
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let conn = Connection::open(limits, now, &mut out);
+        let mut m = Model {
+            rng,
+            conn,
+            now,
+            free: (0..BUFFERS).collect(),
+            held: HashMap::new(),
+            sides,
+            connecting: false,
+            finished: None,
+            log: vec![format!("splice_after={splice_after}")],
+        };
+        m.apply(out);
+        m
+    }
+
+    fn feed(&mut self, c: Completion) {
+        self.log.push(format!("{c:?}"));
+        let mut out = Vec::new();
+        self.conn.on_completion(c, self.now, &mut out);
+        self.apply(out);
+    }
+
+    fn done(op: Op, res: i32) -> Completion {
+        Completion {
+            op,
+            res,
+            bid: None,
+            more: false,
+        }
+    }
+
+    /// Perform the connection's actions the way the worker would, checking
+    /// every rule the worker relies on.
+    fn apply(&mut self, actions: Vec<Action>) {
+        let mut queue: std::collections::VecDeque<Action> = actions.into();
+        while let Some(a) = queue.pop_front() {
+            self.log.push(format!("  -> {a:?}"));
+            if self.finished.is_some() {
+                assert!(matches!(a, Action::GiveBack(_)), "{a:?} after Finish");
+            }
+            let mut out = Vec::new();
+            match a {
+                Action::Connect => {
+                    assert!(!self.connecting, "two connects in flight");
+                    self.connecting = true;
+                }
+                Action::Connected | Action::EnterSplice(_) | Action::Abort(_) => {}
+                Action::ArmRecv(d) => {
+                    let s = &mut self.sides[d.index()];
+                    assert_eq!(s.recv, RecvOp::Idle, "recv armed twice on {d:?}");
+                    assert!(!s.eof_delivered, "recv after EOF on {d:?}");
+                    s.recv = RecvOp::Armed;
+                }
+                Action::CancelRecv(d) => {
+                    let s = &mut self.sides[d.index()];
+                    assert!(!s.cancel_in_flight);
+                    s.cancel_in_flight = true;
+                    if s.recv == RecvOp::Armed {
+                        s.recv = RecvOp::Cancelling { raced: false };
+                    }
+                }
+                Action::Send {
+                    dir,
+                    bid,
+                    offset,
+                    len,
+                } => {
+                    assert_eq!(
+                        self.held.get(&bid),
+                        Some(&dir),
+                        "send of a buffer {dir:?} does not hold"
+                    );
+                    let s = &mut self.sides[dir.index()];
+                    assert!(s.send.is_none(), "two sends in flight on {dir:?}");
+                    assert!(len > 0 && offset + len <= BUFFER_SIZE);
+                    s.send = Some((bid, offset, len));
+                }
+                Action::GiveBack(bid) => {
+                    assert!(
+                        self.held.remove(&bid).is_some(),
+                        "buffer {bid} given back twice"
+                    );
+                    for s in &self.sides {
+                        assert!(
+                            s.send.is_none_or(|(b, ..)| b != bid),
+                            "buffer {bid} given back mid-send"
+                        );
+                    }
+                    self.free.push(bid);
+                }
+                Action::WaitBuffers(d) => self.sides[d.index()].starved = true,
+                Action::Readable(d) | Action::Writable(d) => {
+                    let s = &mut self.sides[d.index()];
+                    assert!(s.poll.is_none(), "two polls on {d:?}");
+                    s.poll = Some(if matches!(a, Action::Readable(_)) {
+                        Op::Readable(d)
+                    } else {
+                        Op::Writable(d)
+                    });
+                }
+                Action::Pump { dir, in_pipe, read } => {
+                    let pump = self.pump(dir, in_pipe, read);
+                    self.log.push(format!("  pump {pump:?}"));
+                    self.conn.on_pump(dir, pump, self.now, &mut out);
+                }
+                Action::Shutdown(d) => {
+                    let s = &mut self.sides[d.index()];
+                    assert!(!s.shut);
+                    assert_eq!(
+                        s.delivered, s.read,
+                        "{d:?} shut down before its bytes were written"
+                    );
+                    s.shut = true;
+                    self.conn
+                        .on_completion(Self::done(Op::Shutdown(d), 0), self.now, &mut out);
+                }
+                Action::Finish(close) => {
+                    assert!(self.finished.is_none(), "finished twice");
+                    self.finished = Some(close);
+                }
+            }
+            queue.extend(out);
+        }
+        for d in Dir::BOTH {
+            let queued = self.held.values().filter(|h| **h == d).count();
+            assert!(
+                queued <= MAX_QUEUED_BUFFERS + 1,
+                "{queued} buffers queued on {d:?}: no backpressure"
+            );
+        }
+    }
+
+    fn pump(&mut self, dir: Dir, in_pipe: u32, read: bool) -> Pump {
+        let rng = &mut self.rng;
+        let s = &mut self.sides[dir.index()];
+        assert_eq!(in_pipe, s.in_pipe, "pipe accounting");
+        let mut p = Pump {
+            read: 0,
+            written: 0,
+            in_pipe,
+            source: SourceState::Open,
+            sink: SinkState::Ok,
+        };
+        if read {
+            if s.source_left == 0 {
+                p.source = SourceState::Eof;
+            } else {
+                let n = (1 + rng.below(u64::from(PIPE - in_pipe))).min(s.source_left);
+                s.source_left -= n;
+                s.read += n;
+                p.read = n;
+                p.in_pipe += n as u32;
+                p.source = if rng.chance(50) {
+                    SourceState::WouldBlock
+                } else {
+                    SourceState::Open
+                };
+            }
+        }
+        if p.in_pipe > 0 {
+            let n = if rng.chance(30) {
+                rng.below(u64::from(p.in_pipe))
+            } else {
+                u64::from(p.in_pipe)
+            };
+            p.written = n;
+            p.in_pipe -= n as u32;
+            s.delivered += n;
+            if p.in_pipe > 0 {
+                p.sink = SinkState::WouldBlock;
+            }
+        }
+        s.in_pipe = p.in_pipe;
+        p
+    }
+
+    fn in_flight(&self) -> bool {
+        self.connecting
+            || self.sides.iter().any(|s| {
+                s.recv != RecvOp::Idle || s.cancel_in_flight || s.send.is_some() || s.poll.is_some()
+            })
+    }
+
+    /// One random completion or timer.
+    fn step(&mut self) {
+        let d = Dir::BOTH[self.rng.below(2) as usize];
+        let i = d.index();
+        match self.rng.below(8) {
+            0 if self.connecting => {
+                self.connecting = false;
+                let res = if self.rng.chance(30) {
+                    -libc::ECONNREFUSED
+                } else {
+                    0
+                };
+                self.feed(Self::done(Op::Connect, res));
+            }
+            1 | 2 if self.sides[i].recv != RecvOp::Idle => self.recv(d),
+            3 if self.sides[i].cancel_in_flight => {
+                if self.sides[i].recv != RecvOp::Idle {
+                    self.sides[i].recv = RecvOp::Idle;
+                    self.feed(Self::done(Op::Recv(d), -libc::ECANCELED));
+                }
+                self.sides[i].cancel_in_flight = false;
+                self.feed(Self::done(Op::CancelRecv(d), 0));
+            }
+            4 | 5 if self.sides[i].send.is_some() => {
+                let Some((_, _, len)) = self.sides[i].send.take() else {
+                    return;
+                };
+                let res = if self.finished.is_some() && self.rng.chance(50) {
+                    -libc::ECANCELED
+                } else if self.rng.chance(1) {
+                    -libc::EPIPE
+                } else if self.rng.chance(15) {
+                    -libc::EAGAIN
+                } else if self.rng.chance(40) {
+                    1 + self.rng.below(u64::from(len)) as i32
+                } else {
+                    len as i32
+                };
+                if res > 0 {
+                    self.sides[i].delivered += res as u64;
+                }
+                self.feed(Self::done(Op::Send(d), res));
+            }
+            6 if self.sides[i].poll.is_some() => {
+                let Some(op) = self.sides[i].poll.take() else {
+                    return;
+                };
+                let res = if self.finished.is_some() {
+                    -libc::ECANCELED
+                } else {
+                    1
+                };
+                self.feed(Self::done(op, res));
+            }
+            7 => {
+                if self.sides[i].starved && !self.free.is_empty() {
+                    self.sides[i].starved = false;
+                    let mut out = Vec::new();
+                    self.conn.on_buffers(d, &mut out);
+                    self.apply(out);
+                } else {
+                    let span = if self.rng.chance(2) { 40_000 } else { 2_000 };
+                    self.now += Duration::from_millis(self.rng.below(span));
+                    let mut out = Vec::new();
+                    self.conn.on_tick(self.now, &mut out);
+                    self.apply(out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn recv(&mut self, d: Dir) {
+        let i = d.index();
+        let after_finish = self.finished.is_some();
+        let s = &mut self.sides[i];
+        if let RecvOp::Cancelling { raced: true } = s.recv {
+            return; // only the cancellation itself may come now
+        }
+        if after_finish {
+            s.recv = RecvOp::Idle;
+            self.feed(Self::done(Op::Recv(d), -libc::ECANCELED));
+            return;
+        }
+        if self.rng.chance(1) {
+            s.recv = RecvOp::Idle;
+            self.feed(Self::done(Op::Recv(d), -libc::ECONNRESET));
+            return;
+        }
+        if s.source_left == 0 {
+            s.recv = RecvOp::Idle;
+            s.eof_delivered = true;
+            self.feed(Self::done(Op::Recv(d), 0));
+            return;
+        }
+        let Some(bid) = self.free.pop() else {
+            s.recv = RecvOp::Idle;
+            self.feed(Self::done(Op::Recv(d), -libc::ENOBUFS));
+            return;
+        };
+        let n = (1 + self.rng.below(u64::from(BUFFER_SIZE))).min(s.source_left);
+        s.source_left -= n;
+        s.read += n;
+        let more = match s.recv {
+            RecvOp::Cancelling { .. } => {
+                s.recv = RecvOp::Cancelling { raced: true };
+                true
+            }
+            _ if self.rng.chance(10) => {
+                s.recv = RecvOp::Idle;
+                false
+            }
+            _ => true,
+        };
+        self.held.insert(bid, d);
+        self.feed(Completion {
+            op: Op::Recv(d),
+            res: n as i32,
+            bid: Some(bid),
+            more,
+        });
+    }
+}
+
+fn run(seed: u64) {
+    let mut m = Model::new(seed);
+    let mut steps = 0;
+    while (m.finished.is_none() || m.in_flight()) && steps < 50_000 {
+        m.step();
+        steps += 1;
+    }
+    let report = || {
+        format!(
+            "seed {seed}, last events:\n{}",
+            m.log[m.log.len().saturating_sub(40)..].join("\n")
+        )
+    };
+    let Some(close) = m.finished else {
+        panic!("not finished after {steps} steps; {}", report());
+    };
+    assert!(!m.in_flight(), "ops still in flight; {}", report());
+    assert!(
+        m.held.is_empty(),
+        "buffers never given back: {:?}; {}",
+        m.held,
+        report()
+    );
+    if std::env::var("RINGWAY_SIM_VERBOSE").is_ok() {
+        eprintln!(
+            "seed {seed}: {:?} after {steps} steps, {} events, splice {}",
+            close.reason,
+            m.log.len(),
+            m.log[0]
+        );
+    }
+    if close.reason == CloseReason::Done {
+        for (d, s) in Dir::BOTH.iter().zip(&m.sides) {
+            assert_eq!(
+                s.delivered,
+                s.source_total,
+                "{d:?} lost bytes; {}",
+                report()
+            );
+        }
+        assert_eq!(close.to_upstream, m.sides[0].source_total, "{}", report());
+        assert_eq!(close.to_downstream, m.sides[1].source_total, "{}", report());
+    }
+}
+
+#[test]
+fn seeded_simulation_keeps_every_invariant() {
+    if let Ok(seed) = std::env::var("RINGWAY_SIM_SEED") {
+        run(seed.parse().expect("RINGWAY_SIM_SEED is a number"));
+        return;
+    }
+    for seed in 1..=500 {
+        run(seed);
+    }
+}

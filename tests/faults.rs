@@ -1,0 +1,280 @@
+//! Upstreams that refuse, vanish, die mid-stream or never answer a SYN.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{Behavior, EchoBackend, Ringway, connect, free_port, read_to_end, say, tcp_service};
+
+#[test]
+fn a_refusing_endpoint_next_to_a_live_one_fails_no_connection() {
+    let live = EchoBackend::lines("one");
+    let refusing = free_port();
+    let listen = free_port();
+    let policy = "    loadBalancer:\n      simple: ROUND_ROBIN\n";
+    let config = tcp_service(listen, &[refusing, live.port], policy);
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
+    for i in 0..20 {
+        assert_eq!(say(listen, &format!("n{i}")), format!("one n{i}"));
+    }
+}
+
+#[test]
+fn the_only_endpoint_down_closes_the_client_within_a_second() {
+    let down = free_port();
+    let listen = free_port();
+    let config = tcp_service(listen, &[down], "");
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
+    let started = Instant::now();
+    let mut s = connect(listen);
+    let (data, _) = read_to_end(&mut s);
+    assert!(data.is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn upstream_dying_mid_stream_gives_the_client_eof() {
+    let backend = EchoBackend::start(Behavior::CloseAfter(5));
+    let listen = free_port();
+    let config = tcp_service(listen, &[backend.port], "");
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
+    let mut s = connect(listen);
+    s.write_all(b"12345").unwrap();
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "EOF expected");
+}
+
+/// A listener on 127.0.0.1 that never accepts and whose accept queue is
+/// full, so the kernel drops further SYNs.
+struct Blackhole {
+    port: u16,
+    _listener: socket2::Socket,
+    _queued: Vec<TcpStream>,
+}
+
+fn blackhole() -> Blackhole {
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    l.bind(&addr.into()).unwrap();
+    l.listen(0).unwrap();
+    let port = l.local_addr().unwrap().as_socket().unwrap().port();
+    let target: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut queued = Vec::new();
+    for _ in 0..16 {
+        match TcpStream::connect_timeout(&target, Duration::from_millis(300)) {
+            Ok(s) => queued.push(s),
+            Err(_) => break,
+        }
+    }
+    // The queue is full once a connect no longer completes.
+    assert!(
+        TcpStream::connect_timeout(&target, Duration::from_millis(300)).is_err(),
+        "the blackhole still completes handshakes"
+    );
+    Blackhole {
+        port,
+        _listener: l,
+        _queued: queued,
+    }
+}
+
+#[test]
+fn connect_timeout_against_a_blackhole_closes_the_client() {
+    let hole = blackhole();
+    let listen = free_port();
+    let policy = "    connectionPool:\n      tcp:\n        connectTimeout: 300ms\n";
+    let config = tcp_service(listen, &[hole.port], policy);
+    let Some(gw) = Ringway::start(&config, &["--workers", "1", "--connect-attempts", "2"]) else {
+        return;
+    };
+    let started = Instant::now();
+    let mut s = connect(listen);
+    let (data, _) = read_to_end(&mut s);
+    let took = started.elapsed();
+    assert!(data.is_empty());
+    assert!(
+        took >= Duration::from_millis(550) && took < Duration::from_secs(3),
+        "two attempts of 300ms each, closed after {took:?}"
+    );
+    let iou = gw
+        .threads()
+        .iter()
+        .filter(|t| t.starts_with("iou-wrk"))
+        .count();
+    assert_eq!(iou, 0, "a pending CONNECT parked an io-wq thread");
+}
+
+#[test]
+fn idle_timeout_closes_an_idle_connection() {
+    let backend = EchoBackend::lines("one");
+    let listen = free_port();
+    let policy = "    connectionPool:\n      tcp:\n        idleTimeout: 1s\n";
+    let config = tcp_service(listen, &[backend.port], policy);
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
+    let mut s = connect(listen);
+    s.write_all(b"x\n").unwrap();
+    let started = Instant::now();
+    let (data, _) = read_to_end(&mut s);
+    let took = started.elapsed();
+    assert_eq!(data, b"one x\n");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+}
+
+#[test]
+fn max_connection_duration_closes_a_busy_connection() {
+    let backend = EchoBackend::lines("one");
+    let listen = free_port();
+    let policy = "    connectionPool:\n      tcp:\n        maxConnectionDuration: 1s\n";
+    let config = tcp_service(listen, &[backend.port], policy);
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
+    let mut s = connect(listen);
+    let started = Instant::now();
+    // Keep it busy: the idle timer must not be what closes it.
+    let closed = loop {
+        if s.write_all(b"x\n").is_err() {
+            break started.elapsed();
+        }
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break started.elapsed(),
+            Ok(_) => {}
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "never closed");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        closed >= Duration::from_millis(900),
+        "closed after {closed:?}"
+    );
+}
+
+#[test]
+fn an_upstream_reset_resets_the_client() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut buf = [0u8; 5];
+        c.read_exact(&mut buf).unwrap();
+        socket2::SockRef::from(&c)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(c);
+    });
+    let listen = free_port();
+    let config = tcp_service(listen, &[port], "");
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
+    let mut s = connect(listen);
+    s.write_all(b"12345").unwrap();
+    let (_, end) = read_to_end(&mut s);
+    let e = end.expect_err("a reset, not a clean EOF");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+}
+
+#[test]
+fn a_client_reset_resets_the_upstream() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (read_tx, read_rx) = std::sync::mpsc::channel();
+    let (end_tx, end_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut buf = [0u8; 5];
+        c.read_exact(&mut buf).unwrap();
+        read_tx.send(()).unwrap();
+        let (_, end) = read_to_end(&mut c);
+        let _ = end_tx.send(end.map_err(|e| e.kind()));
+    });
+    let listen = free_port();
+    let config = tcp_service(listen, &[port], "");
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
+    let mut s = connect(listen);
+    s.write_all(b"12345").unwrap();
+    read_rx.recv_timeout(common::PATIENCE).unwrap();
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s);
+    let end = end_rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("the upstream never noticed the client's reset");
+    assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
+}
+
+/// One line through the gateway, or None when the connection is closed
+/// without a reply.
+fn try_say(port: u16, line: &str) -> Option<String> {
+    let mut s = connect(port);
+    s.write_all(format!("{line}\n").as_bytes()).ok()?;
+    let mut reply = String::new();
+    match std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut reply) {
+        Ok(n) if n > 0 => Some(reply.trim_end().to_owned()),
+        _ => None,
+    }
+}
+
+#[test]
+fn outlier_detection_ejects_a_refusing_endpoint() {
+    let live = EchoBackend::lines("one");
+    let refusing = free_port();
+    let listen = free_port();
+    let policy = "    loadBalancer:\n      simple: ROUND_ROBIN\n    outlierDetection:\n      consecutive5xxErrors: 1\n      interval: 1s\n      baseEjectionTime: 30s\n      maxEjectionPercent: 100\n";
+    let config = tcp_service(listen, &[refusing, live.port], policy);
+    let args = ["--workers", "1", "--connect-attempts", "1"];
+    let Some(_gw) = Ringway::start(&config, &args) else {
+        return;
+    };
+    let replies: Vec<Option<String>> = (0..10).map(|i| try_say(listen, &format!("n{i}"))).collect();
+    // Round robin tries the refusing endpoint first; after that one failure
+    // it is ejected and every other connection goes to the live one.
+    assert_eq!(replies[0], None, "{replies:?}");
+    for (i, r) in replies.iter().enumerate().skip(1) {
+        assert_eq!(
+            r.as_deref(),
+            Some(format!("one n{i}").as_str()),
+            "{replies:?}"
+        );
+    }
+}
+
+#[test]
+fn without_outlier_detection_round_robin_keeps_trying_the_refusing_endpoint() {
+    let live = EchoBackend::lines("one");
+    let refusing = free_port();
+    let listen = free_port();
+    let policy = "    loadBalancer:\n      simple: ROUND_ROBIN\n";
+    let config = tcp_service(listen, &[refusing, live.port], policy);
+    let args = ["--workers", "1", "--connect-attempts", "1"];
+    let Some(_gw) = Ringway::start(&config, &args) else {
+        return;
+    };
+    let failed = (0..10)
+        .filter(|i| try_say(listen, &format!("n{i}")).is_none())
+        .count();
+    assert_eq!(failed, 5);
+}

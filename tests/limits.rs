@@ -1,0 +1,281 @@
+//! Connection limits, load-balancing policies, descriptor exhaustion and
+//! stopping on SIGTERM.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{ConfigDir, EchoBackend, Ringway, connect, free_port, read_to_end, say, tcp_service};
+
+fn echo(s: &TcpStream, line: &str) -> String {
+    let mut w = s;
+    w.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply).unwrap();
+    reply.trim_end().to_owned()
+}
+
+/// The first word of each reply, counted.
+fn split(replies: &[String]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for r in replies {
+        *counts
+            .entry(r.split(' ').next().unwrap_or("").to_owned())
+            .or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn cluster_max_connections_fails_fast_beyond_the_limit() {
+    let backend = EchoBackend::lines("one");
+    let listen = free_port();
+    let policy = "    connectionPool:\n      tcp:\n        maxConnections: 2\n";
+    let config = tcp_service(listen, &[backend.port], policy);
+    let Some(_gw) = Ringway::start(&config, &["--workers", "2"]) else {
+        return;
+    };
+    let a = connect(listen);
+    let b = connect(listen);
+    assert_eq!(echo(&a, "a"), "one a");
+    assert_eq!(echo(&b, "b"), "one b");
+    let started = Instant::now();
+    let mut c = connect(listen);
+    let (data, _) = read_to_end(&mut c);
+    assert!(data.is_empty(), "the third connection is closed (UO)");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    drop(a);
+    // Once one closes, there is room again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let d = connect(listen);
+        let mut w = &d;
+        w.write_all(b"d\n").unwrap();
+        let mut reply = String::new();
+        if BufReader::new(&d)
+            .read_line(&mut reply)
+            .is_ok_and(|n| n > 0)
+        {
+            assert_eq!(reply, "one d\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no room after a close");
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(echo(&b, "b2"), "one b2");
+}
+
+#[test]
+fn process_max_connections_fails_fast_beyond_the_limit() {
+    let backend = EchoBackend::lines("one");
+    let listen = free_port();
+    let config = tcp_service(listen, &[backend.port], "");
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--max-connections", "1"]) else {
+        return;
+    };
+    let a = connect(listen);
+    assert_eq!(echo(&a, "a"), "one a");
+    let mut b = connect(listen);
+    let (data, _) = read_to_end(&mut b);
+    assert!(data.is_empty());
+    assert_eq!(echo(&a, "a2"), "one a2");
+}
+
+/// Two endpoints answering "one" and "two" under `policy`; 20 connections
+/// held open at once; returns how many each got.
+fn split_under(policy: &str) -> Option<BTreeMap<String, usize>> {
+    let (e1, e2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
+    let listen = free_port();
+    let config = tcp_service(listen, &[e1.port, e2.port], policy);
+    let _gw = Ringway::start(&config, &["--workers", "1"])?;
+    let conns: Vec<TcpStream> = (0..20).map(|_| connect(listen)).collect();
+    let replies: Vec<String> = conns.iter().map(|s| echo(s, "x")).collect();
+    Some(split(&replies))
+}
+
+#[test]
+fn least_request_spreads_open_connections_evenly() {
+    let Some(counts) = split_under("") else {
+        return;
+    };
+    assert_eq!(counts.get("one"), Some(&10), "{counts:?}");
+    assert_eq!(counts.get("two"), Some(&10), "{counts:?}");
+}
+
+#[test]
+fn round_robin_alternates() {
+    let Some(counts) = split_under("    loadBalancer:\n      simple: ROUND_ROBIN\n") else {
+        return;
+    };
+    assert_eq!(
+        (counts.get("one"), counts.get("two")),
+        (Some(&10), Some(&10)),
+        "{counts:?}"
+    );
+}
+
+#[test]
+fn random_uses_both_endpoints() {
+    let Some(counts) = split_under("    loadBalancer:\n      simple: RANDOM\n") else {
+        return;
+    };
+    assert_eq!(counts.values().sum::<usize>(), 20);
+    assert_eq!(counts.len(), 2, "20 random draws hit both: {counts:?}");
+}
+
+#[test]
+fn source_ip_hash_keeps_one_client_on_one_endpoint() {
+    let policy = "    loadBalancer:\n      consistentHash:\n        useSourceIp: true\n";
+    let Some(counts) = split_under(policy) else {
+        return;
+    };
+    assert_eq!(counts.len(), 1, "{counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 20);
+}
+
+/// CPU seconds the process used so far (utime + stime).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_comm.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+#[test]
+fn descriptor_exhaustion_pauses_accepting_without_spinning_and_recovers() {
+    let backend = EchoBackend::lines("one");
+    let listen = free_port();
+    let config = tcp_service(listen, &[backend.port], "");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway"));
+    cmd.args(["run", "--workers", "1", "-c"]).arg(config.path());
+    // SAFETY: setrlimit is async-signal-safe; the child gets a hard limit of
+    // 64 descriptors, which ringway raises its soft limit to.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let Some(gw) = Ringway::spawn(cmd) else {
+        return;
+    };
+    // Each connection costs ringway two descriptors: 60 connections exhaust 64.
+    let held: Vec<TcpStream> = (0..60).map(|_| connect(listen)).collect();
+    thread::sleep(Duration::from_millis(500));
+    let before = cpu_seconds(gw.pid());
+    thread::sleep(Duration::from_secs(2));
+    let used = cpu_seconds(gw.pid()) - before;
+    assert!(
+        used < 0.5,
+        "ringway spun at {used} CPU-s over 2 s with no descriptors"
+    );
+    let warnings = gw
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("out of file descriptors"))
+        .count();
+    assert!(
+        (1..=4).contains(&warnings),
+        "{warnings} EMFILE warnings in ~2.5 s"
+    );
+    drop(held);
+    // Descriptors are back: new connections are served again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = connect(listen);
+        s.write_all(b"back\n").unwrap();
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        if reply == b"one back\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sigterm_stops_cleanly_with_connections_open() {
+    let backend = EchoBackend::lines("one");
+    let listen = free_port();
+    let config = tcp_service(listen, &[backend.port], "");
+    let Some(gw) = Ringway::start(&config, &["--workers", "2"]) else {
+        return;
+    };
+    let open = connect(listen);
+    assert_eq!(echo(&open, "hi"), "one hi");
+    assert_eq!(say(listen, "again"), "one again");
+    let status = gw.terminate();
+    assert!(status.success(), "exit status {status}");
+    let mut open = open;
+    let (_, _) = read_to_end(&mut open);
+}
+
+#[test]
+fn invalid_configuration_prints_every_error_and_exits_non_zero() {
+    let config = ConfigDir::new().file(
+        "bad.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: vs\nspec:\n  hosts: [\"*\"]\n  gateways: [gw]\n  tcp:\n  - route:\n    - destination:\n        host: nowhere\n        port:\n          number: 1\n        subsett: v1\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .args(["run", "-c"])
+        .arg(config.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.yaml"), "{stderr}");
+    assert!(stderr.contains("subsett"), "{stderr}");
+}
+
+/// The keepalive timer of ringway's upstream socket towards `port`, from
+/// /proc/net/tcp: (timer kind, clock ticks until it fires).
+fn upstream_timer(port: u16) -> Option<(u32, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let remote_port = u16::from_str_radix(f[2].rsplit(':').next()?, 16).ok()?;
+        if remote_port != port || f[3] != "01" {
+            return None;
+        }
+        let (kind, when) = f[5].split_once(':')?;
+        Some((
+            u32::from_str_radix(kind, 16).ok()?,
+            u64::from_str_radix(when, 16).ok()?,
+        ))
+    })
+}
+
+#[test]
+fn tcp_keepalive_is_set_on_the_upstream_socket() {
+    let backend = EchoBackend::lines("one");
+    let listen = free_port();
+    let policy = "    connectionPool:\n      tcp:\n        tcpKeepalive:\n          time: 30s\n          interval: 5s\n          probes: 3\n";
+    let config = tcp_service(listen, &[backend.port], policy);
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
+    let s = connect(listen);
+    assert_eq!(echo(&s, "k"), "one k");
+    let (kind, when) = upstream_timer(backend.port).expect("ringway's upstream socket");
+    assert_eq!(kind, 2, "keepalive timer armed");
+    assert!(
+        (2000..=3000).contains(&when),
+        "fires in {when} ticks, want about 30 s"
+    );
+}
