@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ringway::cli::{ConfigArgs, check, demo};
 use ringway::dataplane::Settings;
-use ringway::dataplane::forward::SPLICE_AFTER_BYTES;
 use ringway::dataplane::ring::RecvMode;
 use ringway::supervisor::{self, RunOptions};
 
@@ -119,6 +118,12 @@ struct DataArgs {
     /// recv) or "single" (one buffer per recv). For tests.
     #[arg(long, value_name = "multishot|single", hide = true, value_parser = parse_recv_mode)]
     recv: Option<RecvMode>,
+    /// Size of each copy-path buffer (512 per worker). For measurements.
+    #[arg(long, value_name = "BYTES", hide = true, value_parser = clap::value_parser!(u32).range(4096..=262_144))]
+    buffer_size: Option<u32>,
+    /// Requested splice pipe size (capped by fs.pipe-max-size). For measurements.
+    #[arg(long, value_name = "BYTES", hide = true, value_parser = clap::value_parser!(u64).range(4096..=67_108_864))]
+    pipe_size: Option<u64>,
 }
 
 impl DataArgs {
@@ -126,11 +131,19 @@ impl DataArgs {
         RunOptions {
             source: config.source(),
             workers: self.workers.map(|w| w as usize),
-            settings: Settings {
-                connect_attempts: self.connect_attempts,
-                max_connections: self.max_connections,
-                splice_after: self.splice_after.unwrap_or(SPLICE_AFTER_BYTES),
-                recv_mode: self.recv,
+            settings: {
+                let defaults = Settings::default();
+                Settings {
+                    connect_attempts: self.connect_attempts,
+                    max_connections: self.max_connections,
+                    splice_after: self.splice_after.unwrap_or(defaults.splice_after),
+                    recv_mode: self.recv,
+                    buffer_size: self.buffer_size.unwrap_or(defaults.buffer_size),
+                    pipe_size: self
+                        .pipe_size
+                        .and_then(|p| usize::try_from(p).ok())
+                        .unwrap_or(defaults.pipe_size),
+                }
             },
         }
     }

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use crate::config::LoadOptions;
 use crate::dataplane::Settings;
-use crate::dataplane::forward::SPLICE_AFTER_BYTES;
 use crate::pipeline::Source;
 use crate::process;
 use crate::routing::CompileOptions;
@@ -101,12 +100,7 @@ fn demo(dir: &std::path::Path, workers: usize) -> Result<(), DemoError> {
             compile: CompileOptions::default(),
         },
         workers: Some(workers),
-        settings: Settings {
-            connect_attempts: 3,
-            max_connections: None,
-            splice_after: SPLICE_AFTER_BYTES,
-            recv_mode: None,
-        },
+        settings: Settings::default(),
     };
     let gateway = supervisor::start(&options)?;
     let mut out = std::io::stdout().lock();

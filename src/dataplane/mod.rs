@@ -50,6 +50,24 @@ pub struct Settings {
     pub splice_after: u64,
     /// How the copy path receives; `None`: the best the kernel offers.
     pub recv_mode: Option<ring::RecvMode>,
+    /// Size of each provided buffer of the copy path.
+    pub buffer_size: u32,
+    /// Requested size of splice pipes.
+    pub pipe_size: usize,
+}
+
+impl Default for Settings {
+    /// The measured defaults (see `forward.rs` and the README's sweep).
+    fn default() -> Self {
+        Settings {
+            connect_attempts: 3,
+            max_connections: None,
+            splice_after: forward::SPLICE_AFTER_BYTES,
+            recv_mode: None,
+            buffer_size: forward::BUFFER_SIZE,
+            pipe_size: forward::PIPE_SIZE,
+        }
+    }
 }
 
 /// What the supervisor and the workers share.

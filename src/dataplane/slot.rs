@@ -89,7 +89,7 @@ impl Worker {
             }
             Action::ArmRecv(dir) => {
                 if let Some(fd) = slot.fd(dir.source()) {
-                    let limit = slot.conn.recv_budget(dir) * forward::BUFFER_SIZE;
+                    let limit = slot.conn.recv_budget(dir) * self.shared.settings.buffer_size;
                     let token = slot.token(index, Op::Recv(dir));
                     self.ring.recv(fd, self.recv_mode, limit, token);
                     slot.inflight += 1;

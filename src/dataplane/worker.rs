@@ -20,7 +20,7 @@ use crate::routing::table::ListenerRouting;
 use super::balancer::Balancer;
 use super::bufring::BufRing;
 use super::conn::{Action, CloseReason, Completion, Connection, Limits};
-use super::forward::{BUFFER_COUNT, BUFFER_SIZE, PIPE_POOL_KEEP, PIPE_SIZE};
+use super::forward::{BUFFER_COUNT, PIPE_POOL_KEEP};
 use super::pipe::PipePool;
 use super::ring::{Cqe, RecvMode, Ring, SetupError};
 use super::slot::{ConnectArgs, Slot};
@@ -106,7 +106,7 @@ impl Worker {
     ) -> Result<Worker, WorkerError> {
         let mut ring = Ring::new()?;
         let mut bufs = ring
-            .buf_ring(BUFFER_COUNT, BUFFER_SIZE)
+            .buf_ring(BUFFER_COUNT, shared.settings.buffer_size)
             .map_err(WorkerError::BufRing)?;
         let recv_mode = match shared.settings.recv_mode {
             Some(mode) => mode,
@@ -117,6 +117,7 @@ impl Worker {
         if id == 0 {
             tracing::info!(?recv_mode, "copy path receive mode");
         }
+        let pipe_size = shared.settings.pipe_size;
         let mut plans = arc_swap::Cache::new(Arc::clone(&shared.plan));
         let plan = Arc::clone(plans.load());
         let seed =
@@ -137,7 +138,7 @@ impl Worker {
             generations: Vec::new(),
             free: Vec::new(),
             live: 0,
-            pipes: PipePool::new(PIPE_SIZE, PIPE_POOL_KEEP),
+            pipes: PipePool::new(pipe_size, PIPE_POOL_KEEP),
             starved: VecDeque::new(),
             cqes: Vec::with_capacity(256),
             actions: VecDeque::new(),
