@@ -226,6 +226,12 @@ impl Model {
                     self.conn
                         .on_completion(Self::done(Op::Shutdown(d), 0), self.now, &mut out);
                 }
+                Action::RecvHello
+                | Action::TakeHello { .. }
+                | Action::Route
+                | Action::SendPrefix(_) => {
+                    panic!("{a:?}: TLS passthrough actions on a TCP connection")
+                }
                 Action::Finish(close) => {
                     assert!(self.finished.is_none(), "finished twice");
                     self.finished = Some(close);
