@@ -1035,4 +1035,234 @@ mod tests {
             [Action::Send { bid: 3, .. }]
         ));
     }
+
+    // ------------------------------------------------ TLS passthrough
+
+    use crate::sni::client_hello::client_hello_bytes;
+
+    impl Sim {
+        fn open_tls() -> Sim {
+            let now = Instant::now();
+            let mut out = Vec::new();
+            let conn = Connection::open_tls(limits(), now, &mut out);
+            assert_eq!(out, vec![Action::RecvHello]);
+            Sim {
+                conn,
+                now,
+                out: Vec::new(),
+            }
+        }
+
+        /// One recv of `bytes` into buffer `bid`, performed the way the
+        /// worker does: TakeHello copies, then the buffer goes back.
+        fn hello_segment(&mut self, bytes: &[u8], bid: u16) -> Vec<Action> {
+            let a = self.recv(UP, bytes.len() as i32, bid, false);
+            assert_eq!(
+                a,
+                vec![Action::TakeHello {
+                    bid,
+                    len: bytes.len() as u32
+                }]
+            );
+            self.conn.on_hello_bytes(bytes, &mut self.out);
+            std::mem::take(&mut self.out)
+        }
+    }
+
+    #[test]
+    fn a_split_hello_is_read_routed_then_sent_upstream_first() {
+        let hello = client_hello_bytes(Some("db.example.com"), 40);
+        let mut sim = Sim::open_tls();
+        let mut pieces = hello.chunks(30).peekable();
+        let mut bid = 0;
+        while let Some(piece) = pieces.next() {
+            let a = sim.hello_segment(piece, bid);
+            if pieces.peek().is_some() {
+                assert_eq!(a, vec![Action::RecvHello], "more needed");
+                assert_eq!(sim.conn.server_name(), None);
+            } else {
+                assert_eq!(a, vec![Action::Route]);
+            }
+            bid += 1;
+        }
+        assert_eq!(
+            sim.conn.server_name(),
+            Some(&ServerName::Name("db.example.com".into()))
+        );
+        sim.conn.on_routed(limits(), &mut sim.out);
+        assert_eq!(std::mem::take(&mut sim.out), vec![Action::Connect]);
+        // A failed attempt keeps the bytes for the next one.
+        assert_eq!(
+            sim.complete(Op::Connect, -libc::ECONNREFUSED),
+            vec![Action::Connect]
+        );
+        let a = sim.complete(Op::Connect, 0);
+        assert_eq!(
+            a,
+            vec![
+                Action::Connected,
+                Action::SendPrefix(UP),
+                Action::ArmRecv(DOWN)
+            ],
+            "no recv from the client before its hello is out"
+        );
+        assert_eq!(sim.conn.prefix(UP), Some(hello.as_slice()));
+        assert_eq!(sim.conn.prefix(DOWN), None);
+        // Partial send, then a full sink, then the rest.
+        assert_eq!(sim.complete(Op::Send(UP), 10), vec![Action::SendPrefix(UP)]);
+        assert_eq!(sim.conn.prefix(UP), Some(&hello[10..]));
+        assert_eq!(
+            sim.complete(Op::Send(UP), -libc::EAGAIN),
+            vec![Action::Writable(UP)]
+        );
+        assert_eq!(
+            sim.complete(Op::Writable(UP), libc::POLLOUT as i32),
+            vec![Action::SendPrefix(UP)]
+        );
+        let rest = (hello.len() - 10) as i32;
+        assert_eq!(sim.complete(Op::Send(UP), rest), vec![Action::ArmRecv(UP)]);
+        assert_eq!(sim.conn.prefix(UP), None);
+        // What follows is forwarded as usual, after the hello.
+        assert!(matches!(
+            sim.recv(UP, 4, 9, true)[..],
+            [Action::Send { bid: 9, .. }]
+        ));
+        assert_eq!(sim.complete(Op::Send(UP), 4), vec![Action::GiveBack(9)]);
+        // The client half-closes: FIN forwarded; then the upstream ends.
+        assert_eq!(sim.complete(Op::Recv(UP), 0), vec![Action::Shutdown(UP)]);
+        sim.complete(Op::Shutdown(UP), 0);
+        sim.complete(Op::Recv(DOWN), 0);
+        let last = sim.complete(Op::Shutdown(DOWN), 0);
+        assert_eq!(
+            last,
+            vec![Action::Finish(Close {
+                reason: CloseReason::Done,
+                to_upstream: hello.len() as u64 + 4,
+                to_downstream: 0,
+            })]
+        );
+    }
+
+    #[test]
+    fn a_fin_right_after_the_hello_is_forwarded_after_it() {
+        let mut hello = client_hello_bytes(None, 16384);
+        hello.extend_from_slice(b"early data");
+        let mut sim = Sim::open_tls();
+        assert_eq!(sim.hello_segment(&hello, 1), vec![Action::Route]);
+        assert_eq!(sim.conn.server_name(), Some(&ServerName::Absent));
+        sim.conn.on_routed(limits(), &mut sim.out);
+        sim.out.clear();
+        sim.complete(Op::Connect, 0);
+        assert_eq!(
+            sim.conn.prefix(UP),
+            Some(hello.as_slice()),
+            "all bytes read"
+        );
+        assert_eq!(
+            sim.complete(Op::Send(UP), hello.len() as i32),
+            vec![Action::ArmRecv(UP)]
+        );
+        assert_eq!(sim.complete(Op::Recv(UP), 0), vec![Action::Shutdown(UP)]);
+    }
+
+    #[test]
+    fn a_prefix_goes_out_before_a_splice_only_half_moves_to_splice() {
+        let hello = client_hello_bytes(Some("a.example.com"), 16384);
+        let mut sim = Sim::open_tls();
+        sim.hello_segment(&hello, 1);
+        sim.conn.on_routed(
+            Limits {
+                splice_after: 0,
+                ..limits()
+            },
+            &mut sim.out,
+        );
+        sim.out.clear();
+        let a = sim.complete(Op::Connect, 0);
+        assert_eq!(
+            a,
+            vec![
+                Action::Connected,
+                Action::SendPrefix(UP),
+                Action::EnterSplice(DOWN),
+                Action::Readable(DOWN)
+            ]
+        );
+        assert_eq!(
+            sim.complete(Op::Send(UP), hello.len() as i32),
+            vec![Action::EnterSplice(UP), Action::Readable(UP)]
+        );
+    }
+
+    #[test]
+    fn the_hello_read_times_out_after_five_seconds() {
+        let mut sim = Sim::open_tls();
+        let hello = client_hello_bytes(Some("db.example.com"), 16384);
+        assert_eq!(sim.hello_segment(&hello[..20], 3), vec![Action::RecvHello]);
+        assert!(sim.tick_after(Duration::from_millis(4900)).is_empty());
+        let a = sim.tick_after(Duration::from_millis(100));
+        assert_eq!(
+            a,
+            vec![Action::Finish(Close {
+                reason: CloseReason::IdleTimeout,
+                to_upstream: 0,
+                to_downstream: 0,
+            })]
+        );
+        // The recv still in flight is cancelled; a buffer it filled goes back.
+        assert_eq!(sim.recv(UP, 7, 4, false), vec![Action::GiveBack(4)]);
+        assert!(sim.complete(Op::Recv(UP), -libc::ECANCELED).is_empty());
+    }
+
+    #[test]
+    fn hello_read_failures_end_the_connection() {
+        struct Case {
+            res: i32,
+            reason: CloseReason,
+        }
+        for case in [
+            Case {
+                res: 0,
+                reason: CloseReason::Done,
+            },
+            Case {
+                res: -libc::ECONNRESET,
+                reason: CloseReason::DownstreamReset,
+            },
+        ] {
+            let mut sim = Sim::open_tls();
+            let a = sim.complete(Op::Recv(UP), case.res);
+            assert_eq!(finish_reason(&a), Some(case.reason));
+        }
+        // An empty ring: wait, then read again.
+        let mut sim = Sim::open_tls();
+        assert_eq!(
+            sim.complete(Op::Recv(UP), -libc::ENOBUFS),
+            vec![Action::WaitBuffers(UP)]
+        );
+        sim.conn.on_buffers(UP, &mut sim.out);
+        assert_eq!(std::mem::take(&mut sim.out), vec![Action::RecvHello]);
+        // Stopping while reading.
+        sim.conn.drain(&mut sim.out);
+        assert_eq!(
+            finish_reason(&std::mem::take(&mut sim.out)),
+            Some(CloseReason::Drained)
+        );
+    }
+
+    #[test]
+    fn not_tls_is_routed_like_no_sni_and_no_route_closes_with_nr() {
+        let mut sim = Sim::open_tls();
+        assert_eq!(
+            sim.hello_segment(b"GET / HTTP/1.1\r\n\r\n", 0),
+            vec![Action::Route]
+        );
+        let name = sim.conn.server_name().cloned();
+        assert!(matches!(name, Some(ServerName::NotTls(_))), "{name:?}");
+        assert_eq!(name.as_ref().and_then(ServerName::lookup_key), None);
+        sim.conn.on_route_failed(CloseReason::NoRoute, &mut sim.out);
+        let a = std::mem::take(&mut sim.out);
+        assert_eq!(finish_reason(&a), Some(CloseReason::NoRoute));
+        assert_eq!(CloseReason::NoRoute.flag(), "NR");
+    }
 }
