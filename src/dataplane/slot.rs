@@ -16,7 +16,7 @@ use socket2::{SockAddr, SockRef, Socket, TcpKeepalive, Type};
 use crate::routing::table::{ClusterId, Keepalive, ListenerRouting, ProxyProtocol, RouteId};
 
 use super::Plan;
-use super::conn::{Action, Close, CloseReason, Completion, Connection};
+use super::conn::{Action, Close, CloseReason, Completion, Connection, ServerName};
 use super::forward;
 use super::pipe::{self, OwnedPipe};
 use super::proxy_protocol;
@@ -47,6 +47,8 @@ pub(super) struct Slot {
     /// The route and its cluster (counted in `plan.cluster_open`); `None`
     /// while a TLS passthrough connection is reading its ClientHello.
     pub(super) target: Option<(RouteId, ClusterId)>,
+    /// TLS passthrough: the server name the ClientHello asked for.
+    pub(super) sni: Option<ServerName>,
     pub(super) upstream: Option<Upstream>,
     /// Endpoints tried so far (a retry prefers another one).
     pub(super) tried: Vec<usize>,
@@ -233,6 +235,7 @@ impl Worker {
         let Some(name) = slot.conn.server_name().cloned() else {
             return;
         };
+        slot.sni = Some(name.clone());
         let plan = Arc::clone(&slot.plan);
         let listener = &self.listeners[slot.listener];
         let route = plan
@@ -351,6 +354,7 @@ impl Worker {
             worker = self.id,
             downstream = %slot.peer,
             listener = %self.listeners[slot.listener].name,
+            sni = %slot.sni.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string),
             route = %slot.target.map_or("-", |(r, _)| slot.plan.table.route(r).name.as_str()),
             cluster = %slot.target.map_or("-", |(_, c)| slot.plan.table.cluster(c).name.as_str()),
             upstream = ?slot.upstream.as_ref().map(|u| slot.plan.endpoints[u.cluster.0 as usize][u.endpoint].address),

@@ -344,6 +344,7 @@ impl Worker {
             listener: i,
             plan,
             target,
+            sni: None,
             upstream: None,
             tried: Vec::new(),
             connect: Box::new(ConnectArgs {
