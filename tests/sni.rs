@@ -36,6 +36,16 @@ impl Backends {
     }
 
     fn config(&self, listen: u16, catch_all: bool) -> ConfigDir {
+        self.config_with(listen, catch_all, "")
+    }
+
+    /// `policy`: YAML for the DestinationRule's `trafficPolicy` (indented 4).
+    fn config_with(&self, listen: u16, catch_all: bool, policy: &str) -> ConfigDir {
+        let policy = if policy.is_empty() {
+            String::new()
+        } else {
+            format!("  trafficPolicy:\n{policy}")
+        };
         let endpoint = |port: u16, version: &str| {
             format!(
                 "  - address: 127.0.0.1\n    ports:\n      tcp: {port}\n    labels:\n      version: {version}\n"
@@ -91,7 +101,7 @@ metadata:
   name: svc
 spec:
   host: svc
-  subsets:
+{policy}  subsets:
   - name: a
     labels:
       version: a
@@ -294,4 +304,30 @@ fn a_client_that_sends_no_hello_is_closed_after_the_read_timeout() {
         "closed after {waited:?}"
     );
     assert_eq!(backends.accepted(), [0, 0, 0]);
+}
+
+#[test]
+fn the_proxy_header_goes_before_the_hello() {
+    let backends = Backends::start();
+    let listen = free_port();
+    let policy = "    proxyProtocol:\n      version: V1\n";
+    let config = backends.config_with(listen, true, policy);
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
+        return;
+    };
+    let hello = client_hello_bytes(Some("db.example.com"), 16384);
+    let mut s = connect(listen);
+    let client_port = s.local_addr().unwrap().port();
+    s.write_all(&hello).unwrap();
+    s.write_all(b"rest").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let (data, end) = read_to_end(&mut s);
+    end.unwrap();
+    let header = format!("PROXY TCP4 127.0.0.1 127.0.0.1 {client_port} {listen}\r\n");
+    assert!(
+        data == [header.as_bytes(), &hello, b"rest"].concat(),
+        "{:?}",
+        String::from_utf8_lossy(&data)
+    );
+    assert_eq!(backends.accepted(), [1, 0, 0]);
 }

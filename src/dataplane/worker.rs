@@ -55,6 +55,14 @@ pub struct WorkerListener {
     pub name: String,
 }
 
+/// How a connection accepted on a listener is routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Routing {
+    Route(RouteId),
+    /// TLS passthrough: once its ClientHello is read, by the SNI.
+    BySni,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Accepting {
     Armed,
@@ -290,10 +298,10 @@ impl Worker {
             .listeners
             .get(listener.index)
             .map(|l| match &l.routing {
-                ListenerRouting::Tcp { route } => Some(*route),
-                ListenerRouting::TlsPassthrough { .. } => None,
+                ListenerRouting::Tcp { route } => Routing::Route(*route),
+                ListenerRouting::TlsPassthrough { .. } => Routing::BySni,
             });
-        let Some(route) = routing else {
+        let Some(routing) = routing else {
             tracing::debug!(worker = self.id, %peer, flag = CloseReason::NoRoute.flag(), "no route");
             return;
         };
@@ -304,8 +312,8 @@ impl Worker {
             return;
         }
         let now = Instant::now();
-        let (conn, target) = match route {
-            Some(route) => match self.reserve(&plan, route, peer) {
+        let (conn, target) = match routing {
+            Routing::Route(route) => match self.reserve(&plan, route, peer) {
                 Ok((cluster, limits)) => (
                     Connection::open(limits, now, &mut self.scratch),
                     Some((route, cluster)),
@@ -315,8 +323,7 @@ impl Worker {
                     return;
                 }
             },
-            // TLS passthrough: routed once the ClientHello is read.
-            None => {
+            Routing::BySni => {
                 let limits = Limits {
                     idle_timeout: None,
                     max_duration: None,
