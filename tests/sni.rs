@@ -188,6 +188,13 @@ fn the_most_specific_sni_route_gets_the_hello_and_the_rest_of_the_stream() {
         expected[case.backend] += 1;
         assert_eq!(after, expected, "{:?} went to the wrong backend", case.sni);
     }
+    // Bytes that are not a ClientHello are routed like a client without SNI.
+    let request = b"GET / HTTP/1.1\r\nHost: db.example.com\r\n\r\n";
+    assert_eq!(
+        exchange(listen, request, b"body"),
+        [request.as_slice(), b"body"].concat()
+    );
+    assert_eq!(backends.accepted(), [1, 1, 3]);
 }
 
 #[test]
@@ -265,6 +272,18 @@ fn without_a_match_the_connection_is_closed_and_the_sni_logged() {
         log.contains("unknown.org") && log.contains("NR"),
         "log:\n{log}"
     );
+    assert_eq!(backends.accepted(), [0, 0, 0]);
+    // Without a catch-all, neither a client without SNI nor one that does
+    // not speak TLS is forwarded.
+    for first in [
+        client_hello_bytes(None, 16384),
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+    ] {
+        let mut s = connect(listen);
+        s.write_all(&first).unwrap();
+        let (data, _) = read_to_end(&mut s);
+        assert!(data.is_empty());
+    }
     assert_eq!(backends.accepted(), [0, 0, 0]);
     // Routing still works for names that match.
     let hello = client_hello_bytes(Some("db.example.com"), 16384);
