@@ -19,7 +19,7 @@ use crate::diag::Severity;
 use crate::pipeline::Source;
 use crate::process;
 use crate::routing::RouteTable;
-use crate::routing::table::{EndpointAddress, ListenerRouting};
+use crate::routing::table::EndpointAddress;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -261,10 +261,6 @@ fn resolve(table: RouteTable) -> Plan {
 fn bind_all(table: &RouteTable, workers: usize) -> Vec<Vec<WorkerListener>> {
     let mut by_worker: Vec<Vec<WorkerListener>> = (0..workers).map(|_| Vec::new()).collect();
     for (index, l) in table.listeners.iter().enumerate() {
-        if let ListenerRouting::TlsPassthrough { .. } = l.routing {
-            tracing::warn!(listener = %l.name, address = %l.address, "listener skipped: TLS passthrough (SNI routing) is not implemented yet");
-            continue;
-        }
         let mut sockets = Vec::with_capacity(workers);
         let mut error = None;
         for _ in 0..workers {

@@ -2,7 +2,9 @@
 //! against a model kernel: completions arrive in random order with random
 //! sizes (partial sends, bursts of recvs, cancellations that race data,
 //! empty buffer rings, resets, timers), and invariants are checked after
-//! every step. `RINGWAY_SIM_SEED=<n>` replays one run;
+//! every step. Half the runs start on a TLS passthrough listener: the
+//! ClientHello is read in random segments, routed (or not), and must reach
+//! the upstream first. `RINGWAY_SIM_SEED=<n>` replays one run;
 //! `RINGWAY_SIM_VERBOSE=1` prints how each run ended.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
@@ -14,6 +16,9 @@ use ringway::dataplane::conn::{Action, Close, CloseReason, Completion, Connectio
 use ringway::dataplane::forward::{Pump, SinkState, SourceState};
 use ringway::dataplane::half::MAX_QUEUED_BUFFERS;
 use ringway::dataplane::token::{Dir, Op};
+
+#[path = "common/client_hello.rs"]
+mod client_hello;
 
 const BUFFERS: u16 = 8;
 const BUFFER_SIZE: u32 = 4096;
@@ -61,6 +66,8 @@ struct Side {
     in_pipe: u32,
     shut: bool,
     starved: bool,
+    /// The recv in flight is the single-shot ClientHello recv.
+    single: bool,
 }
 
 struct Model {
@@ -73,6 +80,9 @@ struct Model {
     connecting: bool,
     finished: Option<Close>,
     log: Vec<String>,
+    /// TLS passthrough: the downstream's bytes (a ClientHello, or not TLS,
+    /// then zeros), and the limits the route gives.
+    tls: Option<(Vec<u8>, Limits)>,
 }
 
 impl Model {
@@ -104,12 +114,40 @@ impl Model {
                 in_pipe: 0,
                 shut: false,
                 starved: false,
+                single: false,
             }
         };
-        let sides = [side(), side()];
+        let mut sides = [side(), side()];
+        let tls = rng.chance(50).then(|| {
+            let mut first = match rng.below(10) {
+                0 => b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+                1 => client_hello::client_hello_bytes(None, 16384),
+                _ => client_hello::client_hello_bytes(
+                    Some("db.example.com"),
+                    [7, 40, 100, 16384][rng.below(4) as usize],
+                ),
+            };
+            let up = &mut sides[0];
+            up.source_total += first.len() as u64;
+            up.source_left = up.source_total;
+            first.resize(up.source_total as usize, 0);
+            first
+        });
         let now = Instant::now();
         let mut out = Vec::new();
-        let conn = Connection::open(limits, now, &mut out);
+        let (conn, tls) = match tls {
+            Some(bytes) => {
+                let hello_limits = Limits {
+                    idle_timeout: None,
+                    ..limits
+                };
+                (
+                    Connection::open_tls(hello_limits, now, &mut out),
+                    Some((bytes, limits)),
+                )
+            }
+            None => (Connection::open(limits, now, &mut out), None),
+        };
         let mut m = Model {
             rng,
             conn,
@@ -119,7 +157,8 @@ impl Model {
             sides,
             connecting: false,
             finished: None,
-            log: vec![format!("splice_after={splice_after}")],
+            log: vec![format!("splice_after={splice_after} tls={}", tls.is_some())],
+            tls,
         };
         m.apply(out);
         m
@@ -162,6 +201,7 @@ impl Model {
                     assert_eq!(s.recv, RecvOp::Idle, "recv armed twice on {d:?}");
                     assert!(!s.eof_delivered, "recv after EOF on {d:?}");
                     s.recv = RecvOp::Armed;
+                    s.single = false;
                 }
                 Action::CancelRecv(d) => {
                     let s = &mut self.sides[d.index()];
@@ -225,6 +265,62 @@ impl Model {
                     s.shut = true;
                     self.conn
                         .on_completion(Self::done(Op::Shutdown(d), 0), self.now, &mut out);
+                }
+                Action::RecvHello => {
+                    assert!(self.tls.is_some(), "{a:?} on a TCP connection");
+                    let s = &mut self.sides[0];
+                    assert_eq!(s.recv, RecvOp::Idle, "hello recv armed twice");
+                    s.recv = RecvOp::Armed;
+                    s.single = true;
+                }
+                Action::TakeHello { bid, len } => {
+                    assert_eq!(self.held.remove(&bid), Some(Dir::ToUpstream));
+                    let Some((bytes, _)) = &self.tls else {
+                        panic!("{a:?} on a TCP connection");
+                    };
+                    let read = self.sides[0].read as usize;
+                    let segment = &bytes[read - len as usize..read];
+                    self.conn.on_hello_bytes(segment, &mut out);
+                    self.free.push(bid);
+                }
+                Action::Route => {
+                    let Some((_, limits)) = &self.tls else {
+                        panic!("{a:?} on a TCP connection");
+                    };
+                    assert!(self.conn.server_name().is_some());
+                    if self.rng.chance(90) {
+                        self.conn.on_routed(*limits, &mut out);
+                    } else {
+                        self.conn.on_route_failed(CloseReason::NoRoute, &mut out);
+                    }
+                }
+                Action::SendPrefix(d) => {
+                    assert_eq!(d, Dir::ToUpstream);
+                    let Some((bytes, _)) = &self.tls else {
+                        panic!("{a:?} on a TCP connection");
+                    };
+                    let s = &self.sides[0];
+                    assert!(s.send.is_none() && s.recv == RecvOp::Idle);
+                    let prefix = self.conn.prefix(d).expect("a prefix to send");
+                    assert!(
+                        prefix == &bytes[s.delivered as usize..s.read as usize],
+                        "the prefix is every byte read and not yet sent"
+                    );
+                    let len = prefix.len() as u64;
+                    let res = if self.rng.chance(1) {
+                        -libc::EPIPE
+                    } else if self.rng.chance(15) {
+                        -libc::EAGAIN
+                    } else if self.rng.chance(40) {
+                        1 + self.rng.below(len) as i32
+                    } else {
+                        len as i32
+                    };
+                    if res > 0 {
+                        self.sides[0].delivered += res as u64;
+                    }
+                    self.conn
+                        .on_completion(Self::done(Op::Send(d), res), self.now, &mut out);
                 }
                 Action::Finish(close) => {
                     assert!(self.finished.is_none(), "finished twice");
@@ -397,6 +493,10 @@ impl Model {
         s.source_left -= n;
         s.read += n;
         let more = match s.recv {
+            _ if s.single => {
+                s.recv = RecvOp::Idle;
+                false
+            }
             RecvOp::Cancelling { .. } => {
                 s.recv = RecvOp::Cancelling { raced: true };
                 true

@@ -3,6 +3,8 @@
 //! actions and passes the time in.
 //!
 //! ```text
+//! ReadingHello --hello complete--> (Route) --routed--> Connecting    (TLS passthrough only)
+//!     \--timeout, EOF, reset, no route--> Finished
 //! Connecting --connect ok--> Forwarding{to_upstream, to_downstream} --both halves Done--> Finished
 //!     |  \--fail, attempts left--> Connecting (next endpoint)
 //!     \--fail, none left / timer--> Finished        Forwarding --reset, timer--> Finished
@@ -11,6 +13,8 @@
 //! still in flight and frees the slot only when nothing is.
 
 use std::time::{Duration, Instant};
+
+use crate::sni::{self, Peek};
 
 use super::forward::Pump;
 use super::half::{Flow, Half, Outcome};
@@ -58,6 +62,23 @@ pub enum Action {
     /// The connection is over: cancel what is in flight, then close both
     /// sockets and free the slot once nothing is.
     Finish(Close),
+    /// TLS passthrough: submit one single-shot recv of the downstream into a
+    /// provided buffer (token `Op::Recv(Dir::ToUpstream)`).
+    RecvHello,
+    /// Pass `len` bytes of buffer `bid` to [`Connection::on_hello_bytes`],
+    /// then give the buffer back.
+    TakeHello {
+        bid: u16,
+        len: u32,
+    },
+    /// The ClientHello is read: look up [`Connection::server_name`] in the
+    /// listener's SNI table, then call [`Connection::on_routed`] or
+    /// [`Connection::on_route_failed`].
+    Route,
+    /// Send what is left of the direction's prefix (the bytes read before
+    /// routing) with a non-blocking send(2) now, and report it as an
+    /// `Op::Send(dir)` completion (nothing stays in flight).
+    SendPrefix(Dir),
 }
 
 /// Why a connection ended (the access log's termination flag).
@@ -121,11 +142,67 @@ pub struct Limits {
     pub splice_after: u64,
 }
 
+/// How long a TLS passthrough connection may take to send its ClientHello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the ClientHello said about the server name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerName {
+    Name(String),
+    /// A ClientHello without SNI.
+    Absent,
+    /// Not a TLS ClientHello: routed like a client without SNI.
+    NotTls(&'static str),
+}
+
+impl ServerName {
+    /// The name to look up in an SNI table.
+    pub fn lookup_key(&self) -> Option<&str> {
+        match self {
+            ServerName::Name(n) => Some(n),
+            ServerName::Absent | ServerName::NotTls(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ServerName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerName::Name(n) => f.write_str(n),
+            ServerName::Absent => f.write_str("(no SNI)"),
+            ServerName::NotTls(why) => write!(f, "(not TLS: {why})"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HelloRecv {
+    /// The single-shot recv is in flight.
+    Armed,
+    /// Its buffer is being copied ([`Action::TakeHello`]).
+    Taking,
+    /// The buffer ring ran dry; waiting for buffers.
+    Starved,
+}
+
 #[derive(Debug)]
 enum Phase {
+    /// TLS passthrough: reading the ClientHello; `hello` holds every byte
+    /// read so far (at most [`sni::MAX_CLIENT_HELLO`] plus one buffer).
+    ReadingHello {
+        hello: Vec<u8>,
+        recv: HelloRecv,
+    },
+    /// The ClientHello is complete; the worker is routing it.
+    Routing {
+        hello: Vec<u8>,
+        name: ServerName,
+    },
     /// CONNECT (attempt number `attempt`, from 1) is in flight.
     Connecting {
         attempt: u32,
+        /// Bytes read before the connect, sent upstream first.
+        prefix: Vec<u8>,
     },
     Forwarding {
         halves: [Half; 2],
@@ -161,10 +238,92 @@ impl Connection {
     pub fn open(limits: Limits, now: Instant, out: &mut Vec<Action>) -> Connection {
         out.push(Action::Connect);
         Connection {
-            phase: Phase::Connecting { attempt: 1 },
+            phase: Phase::Connecting {
+                attempt: 1,
+                prefix: Vec::new(),
+            },
             limits,
             opened: now,
             last_active: now,
+        }
+    }
+
+    /// A connection just accepted on a TLS passthrough listener: reads the
+    /// ClientHello first. `limits` apply until [`Connection::on_routed`]
+    /// replaces them with the route's.
+    pub fn open_tls(limits: Limits, now: Instant, out: &mut Vec<Action>) -> Connection {
+        out.push(Action::RecvHello);
+        Connection {
+            phase: Phase::ReadingHello {
+                hello: Vec::new(),
+                recv: HelloRecv::Armed,
+            },
+            limits,
+            opened: now,
+            last_active: now,
+        }
+    }
+
+    /// The server name of a ClientHello being routed ([`Action::Route`]).
+    pub fn server_name(&self) -> Option<&ServerName> {
+        match &self.phase {
+            Phase::Routing { name, .. } => Some(name),
+            Phase::ReadingHello { .. }
+            | Phase::Connecting { .. }
+            | Phase::Forwarding { .. }
+            | Phase::Finished { .. } => None,
+        }
+    }
+
+    /// Bytes of a ClientHello (copied out of a provided buffer).
+    pub fn on_hello_bytes(&mut self, bytes: &[u8], out: &mut Vec<Action>) {
+        let Phase::ReadingHello { hello, recv } = &mut self.phase else {
+            return;
+        };
+        hello.extend_from_slice(bytes);
+        let name = match sni::peek(hello) {
+            Peek::NeedMore(_) => {
+                *recv = HelloRecv::Armed;
+                out.push(Action::RecvHello);
+                return;
+            }
+            Peek::ServerName(Some(n)) => ServerName::Name(n),
+            Peek::ServerName(None) => ServerName::Absent,
+            Peek::NotTls(why) => ServerName::NotTls(why),
+        };
+        let hello = std::mem::take(hello);
+        self.phase = Phase::Routing { hello, name };
+        out.push(Action::Route);
+    }
+
+    /// The worker routed the ClientHello: connect with the route's limits;
+    /// the bytes read go upstream first.
+    pub fn on_routed(&mut self, limits: Limits, out: &mut Vec<Action>) {
+        let Phase::Routing { hello, .. } = &mut self.phase else {
+            return;
+        };
+        let prefix = std::mem::take(hello);
+        self.limits = limits;
+        self.phase = Phase::Connecting { attempt: 1, prefix };
+        out.push(Action::Connect);
+    }
+
+    /// The worker could not route the ClientHello (no match, overflow, no
+    /// healthy upstream).
+    pub fn on_route_failed(&mut self, reason: CloseReason, out: &mut Vec<Action>) {
+        if let Phase::Routing { .. } = self.phase {
+            self.finish(reason, out);
+        }
+    }
+
+    /// What is left of the direction's prefix to send ([`Action::SendPrefix`]).
+    pub fn prefix(&self, dir: Dir) -> Option<&[u8]> {
+        match &self.phase {
+            Phase::Forwarding { halves } => halves[dir.index()].prefix(),
+            Phase::ReadingHello { .. }
+            | Phase::Routing { .. }
+            | Phase::Connecting { .. }
+            | Phase::Finished { .. } => None,
         }
     }
 
@@ -178,10 +337,53 @@ impl Connection {
 
     pub fn on_completion(&mut self, c: Completion, now: Instant, out: &mut Vec<Action>) {
         match &mut self.phase {
-            Phase::Connecting { attempt } => match c.op {
+            Phase::ReadingHello { recv, .. } => {
+                if c.op != Op::Recv(Dir::ToUpstream) {
+                    return;
+                }
+                match (c.res, c.bid) {
+                    (n, Some(bid)) if n > 0 => {
+                        *recv = HelloRecv::Taking;
+                        self.last_active = now;
+                        out.push(Action::TakeHello {
+                            bid,
+                            len: n.unsigned_abs(),
+                        });
+                    }
+                    (_, Some(bid)) => {
+                        out.push(Action::GiveBack(bid));
+                        out.push(Action::RecvHello);
+                    }
+                    // The client left before its ClientHello was complete.
+                    (0, None) => self.finish(CloseReason::Done, out),
+                    (e, None) if e == -libc::ENOBUFS => {
+                        *recv = HelloRecv::Starved;
+                        out.push(Action::WaitBuffers(Dir::ToUpstream));
+                    }
+                    (e, None) if e == -libc::EAGAIN || e == -libc::EINTR => {
+                        out.push(Action::RecvHello);
+                    }
+                    (_, None) => self.finish(CloseReason::DownstreamReset, out),
+                }
+            }
+            Phase::Routing { .. } => {
+                debug_assert!(false, "completion while routing: {c:?}");
+                if let Some(bid) = c.bid {
+                    out.push(Action::GiveBack(bid));
+                }
+            }
+            Phase::Connecting { attempt, prefix } => match c.op {
                 Op::Connect if c.res >= 0 => {
                     out.push(Action::Connected);
-                    let halves = Dir::BOTH.map(|d| Half::start(d, self.limits.splice_after, out));
+                    let splice_after = self.limits.splice_after;
+                    let to_upstream = Half::start_with_prefix(
+                        Dir::ToUpstream,
+                        splice_after,
+                        std::mem::take(prefix),
+                        out,
+                    );
+                    let to_downstream = Half::start(Dir::ToDownstream, splice_after, out);
+                    let halves = [to_upstream, to_downstream];
                     self.phase = Phase::Forwarding { halves };
                     self.last_active = now;
                 }
@@ -260,14 +462,25 @@ impl Connection {
     pub fn recv_budget(&self, dir: Dir) -> u32 {
         match &self.phase {
             Phase::Forwarding { halves } => halves[dir.index()].recv_budget(),
-            Phase::Connecting { .. } | Phase::Finished { .. } => 1,
+            Phase::ReadingHello { .. }
+            | Phase::Routing { .. }
+            | Phase::Connecting { .. }
+            | Phase::Finished { .. } => 1,
         }
     }
 
     /// Buffers came back to the ring after [`Action::WaitBuffers`].
     pub fn on_buffers(&mut self, dir: Dir, out: &mut Vec<Action>) {
-        if let Phase::Forwarding { halves } = &mut self.phase {
-            halves[dir.index()].on_buffers(out);
+        match &mut self.phase {
+            Phase::Forwarding { halves } => halves[dir.index()].on_buffers(out),
+            Phase::ReadingHello { recv, .. } if *recv == HelloRecv::Starved => {
+                *recv = HelloRecv::Armed;
+                out.push(Action::RecvHello);
+            }
+            Phase::ReadingHello { .. }
+            | Phase::Routing { .. }
+            | Phase::Connecting { .. }
+            | Phase::Finished { .. } => {}
         }
     }
 
@@ -275,6 +488,12 @@ impl Connection {
     pub fn on_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.is_finished() {
             return;
+        }
+        if let Phase::ReadingHello { .. } = self.phase {
+            if now.saturating_duration_since(self.opened) >= HELLO_TIMEOUT {
+                self.finish(CloseReason::IdleTimeout, out);
+                return;
+            }
         }
         if let Some(max) = self.limits.max_duration {
             if now.saturating_duration_since(self.opened) >= max {
@@ -333,7 +552,10 @@ impl Connection {
                     [halves[0].sending(), halves[1].sending()],
                 )
             }
-            Phase::Connecting { .. } | Phase::Finished { .. } => (0, 0, [None, None]),
+            Phase::ReadingHello { .. }
+            | Phase::Routing { .. }
+            | Phase::Connecting { .. }
+            | Phase::Finished { .. } => (0, 0, [None, None]),
         };
         let close = Close {
             reason,
@@ -812,5 +1034,235 @@ mod tests {
             sim.recv(UP, 10, 3, true)[..],
             [Action::Send { bid: 3, .. }]
         ));
+    }
+
+    // ------------------------------------------------ TLS passthrough
+
+    use crate::sni::client_hello::client_hello_bytes;
+
+    impl Sim {
+        fn open_tls() -> Sim {
+            let now = Instant::now();
+            let mut out = Vec::new();
+            let conn = Connection::open_tls(limits(), now, &mut out);
+            assert_eq!(out, vec![Action::RecvHello]);
+            Sim {
+                conn,
+                now,
+                out: Vec::new(),
+            }
+        }
+
+        /// One recv of `bytes` into buffer `bid`, performed the way the
+        /// worker does: TakeHello copies, then the buffer goes back.
+        fn hello_segment(&mut self, bytes: &[u8], bid: u16) -> Vec<Action> {
+            let a = self.recv(UP, bytes.len() as i32, bid, false);
+            assert_eq!(
+                a,
+                vec![Action::TakeHello {
+                    bid,
+                    len: bytes.len() as u32
+                }]
+            );
+            self.conn.on_hello_bytes(bytes, &mut self.out);
+            std::mem::take(&mut self.out)
+        }
+    }
+
+    #[test]
+    fn a_split_hello_is_read_routed_then_sent_upstream_first() {
+        let hello = client_hello_bytes(Some("db.example.com"), 40);
+        let mut sim = Sim::open_tls();
+        let mut pieces = hello.chunks(30).peekable();
+        let mut bid = 0;
+        while let Some(piece) = pieces.next() {
+            let a = sim.hello_segment(piece, bid);
+            if pieces.peek().is_some() {
+                assert_eq!(a, vec![Action::RecvHello], "more needed");
+                assert_eq!(sim.conn.server_name(), None);
+            } else {
+                assert_eq!(a, vec![Action::Route]);
+            }
+            bid += 1;
+        }
+        assert_eq!(
+            sim.conn.server_name(),
+            Some(&ServerName::Name("db.example.com".into()))
+        );
+        sim.conn.on_routed(limits(), &mut sim.out);
+        assert_eq!(std::mem::take(&mut sim.out), vec![Action::Connect]);
+        // A failed attempt keeps the bytes for the next one.
+        assert_eq!(
+            sim.complete(Op::Connect, -libc::ECONNREFUSED),
+            vec![Action::Connect]
+        );
+        let a = sim.complete(Op::Connect, 0);
+        assert_eq!(
+            a,
+            vec![
+                Action::Connected,
+                Action::SendPrefix(UP),
+                Action::ArmRecv(DOWN)
+            ],
+            "no recv from the client before its hello is out"
+        );
+        assert_eq!(sim.conn.prefix(UP), Some(hello.as_slice()));
+        assert_eq!(sim.conn.prefix(DOWN), None);
+        // Partial send, then a full sink, then the rest.
+        assert_eq!(sim.complete(Op::Send(UP), 10), vec![Action::SendPrefix(UP)]);
+        assert_eq!(sim.conn.prefix(UP), Some(&hello[10..]));
+        assert_eq!(
+            sim.complete(Op::Send(UP), -libc::EAGAIN),
+            vec![Action::Writable(UP)]
+        );
+        assert_eq!(
+            sim.complete(Op::Writable(UP), libc::POLLOUT as i32),
+            vec![Action::SendPrefix(UP)]
+        );
+        let rest = (hello.len() - 10) as i32;
+        assert_eq!(sim.complete(Op::Send(UP), rest), vec![Action::ArmRecv(UP)]);
+        assert_eq!(sim.conn.prefix(UP), None);
+        // What follows is forwarded as usual, after the hello.
+        assert!(matches!(
+            sim.recv(UP, 4, 9, true)[..],
+            [Action::Send { bid: 9, .. }]
+        ));
+        assert_eq!(sim.complete(Op::Send(UP), 4), vec![Action::GiveBack(9)]);
+        // The client half-closes: FIN forwarded; then the upstream ends.
+        assert_eq!(sim.complete(Op::Recv(UP), 0), vec![Action::Shutdown(UP)]);
+        sim.complete(Op::Shutdown(UP), 0);
+        sim.complete(Op::Recv(DOWN), 0);
+        let last = sim.complete(Op::Shutdown(DOWN), 0);
+        assert_eq!(
+            last,
+            vec![Action::Finish(Close {
+                reason: CloseReason::Done,
+                to_upstream: hello.len() as u64 + 4,
+                to_downstream: 0,
+            })]
+        );
+    }
+
+    #[test]
+    fn a_fin_right_after_the_hello_is_forwarded_after_it() {
+        let mut hello = client_hello_bytes(None, 16384);
+        hello.extend_from_slice(b"early data");
+        let mut sim = Sim::open_tls();
+        assert_eq!(sim.hello_segment(&hello, 1), vec![Action::Route]);
+        assert_eq!(sim.conn.server_name(), Some(&ServerName::Absent));
+        sim.conn.on_routed(limits(), &mut sim.out);
+        sim.out.clear();
+        sim.complete(Op::Connect, 0);
+        assert_eq!(
+            sim.conn.prefix(UP),
+            Some(hello.as_slice()),
+            "all bytes read"
+        );
+        assert_eq!(
+            sim.complete(Op::Send(UP), hello.len() as i32),
+            vec![Action::ArmRecv(UP)]
+        );
+        assert_eq!(sim.complete(Op::Recv(UP), 0), vec![Action::Shutdown(UP)]);
+    }
+
+    #[test]
+    fn a_prefix_goes_out_before_a_splice_only_half_moves_to_splice() {
+        let hello = client_hello_bytes(Some("a.example.com"), 16384);
+        let mut sim = Sim::open_tls();
+        sim.hello_segment(&hello, 1);
+        sim.conn.on_routed(
+            Limits {
+                splice_after: 0,
+                ..limits()
+            },
+            &mut sim.out,
+        );
+        sim.out.clear();
+        let a = sim.complete(Op::Connect, 0);
+        assert_eq!(
+            a,
+            vec![
+                Action::Connected,
+                Action::SendPrefix(UP),
+                Action::EnterSplice(DOWN),
+                Action::Readable(DOWN)
+            ]
+        );
+        assert_eq!(
+            sim.complete(Op::Send(UP), hello.len() as i32),
+            vec![Action::EnterSplice(UP), Action::Readable(UP)]
+        );
+    }
+
+    #[test]
+    fn the_hello_read_times_out_after_five_seconds() {
+        let mut sim = Sim::open_tls();
+        let hello = client_hello_bytes(Some("db.example.com"), 16384);
+        assert_eq!(sim.hello_segment(&hello[..20], 3), vec![Action::RecvHello]);
+        assert!(sim.tick_after(Duration::from_millis(4900)).is_empty());
+        let a = sim.tick_after(Duration::from_millis(100));
+        assert_eq!(
+            a,
+            vec![Action::Finish(Close {
+                reason: CloseReason::IdleTimeout,
+                to_upstream: 0,
+                to_downstream: 0,
+            })]
+        );
+        // The recv still in flight is cancelled; a buffer it filled goes back.
+        assert_eq!(sim.recv(UP, 7, 4, false), vec![Action::GiveBack(4)]);
+        assert!(sim.complete(Op::Recv(UP), -libc::ECANCELED).is_empty());
+    }
+
+    #[test]
+    fn hello_read_failures_end_the_connection() {
+        struct Case {
+            res: i32,
+            reason: CloseReason,
+        }
+        for case in [
+            Case {
+                res: 0,
+                reason: CloseReason::Done,
+            },
+            Case {
+                res: -libc::ECONNRESET,
+                reason: CloseReason::DownstreamReset,
+            },
+        ] {
+            let mut sim = Sim::open_tls();
+            let a = sim.complete(Op::Recv(UP), case.res);
+            assert_eq!(finish_reason(&a), Some(case.reason));
+        }
+        // An empty ring: wait, then read again.
+        let mut sim = Sim::open_tls();
+        assert_eq!(
+            sim.complete(Op::Recv(UP), -libc::ENOBUFS),
+            vec![Action::WaitBuffers(UP)]
+        );
+        sim.conn.on_buffers(UP, &mut sim.out);
+        assert_eq!(std::mem::take(&mut sim.out), vec![Action::RecvHello]);
+        // Stopping while reading.
+        sim.conn.drain(&mut sim.out);
+        assert_eq!(
+            finish_reason(&std::mem::take(&mut sim.out)),
+            Some(CloseReason::Drained)
+        );
+    }
+
+    #[test]
+    fn not_tls_is_routed_like_no_sni_and_no_route_closes_with_nr() {
+        let mut sim = Sim::open_tls();
+        assert_eq!(
+            sim.hello_segment(b"GET / HTTP/1.1\r\n\r\n", 0),
+            vec![Action::Route]
+        );
+        let name = sim.conn.server_name().cloned();
+        assert!(matches!(name, Some(ServerName::NotTls(_))), "{name:?}");
+        assert_eq!(name.as_ref().and_then(ServerName::lookup_key), None);
+        sim.conn.on_route_failed(CloseReason::NoRoute, &mut sim.out);
+        let a = std::mem::take(&mut sim.out);
+        assert_eq!(finish_reason(&a), Some(CloseReason::NoRoute));
+        assert_eq!(CloseReason::NoRoute.flag(), "NR");
     }
 }

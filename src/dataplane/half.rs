@@ -59,10 +59,21 @@ enum Send {
     SinkFull,
 }
 
+/// Bytes read before the half started (a TLS ClientHello and what came
+/// with it), sent before anything received by the half; sent with a
+/// synchronous non-blocking send(2), so no op ever reads this memory.
+#[derive(Debug)]
+struct Prefix {
+    bytes: Vec<u8>,
+    sent: usize,
+}
+
 #[derive(Debug)]
 struct CopyPath {
     recv: Recv,
     send: Send,
+    /// While `Some`, the half sends it first and does not receive.
+    prefix: Option<Prefix>,
     queue: VecDeque<Chunk>,
 }
 
@@ -114,18 +125,34 @@ pub struct Half {
 impl Half {
     /// A half that starts moving bytes: emits its first actions.
     pub fn start(dir: Dir, splice_after: u64, out: &mut Vec<Action>) -> Half {
+        Half::start_with_prefix(dir, splice_after, Vec::new(), out)
+    }
+
+    /// A half that first sends `prefix` (when not empty), then moves bytes.
+    pub fn start_with_prefix(
+        dir: Dir,
+        splice_after: u64,
+        prefix: Vec<u8>,
+        out: &mut Vec<Action>,
+    ) -> Half {
+        let prefix = (!prefix.is_empty()).then_some(Prefix {
+            bytes: prefix,
+            sent: 0,
+        });
+        let has_prefix = prefix.is_some();
         let mut half = Half {
             dir,
             flow: Flow::Open,
             engine: Engine::Copy(CopyPath {
                 recv: Recv::Idle,
                 send: Send::Idle,
+                prefix,
                 queue: VecDeque::with_capacity(MAX_QUEUED_BUFFERS + 1),
             }),
             moved: 0,
             splice_after,
         };
-        if splice_after == 0 {
+        if splice_after == 0 && !has_prefix {
             half.enter_splice(out);
         } else {
             half.advance_copy(out);
@@ -139,6 +166,16 @@ impl Half {
 
     pub fn moved(&self) -> u64 {
         self.moved
+    }
+
+    /// What is left of the prefix to send.
+    pub fn prefix(&self) -> Option<&[u8]> {
+        match &self.engine {
+            Engine::Copy(CopyPath {
+                prefix: Some(p), ..
+            }) => p.bytes.get(p.sent..),
+            Engine::Copy(_) | Engine::Splice(_) => None,
+        }
     }
 
     pub fn is_splicing(&self) -> bool {
@@ -240,6 +277,15 @@ impl Half {
             return Outcome::Reset(self.dir.sink());
         }
         let n = res.unsigned_abs();
+        if let Some(prefix) = &mut copy.prefix {
+            prefix.sent += n as usize;
+            self.moved += u64::from(n);
+            if prefix.sent >= prefix.bytes.len() {
+                copy.prefix = None;
+            }
+            self.advance_copy(out);
+            return Outcome::Active;
+        }
         let Some(front) = copy.queue.front_mut() else {
             debug_assert!(false, "send completion without a chunk");
             return Outcome::Continue;
@@ -262,6 +308,14 @@ impl Half {
         let Engine::Copy(copy) = &mut self.engine else {
             return;
         };
+        if copy.prefix.is_some() {
+            // Nothing is received before the prefix is out.
+            if copy.send == Send::Idle {
+                copy.send = Send::InFlight;
+                out.push(Action::SendPrefix(dir));
+            }
+            return;
+        }
         if copy.send == Send::Idle {
             if let Some(front) = copy.queue.front() {
                 copy.send = Send::InFlight;
@@ -318,6 +372,7 @@ impl Half {
             self.engine = Engine::Copy(CopyPath {
                 recv: Recv::Idle,
                 send: Send::Idle,
+                prefix: None,
                 queue: VecDeque::with_capacity(MAX_QUEUED_BUFFERS + 1),
             });
             // Never try the pipe pool again for this half.
@@ -402,6 +457,7 @@ impl Half {
         match &self.engine {
             Engine::Copy(CopyPath {
                 send: Send::InFlight,
+                prefix: None,
                 queue,
                 ..
             }) => queue.front().map(|c| c.bid),
@@ -414,7 +470,7 @@ impl Half {
     pub fn idle_buffers(&self) -> impl Iterator<Item = u16> + '_ {
         let (skip, queue) = match &self.engine {
             Engine::Copy(copy) => (
-                usize::from(copy.send == Send::InFlight),
+                usize::from(copy.send == Send::InFlight && copy.prefix.is_none()),
                 Some(copy.queue.iter().map(|c| c.bid)),
             ),
             Engine::Splice(_) => (0, None),

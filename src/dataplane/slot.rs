@@ -13,14 +13,15 @@ use std::time::{Duration, Instant};
 use io_uring::types::Timespec;
 use socket2::{SockAddr, SockRef, Socket, TcpKeepalive, Type};
 
-use crate::routing::table::{ClusterId, Keepalive, ProxyProtocol, RouteId};
+use crate::routing::table::{ClusterId, Keepalive, ListenerRouting, ProxyProtocol, RouteId};
 
 use super::Plan;
-use super::conn::{Action, Close, CloseReason, Completion, Connection};
+use super::conn::{Action, Close, CloseReason, Completion, Connection, ServerName};
 use super::forward;
 use super::pipe::{self, OwnedPipe};
 use super::proxy_protocol;
-use super::token::{Op, Side, Token};
+use super::ring::RecvMode;
+use super::token::{Dir, Op, Side, Token};
 use super::worker::Worker;
 
 /// Where a connection's upstream is.
@@ -43,8 +44,11 @@ pub(super) struct Slot {
     pub(super) peer: SocketAddr,
     pub(super) listener: usize,
     pub(super) plan: Arc<Plan>,
-    pub(super) route: RouteId,
-    pub(super) cluster: ClusterId,
+    /// The route and its cluster (counted in `plan.cluster_open`); `None`
+    /// while a TLS passthrough connection is reading its ClientHello.
+    pub(super) target: Option<(RouteId, ClusterId)>,
+    /// TLS passthrough: the server name the ClientHello asked for.
+    pub(super) sni: Option<ServerName>,
     pub(super) upstream: Option<Upstream>,
     /// Endpoints tried so far (a retry prefers another one).
     pub(super) tried: Vec<usize>,
@@ -191,6 +195,79 @@ impl Worker {
                 }
             }
             Action::Finish(close) => self.finish(index, close),
+            Action::RecvHello => {
+                let fd = slot.downstream.as_raw_fd();
+                let token = slot.token(index, Op::Recv(Dir::ToUpstream));
+                // One buffer per op: nothing is received past the hello
+                // until the connection asks again.
+                self.ring.recv(fd, RecvMode::Single, 0, token);
+                slot.inflight += 1;
+            }
+            Action::TakeHello { bid, len } => {
+                let len = len.min(self.shared.settings.buffer_size) as usize;
+                // SAFETY: the recv that filled buffer `bid` with `len` bytes
+                // has completed and the buffer is not back in the ring yet:
+                // nothing writes it while this slice lives.
+                let bytes = unsafe { std::slice::from_raw_parts(self.bufs.address(bid, 0), len) };
+                slot.conn.on_hello_bytes(bytes, &mut self.scratch);
+                self.bufs.give_back(bid);
+            }
+            Action::Route => self.route_hello(index),
+            Action::SendPrefix(dir) => {
+                let res = send_prefix(slot, dir);
+                let done = Completion {
+                    op: Op::Send(dir),
+                    res,
+                    bid: None,
+                    more: false,
+                };
+                slot.conn
+                    .on_completion(done, Instant::now(), &mut self.scratch);
+            }
+        }
+    }
+
+    /// Route a TLS passthrough connection by the SNI of its ClientHello.
+    fn route_hello(&mut self, index: u32) {
+        let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(name) = slot.conn.server_name().cloned() else {
+            return;
+        };
+        slot.sni = Some(name.clone());
+        let plan = Arc::clone(&slot.plan);
+        let listener = &self.listeners[slot.listener];
+        let route = plan
+            .table
+            .listeners
+            .get(listener.index)
+            .and_then(|l| match &l.routing {
+                ListenerRouting::TlsPassthrough { sni } => sni.lookup(name.lookup_key()),
+                ListenerRouting::Tcp { route } => Some(*route),
+            });
+        let Some(route) = route else {
+            if self.sni_errors.allow(Instant::now()) {
+                tracing::info!(worker = self.id, listener = %listener.name, downstream = %slot.peer, sni = %name, flag = CloseReason::NoRoute.flag(), "no route for this SNI; connection closed (at most one line per second)");
+            }
+            slot.conn
+                .on_route_failed(CloseReason::NoRoute, &mut self.scratch);
+            return;
+        };
+        tracing::debug!(worker = self.id, downstream = %slot.peer, sni = %name, route = %plan.table.route(route).name, "SNI routed");
+        let peer = slot.peer;
+        match self.reserve(&plan, route, peer) {
+            Ok((cluster, limits)) => {
+                if let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) {
+                    slot.target = Some((route, cluster));
+                    slot.conn.on_routed(limits, &mut self.scratch);
+                }
+            }
+            Err(reason) => {
+                if let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) {
+                    slot.conn.on_route_failed(reason, &mut self.scratch);
+                }
+            }
         }
     }
 
@@ -212,7 +289,11 @@ impl Worker {
             self.balancer
                 .connect_failed(previous.cluster, previous.endpoint, outlier, now);
         }
-        let cluster = slot.cluster;
+        let Some((_, cluster)) = slot.target else {
+            slot.conn
+                .on_connect_unavailable(CloseReason::NoRoute, &mut self.scratch);
+            return;
+        };
         let Some(endpoint) =
             self.balancer
                 .pick_endpoint(&plan, cluster, slot.peer.ip(), &slot.tried, now)
@@ -273,8 +354,9 @@ impl Worker {
             worker = self.id,
             downstream = %slot.peer,
             listener = %self.listeners[slot.listener].name,
-            route = %slot.plan.table.route(slot.route).name,
-            cluster = %slot.plan.table.cluster(slot.cluster).name,
+            sni = %slot.sni.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string),
+            route = %slot.target.map_or("-", |(r, _)| slot.plan.table.route(r).name.as_str()),
+            cluster = %slot.target.map_or("-", |(_, c)| slot.plan.table.cluster(c).name.as_str()),
             upstream = ?slot.upstream.as_ref().map(|u| slot.plan.endpoints[u.cluster.0 as usize][u.endpoint].address),
             to_upstream = close.to_upstream,
             to_downstream = close.to_downstream,
@@ -309,7 +391,9 @@ impl Worker {
         if let Some(u) = &slot.upstream {
             self.balancer.closed(u.cluster, u.endpoint);
         }
-        slot.plan.cluster_open[slot.cluster.0 as usize].fetch_sub(1, Ordering::Relaxed);
+        if let Some((_, cluster)) = slot.target {
+            slot.plan.cluster_open[cluster.0 as usize].fetch_sub(1, Ordering::Relaxed);
+        }
         self.shared.open.fetch_sub(1, Ordering::Relaxed);
         for pipe in slot.pipes.into_iter().flatten() {
             // It still holds this connection's bytes: close it, never reuse it.
@@ -339,6 +423,24 @@ fn upstream_socket(address: SocketAddr, keepalive: Option<Keepalive>) -> io::Res
         socket.set_tcp_keepalive(&ka)?;
     }
     Ok(socket)
+}
+
+/// Send what is left of the direction's prefix with a non-blocking send(2)
+/// (the bytes are copied into the socket buffer before it returns): the
+/// byte count, or a negated errno as a completion would carry it.
+fn send_prefix(slot: &Slot, dir: Dir) -> i32 {
+    let Some(bytes) = slot.conn.prefix(dir) else {
+        return -libc::EINVAL;
+    };
+    let sock = match (dir.sink(), &slot.upstream) {
+        (Side::Downstream, _) => SockRef::from(&slot.downstream),
+        (Side::Upstream, Some(u)) => SockRef::from(&u.socket),
+        (Side::Upstream, None) => return -libc::ENOTCONN,
+    };
+    match sock.send_with_flags(bytes, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) {
+        Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
+        Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
+    }
 }
 
 /// Write the PROXY protocol header on a just-connected upstream socket,

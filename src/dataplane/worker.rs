@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use io_uring::types::Timespec;
 use socket2::{SockAddr, SockRef, Socket};
 
-use crate::routing::table::ListenerRouting;
+use crate::routing::table::{ClusterId, ListenerRouting, RouteId};
 
 use super::balancer::Balancer;
 use super::bufring::BufRing;
@@ -53,6 +53,14 @@ pub struct WorkerListener {
     /// Index into the table's listeners.
     pub index: usize,
     pub name: String,
+}
+
+/// How a connection accepted on a listener is routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Routing {
+    Route(RouteId),
+    /// TLS passthrough: once its ClientHello is read, by the SNI.
+    BySni,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +101,8 @@ pub struct Worker {
     accept_errors: LogLimit,
     /// At most one "cannot open an upstream socket" line per second.
     pub(super) socket_errors: LogLimit,
+    /// At most one "no route for this SNI" line per second.
+    pub(super) sni_errors: LogLimit,
     pub(super) next_pipe_trim: Instant,
 }
 
@@ -146,6 +156,7 @@ impl Worker {
             stopping: false,
             accept_errors: LogLimit::default(),
             socket_errors: LogLimit::default(),
+            sni_errors: LogLimit::default(),
             next_pipe_trim: Instant::now() + PIPE_IDLE,
         })
     }
@@ -282,15 +293,15 @@ impl Worker {
         }
         let plan = Arc::clone(&self.plan);
         let listener = &self.listeners[i];
-        let Some(route) = plan
+        let routing = plan
             .table
             .listeners
             .get(listener.index)
-            .and_then(|l| match &l.routing {
-                ListenerRouting::Tcp { route } => Some(*route),
-                ListenerRouting::TlsPassthrough { .. } => None,
-            })
-        else {
+            .map(|l| match &l.routing {
+                ListenerRouting::Tcp { route } => Routing::Route(*route),
+                ListenerRouting::TlsPassthrough { .. } => Routing::BySni,
+            });
+        let Some(routing) = routing else {
             tracing::debug!(worker = self.id, %peer, flag = CloseReason::NoRoute.flag(), "no route");
             return;
         };
@@ -300,26 +311,28 @@ impl Worker {
             tracing::debug!(worker = self.id, %peer, flag = CloseReason::Overflow.flag(), "process connection limit reached");
             return;
         }
-        let Some(cluster) = self.balancer.pick_cluster(&plan, route) else {
-            self.shared.open.fetch_sub(1, Ordering::Relaxed);
-            return;
+        let now = Instant::now();
+        let (conn, target) = match routing {
+            Routing::Route(route) => match self.reserve(&plan, route, peer) {
+                Ok((cluster, limits)) => (
+                    Connection::open(limits, now, &mut self.scratch),
+                    Some((route, cluster)),
+                ),
+                Err(_) => {
+                    self.shared.open.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+            },
+            Routing::BySni => {
+                let limits = Limits {
+                    idle_timeout: None,
+                    max_duration: None,
+                    connect_attempts: self.shared.settings.connect_attempts.max(1),
+                    splice_after: self.shared.settings.splice_after,
+                };
+                (Connection::open_tls(limits, now, &mut self.scratch), None)
+            }
         };
-        let max_cluster = plan.table.cluster(cluster).policy.max_connections;
-        let open = &plan.cluster_open[cluster.0 as usize];
-        if open.fetch_add(1, Ordering::Relaxed) >= max_cluster {
-            open.fetch_sub(1, Ordering::Relaxed);
-            self.shared.open.fetch_sub(1, Ordering::Relaxed);
-            tracing::debug!(worker = self.id, %peer, cluster = %plan.table.cluster(cluster).name, flag = CloseReason::Overflow.flag(), "cluster connection limit reached");
-            return;
-        }
-        let r = plan.table.route(route);
-        let limits = Limits {
-            idle_timeout: r.idle_timeout,
-            max_duration: r.max_connection_duration,
-            connect_attempts: self.shared.settings.connect_attempts.max(1),
-            splice_after: self.shared.settings.splice_after,
-        };
-        let conn = Connection::open(limits, Instant::now(), &mut self.scratch);
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -337,8 +350,8 @@ impl Worker {
             peer,
             listener: i,
             plan,
-            route,
-            cluster,
+            target,
+            sni: None,
             upstream: None,
             tried: Vec::new(),
             connect: Box::new(ConnectArgs {
@@ -350,6 +363,36 @@ impl Worker {
         });
         self.live += 1;
         self.perform(index);
+    }
+
+    /// Pick the route's cluster and count the connection against its limit;
+    /// the connection's limits. The process limit is counted by the caller.
+    pub(super) fn reserve(
+        &mut self,
+        plan: &Plan,
+        route: RouteId,
+        peer: SocketAddr,
+    ) -> Result<(ClusterId, Limits), CloseReason> {
+        let Some(cluster) = self.balancer.pick_cluster(plan, route) else {
+            return Err(CloseReason::NoHealthyUpstream);
+        };
+        let max_cluster = plan.table.cluster(cluster).policy.max_connections;
+        let open = &plan.cluster_open[cluster.0 as usize];
+        if open.fetch_add(1, Ordering::Relaxed) >= max_cluster {
+            open.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(worker = self.id, %peer, cluster = %plan.table.cluster(cluster).name, flag = CloseReason::Overflow.flag(), "cluster connection limit reached");
+            return Err(CloseReason::Overflow);
+        }
+        let r = plan.table.route(route);
+        Ok((
+            cluster,
+            Limits {
+                idle_timeout: r.idle_timeout,
+                max_duration: r.max_connection_duration,
+                connect_attempts: self.shared.settings.connect_attempts.max(1),
+                splice_after: self.shared.settings.splice_after,
+            },
+        ))
     }
 
     fn on_conn(&mut self, t: Token, cqe: Cqe) {

@@ -4,6 +4,8 @@
 //! ringway's per-connection lines in a failing test's output.
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
+pub mod client_hello;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
