@@ -4,6 +4,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ringway::accesslog::{self, AccessLog};
 use ringway::cli::{ConfigArgs, check, demo};
 use ringway::dataplane::Settings;
 use ringway::dataplane::ring::RecvMode;
@@ -67,10 +68,10 @@ struct ControlArgs {
     /// How long SIGTERM waits for open connections [not implemented yet: they close at once].
     #[arg(long, value_name = "DUR")]
     drain_timeout: Option<String>,
-    /// One line per connection at close: a file, "-" for stdout, or "off" [not implemented yet].
-    #[arg(long, value_name = "PATH|-|off")]
-    access_log: Option<String>,
-    /// Log line format.
+    /// One line per connection at close: a file, "-" for stdout, or "off".
+    #[arg(long, value_name = "PATH|-|off", default_value = "off")]
+    access_log: String,
+    /// Log line format (also of the access log).
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
 }
@@ -87,7 +88,6 @@ impl ControlArgs {
         let given = [
             ("--admin", self.admin.as_deref()),
             ("--drain-timeout", self.drain_timeout.as_deref()),
-            ("--access-log", self.access_log.as_deref()),
         ];
         for (flag, value) in given {
             match value {
@@ -145,6 +145,7 @@ impl DataArgs {
                         .unwrap_or(defaults.pipe_size),
                 }
             },
+            access_log: AccessLog::off(),
         }
     }
 }
@@ -201,7 +202,27 @@ fn main() -> ExitCode {
             control,
         } => {
             control.warn_unimplemented();
-            match supervisor::run(&data.options(&config)) {
+            let format = match control.log_format {
+                LogFormat::Json => accesslog::Format::Json,
+                LogFormat::Text => accesslog::Format::Text,
+            };
+            let target = accesslog::Target::parse(&control.access_log);
+            let (access_log, logger) = match accesslog::AccessLog::start(&target, format) {
+                Ok(started) => started,
+                Err(e) => {
+                    tracing::error!(access_log = %control.access_log, error = %e, "cannot open the access log; check the path and its directory's permissions");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mut options = data.options(&config);
+            options.access_log = access_log;
+            let result = supervisor::run(&options);
+            // The workers' clones are gone: the logger drains and ends.
+            drop(options);
+            if let Some(logger) = logger {
+                let _ = logger.join();
+            }
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");

@@ -41,11 +41,13 @@ fn stop_set() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
         set
     }
 }
 
-/// Block SIGTERM and SIGINT in the calling thread and every thread it
+/// Block SIGTERM, SIGINT, SIGHUP and SIGUSR1 in the calling thread and every thread it
 /// spawns afterwards, so that only [`wait_stop_signal`] takes them.
 pub fn block_stop_signals() {
     let set = stop_set();
@@ -55,7 +57,27 @@ pub fn block_stop_signals() {
     }
 }
 
-/// Wait for SIGTERM or SIGINT; returns the signal number.
+/// What a signal asks the supervisor to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    /// SIGTERM (systemd, Kubernetes, `kill`) or SIGINT (Ctrl-C): drain and exit.
+    Stop(i32),
+    /// SIGHUP (an operator or a config-management tool): reload the configuration.
+    Reload,
+    /// SIGUSR1 (logrotate's postrotate): reopen the access log.
+    ReopenLog,
+}
+
+/// Wait for the next signal ringway acts on.
+pub fn wait_intent() -> Intent {
+    match wait_stop_signal() {
+        libc::SIGHUP => Intent::Reload,
+        libc::SIGUSR1 => Intent::ReopenLog,
+        sig => Intent::Stop(sig),
+    }
+}
+
+/// Wait for SIGTERM, SIGINT, SIGHUP or SIGUSR1; returns the signal number.
 pub fn wait_stop_signal() -> i32 {
     let set = stop_set();
     let mut sig: libc::c_int = 0;

@@ -10,12 +10,14 @@ use std::thread;
 
 use arc_swap::ArcSwap;
 
+use crate::accesslog::AccessLog;
 use crate::dataplane::listener;
 use crate::dataplane::ring::{Ring, SetupError};
 use crate::dataplane::wake::WakeFd;
 use crate::dataplane::worker::{Worker, WorkerListener};
 use crate::dataplane::{Plan, Settings, Shared, Target};
 use crate::diag::Severity;
+use crate::metrics::{WorkerHandle, WorkerMetrics};
 use crate::pipeline::Source;
 use crate::process;
 use crate::routing::RouteTable;
@@ -41,6 +43,8 @@ pub struct RunOptions {
     pub source: Source,
     pub workers: Option<usize>,
     pub settings: Settings,
+    /// Cloned into every worker (`AccessLog::off()` writes nothing).
+    pub access_log: AccessLog,
 }
 
 /// A running gateway (used by `run`, and by `demo` which also needs to know
@@ -50,15 +54,30 @@ pub struct Gateway {
     wakes: Vec<Arc<WakeFd>>,
     threads: Vec<thread::JoinHandle<()>>,
     failed: Arc<AtomicBool>,
+    /// Each worker's counters, read at scrape time.
+    pub metrics: Vec<Arc<WorkerMetrics>>,
+    access_log: AccessLog,
 }
 
 /// Run until SIGTERM or SIGINT.
 pub fn run(options: &RunOptions) -> Result<(), RunError> {
     process::block_stop_signals();
     let gateway = start(options)?;
-    let signal = process::wait_stop_signal();
-    tracing::info!(signal, "stopping");
-    gateway.stop()
+    loop {
+        match process::wait_intent() {
+            process::Intent::Stop(signal) => {
+                tracing::info!(signal, "stopping");
+                return gateway.stop();
+            }
+            process::Intent::ReopenLog => {
+                tracing::info!("reopening the access log");
+                gateway.access_log.reopen();
+            }
+            process::Intent::Reload => {
+                tracing::warn!("SIGHUP: reload is not wired in this build yet; ignored");
+            }
+        }
+    }
 }
 
 /// Load, bind and start the workers; returns once every worker is serving.
@@ -108,6 +127,7 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut wakes = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
+    let mut metrics = Vec::with_capacity(workers);
     for (id, own) in listeners.into_iter().enumerate() {
         let wake = Arc::new(WakeFd::new().map_err(|e| RunError::Worker {
             worker: id,
@@ -118,9 +138,27 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
         let shared = Arc::clone(&shared);
         let failed = Arc::clone(&failed);
         let ready = ready_tx.clone();
+        let counters = WorkerMetrics::new();
+        metrics.push(Arc::clone(&counters));
+        let access_log = options.access_log.clone();
         let spawned = thread::Builder::new()
             .name(format!("ringway-w{id}"))
-            .spawn(move || worker_main(id, core, shared, own, wake, ready, failed));
+            .spawn(move || {
+                let handle = WorkerHandle::new(counters);
+                worker_main(
+                    id,
+                    core,
+                    Parts {
+                        shared,
+                        listeners: own,
+                        wake,
+                        metrics: handle,
+                        access_log,
+                    },
+                    ready,
+                    failed,
+                )
+            });
         match spawned {
             Ok(handle) => threads.push(handle),
             Err(e) => {
@@ -137,6 +175,8 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
         wakes,
         threads,
         failed,
+        metrics,
+        access_log: options.access_log.clone(),
     };
     for id in 0..workers {
         match ready_rx.recv() {
@@ -158,12 +198,19 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
     Ok(gateway)
 }
 
-fn worker_main(
-    id: usize,
-    core: Option<core_affinity::CoreId>,
+/// What a worker thread is started with.
+struct Parts {
     shared: Arc<Shared>,
     listeners: Vec<WorkerListener>,
     wake: Arc<WakeFd>,
+    metrics: WorkerHandle,
+    access_log: AccessLog,
+}
+
+fn worker_main(
+    id: usize,
+    core: Option<core_affinity::CoreId>,
+    parts: Parts,
     ready: mpsc::Sender<Result<(), String>>,
     failed: Arc<AtomicBool>,
 ) {
@@ -176,19 +223,24 @@ fn worker_main(
             );
         }
     }
-    run_with(id, shared, listeners, wake, ready, failed);
+    run_with(id, parts, ready, failed);
 }
 
 fn run_with(
     id: usize,
-    shared: Arc<Shared>,
-    listeners: Vec<WorkerListener>,
-    wake: Arc<WakeFd>,
+    parts: Parts,
     ready: mpsc::Sender<Result<(), String>>,
     failed: Arc<AtomicBool>,
 ) {
     let _span = tracing::info_span!("worker", worker = id).entered();
-    let worker = match Worker::new(id, shared, listeners, wake) {
+    let worker = match Worker::new(
+        id,
+        parts.shared,
+        parts.listeners,
+        parts.wake,
+        parts.metrics,
+        parts.access_log,
+    ) {
         Ok(w) => w,
         Err(e) => {
             let _ = ready.send(Err(e.to_string()));
@@ -230,16 +282,18 @@ fn resolve(table: RouteTable) -> Plan {
         .iter()
         .map(|c| {
             let mut targets = Vec::new();
-            for e in &c.endpoints {
+            for (source, e) in c.endpoints.iter().enumerate() {
                 match &e.address {
                     EndpointAddress::Ip(ip) => targets.push(Target {
                         address: SocketAddr::new(*ip, e.port),
                         weight: e.weight,
+                        source,
                     }),
                     EndpointAddress::Hostname(host) => match (host.as_str(), e.port).to_socket_addrs() {
                         Ok(addrs) => targets.extend(addrs.map(|address| Target {
                             address,
                             weight: e.weight,
+                            source,
                         })),
                         Err(err) => tracing::warn!(cluster = %c.name, host = %host, error = %err, "cannot resolve endpoint; skipped"),
                     },

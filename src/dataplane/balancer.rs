@@ -263,6 +263,8 @@ fn fnv1a(ip: IpAddr) -> u64 {
 pub struct Target {
     pub address: SocketAddr,
     pub weight: u32,
+    /// Index of the table endpoint it was resolved from (its labels).
+    pub source: usize,
 }
 
 #[cfg(test)]
@@ -315,6 +317,7 @@ mod tests {
             endpoints: vec![
                 (0..n)
                     .map(|i| Target {
+                        source: i,
                         address: SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16)),
                         weight: 1,
                     })

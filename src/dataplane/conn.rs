@@ -331,6 +331,14 @@ impl Connection {
         matches!(self.phase, Phase::Finished { .. })
     }
 
+    /// Bytes written so far to the upstream and to the downstream.
+    pub fn moved(&self) -> [u64; 2] {
+        match &self.phase {
+            Phase::Forwarding { halves } => [halves[0].moved(), halves[1].moved()],
+            _ => [0, 0],
+        }
+    }
+
     pub fn opened(&self) -> Instant {
         self.opened
     }

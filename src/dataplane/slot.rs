@@ -7,12 +7,15 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use io_uring::types::Timespec;
 use socket2::{SockAddr, SockRef, Socket, TcpKeepalive, Type};
 
+use crate::accesslog::Record;
+use crate::metrics::worker::add;
+use crate::metrics::{IstioLabels, TcpCounters};
 use crate::routing::table::{ClusterId, Keepalive, ListenerRouting, ProxyProtocol, RouteId};
 
 use super::Plan;
@@ -57,6 +60,37 @@ pub(super) struct Slot {
     pub(super) inflight: u32,
     /// Pipes holding bytes, per direction.
     pub(super) pipes: [Option<OwnedPipe>; 2],
+    pub(super) meter: Meter,
+}
+
+/// A connection's share of the worker's counters.
+pub(super) struct Meter {
+    pub(super) started: SystemTime,
+    /// Istio counters of the connected endpoint (flags `-`); `None` until
+    /// the upstream connects.
+    pub(super) tcp: Option<Arc<TcpCounters>>,
+    /// Bytes already added to `tcp`, per direction.
+    pub(super) reported: [u64; 2],
+    /// The listener's active-connections gauge.
+    pub(super) active: Arc<AtomicI64>,
+}
+
+/// The Istio labels of a connection to endpoint `upstream` (an index into
+/// `plan.endpoints`) of `cluster`.
+pub(super) fn labels(
+    plan: &Plan,
+    cluster: Option<ClusterId>,
+    upstream: Option<usize>,
+    flag: &'static str,
+) -> IstioLabels {
+    let Some(cluster) = cluster else {
+        return IstioLabels::unrouted(flag);
+    };
+    let c = plan.table.cluster(cluster);
+    let endpoint = upstream
+        .and_then(|e| plan.endpoints[cluster.0 as usize].get(e))
+        .and_then(|t| c.endpoints.get(t.source));
+    IstioLabels::new(c, endpoint, flag)
 }
 
 impl Slot {
@@ -82,6 +116,14 @@ impl Worker {
             Action::Connected => {
                 if let Some(u) = &slot.upstream {
                     self.balancer.connect_succeeded(u.cluster, u.endpoint);
+                    let tcp = self.metrics.tcp(&labels(
+                        &slot.plan,
+                        Some(u.cluster),
+                        Some(u.endpoint),
+                        CloseReason::Done.flag(),
+                    ));
+                    add(&tcp.opened, 1);
+                    slot.meter.tcp = Some(tcp);
                     if let Some(version) = slot.plan.table.cluster(u.cluster).policy.proxy_protocol
                     {
                         if let Err(e) = send_proxy_header(slot, version) {
@@ -288,6 +330,8 @@ impl Worker {
                 .outlier_detection;
             self.balancer
                 .connect_failed(previous.cluster, previous.endpoint, outlier, now);
+            let name = &plan.table.cluster(previous.cluster).name;
+            add(&self.metrics.cluster(name).connect_failures, 1);
         }
         let Some((_, cluster)) = slot.target else {
             slot.conn
@@ -321,6 +365,13 @@ impl Worker {
             }
         };
         self.balancer.opened(cluster, endpoint);
+        add(
+            &self
+                .metrics
+                .cluster(&plan.table.cluster(cluster).name)
+                .connect_attempts,
+            1,
+        );
         slot.connect.address = SockAddr::from(target.address);
         slot.connect.timeout = Timespec::from(policy.connect_timeout);
         self.ring.connect(
@@ -348,7 +399,59 @@ impl Worker {
                 let outlier = slot.plan.table.cluster(u.cluster).policy.outlier_detection;
                 self.balancer
                     .connect_failed(u.cluster, u.endpoint, outlier, Instant::now());
+                let name = &slot.plan.table.cluster(u.cluster).name;
+                add(&self.metrics.cluster(name).connect_failures, 1);
             }
+        }
+        let flag = close.reason.flag();
+        let cluster = slot.target.map(|(_, c)| c);
+        let endpoint = slot.upstream.as_ref().map(|u| u.endpoint);
+        match &slot.meter.tcp {
+            Some(tcp) => {
+                let [up, down] = slot.meter.reported;
+                add(&tcp.received_bytes, close.to_upstream.saturating_sub(up));
+                add(&tcp.sent_bytes, close.to_downstream.saturating_sub(down));
+                slot.meter.reported = [close.to_upstream, close.to_downstream];
+                let closed = if close.reason == CloseReason::Done {
+                    Arc::clone(tcp)
+                } else {
+                    self.metrics
+                        .tcp(&labels(&slot.plan, cluster, endpoint, flag))
+                };
+                add(&closed.closed, 1);
+            }
+            None => {
+                let tcp = self
+                    .metrics
+                    .tcp(&labels(&slot.plan, cluster, endpoint, flag));
+                add(&tcp.opened, 1);
+                add(&tcp.closed, 1);
+            }
+        }
+        if self.access_log.enabled() {
+            let listener = self.listeners[slot.listener].index;
+            let sni = slot.sni.as_ref().map(ToString::to_string);
+            self.access_log.log(&Record {
+                start_time: slot.meter.started,
+                duration: slot.conn.opened().elapsed(),
+                downstream_remote_address: slot.peer,
+                downstream_local_address: slot
+                    .plan
+                    .table
+                    .listeners
+                    .get(listener)
+                    .map_or(slot.peer, |l| l.address),
+                requested_server_name: sni.as_deref(),
+                upstream_cluster: cluster.map(|c| slot.plan.table.cluster(c).name.as_str()),
+                upstream_host: slot
+                    .upstream
+                    .as_ref()
+                    .map(|u| slot.plan.endpoints[u.cluster.0 as usize][u.endpoint].address),
+                bytes_received: close.to_upstream,
+                bytes_sent: close.to_downstream,
+                response_flags: flag,
+                generation: slot.plan.table.generation,
+            });
         }
         tracing::debug!(
             worker = self.id,
@@ -375,6 +478,26 @@ impl Worker {
         }
     }
 
+    /// Add the bytes written since the last call to the Istio counters.
+    pub(super) fn advance_bytes(&mut self, index: u32) {
+        let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(tcp) = &slot.meter.tcp else {
+            return;
+        };
+        let [up, down] = slot.conn.moved();
+        let [old_up, old_down] = slot.meter.reported;
+        if up > old_up {
+            add(&tcp.received_bytes, up - old_up);
+            slot.meter.reported[0] = up;
+        }
+        if down > old_down {
+            add(&tcp.sent_bytes, down - old_down);
+            slot.meter.reported[1] = down;
+        }
+    }
+
     /// Free a finished slot once no op of it is in flight.
     pub(super) fn release_if_done(&mut self, index: u32) {
         let done = self
@@ -395,6 +518,7 @@ impl Worker {
             slot.plan.cluster_open[cluster.0 as usize].fetch_sub(1, Ordering::Relaxed);
         }
         self.shared.open.fetch_sub(1, Ordering::Relaxed);
+        slot.meter.active.fetch_sub(1, Ordering::Relaxed);
         for pipe in slot.pipes.into_iter().flatten() {
             // It still holds this connection's bytes: close it, never reuse it.
             drop(pipe);

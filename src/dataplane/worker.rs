@@ -8,13 +8,16 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use io_uring::types::Timespec;
 use socket2::{SockAddr, SockRef, Socket};
 
+use crate::accesslog::{AccessLog, Record};
+use crate::metrics::WorkerHandle;
+use crate::metrics::worker::add;
 use crate::routing::table::{ClusterId, ListenerRouting, RouteId};
 
 use super::balancer::Balancer;
@@ -23,7 +26,7 @@ use super::conn::{Action, CloseReason, Completion, Connection, Limits};
 use super::forward::{BUFFER_COUNT, PIPE_POOL_KEEP};
 use super::pipe::PipePool;
 use super::ring::{Cqe, RecvMode, Ring, SetupError};
-use super::slot::{ConnectArgs, Slot};
+use super::slot::{ConnectArgs, Meter, Slot, labels};
 use super::token::{self, Dir, Event, Token};
 use super::wake::WakeFd;
 use super::{Plan, Shared};
@@ -104,6 +107,11 @@ pub struct Worker {
     /// At most one "no route for this SNI" line per second.
     pub(super) sni_errors: LogLimit,
     pub(super) next_pipe_trim: Instant,
+    /// This worker's counters (a lock-free cache in front of the registry).
+    pub(super) metrics: WorkerHandle,
+    pub(super) access_log: AccessLog,
+    /// Active-connections gauge of each listener (indexed like `listeners`).
+    gauges: Vec<Arc<AtomicI64>>,
 }
 
 impl Worker {
@@ -113,6 +121,8 @@ impl Worker {
         shared: Arc<Shared>,
         listeners: Vec<WorkerListener>,
         wake: Arc<WakeFd>,
+        mut metrics: WorkerHandle,
+        access_log: AccessLog,
     ) -> Result<Worker, WorkerError> {
         let mut ring = Ring::new()?;
         let mut bufs = ring
@@ -130,6 +140,16 @@ impl Worker {
         let pipe_size = shared.settings.pipe_size;
         let mut plans = arc_swap::Cache::new(Arc::clone(&shared.plan));
         let plan = Arc::clone(plans.load());
+        let gauges = listeners
+            .iter()
+            .map(|l| {
+                let address = plan.table.listeners.get(l.index).map_or_else(
+                    || SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+                    |t| t.address,
+                );
+                metrics.listener(address)
+            })
+            .collect();
         let seed =
             (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id());
         Ok(Worker {
@@ -158,6 +178,9 @@ impl Worker {
             socket_errors: LogLimit::default(),
             sni_errors: LogLimit::default(),
             next_pipe_trim: Instant::now() + PIPE_IDLE,
+            metrics,
+            access_log,
+            gauges,
         })
     }
 
@@ -244,6 +267,7 @@ impl Worker {
                 self.open(i, fd);
             }
         } else if cqe.res == -libc::EMFILE || cqe.res == -libc::ENFILE {
+            self.metrics.accept_error();
             let now = Instant::now();
             if self.accept_errors.allow(now) {
                 tracing::warn!(
@@ -262,6 +286,7 @@ impl Worker {
             }
             return;
         } else if cqe.res != -libc::ECANCELED {
+            self.metrics.accept_error();
             tracing::warn!(
                 worker = self.id,
                 listener = %self.listeners[i].name,
@@ -303,12 +328,14 @@ impl Worker {
             });
         let Some(routing) = routing else {
             tracing::debug!(worker = self.id, %peer, flag = CloseReason::NoRoute.flag(), "no route");
+            self.refused(i, &plan, peer, CloseReason::NoRoute);
             return;
         };
         let max = self.shared.settings.max_connections.unwrap_or(usize::MAX);
         if self.shared.open.fetch_add(1, Ordering::Relaxed) >= max {
             self.shared.open.fetch_sub(1, Ordering::Relaxed);
             tracing::debug!(worker = self.id, %peer, flag = CloseReason::Overflow.flag(), "process connection limit reached");
+            self.refused(i, &plan, peer, CloseReason::Overflow);
             return;
         }
         let now = Instant::now();
@@ -318,8 +345,9 @@ impl Worker {
                     Connection::open(limits, now, &mut self.scratch),
                     Some((route, cluster)),
                 ),
-                Err(_) => {
+                Err(reason) => {
                     self.shared.open.fetch_sub(1, Ordering::Relaxed);
+                    self.refused(i, &plan, peer, reason);
                     return;
                 }
             },
@@ -360,9 +388,45 @@ impl Worker {
             }),
             inflight: 0,
             pipes: [None, None],
+            meter: Meter {
+                started: SystemTime::now(),
+                tcp: None,
+                reported: [0, 0],
+                active: Arc::clone(&self.gauges[i]),
+            },
         });
+        self.gauges[i].fetch_add(1, Ordering::Relaxed);
         self.live += 1;
         self.perform(index);
+    }
+
+    /// A connection closed before it had a slot: counted and logged with
+    /// its flag.
+    fn refused(&mut self, i: usize, plan: &Plan, peer: SocketAddr, reason: CloseReason) {
+        let flag = reason.flag();
+        let tcp = self.metrics.tcp(&labels(plan, None, None, flag));
+        add(&tcp.opened, 1);
+        add(&tcp.closed, 1);
+        if self.access_log.enabled() {
+            let local = plan
+                .table
+                .listeners
+                .get(self.listeners[i].index)
+                .map_or(peer, |l| l.address);
+            self.access_log.log(&Record {
+                start_time: SystemTime::now(),
+                duration: Duration::ZERO,
+                downstream_remote_address: peer,
+                downstream_local_address: local,
+                requested_server_name: None,
+                upstream_cluster: None,
+                upstream_host: None,
+                bytes_received: 0,
+                bytes_sent: 0,
+                response_flags: flag,
+                generation: plan.table.generation,
+            });
+        }
     }
 
     /// Pick the route's cluster and count the connection against its limit;
@@ -380,6 +444,8 @@ impl Worker {
         let open = &plan.cluster_open[cluster.0 as usize];
         if open.fetch_add(1, Ordering::Relaxed) >= max_cluster {
             open.fetch_sub(1, Ordering::Relaxed);
+            let name = &plan.table.cluster(cluster).name;
+            add(&self.metrics.cluster(name).overflow, 1);
             tracing::debug!(worker = self.id, %peer, cluster = %plan.table.cluster(cluster).name, flag = CloseReason::Overflow.flag(), "cluster connection limit reached");
             return Err(CloseReason::Overflow);
         }
@@ -436,6 +502,7 @@ impl Worker {
             self.act(index, action);
             self.actions.extend(self.scratch.drain(..));
         }
+        self.advance_bytes(index);
         self.release_if_done(index);
     }
 
