@@ -62,9 +62,9 @@ enum Command {
 /// ones not implemented yet say so once at startup.
 #[derive(Debug, Clone, clap::Args)]
 struct ControlArgs {
-    /// Admin HTTP endpoint (/ready, /metrics, /reload), or "off" [not implemented yet].
-    #[arg(long, value_name = "ADDR|off")]
-    admin: Option<String>,
+    /// Admin HTTP endpoint (/ready, /healthz, /metrics, /config_dump, POST /reload), or "off".
+    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:15000", value_parser = parse_admin)]
+    admin: Admin,
     /// How long SIGTERM waits for open connections [not implemented yet: they close at once].
     #[arg(long, value_name = "DUR")]
     drain_timeout: Option<String>,
@@ -85,10 +85,7 @@ enum LogFormat {
 impl ControlArgs {
     /// One warning per option given that this build does not act on yet.
     fn warn_unimplemented(&self) {
-        let given = [
-            ("--admin", self.admin.as_deref()),
-            ("--drain-timeout", self.drain_timeout.as_deref()),
-        ];
+        let given = [("--drain-timeout", self.drain_timeout.as_deref())];
         for (flag, value) in given {
             match value {
                 None | Some("off") => {}
@@ -146,8 +143,22 @@ impl DataArgs {
                 }
             },
             access_log: AccessLog::off(),
+            admin: None,
         }
     }
+}
+
+/// `--admin`: an address, or `None` for "off".
+#[derive(Debug, Clone, Copy)]
+struct Admin(Option<std::net::SocketAddr>);
+
+fn parse_admin(text: &str) -> Result<Admin, String> {
+    if text == "off" {
+        return Ok(Admin(None));
+    }
+    text.parse()
+        .map(|a| Admin(Some(a)))
+        .map_err(|_| format!("{text:?} is not an address (IP:PORT) or \"off\""))
 }
 
 fn parse_recv_mode(text: &str) -> Result<RecvMode, String> {
@@ -216,6 +227,7 @@ fn main() -> ExitCode {
             };
             let mut options = data.options(&config);
             options.access_log = access_log;
+            options.admin = control.admin.0;
             let result = supervisor::run(&options);
             // The workers' clones are gone: the logger drains and ends.
             drop(options);

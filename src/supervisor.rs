@@ -11,13 +11,15 @@ use std::thread;
 use arc_swap::ArcSwap;
 
 use crate::accesslog::AccessLog;
+use crate::control::admin::{Admin, AdminServer};
+use crate::control::reload::Reloader;
 use crate::dataplane::listener;
 use crate::dataplane::ring::{Ring, SetupError};
 use crate::dataplane::wake::WakeFd;
 use crate::dataplane::worker::{Worker, WorkerListener};
 use crate::dataplane::{Plan, Settings, Shared, Target};
 use crate::diag::Severity;
-use crate::metrics::{WorkerHandle, WorkerMetrics};
+use crate::metrics::{ProcessMetrics, WorkerHandle, WorkerMetrics};
 use crate::pipeline::Source;
 use crate::process;
 use crate::routing::RouteTable;
@@ -33,6 +35,13 @@ pub enum RunError {
     NoListener,
     #[error("cannot start worker {worker}: {message}")]
     Worker { worker: usize, message: String },
+    #[error(
+        "cannot start the admin endpoint on {address}: {message}; pick a free address with --admin ADDR or --admin off"
+    )]
+    Admin {
+        address: SocketAddr,
+        message: String,
+    },
     #[error("a worker failed; see the error above")]
     WorkerFailed,
 }
@@ -45,6 +54,8 @@ pub struct RunOptions {
     pub settings: Settings,
     /// Cloned into every worker (`AccessLog::off()` writes nothing).
     pub access_log: AccessLog,
+    /// The admin endpoint's address (`--admin`); `None` = off.
+    pub admin: Option<SocketAddr>,
 }
 
 /// A running gateway (used by `run`, and by `demo` which also needs to know
@@ -54,20 +65,92 @@ pub struct Gateway {
     wakes: Vec<Arc<WakeFd>>,
     threads: Vec<thread::JoinHandle<()>>,
     failed: Arc<AtomicBool>,
-    /// Each worker's counters, read at scrape time.
-    pub metrics: Vec<Arc<WorkerMetrics>>,
     access_log: AccessLog,
+    /// What the admin endpoint and the signals act on.
+    pub control: Arc<Control>,
+}
+
+/// The gateway as the control plane sees it: readiness, counters, the
+/// table in use, reload.
+pub struct Control {
+    shared: Arc<Shared>,
+    /// Each worker's counters, read at scrape time.
+    metrics: Vec<Arc<WorkerMetrics>>,
+    reloader: Reloader,
+    /// Every listener bound and not draining.
+    ready: AtomicBool,
+}
+
+impl Admin for Control {
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn metrics(&self) -> String {
+        let snapshots: Vec<_> = self.metrics.iter().map(|m| m.snapshot()).collect();
+        let process = ProcessMetrics {
+            generation: self.shared.plan.load().table.generation,
+            reloads_success: self.reloader.succeeded(),
+            reloads_failure: self.reloader.failed(),
+            workers: self.metrics.len(),
+        };
+        crate::metrics::render(&process, &snapshots)
+    }
+
+    fn config_dump(&self) -> String {
+        let plan = self.shared.plan.load();
+        let mut text = serde_json::to_string_pretty(&serde_json::json!({
+            "generation": plan.table.generation,
+            "table": &plan.table,
+        }))
+        .unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    fn reload(&self) -> Result<u64, Vec<String>> {
+        Err(vec![
+            "reload is not wired in this build yet; the running configuration stays".to_owned(),
+        ])
+    }
 }
 
 /// Run until SIGTERM or SIGINT.
 pub fn run(options: &RunOptions) -> Result<(), RunError> {
     process::block_stop_signals();
     let gateway = start(options)?;
+    let admin = match options.admin {
+        None => None,
+        Some(address) => {
+            let control: Arc<dyn Admin> = gateway.control.clone();
+            match AdminServer::start(address, control) {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    let _ = gateway.stop();
+                    return Err(RunError::Admin {
+                        address,
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    };
+    let result = serve(&gateway);
+    if let Some(admin) = admin {
+        admin.stop();
+    }
+    result?;
+    gateway.stop()
+}
+
+/// Act on signals until one asks to stop.
+fn serve(gateway: &Gateway) -> Result<(), RunError> {
     loop {
         match process::wait_intent() {
             process::Intent::Stop(signal) => {
                 tracing::info!(signal, "stopping");
-                return gateway.stop();
+                gateway.control.ready.store(false, Ordering::Release);
+                return Ok(());
             }
             process::Intent::ReopenLog => {
                 tracing::info!("reopening the access log");
@@ -171,12 +254,17 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
     }
     drop(ready_tx);
     let gateway = Gateway {
-        shared,
+        shared: Arc::clone(&shared),
         wakes,
         threads,
         failed,
-        metrics,
         access_log: options.access_log.clone(),
+        control: Arc::new(Control {
+            shared: Arc::clone(&shared),
+            metrics,
+            reloader: Reloader::new(options.source.clone(), 1),
+            ready: AtomicBool::new(false),
+        }),
     };
     for id in 0..workers {
         match ready_rx.recv() {
@@ -194,6 +282,7 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
             }
         }
     }
+    gateway.control.ready.store(true, Ordering::Release);
     tracing::info!(workers, listeners = bound, "serving");
     Ok(gateway)
 }

@@ -156,7 +156,8 @@ fn descriptor_exhaustion_pauses_accepting_without_spinning_and_recovers() {
     let listen = free_port();
     let config = tcp_service(listen, &[backend.port], "");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway"));
-    cmd.args(["run", "--workers", "1", "-c"]).arg(config.path());
+    cmd.args(["run", "--workers", "1", "--admin", "off", "-c"])
+        .arg(config.path());
     // SAFETY: setrlimit is async-signal-safe; the child gets a hard limit of
     // 64 descriptors, which ringway raises its soft limit to.
     unsafe {

@@ -7,7 +7,10 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{EchoBackend, Ringway, connect, free_port, say, tcp_service};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use common::{ConfigDir, EchoBackend, Ringway, connect, free_port, say, tcp_service};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -99,4 +102,164 @@ fn access_log_has_one_line_per_connection_with_its_flag() {
     let _ = common::read_to_end(&mut s);
     let lines = wait_lines(&path, 1);
     assert_eq!(lines[0]["response_flags"], "UH", "{lines:?}");
+}
+
+/// An HTTP/1.0 request to the admin endpoint: (status, body).
+fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(s, "{method} {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    (status, body)
+}
+
+/// The sum of the samples of `name` whose labels contain every `label`.
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Poll `/metrics` until `ok` holds on it.
+fn wait_metrics(admin: u16, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = http(admin, "GET", "/metrics");
+        if status == 200 && ok(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "metrics never matched:\n{body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// tcp-echo with 80/20 shifting between two line echo backends.
+fn tcp_echo(listen: u16, v1: &EchoBackend, v2: &EchoBackend) -> ConfigDir {
+    let ports = [("31400", listen.to_string())];
+    ConfigDir::new()
+        .example(
+            "tcp-echo/00-service-entry.yaml",
+            "00-service-entry.yaml",
+            &[
+                ("19000", v1.port.to_string()),
+                ("29000", v2.port.to_string()),
+            ],
+        )
+        .example("tcp-echo/10-tcp-echo-all-v1.yaml", "10-all-v1.yaml", &ports)
+        .example("tcp-echo/20-tcp-echo-20-v2.yaml", "20-20-v2.yaml", &ports)
+}
+
+#[test]
+fn istio_counters_split_50_connections_80_20_with_exact_bytes() {
+    let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
+    let listen = free_port();
+    let admin = free_port();
+    let config = tcp_echo(listen, &v1, &v2);
+    let address = format!("127.0.0.1:{admin}");
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--admin", &address]) else {
+        return;
+    };
+    for i in 0..50 {
+        let reply = say(listen, "hi");
+        assert!(reply == "one hi" || reply == "two hi", "{i}: {reply}");
+    }
+    let closed = "istio_tcp_connections_closed_total";
+    let m = wait_metrics(admin, |m| sample(m, closed, &[]) == 50);
+    let opened = "istio_tcp_connections_opened_total";
+    let (v1l, v2l) = ("destination_version=\"v1\"", "destination_version=\"v2\"");
+    let ok = "response_flags=\"-\"";
+    assert_eq!(sample(&m, opened, &[v1l, ok]), 40, "{m}");
+    assert_eq!(sample(&m, opened, &[v2l, ok]), 10, "{m}");
+    assert_eq!(sample(&m, closed, &[]), 50, "{m}");
+    // "hi\n" up, "one hi\n" or "two hi\n" down.
+    assert_eq!(
+        sample(&m, "istio_tcp_received_bytes_total", &[v1l]),
+        40 * 3,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "istio_tcp_received_bytes_total", &[v2l]),
+        10 * 3,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "istio_tcp_sent_bytes_total", &[v1l]),
+        40 * 7,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "istio_tcp_sent_bytes_total", &[v2l]),
+        10 * 7,
+        "{m}"
+    );
+    assert!(m.contains("reporter=\"source\""), "{m}");
+}
+
+#[test]
+fn bytes_advance_while_the_connection_is_open() {
+    let echo = EchoBackend::lines("one");
+    let listen = free_port();
+    let admin = free_port();
+    let config = tcp_service(listen, &[echo.port], "");
+    let address = format!("127.0.0.1:{admin}");
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--admin", &address]) else {
+        return;
+    };
+    let mut s = connect(listen);
+    s.write_all(b"hello\n").unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).unwrap();
+    let m = wait_metrics(admin, |m| {
+        sample(m, "istio_tcp_received_bytes_total", &[]) == 6
+            && sample(m, "istio_tcp_sent_bytes_total", &[]) == 10
+    });
+    assert_eq!(
+        sample(&m, "istio_tcp_connections_opened_total", &[]),
+        1,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "istio_tcp_connections_closed_total", &[]),
+        0,
+        "{m}"
+    );
+    drop(s);
+}
+
+#[test]
+fn admin_endpoint_answers() {
+    let echo = EchoBackend::lines("one");
+    let listen = free_port();
+    let admin = free_port();
+    let config = tcp_service(listen, &[echo.port], "");
+    let address = format!("127.0.0.1:{admin}");
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--admin", &address]) else {
+        return;
+    };
+    assert_eq!(http(admin, "GET", "/ready"), (200, "ready\n".to_owned()));
+    assert_eq!(http(admin, "GET", "/healthz").0, 200);
+    let (status, prom) = http(admin, "GET", "/stats/prometheus");
+    assert_eq!(status, 200);
+    assert!(prom.contains("ringway_config_generation 1"), "{prom}");
+    let (status, dump) = http(admin, "GET", "/config_dump");
+    assert_eq!(status, 200);
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    assert_eq!(dump["generation"], 1, "{dump}");
+    assert!(
+        dump.to_string().contains("svc.default.svc.cluster.local"),
+        "{dump}"
+    );
+    assert_eq!(http(admin, "GET", "/nope").0, 404);
 }

@@ -102,6 +102,7 @@ fn demo(dir: &std::path::Path, workers: usize) -> Result<(), DemoError> {
         workers: Some(workers),
         settings: Settings::default(),
         access_log: crate::accesslog::AccessLog::off(),
+        admin: None,
     };
     let gateway = supervisor::start(&options)?;
     let mut out = std::io::stdout().lock();

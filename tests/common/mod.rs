@@ -78,6 +78,11 @@ impl Ringway {
     pub fn start(config: &ConfigDir, args: &[&str]) -> Option<Ringway> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway"));
         cmd.arg("run").arg("-c").arg(config.path()).args(args);
+        // Tests run side by side: no admin endpoint on the fixed default port
+        // unless the test asks for one.
+        if !args.contains(&"--admin") {
+            cmd.args(["--admin", "off"]);
+        }
         Self::spawn(cmd)
     }
 
