@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 
 use crate::accesslog::AccessLog;
 use crate::control::admin::{Admin, AdminServer};
-use crate::control::reload::Reloader;
+use crate::control::reload::{Reloader, Trigger};
 use crate::dataplane::listener;
 use crate::dataplane::ring::{Ring, SetupError};
 use crate::dataplane::wake::WakeFd;
@@ -79,6 +79,22 @@ pub struct Control {
     reloader: Reloader,
     /// Every listener bound and not draining.
     ready: AtomicBool,
+    wakes: Vec<Arc<WakeFd>>,
+}
+
+impl Control {
+    /// Build, publish, and wake every worker to take the new plan.
+    fn reload_with(&self, trigger: Trigger) -> Result<u64, Vec<String>> {
+        self.reloader.reload(trigger, |table| {
+            self.shared.plan.store(Arc::new(resolve(table)));
+            for wake in &self.wakes {
+                if let Err(e) = wake.wake() {
+                    tracing::warn!(error = %e, "cannot wake a worker");
+                }
+            }
+            Ok(())
+        })
+    }
 }
 
 impl Admin for Control {
@@ -109,9 +125,7 @@ impl Admin for Control {
     }
 
     fn reload(&self) -> Result<u64, Vec<String>> {
-        Err(vec![
-            "reload is not wired in this build yet; the running configuration stays".to_owned(),
-        ])
+        self.reload_with(Trigger::Admin)
     }
 }
 
@@ -157,7 +171,8 @@ fn serve(gateway: &Gateway) -> Result<(), RunError> {
                 gateway.access_log.reopen();
             }
             process::Intent::Reload => {
-                tracing::warn!("SIGHUP: reload is not wired in this build yet; ignored");
+                // Success and failure are logged by the reloader.
+                let _ = gateway.control.reload_with(Trigger::Signal);
             }
         }
     }
@@ -255,7 +270,7 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
     drop(ready_tx);
     let gateway = Gateway {
         shared: Arc::clone(&shared),
-        wakes,
+        wakes: wakes.clone(),
         threads,
         failed,
         access_log: options.access_log.clone(),
@@ -264,6 +279,7 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
             metrics,
             reloader: Reloader::new(options.source.clone(), 1),
             ready: AtomicBool::new(false),
+            wakes: wakes.clone(),
         }),
     };
     for id in 0..workers {
@@ -422,7 +438,8 @@ fn bind_all(table: &RouteTable, workers: usize) -> Vec<Vec<WorkerListener>> {
         tracing::info!(listener = %l.name, address = %l.address, gateways = ?l.gateways, workers, "listener bound");
         for (w, socket) in sockets.into_iter().enumerate() {
             by_worker[w].push(WorkerListener {
-                socket,
+                socket: Some(socket),
+                address: l.address,
                 index,
                 name: l.name.clone(),
             });

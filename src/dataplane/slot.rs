@@ -46,6 +46,8 @@ pub(super) struct Slot {
     pub(super) downstream: OwnedFd,
     pub(super) peer: SocketAddr,
     pub(super) listener: usize,
+    /// The listener's index in `plan.table.listeners`.
+    pub(super) table_listener: usize,
     pub(super) plan: Arc<Plan>,
     /// The route and its cluster (counted in `plan.cluster_open`); `None`
     /// while a TLS passthrough connection is reading its ClientHello.
@@ -283,7 +285,7 @@ impl Worker {
         let route = plan
             .table
             .listeners
-            .get(listener.index)
+            .get(slot.table_listener)
             .and_then(|l| match &l.routing {
                 ListenerRouting::TlsPassthrough { sni } => sni.lookup(name.lookup_key()),
                 ListenerRouting::Tcp { route } => Some(*route),
@@ -429,7 +431,7 @@ impl Worker {
             }
         }
         if self.access_log.enabled() {
-            let listener = self.listeners[slot.listener].index;
+            let listener = slot.table_listener;
             let sni = slot.sni.as_ref().map(ToString::to_string);
             self.access_log.log(&Record {
                 start_time: slot.meter.started,

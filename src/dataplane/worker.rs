@@ -24,6 +24,7 @@ use super::balancer::Balancer;
 use super::bufring::BufRing;
 use super::conn::{Action, CloseReason, Completion, Connection, Limits};
 use super::forward::{BUFFER_COUNT, PIPE_POOL_KEEP};
+use super::listener;
 use super::pipe::PipePool;
 use super::ring::{Cqe, RecvMode, Ring, SetupError};
 use super::slot::{ConnectArgs, Meter, Slot, labels};
@@ -52,8 +53,11 @@ pub enum WorkerError {
 
 /// A listening socket of this worker.
 pub struct WorkerListener {
-    pub socket: Socket,
-    /// Index into the table's listeners.
+    /// `None` once a reload removed the listener (its entry stays, so that
+    /// accept tokens keep their meaning).
+    pub socket: Option<Socket>,
+    pub address: SocketAddr,
+    /// Index into the current table's listeners.
     pub index: usize,
     pub name: String,
 }
@@ -142,13 +146,7 @@ impl Worker {
         let plan = Arc::clone(plans.load());
         let gauges = listeners
             .iter()
-            .map(|l| {
-                let address = plan.table.listeners.get(l.index).map_or_else(
-                    || SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-                    |t| t.address,
-                );
-                metrics.listener(address)
-            })
+            .map(|l| metrics.listener(l.address))
             .collect();
         let seed =
             (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id());
@@ -229,6 +227,7 @@ impl Worker {
     fn on_wake(&mut self) {
         self.wake.drain();
         if !self.shared.stop.load(Ordering::Acquire) {
+            self.refresh_plan();
             self.ring.poll(self.wake.raw(), libc::POLLIN, token::WAKE);
             return;
         }
@@ -248,8 +247,84 @@ impl Worker {
         }
     }
 
+    /// Take a newly published plan: listeners for addresses it no longer
+    /// has are closed, listeners for new addresses opened, the others keep
+    /// their sockets. Connections keep the plan they started with.
+    fn refresh_plan(&mut self) {
+        let current = self.plans.load();
+        if Arc::ptr_eq(current, &self.plan) {
+            return;
+        }
+        self.plan = Arc::clone(current);
+        self.balancer = Balancer::new(&self.plan, self.id as u64);
+        let plan = Arc::clone(&self.plan);
+        let mut kept = vec![false; plan.table.listeners.len()];
+        for i in 0..self.listeners.len() {
+            if self.listeners[i].socket.is_none() {
+                continue;
+            }
+            let address = self.listeners[i].address;
+            match plan
+                .table
+                .listeners
+                .iter()
+                .position(|l| l.address == address)
+            {
+                Some(index) => {
+                    kept[index] = true;
+                    self.listeners[i].index = index;
+                    self.listeners[i]
+                        .name
+                        .clone_from(&plan.table.listeners[index].name);
+                }
+                None => self.close_listener(i),
+            }
+        }
+        if self.stopping {
+            return;
+        }
+        for (index, l) in plan.table.listeners.iter().enumerate() {
+            if kept[index] {
+                continue;
+            }
+            match listener::bind(l.address) {
+                Ok(socket) => {
+                    if self.id == 0 {
+                        tracing::info!(listener = %l.name, address = %l.address, generation = plan.table.generation, "listener opened");
+                    }
+                    self.listeners.push(WorkerListener {
+                        socket: Some(socket),
+                        address: l.address,
+                        index,
+                        name: l.name.clone(),
+                    });
+                    self.accepting.push(Accepting::Stopped);
+                    self.gauges.push(self.metrics.listener(l.address));
+                    self.arm_accept(self.listeners.len() - 1);
+                }
+                Err(e) => {
+                    tracing::error!(worker = self.id, listener = %l.name, address = %l.address, error = %e, "listener skipped: cannot bind; free the port and reload")
+                }
+            }
+        }
+    }
+
+    fn close_listener(&mut self, i: usize) {
+        if self.accepting[i] == Accepting::Armed {
+            self.ring
+                .cancel(token::accept(i as u32), token::STOP_ACCEPT);
+        }
+        self.accepting[i] = Accepting::Stopped;
+        self.listeners[i].socket = None;
+        if self.id == 0 {
+            tracing::info!(listener = %self.listeners[i].name, address = %self.listeners[i].address, generation = self.plan.table.generation, "listener closed: not in the new configuration");
+        }
+    }
+
     fn arm_accept(&mut self, i: usize) {
-        let fd = self.listeners[i].socket.as_raw_fd();
+        let Some(fd) = self.listeners[i].socket.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
         self.ring.accept_multi(fd, token::accept(i as u32));
         self.accepting[i] = Accepting::Armed;
     }
@@ -261,7 +336,7 @@ impl Worker {
         if cqe.res >= 0 {
             // SAFETY: a successful accept returns a new descriptor nobody else owns.
             let fd = unsafe { OwnedFd::from_raw_fd(cqe.res) };
-            if self.stopping {
+            if self.stopping || self.listeners[i].socket.is_none() {
                 drop(fd);
             } else {
                 self.open(i, fd);
@@ -311,10 +386,9 @@ impl Worker {
             .and_then(|a| a.as_socket())
             .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
         // The connection keeps the table it started with.
-        let current = self.plans.load();
-        if !Arc::ptr_eq(current, &self.plan) {
-            self.plan = Arc::clone(current);
-            self.balancer = Balancer::new(&self.plan, self.id as u64);
+        self.refresh_plan();
+        if self.listeners[i].socket.is_none() {
+            return;
         }
         let plan = Arc::clone(&self.plan);
         let listener = &self.listeners[i];
@@ -377,6 +451,7 @@ impl Worker {
             downstream,
             peer,
             listener: i,
+            table_listener: self.listeners[i].index,
             plan,
             target,
             sni: None,
