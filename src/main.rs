@@ -57,17 +57,15 @@ enum Command {
     },
 }
 
-/// SPEC §2 options of `run` that belong to the control plane. They are
-/// accepted so that command lines written for the full interface work; the
-/// ones not implemented yet say so once at startup.
+/// SPEC §2 options of `run` that belong to the control plane.
 #[derive(Debug, Clone, clap::Args)]
 struct ControlArgs {
     /// Admin HTTP endpoint (/ready, /healthz, /metrics, /config_dump, POST /reload), or "off".
     #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:15000", value_parser = parse_admin)]
     admin: Admin,
-    /// How long SIGTERM waits for open connections [not implemented yet: they close at once].
-    #[arg(long, value_name = "DUR")]
-    drain_timeout: Option<String>,
+    /// How long SIGTERM waits for open connections before closing them (e.g. 30s, 500ms).
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = ringway::config::manifest::parse_duration)]
+    drain_timeout: std::time::Duration,
     /// One line per connection at close: a file, "-" for stdout, or "off".
     #[arg(long, value_name = "PATH|-|off", default_value = "off")]
     access_log: String,
@@ -80,19 +78,6 @@ struct ControlArgs {
 enum LogFormat {
     Text,
     Json,
-}
-
-impl ControlArgs {
-    /// One warning per option given that this build does not act on yet.
-    fn warn_unimplemented(&self) {
-        let given = [("--drain-timeout", self.drain_timeout.as_deref())];
-        for (flag, value) in given {
-            match value {
-                None | Some("off") => {}
-                Some(v) => tracing::warn!("{flag} {v}: not implemented in this build yet; ignored"),
-            }
-        }
-    }
 }
 
 /// Knobs of the data plane (`run`).
@@ -144,6 +129,7 @@ impl DataArgs {
             },
             access_log: AccessLog::off(),
             admin: None,
+            drain_timeout: std::time::Duration::ZERO,
         }
     }
 }
@@ -212,7 +198,6 @@ fn main() -> ExitCode {
             data,
             control,
         } => {
-            control.warn_unimplemented();
             let format = match control.log_format {
                 LogFormat::Json => accesslog::Format::Json,
                 LogFormat::Text => accesslog::Format::Text,
@@ -228,6 +213,7 @@ fn main() -> ExitCode {
             let mut options = data.options(&config);
             options.access_log = access_log;
             options.admin = control.admin.0;
+            options.drain_timeout = control.drain_timeout;
             let result = supervisor::run(&options);
             // The workers' clones are gone: the logger drains and ends.
             drop(options);

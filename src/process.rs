@@ -77,6 +77,23 @@ pub fn wait_intent() -> Intent {
     }
 }
 
+/// Like [`wait_intent`], but gives up after `timeout`.
+pub fn wait_intent_for(timeout: std::time::Duration) -> Option<Intent> {
+    let set = stop_set();
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+        tv_nsec: timeout.subsec_nanos().into(),
+    };
+    // SAFETY: sigtimedwait with a valid set, no siginfo output and a timespec we own.
+    let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    match sig {
+        libc::SIGHUP => Some(Intent::Reload),
+        libc::SIGUSR1 => Some(Intent::ReopenLog),
+        libc::SIGTERM | libc::SIGINT => Some(Intent::Stop(sig)),
+        _ => None,
+    }
+}
+
 /// Wait for SIGTERM, SIGINT, SIGHUP or SIGUSR1; returns the signal number.
 pub fn wait_stop_signal() -> i32 {
     let set = stop_set();

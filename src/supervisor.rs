@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -56,6 +57,8 @@ pub struct RunOptions {
     pub access_log: AccessLog,
     /// The admin endpoint's address (`--admin`); `None` = off.
     pub admin: Option<SocketAddr>,
+    /// How long SIGTERM waits for open connections (`--drain-timeout`).
+    pub drain_timeout: Duration,
 }
 
 /// A running gateway (used by `run`, and by `demo` which also needs to know
@@ -150,12 +153,55 @@ pub fn run(options: &RunOptions) -> Result<(), RunError> {
         }
     };
     let result = serve(&gateway);
+    if result.is_ok() {
+        drain(&gateway, options.drain_timeout);
+    }
     if let Some(admin) = admin {
         admin.stop();
     }
     result?;
     gateway.stop()
 }
+
+/// Close the listeners and wait for open connections, up to `timeout` or
+/// a second SIGTERM/SIGINT; the caller then closes what is left.
+fn drain(gateway: &Gateway, timeout: Duration) {
+    gateway.shared.draining.store(true, Ordering::Release);
+    for wake in &gateway.wakes {
+        if let Err(e) = wake.wake() {
+            tracing::warn!(error = %e, "cannot wake a worker");
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        if gateway.threads.iter().all(thread::JoinHandle::is_finished) {
+            tracing::info!("drained: every connection finished");
+            return;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            tracing::info!(
+                open = gateway.shared.open.load(Ordering::Relaxed),
+                "drain timeout: closing the connections left"
+            );
+            return;
+        }
+        match process::wait_intent_for((deadline - now).min(DRAIN_POLL)) {
+            Some(process::Intent::Stop(signal)) => {
+                tracing::info!(signal, "second stop signal: closing every connection now");
+                return;
+            }
+            Some(process::Intent::ReopenLog) => gateway.access_log.reopen(),
+            Some(process::Intent::Reload) => {
+                tracing::warn!("SIGHUP while draining: not reloading");
+            }
+            None => {}
+        }
+    }
+}
+
+/// How often a drain checks whether the workers are done.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
 
 /// Act on signals until one asks to stop.
 fn serve(gateway: &Gateway) -> Result<(), RunError> {
@@ -220,6 +266,7 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
         settings: options.settings,
         open: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
     });
     let failed = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();

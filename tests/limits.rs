@@ -215,7 +215,7 @@ fn sigterm_stops_cleanly_with_connections_open() {
     let backend = EchoBackend::lines("one");
     let listen = free_port();
     let config = tcp_service(listen, &[backend.port], "");
-    let Some(gw) = Ringway::start(&config, &["--workers", "2"]) else {
+    let Some(gw) = Ringway::start(&config, &["--workers", "2", "--drain-timeout", "200ms"]) else {
         return;
     };
     let open = connect(listen);

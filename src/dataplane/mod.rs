@@ -80,4 +80,7 @@ pub struct Shared {
     pub open: AtomicUsize,
     /// Set by the supervisor before it wakes the workers to stop.
     pub stop: AtomicBool,
+    /// Set by the supervisor before it wakes the workers to drain: close
+    /// the listeners, let open connections finish.
+    pub draining: AtomicBool,
 }

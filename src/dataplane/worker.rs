@@ -104,6 +104,8 @@ pub struct Worker {
     pub(super) actions: VecDeque<Action>,
     pub(super) scratch: Vec<Action>,
     pub(super) stopping: bool,
+    /// Listeners closed; the worker ends once its connections have.
+    draining: bool,
     /// At most one EMFILE/ENFILE line per second.
     accept_errors: LogLimit,
     /// At most one "cannot open an upstream socket" line per second.
@@ -172,6 +174,7 @@ impl Worker {
             actions: VecDeque::new(),
             scratch: Vec::new(),
             stopping: false,
+            draining: false,
             accept_errors: LogLimit::default(),
             socket_errors: LogLimit::default(),
             sni_errors: LogLimit::default(),
@@ -204,7 +207,7 @@ impl Worker {
                 self.tick(now);
                 next_tick = now + TICK;
             }
-            if self.stopping && self.live == 0 {
+            if (self.stopping || self.draining) && self.live == 0 {
                 return Ok(());
             }
         }
@@ -227,6 +230,20 @@ impl Worker {
     fn on_wake(&mut self) {
         self.wake.drain();
         if !self.shared.stop.load(Ordering::Acquire) {
+            if self.shared.draining.load(Ordering::Acquire) && !self.draining {
+                self.draining = true;
+                for i in 0..self.listeners.len() {
+                    if self.listeners[i].socket.is_some() {
+                        self.close_listener(i);
+                    }
+                }
+                if self.id == 0 {
+                    tracing::info!(
+                        open = self.shared.open.load(Ordering::Relaxed),
+                        "draining: listeners closed, waiting for open connections"
+                    );
+                }
+            }
             self.refresh_plan();
             self.ring.poll(self.wake.raw(), libc::POLLIN, token::WAKE);
             return;
@@ -280,7 +297,7 @@ impl Worker {
                 None => self.close_listener(i),
             }
         }
-        if self.stopping {
+        if self.stopping || self.draining {
             return;
         }
         for (index, l) in plan.table.listeners.iter().enumerate() {
@@ -316,7 +333,7 @@ impl Worker {
         }
         self.accepting[i] = Accepting::Stopped;
         self.listeners[i].socket = None;
-        if self.id == 0 {
+        if self.id == 0 && !self.draining {
             tracing::info!(listener = %self.listeners[i].name, address = %self.listeners[i].address, generation = self.plan.table.generation, "listener closed: not in the new configuration");
         }
     }

@@ -171,23 +171,33 @@ impl Ringway {
     }
 
     /// Send SIGTERM and wait for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id() as i32;
-        // Safe wrapper-free: the test owns this child.
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.wait_exit()
+    }
+
+    /// Send a signal (`TERM`, `HUP`...) with kill(1).
+    pub fn signal(&self, name: &str) {
         Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
             .status()
-            .expect("kill -TERM");
+            .expect("kill");
+    }
+
+    /// Whether the process has exited (without reaping it).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Wait (boundedly) for the exit status.
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "ringway did not stop after SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "ringway did not exit in time");
             thread::sleep(Duration::from_millis(20));
         }
     }
