@@ -166,6 +166,10 @@ pub fn run(options: &RunOptions) -> Result<(), RunError> {
 /// Close the listeners and wait for open connections, up to `timeout` or
 /// a second SIGTERM/SIGINT; the caller then closes what is left.
 fn drain(gateway: &Gateway, timeout: Duration) {
+    if gateway.failed.load(Ordering::Acquire) {
+        // A worker failed and asked to stop: no drain.
+        return;
+    }
     gateway.shared.draining.store(true, Ordering::Release);
     for wake in &gateway.wakes {
         if let Err(e) = wake.wake() {

@@ -263,3 +263,107 @@ fn admin_endpoint_answers() {
     );
     assert_eq!(http(admin, "GET", "/nope").0, 404);
 }
+
+#[test]
+fn ringway_counters_count_connects_failures_ejections_and_active_connections() {
+    let echo = EchoBackend::lines("one");
+    let (listen, admin) = (free_port(), free_port());
+    let policy = "    loadBalancer:\n      simple: ROUND_ROBIN\n    outlierDetection:\n      consecutive5xxErrors: 1\n      interval: 1s\n      baseEjectionTime: 30s\n      maxEjectionPercent: 50\n";
+    let config = tcp_service(listen, &[free_port(), echo.port], policy);
+    let address = format!("127.0.0.1:{admin}");
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--admin", &address]) else {
+        return;
+    };
+    // Round robin: the refusing endpoint fails once and is ejected; the
+    // retry and every later connection reach the live one.
+    for i in 0..3 {
+        assert_eq!(say(listen, &format!("m{i}")), format!("one m{i}"));
+    }
+    let mut open = connect(listen);
+    open.write_all(b"hold\n").unwrap();
+    let mut reply = [0u8; 9];
+    open.read_exact(&mut reply).unwrap();
+    let active = "ringway_downstream_connections_active";
+    let m = wait_metrics(admin, |m| sample(m, active, &[]) == 1);
+    assert_eq!(
+        sample(&m, "ringway_upstream_connect_attempts_total", &[]),
+        5,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "ringway_upstream_connect_failures_total", &[]),
+        1,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "ringway_upstream_ejections_total", &[]),
+        1,
+        "{m}"
+    );
+    drop(open);
+    wait_metrics(admin, |m| sample(m, active, &[]) == 0);
+}
+
+/// A listener on 127.0.0.1 that never accepts and whose accept queue is
+/// full, so the kernel drops further SYNs (as in tests/faults.rs).
+fn blackhole() -> (u16, socket2::Socket, Vec<TcpStream>) {
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    l.bind(&addr.into()).unwrap();
+    l.listen(0).unwrap();
+    let port = l.local_addr().unwrap().as_socket().unwrap().port();
+    let target: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut queued = Vec::new();
+    for _ in 0..16 {
+        match TcpStream::connect_timeout(&target, Duration::from_millis(300)) {
+            Ok(s) => queued.push(s),
+            Err(_) => break,
+        }
+    }
+    assert!(
+        TcpStream::connect_timeout(&target, Duration::from_millis(300)).is_err(),
+        "the blackhole still completes handshakes"
+    );
+    (port, l, queued)
+}
+
+#[test]
+fn connect_timeouts_are_counted() {
+    let (hole, _listener, _queued) = blackhole();
+    let (listen, admin) = (free_port(), free_port());
+    let policy = "    connectionPool:\n      tcp:\n        connectTimeout: 200ms\n";
+    let config = tcp_service(listen, &[hole], policy);
+    let address = format!("127.0.0.1:{admin}");
+    let Some(_gw) = Ringway::start(
+        &config,
+        &[
+            "--workers",
+            "1",
+            "--connect-attempts",
+            "2",
+            "--admin",
+            &address,
+        ],
+    ) else {
+        return;
+    };
+    let mut s = connect(listen);
+    let _ = common::read_to_end(&mut s);
+    let m = wait_metrics(admin, |m| {
+        sample(
+            m,
+            "istio_tcp_connections_closed_total",
+            &["response_flags=\"UF\""],
+        ) == 1
+    });
+    assert_eq!(
+        sample(&m, "ringway_upstream_connect_timeouts_total", &[]),
+        2,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "ringway_upstream_connect_attempts_total", &[]),
+        2,
+        "{m}"
+    );
+}

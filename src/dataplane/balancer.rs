@@ -156,10 +156,10 @@ impl Balancer {
         endpoint: usize,
         policy: Option<OutlierDetection>,
         now: Instant,
-    ) {
-        let Some(policy) = policy else { return };
+    ) -> bool {
+        let Some(policy) = policy else { return false };
         let Some(state) = self.clusters.get_mut(cluster.0 as usize) else {
-            return;
+            return false;
         };
         let n = state.health.len();
         let already = state
@@ -168,15 +168,15 @@ impl Balancer {
             .filter(|h| h.ejected_until.is_some_and(|t| now < t))
             .count();
         let Some(h) = state.health.get_mut(endpoint) else {
-            return;
+            return false;
         };
         h.failures += 1;
         if h.failures < policy.consecutive_errors || h.ejected_until.is_some_and(|t| now < t) {
-            return;
+            return false;
         }
         let allowed = (n * policy.max_ejection_percent as usize / 100).max(1);
         if already >= allowed {
-            return;
+            return false;
         }
         h.ejections += 1;
         let time = policy
@@ -185,6 +185,7 @@ impl Balancer {
             .min(policy.max_ejection_time);
         h.ejected_until = Some(now + time);
         h.failures = 0;
+        true
     }
 
     fn health_mut(&mut self, cluster: ClusterId, endpoint: usize) -> Option<&mut Health> {

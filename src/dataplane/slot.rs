@@ -330,10 +330,14 @@ impl Worker {
                 .cluster(previous.cluster)
                 .policy
                 .outlier_detection;
-            self.balancer
-                .connect_failed(previous.cluster, previous.endpoint, outlier, now);
-            let name = &plan.table.cluster(previous.cluster).name;
-            add(&self.metrics.cluster(name).connect_failures, 1);
+            let ejected =
+                self.balancer
+                    .connect_failed(previous.cluster, previous.endpoint, outlier, now);
+            let counters = self
+                .metrics
+                .cluster(&plan.table.cluster(previous.cluster).name);
+            add(&counters.connect_failures, 1);
+            add(&counters.ejections, u64::from(ejected));
         }
         let Some((_, cluster)) = slot.target else {
             slot.conn
@@ -399,10 +403,14 @@ impl Worker {
             // The last attempt failed too.
             if let Some(u) = &slot.upstream {
                 let outlier = slot.plan.table.cluster(u.cluster).policy.outlier_detection;
-                self.balancer
-                    .connect_failed(u.cluster, u.endpoint, outlier, Instant::now());
-                let name = &slot.plan.table.cluster(u.cluster).name;
-                add(&self.metrics.cluster(name).connect_failures, 1);
+                let ejected =
+                    self.balancer
+                        .connect_failed(u.cluster, u.endpoint, outlier, Instant::now());
+                let counters = self
+                    .metrics
+                    .cluster(&slot.plan.table.cluster(u.cluster).name);
+                add(&counters.connect_failures, 1);
+                add(&counters.ejections, u64::from(ejected));
             }
         }
         let flag = close.reason.flag();

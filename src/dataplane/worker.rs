@@ -28,7 +28,7 @@ use super::listener;
 use super::pipe::PipePool;
 use super::ring::{Cqe, RecvMode, Ring, SetupError};
 use super::slot::{ConnectArgs, Meter, Slot, labels};
-use super::token::{self, Dir, Event, Token};
+use super::token::{self, Dir, Event, Op, Token};
 use super::wake::WakeFd;
 use super::{Plan, Shared};
 
@@ -574,6 +574,12 @@ impl Worker {
         };
         if !cqe.more() {
             slot.inflight = slot.inflight.saturating_sub(1);
+        }
+        if t.op == Op::ConnectTimeout && cqe.res == -libc::ETIME {
+            if let Some(u) = &slot.upstream {
+                let name = &slot.plan.table.cluster(u.cluster).name;
+                add(&self.metrics.cluster(name).connect_timeouts, 1);
+            }
         }
         let completion = Completion {
             op: t.op,
