@@ -217,8 +217,8 @@ fn serve(gateway: &Gateway) -> Result<(), RunError> {
                 return Ok(());
             }
             process::Intent::ReopenLog => {
-                tracing::info!("reopening the access log");
                 gateway.access_log.reopen();
+                tracing::info!("reopening the access log");
             }
             process::Intent::Reload => {
                 // Success and failure are logged by the reloader.

@@ -367,3 +367,53 @@ fn connect_timeouts_are_counted() {
         "{m}"
     );
 }
+
+#[test]
+fn sigusr1_reopens_the_access_log_and_text_is_the_default_format() {
+    let logs = tempfile::tempdir().unwrap();
+    let path = logs.path().join("access.log");
+    let rotated = logs.path().join("access.log.1");
+    let echo = EchoBackend::lines("one");
+    let listen = free_port();
+    let config = tcp_service(listen, &[echo.port], "");
+    let args = ["--workers", "1", "--access-log", path.to_str().unwrap()];
+    let Some(gw) = Ringway::start(&config, &args) else {
+        return;
+    };
+    let wait_text = |p: &Path, needle: &str| {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} never in {p:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert_eq!(say(listen, "a"), "one a");
+    let text = wait_text(&path, " - ");
+    assert!(text.starts_with('['), "not the text format: {text}");
+    assert!(text.contains("\"- - -\" 0 - "), "{text}");
+    std::fs::rename(&path, &rotated).unwrap();
+    gw.signal("USR1");
+    until_logged(&gw, "reopening the access log");
+    assert_eq!(say(listen, "b"), "one b");
+    let text = wait_text(&path, "outbound|9000|v1|svc.default.svc.cluster.local");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap().lines().count(),
+        1
+    );
+}
+
+fn until_logged(gw: &Ringway, needle: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while !gw.logged(needle) {
+        assert!(Instant::now() < deadline, "never logged {needle:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
