@@ -89,6 +89,20 @@ impl Control {
     /// Build, publish, and wake every worker to take the new plan.
     fn reload_with(&self, trigger: Trigger) -> Result<u64, Vec<String>> {
         self.reloader.reload(trigger, |table| {
+            // A new address that cannot be bound refuses the whole reload
+            // (the workers would each fail to bind it).
+            let current = self.shared.plan.load();
+            for l in &table.listeners {
+                let known = current.table.listeners.iter().any(|c| c.address == l.address);
+                if !known {
+                    listener::probe(l.address).map_err(|e| {
+                        format!(
+                            "listener {} ({}): cannot bind: {e}; free the port or change the Gateway",
+                            l.name, l.address
+                        )
+                    })?;
+                }
+            }
             self.shared.plan.store(Arc::new(resolve(table)));
             for wake in &self.wakes {
                 if let Err(e) = wake.wake() {
@@ -118,9 +132,25 @@ impl Admin for Control {
 
     fn config_dump(&self) -> String {
         let plan = self.shared.plan.load();
+        // Endpoints as resolved for the workers (health is per worker and
+        // not shown).
+        let resolved: serde_json::Map<String, serde_json::Value> = plan
+            .table
+            .clusters
+            .iter()
+            .zip(&plan.endpoints)
+            .map(|(c, targets)| {
+                let list = targets
+                    .iter()
+                    .map(|t| serde_json::json!({"address": t.address.to_string(), "weight": t.weight}))
+                    .collect();
+                (c.name.clone(), serde_json::Value::Array(list))
+            })
+            .collect();
         let mut text = serde_json::to_string_pretty(&serde_json::json!({
             "generation": plan.table.generation,
             "table": &plan.table,
+            "resolved_endpoints": resolved,
         }))
         .unwrap_or_default();
         text.push('\n');

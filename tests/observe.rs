@@ -261,6 +261,11 @@ fn admin_endpoint_answers() {
         dump.to_string().contains("svc.default.svc.cluster.local"),
         "{dump}"
     );
+    assert_eq!(
+        dump["resolved_endpoints"]["outbound|9000|v1|svc.default.svc.cluster.local"][0]["address"],
+        format!("127.0.0.1:{}", echo.port),
+        "{dump}"
+    );
     assert_eq!(http(admin, "GET", "/nope").0, 404);
 }
 

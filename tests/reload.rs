@@ -179,6 +179,31 @@ fn established_connections_survive_a_reload_that_reroutes_and_removes_their_list
 }
 
 #[test]
+fn a_reload_whose_new_port_is_taken_is_refused() {
+    let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
+    let (a, admin) = (free_port(), free_port());
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let t = taken.local_addr().unwrap().port();
+    let config = ConfigDir::new().file("svc.yaml", &yaml(&[a], "v1", v1.port, v2.port));
+    let Some(_gw) = start(&config, admin) else {
+        return;
+    };
+    write(
+        &config.path().join("svc.yaml"),
+        &yaml(&[a, t], "v2", v1.port, v2.port),
+    );
+    let (status, body) = http(admin, "POST", "/reload");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains(&format!(":{t}")), "{body}");
+    assert_eq!(say(a, "old"), "one old");
+    let (_, metrics) = http(admin, "GET", "/metrics");
+    assert!(
+        metrics.contains("ringway_config_reloads_total{result=\"failure\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
 fn a_bad_configuration_keeps_the_last_good_table_and_says_where() {
     let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
     let (a, admin) = (free_port(), free_port());

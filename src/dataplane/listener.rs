@@ -9,6 +9,22 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Accept queue length asked for (the kernel caps it at `net.core.somaxconn`).
 pub const BACKLOG: i32 = 4096;
 
+/// Whether `address` can be bound the way [`bind`] binds it: bound and
+/// closed again without listening, so no connection ever lands on it.
+pub fn probe(address: SocketAddr) -> io::Result<()> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&address.into())
+}
+
 /// A blocking listening socket on `address` that shares the port with the
 /// other workers' sockets.
 pub fn bind(address: SocketAddr) -> io::Result<Socket> {
