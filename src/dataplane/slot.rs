@@ -14,8 +14,9 @@ use io_uring::types::Timespec;
 use socket2::{SockAddr, SockRef, Socket, TcpKeepalive, Type};
 
 use crate::accesslog::Record;
+use crate::metrics::worker::LabelKey;
 use crate::metrics::worker::add;
-use crate::metrics::{IstioLabels, TcpCounters};
+use crate::metrics::{IstioLabels, TcpCounters, WorkerHandle};
 use crate::routing::table::{ClusterId, Keepalive, ListenerRouting, ProxyProtocol, RouteId};
 
 use super::Plan;
@@ -77,9 +78,28 @@ pub(super) struct Meter {
     pub(super) active: Arc<AtomicI64>,
 }
 
+/// The Istio counters of a connection to endpoint `upstream` (an index
+/// into `plan.endpoints`) of `cluster`, found without allocating once the
+/// worker has seen that label set.
+pub(super) fn counters(
+    metrics: &mut WorkerHandle,
+    plan: &Plan,
+    cluster: Option<ClusterId>,
+    upstream: Option<usize>,
+    flag: &'static str,
+) -> Arc<TcpCounters> {
+    let key = LabelKey {
+        generation: plan.table.generation,
+        cluster: cluster.map(|c| c.0),
+        endpoint: upstream,
+        response_flags: flag,
+    };
+    metrics.tcp_keyed(key, || labels(plan, cluster, upstream, flag))
+}
+
 /// The Istio labels of a connection to endpoint `upstream` (an index into
 /// `plan.endpoints`) of `cluster`.
-pub(super) fn labels(
+fn labels(
     plan: &Plan,
     cluster: Option<ClusterId>,
     upstream: Option<usize>,
@@ -118,12 +138,13 @@ impl Worker {
             Action::Connected => {
                 if let Some(u) = &slot.upstream {
                     self.balancer.connect_succeeded(u.cluster, u.endpoint);
-                    let tcp = self.metrics.tcp(&labels(
+                    let tcp = counters(
+                        &mut self.metrics,
                         &slot.plan,
                         Some(u.cluster),
                         Some(u.endpoint),
                         CloseReason::Done.flag(),
-                    ));
+                    );
                     add(&tcp.opened, 1);
                     slot.meter.tcp = Some(tcp);
                     if let Some(version) = slot.plan.table.cluster(u.cluster).policy.proxy_protocol
@@ -425,15 +446,12 @@ impl Worker {
                 let closed = if close.reason == CloseReason::Done {
                     Arc::clone(tcp)
                 } else {
-                    self.metrics
-                        .tcp(&labels(&slot.plan, cluster, endpoint, flag))
+                    counters(&mut self.metrics, &slot.plan, cluster, endpoint, flag)
                 };
                 add(&closed.closed, 1);
             }
             None => {
-                let tcp = self
-                    .metrics
-                    .tcp(&labels(&slot.plan, cluster, endpoint, flag));
+                let tcp = counters(&mut self.metrics, &slot.plan, cluster, endpoint, flag);
                 add(&tcp.opened, 1);
                 add(&tcp.closed, 1);
             }

@@ -27,7 +27,7 @@ use super::forward::{BUFFER_COUNT, PIPE_POOL_KEEP};
 use super::listener;
 use super::pipe::PipePool;
 use super::ring::{Cqe, RecvMode, Ring, SetupError};
-use super::slot::{ConnectArgs, Meter, Slot, labels};
+use super::slot::{ConnectArgs, Meter, Slot, counters};
 use super::token::{self, Dir, Event, Op, Token};
 use super::wake::WakeFd;
 use super::{Plan, Shared};
@@ -496,7 +496,7 @@ impl Worker {
     /// its flag.
     fn refused(&mut self, i: usize, plan: &Plan, peer: SocketAddr, reason: CloseReason) {
         let flag = reason.flag();
-        let tcp = self.metrics.tcp(&labels(plan, None, None, flag));
+        let tcp = counters(&mut self.metrics, plan, None, None, flag);
         add(&tcp.opened, 1);
         add(&tcp.closed, 1);
         if self.access_log.enabled() {

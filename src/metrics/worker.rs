@@ -61,6 +61,17 @@ impl IstioLabels {
     }
 }
 
+/// Which label set a connection's counters have, without building it: the
+/// table generation, the cluster and endpoint indices in that table, and
+/// the response flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LabelKey {
+    pub generation: u64,
+    pub cluster: Option<u32>,
+    pub endpoint: Option<usize>,
+    pub response_flags: &'static str,
+}
+
 /// Istio's four TCP counters for one label set.
 #[derive(Debug, Default)]
 #[repr(align(64))]
@@ -177,6 +188,9 @@ pub struct WorkerSnapshot {
 pub struct WorkerHandle {
     shared: Arc<WorkerMetrics>,
     tcp: HashMap<IstioLabels, Arc<TcpCounters>>,
+    /// Allocation-free front of `tcp` for one table generation.
+    keyed: HashMap<LabelKey, Arc<TcpCounters>>,
+    keyed_generation: u64,
     clusters: HashMap<Arc<str>, Arc<ClusterCounters>>,
     listeners: HashMap<SocketAddr, Arc<AtomicI64>>,
 }
@@ -186,9 +200,34 @@ impl WorkerHandle {
         WorkerHandle {
             shared,
             tcp: HashMap::new(),
+            keyed: HashMap::new(),
+            keyed_generation: 0,
             clusters: HashMap::new(),
             listeners: HashMap::new(),
         }
+    }
+
+    /// The counters of the label set `key` stands for; `labels` builds it
+    /// (five strings) only the first time this worker sees the key. Keys of
+    /// older generations are dropped when a newer one appears; a connection
+    /// of an older table still finds its counters through `labels`.
+    pub fn tcp_keyed(
+        &mut self,
+        key: LabelKey,
+        labels: impl FnOnce() -> IstioLabels,
+    ) -> Arc<TcpCounters> {
+        if key.generation > self.keyed_generation {
+            self.keyed.clear();
+            self.keyed_generation = key.generation;
+        }
+        if let Some(c) = self.keyed.get(&key) {
+            return c.clone();
+        }
+        let c = self.tcp(&labels());
+        if key.generation == self.keyed_generation {
+            self.keyed.insert(key, c.clone());
+        }
+        c
     }
 
     pub fn tcp(&mut self, labels: &IstioLabels) -> Arc<TcpCounters> {
@@ -222,5 +261,49 @@ impl WorkerHandle {
 
     pub fn accept_error(&self) {
         add(&self.shared.accept_errors, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    fn labels(version: &str) -> IstioLabels {
+        IstioLabels {
+            destination_version: Arc::from(version),
+            ..IstioLabels::unrouted("-")
+        }
+    }
+
+    #[test]
+    fn keyed_lookups_build_labels_once_per_generation() {
+        let mut h = WorkerHandle::new(WorkerMetrics::new());
+        let built = Cell::new(0);
+        let key = |generation| LabelKey {
+            generation,
+            cluster: Some(0),
+            endpoint: Some(1),
+            response_flags: "-",
+        };
+        let get = |h: &mut WorkerHandle, g: u64| {
+            h.tcp_keyed(key(g), || {
+                built.set(built.get() + 1);
+                labels("v1")
+            })
+        };
+        let first = get(&mut h, 1);
+        let again = get(&mut h, 1);
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(built.get(), 1, "the second lookup must not build labels");
+        // A new generation starts over, and lands on the same counters.
+        let next = get(&mut h, 2);
+        assert!(Arc::ptr_eq(&first, &next));
+        assert_eq!(built.get(), 2);
+        // An older generation still resolves, through the labels.
+        let old = get(&mut h, 1);
+        assert!(Arc::ptr_eq(&first, &old));
+        assert_eq!(built.get(), 3);
     }
 }
