@@ -66,6 +66,10 @@ struct ControlArgs {
     /// How long SIGTERM waits for open connections before closing them (e.g. 30s, 500ms).
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = ringway::config::manifest::parse_duration)]
     drain_timeout: std::time::Duration,
+    /// How often endpoint host names (ServiceEntry resolution DNS) are
+    /// resolved again; "0s" resolves only at load and reload.
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = ringway::config::manifest::parse_duration)]
+    dns_refresh: std::time::Duration,
     /// One line per connection at close: a file, "-" for stdout, or "off".
     #[arg(long, value_name = "PATH|-|off", default_value = "off")]
     access_log: String,
@@ -130,6 +134,7 @@ impl DataArgs {
             access_log: AccessLog::off(),
             admin: None,
             drain_timeout: std::time::Duration::ZERO,
+            dns_refresh: std::time::Duration::ZERO,
         }
     }
 }
@@ -214,6 +219,7 @@ fn main() -> ExitCode {
             options.access_log = access_log;
             options.admin = control.admin.0;
             options.drain_timeout = control.drain_timeout;
+            options.dns_refresh = control.dns_refresh;
             let result = supervisor::run(&options);
             // The workers' clones are gone: the logger drains and ends.
             drop(options);

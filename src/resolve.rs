@@ -6,11 +6,12 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
+use crate::dataplane::Target;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::routing::RouteTable;
-use crate::routing::table::{Endpoint, EndpointAddress};
+use crate::routing::table::EndpointAddress;
 
 /// Turns a host name into addresses.
 pub trait Resolver {
@@ -36,50 +37,94 @@ pub fn has_hostnames(table: &RouteTable) -> bool {
         .any(|e| matches!(e.address, EndpointAddress::Hostname(_)))
 }
 
-/// A copy of `table` where every host-name endpoint is replaced by one
-/// endpoint per address it resolves to (same port, weight and labels,
-/// duplicates dropped). A name that does not resolve contributes no
-/// endpoint, with a warning: its cluster may be left with none, and its
-/// connections then fail as "no healthy upstream" (`UH`).
-pub fn resolve_table(table: &RouteTable, resolver: &dyn Resolver) -> (RouteTable, Diagnostics) {
+/// Every cluster's endpoints as socket addresses, indexed like
+/// `table.clusters`: an IP endpoint gives one target, a host name one target
+/// per address it resolves to (same port and weight; an address already
+/// present in the cluster is dropped). A name that does not resolve gives
+/// no target, with a warning: its cluster may be left with none, and its
+/// connections then fail as "no healthy upstream" (`UH`). With `last` (the
+/// targets of this same table at the previous resolution), a name that does
+/// not resolve now keeps its last addresses, as Envoy's DNS clusters do.
+pub fn resolve_endpoints(
+    table: &RouteTable,
+    resolver: &dyn Resolver,
+    last: Option<&[Vec<Target>]>,
+) -> (Vec<Vec<Target>>, Diagnostics) {
     let mut diagnostics = Diagnostics::default();
-    let mut resolved = table.clone();
-    for cluster in &mut resolved.clusters {
-        let mut endpoints: Vec<Endpoint> = Vec::with_capacity(cluster.endpoints.len());
-        let mut seen: BTreeSet<(IpAddr, u16)> = BTreeSet::new();
-        for endpoint in &cluster.endpoints {
-            let addresses = match &endpoint.address {
-                EndpointAddress::Ip(ip) => vec![*ip],
-                EndpointAddress::Hostname(host) => match resolver.resolve(host) {
-                    Ok(addresses) if !addresses.is_empty() => addresses,
-                    Ok(_) => {
-                        diagnostics.push(Diagnostic::warning(format!(
-                            "cluster {}: {host} resolves to no address; it gives no endpoint until it does",
-                            cluster.name
-                        )));
-                        Vec::new()
-                    }
-                    Err(e) => {
-                        diagnostics.push(Diagnostic::warning(format!(
-                            "cluster {}: cannot resolve {host}: {e}; it gives no endpoint until it resolves",
-                            cluster.name
-                        )));
-                        Vec::new()
-                    }
-                },
+    let endpoints = table
+        .clusters
+        .iter()
+        .enumerate()
+        .map(|(c, cluster)| {
+            let kept = |source: usize| -> Vec<IpAddr> {
+                last.and_then(|l| l.get(c))
+                    .into_iter()
+                    .flatten()
+                    .filter(|t| t.source == source)
+                    .map(|t| t.address.ip())
+                    .collect()
             };
-            for ip in addresses {
-                if seen.insert((ip, endpoint.port)) {
-                    endpoints.push(Endpoint {
-                        address: EndpointAddress::Ip(ip),
-                        ..endpoint.clone()
-                    });
+            let mut targets: Vec<Target> = Vec::with_capacity(cluster.endpoints.len());
+            let mut seen: BTreeSet<SocketAddr> = BTreeSet::new();
+            for (source, endpoint) in cluster.endpoints.iter().enumerate() {
+                let addresses = match &endpoint.address {
+                    EndpointAddress::Ip(ip) => vec![*ip],
+                    EndpointAddress::Hostname(host) => match resolver.resolve(host) {
+                        Ok(addresses) if !addresses.is_empty() => addresses,
+                        Ok(_) => {
+                            diagnostics.push(Diagnostic::warning(format!(
+                                "cluster {}: {host} resolves to no address; {}",
+                                cluster.name,
+                                unresolved(last.is_some())
+                            )));
+                            kept(source)
+                        }
+                        Err(e) => {
+                            diagnostics.push(Diagnostic::warning(format!(
+                                "cluster {}: cannot resolve {host}: {e}; {}",
+                                cluster.name,
+                                unresolved(last.is_some())
+                            )));
+                            kept(source)
+                        }
+                    },
+                };
+                for ip in addresses {
+                    let address = SocketAddr::new(ip, endpoint.port);
+                    if seen.insert(address) {
+                        targets.push(Target {
+                            address,
+                            weight: endpoint.weight,
+                            source,
+                        });
+                    }
                 }
             }
-        }
-        cluster.endpoints = endpoints;
+            targets
+        })
+        .collect();
+    (endpoints, diagnostics)
+}
+
+fn unresolved(refreshing: bool) -> &'static str {
+    match refreshing {
+        true => "it keeps its last addresses",
+        false => "it gives no endpoint until it resolves",
     }
-    (resolved, diagnostics)
+}
+
+/// The endpoints of `table` resolved again: `Some` only when they differ
+/// from `current` (targets of this same table), with the warnings.
+pub fn refreshed(
+    table: &RouteTable,
+    current: &[Vec<Target>],
+    resolver: &dyn Resolver,
+) -> Option<(Vec<Vec<Target>>, Diagnostics)> {
+    if !has_hostnames(table) {
+        return None;
+    }
+    let (endpoints, diagnostics) = resolve_endpoints(table, resolver, Some(current));
+    (endpoints != current).then_some((endpoints, diagnostics))
 }
 
 #[cfg(test)]
@@ -153,13 +198,17 @@ spec:
                 ip("10.0.0.9"),
             ],
         )]));
-        let (resolved, diagnostics) = resolve_table(&table, &fake);
-        assert!(!has_hostnames(&resolved));
-        let endpoints: Vec<(String, Option<&str>)> = resolved.clusters[0]
-            .endpoints
+        let (resolved, diagnostics) = resolve_endpoints(&table, &fake, None);
+        let cluster = &table.clusters[0];
+        let endpoints: Vec<(String, Option<&str>)> = resolved[0]
             .iter()
-            .map(|e| (e.to_string(), e.labels.get("role").map(String::as_str)))
+            .map(|t| {
+                let role = cluster.endpoints[t.source].labels.get("role");
+                (t.address.to_string(), role.map(String::as_str))
+            })
             .collect();
+        // 10.0.0.9 is both an address of the name and an endpoint of its own:
+        // it is one endpoint, the first seen.
         assert_eq!(
             endpoints,
             vec![
@@ -172,6 +221,54 @@ spec:
         assert_eq!(messages.len(), 1);
         assert!(
             messages[0].contains("cannot resolve gone.example.com"),
+            "{messages:?}"
+        );
+    }
+
+    #[test]
+    fn a_refresh_reports_changes_and_keeps_addresses_of_names_that_fail() {
+        let table = table();
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let resolver = |primary: &[&str], gone: &[&str]| {
+            let mut answers = HashMap::new();
+            if !primary.is_empty() {
+                answers.insert(
+                    "primary.example.com",
+                    primary.iter().map(|a| ip(a)).collect(),
+                );
+            }
+            if !gone.is_empty() {
+                answers.insert("gone.example.com", gone.iter().map(|a| ip(a)).collect());
+            }
+            Fake(answers)
+        };
+        let addresses = |targets: &[Vec<Target>]| -> Vec<String> {
+            targets[0].iter().map(|t| t.address.to_string()).collect()
+        };
+        let (first, _) = resolve_endpoints(&table, &resolver(&["10.0.0.1"], &["10.0.0.5"]), None);
+        assert_eq!(
+            addresses(&first),
+            ["10.0.0.1:5432", "10.0.0.5:5432", "10.0.0.9:5432"]
+        );
+        // The same answers: nothing to publish.
+        assert!(refreshed(&table, &first, &resolver(&["10.0.0.1"], &["10.0.0.5"])).is_none());
+        // primary moved; gone fails to resolve and keeps 10.0.0.5.
+        let (next, warnings) =
+            refreshed(&table, &first, &resolver(&["10.0.0.2", "10.0.0.3"], &[])).expect("changed");
+        assert_eq!(
+            addresses(&next),
+            [
+                "10.0.0.2:5432",
+                "10.0.0.3:5432",
+                "10.0.0.5:5432",
+                "10.0.0.9:5432"
+            ]
+        );
+        let messages: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert!(
+            messages.len() == 1
+                && messages[0].contains("gone.example.com")
+                && messages[0].contains("keeps its last addresses"),
             "{messages:?}"
         );
     }

@@ -2,10 +2,10 @@
 //! workers → wait for SIGTERM/SIGINT → wake workers → join. Never touches a
 //! ring (beyond the startup probe that turns "no io_uring" into one line).
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,13 +18,13 @@ use crate::dataplane::listener;
 use crate::dataplane::ring::{Ring, SetupError};
 use crate::dataplane::wake::WakeFd;
 use crate::dataplane::worker::{Worker, WorkerListener};
-use crate::dataplane::{Plan, Settings, Shared, Target};
+use crate::dataplane::{Plan, Settings, Shared, WorkerStatus};
 use crate::diag::Severity;
 use crate::metrics::{ProcessMetrics, WorkerHandle, WorkerMetrics};
 use crate::pipeline::Source;
 use crate::process;
+use crate::resolve::{self, Resolver, SystemResolver};
 use crate::routing::RouteTable;
-use crate::routing::table::EndpointAddress;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -59,6 +59,8 @@ pub struct RunOptions {
     pub admin: Option<SocketAddr>,
     /// How long SIGTERM waits for open connections (`--drain-timeout`).
     pub drain_timeout: Duration,
+    /// How often endpoint host names are resolved again (`--dns-refresh`).
+    pub dns_refresh: Duration,
 }
 
 /// A running gateway (used by `run`, and by `demo` which also needs to know
@@ -71,6 +73,8 @@ pub struct Gateway {
     access_log: AccessLog,
     /// What the admin endpoint and the signals act on.
     pub control: Arc<Control>,
+    /// The DNS refresh thread; dropping the sender ends it.
+    dns: Option<(mpsc::Sender<()>, thread::JoinHandle<()>)>,
 }
 
 /// The gateway as the control plane sees it: readiness, counters, the
@@ -79,10 +83,15 @@ pub struct Control {
     shared: Arc<Shared>,
     /// Each worker's counters, read at scrape time.
     metrics: Vec<Arc<WorkerMetrics>>,
+    /// Each worker's plan, unbound listeners and ejections.
+    statuses: Vec<Arc<WorkerStatus>>,
     reloader: Reloader,
-    /// Every listener bound and not draining.
+    /// Serving and not draining (`/ready` also needs every listener bound).
     ready: AtomicBool,
     wakes: Vec<Arc<WakeFd>>,
+    /// Held while a new plan is published (reload, DNS refresh), so that a
+    /// refresh never replaces a plan newer than the one it resolved.
+    publish: Mutex<()>,
 }
 
 impl Control {
@@ -103,20 +112,65 @@ impl Control {
                     })?;
                 }
             }
-            self.shared.plan.store(Arc::new(resolve(table)));
-            for wake in &self.wakes {
-                if let Err(e) = wake.wake() {
-                    tracing::warn!(error = %e, "cannot wake a worker");
-                }
-            }
+            let _publishing = self.publish.lock().unwrap_or_else(PoisonError::into_inner);
+            let plan = plan_for(table, Some(&self.shared.plan.load()));
+            self.shared.plan.store(Arc::new(plan));
+            self.wake_workers();
             Ok(())
         })
+    }
+
+    fn wake_workers(&self) {
+        for wake in &self.wakes {
+            if let Err(e) = wake.wake() {
+                tracing::warn!(error = %e, "cannot wake a worker");
+            }
+        }
+    }
+
+    /// Resolve the current table's host names again; publish a plan with
+    /// the same table (and generation) when an address changed. True when
+    /// it published.
+    pub fn refresh_dns(&self, resolver: &dyn Resolver) -> bool {
+        let current = self.shared.plan.load_full();
+        let Some((endpoints, warnings)) =
+            resolve::refreshed(&current.table, &current.endpoints, resolver)
+        else {
+            return false;
+        };
+        let _publishing = self.publish.lock().unwrap_or_else(PoisonError::into_inner);
+        if !Arc::ptr_eq(&self.shared.plan.load(), &current) {
+            // A reload published meanwhile (and resolved its own names).
+            return false;
+        }
+        for w in warnings.iter() {
+            tracing::warn!("{w}");
+        }
+        let count: usize = endpoints.iter().map(Vec::len).sum();
+        let plan = Plan::new(current.table.clone(), endpoints, Some(&current));
+        self.shared.plan.store(Arc::new(plan));
+        tracing::info!(
+            generation = current.table.generation,
+            endpoints = count,
+            "endpoint addresses changed (DNS); new connections use them"
+        );
+        self.wake_workers();
+        true
     }
 }
 
 impl Admin for Control {
+    /// Serving, not draining, and every worker has taken the current plan
+    /// and bound all of its listeners.
     fn ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        if !self.ready.load(Ordering::Acquire) {
+            return false;
+        }
+        let current = self.shared.plan.load();
+        self.statuses.iter().all(|s| {
+            let report = s.snapshot();
+            report.missing_listeners == 0 && report.plan.is_some_and(|p| Arc::ptr_eq(&p, &current))
+        })
     }
 
     fn metrics(&self) -> String {
@@ -132,8 +186,10 @@ impl Admin for Control {
 
     fn config_dump(&self) -> String {
         let plan = self.shared.plan.load();
-        // Endpoints as resolved for the workers (health is per worker and
-        // not shown).
+        let reports: Vec<_> = self.statuses.iter().map(|s| s.snapshot()).collect();
+        let now = Instant::now();
+        // Endpoints as resolved for the workers, with the passive health
+        // each worker holds (outlier detection is per worker).
         let resolved: serde_json::Map<String, serde_json::Value> = plan
             .table
             .clusters
@@ -142,7 +198,31 @@ impl Admin for Control {
             .map(|(c, targets)| {
                 let list = targets
                     .iter()
-                    .map(|t| serde_json::json!({"address": t.address.to_string(), "weight": t.weight}))
+                    .map(|t| {
+                        let mut ejected_by = Vec::new();
+                        let mut remaining = Duration::ZERO;
+                        for (worker, report) in reports.iter().enumerate() {
+                            let ejection = report.ejections.iter().find(|e| {
+                                *e.cluster == *c.name && e.address == t.address && e.until > now
+                            });
+                            if let Some(e) = ejection {
+                                ejected_by.push(worker);
+                                remaining = remaining.max(e.until - now);
+                            }
+                        }
+                        let health = if ejected_by.is_empty() {
+                            "healthy"
+                        } else {
+                            "ejected"
+                        };
+                        serde_json::json!({
+                            "address": t.address.to_string(),
+                            "weight": t.weight,
+                            "health": health,
+                            "ejected_by_workers": ejected_by,
+                            "ejection_remaining_ms": remaining.as_millis() as u64,
+                        })
+                    })
                     .collect();
                 (c.name.clone(), serde_json::Value::Array(list))
             })
@@ -286,7 +366,7 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let workers = options.workers.unwrap_or_else(|| cores.len().max(1)).max(1);
-    let plan = resolve(table);
+    let plan = plan_for(table, None);
     let listeners = bind_all(&plan.table, workers);
     // A configuration that opens no listener is valid (Istio parity: clients
     // are refused) and keeps the process up; listeners that exist but none
@@ -307,6 +387,7 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
     let mut wakes = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
     let mut metrics = Vec::with_capacity(workers);
+    let statuses: Vec<Arc<WorkerStatus>> = (0..workers).map(|_| Arc::default()).collect();
     for (id, own) in listeners.into_iter().enumerate() {
         let wake = Arc::new(WakeFd::new().map_err(|e| RunError::Worker {
             worker: id,
@@ -320,6 +401,7 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
         let counters = WorkerMetrics::new();
         metrics.push(Arc::clone(&counters));
         let access_log = options.access_log.clone();
+        let status = Arc::clone(&statuses[id]);
         let spawned = thread::Builder::new()
             .name(format!("ringway-w{id}"))
             .spawn(move || {
@@ -333,6 +415,7 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
                         wake,
                         metrics: handle,
                         access_log,
+                        status,
                     },
                     ready,
                     failed,
@@ -349,7 +432,7 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
         }
     }
     drop(ready_tx);
-    let gateway = Gateway {
+    let mut gateway = Gateway {
         shared: Arc::clone(&shared),
         wakes: wakes.clone(),
         threads,
@@ -358,10 +441,13 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
         control: Arc::new(Control {
             shared: Arc::clone(&shared),
             metrics,
+            statuses,
             reloader: Reloader::new(options.source.clone(), 1),
             ready: AtomicBool::new(false),
             wakes: wakes.clone(),
+            publish: Mutex::new(()),
         }),
+        dns: None,
     };
     for id in 0..workers {
         match ready_rx.recv() {
@@ -381,6 +467,7 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
     }
     gateway.control.ready.store(true, Ordering::Release);
     tracing::info!(workers, listeners = bound, "serving");
+    gateway.dns = spawn_dns_refresh(&gateway.control, options.dns_refresh);
     Ok(gateway)
 }
 
@@ -391,6 +478,7 @@ struct Parts {
     wake: Arc<WakeFd>,
     metrics: WorkerHandle,
     access_log: AccessLog,
+    status: Arc<WorkerStatus>,
 }
 
 fn worker_main(
@@ -426,6 +514,7 @@ fn run_with(
         parts.wake,
         parts.metrics,
         parts.access_log,
+        parts.status,
     ) {
         Ok(w) => w,
         Err(e) => {
@@ -443,7 +532,11 @@ fn run_with(
 
 impl Gateway {
     /// Stop accepting, close every connection, join the workers.
-    pub fn stop(self) -> Result<(), RunError> {
+    pub fn stop(mut self) -> Result<(), RunError> {
+        if let Some((stop, thread)) = self.dns.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
         self.shared.stop.store(true, Ordering::Release);
         for wake in &self.wakes {
             if let Err(e) = wake.wake() {
@@ -460,39 +553,40 @@ impl Gateway {
     }
 }
 
-/// Resolve every endpoint once, off the data path: hostnames become one
-/// endpoint per address (`ToSocketAddrs`, the system resolver).
-fn resolve(table: RouteTable) -> Plan {
-    let endpoints = table
-        .clusters
-        .iter()
-        .map(|c| {
-            let mut targets = Vec::new();
-            for (source, e) in c.endpoints.iter().enumerate() {
-                match &e.address {
-                    EndpointAddress::Ip(ip) => targets.push(Target {
-                        address: SocketAddr::new(*ip, e.port),
-                        weight: e.weight,
-                        source,
-                    }),
-                    EndpointAddress::Hostname(host) => match (host.as_str(), e.port).to_socket_addrs() {
-                        Ok(addrs) => targets.extend(addrs.map(|address| Target {
-                            address,
-                            weight: e.weight,
-                            source,
-                        })),
-                        Err(err) => tracing::warn!(cluster = %c.name, host = %host, error = %err, "cannot resolve endpoint; skipped"),
-                    },
-                }
+/// The plan for a newly compiled table: its host names resolved with the
+/// system resolver (off the data path), unresolvable ones warned about.
+fn plan_for(table: RouteTable, previous: Option<&Plan>) -> Plan {
+    let (endpoints, warnings) = resolve::resolve_endpoints(&table, &SystemResolver, None);
+    for w in warnings.iter() {
+        tracing::warn!("{w}");
+    }
+    Plan::new(table, endpoints, previous)
+}
+
+/// Every `every`, resolve the table's host names again (only when it has
+/// some); ends when the returned sender is dropped.
+fn spawn_dns_refresh(
+    control: &Arc<Control>,
+    every: Duration,
+) -> Option<(mpsc::Sender<()>, thread::JoinHandle<()>)> {
+    if every.is_zero() {
+        return None;
+    }
+    let (stop, stopped) = mpsc::channel::<()>();
+    let control = Arc::clone(control);
+    let thread = thread::Builder::new()
+        .name("dns-refresh".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                control.refresh_dns(&SystemResolver);
             }
-            targets
-        })
-        .collect();
-    let cluster_open = table.clusters.iter().map(|_| AtomicU32::new(0)).collect();
-    Plan {
-        table,
-        endpoints,
-        cluster_open,
+        });
+    match thread {
+        Ok(thread) => Some((stop, thread)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the DNS refresh thread; host names are resolved at load and reload only");
+            None
+        }
     }
 }
 

@@ -7,7 +7,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Behavior, EchoBackend, Ringway, connect, free_port, read_to_end, say, tcp_service};
+use common::{
+    Behavior, EchoBackend, Ringway, connect, free_port, http, read_to_end, say, tcp_service,
+};
 
 #[test]
 fn a_refusing_endpoint_next_to_a_live_one_fails_no_connection() {
@@ -245,8 +247,17 @@ fn outlier_detection_ejects_a_refusing_endpoint() {
     let listen = free_port();
     let policy = "    loadBalancer:\n      simple: ROUND_ROBIN\n    outlierDetection:\n      consecutive5xxErrors: 1\n      interval: 1s\n      baseEjectionTime: 30s\n      maxEjectionPercent: 100\n";
     let config = tcp_service(listen, &[refusing, live.port], policy);
-    let args = ["--workers", "1", "--connect-attempts", "1"];
-    let Some(_gw) = Ringway::start(&config, &args) else {
+    let admin = free_port();
+    let address = format!("127.0.0.1:{admin}");
+    let args = [
+        "--workers",
+        "1",
+        "--connect-attempts",
+        "1",
+        "--admin",
+        &address,
+    ];
+    let Some(gw) = Ringway::start(&config, &args) else {
         return;
     };
     let replies: Vec<Option<String>> = (0..10).map(|i| try_say(listen, &format!("n{i}"))).collect();
@@ -258,6 +269,47 @@ fn outlier_detection_ejects_a_refusing_endpoint() {
             r.as_deref(),
             Some(format!("one n{i}").as_str()),
             "{replies:?}"
+        );
+    }
+    // /config_dump shows which endpoint is out, and for how long.
+    let (_, dump) = http(admin, "GET", "/config_dump");
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let endpoints = &dump["resolved_endpoints"]["outbound|9000|v1|svc.default.svc.cluster.local"];
+    let health = |port: u16| {
+        let e = endpoints
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["address"] == format!("127.0.0.1:{port}"))
+            .unwrap();
+        (
+            e["health"].as_str().unwrap().to_owned(),
+            e["ejected_by_workers"].clone(),
+        )
+    };
+    assert_eq!(
+        health(refusing),
+        ("ejected".to_owned(), serde_json::json!([0])),
+        "{endpoints}"
+    );
+    assert_eq!(
+        health(live.port),
+        ("healthy".to_owned(), serde_json::json!([])),
+        "{endpoints}"
+    );
+    let remaining = endpoints[0]["ejection_remaining_ms"].as_u64().unwrap();
+    assert!(remaining > 20_000 && remaining <= 30_000, "{endpoints}");
+    // A reload keeps the ejection: still no connection fails.
+    gw.signal("HUP");
+    let deadline = Instant::now() + common::PATIENCE;
+    while !gw.logged("configuration reloaded") {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for i in 0..4 {
+        assert_eq!(
+            try_say(listen, &format!("r{i}")).as_deref(),
+            Some(format!("one r{i}").as_str())
         );
     }
 }

@@ -13,7 +13,9 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{ConfigDir, EchoBackend, Ringway, connect, free_port, read_to_end, say, tcp_service};
+use common::{
+    ConfigDir, EchoBackend, Ringway, connect, free_port, http, read_to_end, say, tcp_service,
+};
 
 fn echo(s: &TcpStream, line: &str) -> String {
     let mut w = s;
@@ -78,7 +80,17 @@ fn process_max_connections_fails_fast_beyond_the_limit() {
     let backend = EchoBackend::lines("one");
     let listen = free_port();
     let config = tcp_service(listen, &[backend.port], "");
-    let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--max-connections", "1"]) else {
+    let admin = free_port();
+    let address = format!("127.0.0.1:{admin}");
+    let args = [
+        "--workers",
+        "1",
+        "--max-connections",
+        "1",
+        "--admin",
+        &address,
+    ];
+    let Some(_gw) = Ringway::start(&config, &args) else {
         return;
     };
     let a = connect(listen);
@@ -87,6 +99,20 @@ fn process_max_connections_fails_fast_beyond_the_limit() {
     let (data, _) = read_to_end(&mut b);
     assert!(data.is_empty());
     assert_eq!(echo(&a, "a2"), "one a2");
+    // Counted as a process-level overflow, and in Istio's metrics as UO.
+    let (_, metrics) = http(admin, "GET", "/metrics");
+    assert!(
+        metrics.contains("\nringway_downstream_overflow_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("istio_tcp_connections_closed_total{")
+                && l.contains("response_flags=\"UO\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
 }
 
 /// Two endpoints answering "one" and "two" under `policy`; 20 connections

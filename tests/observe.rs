@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use common::{ConfigDir, EchoBackend, Ringway, connect, free_port, say, tcp_service};
-
-const PATIENCE: Duration = Duration::from_secs(10);
+use common::{
+    ConfigDir, EchoBackend, PATIENCE, Ringway, connect, free_port, http, say, tcp_service,
+};
 
 /// The access log's JSON lines, once there are at least `n` of them.
 fn wait_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
@@ -102,24 +102,6 @@ fn access_log_has_one_line_per_connection_with_its_flag() {
     let _ = common::read_to_end(&mut s);
     let lines = wait_lines(&path, 1);
     assert_eq!(lines[0]["response_flags"], "UH", "{lines:?}");
-}
-
-/// An HTTP/1.0 request to the admin endpoint: (status, body).
-fn http(port: u16, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(s, "{method} {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_owned());
-    (status, body)
 }
 
 /// The sum of the samples of `name` whose labels contain every `label`.
@@ -267,6 +249,45 @@ fn admin_endpoint_answers() {
         "{dump}"
     );
     assert_eq!(http(admin, "GET", "/nope").0, 404);
+}
+
+#[test]
+fn dns_endpoints_are_resolved_and_refreshed_off_the_data_path() {
+    let echo = EchoBackend::lines("one");
+    let (listen, admin) = (free_port(), free_port());
+    let config = tcp_service(listen, &[echo.port], "");
+    let file = config.path().join("svc.yaml");
+    let yaml = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("address: 127.0.0.1", "address: localhost")
+        .replace("resolution: STATIC", "resolution: DNS");
+    std::fs::write(&file, yaml).unwrap();
+    let address = format!("127.0.0.1:{admin}");
+    let args = [
+        "--workers",
+        "1",
+        "--admin",
+        &address,
+        "--dns-refresh",
+        "50ms",
+    ];
+    let Some(gw) = Ringway::start(&config, &args) else {
+        return;
+    };
+    assert_eq!(say(listen, "a"), "one a");
+    let (_, dump) = http(admin, "GET", "/config_dump");
+    assert!(
+        dump.contains(&format!("\"127.0.0.1:{}\"", echo.port)),
+        "{dump}"
+    );
+    // Ten refreshes later: the same answers publish nothing new.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !gw.logged("endpoint addresses changed"),
+        "{}",
+        gw.log_text()
+    );
+    assert_eq!(say(listen, "b"), "one b");
 }
 
 #[test]

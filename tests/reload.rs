@@ -8,15 +8,22 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ConfigDir, EchoBackend, Ringway, free_port, say};
+use sha2::{Digest, Sha256};
 
-const PATIENCE: Duration = Duration::from_secs(10);
+use common::{ConfigDir, EchoBackend, PATIENCE, Ringway, free_port, http, say};
 
-/// Two TCP servers (`ports`) routed to subset `subset` of a service whose
-/// endpoints are `v1` (version v1) and `v2` (version v2).
-fn yaml(ports: &[u16], subset: &str, v1: u16, v2: u16) -> String {
+/// Route weights: everything to v1, or everything to v2.
+const ONLY_V1: (u32, u32) = (100, 0);
+const ONLY_V2: (u32, u32) = (0, 100);
+
+/// TCP servers on `ports`, routed by `weights` to subsets v1 and v2 of a
+/// service whose endpoints are `v1` (version v1) and `v2` (version v2).
+fn yaml(ports: &[u16], weights: (u32, u32), v1: u16, v2: u16) -> String {
+    let (w1, w2) = weights;
     let servers: String = ports
         .iter()
         .map(|p| {
@@ -48,7 +55,14 @@ spec:
         host: svc
         port:
           number: 9000
-        subset: {subset}
+        subset: v1
+      weight: {w1}
+    - destination:
+        host: svc
+        port:
+          number: 9000
+        subset: v2
+      weight: {w2}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -91,24 +105,6 @@ spec:
     )
 }
 
-/// An HTTP/1.0 request to the admin endpoint: (status, body).
-fn http(port: u16, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(s, "{method} {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_owned());
-    (status, body)
-}
-
 /// One line over an open connection.
 fn chat(s: &mut BufReader<TcpStream>, line: &str) -> String {
     s.get_mut()
@@ -135,10 +131,10 @@ fn write(path: &Path, text: &str) {
 }
 
 #[test]
-fn established_connections_survive_a_reload_that_reroutes_and_removes_their_listener() {
+fn established_connections_survive_a_reload_that_flips_weights_and_removes_their_listener() {
     let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
     let (a, b, c, admin) = (free_port(), free_port(), free_port(), free_port());
-    let config = ConfigDir::new().file("svc.yaml", &yaml(&[a, b], "v1", v1.port, v2.port));
+    let config = ConfigDir::new().file("svc.yaml", &yaml(&[a, b], ONLY_V1, v1.port, v2.port));
     let Some(_gw) = start(&config, admin) else {
         return;
     };
@@ -149,7 +145,7 @@ fn established_connections_survive_a_reload_that_reroutes_and_removes_their_list
 
     write(
         &config.path().join("svc.yaml"),
-        &yaml(&[a, c], "v2", v1.port, v2.port),
+        &yaml(&[a, c], ONLY_V2, v1.port, v2.port),
     );
     let (status, body) = http(admin, "POST", "/reload");
     assert_eq!(status, 200, "{body}");
@@ -184,13 +180,13 @@ fn a_reload_whose_new_port_is_taken_is_refused() {
     let (a, admin) = (free_port(), free_port());
     let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let t = taken.local_addr().unwrap().port();
-    let config = ConfigDir::new().file("svc.yaml", &yaml(&[a], "v1", v1.port, v2.port));
+    let config = ConfigDir::new().file("svc.yaml", &yaml(&[a], ONLY_V1, v1.port, v2.port));
     let Some(_gw) = start(&config, admin) else {
         return;
     };
     write(
         &config.path().join("svc.yaml"),
-        &yaml(&[a, t], "v2", v1.port, v2.port),
+        &yaml(&[a, t], ONLY_V2, v1.port, v2.port),
     );
     let (status, body) = http(admin, "POST", "/reload");
     assert_eq!(status, 400, "{body}");
@@ -207,7 +203,7 @@ fn a_reload_whose_new_port_is_taken_is_refused() {
 fn a_bad_configuration_keeps_the_last_good_table_and_says_where() {
     let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
     let (a, admin) = (free_port(), free_port());
-    let good = yaml(&[a], "v1", v1.port, v2.port);
+    let good = yaml(&[a], ONLY_V1, v1.port, v2.port);
     let config = ConfigDir::new().file("svc.yaml", &good);
     let Some(gw) = start(&config, admin) else {
         return;
@@ -225,7 +221,7 @@ fn a_bad_configuration_keeps_the_last_good_table_and_says_where() {
     );
     assert!(metrics.contains("ringway_config_generation 1"), "{metrics}");
 
-    write(&file, &yaml(&[a], "v2", v1.port, v2.port));
+    write(&file, &yaml(&[a], ONLY_V2, v1.port, v2.port));
     let (status, body) = http(admin, "POST", "/reload");
     assert_eq!(status, 200, "{body}");
     assert_eq!(say(a, "fixed"), "two fixed");
@@ -245,4 +241,136 @@ fn a_bad_configuration_keeps_the_last_good_table_and_says_where() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(say(a, "hup"), "one hup");
+}
+
+/// Open descriptors of a process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// Streams deterministic bytes through `port` to a raw echo until `done`,
+/// then half-closes; returns (bytes sent, sha256 sent, sha256 echoed).
+fn stream_until(port: u16, seed: u8, done: Arc<AtomicBool>) -> (u64, Vec<u8>, Vec<u8>) {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut reader = s.try_clone().unwrap();
+    let echoed = std::thread::spawn(move || {
+        let mut hash = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match reader.read(&mut buf).unwrap() {
+                0 => return hash.finalize().to_vec(),
+                n => hash.update(&buf[..n]),
+            }
+        }
+    });
+    let mut writer = s;
+    let mut hash = Sha256::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut sent = 0u64;
+    let mut round = 0u32;
+    // At least a few chunks, and on until the storm is over.
+    while round < 8 || !done.load(Ordering::Acquire) {
+        for (i, b) in chunk.iter_mut().enumerate() {
+            *b = (i as u32)
+                .wrapping_mul(31)
+                .wrapping_add(round)
+                .wrapping_add(u32::from(seed)) as u8;
+        }
+        writer.write_all(&chunk).unwrap();
+        hash.update(&chunk);
+        sent += chunk.len() as u64;
+        round += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    writer.shutdown(std::net::Shutdown::Write).unwrap();
+    (sent, hash.finalize().to_vec(), echoed.join().unwrap())
+}
+
+#[test]
+fn a_storm_of_reloads_cuts_nothing_loses_nothing_and_leaks_nothing() {
+    let (v1, v2) = (EchoBackend::raw(), EchoBackend::raw());
+    let (a, b, admin) = (free_port(), free_port(), free_port());
+    let config = ConfigDir::new().file("svc.yaml", &yaml(&[a], (80, 20), v1.port, v2.port));
+    let Some(gw) = start(&config, admin) else {
+        return;
+    };
+    let file = config.path().join("svc.yaml");
+    let baseline = open_fds(gw.pid());
+
+    let done = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8u8)
+        .map(|seed| {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || stream_until(a, seed, done))
+        })
+        .collect();
+    // 100 reloads: the weights flip every time; listener b comes and goes.
+    for i in 1..=100u32 {
+        let (ports, weights): (&[u16], _) = match i % 2 {
+            1 => (&[a, b], (20, 80)),
+            _ => (&[a], (80, 20)),
+        };
+        write(&file, &yaml(ports, weights, v1.port, v2.port));
+        let (status, body) = http(admin, "POST", "/reload");
+        assert_eq!(status, 200, "reload {i}: {body}");
+        assert!(
+            body.contains(&format!("\"generation\": {}", i + 1)),
+            "reload {i}: {body}"
+        );
+    }
+    done.store(true, Ordering::Release);
+    for (i, client) in clients.into_iter().enumerate() {
+        let (sent, sent_hash, echoed_hash) = client.join().unwrap();
+        assert!(sent >= 8 * 16 * 1024, "client {i} sent only {sent} bytes");
+        assert_eq!(
+            sent_hash, echoed_hash,
+            "client {i}: sha256 of the echo differs"
+        );
+    }
+    // New connections still work, and the listener of the last table is up.
+    assert!(v1.accepted.load(Ordering::Relaxed) + v2.accepted.load(Ordering::Relaxed) >= 8);
+    let (_, dump) = http(admin, "GET", "/config_dump");
+    assert!(dump.contains("\"generation\": 101"), "{dump}");
+    // Every descriptor of the storm is closed (pooled pipes within a second
+    // or two of idleness): as many as before it.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let now = open_fds(gw.pid());
+        if now <= baseline {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{now} descriptors open, {baseline} before the storm"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, _) = http(admin, "GET", "/ready");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn ready_waits_until_every_listener_is_bound() {
+    let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
+    let (a, admin) = (free_port(), free_port());
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let t = taken.local_addr().unwrap().port();
+    let config = ConfigDir::new().file("svc.yaml", &yaml(&[a, t], ONLY_V1, v1.port, v2.port));
+    let Some(_gw) = start(&config, admin) else {
+        return;
+    };
+    // Serving on a, but port t is someone else's: not ready.
+    assert_eq!(say(a, "x"), "one x");
+    assert_eq!(http(admin, "GET", "/ready").0, 503);
+    // The port is freed; a reload binds it on every worker.
+    drop(taken);
+    let (status, body) = http(admin, "POST", "/reload");
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + PATIENCE;
+    while http(admin, "GET", "/ready").0 != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(say(t, "y"), "one y");
 }

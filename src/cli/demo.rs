@@ -104,6 +104,7 @@ fn demo(dir: &std::path::Path, workers: usize) -> Result<(), DemoError> {
         access_log: crate::accesslog::AccessLog::off(),
         admin: None,
         drain_timeout: std::time::Duration::ZERO,
+        dns_refresh: std::time::Duration::ZERO,
     };
     let gateway = supervisor::start(&options)?;
     let mut out = std::io::stdout().lock();

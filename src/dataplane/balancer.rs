@@ -5,11 +5,13 @@
 //! worker's own connect failures (so with N workers an endpoint is ejected
 //! by each worker that sees it fail). Time is passed in.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::routing::SmoothWrr;
-use crate::routing::table::{ClusterId, LoadBalancer, OutlierDetection, RouteId};
+use crate::routing::table::{ClusterId, LoadBalancer, RouteId};
 
 use super::Plan;
 
@@ -24,6 +26,12 @@ struct Health {
     ejections: u32,
 }
 
+impl Health {
+    fn ejected(&self, now: Instant) -> bool {
+        self.ejected_until.is_some_and(|t| now < t)
+    }
+}
+
 #[derive(Debug)]
 struct ClusterState {
     /// Connections this worker has open (or connecting) per endpoint.
@@ -34,16 +42,42 @@ struct ClusterState {
     next: usize,
 }
 
+/// An endpoint this worker has ejected, for `/config_dump`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ejection {
+    pub cluster: Arc<str>,
+    pub address: SocketAddr,
+    pub until: Instant,
+    /// How many times this worker has ejected it.
+    pub ejections: u32,
+}
+
+/// Balancing state for one plan. Calls about a connection of an older plan
+/// (it keeps the table it started with) are translated to this plan's
+/// endpoints by cluster name and address, so health and active counts
+/// follow the endpoint, not its index, across reloads.
 #[derive(Debug)]
 pub struct Balancer {
+    /// The plan the state below is indexed by (held, so its address is a
+    /// stable identity).
+    plan: Arc<Plan>,
+    by_name: HashMap<Arc<str>, usize>,
     routes: Vec<SmoothWrr>,
     clusters: Vec<ClusterState>,
     rng: u64,
 }
 
 impl Balancer {
-    pub fn new(plan: &Plan, seed: u64) -> Balancer {
+    pub fn new(plan: &Arc<Plan>, seed: u64) -> Balancer {
         Balancer {
+            plan: Arc::clone(plan),
+            by_name: plan
+                .table
+                .clusters
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (Arc::from(c.name.as_str()), i))
+                .collect(),
             routes: plan
                 .table
                 .routes
@@ -64,11 +98,73 @@ impl Balancer {
         }
     }
 
-    /// The cluster the next connection on `route` goes to.
+    /// The state for `plan`, taking over `previous`'s health and active
+    /// counts for every endpoint both plans have (same cluster name and
+    /// address): a reload or a DNS refresh forgets no ejection.
+    pub fn succeed(previous: &Balancer, plan: &Arc<Plan>) -> Balancer {
+        let mut next = Balancer::new(plan, previous.rng);
+        for (c, state) in next.clusters.iter_mut().enumerate() {
+            for (e, target) in plan.endpoints[c].iter().enumerate() {
+                let name = plan.table.clusters[c].name.as_str();
+                if let Some((pc, pe)) = previous.find(name, target.address) {
+                    let old = &previous.clusters[pc];
+                    state.health[e] = old.health[pe];
+                    state.active[e] = old.active[pe];
+                }
+            }
+        }
+        next
+    }
+
+    /// `(cluster, endpoint)` of this plan for a cluster name and address.
+    fn find(&self, cluster: &str, address: SocketAddr) -> Option<(usize, usize)> {
+        let c = *self.by_name.get(cluster)?;
+        let e = self.plan.endpoints[c]
+            .iter()
+            .position(|t| t.address == address)?;
+        Some((c, e))
+    }
+
+    fn current(&self, plan: &Plan) -> bool {
+        std::ptr::eq(plan, Arc::as_ptr(&self.plan))
+    }
+
+    /// Where endpoint `endpoint` of `cluster` in `plan` lives in this state.
+    fn locate(&self, plan: &Plan, cluster: ClusterId, endpoint: usize) -> Option<(usize, usize)> {
+        if self.current(plan) {
+            return Some((cluster.0 as usize, endpoint));
+        }
+        let target = plan.endpoints.get(cluster.0 as usize)?.get(endpoint)?;
+        self.find(&plan.table.cluster(cluster).name, target.address)
+    }
+
+    fn health_mut(
+        &mut self,
+        plan: &Plan,
+        cluster: ClusterId,
+        endpoint: usize,
+    ) -> Option<&mut Health> {
+        let (c, e) = self.locate(plan, cluster, endpoint)?;
+        self.clusters.get_mut(c)?.health.get_mut(e)
+    }
+
+    fn active_mut(&mut self, plan: &Plan, cluster: ClusterId, endpoint: usize) -> Option<&mut u32> {
+        let (c, e) = self.locate(plan, cluster, endpoint)?;
+        self.clusters.get_mut(c)?.active.get_mut(e)
+    }
+
+    /// The cluster the next connection on `route` goes to. A route of an
+    /// older plan (a TLS connection whose ClientHello came after a reload)
+    /// draws by weight.
     pub fn pick_cluster(&mut self, plan: &Plan, route: RouteId) -> Option<ClusterId> {
         let clusters = &plan.table.route(route).clusters;
-        let wrr = self.routes.get_mut(route.0 as usize)?;
-        clusters.get(wrr.pick()).map(|c| c.cluster)
+        let pick = if self.current(plan) {
+            self.routes.get_mut(route.0 as usize)?.pick()
+        } else {
+            let draw = xorshift(&mut self.rng);
+            weighted(clusters.iter().map(|c| c.weight), &|_| true, draw)?
+        };
+        clusters.get(pick).map(|c| c.cluster)
     }
 
     /// An endpoint of `cluster` by its policy, preferring endpoints not in
@@ -86,18 +182,22 @@ impl Balancer {
             return None;
         }
         let policy = plan.table.cluster(cluster).policy.outlier_detection;
-        let state = self.clusters.get_mut(cluster.0 as usize)?;
-        let ejected: Vec<bool> = state
-            .health
-            .iter()
-            .map(|h| h.ejected_until.is_some_and(|t| now < t))
+        // (ejected, active) of each endpoint, wherever this state keeps it.
+        let view: Vec<(bool, u32)> = (0..endpoints.len())
+            .map(|e| match self.locate(plan, cluster, e) {
+                Some((c, i)) => {
+                    let state = &self.clusters[c];
+                    (state.health[i].ejected(now), state.active[i])
+                }
+                None => (false, 0),
+            })
             .collect();
         // Below minHealthPercent healthy endpoints, ejections are ignored
         // (Envoy's panic mode): better a maybe-bad endpoint than none.
-        let healthy = ejected.iter().filter(|e| !**e).count();
+        let healthy = view.iter().filter(|(ejected, _)| !ejected).count();
         let min_health = policy.map_or(0, |o| o.min_health_percent as usize);
         let honour_ejections = healthy * 100 >= min_health * endpoints.len() && healthy > 0;
-        let healthy_at = |i: usize| !(honour_ejections && ejected[i]);
+        let healthy_at = |i: usize| !(honour_ejections && view[i].0);
         let untried = |i: usize| !tried.contains(&i) && endpoints[i].weight > 0 && healthy_at(i);
         let any_healthy = |i: usize| endpoints[i].weight > 0 && healthy_at(i);
         let usable: &dyn Fn(usize) -> bool = if (0..endpoints.len()).any(untried) {
@@ -106,72 +206,79 @@ impl Balancer {
             &any_healthy
         };
         let n = endpoints.len();
+        let current = self.current(plan);
+        let weights = endpoints.iter().map(|e| e.weight);
         match plan.table.cluster(cluster).policy.load_balancer {
-            LoadBalancer::RoundRobin => state.round_robin.pick_where(usable),
+            LoadBalancer::RoundRobin if current => self.clusters[cluster.0 as usize]
+                .round_robin
+                .pick_where(usable),
             LoadBalancer::LeastRequest => {
                 // Fewest active connections per unit of weight; ties rotate.
+                let start = match current {
+                    true => {
+                        let state = &mut self.clusters[cluster.0 as usize];
+                        let start = state.next;
+                        state.next = (state.next + 1) % n;
+                        start
+                    }
+                    false => xorshift(&mut self.rng) as usize % n,
+                };
                 let mut best: Option<usize> = None;
                 for k in 0..n {
-                    let i = (state.next + k) % n;
+                    let i = (start + k) % n;
                     if !usable(i) {
                         continue;
                     }
                     let better = best.is_none_or(|b| {
-                        u64::from(state.active[i]) * u64::from(endpoints[b].weight)
-                            < u64::from(state.active[b]) * u64::from(endpoints[i].weight)
+                        u64::from(view[i].1) * u64::from(endpoints[b].weight)
+                            < u64::from(view[b].1) * u64::from(endpoints[i].weight)
                     });
                     if better {
                         best = Some(i);
                     }
                 }
-                state.next = (state.next + 1) % n;
                 best
             }
-            LoadBalancer::Random => {
+            // Round robin over an older plan's endpoints draws by weight.
+            LoadBalancer::RoundRobin | LoadBalancer::Random => {
                 let draw = xorshift(&mut self.rng);
-                weighted(endpoints.iter().map(|e| e.weight), usable, draw)
+                weighted(weights, usable, draw)
             }
-            LoadBalancer::SourceIpHash => {
-                let draw = fnv1a(source);
-                weighted(endpoints.iter().map(|e| e.weight), usable, draw)
-            }
+            LoadBalancer::SourceIpHash => weighted(weights, usable, fnv1a(source)),
         }
     }
 
     /// The endpoint accepted a connection: its failure streak ends.
-    pub fn connect_succeeded(&mut self, cluster: ClusterId, endpoint: usize) {
-        if let Some(h) = self.health_mut(cluster, endpoint) {
+    pub fn connect_succeeded(&mut self, plan: &Plan, cluster: ClusterId, endpoint: usize) {
+        if let Some(h) = self.health_mut(plan, cluster, endpoint) {
             h.failures = 0;
         }
     }
 
     /// A connect to the endpoint failed or timed out: count it, and eject
-    /// the endpoint once the streak reaches the policy's threshold
+    /// the endpoint once the streak reaches the cluster's outlier threshold
     /// (baseEjectionTime x ejections so far, capped), unless that would
     /// eject more than maxEjectionPercent of the cluster (one endpoint may
-    /// always be ejected, as in Envoy).
+    /// always be ejected, as in Envoy). True when this ejected it.
     pub fn connect_failed(
         &mut self,
+        plan: &Plan,
         cluster: ClusterId,
         endpoint: usize,
-        policy: Option<OutlierDetection>,
         now: Instant,
     ) -> bool {
-        let Some(policy) = policy else { return false };
-        let Some(state) = self.clusters.get_mut(cluster.0 as usize) else {
+        let Some(policy) = plan.table.cluster(cluster).policy.outlier_detection else {
             return false;
         };
+        let Some((c, e)) = self.locate(plan, cluster, endpoint) else {
+            return false;
+        };
+        let state = &mut self.clusters[c];
         let n = state.health.len();
-        let already = state
-            .health
-            .iter()
-            .filter(|h| h.ejected_until.is_some_and(|t| now < t))
-            .count();
-        let Some(h) = state.health.get_mut(endpoint) else {
-            return false;
-        };
+        let already = state.health.iter().filter(|h| h.ejected(now)).count();
+        let h = &mut state.health[e];
         h.failures += 1;
-        if h.failures < policy.consecutive_errors || h.ejected_until.is_some_and(|t| now < t) {
+        if h.failures < policy.consecutive_errors || h.ejected(now) {
             return false;
         }
         let allowed = (n * policy.max_ejection_percent as usize / 100).max(1);
@@ -188,30 +295,34 @@ impl Balancer {
         true
     }
 
-    fn health_mut(&mut self, cluster: ClusterId, endpoint: usize) -> Option<&mut Health> {
-        self.clusters
-            .get_mut(cluster.0 as usize)?
-            .health
-            .get_mut(endpoint)
-    }
-
-    pub fn opened(&mut self, cluster: ClusterId, endpoint: usize) {
-        if let Some(a) = self.active_mut(cluster, endpoint) {
+    pub fn opened(&mut self, plan: &Plan, cluster: ClusterId, endpoint: usize) {
+        if let Some(a) = self.active_mut(plan, cluster, endpoint) {
             *a += 1;
         }
     }
 
-    pub fn closed(&mut self, cluster: ClusterId, endpoint: usize) {
-        if let Some(a) = self.active_mut(cluster, endpoint) {
+    pub fn closed(&mut self, plan: &Plan, cluster: ClusterId, endpoint: usize) {
+        if let Some(a) = self.active_mut(plan, cluster, endpoint) {
             *a = a.saturating_sub(1);
         }
     }
 
-    fn active_mut(&mut self, cluster: ClusterId, endpoint: usize) -> Option<&mut u32> {
-        self.clusters
-            .get_mut(cluster.0 as usize)?
-            .active
-            .get_mut(endpoint)
+    /// The endpoints this worker holds ejected at `now`.
+    pub fn ejections(&self, now: Instant) -> Vec<Ejection> {
+        let mut out = Vec::new();
+        for (c, state) in self.clusters.iter().enumerate() {
+            for (e, h) in state.health.iter().enumerate() {
+                if let Some(until) = h.ejected_until.filter(|_| h.ejected(now)) {
+                    out.push(Ejection {
+                        cluster: Arc::from(self.plan.table.clusters[c].name.as_str()),
+                        address: self.plan.endpoints[c][e].address,
+                        until,
+                        ejections: h.ejections,
+                    });
+                }
+            }
+        }
+        out
     }
 }
 
@@ -286,14 +397,13 @@ mod tests {
         assert_eq!(weighted(w.iter().copied(), &|_| false, 0), None);
     }
 
-    use std::sync::atomic::AtomicU32;
     use std::time::Duration;
 
     use crate::routing::RouteTable;
-    use crate::routing::table::{Cluster, ClusterPolicy, Service};
+    use crate::routing::table::{Cluster, ClusterPolicy, OutlierDetection, Service};
 
     /// One cluster of `n` endpoints with `lb` and `outlier`.
-    fn plan(n: usize, lb: LoadBalancer, outlier: Option<OutlierDetection>) -> Plan {
+    fn plan(n: usize, lb: LoadBalancer, outlier: Option<OutlierDetection>) -> Arc<Plan> {
         let cluster = Cluster {
             name: "outbound|9000||svc.default.svc.cluster.local".into(),
             service: Service {
@@ -310,22 +420,18 @@ mod tests {
                 ..ClusterPolicy::default()
             },
         };
-        Plan {
-            table: RouteTable {
-                clusters: vec![cluster],
-                ..RouteTable::default()
-            },
-            endpoints: vec![
-                (0..n)
-                    .map(|i| Target {
-                        source: i,
-                        address: SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16)),
-                        weight: 1,
-                    })
-                    .collect(),
-            ],
-            cluster_open: vec![AtomicU32::new(0)],
-        }
+        let table = RouteTable {
+            clusters: vec![cluster],
+            ..RouteTable::default()
+        };
+        let endpoints = (0..n)
+            .map(|i| Target {
+                source: i,
+                address: SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16)),
+                weight: 1,
+            })
+            .collect();
+        Arc::new(Plan::new(table, vec![endpoints], None))
     }
 
     fn outlier(max_ejection_percent: u32, min_health_percent: u32) -> OutlierDetection {
@@ -348,7 +454,7 @@ mod tests {
         let p = plan(2, LoadBalancer::RoundRobin, Some(policy));
         let mut b = Balancer::new(&p, 1);
         let t0 = Instant::now();
-        b.connect_failed(C, 0, Some(policy), t0);
+        b.connect_failed(&p, C, 0, t0);
         let picks: Vec<_> = (0..4)
             .map(|_| b.pick_endpoint(&p, C, LOCAL, &[], t0))
             .collect();
@@ -357,7 +463,7 @@ mod tests {
             [Some(0), Some(1), Some(0), Some(1)],
             "one failure ejects nothing"
         );
-        b.connect_failed(C, 0, Some(policy), t0);
+        b.connect_failed(&p, C, 0, t0);
         let picks: Vec<_> = (0..4)
             .map(|_| b.pick_endpoint(&p, C, LOCAL, &[], t0))
             .collect();
@@ -365,8 +471,8 @@ mod tests {
         // Back after baseEjectionTime; the second ejection lasts twice as long.
         let t1 = t0 + Duration::from_secs(30);
         assert!((0..2).any(|_| b.pick_endpoint(&p, C, LOCAL, &[], t1) == Some(0)));
-        b.connect_failed(C, 0, Some(policy), t1);
-        b.connect_failed(C, 0, Some(policy), t1);
+        b.connect_failed(&p, C, 0, t1);
+        b.connect_failed(&p, C, 0, t1);
         let t2 = t1 + Duration::from_secs(59);
         assert!((0..4).all(|_| b.pick_endpoint(&p, C, LOCAL, &[], t2) == Some(1)));
         let t3 = t1 + Duration::from_secs(60);
@@ -379,9 +485,9 @@ mod tests {
         let p = plan(2, LoadBalancer::RoundRobin, Some(policy));
         let mut b = Balancer::new(&p, 1);
         let t0 = Instant::now();
-        b.connect_failed(C, 0, Some(policy), t0);
-        b.connect_succeeded(C, 0);
-        b.connect_failed(C, 0, Some(policy), t0);
+        b.connect_failed(&p, C, 0, t0);
+        b.connect_succeeded(&p, C, 0);
+        b.connect_failed(&p, C, 0, t0);
         let picks: Vec<_> = (0..2)
             .map(|_| b.pick_endpoint(&p, C, LOCAL, &[], t0))
             .collect();
@@ -427,8 +533,8 @@ mod tests {
             let mut b = Balancer::new(&p, 1);
             let t0 = Instant::now();
             for e in 0..4 {
-                b.connect_failed(C, e, Some(policy), t0);
-                b.connect_failed(C, e, Some(policy), t0);
+                b.connect_failed(&p, C, e, t0);
+                b.connect_failed(&p, C, e, t0);
             }
             let mut picked: Vec<usize> = (0..8)
                 .filter_map(|_| b.pick_endpoint(&p, C, LOCAL, &[], t0))
@@ -451,12 +557,55 @@ mod tests {
         let mut b = Balancer::new(&p, 1);
         let t0 = Instant::now();
         for _ in 0..10 {
-            b.connect_failed(C, 0, None, t0);
+            b.connect_failed(&p, C, 0, t0);
         }
         let picks: Vec<_> = (0..2)
             .map(|_| b.pick_endpoint(&p, C, LOCAL, &[], t0))
             .collect();
         assert_eq!(picks, [Some(0), Some(1)]);
+    }
+
+    /// The same cluster with its endpoints in reverse order and one more
+    /// (what a reload or a DNS refresh may publish).
+    fn reordered(p: &Plan) -> Arc<Plan> {
+        let mut endpoints = p.endpoints[0].clone();
+        endpoints.reverse();
+        endpoints.push(Target {
+            source: 0,
+            address: SocketAddr::from(([127, 0, 0, 1], 10_999)),
+            weight: 1,
+        });
+        Arc::new(Plan::new(p.table.clone(), vec![endpoints], Some(p)))
+    }
+
+    #[test]
+    fn a_new_plan_keeps_ejections_and_active_counts_by_address() {
+        let policy = outlier(100, 0);
+        let old = plan(2, LoadBalancer::LeastRequest, Some(policy));
+        let mut b = Balancer::new(&old, 1);
+        let t0 = Instant::now();
+        b.connect_failed(&old, C, 0, t0);
+        b.connect_failed(&old, C, 0, t0);
+        b.opened(&old, C, 1);
+        let new = reordered(&old);
+        assert!(Arc::ptr_eq(&old.cluster_open[0], &new.cluster_open[0]));
+        let mut b = Balancer::succeed(&b, &new);
+        // New order: [10001, 10000, 10999]; 10000 is still ejected, 10001
+        // still has one connection, so LEAST_REQUEST picks 10999.
+        let ejected: Vec<SocketAddr> = b.ejections(t0).iter().map(|e| e.address).collect();
+        assert_eq!(ejected, [SocketAddr::from(([127, 0, 0, 1], 10_000))]);
+        assert_eq!(b.pick_endpoint(&new, C, LOCAL, &[], t0), Some(2));
+        // The connection of the old plan closes: counted off 10001 (new
+        // index 0), found by address.
+        b.closed(&old, C, 1);
+        let picks: Vec<_> = (0..4)
+            .filter_map(|_| b.pick_endpoint(&new, C, LOCAL, &[], t0))
+            .collect();
+        assert!(picks.contains(&0) && !picks.contains(&1), "{picks:?}");
+        // A retry of an old-plan connection avoids the ejected endpoint too.
+        for _ in 0..8 {
+            assert_eq!(b.pick_endpoint(&old, C, LOCAL, &[], t0), Some(1));
+        }
     }
 
     #[test]

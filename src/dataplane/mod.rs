@@ -18,14 +18,14 @@ pub mod token;
 pub mod wake;
 pub mod worker;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 
 use crate::routing::RouteTable;
 
-pub use balancer::Target;
+pub use balancer::{Ejection, Target};
 
 /// The compiled table plus what the workers need beside it: every cluster's
 /// endpoints resolved to socket addresses (DNS names resolved off the data
@@ -36,7 +36,33 @@ pub struct Plan {
     /// Indexed like `table.clusters`.
     pub endpoints: Vec<Vec<Target>>,
     /// Indexed like `table.clusters`: open connections across all workers.
-    pub cluster_open: Vec<AtomicU32>,
+    /// A cluster keeps its counter across reloads and re-resolutions (by
+    /// name), so connections of an older plan still count against it.
+    pub cluster_open: Vec<Arc<AtomicU32>>,
+}
+
+impl Plan {
+    /// The plan for `table` with its resolved `endpoints`, taking over
+    /// `previous`'s open-connection counters for the clusters it keeps.
+    pub fn new(table: RouteTable, endpoints: Vec<Vec<Target>>, previous: Option<&Plan>) -> Plan {
+        let cluster_open = table
+            .clusters
+            .iter()
+            .map(|c| {
+                previous
+                    .and_then(|p| {
+                        let i = p.table.clusters.iter().position(|o| o.name == c.name)?;
+                        p.cluster_open.get(i).cloned()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
+        Plan {
+            table,
+            endpoints,
+            cluster_open,
+        }
+    }
 }
 
 /// Command-line knobs of the data plane.
@@ -83,4 +109,42 @@ pub struct Shared {
     /// Set by the supervisor before it wakes the workers to drain: close
     /// the listeners, let open connections finish.
     pub draining: AtomicBool,
+}
+
+/// What one worker tells the control plane: the plan it serves, how many of
+/// that plan's listeners it could not bind (`/ready`), and the endpoints it
+/// has ejected (`/config_dump`). Written by the worker only when it takes a
+/// plan or ejects an endpoint, never per connection or per byte.
+#[derive(Debug, Default)]
+pub struct WorkerStatus {
+    report: Mutex<StatusReport>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct StatusReport {
+    pub plan: Option<Arc<Plan>>,
+    pub missing_listeners: usize,
+    pub ejections: Vec<Ejection>,
+}
+
+impl WorkerStatus {
+    pub fn report(&self, plan: &Arc<Plan>, missing_listeners: usize, ejections: Vec<Ejection>) {
+        *self.lock() = StatusReport {
+            plan: Some(Arc::clone(plan)),
+            missing_listeners,
+            ejections,
+        };
+    }
+
+    pub fn ejected(&self, ejections: Vec<Ejection>) {
+        self.lock().ejections = ejections;
+    }
+
+    pub fn snapshot(&self) -> StatusReport {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StatusReport> {
+        self.report.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }

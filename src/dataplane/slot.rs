@@ -46,7 +46,6 @@ pub(super) struct Slot {
     pub(super) conn: Connection,
     pub(super) downstream: OwnedFd,
     pub(super) peer: SocketAddr,
-    pub(super) listener: usize,
     /// The listener's index in `plan.table.listeners`.
     pub(super) table_listener: usize,
     pub(super) plan: Arc<Plan>,
@@ -91,7 +90,12 @@ pub(super) fn counters(
     let key = LabelKey {
         generation: plan.table.generation,
         cluster: cluster.map(|c| c.0),
-        endpoint: upstream,
+        // The table endpoint (labels come from it), not the resolved
+        // address: a DNS refresh keeps the generation and may reorder.
+        endpoint: cluster
+            .zip(upstream)
+            .and_then(|(c, e)| plan.endpoints[c.0 as usize].get(e))
+            .map(|t| t.source),
         response_flags: flag,
     };
     metrics.tcp_keyed(key, || labels(plan, cluster, upstream, flag))
@@ -137,7 +141,8 @@ impl Worker {
             Action::Connect => self.connect(index),
             Action::Connected => {
                 if let Some(u) = &slot.upstream {
-                    self.balancer.connect_succeeded(u.cluster, u.endpoint);
+                    self.balancer
+                        .connect_succeeded(&slot.plan, u.cluster, u.endpoint);
                     let tcp = counters(
                         &mut self.metrics,
                         &slot.plan,
@@ -302,7 +307,11 @@ impl Worker {
         };
         slot.sni = Some(name.clone());
         let plan = Arc::clone(&slot.plan);
-        let listener = &self.listeners[slot.listener];
+        let listener = plan
+            .table
+            .listeners
+            .get(slot.table_listener)
+            .map_or("-", |l| l.name.as_str());
         let route = plan
             .table
             .listeners
@@ -313,7 +322,7 @@ impl Worker {
             });
         let Some(route) = route else {
             if self.sni_errors.allow(Instant::now()) {
-                tracing::info!(worker = self.id, listener = %listener.name, downstream = %slot.peer, sni = %name, flag = CloseReason::NoRoute.flag(), "no route for this SNI; connection closed (at most one line per second)");
+                tracing::info!(worker = self.id, listener = %listener, downstream = %slot.peer, sni = %name, flag = CloseReason::NoRoute.flag(), "no route for this SNI; connection closed (at most one line per second)");
             }
             slot.conn
                 .on_route_failed(CloseReason::NoRoute, &mut self.scratch);
@@ -336,6 +345,18 @@ impl Worker {
         }
     }
 
+    /// A connect to `endpoint` failed or timed out: counted, and the
+    /// endpoint ejected when that makes a streak (reported to `/config_dump`).
+    fn connect_failed(&mut self, plan: &Plan, cluster: ClusterId, endpoint: usize, now: Instant) {
+        let ejected = self.balancer.connect_failed(plan, cluster, endpoint, now);
+        let counters = self.metrics.cluster(&plan.table.cluster(cluster).name);
+        add(&counters.connect_failures, 1);
+        add(&counters.ejections, u64::from(ejected));
+        if ejected {
+            self.status.ejected(self.balancer.ejections(now));
+        }
+    }
+
     /// Open an upstream socket to the next endpoint and submit its CONNECT.
     pub(super) fn connect(&mut self, index: u32) {
         let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
@@ -345,21 +366,13 @@ impl Worker {
         let now = Instant::now();
         if let Some(previous) = slot.upstream.take() {
             // Asked to connect again: the previous attempt failed.
-            self.balancer.closed(previous.cluster, previous.endpoint);
-            let outlier = plan
-                .table
-                .cluster(previous.cluster)
-                .policy
-                .outlier_detection;
-            let ejected =
-                self.balancer
-                    .connect_failed(previous.cluster, previous.endpoint, outlier, now);
-            let counters = self
-                .metrics
-                .cluster(&plan.table.cluster(previous.cluster).name);
-            add(&counters.connect_failures, 1);
-            add(&counters.ejections, u64::from(ejected));
+            self.balancer
+                .closed(&plan, previous.cluster, previous.endpoint);
+            self.connect_failed(&plan, previous.cluster, previous.endpoint, now);
         }
+        let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
+            return;
+        };
         let Some((_, cluster)) = slot.target else {
             slot.conn
                 .on_connect_unavailable(CloseReason::NoRoute, &mut self.scratch);
@@ -391,7 +404,7 @@ impl Worker {
                 return;
             }
         };
-        self.balancer.opened(cluster, endpoint);
+        self.balancer.opened(&plan, cluster, endpoint);
         add(
             &self
                 .metrics
@@ -423,17 +436,13 @@ impl Worker {
         if close.reason == CloseReason::ConnectFailed {
             // The last attempt failed too.
             if let Some(u) = &slot.upstream {
-                let outlier = slot.plan.table.cluster(u.cluster).policy.outlier_detection;
-                let ejected =
-                    self.balancer
-                        .connect_failed(u.cluster, u.endpoint, outlier, Instant::now());
-                let counters = self
-                    .metrics
-                    .cluster(&slot.plan.table.cluster(u.cluster).name);
-                add(&counters.connect_failures, 1);
-                add(&counters.ejections, u64::from(ejected));
+                let (plan, cluster, endpoint) = (Arc::clone(&slot.plan), u.cluster, u.endpoint);
+                self.connect_failed(&plan, cluster, endpoint, Instant::now());
             }
         }
+        let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
+            return;
+        };
         let flag = close.reason.flag();
         let cluster = slot.target.map(|(_, c)| c);
         let endpoint = slot.upstream.as_ref().map(|u| u.endpoint);
@@ -484,7 +493,7 @@ impl Worker {
         tracing::debug!(
             worker = self.id,
             downstream = %slot.peer,
-            listener = %self.listeners[slot.listener].name,
+            listener = %slot.plan.table.listeners.get(slot.table_listener).map_or("-", |l| l.name.as_str()),
             sni = %slot.sni.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string),
             route = %slot.target.map_or("-", |(r, _)| slot.plan.table.route(r).name.as_str()),
             cluster = %slot.target.map_or("-", |(_, c)| slot.plan.table.cluster(c).name.as_str()),
@@ -540,7 +549,7 @@ impl Worker {
             return;
         };
         if let Some(u) = &slot.upstream {
-            self.balancer.closed(u.cluster, u.endpoint);
+            self.balancer.closed(&slot.plan, u.cluster, u.endpoint);
         }
         if let Some((_, cluster)) = slot.target {
             slot.plan.cluster_open[cluster.0 as usize].fetch_sub(1, Ordering::Relaxed);

@@ -30,7 +30,7 @@ use super::ring::{Cqe, RecvMode, Ring, SetupError};
 use super::slot::{ConnectArgs, Meter, Slot, counters};
 use super::token::{self, Dir, Event, Op, Token};
 use super::wake::WakeFd;
-use super::{Plan, Shared};
+use super::{Plan, Shared, WorkerStatus};
 
 /// How often timers (idle, max duration, paused listeners) are checked.
 const TICK: Duration = Duration::from_millis(100);
@@ -75,6 +75,10 @@ enum Accepting {
     Armed,
     /// EMFILE/ENFILE: re-armed at this instant.
     Paused(Instant),
+    /// Closed by a reload; the cancelled accept's last completion is still
+    /// to come, so the entry cannot serve another listener yet.
+    Closing,
+    /// No accept in flight: a closed entry may be reused.
     Stopped,
 }
 
@@ -118,6 +122,8 @@ pub struct Worker {
     pub(super) access_log: AccessLog,
     /// Active-connections gauge of each listener (indexed like `listeners`).
     gauges: Vec<Arc<AtomicI64>>,
+    /// What this worker reports to the control plane.
+    pub(super) status: Arc<WorkerStatus>,
 }
 
 impl Worker {
@@ -129,6 +135,7 @@ impl Worker {
         wake: Arc<WakeFd>,
         mut metrics: WorkerHandle,
         access_log: AccessLog,
+        status: Arc<WorkerStatus>,
     ) -> Result<Worker, WorkerError> {
         let mut ring = Ring::new()?;
         let mut bufs = ring
@@ -182,6 +189,7 @@ impl Worker {
             metrics,
             access_log,
             gauges,
+            status,
         })
     }
 
@@ -191,6 +199,18 @@ impl Worker {
         for i in 0..self.listeners.len() {
             self.arm_accept(i);
         }
+        let bound: Vec<bool> = self
+            .plan
+            .table
+            .listeners
+            .iter()
+            .map(|l| {
+                self.listeners
+                    .iter()
+                    .any(|w| w.address == l.address && w.socket.is_some())
+            })
+            .collect();
+        self.report(&bound);
         let mut next_tick = Instant::now() + TICK;
         loop {
             self.ring.submit_and_wait(TICK).map_err(WorkerError::Ring)?;
@@ -273,7 +293,7 @@ impl Worker {
             return;
         }
         self.plan = Arc::clone(current);
-        self.balancer = Balancer::new(&self.plan, self.id as u64);
+        self.balancer = Balancer::succeed(&self.balancer, &self.plan);
         let plan = Arc::clone(&self.plan);
         let mut kept = vec![false; plan.table.listeners.len()];
         for i in 0..self.listeners.len() {
@@ -297,41 +317,79 @@ impl Worker {
                 None => self.close_listener(i),
             }
         }
-        if self.stopping || self.draining {
-            return;
-        }
-        for (index, l) in plan.table.listeners.iter().enumerate() {
-            if kept[index] {
-                continue;
-            }
-            match listener::bind(l.address) {
-                Ok(socket) => {
-                    if self.id == 0 {
-                        tracing::info!(listener = %l.name, address = %l.address, generation = plan.table.generation, "listener opened");
+        if !(self.stopping || self.draining) {
+            for (index, l) in plan.table.listeners.iter().enumerate() {
+                if !kept[index] {
+                    kept[index] = self.open_listener(&plan, index);
+                    if !kept[index] {
+                        tracing::error!(worker = self.id, listener = %l.name, address = %l.address, "listener skipped: cannot bind; free the port and reload");
                     }
-                    self.listeners.push(WorkerListener {
-                        socket: Some(socket),
-                        address: l.address,
-                        index,
-                        name: l.name.clone(),
-                    });
-                    self.accepting.push(Accepting::Stopped);
-                    self.gauges.push(self.metrics.listener(l.address));
-                    self.arm_accept(self.listeners.len() - 1);
-                }
-                Err(e) => {
-                    tracing::error!(worker = self.id, listener = %l.name, address = %l.address, error = %e, "listener skipped: cannot bind; free the port and reload")
                 }
             }
         }
+        self.report(&kept);
+    }
+
+    /// Bind listener `index` of `plan` and start accepting on it, in an
+    /// entry a closed listener left (once its accept has completed) or a
+    /// new one. False when it cannot be bound (logged by the caller).
+    fn open_listener(&mut self, plan: &Plan, index: usize) -> bool {
+        let l = &plan.table.listeners[index];
+        let socket = match listener::bind(l.address) {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::debug!(worker = self.id, address = %l.address, error = %e, "bind failed");
+                return false;
+            }
+        };
+        if self.id == 0 {
+            tracing::info!(listener = %l.name, address = %l.address, generation = plan.table.generation, "listener opened");
+        }
+        let entry = WorkerListener {
+            socket: Some(socket),
+            address: l.address,
+            index,
+            name: l.name.clone(),
+        };
+        let gauge = self.metrics.listener(l.address);
+        let free = (0..self.listeners.len()).find(|&i| {
+            self.listeners[i].socket.is_none() && self.accepting[i] == Accepting::Stopped
+        });
+        let i = match free {
+            Some(i) => {
+                self.listeners[i] = entry;
+                self.gauges[i] = gauge;
+                i
+            }
+            None => {
+                self.listeners.push(entry);
+                self.accepting.push(Accepting::Stopped);
+                self.gauges.push(gauge);
+                self.listeners.len() - 1
+            }
+        };
+        self.arm_accept(i);
+        true
+    }
+
+    /// Tell the control plane which plan this worker serves, whether every
+    /// listener of it is bound (`/ready`), and what it has ejected.
+    fn report(&self, bound: &[bool]) {
+        let missing = bound.iter().filter(|b| !**b).count();
+        self.status
+            .report(&self.plan, missing, self.balancer.ejections(Instant::now()));
     }
 
     fn close_listener(&mut self, i: usize) {
-        if self.accepting[i] == Accepting::Armed {
-            self.ring
-                .cancel(token::accept(i as u32), token::STOP_ACCEPT);
-        }
-        self.accepting[i] = Accepting::Stopped;
+        self.accepting[i] = match self.accepting[i] {
+            Accepting::Armed => {
+                self.ring
+                    .cancel(token::accept(i as u32), token::STOP_ACCEPT);
+                Accepting::Closing
+            }
+            Accepting::Closing => Accepting::Closing,
+            Accepting::Paused(_) | Accepting::Stopped => Accepting::Stopped,
+        };
         self.listeners[i].socket = None;
         if self.id == 0 && !self.draining {
             tracing::info!(listener = %self.listeners[i].name, address = %self.listeners[i].address, generation = self.plan.table.generation, "listener closed: not in the new configuration");
@@ -387,9 +445,13 @@ impl Worker {
             );
         }
         // A multishot accept that ended is re-armed unless the listener is
-        // paused or stopped on purpose.
-        if !cqe.more() && self.accepting[i] == Accepting::Armed {
-            self.arm_accept(i);
+        // paused or stopped on purpose; a closed one may now be reused.
+        if !cqe.more() {
+            match self.accepting[i] {
+                Accepting::Armed => self.arm_accept(i),
+                Accepting::Closing => self.accepting[i] = Accepting::Stopped,
+                Accepting::Paused(_) | Accepting::Stopped => {}
+            }
         }
     }
 
@@ -425,6 +487,7 @@ impl Worker {
         let max = self.shared.settings.max_connections.unwrap_or(usize::MAX);
         if self.shared.open.fetch_add(1, Ordering::Relaxed) >= max {
             self.shared.open.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.downstream_overflow();
             tracing::debug!(worker = self.id, %peer, flag = CloseReason::Overflow.flag(), "process connection limit reached");
             self.refused(i, &plan, peer, CloseReason::Overflow);
             return;
@@ -467,7 +530,6 @@ impl Worker {
             conn,
             downstream,
             peer,
-            listener: i,
             table_listener: self.listeners[i].index,
             plan,
             target,

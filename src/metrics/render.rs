@@ -23,6 +23,7 @@ pub fn render(process: &ProcessMetrics, workers: &[WorkerSnapshot]) -> String {
     let mut clusters: BTreeMap<&Arc<str>, [u64; 5]> = BTreeMap::new();
     let mut listeners: BTreeMap<SocketAddr, i64> = BTreeMap::new();
     let mut accept_errors = 0;
+    let mut downstream_overflow = 0;
     for w in workers {
         for (labels, values) in &w.tcp {
             let sum = tcp.entry(labels).or_default();
@@ -40,6 +41,7 @@ pub fn render(process: &ProcessMetrics, workers: &[WorkerSnapshot]) -> String {
             *listeners.entry(*address).or_default() += active;
         }
         accept_errors += w.accept_errors;
+        downstream_overflow += w.downstream_overflow;
     }
 
     let mut out = String::new();
@@ -128,6 +130,13 @@ pub fn render(process: &ProcessMetrics, workers: &[WorkerSnapshot]) -> String {
         "counter",
     );
     let _ = writeln!(out, "{DOWNSTREAM_ACCEPT_ERRORS} {accept_errors}");
+    header(
+        &mut out,
+        DOWNSTREAM_OVERFLOW,
+        "Connections refused at the process limit (--max-connections), flag UO.",
+        "counter",
+    );
+    let _ = writeln!(out, "{DOWNSTREAM_OVERFLOW} {downstream_overflow}");
     let per_cluster = [
         (
             UPSTREAM_CONNECT_ATTEMPTS,

@@ -62,8 +62,9 @@ impl IstioLabels {
 }
 
 /// Which label set a connection's counters have, without building it: the
-/// table generation, the cluster and endpoint indices in that table, and
-/// the response flags.
+/// table generation, the cluster and table-endpoint indices in that table
+/// (the endpoint the labels come from, not the resolved address: a DNS
+/// refresh keeps the generation), and the response flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LabelKey {
     pub generation: u64,
@@ -107,6 +108,7 @@ pub struct WorkerMetrics {
     clusters: RwLock<HashMap<Arc<str>, Arc<ClusterCounters>>>,
     listeners: RwLock<HashMap<SocketAddr, Arc<AtomicI64>>>,
     pub accept_errors: AtomicU64,
+    pub downstream_overflow: AtomicU64,
 }
 
 impl WorkerMetrics {
@@ -152,6 +154,7 @@ impl WorkerMetrics {
                 .map(|(k, g)| (*k, g.load(Ordering::Relaxed)))
                 .collect(),
             accept_errors: load(&self.accept_errors),
+            downstream_overflow: load(&self.downstream_overflow),
         }
     }
 }
@@ -180,6 +183,7 @@ pub struct WorkerSnapshot {
     pub clusters: Vec<(Arc<str>, [u64; 5])>,
     pub listeners: Vec<(SocketAddr, i64)>,
     pub accept_errors: u64,
+    pub downstream_overflow: u64,
 }
 
 /// A worker's own door to its counters: a lock-free cache in front of the
@@ -261,6 +265,11 @@ impl WorkerHandle {
 
     pub fn accept_error(&self) {
         add(&self.shared.accept_errors, 1);
+    }
+
+    /// A connection refused at the process limit (`--max-connections`).
+    pub fn downstream_overflow(&self) {
+        add(&self.shared.downstream_overflow, 1);
     }
 }
 
