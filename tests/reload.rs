@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use common::{ConfigDir, EchoBackend, PATIENCE, Ringway, free_port, http, say};
+use common::{ConfigDir, EchoBackend, PATIENCE, Ringway, free_port, http, say, yaml};
 
 /// Route weights: everything to v1, or everything to v2.
 const ONLY_V1: (u32, u32) = (100, 0);
@@ -24,85 +24,12 @@ const ONLY_V2: (u32, u32) = (0, 100);
 /// service whose endpoints are `v1` (version v1) and `v2` (version v2).
 fn yaml(ports: &[u16], weights: (u32, u32), v1: u16, v2: u16) -> String {
     let (w1, w2) = weights;
-    let servers: String = ports
-        .iter()
-        .map(|p| {
-            format!("  - port:\n      number: {p}\n      name: tcp-{p}\n      protocol: TCP\n    hosts:\n    - \"*\"\n")
-        })
-        .collect();
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata:
-  name: gw
-spec:
-  selector:
-    istio: ingressgateway
-  servers:
-{servers}---
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: svc
-spec:
-  hosts:
-  - \"*\"
-  gateways:
-  - gw
-  tcp:
-  - route:
-    - destination:
-        host: svc
-        port:
-          number: 9000
-        subset: v1
-      weight: {w1}
-    - destination:
-        host: svc
-        port:
-          number: 9000
-        subset: v2
-      weight: {w2}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: svc
-spec:
-  host: svc
-  subsets:
-  - name: v1
-    labels:
-      version: v1
-  - name: v2
-    labels:
-      version: v2
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: svc
-spec:
-  hosts:
-  - svc.default.svc.cluster.local
-  resolution: STATIC
-  ports:
-  - number: 9000
-    name: tcp
-    protocol: TCP
-  endpoints:
-  - address: 127.0.0.1
-    ports:
-      tcp: {v1}
-    labels:
-      version: v1
-  - address: 127.0.0.1
-    ports:
-      tcp: {v2}
-    labels:
-      version: v2
-"
-    )
+    yaml::join(&[
+        yaml::gateway(ports, &[]),
+        yaml::virtual_service("tcp", &yaml::tcp_route(&[("v1", w1), ("v2", w2)])),
+        yaml::destination_rule("", &["v1", "v2"]),
+        yaml::service_entry(&[(v1, "v1"), (v2, "v2")]),
+    ])
 }
 
 /// One line over an open connection.

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::client_hello::client_hello_bytes;
-use common::{ConfigDir, EchoBackend, Ringway, connect, free_port, read_to_end};
+use common::{ConfigDir, EchoBackend, Ringway, connect, free_port, read_to_end, yaml};
 
 /// Backends A (`db.example.com`), B (`*.example.com`) and C (`*`, when
 /// `catch_all`), raw echo servers told apart by their accept counts.
@@ -41,93 +41,18 @@ impl Backends {
 
     /// `policy`: YAML for the DestinationRule's `trafficPolicy` (indented 4).
     fn config_with(&self, listen: u16, catch_all: bool, policy: &str) -> ConfigDir {
-        let policy = if policy.is_empty() {
-            String::new()
-        } else {
-            format!("  trafficPolicy:\n{policy}")
-        };
-        let endpoint = |port: u16, version: &str| {
-            format!(
-                "  - address: 127.0.0.1\n    ports:\n      tcp: {port}\n    labels:\n      version: {version}\n"
-            )
-        };
-        let eps = [
-            endpoint(self.a.port, "a"),
-            endpoint(self.b.port, "b"),
-            endpoint(self.c.port, "c"),
-        ]
-        .concat();
-        let route = |hosts: &str, subset: &str| {
-            format!(
-                "  - match:\n    - sniHosts: [{hosts}]\n    route:\n    - destination:\n        host: svc\n        port:\n          number: 9000\n        subset: {subset}\n"
-            )
-        };
-        let mut routes = route("db.example.com", "a") + &route("'*.example.com'", "b");
+        let mut routes =
+            yaml::tls_route("db.example.com", "a") + &yaml::tls_route("'*.example.com'", "b");
         if catch_all {
-            routes += &route("'*'", "c");
+            routes += &yaml::tls_route("'*'", "c");
         }
-        let yaml = format!(
-            "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata:
-  name: gw
-spec:
-  selector:
-    istio: ingressgateway
-  servers:
-  - port:
-      number: {listen}
-      name: tls
-      protocol: TLS
-    tls:
-      mode: PASSTHROUGH
-    hosts:
-    - \"*\"
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: sni
-spec:
-  hosts:
-  - \"*\"
-  gateways:
-  - gw
-  tls:
-{routes}---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: svc
-spec:
-  host: svc
-{policy}  subsets:
-  - name: a
-    labels:
-      version: a
-  - name: b
-    labels:
-      version: b
-  - name: c
-    labels:
-      version: c
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: svc
-spec:
-  hosts:
-  - svc.default.svc.cluster.local
-  resolution: STATIC
-  ports:
-  - number: 9000
-    name: tcp
-    protocol: TCP
-  endpoints:
-{eps}"
-        );
-        ConfigDir::new().file("sni.yaml", &yaml)
+        let text = yaml::join(&[
+            yaml::gateway(&[], &[listen]),
+            yaml::virtual_service("tls", &routes),
+            yaml::destination_rule(policy, &["a", "b", "c"]),
+            yaml::service_entry(&[(self.a.port, "a"), (self.b.port, "b"), (self.c.port, "c")]),
+        ]);
+        ConfigDir::new().file("sni.yaml", &text)
     }
 }
 

@@ -342,78 +342,17 @@ pub fn say(port: u16, line: &str) -> String {
 
 /// One TCP service `svc.default.svc.cluster.local:9000` whose endpoints are
 /// 127.0.0.1 on `endpoints` (all labelled version v1, the subset the route
-/// uses), behind a gateway on `listen`; `pool` is extra YAML under the
+/// uses), behind a gateway on `listen`; `policy` is extra YAML under the
 /// DestinationRule's `trafficPolicy` (indented 4 spaces), or empty.
 pub fn tcp_service(listen: u16, endpoints: &[u16], policy: &str) -> ConfigDir {
-    let eps: String = endpoints
-        .iter()
-        .map(|p| format!("  - address: 127.0.0.1\n    ports:\n      tcp: {p}\n    labels:\n      version: v1\n"))
-        .collect();
-    let policy = if policy.is_empty() {
-        String::new()
-    } else {
-        format!("  trafficPolicy:\n{policy}")
-    };
-    let yaml = format!(
-        "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata:
-  name: gw
-spec:
-  selector:
-    istio: ingressgateway
-  servers:
-  - port:
-      number: {listen}
-      name: tcp
-      protocol: TCP
-    hosts:
-    - \"*\"
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: svc
-spec:
-  hosts:
-  - \"*\"
-  gateways:
-  - gw
-  tcp:
-  - route:
-    - destination:
-        host: svc
-        port:
-          number: 9000
-        subset: v1
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: svc
-spec:
-  host: svc
-{policy}  subsets:
-  - name: v1
-    labels:
-      version: v1
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: svc
-spec:
-  hosts:
-  - svc.default.svc.cluster.local
-  resolution: STATIC
-  ports:
-  - number: 9000
-    name: tcp
-    protocol: TCP
-  endpoints:
-{eps}"
-    );
-    ConfigDir::new().file("svc.yaml", &yaml)
+    let endpoints: Vec<(u16, &str)> = endpoints.iter().map(|p| (*p, "v1")).collect();
+    let text = yaml::join(&[
+        yaml::gateway(&[listen], &[]),
+        yaml::virtual_service("tcp", &yaml::tcp_route(&[("v1", 100)])),
+        yaml::destination_rule(policy, &["v1"]),
+        yaml::service_entry(&endpoints),
+    ]);
+    ConfigDir::new().file("svc.yaml", &text)
 }
 
 /// Read until EOF (or error); returns what was read and how it ended.
@@ -445,4 +384,90 @@ pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, b)| b.to_owned());
     (status, body)
+}
+
+/// Istio resources for tests, one document each; [`yaml::join`] makes a
+/// file of them. Every service is `svc.default.svc.cluster.local:9000`
+/// (short name `svc`), its endpoints 127.0.0.1 ports labelled
+/// `version: <subset>`, behind Gateway `gw`.
+pub mod yaml {
+    /// Documents joined into one file.
+    pub fn join(documents: &[String]) -> String {
+        documents.join("---\n")
+    }
+
+    /// Gateway `gw`: a TCP server on each of `tcp`, a TLS passthrough
+    /// server on each of `tls`.
+    pub fn gateway(tcp: &[u16], tls: &[u16]) -> String {
+        let tcp = tcp.iter().map(|p| {
+            format!("  - port:\n      number: {p}\n      name: tcp-{p}\n      protocol: TCP\n    hosts:\n    - \"*\"\n")
+        });
+        let tls = tls.iter().map(|p| {
+            format!("  - port:\n      number: {p}\n      name: tls-{p}\n      protocol: TLS\n    tls:\n      mode: PASSTHROUGH\n    hosts:\n    - \"*\"\n")
+        });
+        let servers: String = tcp.chain(tls).collect();
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: gw\nspec:\n  selector:\n    istio: ingressgateway\n  servers:\n{servers}"
+        )
+    }
+
+    /// VirtualService `svc` bound to `gw`; `section` is `tcp` or `tls`,
+    /// `routes` its list items (from [`tcp_route`] or [`tls_route`]).
+    pub fn virtual_service(section: &str, routes: &str) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: svc\nspec:\n  hosts:\n  - \"*\"\n  gateways:\n  - gw\n  {section}:\n{routes}"
+        )
+    }
+
+    fn destinations(weighted: &[(&str, u32)]) -> String {
+        weighted
+            .iter()
+            .map(|(subset, weight)| {
+                format!("    - destination:\n        host: svc\n        port:\n          number: 9000\n        subset: {subset}\n      weight: {weight}\n")
+            })
+            .collect()
+    }
+
+    /// A `tcp` route to subsets with weights.
+    pub fn tcp_route(weighted: &[(&str, u32)]) -> String {
+        format!("  - route:\n{}", destinations(weighted))
+    }
+
+    /// A `tls` route for `sni_hosts` (YAML flow list items) to one subset.
+    pub fn tls_route(sni_hosts: &str, subset: &str) -> String {
+        format!(
+            "  - match:\n    - sniHosts: [{sni_hosts}]\n    route:\n{}",
+            destinations(&[(subset, 100)])
+        )
+    }
+
+    /// DestinationRule for `svc` declaring `subsets` (each selecting
+    /// `version: <name>`); `policy` is YAML under `trafficPolicy`
+    /// (indented 4 spaces), or empty.
+    pub fn destination_rule(policy: &str, subsets: &[&str]) -> String {
+        let policy = match policy {
+            "" => String::new(),
+            p => format!("  trafficPolicy:\n{p}"),
+        };
+        let subsets: String = subsets
+            .iter()
+            .map(|s| format!("  - name: {s}\n    labels:\n      version: {s}\n"))
+            .collect();
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: svc\nspec:\n  host: svc\n{policy}  subsets:\n{subsets}"
+        )
+    }
+
+    /// ServiceEntry for `svc`: one endpoint per (127.0.0.1 port, version).
+    pub fn service_entry(endpoints: &[(u16, &str)]) -> String {
+        let endpoints: String = endpoints
+            .iter()
+            .map(|(port, version)| {
+                format!("  - address: 127.0.0.1\n    ports:\n      tcp: {port}\n    labels:\n      version: {version}\n")
+            })
+            .collect();
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: svc\nspec:\n  hosts:\n  - svc.default.svc.cluster.local\n  resolution: STATIC\n  ports:\n  - number: 9000\n    name: tcp\n    protocol: TCP\n  endpoints:\n{endpoints}"
+        )
+    }
 }
