@@ -27,6 +27,9 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=${1:?usage: profile.sh OUTDIR}
 mkdir -p "$OUT"
+# perf.data files are large: kept outside the results directory.
+PERFDIR=${PERFDIR:-/tmp/ringway-prof-data/$(basename "$OUT")}
+mkdir -p "$PERFDIR"
 TARGETS=${TARGETS:-"ringway haproxy-splice"}
 STREAMS=${STREAMS:-1}
 DURATION=${DURATION:-5}
@@ -149,8 +152,8 @@ done
 # Wait (up to 15 min) until nobody else benchmarks or compiles and both
 # CPUs are at least 90% idle over 2 s; log what was seen.
 wait_quiet() {
-  local i a b
-  for i in $(seq 90); do
+  local a b
+  for _ in $(seq 90); do
     if ! pgrep -f 'run.sh|crosscheck.sh|loadgen|iperf3|wrk|redis-benchmark' >/dev/null && ! pgrep -x rustc >/dev/null; then
       a=$(awk '/^cpu /{print $5+$6, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat); sleep 2
       b=$(awk '/^cpu /{print $5+$6, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
@@ -206,20 +209,21 @@ one() { # target round perf(0/1)
   local t=$1 r=$2 p=$3 tag=$1-r$2
   [[ $p == 1 ]] && tag=$1-perf
   [[ $p == 2 ]] && tag=$1-trace
-  local c0 c1 s0 s1 k0 k1 x0 x1 res
+  local c0 c1 s0 s1 k0 k1 x0 x1
   wait_quiet
   c0=$(cpustat); s0=$(snmp); k0=$(csw "$SINK_PID"); x0=0
   [[ -n $PROXY_PID ]] && x0=$(csw "$PROXY_PID")
   if [[ $p == 2 ]]; then
     perf record -q -e syscalls:sys_enter_splice,syscalls:sys_exit_splice,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,sched:sched_switch \
-      -p "$PROXY_PID" -o "$OUT/$tag.perf.data" -- \
+      -p "$PROXY_PID" -o "$PERFDIR/$tag.perf.data" -- \
       taskset -c 0 "$LOADGEN" throughput --target "127.0.0.1:$FRONT" --streams "$STREAMS" --duration "$DURATION" \
       >"$OUT/$tag.json" 2>>"$WORK/loadgen.err"
-    python3 "$HERE/tracesum.py" "$OUT/$tag.perf.data" "$(jq .bytes "$OUT/$tag.json")" >"$OUT/$tag.txt" 2>&1 || true
+    python3 "$HERE/tracesum.py" "$PERFDIR/$tag.perf.data" "$(jq .bytes "$OUT/$tag.json")" >"$OUT/$tag.txt" 2>&1 || true
   elif [[ $p == 1 ]]; then
-    perf record -q -a -g -e cpu-clock -F 2000 -o "$OUT/$tag.perf.data" -- \
+    perf record -q -a -g -e cpu-clock -F 2000 -o "$PERFDIR/$tag.perf.data" -- \
       taskset -c 0 "$LOADGEN" throughput --target "127.0.0.1:$FRONT" --streams "$STREAMS" --duration "$DURATION" \
       >"$OUT/$tag.json" 2>>"$WORK/loadgen.err"
+    python3 "$HERE/perfsum.py" "$PERFDIR/$tag.perf.data" "$(jq .bytes "$OUT/$tag.json")" 20 >"$OUT/$tag.perfsum.txt" 2>&1 || true
   else
     perf stat -a -A -x, -e context-switches,sched:sched_wakeup,irq:softirq_entry,net:net_dev_xmit -o "$OUT/$tag.stat" -- \
       taskset -c 0 "$LOADGEN" throughput --target "127.0.0.1:$FRONT" --streams "$STREAMS" --duration "$DURATION" \
