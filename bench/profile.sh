@@ -18,6 +18,8 @@
 #                   splice(2) sizes, io_uring_enter/epoll_wait calls and
 #                   context switches (tracepoints, `perf record -p`), summarised
 #                   by bench/tracesum.py
+#   PROXY_CPU [1]   CPU the proxy is pinned to; 0 puts it on the load CPU, so
+#                   that Gbit/s measures the proxy's cost per byte
 #   BASE_PORT [24400]
 # Per measurement it records: Gbit/s (loadgen), per-CPU busy time split into
 # user/system/softirq (/proc/stat), TCP segments and ACK counters
@@ -36,6 +38,7 @@ DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-3}
 PERF=${PERF:-1}
 TRACE=${TRACE:-0}
+PROXY_CPU=${PROXY_CPU:-1}
 BASE_PORT=${BASE_PORT:-24400}
 RINGWAY_BINS=${RINGWAY_BINS:-}
 BIN=$HERE/target/release
@@ -174,13 +177,14 @@ sleep 0.3
 
 start_proxy() {
   PROXY_PID=""
+  DEST=127.0.0.1:$FRONT
   case $1 in
-    direct) return 0 ;;
-    haproxy-splice) taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/$1.log" 2>&1 & ;;
+    direct) DEST=127.0.0.1:$SINK_PORT; return 0 ;;
+    haproxy-splice) taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/$1.log" 2>&1 & ;;
     ringway*)
       [[ -n ${RBIN[$1]:-} ]] || { log "no binary for $1"; exit 1; }
       # shellcheck disable=SC2086
-      env RUST_LOG=warn taskset -c 1 "${RBIN[$1]}" run -c "$WORK/ringway" --workers 1 --admin off ${RARGS[$1]:-} >"$WORK/$1.log" 2>&1 & ;;
+      env RUST_LOG=warn taskset -c "$PROXY_CPU" "${RBIN[$1]}" run -c "$WORK/ringway" --workers 1 --admin off ${RARGS[$1]:-} >"$WORK/$1.log" 2>&1 & ;;
   esac
   PROXY_PID=$!
   PIDS+=("$PROXY_PID")
@@ -216,17 +220,17 @@ one() { # target round perf(0/1)
   if [[ $p == 2 ]]; then
     perf record -q -e syscalls:sys_enter_splice,syscalls:sys_exit_splice,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,sched:sched_switch \
       -p "$PROXY_PID" -o "$PERFDIR/$tag.perf.data" -- \
-      taskset -c 0 "$LOADGEN" throughput --target "127.0.0.1:$FRONT" --streams "$STREAMS" --duration "$DURATION" \
+      taskset -c 0 "$LOADGEN" throughput --target "$DEST" --streams "$STREAMS" --duration "$DURATION" \
       >"$OUT/$tag.json" 2>>"$WORK/loadgen.err"
     python3 "$HERE/tracesum.py" "$PERFDIR/$tag.perf.data" "$(jq .bytes "$OUT/$tag.json")" >"$OUT/$tag.txt" 2>&1 || true
   elif [[ $p == 1 ]]; then
     perf record -q -a -g -e cpu-clock -F 2000 -o "$PERFDIR/$tag.perf.data" -- \
-      taskset -c 0 "$LOADGEN" throughput --target "127.0.0.1:$FRONT" --streams "$STREAMS" --duration "$DURATION" \
+      taskset -c 0 "$LOADGEN" throughput --target "$DEST" --streams "$STREAMS" --duration "$DURATION" \
       >"$OUT/$tag.json" 2>>"$WORK/loadgen.err"
     python3 "$HERE/perfsum.py" "$PERFDIR/$tag.perf.data" "$(jq .bytes "$OUT/$tag.json")" 20 >"$OUT/$tag.perfsum.txt" 2>&1 || true
   else
     perf stat -a -A -x, -e context-switches,sched:sched_wakeup,irq:softirq_entry,net:net_dev_xmit -o "$OUT/$tag.stat" -- \
-      taskset -c 0 "$LOADGEN" throughput --target "127.0.0.1:$FRONT" --streams "$STREAMS" --duration "$DURATION" \
+      taskset -c 0 "$LOADGEN" throughput --target "$DEST" --streams "$STREAMS" --duration "$DURATION" \
       ${PROXY_PID:+--watch-pid "$PROXY_PID"} >"$OUT/$tag.json" 2>>"$WORK/loadgen.err"
   fi
   c1=$(cpustat); s1=$(snmp); k1=$(csw "$SINK_PID"); x1=0

@@ -9,6 +9,8 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 N=${N:-3}; LABEL=${LABEL:?LABEL=name}
+# Keep this script's own report (quiet waits, steal, foreign CPU) too.
+exec 2> >(tee -a "/tmp/ringway-rounds-$LABEL.log" >&2)
 quiet() {
   local a b
   for _ in $(seq 90); do
