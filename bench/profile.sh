@@ -55,6 +55,8 @@ cleanup() {
     wait "$pid" 2>/dev/null || true
   done
   PIDS=()
+  [[ -n ${WORK:-} && -d ${WORK:-} ]] && rm -rf "$WORK"
+  return 0
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
