@@ -1,0 +1,28 @@
+#!/usr/bin/env python3
+"""medians.py DIR...: medians (min-max) per target of bulk1/bulk8 Gbit/s and
+CPU-s/GB and rr p50/p99/p99.9 over the runs.jsonl of several run.sh result
+directories (e.g. the per-round directories written by rounds.sh)."""
+import json, statistics, sys, collections
+v = collections.defaultdict(list)
+for d in sys.argv[1:]:
+    for line in open(f"{d}/runs.jsonl"):
+        r = json.loads(line); t, test, res = r["target"], r["test"], r["result"]
+        if test in ("bulk1", "bulk8"):
+            v[(t, test + " Gbit/s")].append(res.get("gbit_per_s"))
+            v[(t, test + " CPU-s/GB")].append(res.get("proxy_cpu_s_per_gb"))
+        elif test == "rr":
+            lat = res.get("latency", {})
+            for p in ("p50", "p99", "p99_9"):
+                v[(t, "rr " + p.replace("_", ".") + " us")].append(lat.get(p))
+            v[(t, "rr CPU-us/req")].append(res.get("proxy_cpu_us_per_request"))
+targets = sorted({t for t, _ in v}, key=lambda t: (t != "haproxy-splice", t))
+metrics = ["bulk1 Gbit/s", "bulk8 Gbit/s", "bulk1 CPU-s/GB", "bulk8 CPU-s/GB", "rr p50 us", "rr p99 us", "rr p99.9 us", "rr CPU-us/req"]
+print("| metric | " + " | ".join(targets) + " |")
+print("|---" * (len(targets) + 1) + "|")
+def f(x): return f"{x:.3g}" if x < 100 else f"{x:.0f}"
+for m in metrics:
+    row = []
+    for t in targets:
+        xs = [x for x in v.get((t, m), []) if x is not None]
+        row.append(f"{f(statistics.median(xs))} ({f(min(xs))}–{f(max(xs))}, n={len(xs)})" if xs else "–")
+    print(f"| {m} | " + " | ".join(row) + " |")
