@@ -13,6 +13,21 @@
 # and calls assign_fronts to get FRONT[target/backend] (the port a target
 # listens on for that backend; for `direct`, the backend's own port).
 
+# common_settings: the knobs run.sh and crosscheck.sh share, with their
+# defaults (QUICK=1: one round of 2 s measurements).
+common_settings() {
+  WORKERS=${WORKERS:-1}
+  QUICK=${QUICK:-0}
+  if [[ $QUICK == 1 ]]; then
+    ROUNDS=${ROUNDS:-1}
+    DURATION=${DURATION:-2}
+  else
+    ROUNDS=${ROUNDS:-3}
+    DURATION=${DURATION:-5}
+  fi
+  TARGETS=${TARGETS:-"direct haproxy-splice haproxy-default nginx ringway"}
+}
+
 log() { printf '[%s %s] %s\n' "${LOG_TAG:-bench}" "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 

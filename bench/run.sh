@@ -33,27 +33,17 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-WORKERS=${WORKERS:-1}
-QUICK=${QUICK:-0}
-if [[ $QUICK == 1 ]]; then
-  ROUNDS=${ROUNDS:-1}
-  DURATION=${DURATION:-2}
-else
-  ROUNDS=${ROUNDS:-3}
-  DURATION=${DURATION:-5}
-fi
+LOG_TAG=run.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$HERE/lib.sh"
+common_settings
 IDLE_CONNS=${IDLE_CONNS:-5000}
-TARGETS=${TARGETS:-"direct haproxy-splice haproxy-default nginx ringway"}
 TESTS=${TESTS:-"bulk1 bulk8 connrate rr idle"}
 CONNRATE_CONC=${CONNRATE_CONC:-4}
 RR_CONNS=${RR_CONNS:-1}
 RR_SIZE=${RR_SIZE:-64}
 BASE_PORT=${BASE_PORT:-24100}
 RINGWAY_VARIANTS=${RINGWAY_VARIANTS:-}
-
-LOG_TAG=run.sh
-# shellcheck source-path=SCRIPTDIR source=lib.sh
-source "$HERE/lib.sh"
 setup_pinning
 install_proxies
 build_tools "$HERE" "$ROOT"
