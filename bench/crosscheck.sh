@@ -132,14 +132,16 @@ serving() {
 
 # client TARGET ROUND TEST CMD...: run one client through loadgen exec (which
 # watches the proxy's CPU and enforces the deadline). Sets CLIENT_OUT (the
-# client's stdout) and CLIENT_EXEC (loadgen's JSON).
+# client's stdout), CLIENT_EXEC (loadgen's JSON) and CLIENT_MACHINE (steal).
 client() {
-  local t=$1 r=$2 test=$3; shift 3
+  local t=$1 r=$2 test=$3 m0; shift 3
   local watch=()
   [[ -n $PROXY_PID ]] && watch=(--watch-pid "$PROXY_PID")
   CLIENT_OUT=$WORK/out/$t-$r-$test.out
+  m0=$(machine_sample)
   CLIENT_EXEC=$("${PIN_LOAD[@]}" "$LOADGEN" exec --output "$CLIENT_OUT" --duration "$CLIENT_DEADLINE" "${watch[@]}" -- "$@" \
     2>>"$WORK/clients.err") || true
+  CLIENT_MACHINE=$(machine_between "$m0" "$(machine_sample)")
   [[ -n $CLIENT_EXEC ]] || CLIENT_EXEC='{"error":"loadgen exec gave no output"}'
 }
 
@@ -147,9 +149,9 @@ client() {
 # CPU and the client's exit status come from CLIENT_EXEC.
 record() {
   local t=$1 r=$2 test=$3 figures=$4
-  jq -c -n --arg t "$t" --argjson r "$r" --arg test "$test" --argjson f "$figures" --argjson x "$CLIENT_EXEC" '
+  jq -c -n --arg t "$t" --argjson r "$r" --arg test "$test" --argjson f "$figures" --argjson x "$CLIENT_EXEC" --argjson m "$CLIENT_MACHINE" '
     ($x.proxy.cpu_s // null) as $cpu
-    | ($f + {proxy: $x.proxy, client: ($x | del(.proxy))}) as $res
+    | ($f + {proxy: $x.proxy, client: ($x | del(.proxy)), machine: $m}) as $res
     | $res
     | if $cpu != null and (.bytes // 0) > 0 then .proxy_cpu_s_per_gb = $cpu / (.bytes / 1e9) else . end
     | if $cpu != null and (.requests // 0) > 0 then .proxy_cpu_s_per_10k_requests = $cpu / .requests * 1e4 else . end
@@ -157,7 +159,8 @@ record() {
       then .error = "client exit code \($x.exit_code // "none")\(if $x.timed_out then ", killed at the deadline" else "" end)\($x.error // "" | if . != "" then ": " + . else "" end)"
       else . end
     | {target: $t, round: $r, test: $test, result: .}' >>"$RUNS"
-  jq -r --arg t "$t" --arg test "$test" '.result | "  \($t) \($test): " + ([.gbit_per_s, .requests_per_s, .set_ops_per_s, .get_ops_per_s, .latency.p99, .proxy_cpu_s_per_gb, .proxy_cpu_s_per_10k_requests] | map(select(. != null) | (. * 1000 | round / 1000 | tostring)) | join(" ")) + (if .error then "  ERROR: \(.error)" else "" end)' <<<"$(tail -1 "$RUNS")" >&2
+  jq -r --arg t "$t" --arg test "$test" '.result | "  \($t) \($test): " + ([.gbit_per_s, .requests_per_s, .set_ops_per_s, .get_ops_per_s, .latency.p99, .proxy_cpu_s_per_gb, .proxy_cpu_s_per_10k_requests] | map(select(. != null) | (. * 1000 | round / 1000 | tostring)) | join(" "))
+      + (if (.machine.steal_pct // 0) > 5 then "  (steal \(.machine.steal_pct)%)" else "" end) + (if .error then "  ERROR: \(.error)" else "" end)' <<<"$(tail -1 "$RUNS")" >&2
 }
 
 # iperf3: a fresh one-off server per run (a failed run cannot leave it busy).

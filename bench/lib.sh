@@ -312,6 +312,21 @@ start_proxy() {
   # `env` and `taskset` exec, so the PID is the proxy's own.
 }
 
+# ------------------------------------------------------------ machine
+# On a virtual machine the hypervisor may take CPU time away (steal) in the
+# middle of a run; such a run measures the host, not the proxy. Every
+# measurement records the share of all CPUs' time that was stolen (and spent
+# waiting for I/O) while it ran: machine_sample before, machine_between after.
+machine_sample() { grep '^cpu ' /proc/stat; }
+machine_between() { # BEFORE AFTER -> {"steal_pct":..,"iowait_pct":..}
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    split(a, x); split(b, y); t = 0
+    for (i = 2; i <= 9; i++) t += y[i] - x[i]   # user .. steal (guest is inside user)
+    if (t <= 0) t = 1
+    printf "{\"steal_pct\":%.1f,\"iowait_pct\":%.1f}", (y[9] - x[9]) * 100 / t, (y[6] - x[6]) * 100 / t
+  }'
+}
+
 # ------------------------------------------------------------ rounds
 # run_rounds SERVING_FN TESTS_FN: ROUNDS rounds over TARGETS, the order
 # rotated by one every round. For each target: start_proxy, then

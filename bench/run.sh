@@ -77,10 +77,12 @@ measure() {
   local t=$1 r=$2 test=$3; shift 3
   local watch=()
   [[ -n $PROXY_PID ]] && watch=(--watch-pid "$PROXY_PID")
-  local out
+  local out m0
+  m0=$(machine_sample)
   out=$("${PIN_LOAD[@]}" "$LOADGEN" "$@" "${watch[@]}" 2>>"$WORK/loadgen.err") || log "  $t $test: loadgen reported a failure"
   [[ -n $out ]] || out='{"error":"no output"}'
-  jq -c --arg t "$t" --argjson r "$r" --arg test "$test" '{target:$t, round:$r, test:$test} + {result:.}' <<<"$out" >>"$RUNS"
+  jq -c --arg t "$t" --argjson r "$r" --arg test "$test" --argjson m "$(machine_between "$m0" "$(machine_sample)")" \
+    '{target:$t, round:$r, test:$test} + {result:(. + {machine:$m})}' <<<"$out" >>"$RUNS"
   printf '%s\n' "$out" | jq -r --arg t "$t" --arg test "$test" \
     '"  \($t) \($test): " + ([.gbit_per_s, .conns_per_s, .requests_per_s, .proxy_cpu_s_per_gb, .proxy_cpu_s_per_10k_conns, .latency.p99, .proxy_rss_kib_per_conn] | map(select(. != null) | (. * 1000 | round / 1000 | tostring)) | join(" "))' >&2
 }

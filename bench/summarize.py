@@ -64,6 +64,9 @@ CROSS_METRICS = [
     ("redis16_cpu", "redis16", ["proxy_cpu_s_per_10k_requests"], "redis -P 16 CPU/10k ops", "CPU-s", "low", False),
 ]
 BASE = "haproxy-splice"
+# Hypervisor steal (% of all CPUs' time during a run) above which a run is
+# listed under "Problems seen".
+STEAL_LIMIT = 5.0
 
 
 def dig(obj, path):
@@ -136,6 +139,9 @@ def main(d):
         rs = [r for r in runs if r["target"] == t]
         stats[t]["iou_wrk_threads_max"] = max([dig(r["result"], ["proxy", "iou_wrk_threads"]) or 0 for r in rs] or [0])
         stats[t]["proxy_threads_max"] = max([dig(r["result"], ["proxy", "threads"]) or 0 for r in rs] or [0])
+        steal = [dig(r["result"], ["machine", "steal_pct"]) for r in rs]
+        steal = [v for v in steal if v is not None]
+        stats[t]["steal_pct_max"] = max(steal) if steal else None
         problems = []
         for r in rs:
             res = r["result"]
@@ -149,6 +155,9 @@ def main(d):
                 problems.append(f"round {r['round']} {r['test']}: {errs} failed connections ({res.get('last_error')})")
             if res.get("error"):
                 problems.append(f"round {r['round']} {r['test']}: {res['error']}")
+            st = dig(res, ["machine", "steal_pct"])
+            if st is not None and st > STEAL_LIMIT:
+                problems.append(f"round {r['round']} {r['test']}: the hypervisor stole {st:.0f}% of the CPUs' time during the run")
             if r["test"] == "idle" and res.get("alive_after_hold") is False:
                 problems.append(f"round {r['round']} idle: connections dead after the hold")
         stats[t]["problems"] = problems
@@ -205,6 +214,8 @@ def main(d):
     for c in cols:
         L.append(f"| {c[3]} ({c[4]}) | " + " | ".join(fmt(med(t, c[0])) for t in targets) + " |")
     L.append("| iou-wrk threads (max seen) | " + " | ".join("–" if t == "direct" else str(stats[t]["iou_wrk_threads_max"]) for t in targets) + " |")
+    if any(stats[t]["steal_pct_max"] is not None for t in targets):
+        L.append("| CPU steal, worst run (%) | " + " | ".join(fmt(stats[t]["steal_pct_max"]) for t in targets) + " |")
     L.append("| proxy threads (max seen) | " + " | ".join("–" if t == "direct" else str(stats[t]["proxy_threads_max"]) for t in targets) + " |")
 
     for base, label, only_direct in ((BASE, "HAProxy with forced splice (`haproxy-splice`)", False), ("direct", "direct loopback", True)):
