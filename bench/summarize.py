@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Summarise one bench/run.sh results directory (standard library only).
+"""Summarise one bench/run.sh or bench/crosscheck.sh results directory
+(standard library only).
 
-Reads  DIR/meta.json and DIR/runs.jsonl (one loadgen JSON per line).
+Reads  DIR/meta.json and DIR/runs.jsonl (one result JSON per line; meta.json's
+"kind" is "crosscheck" for crosscheck.sh, absent for run.sh).
 Writes DIR/results.json (meta, every run, medians), DIR/summary.md (tables
 with ratios to HAProxy-splice and to direct) and DIR/plots/*.svg.
 """
@@ -28,7 +30,43 @@ METRICS = [
     ("idle_rss_kib", "idle", ["proxy_rss_kib_per_conn"], "RSS/idle conn", "KiB", "low", False),
     ("idle_dirty_kib", "idle", ["proxy_private_dirty_kib_per_conn"], "Private_Dirty/idle conn", "KiB", "low", False),
 ]
+# bench/crosscheck.sh: third-party clients (iperf3, wrk, redis-benchmark).
+CROSS_METRICS = [
+    ("iperf1_gbit", "iperf1", ["gbit_per_s"], "iperf3 1 stream", "Gbit/s", "high", True),
+    ("iperf1_cpu", "iperf1", ["proxy_cpu_s_per_gb"], "iperf3 1 stream CPU/GB", "CPU-s/GB", "low", False),
+    ("iperf8_gbit", "iperf8", ["gbit_per_s"], "iperf3 -P 8", "Gbit/s", "high", True),
+    ("iperf8_cpu", "iperf8", ["proxy_cpu_s_per_gb"], "iperf3 -P 8 CPU/GB", "CPU-s/GB", "low", False),
+    ("iperf1r_gbit", "iperf1r", ["gbit_per_s"], "iperf3 -R (download)", "Gbit/s", "high", True),
+    ("iperf1r_cpu", "iperf1r", ["proxy_cpu_s_per_gb"], "iperf3 -R CPU/GB", "CPU-s/GB", "low", False),
+    ("wrk64_rps", "wrk64", ["requests_per_s"], "wrk 64 B keep-alive", "req/s", "high", True),
+    ("wrk64_p50", "wrk64", ["latency", "p50"], "wrk 64 B keep-alive p50", "us", "low", True),
+    ("wrk64_p99", "wrk64", ["latency", "p99"], "wrk 64 B keep-alive p99", "us", "low", True),
+    ("wrk64_cpu", "wrk64", ["proxy_cpu_s_per_10k_requests"], "wrk 64 B keep-alive CPU/10k req", "CPU-s", "low", False),
+    ("wrk64close_rps", "wrk64close", ["requests_per_s"], "wrk 64 B Connection: close", "req/s", "high", True),
+    ("wrk64close_p50", "wrk64close", ["latency", "p50"], "wrk 64 B close p50", "us", "low", True),
+    ("wrk64close_p99", "wrk64close", ["latency", "p99"], "wrk 64 B close p99", "us", "low", True),
+    ("wrk64close_cpu", "wrk64close", ["proxy_cpu_s_per_10k_requests"], "wrk 64 B close CPU/10k req", "CPU-s", "low", False),
+    ("wrk1m_rps", "wrk1m", ["requests_per_s"], "wrk 1 MiB keep-alive requests", "req/s", "high", True),
+    ("wrk1m_gbit", "wrk1m", ["gbit_per_s"], "wrk 1 MiB keep-alive throughput", "Gbit/s", "high", True),
+    ("wrk1m_p99", "wrk1m", ["latency", "p99"], "wrk 1 MiB p99", "us", "low", True),
+    ("wrk1m_cpu", "wrk1m", ["proxy_cpu_s_per_gb"], "wrk 1 MiB CPU/GB", "CPU-s/GB", "low", False),
+    ("redis_set", "redis", ["set_ops_per_s"], "redis SET", "ops/s", "high", True),
+    ("redis_get", "redis", ["get_ops_per_s"], "redis GET", "ops/s", "high", True),
+    ("redis_set_p50", "redis", ["set_latency", "p50"], "redis SET p50", "us", "low", True),
+    ("redis_set_p99", "redis", ["set_latency", "p99"], "redis SET p99", "us", "low", True),
+    ("redis_get_p50", "redis", ["get_latency", "p50"], "redis GET p50", "us", "low", True),
+    ("redis_get_p99", "redis", ["get_latency", "p99"], "redis GET p99", "us", "low", True),
+    ("redis_cpu", "redis", ["proxy_cpu_s_per_10k_requests"], "redis CPU/10k ops", "CPU-s", "low", False),
+    ("redis16_set", "redis16", ["set_ops_per_s"], "redis -P 16 SET", "ops/s", "high", True),
+    ("redis16_get", "redis16", ["get_ops_per_s"], "redis -P 16 GET", "ops/s", "high", True),
+    ("redis16_set_p99", "redis16", ["set_latency", "p99"], "redis -P 16 SET p99", "us", "low", True),
+    ("redis16_get_p99", "redis16", ["get_latency", "p99"], "redis -P 16 GET p99", "us", "low", True),
+    ("redis16_cpu", "redis16", ["proxy_cpu_s_per_10k_requests"], "redis -P 16 CPU/10k ops", "CPU-s", "low", False),
+]
 BASE = "haproxy-splice"
+# Hypervisor steal (% of all CPUs' time during a run) above which a run is
+# listed under "Problems seen".
+STEAL_LIMIT = 5.0
 
 
 def dig(obj, path):
@@ -83,11 +121,13 @@ def main(d):
     meta = json.loads((d / "meta.json").read_text())
     runs = [json.loads(l) for l in (d / "runs.jsonl").read_text().splitlines() if l.strip()]
     targets = meta["settings"]["targets"]
+    cross = meta.get("kind") == "crosscheck"
+    metrics = CROSS_METRICS if cross else METRICS
 
     stats = {}
     for t in targets:
         stats[t] = {}
-        for key, test, path, *_ in METRICS:
+        for key, test, path, *_ in metrics:
             vals = [dig(r["result"], path) for r in runs if r["target"] == t and r["test"] == test]
             vals = [v for v in vals if v is not None]
             stats[t][key] = {
@@ -99,6 +139,9 @@ def main(d):
         rs = [r for r in runs if r["target"] == t]
         stats[t]["iou_wrk_threads_max"] = max([dig(r["result"], ["proxy", "iou_wrk_threads"]) or 0 for r in rs] or [0])
         stats[t]["proxy_threads_max"] = max([dig(r["result"], ["proxy", "threads"]) or 0 for r in rs] or [0])
+        steal = [dig(r["result"], ["machine", "steal_pct"]) for r in rs]
+        steal = [v for v in steal if v is not None]
+        stats[t]["steal_pct_max"] = max(steal) if steal else None
         problems = []
         for r in rs:
             res = r["result"]
@@ -112,6 +155,9 @@ def main(d):
                 problems.append(f"round {r['round']} {r['test']}: {errs} failed connections ({res.get('last_error')})")
             if res.get("error"):
                 problems.append(f"round {r['round']} {r['test']}: {res['error']}")
+            st = dig(res, ["machine", "steal_pct"])
+            if st is not None and st > STEAL_LIMIT:
+                problems.append(f"round {r['round']} {r['test']}: the hypervisor stole {st:.0f}% of the CPUs' time during the run")
             if r["test"] == "idle" and res.get("alive_after_hold") is False:
                 problems.append(f"round {r['round']} idle: connections dead after the hold")
         stats[t]["problems"] = problems
@@ -127,7 +173,7 @@ def main(d):
 
     m = meta
     L = []
-    title = "ringway benchmark"
+    title = "ringway cross-check with third-party clients" if cross else "ringway benchmark"
     if m.get("label"):
         title += f" ({m['label']})"
     L.append(f"# {title}: {m['date']}\n")
@@ -141,22 +187,35 @@ def main(d):
              + (f" (uncommitted modified files in its tree at run time: {rw['modified_files']})" if str(rw["modified_files"]) != "0" else "")
              + (f"; note: {rw['note']}" if rw.get("note") else "")
              + f", status: {rw['status']}")
-    L.append(f"- {m['haproxy']}; {m['nginx']}")
+    L.append(f"- {m['haproxy']}; {m['nginx']}" + "".join(f"; {v}" for v in m.get("tools", {}).values()))
     s = m["settings"]
-    L.append(f"- WORKERS={s['workers']} (pinning: {s['pinning']}), {s['rounds']} round(s), {s['duration_s']} s per measurement, "
-             f"connrate {s['connrate_concurrency']} threads, rr {s['rr_connections']} connection(s) × {s['request_bytes']} B, "
-             f"idle {s['idle_conns']} connections")
+    if cross:
+        L.append(f"- Command: `{m['invocation']}` (WORKERS={s['workers']}, pinning: {s['pinning']}, {s['rounds']} round(s), "
+                 f"{s['duration_s']} s per iperf3/wrk run, redis-benchmark -n {s['redis_n']} / {s['redis_n_pipelined']} with -P 16)")
+        L.append("- Clients, as run (`<port>` is the target's front port for that server; every client runs under "
+                 "`loadgen exec`, which samples the proxy's CPU before it starts and 200 ms after it exits):")
+        for name, c in m["commands"].items():
+            L.append(f"  - {name}: `{c}`")
+        L.append("- Throughput: iperf3's receiver-side sum (`end.sum_received`); wrk: its own requests/s and latency "
+                 "percentiles (bench/wrk-report.lua); redis: redis-benchmark's --csv rps and percentiles. "
+                 "CPU per 10k requests: redis counts SET+GET operations.")
+    else:
+        L.append(f"- WORKERS={s['workers']} (pinning: {s['pinning']}), {s['rounds']} round(s), {s['duration_s']} s per measurement, "
+                 f"connrate {s['connrate_concurrency']} threads, rr {s['rr_connections']} connection(s) × {s['request_bytes']} B, "
+                 f"idle {s['idle_conns']} connections")
     L.append("- Figures are medians over rounds. CPU = utime+stime of the proxy's processes from /proc/PID/stat "
              "(all threads, io_uring workers included) over the measured interval. GB = 10^9 bytes (CPU-s/GiB = ×1.074).\n")
 
     # Only the metrics this run measured.
-    cols = [c for c in METRICS if any(stats[t][c[0]]["n"] for t in targets)]
+    cols = [c for c in metrics if any(stats[t][c[0]]["n"] for t in targets)]
     L.append("## Medians\n")
     L.append("| metric | " + " | ".join(targets) + " |")
     L.append("|---" * (len(targets) + 1) + "|")
     for c in cols:
         L.append(f"| {c[3]} ({c[4]}) | " + " | ".join(fmt(med(t, c[0])) for t in targets) + " |")
     L.append("| iou-wrk threads (max seen) | " + " | ".join("–" if t == "direct" else str(stats[t]["iou_wrk_threads_max"]) for t in targets) + " |")
+    if any(stats[t]["steal_pct_max"] is not None for t in targets):
+        L.append("| CPU steal, worst run (%) | " + " | ".join(fmt(stats[t]["steal_pct_max"]) for t in targets) + " |")
     L.append("| proxy threads (max seen) | " + " | ".join("–" if t == "direct" else str(stats[t]["proxy_threads_max"]) for t in targets) + " |")
 
     for base, label, only_direct in ((BASE, "HAProxy with forced splice (`haproxy-splice`)", False), ("direct", "direct loopback", True)):
@@ -189,12 +248,13 @@ def main(d):
             L.append(f"- **{t}**: {p}")
     else:
         L.append("None: every run completed without errors.")
-    L.append("\nPlots: `plots/*.svg`. Every run: `runs.jsonl` / `results.json`. Configs: `configs/`.")
+    L.append("\nPlots: `plots/*.svg`. Every run: `runs.jsonl` / `results.json`. Configs: `configs/`."
+             + (" Client outputs: `raw/`." if cross else ""))
     (d / "summary.md").write_text("\n".join(L) + "\n")
 
     pd = d / "plots"
     pd.mkdir(exist_ok=True)
-    for key, test, path, label, unit, better, _ in METRICS:
+    for key, test, path, label, unit, better, _ in metrics:
         rows = [(t, med(t, key), stats[t][key]["min"], stats[t][key]["max"]) for t in targets]
         svg = svg_bars(label, unit, rows, better)
         if svg:

@@ -12,6 +12,8 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -469,4 +471,48 @@ pub fn probe(c: &Common) -> Value {
         thread::sleep(Duration::from_millis(50));
     }
     json!({"mode": "probe", "target": c.target.to_string(), "ok": false, "attempts": attempts, "last_error": last})
+}
+
+// ---------------------------------------------------------------- exec
+
+/// Run someone else's client (iperf3, wrk, redis-benchmark) to completion,
+/// its stdout into `output`, and charge the watched proxy's CPU over that
+/// run exactly as the other modes do (sample before the start, sample again
+/// 200 ms after the client exits). The client is killed at `timeout`.
+pub fn exec(cmd: &[String], output: &Path, timeout: Duration, watch: Option<u32>) -> Value {
+    let Some((prog, args)) = cmd.split_first() else {
+        return json!({"error": "no command"});
+    };
+    let out = match std::fs::File::create(output) {
+        Ok(f) => f,
+        Err(e) => return json!({"error": format!("{}: {e}", output.display())}),
+    };
+    let watch = Watch::start(watch);
+    let start = Instant::now();
+    let mut child = match Command::new(prog).args(args).stdin(Stdio::null()).stdout(out).spawn() {
+        Ok(c) => c,
+        Err(e) => return json!({"error": format!("{prog}: {e}"), "proxy": watch.end()}),
+    };
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if start.elapsed() >= timeout => {
+                timed_out = true;
+                let _ = child.kill();
+                break child.wait().ok();
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(5)),
+            Err(_) => break None,
+        }
+    };
+    let secs = start.elapsed().as_secs_f64();
+    json!({
+        "mode": "exec",
+        "command": cmd,
+        "seconds": secs,
+        "exit_code": status.and_then(|s| s.code()),
+        "timed_out": timed_out,
+        "proxy": watch.end(),
+    })
 }

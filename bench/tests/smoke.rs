@@ -92,3 +92,33 @@ fn binary_refuses_other_addresses_and_runs_a_mode() {
     let out = Command::new(bin).args(["rr", "--target", "127.0.0.1:1", "--bogus", "1"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn exec_runs_a_client_charges_cpu_and_enforces_the_deadline() {
+    let bin = env!("CARGO_BIN_EXE_loadgen");
+    let dir = std::env::temp_dir().join(format!("loadgen-exec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out_file = dir.join("out.txt");
+    let me = std::process::id().to_string();
+    let out = Command::new(bin)
+        .args(["exec", "--output", out_file.to_str().unwrap(), "--watch-pid", &me, "--", "echo", "hello"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["exit_code"], 0, "{v}");
+    assert!(v["proxy"]["cpu_s"].as_f64().is_some(), "{v}");
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "hello\n");
+
+    let out = Command::new(bin)
+        .args(["exec", "--output", out_file.to_str().unwrap(), "--duration", "300ms", "--", "sleep", "10"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["timed_out"], true, "{v}");
+    assert!(v["seconds"].as_f64().unwrap() < 5.0, "{v}");
+    let out = Command::new(bin).args(["exec", "--output", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -14,6 +14,9 @@ modes:
   rr          --connections 1 --size 64                              (target: echo)
   idle        --count 5000 --settle 2s                               (target: echo)
   probe       (wait until a 1-byte echo comes back, up to --duration)
+  exec        --output FILE [--duration 60s] [--watch-pid PID] -- CMD ARGS...
+              (run another client, its stdout into FILE, killed at --duration;
+               reports the watched proxy's CPU over the run; no --target)
 Every run ends at --duration (default 5s) or after --count operations.";
 
 fn main() -> ExitCode {
@@ -43,6 +46,9 @@ fn main() -> ExitCode {
 }
 
 fn run(mode: &str, argv: impl Iterator<Item = String>) -> Result<(serde_json::Value, bool), String> {
+    if mode == "exec" {
+        return exec(argv);
+    }
     let mut a = Args::parse(argv)?;
     let target = loopback(&a.required("target")?)?;
     let duration = a.duration("duration")?.unwrap_or(Duration::from_secs(5));
@@ -90,5 +96,26 @@ fn run(mode: &str, argv: impl Iterator<Item = String>) -> Result<(serde_json::Va
         "rr" => out["errors"].as_array().is_some_and(|e| e.is_empty()) && out["requests"].as_u64() > Some(0),
         _ => out["connections"].as_u64() > Some(0),
     };
+    Ok((out, ok))
+}
+
+/// `exec [options] -- CMD ARGS...`
+fn exec(argv: impl Iterator<Item = String>) -> Result<(serde_json::Value, bool), String> {
+    let argv: Vec<String> = argv.collect();
+    let split = argv.iter().position(|a| a == "--").ok_or("exec: CMD must follow --")?;
+    let mut a = Args::parse(argv[..split].iter().cloned())?;
+    let cmd = &argv[split + 1..];
+    if cmd.is_empty() {
+        return Err("exec: no command after --".into());
+    }
+    let output = a.required("output")?;
+    let timeout = a.duration("duration")?.unwrap_or(Duration::from_secs(60));
+    if timeout > Duration::from_secs(600) {
+        return Err("--duration is capped at 600s".into());
+    }
+    let watch = a.opt::<u32>("watch-pid")?;
+    a.finish()?;
+    let out = modes::exec(cmd, std::path::Path::new(&output), timeout, watch);
+    let ok = out["exit_code"] == 0 && out["timed_out"] == false;
     Ok((out, ok))
 }
