@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{EchoBackend, Ringway, free_port, read_to_end, tcp_service};
+use common::{EchoBackend, Ringway, chat, free_port, open, read_to_end, tcp_service, until};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -25,29 +25,6 @@ fn status(port: u16, path: &str) -> u16 {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
-}
-
-fn until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn chat(s: &mut BufReader<TcpStream>, line: &str) -> String {
-    s.get_mut()
-        .write_all(format!("{line}\n").as_bytes())
-        .unwrap();
-    let mut reply = String::new();
-    s.read_line(&mut reply).unwrap();
-    reply.trim_end().to_owned()
-}
-
-fn open(port: u16) -> BufReader<TcpStream> {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    BufReader::new(s)
 }
 
 #[test]

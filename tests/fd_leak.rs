@@ -13,12 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::{EchoBackend, Ringway, connect, free_port, read_to_end, tcp_service};
 
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 /// An upstream that resets every connection after reading a little.
 fn resetting_upstream() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -53,7 +47,7 @@ fn no_descriptor_outlives_its_connection() {
     let Some(gw2) = Ringway::start(&config2, &["--workers", "1"]) else {
         return;
     };
-    let (base, base2) = (open_fds(gw.pid()), open_fds(gw2.pid()));
+    let (base, base2) = (gw.open_fds(), gw2.open_fds());
 
     for i in 0..100 {
         let mut s = connect(listen);
@@ -92,14 +86,14 @@ fn no_descriptor_outlives_its_connection() {
     let mut buf = [0u8; 4];
     last.read_exact(&mut buf).unwrap();
     assert!(
-        open_fds(gw.pid()) > base,
+        gw.open_fds() > base,
         "the open connection holds descriptors"
     );
     drop(last);
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut stable = 0;
     loop {
-        let (now, now2) = (open_fds(gw.pid()), open_fds(gw2.pid()));
+        let (now, now2) = (gw.open_fds(), gw2.open_fds());
         stable = if now == base && now2 == base2 {
             stable + 1
         } else {

@@ -426,7 +426,9 @@ fn sigusr1_reopens_the_access_log_and_text_is_the_default_format() {
     assert!(text.contains("\"- - -\" 0 - "), "{text}");
     std::fs::rename(&path, &rotated).unwrap();
     gw.signal("USR1");
-    until_logged(&gw, "reopening the access log");
+    common::until("the reopen to be logged", || {
+        gw.logged("reopening the access log")
+    });
     assert_eq!(say(listen, "b"), "one b");
     let text = wait_text(&path, "outbound|9000|v1|svc.default.svc.cluster.local");
     assert_eq!(text.lines().count(), 1, "{text}");
@@ -434,12 +436,4 @@ fn sigusr1_reopens_the_access_log_and_text_is_the_default_format() {
         std::fs::read_to_string(&rotated).unwrap().lines().count(),
         1
     );
-}
-
-fn until_logged(gw: &Ringway, needle: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    while !gw.logged(needle) {
-        assert!(Instant::now() < deadline, "never logged {needle:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

@@ -5,16 +5,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use common::{ConfigDir, EchoBackend, PATIENCE, Ringway, free_port, http, say, yaml};
+use common::{
+    ConfigDir, EchoBackend, PATIENCE, Ringway, chat, free_port, http, open, say, until, yaml,
+};
 
 /// Route weights: everything to v1, or everything to v2.
 const ONLY_V1: (u32, u32) = (100, 0);
@@ -30,22 +32,6 @@ fn yaml(ports: &[u16], weights: (u32, u32), v1: u16, v2: u16) -> String {
         yaml::destination_rule("", &["v1", "v2"]),
         yaml::service_entry(&[(v1, "v1"), (v2, "v2")]),
     ])
-}
-
-/// One line over an open connection.
-fn chat(s: &mut BufReader<TcpStream>, line: &str) -> String {
-    s.get_mut()
-        .write_all(format!("{line}\n").as_bytes())
-        .unwrap();
-    let mut reply = String::new();
-    s.read_line(&mut reply).unwrap();
-    reply.trim_end().to_owned()
-}
-
-fn open(port: u16) -> BufReader<TcpStream> {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    BufReader::new(s)
 }
 
 fn start(config: &ConfigDir, admin: u16) -> Option<Ringway> {
@@ -78,11 +64,9 @@ fn established_connections_survive_a_reload_that_flips_weights_and_removes_their
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"generation\": 2"), "{body}");
     // A new listener opens (each worker binds its own socket on wake).
-    let deadline = Instant::now() + PATIENCE;
-    while TcpStream::connect(("127.0.0.1", c)).is_err() {
-        assert!(Instant::now() < deadline, "port {c} never opened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until("the new port to open", || {
+        TcpStream::connect(("127.0.0.1", c)).is_ok()
+    });
     assert_eq!(say(c, "new"), "two new");
 
     // New connections follow the new table at once.
@@ -93,11 +77,9 @@ fn established_connections_survive_a_reload_that_flips_weights_and_removes_their
     assert_eq!(chat(&mut on_a, "y"), "one y");
     assert_eq!(chat(&mut on_b, "y"), "one y");
     // The removed port refuses new connections (once every worker woke).
-    let deadline = Instant::now() + PATIENCE;
-    while TcpStream::connect(("127.0.0.1", b)).is_ok() {
-        assert!(Instant::now() < deadline, "port {b} still accepts");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until("the removed port to refuse", || {
+        TcpStream::connect(("127.0.0.1", b)).is_err()
+    });
     assert_eq!(chat(&mut on_b, "z"), "one z");
 }
 
@@ -159,20 +141,12 @@ fn a_bad_configuration_keeps_the_last_good_table_and_says_where() {
     unsafe {
         libc::kill(gw.pid() as i32, libc::SIGHUP);
     }
-    let deadline = Instant::now() + PATIENCE;
-    while !http(admin, "GET", "/metrics")
-        .1
-        .contains("ringway_config_generation 3")
-    {
-        assert!(Instant::now() < deadline, "SIGHUP did not reload");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until("SIGHUP to reload", || {
+        http(admin, "GET", "/metrics")
+            .1
+            .contains("ringway_config_generation 3")
+    });
     assert_eq!(say(a, "hup"), "one hup");
-}
-
-/// Open descriptors of a process.
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
 /// Streams deterministic bytes through `port` to a raw echo until `done`,
@@ -223,7 +197,7 @@ fn a_storm_of_reloads_cuts_nothing_loses_nothing_and_leaks_nothing() {
         return;
     };
     let file = config.path().join("svc.yaml");
-    let baseline = open_fds(gw.pid());
+    let baseline = gw.open_fds();
 
     let done = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..8u8)
@@ -261,18 +235,9 @@ fn a_storm_of_reloads_cuts_nothing_loses_nothing_and_leaks_nothing() {
     assert!(dump.contains("\"generation\": 101"), "{dump}");
     // Every descriptor of the storm is closed (pooled pipes within a second
     // or two of idleness): as many as before it.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let now = open_fds(gw.pid());
-        if now <= baseline {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{now} descriptors open, {baseline} before the storm"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    until("the descriptors of the storm to close", || {
+        gw.open_fds() <= baseline
+    });
     let (status, _) = http(admin, "GET", "/ready");
     assert_eq!(status, 200);
 }
@@ -294,10 +259,6 @@ fn ready_waits_until_every_listener_is_bound() {
     drop(taken);
     let (status, body) = http(admin, "POST", "/reload");
     assert_eq!(status, 200, "{body}");
-    let deadline = Instant::now() + PATIENCE;
-    while http(admin, "GET", "/ready").0 != 200 {
-        assert!(Instant::now() < deadline, "never ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until("/ready 200", || http(admin, "GET", "/ready").0 == 200);
     assert_eq!(say(t, "y"), "one y");
 }

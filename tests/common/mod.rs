@@ -61,6 +61,33 @@ impl ConfigDir {
     }
 }
 
+/// Polls `ok` every 20 ms until it holds; fails the test after
+/// [`PATIENCE`], saying what it waited for.
+pub fn until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A line-oriented connection to `port` on 127.0.0.1 (see [`chat`]).
+pub fn open(port: u16) -> BufReader<TcpStream> {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    BufReader::new(s)
+}
+
+/// One line over an open connection, and the line that comes back.
+pub fn chat(s: &mut BufReader<TcpStream>, line: &str) -> String {
+    s.get_mut()
+        .write_all(format!("{line}\n").as_bytes())
+        .unwrap();
+    let mut reply = String::new();
+    s.read_line(&mut reply).unwrap();
+    reply.trim_end().to_owned()
+}
+
 /// The real `ringway` binary, killed by PID on drop.
 pub struct Ringway {
     child: Child,
@@ -141,6 +168,11 @@ impl Ringway {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Open descriptors of the process.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, Iterator::count)
     }
 
     /// Names of the process's threads (`/proc/<pid>/task/*/comm`).
