@@ -56,14 +56,16 @@ impl Backend {
         let addr = l.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let s = Arc::clone(&stop);
-        let thread = thread::Builder::new()
-            .name("echo".into())
-            .spawn(move || {
-                if let Err(e) = run_echo(l, &s) {
-                    eprintln!("echo backend: {e}");
-                }
-            })?;
-        Ok(Backend { addr, stop, thread: Some(thread) })
+        let thread = thread::Builder::new().name("echo".into()).spawn(move || {
+            if let Err(e) = run_echo(l, &s) {
+                eprintln!("echo backend: {e}");
+            }
+        })?;
+        Ok(Backend {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     pub fn sink(listen: SocketAddr) -> io::Result<Backend> {
@@ -71,20 +73,51 @@ impl Backend {
         let addr = l.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let s = Arc::clone(&stop);
-        let thread = thread::Builder::new()
-            .name("sink".into())
-            .spawn(move || {
-                if let Err(e) = run_sink(l, &s) {
-                    eprintln!("sink backend: {e}");
-                }
-            })?;
-        Ok(Backend { addr, stop, thread: Some(thread) })
+        let thread = thread::Builder::new().name("sink".into()).spawn(move || {
+            if let Err(e) = run_sink(l, &s) {
+                eprintln!("sink backend: {e}");
+            }
+        })?;
+        Ok(Backend {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Run until the process is killed.
     pub fn wait(mut self) {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// The `main` of the `echo` and `sink` binaries: `--listen 127.0.0.1:PORT
+/// [--duration SECONDS]`, then `start` on that address until killed or for
+/// the duration. Usage errors exit 2, naming the binary.
+pub fn serve_main(
+    name: &str,
+    start: fn(SocketAddr) -> io::Result<Backend>,
+) -> std::process::ExitCode {
+    let run = || -> Result<(), String> {
+        let mut a = crate::args::Args::parse(std::env::args().skip(1))?;
+        let listen = crate::loopback(&a.required("listen")?)?;
+        let duration = a.duration("duration")?;
+        a.finish()?;
+        let b = start(listen).map_err(|e| format!("{listen}: {e}"))?;
+        eprintln!("{name} listening on {}", b.addr);
+        match duration {
+            Some(d) => thread::sleep(d),
+            None => b.wait(),
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::from(2)
         }
     }
 }
@@ -111,10 +144,15 @@ struct Epoll(RawFd);
 impl Epoll {
     fn new() -> io::Result<Epoll> {
         // SAFETY: plain syscall.
-        Ok(Epoll(cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?))
+        Ok(Epoll(cvt(unsafe {
+            libc::epoll_create1(libc::EPOLL_CLOEXEC)
+        })?))
     }
     fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events, u64: fd as u64 };
+        let mut ev = libc::epoll_event {
+            events,
+            u64: fd as u64,
+        };
         // SAFETY: ev is a valid epoll_event for the duration of the call.
         cvt(unsafe { libc::epoll_ctl(self.0, op, fd, &mut ev) }).map(|_| ())
     }
@@ -165,7 +203,14 @@ fn run_echo(l: TcpListener, stop: &AtomicBool) -> io::Result<()> {
                             s.set_nonblocking(true)?;
                             let cfd = s.as_raw_fd();
                             ep.ctl(libc::EPOLL_CTL_ADD, cfd, IN)?;
-                            conns.insert(cfd, EchoConn { s, pending: Vec::new(), off: 0 });
+                            conns.insert(
+                                cfd,
+                                EchoConn {
+                                    s,
+                                    pending: Vec::new(),
+                                    off: 0,
+                                },
+                            );
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -175,7 +220,9 @@ fn run_echo(l: TcpListener, stop: &AtomicBool) -> io::Result<()> {
                 }
                 continue;
             }
-            let Some(c) = conns.get_mut(&fd) else { continue };
+            let Some(c) = conns.get_mut(&fd) else {
+                continue;
+            };
             let keep = if c.pending.is_empty() {
                 echo_readable(c, &mut buf, &ep, fd)
             } else if flags & (OUT | libc::EPOLLERR as u32 | libc::EPOLLHUP as u32) != 0 {
@@ -237,7 +284,11 @@ fn echo_flush(c: &mut EchoConn, ep: &Epoll, fd: RawFd) -> bool {
 fn run_sink(l: TcpListener, stop: &AtomicBool) -> io::Result<()> {
     let fd = l.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
-        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         let r = unsafe { libc::poll(&mut p, 1, 200) };
         if r <= 0 {

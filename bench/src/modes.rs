@@ -67,7 +67,10 @@ struct Watch {
 
 impl Watch {
     fn start(pid: Option<u32>) -> Watch {
-        Watch { pid, before: pid.map(procfs::cpu) }
+        Watch {
+            pid,
+            before: pid.map(procfs::cpu),
+        }
     }
     fn end(self) -> Value {
         match (self.pid, self.before) {
@@ -150,7 +153,10 @@ pub fn throughput(c: &Common, streams: usize, dir: Direction, buf: usize) -> Val
     let start = Instant::now();
     *stop_at.lock().unwrap() = Some(start + c.duration);
     barrier.wait();
-    let results: Vec<StreamResult> = handles.into_iter().map(|h| h.join().unwrap_or_default()).collect();
+    let results: Vec<StreamResult> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or_default())
+        .collect();
     let secs = start.elapsed().as_secs_f64();
     let proxy = watch.end();
     let up: u64 = results.iter().map(|r| r.up).sum();
@@ -158,7 +164,9 @@ pub fn throughput(c: &Common, streams: usize, dir: Direction, buf: usize) -> Val
     let errors: Vec<String> = results.iter().filter_map(|r| r.error.clone()).collect();
     let bytes = up + down;
     let gbit = bytes as f64 * 8.0 / secs / 1e9;
-    let cpu_per_gb = cpu_s(&proxy).filter(|_| bytes > 0).map(|s| s / (bytes as f64 / 1e9));
+    let cpu_per_gb = cpu_s(&proxy)
+        .filter(|_| bytes > 0)
+        .map(|s| s / (bytes as f64 / 1e9));
     json!({
         "mode": "throughput",
         "target": c.target.to_string(),
@@ -177,7 +185,13 @@ pub fn throughput(c: &Common, streams: usize, dir: Direction, buf: usize) -> Val
     })
 }
 
-fn stream(mut s: TcpStream, dir: Direction, buf: usize, deadline: Instant, r: &mut StreamResult) -> io::Result<()> {
+fn stream(
+    mut s: TcpStream,
+    dir: Direction,
+    buf: usize,
+    deadline: Instant,
+    r: &mut StreamResult,
+) -> io::Result<()> {
     match dir {
         Direction::Up => {
             let data = vec![0xa5u8; buf];
@@ -194,7 +208,12 @@ fn stream(mut s: TcpStream, dir: Direction, buf: usize, deadline: Instant, r: &m
             let mut data = vec![0u8; buf.max(SINK_BUF)];
             while Instant::now() < deadline {
                 match s.read(&mut data) {
-                    Ok(0) => return Err(io::Error::new(ErrorKind::UnexpectedEof, "sink closed early")),
+                    Ok(0) => {
+                        return Err(io::Error::new(
+                            ErrorKind::UnexpectedEof,
+                            "sink closed early",
+                        ))
+                    }
                     Ok(n) => r.down += n as u64,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
@@ -407,10 +426,16 @@ pub fn idle(c: &Common, settle: Duration) -> Value {
     // Prove the connections still work after the hold: one byte on the first and last.
     let mut alive_check = true;
     for s in [conns.first_mut(), None].into_iter().flatten() {
-        alive_check &= s.write_all(b"j").and_then(|_| s.read_exact(&mut [0u8; 1])).is_ok();
+        alive_check &= s
+            .write_all(b"j")
+            .and_then(|_| s.read_exact(&mut [0u8; 1]))
+            .is_ok();
     }
     if let Some(s) = conns.last_mut() {
-        alive_check &= s.write_all(b"k").and_then(|_| s.read_exact(&mut [0u8; 1])).is_ok();
+        alive_check &= s
+            .write_all(b"k")
+            .and_then(|_| s.read_exact(&mut [0u8; 1]))
+            .is_ok();
     }
     let n = conns.len();
     drop(conns);
@@ -450,17 +475,18 @@ pub fn probe(c: &Common) -> Value {
     let mut attempts = 0u64;
     while Instant::now() < deadline {
         attempts += 1;
-        let r = TcpStream::connect_timeout(&c.target, Duration::from_millis(500)).and_then(|mut s| {
-            s.set_read_timeout(Some(Duration::from_secs(1)))?;
-            s.write_all(b"p")?;
-            let mut b = [0u8; 1];
-            s.read_exact(&mut b)?;
-            if &b == b"p" {
-                Ok(())
-            } else {
-                Err(io::Error::other("wrong echo"))
-            }
-        });
+        let r =
+            TcpStream::connect_timeout(&c.target, Duration::from_millis(500)).and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(1)))?;
+                s.write_all(b"p")?;
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b)?;
+                if &b == b"p" {
+                    Ok(())
+                } else {
+                    Err(io::Error::other("wrong echo"))
+                }
+            });
         match r {
             Ok(()) => {
                 return json!({"mode": "probe", "target": c.target.to_string(), "ok": true,
@@ -489,7 +515,12 @@ pub fn exec(cmd: &[String], output: &Path, timeout: Duration, watch: Option<u32>
     };
     let watch = Watch::start(watch);
     let start = Instant::now();
-    let mut child = match Command::new(prog).args(args).stdin(Stdio::null()).stdout(out).spawn() {
+    let mut child = match Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .spawn()
+    {
         Ok(c) => c,
         Err(e) => return json!({"error": format!("{prog}: {e}"), "proxy": watch.end()}),
     };

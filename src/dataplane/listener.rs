@@ -12,22 +12,20 @@ pub const BACKLOG: i32 = 4096;
 /// Whether `address` can be bound the way [`bind`] binds it: bound and
 /// closed again without listening, so no connection ever lands on it.
 pub fn probe(address: SocketAddr) -> io::Result<()> {
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    if address.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&address.into())
+    bound(address).map(drop)
 }
 
 /// A blocking listening socket on `address` that shares the port with the
 /// other workers' sockets.
 pub fn bind(address: SocketAddr) -> io::Result<Socket> {
+    let socket = bound(address)?;
+    socket.listen(BACKLOG)?;
+    Ok(socket)
+}
+
+/// A TCP socket bound to `address` with SO_REUSEADDR and SO_REUSEPORT
+/// (IPv6 only for IPv6 addresses), not yet listening.
+fn bound(address: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(address),
         Type::STREAM,
@@ -39,6 +37,5 @@ pub fn bind(address: SocketAddr) -> io::Result<Socket> {
         socket.set_only_v6(true)?;
     }
     socket.bind(&address.into())?;
-    socket.listen(BACKLOG)?;
     Ok(socket)
 }

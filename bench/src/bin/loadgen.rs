@@ -45,7 +45,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(mode: &str, argv: impl Iterator<Item = String>) -> Result<(serde_json::Value, bool), String> {
+fn run(
+    mode: &str,
+    argv: impl Iterator<Item = String>,
+) -> Result<(serde_json::Value, bool), String> {
     if mode == "exec" {
         return exec(argv);
     }
@@ -57,7 +60,12 @@ fn run(mode: &str, argv: impl Iterator<Item = String>) -> Result<(serde_json::Va
     }
     let count = a.opt::<u64>("count")?;
     let watch = a.opt::<u32>("watch-pid")?;
-    let c = Common { target, duration, count, watch };
+    let c = Common {
+        target,
+        duration,
+        count,
+        watch,
+    };
     let out = match mode {
         "throughput" => {
             let streams = a.get("streams", 1usize)?.clamp(1, 256);
@@ -92,8 +100,14 @@ fn run(mode: &str, argv: impl Iterator<Item = String>) -> Result<(serde_json::Va
     let ok = match mode {
         "probe" => out["ok"] == true,
         "idle" => out["error"].is_null(),
-        "throughput" => out["errors"].as_array().is_some_and(|e| e.is_empty()) && out["bytes"].as_u64() > Some(0),
-        "rr" => out["errors"].as_array().is_some_and(|e| e.is_empty()) && out["requests"].as_u64() > Some(0),
+        "throughput" => {
+            out["errors"].as_array().is_some_and(|e| e.is_empty())
+                && out["bytes"].as_u64() > Some(0)
+        }
+        "rr" => {
+            out["errors"].as_array().is_some_and(|e| e.is_empty())
+                && out["requests"].as_u64() > Some(0)
+        }
         _ => out["connections"].as_u64() > Some(0),
     };
     Ok((out, ok))
@@ -102,7 +116,10 @@ fn run(mode: &str, argv: impl Iterator<Item = String>) -> Result<(serde_json::Va
 /// `exec [options] -- CMD ARGS...`
 fn exec(argv: impl Iterator<Item = String>) -> Result<(serde_json::Value, bool), String> {
     let argv: Vec<String> = argv.collect();
-    let split = argv.iter().position(|a| a == "--").ok_or("exec: CMD must follow --")?;
+    let split = argv
+        .iter()
+        .position(|a| a == "--")
+        .ok_or("exec: CMD must follow --")?;
     let mut a = Args::parse(argv[..split].iter().cloned())?;
     let cmd = &argv[split + 1..];
     if cmd.is_empty() {
