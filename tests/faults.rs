@@ -4,7 +4,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -60,43 +59,9 @@ fn upstream_dying_mid_stream_gives_the_client_eof() {
     assert_eq!(n, 0, "EOF expected");
 }
 
-/// A listener on 127.0.0.1 that never accepts and whose accept queue is
-/// full, so the kernel drops further SYNs.
-struct Blackhole {
-    port: u16,
-    _listener: socket2::Socket,
-    _queued: Vec<TcpStream>,
-}
-
-fn blackhole() -> Blackhole {
-    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    l.bind(&addr.into()).unwrap();
-    l.listen(0).unwrap();
-    let port = l.local_addr().unwrap().as_socket().unwrap().port();
-    let target: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut queued = Vec::new();
-    for _ in 0..16 {
-        match TcpStream::connect_timeout(&target, Duration::from_millis(300)) {
-            Ok(s) => queued.push(s),
-            Err(_) => break,
-        }
-    }
-    // The queue is full once a connect no longer completes.
-    assert!(
-        TcpStream::connect_timeout(&target, Duration::from_millis(300)).is_err(),
-        "the blackhole still completes handshakes"
-    );
-    Blackhole {
-        port,
-        _listener: l,
-        _queued: queued,
-    }
-}
-
 #[test]
 fn connect_timeout_against_a_blackhole_closes_the_client() {
-    let hole = blackhole();
+    let hole = common::blackhole();
     let listen = free_port();
     let policy = "    connectionPool:\n      tcp:\n        connectTimeout: 300ms\n";
     let config = tcp_service(listen, &[hole.port], policy);

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 
 use common::{
     ConfigDir, EchoBackend, PATIENCE, Ringway, connect, free_port, http, say, tcp_service,
@@ -330,32 +329,10 @@ fn ringway_counters_count_connects_failures_ejections_and_active_connections() {
     wait_metrics(admin, |m| sample(m, active, &[]) == 0);
 }
 
-/// A listener on 127.0.0.1 that never accepts and whose accept queue is
-/// full, so the kernel drops further SYNs (as in tests/faults.rs).
-fn blackhole() -> (u16, socket2::Socket, Vec<TcpStream>) {
-    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-    l.bind(&addr.into()).unwrap();
-    l.listen(0).unwrap();
-    let port = l.local_addr().unwrap().as_socket().unwrap().port();
-    let target: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut queued = Vec::new();
-    for _ in 0..16 {
-        match TcpStream::connect_timeout(&target, Duration::from_millis(300)) {
-            Ok(s) => queued.push(s),
-            Err(_) => break,
-        }
-    }
-    assert!(
-        TcpStream::connect_timeout(&target, Duration::from_millis(300)).is_err(),
-        "the blackhole still completes handshakes"
-    );
-    (port, l, queued)
-}
-
 #[test]
 fn connect_timeouts_are_counted() {
-    let (hole, _listener, _queued) = blackhole();
+    let blackhole = common::blackhole();
+    let hole = blackhole.port;
     let (listen, admin) = (free_port(), free_port());
     let policy = "    connectionPool:\n      tcp:\n        connectTimeout: 200ms\n";
     let config = tcp_service(listen, &[hole], policy);

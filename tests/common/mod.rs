@@ -503,3 +503,37 @@ pub mod yaml {
         )
     }
 }
+
+/// A listener on 127.0.0.1 that never accepts and whose accept queue is
+/// full, so the kernel drops further SYNs.
+pub struct Blackhole {
+    pub port: u16,
+    _listener: socket2::Socket,
+    _queued: Vec<TcpStream>,
+}
+
+pub fn blackhole() -> Blackhole {
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    l.bind(&addr.into()).unwrap();
+    l.listen(0).unwrap();
+    let port = l.local_addr().unwrap().as_socket().unwrap().port();
+    let target: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut queued = Vec::new();
+    for _ in 0..16 {
+        match TcpStream::connect_timeout(&target, Duration::from_millis(300)) {
+            Ok(s) => queued.push(s),
+            Err(_) => break,
+        }
+    }
+    // The queue is full once a connect no longer completes.
+    assert!(
+        TcpStream::connect_timeout(&target, Duration::from_millis(300)).is_err(),
+        "the blackhole still completes handshakes"
+    );
+    Blackhole {
+        port,
+        _listener: l,
+        _queued: queued,
+    }
+}
