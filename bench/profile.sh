@@ -44,32 +44,11 @@ RINGWAY_BINS=${RINGWAY_BINS:-}
 BIN=$HERE/target/release
 LOADGEN=$BIN/loadgen
 SINK_PORT=$BASE_PORT
-FRONT=$((BASE_PORT + 1))
+FRONT_PORT=$((BASE_PORT + 1))
 
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  PIDS=()
-  [[ -n ${WORK:-} && -d ${WORK:-} ]] && rm -rf "$WORK"
-  return 0
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-stop_pid() {
-  local pid=$1 keep=() p
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-log() { printf '[profile.sh %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+LOG_TAG=profile.sh
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh" # log, PIDS, stop_pid, cleanup (on exit)
 
 cargo build --release --quiet --manifest-path "$HERE/Cargo.toml"
 WORK=$(mktemp -d /tmp/ringway-prof.XXXXXX)
@@ -86,7 +65,7 @@ defaults
   option splice-request
   option splice-response
 listen sink
-  bind 127.0.0.1:$FRONT
+  bind 127.0.0.1:$FRONT_PORT
   server sink 127.0.0.1:$SINK_PORT
 EOF
 mkdir -p "$WORK/ringway"
@@ -119,7 +98,7 @@ spec:
   servers:
   - bind: 127.0.0.1
     port:
-      number: $FRONT
+      number: $FRONT_PORT
       name: tcp-sink
       protocol: TCP
     hosts:
@@ -136,7 +115,7 @@ spec:
   - bench-gateway
   tcp:
   - match:
-    - port: $FRONT
+    - port: $FRONT_PORT
     route:
     - destination:
         host: bench-backends.bench.local
@@ -179,7 +158,7 @@ sleep 0.3
 
 start_proxy() {
   PROXY_PID=""
-  DEST=127.0.0.1:$FRONT
+  DEST=127.0.0.1:$FRONT_PORT
   case $1 in
     direct) DEST=127.0.0.1:$SINK_PORT; return 0 ;;
     haproxy-splice) taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/$1.log" 2>&1 & ;;
@@ -191,7 +170,7 @@ start_proxy() {
   PROXY_PID=$!
   PIDS+=("$PROXY_PID")
   for _ in $(seq 100); do
-    taskset -c 0 "$LOADGEN" throughput --target "127.0.0.1:$FRONT" --duration 0.2 >/dev/null 2>&1 && return 0
+    taskset -c 0 "$LOADGEN" throughput --target "127.0.0.1:$FRONT_PORT" --duration 0.2 >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   log "$1 did not start"; tail -5 "$WORK/$1.log" >&2; exit 1
