@@ -65,6 +65,8 @@ pub struct Balancer {
     routes: Vec<SmoothWrr>,
     clusters: Vec<ClusterState>,
     rng: u64,
+    /// Reused by `pick_endpoint` (no allocation per connection).
+    view: Vec<(bool, u32)>,
 }
 
 impl Balancer {
@@ -95,6 +97,7 @@ impl Balancer {
                 })
                 .collect(),
             rng: seed | 1,
+            view: Vec::new(),
         }
     }
 
@@ -183,15 +186,17 @@ impl Balancer {
         }
         let policy = plan.table.cluster(cluster).policy.outlier_detection;
         // (ejected, active) of each endpoint, wherever this state keeps it.
-        let view: Vec<(bool, u32)> = (0..endpoints.len())
-            .map(|e| match self.locate(plan, cluster, e) {
+        let mut view = std::mem::take(&mut self.view);
+        view.clear();
+        view.extend(
+            (0..endpoints.len()).map(|e| match self.locate(plan, cluster, e) {
                 Some((c, i)) => {
                     let state = &self.clusters[c];
                     (state.health[i].ejected(now), state.active[i])
                 }
                 None => (false, 0),
-            })
-            .collect();
+            }),
+        );
         // Below minHealthPercent healthy endpoints, ejections are ignored
         // (Envoy's panic mode): better a maybe-bad endpoint than none.
         let healthy = view.iter().filter(|(ejected, _)| !ejected).count();
@@ -208,7 +213,7 @@ impl Balancer {
         let n = endpoints.len();
         let current = self.current(plan);
         let weights = endpoints.iter().map(|e| e.weight);
-        match plan.table.cluster(cluster).policy.load_balancer {
+        let picked = match plan.table.cluster(cluster).policy.load_balancer {
             LoadBalancer::RoundRobin if current => self.clusters[cluster.0 as usize]
                 .round_robin
                 .pick_where(usable),
@@ -245,7 +250,9 @@ impl Balancer {
                 weighted(weights, usable, draw)
             }
             LoadBalancer::SourceIpHash => weighted(weights, usable, fnv1a(source)),
-        }
+        };
+        self.view = view;
+        picked
     }
 
     /// The endpoint accepted a connection: its failure streak ends.
