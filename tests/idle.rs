@@ -98,6 +98,21 @@ fn two_thousand_concurrent_connections_all_echo() {
     assert_eq!(total, 2000);
 }
 
+/// The most a round trip through the gateway to an echo backend can hold
+/// before the client's writes must block: four sockets (client, gateway
+/// downstream and upstream, backend), each with a receive and a send buffer
+/// that autotune up to `tcp_rmem`/`tcp_wmem`'s maximum, plus two 1 MiB pipes
+/// and slack for the backend's own buffer.
+fn buffered_bound() -> usize {
+    let max = |file: &str| -> usize {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/{file}"))
+            .ok()
+            .and_then(|t| t.split_whitespace().nth(2)?.parse().ok())
+            .unwrap_or(8 << 20)
+    };
+    4 * (max("tcp_rmem") + max("tcp_wmem")) + (8 << 20)
+}
+
 /// A client that sends but never reads: every buffer on the way fills up,
 /// and still no kernel thread is parked on its behalf.
 fn a_client_that_never_reads_parks_no_io_wq_thread(splice_after: &str) {
@@ -109,6 +124,7 @@ fn a_client_that_never_reads_parks_no_io_wq_thread(splice_after: &str) {
         return;
     };
     let clients: Vec<TcpStream> = (0..4).map(|_| connect(listen)).collect();
+    let cap = buffered_bound();
     let writers: Vec<_> = clients
         .iter()
         .map(|c| {
@@ -117,7 +133,7 @@ fn a_client_that_never_reads_parks_no_io_wq_thread(splice_after: &str) {
             thread::spawn(move || {
                 let chunk = vec![7u8; 64 * 1024];
                 let mut sent = 0usize;
-                while sent < 64 * 1024 * 1024 {
+                while sent < cap {
                     if w.write_all(&chunk).is_err() {
                         break;
                     }
@@ -130,8 +146,8 @@ fn a_client_that_never_reads_parks_no_io_wq_thread(splice_after: &str) {
     for w in writers {
         let sent = w.join().unwrap();
         assert!(
-            sent < 64 * 1024 * 1024,
-            "backpressure never reached the client"
+            sent < cap,
+            "backpressure never reached the client ({sent} bytes sent)"
         );
     }
     let threads = gw.threads();
