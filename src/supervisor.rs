@@ -61,6 +61,9 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// How often endpoint host names are resolved again (`--dns-refresh`).
     pub dns_refresh: Duration,
+    /// Accept a reload that reads a blank file or closes every listener
+    /// (`--allow-empty-reload`).
+    pub allow_empty_reload: bool,
 }
 
 /// A running gateway (used by `run`, and by `demo` which also needs to know
@@ -86,6 +89,8 @@ pub struct Control {
     /// Each worker's plan, unbound listeners and ejections.
     statuses: Vec<Arc<WorkerStatus>>,
     reloader: Reloader,
+    /// The access log's drop counter.
+    access_log: Arc<crate::accesslog::Counters>,
     /// Serving and not draining (`/ready` also needs every listener bound).
     ready: AtomicBool,
     wakes: Vec<Arc<WakeFd>>,
@@ -180,6 +185,7 @@ impl Admin for Control {
             reloads_success: self.reloader.succeeded(),
             reloads_failure: self.reloader.failed(),
             workers: self.metrics.len(),
+            access_log_dropped: self.access_log.dropped(),
         };
         crate::metrics::render(&process, &snapshots)
     }
@@ -442,7 +448,9 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
             shared: Arc::clone(&shared),
             metrics,
             statuses,
-            reloader: Reloader::new(options.source.clone(), 1),
+            reloader: Reloader::new(options.source.clone(), &shared.plan.load().table)
+                .allow_empty(options.allow_empty_reload),
+            access_log: options.access_log.counters(),
             ready: AtomicBool::new(false),
             wakes: wakes.clone(),
             publish: Mutex::new(()),

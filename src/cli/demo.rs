@@ -105,6 +105,7 @@ fn demo(dir: &std::path::Path, workers: usize) -> Result<(), DemoError> {
         admin: None,
         drain_timeout: std::time::Duration::ZERO,
         dns_refresh: std::time::Duration::ZERO,
+        allow_empty_reload: false,
     };
     let gateway = supervisor::start(&options)?;
     let mut out = std::io::stdout().lock();
