@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
 pub mod client_hello;
+pub mod dns;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
