@@ -1217,3 +1217,76 @@ fn every_bundled_example_checks_clean() {
         dir.display()
     );
 }
+
+// ---------------------------------------------------------------- Istio API fidelity (issue 10)
+
+/// Fields of today's istio/api protos load (with the warning every
+/// accepted-but-unimplemented field gets), and inside blocks ringway does
+/// not act on, a typo is still an error: every unknown field of the
+/// document is reported, each with its line.
+#[test]
+fn current_api_fields_load_and_every_typo_anywhere_is_an_error() {
+    let gateway = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: ['*']
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: ['*.example.com']
+    tls: {mode: PASSTHROUGH, caCertCredentialName: ca, insecureSkipVerify: true}
+";
+    let rule = "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo}
+spec:
+  host: tcp-echo
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+      zoneAwareLbSetting: {enabled: true, minClusterSize: 3}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+";
+    let registry = REGISTRY.split("---\n").next().expect("service entry");
+    let out = build(&config(&[gateway, registry, rule, &vs(ROUTE_V1)]));
+    assert!(
+        out.messages(Severity::Error).is_empty(),
+        "{:?}",
+        out.messages(Severity::Error)
+    );
+    for field in ["zoneAwareLbSetting", "tls"] {
+        assert!(
+            out.messages(Severity::Warning)
+                .iter()
+                .any(|w| w.contains(field)),
+            "no warning about {field}: {:?}",
+            out.messages(Severity::Warning)
+        );
+    }
+
+    let typos = rule.replace("enabled: true", "enabeld: true").replace(
+        "  trafficPolicy:\n",
+        "  trafficPolicy:\n    tls: {mode: DISABLE, snii: db}\n",
+    );
+    let text = config(&[gateway, registry, &typos, &vs(ROUTE_V1)]);
+    let out = build(&text);
+    let errors = out.messages(Severity::Error);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].contains(&format!("test.yaml:{}:", line_of(&text, "snii")))
+            && errors[0].contains("trafficPolicy.tls.snii")
+            && errors[0].contains("did you mean \"sni\"?"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].contains(&format!("test.yaml:{}:", line_of(&text, "enabeld")))
+            && errors[1].contains("unknown field \"enabeld\", did you mean \"enabled\"?"),
+        "{errors:?}"
+    );
+}

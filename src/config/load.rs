@@ -14,12 +14,12 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use super::de::{DeError, from_node};
-use super::files;
 use super::manifest::{
     DestinationRuleSpec, GatewaySpec, Labels, Metadata, ServiceEntrySpec, VirtualServiceSpec,
     WorkloadEntrySpec,
 };
 use super::yaml::{self, Limits, Node, Value};
+use super::{files, schema};
 use crate::diag::{Diagnostic, Diagnostics, Location, Severity, did_you_mean};
 
 pub const API_GROUP: &str = "networking.istio.io";
@@ -536,6 +536,17 @@ impl Loader<'_> {
             );
             return false;
         };
+        // Every unknown field, bad enum value or number of the whole spec,
+        // the parts ringway acts on and the parts it only accepts.
+        let problems = schema::check(spec_node, head.kind.as_str(), "spec");
+        if !problems.is_empty() {
+            for e in problems {
+                self.loaded
+                    .diagnostics
+                    .push(de_diagnostic(e, &head.origin, &id));
+            }
+            return false;
+        }
         let spec: T = match from_node(spec_node, "spec", spec_key.line) {
             Ok(spec) => spec,
             Err(e) => {

@@ -66,6 +66,8 @@ pub struct ServerTls {
     pub min_protocol_version: Ignored,
     pub max_protocol_version: Ignored,
     pub cipher_suites: Ignored,
+    pub ca_cert_credential_name: Ignored,
+    pub insecure_skip_verify: Ignored,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -213,6 +215,7 @@ pub struct LoadBalancer {
     pub simple: Option<SimpleLb>,
     pub consistent_hash: Option<ConsistentHash>,
     pub locality_lb_setting: Ignored,
+    pub zone_aware_lb_setting: Ignored,
     pub warmup: Ignored,
     pub warmup_duration_secs: Ignored,
 }

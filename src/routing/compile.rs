@@ -369,6 +369,8 @@ impl<'m> Compiler<'m> {
                     t.verify_certificate_spki.is_some(),
                     t.verify_certificate_hash.is_some(),
                     t.ca_crl.is_some(),
+                    t.ca_cert_credential_name.is_some(),
+                    t.insecure_skip_verify.is_some(),
                 ];
                 if termination_fields.into_iter().any(|f| f) {
                     self.push(gw.diag(

@@ -290,6 +290,7 @@ impl Checker<'_> {
     fn load_balancer(&mut self, lb: &manifest::LoadBalancer, path: &str) -> Option<LoadBalancer> {
         for (field, present) in [
             ("localityLbSetting", lb.locality_lb_setting.is_some()),
+            ("zoneAwareLbSetting", lb.zone_aware_lb_setting.is_some()),
             ("warmup", lb.warmup.is_some()),
             ("warmupDurationSecs", lb.warmup_duration_secs.is_some()),
         ] {
