@@ -1290,3 +1290,58 @@ spec:
         "{errors:?}"
     );
 }
+
+/// A delegate VirtualService (no hosts, http routes only, named by another
+/// VirtualService's `http[].delegate`) is valid Istio: it loads with a
+/// warning and the rest of the configuration serves.
+#[test]
+fn a_delegate_virtual_service_loads_with_a_warning() {
+    let parent = vs("metadata: {name: tcp-echo}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http:
+  - match: [{uri: {prefix: /reviews}}]
+    delegate: {name: reviews, namespace: default}
+  tcp:
+  - match: [{port: 31400}]
+    route:
+    - destination: {host: tcp-echo, port: {number: 9000}, subset: v1}
+");
+    let child = vs("metadata: {name: reviews}
+spec:
+  http:
+  - route:
+    - destination: {host: reviews.default.svc.cluster.local}
+");
+    let out = build(&config(&[GATEWAY, REGISTRY, &parent, &child]));
+    assert_eq!(out.split(31400)[0].0, V1);
+    let warnings = out.messages(Severity::Warning);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("VirtualService default/reviews")
+                && w.contains("a delegate VirtualService")),
+        "{warnings:?}"
+    );
+    // Not referenced: it has no effect, and says so.
+    let orphan = child.replace("name: reviews", "name: orphan");
+    let out = build(&config(&[GATEWAY, REGISTRY, &vs(ROUTE_V1), &orphan]));
+    assert!(
+        out.messages(Severity::Warning)
+            .iter()
+            .any(|w| w.contains("that no VirtualService delegates to")),
+        "{:?}",
+        out.messages(Severity::Warning)
+    );
+    // Istio's rules for delegates: no gateways, no tcp routes.
+    let bound = child.replace("spec:\n", "spec:\n  gateways: [gw]\n");
+    let out = build(&config(&[GATEWAY, REGISTRY, &parent, &bound]));
+    assert!(
+        out.only(Severity::Error)
+            .to_string()
+            .contains("a delegate VirtualService (no hosts) cannot name gateways"),
+        "{:?}",
+        out.diagnostics
+    );
+}

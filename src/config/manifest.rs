@@ -90,7 +90,7 @@ pub struct VirtualServiceSpec {
     pub hosts: Vec<String>,
     /// `None` (absent) means `["mesh"]`: sidecars only, never a gateway.
     pub gateways: Option<Vec<String>>,
-    pub http: Option<Vec<IgnoredAny>>,
+    pub http: Option<Vec<HttpRoute>>,
     #[serde(default)]
     pub tcp: Vec<TcpRoute>,
     #[serde(default)]
@@ -139,6 +139,23 @@ pub struct TlsMatch {
     pub destination_subnets: Ignored,
     pub source_labels: Ignored,
     pub source_namespace: Ignored,
+}
+
+/// An HTTP route, as far as ringway reads it until HTTP routing exists: its
+/// `delegate`. The schema check (`schema.rs`) has already checked every
+/// field of it against Istio's HTTPRoute, so the rest is skipped here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRoute {
+    pub delegate: Option<Delegate>,
+}
+
+/// `http[].delegate`: the VirtualService that holds this route's rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Delegate {
+    pub name: String,
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -909,16 +909,55 @@ impl<'m> Compiler<'m> {
         Some(id)
     }
 
+    /// A VirtualService without hosts is a delegate (Istio): HTTP routes
+    /// another VirtualService's `http[].delegate` hands over. Istio's rules
+    /// for one: no gateways, no tcp or tls routes. Until ringway routes HTTP
+    /// it is loaded and unused.
+    fn check_delegate(&mut self, vs: &Resource<VirtualServiceSpec>) {
+        let m = self.m;
+        if vs.spec.http.is_none() || !vs.spec.tcp.is_empty() || !vs.spec.tls.is_empty() {
+            self.push(vs.diag(
+                Severity::Error,
+                "spec.hosts",
+                "at least one host is required (\"*\" binds to any gateway server host); \
+                 only a delegate VirtualService, which holds http routes alone, has none",
+            ));
+            return;
+        }
+        if vs.spec.gateways.as_ref().is_some_and(|g| !g.is_empty()) {
+            self.push(vs.diag(
+                Severity::Error,
+                "spec.gateways",
+                "a delegate VirtualService (no hosts) cannot name gateways: the VirtualService \
+                 that delegates to it is bound to them",
+            ));
+            return;
+        }
+        let referenced = m.virtual_services.iter().any(|parent| {
+            parent.spec.http.iter().flatten().any(|route| {
+                route.delegate.as_ref().is_some_and(|d| {
+                    d.name == vs.name
+                        && d.namespace.as_deref().unwrap_or(&parent.namespace) == vs.namespace
+                })
+            })
+        });
+        let why = match referenced {
+            true => {
+                "a delegate VirtualService: HTTP routing is not supported yet, so its routes are loaded and unused"
+            }
+            false => {
+                "a delegate VirtualService (no hosts) that no VirtualService delegates to: it has no effect"
+            }
+        };
+        self.push(vs.diag(Severity::Warning, "spec.hosts", why));
+    }
+
     /// Structural checks and warnings for every VirtualService.
     fn check_virtual_services(&mut self) {
         let m = self.m;
         for vs in &m.virtual_services {
             if vs.spec.hosts.is_empty() {
-                self.push(vs.diag(
-                    Severity::Error,
-                    "spec.hosts",
-                    "at least one host is required (\"*\" binds to any gateway server host)",
-                ));
+                self.check_delegate(vs);
             }
             if vs.spec.tcp.is_empty() && vs.spec.tls.is_empty() && vs.spec.http.is_none() {
                 self.push(vs.diag(
