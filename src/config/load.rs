@@ -6,6 +6,7 @@
 //! resource read again from a later file replaces the earlier one (as a second
 //! `kubectl apply` would) and keeps its place in creation order.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,10 @@ use crate::diag::{Diagnostic, Diagnostics, Location, Severity, did_you_mean};
 pub const API_GROUP: &str = "networking.istio.io";
 pub const API_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
 pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The other kinds of Istio's networking group: they configure sidecars, not
+/// a gateway's routing, and are skipped with a note.
+pub const MESH_KINDS: [&str; 4] = ["Sidecar", "EnvoyFilter", "WorkloadGroup", "ProxyConfig"];
 
 /// The five kinds ringway reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -355,16 +360,54 @@ impl Loader<'_> {
         let mut in_this_file: HashMap<(Kind, String, String), Origin> = HashMap::new();
         for doc in documents {
             let Some(root) = doc.root else { continue };
-            let origin = Origin {
-                file: name.clone(),
-                document: doc.index,
-                line: doc.line,
-                lines: Arc::new(LineIndex::build(&root)),
-            };
-            if let Some(key) = self.document(&root, origin.clone()) {
-                if let Some(first) = in_this_file.insert(key.clone(), origin.clone()) {
-                    let (kind, ns, n) = &key;
+            let mut resources = Vec::new();
+            match list_items(&root) {
+                // `kubectl get vs,dr -o yaml` writes a `List` (or a
+                // `VirtualServiceList`...): its items are the documents.
+                Some(items) => {
                     self.loaded.diagnostics.push(
+                        Diagnostic::info(format!(
+                            "reading the {} items of a {}",
+                            items.len(),
+                            root.get("kind").and_then(Node::as_str).unwrap_or("List")
+                        ))
+                        .at(Location {
+                            file: name.clone(),
+                            document: doc.index,
+                            line: doc.line,
+                        }),
+                    );
+                    for item in items {
+                        let line = item.line;
+                        resources.push((item, line));
+                    }
+                }
+                None => resources.push((Cow::Borrowed(&root), doc.line)),
+            }
+            for (resource, line) in resources {
+                let origin = Origin {
+                    file: name.clone(),
+                    document: doc.index,
+                    line,
+                    lines: Arc::new(LineIndex::build(&resource)),
+                };
+                self.resource(&resource, origin, &mut in_this_file);
+            }
+        }
+    }
+
+    /// Reads one resource (a document, or an item of a List) and reports a
+    /// second definition of its key in the same file.
+    fn resource(
+        &mut self,
+        root: &Node,
+        origin: Origin,
+        in_this_file: &mut HashMap<(Kind, String, String), Origin>,
+    ) {
+        if let Some(key) = self.document(root, origin.clone()) {
+            if let Some(first) = in_this_file.insert(key.clone(), origin.clone()) {
+                let (kind, ns, n) = &key;
+                self.loaded.diagnostics.push(
                         Diagnostic::error(format!(
                             "{kind} {ns}/{n} is defined twice in this file (first at line {}, document {}); \
                              give each resource its own name",
@@ -374,7 +417,6 @@ impl Loader<'_> {
                         .resource(format!("{kind} {ns}/{n}"))
                         .field("metadata.name"),
                     );
-                }
             }
         }
     }
@@ -430,9 +472,27 @@ impl Loader<'_> {
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         let kind = match Kind::parse(kind_text) {
             Some(kind) if group == API_GROUP => kind,
+            None if group == API_GROUP && !MESH_KINDS.contains(&kind_text) => {
+                let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+                let hint = did_you_mean(kind_text, &names)
+                    .map_or_else(String::new, |h| format!(", did you mean {h:?}?"));
+                diags.push(
+                    Diagnostic::error(format!(
+                        "unknown kind {kind_text:?} in {API_GROUP}{hint} (ringway reads {}; {} are skipped)",
+                        names.join(", "),
+                        MESH_KINDS.join(", ")
+                    ))
+                    .at(at("kind"))
+                    .resource(id)
+                    .field("kind"),
+                );
+                return None;
+            }
             _ => {
                 let why = if group == "gateway.networking.k8s.io" {
                     "Kubernetes Gateway API resources are not read; write an Istio Gateway and VirtualService"
+                } else if group == API_GROUP {
+                    "it configures sidecars, not a gateway's routing"
                 } else {
                     "not routing configuration"
                 };
@@ -599,6 +659,61 @@ struct Head {
     namespace: String,
     labels: Labels,
     origin: Origin,
+}
+
+/// The items of a List document: `kind: List` (apiVersion v1), which is
+/// what `kubectl get gw,vs,dr,se -o yaml` writes, or a list of one
+/// networking kind (`VirtualServiceList`), whose items may leave out their
+/// apiVersion and kind. `None` for any other document.
+fn list_items(root: &Node) -> Option<Vec<Cow<'_, Node>>> {
+    let kind = root.get("kind")?.as_str()?;
+    let api_version = root.get("apiVersion").and_then(Node::as_str).unwrap_or("");
+    let typed = match kind {
+        "List" if api_version == "v1" => None,
+        _ => {
+            let item = kind.strip_suffix("List")?;
+            Kind::parse(item)?;
+            api_version
+                .starts_with(&format!("{API_GROUP}/"))
+                .then_some(())?;
+            Some(item)
+        }
+    };
+    let items = match &root.get("items")?.value {
+        Value::Seq(items) => items.as_slice(),
+        _ => &[],
+    };
+    Some(
+        items
+            .iter()
+            .map(|item| match (typed, &item.value) {
+                (Some(kind), Value::Map(entries)) if item.get("kind").is_none() => {
+                    let scalar = |text: &str| Node {
+                        value: Value::Scalar {
+                            text: text.to_owned(),
+                            plain: true,
+                        },
+                        line: item.line,
+                    };
+                    let mut filled = vec![
+                        (scalar("apiVersion"), scalar(api_version)),
+                        (scalar("kind"), scalar(kind)),
+                    ];
+                    filled.extend(
+                        entries
+                            .iter()
+                            .filter(|(k, _)| k.as_str() != Some("apiVersion"))
+                            .cloned(),
+                    );
+                    Cow::Owned(Node {
+                        value: Value::Map(filled),
+                        line: item.line,
+                    })
+                }
+                _ => Cow::Borrowed(item),
+            })
+            .collect(),
+    )
 }
 
 fn de_diagnostic(e: DeError, origin: &Origin, resource: &str) -> Diagnostic {
