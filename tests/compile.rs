@@ -406,8 +406,12 @@ fn no_matching_rule_means_no_listener_and_a_warning_that_says_why() {
             why: "no tcp rule matching port 31400 on this gateway (its rules match port 31401)",
         },
     ];
+    // A gateway for another instance (its selector does not match ours).
+    let other = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: other}\nspec:\n  \
+                 selector: {istio: egressgateway}\n  servers:\n  - port: {number: 31400, name: tcp, protocol: TCP}\n    \
+                 hosts: ['*']\n";
     for case in cases {
-        let text = config(&[REGISTRY, GATEWAY, &vs(&case.route)]);
+        let text = config(&[REGISTRY, GATEWAY, &vs(&case.route), other]);
         let out = build(&text);
         assert!(out.table().listeners.is_empty(), "{}", case.name);
         let w = out
@@ -1343,5 +1347,20 @@ spec:
             .contains("a delegate VirtualService (no hosts) cannot name gateways"),
         "{:?}",
         out.diagnostics
+    );
+}
+
+/// A VirtualService bound to a gateway that no file defines serves nothing:
+/// an error (istioctl analyze's IST0101), with a did-you-mean.
+#[test]
+fn a_virtual_service_naming_an_undefined_gateway_is_an_error() {
+    let route = ROUTE_V1.replace("gateways: [gw]", "gateways: [gww]");
+    let text = config(&[REGISTRY, GATEWAY, &vs(&route)]);
+    let out = build(&text);
+    let e = out.only(Severity::Error).to_string();
+    assert!(
+        e.contains(&format!("test.yaml:{}:", line_of(&text, "gateways: [gww]")))
+            && e.contains("gateways[0]: gateway default/gww is not defined in this configuration, did you mean \"default/gw\"?"),
+        "{e}"
     );
 }

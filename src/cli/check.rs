@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::diag::{Diagnostics, Severity};
+use crate::diag::{Diagnostic, Diagnostics, Severity};
 use crate::pipeline::Build;
 use crate::routing::RouteTable;
 use crate::routing::table::{ListenerRouting, RouteId, format_duration};
@@ -14,6 +14,21 @@ use crate::routing::table::{ListenerRouting, RouteId, format_duration};
 pub enum Output {
     Text,
     Json,
+}
+
+/// `check` of a whole configuration: one that has Gateways and opens no
+/// listener serves nothing, which is an error here (`run` logs it and keeps
+/// running, as Istio does). `--partial` checks a part of a configuration,
+/// where that is expected.
+pub fn require_listeners(build: &mut Build) {
+    if build.serves_nothing() {
+        build.diagnostics.push(Diagnostic::error(format!(
+            "the configuration has {} Gateway(s) and opens no listener: it would serve nothing \
+             (see the warnings above for each server); pass --partial to check a part of a configuration",
+            build.gateways
+        )));
+        build.table = None;
+    }
 }
 
 /// Exit status of `check`: 0 valid, 1 invalid (or warnings with `--strict`).

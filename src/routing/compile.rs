@@ -982,15 +982,23 @@ impl<'m> Compiler<'m> {
             }
             for (i, g) in vs.spec.gateways.iter().flatten().enumerate() {
                 if let GatewayRef::Gateway(id) = resolve_gateway(g, &vs.namespace) {
-                    if !m
+                    let known: Vec<String> = m
                         .gateways
                         .iter()
-                        .any(|gw| format!("{}/{}", gw.namespace, gw.name) == id)
-                    {
+                        .map(|gw| format!("{}/{}", gw.namespace, gw.name))
+                        .collect();
+                    if !known.contains(&id) {
+                        let names: Vec<&str> = known.iter().map(String::as_str).collect();
+                        let hint = crate::diag::did_you_mean(&id, &names)
+                            .map_or_else(String::new, |h| format!(", did you mean {h:?}?"));
+                        // istioctl analyze: IST0101 ReferencedResourceNotFound.
                         self.push(vs.diag(
-                            Severity::Warning,
+                            Severity::Error,
                             &format!("spec.gateways[{i}]"),
-                            format!("gateway {id} is not defined in this configuration"),
+                            format!(
+                                "gateway {id} is not defined in this configuration{hint} \
+                                 (a gateway is named namespace/name, or name in the VirtualService's namespace)"
+                            ),
                         ));
                     }
                 }
