@@ -1013,12 +1013,6 @@ fn policy_errors_and_unimplemented_fields_are_located() {
         },
         Case {
             from: "simple: ROUND_ROBIN}",
-            to: "simple: PASSTHROUGH}",
-            severity: Severity::Error,
-            field: "trafficPolicy.loadBalancer.simple",
-        },
-        Case {
-            from: "simple: ROUND_ROBIN}",
             to: "simple: ROUND_ROBN}",
             severity: Severity::Error,
             field: "trafficPolicy.loadBalancer.simple",
@@ -1363,4 +1357,99 @@ fn a_virtual_service_naming_an_undefined_gateway_is_an_error() {
             && e.contains("gateways[0]: gateway default/gww is not defined in this configuration, did you mean \"default/gw\"?"),
         "{e}"
     );
+}
+
+/// Valid Istio that ringway cannot serve (PASSTHROUGH load balancing, a
+/// unix-socket endpoint, an endpoint reached through another network's
+/// gateway) is a warning where it is declared, and an error only for a
+/// route that reaches it.
+#[test]
+fn unservable_features_are_errors_only_for_the_routes_that_use_them() {
+    let service_entry = |endpoint: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: tcp-echo}}
+spec:
+  hosts: [tcp-echo.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{{number: 9000, name: tcp, protocol: TCP}}]
+  endpoints:
+  - {{address: 127.0.0.1, labels: {{version: v1}}}}
+  - {endpoint}
+"
+        )
+    };
+    let rule = |v2_policy: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: tcp-echo}}
+spec:
+  host: tcp-echo
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}{v2_policy}}}
+"
+        )
+    };
+    let to_v2 = ROUTE_V1.replace("subset: v1", "subset: v2");
+    struct Case {
+        name: &'static str,
+        endpoint: &'static str,
+        v2_policy: &'static str,
+        warning: &'static str,
+        error: &'static str,
+    }
+    for case in [
+        Case {
+            name: "PASSTHROUGH",
+            endpoint: "{address: 127.0.0.2, labels: {version: v2}}",
+            v2_policy: ", trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}",
+            warning: "PASSTHROUGH forwards to the original destination",
+            error: "DestinationRule default/tcp-echo balances tcp-echo.default.svc.cluster.local with PASSTHROUGH",
+        },
+        Case {
+            name: "unix socket",
+            endpoint: "{address: unix:///var/run/echo.sock, labels: {version: v2}}",
+            v2_policy: "",
+            warning: "unix domain socket endpoints are not supported",
+            error: "unix:///var/run/echo.sock (unix domain sockets are not supported)",
+        },
+        Case {
+            name: "other network",
+            endpoint: "{network: west, labels: {version: v2}}",
+            v2_policy: "",
+            warning: "an endpoint without address is reached through its network's gateway",
+            error: "an endpoint without address on network \"west\"",
+        },
+    ] {
+        let registry = service_entry(case.endpoint);
+        let dr = rule(case.v2_policy);
+        // Nothing routes to v2: it loads, with a warning.
+        let out = build(&config(&[GATEWAY, &registry, &dr, &vs(ROUTE_V1)]));
+        assert!(
+            out.table.is_some(),
+            "{}: {:?}",
+            case.name,
+            out.messages(Severity::Error)
+        );
+        assert!(
+            out.messages(Severity::Warning)
+                .iter()
+                .any(|w| w.contains(case.warning)),
+            "{}: {:?}",
+            case.name,
+            out.messages(Severity::Warning)
+        );
+        // A route to v2: an error at the route.
+        let out = build(&config(&[GATEWAY, &registry, &dr, &vs(&to_v2)]));
+        let e = out.only(Severity::Error).to_string();
+        assert!(
+            e.contains("VirtualService default/tcp-echo: tcp[0].route[0].destination.host")
+                && e.contains(case.error),
+            "{}: {e}",
+            case.name
+        );
+    }
 }

@@ -362,7 +362,7 @@ pub struct WorkloadEntrySpec {
     #[serde(default)]
     pub labels: Labels,
     pub weight: Option<u32>,
-    pub network: Ignored,
+    pub network: Option<String>,
     pub locality: Ignored,
     pub service_account: Ignored,
 }

@@ -15,7 +15,7 @@ use crate::config::{Manifests, Resource};
 use crate::diag::{Diagnostic, Diagnostics, Severity};
 
 use super::names::{GatewayRef, ServerHost, expand_host, resolve_gateway};
-use super::policy::{RulePolicy, compile_rule, default_route_timeouts, port_number};
+use super::policy::{RulePolicy, Unservable, compile_rule, default_route_timeouts, port_number};
 use super::services::Registry;
 use super::table::{
     Cluster, ClusterId, Listener, ListenerRouting, Route, RouteId, RouteTable, Service, SniTable,
@@ -874,6 +874,19 @@ impl<'m> Compiler<'m> {
         if let Some(id) = self.clusters.get(&name) {
             return Some(*id);
         }
+        let unreachable = self.registry.unreachable(se, subset_labels.as_ref());
+        if !unreachable.is_empty() {
+            self.push(vs.diag(
+                Severity::Error,
+                &format!("{path}.host"),
+                format!(
+                    "{} has endpoints ringway cannot connect to: {}",
+                    se.id(),
+                    unreachable.join("; ")
+                ),
+            ));
+            return None;
+        }
         let endpoints = self
             .registry
             .endpoints(se, service_port, subset_labels.as_ref());
@@ -889,9 +902,22 @@ impl<'m> Compiler<'m> {
             self.push(vs.diag(Severity::Error, &format!("{path}.subset"), message));
             return None;
         }
-        let policy = rule
-            .map(|r| r.cluster_policy(port, dest.subset.as_deref()))
-            .unwrap_or_default();
+        let policy = match rule.map(|r| r.cluster_policy(port, dest.subset.as_deref())) {
+            None => super::table::ClusterPolicy::default(),
+            Some(Ok(policy)) => policy,
+            Some(Err(Unservable::Passthrough)) => {
+                let id = rule.map_or("", |r| r.id.as_str());
+                self.push(vs.diag(
+                    Severity::Error,
+                    &format!("{path}.host"),
+                    format!(
+                        "{id} balances {host} with PASSTHROUGH, which forwards to the original destination: \
+                         at a gateway that is the gateway itself; use ROUND_ROBIN, LEAST_REQUEST or RANDOM"
+                    ),
+                ));
+                return None;
+            }
+        };
         let id = ClusterId(u32::try_from(self.table.clusters.len()).unwrap_or(u32::MAX));
         self.table.clusters.push(Cluster {
             name: name.clone(),

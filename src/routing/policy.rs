@@ -17,10 +17,26 @@ use super::table::{
     UNLIMITED_CONNECTIONS,
 };
 
+/// A `loadBalancer` block as validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Balance {
+    Use(LoadBalancer),
+    /// `simple: PASSTHROUGH`: connect to the original destination, which at
+    /// a gateway is the gateway itself. Valid Istio, so only a route that it
+    /// applies to is refused.
+    Passthrough,
+}
+
+/// What a destination cannot be served with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unservable {
+    Passthrough,
+}
+
 /// The blocks a policy level may replace.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Blocks {
-    pub load_balancer: Option<LoadBalancer>,
+    pub load_balancer: Option<Balance>,
     pub pool: Option<Pool>,
     pub outlier: Option<OutlierDetection>,
 }
@@ -77,7 +93,11 @@ impl RulePolicy {
     /// The policy of the cluster for `port` and `subset`:
     /// top level, replaced by its port level, overridden block by block by
     /// the subset, replaced by the subset's port level.
-    pub fn cluster_policy(&self, port: u16, subset: Option<&str>) -> ClusterPolicy {
+    pub fn cluster_policy(
+        &self,
+        port: u16,
+        subset: Option<&str>,
+    ) -> Result<ClusterPolicy, Unservable> {
         let mut blocks = self.top.blocks.clone();
         if let Some(port_blocks) = self.top.port(port) {
             blocks = port_blocks.clone();
@@ -98,14 +118,19 @@ impl RulePolicy {
         }
         let pool = blocks.pool.unwrap_or_default();
         let defaults = ClusterPolicy::default();
-        ClusterPolicy {
-            load_balancer: blocks.load_balancer.unwrap_or(defaults.load_balancer),
+        let load_balancer = match blocks.load_balancer {
+            None => defaults.load_balancer,
+            Some(Balance::Use(lb)) => lb,
+            Some(Balance::Passthrough) => return Err(Unservable::Passthrough),
+        };
+        Ok(ClusterPolicy {
+            load_balancer,
             connect_timeout: pool.connect_timeout.unwrap_or(defaults.connect_timeout),
             max_connections: pool.max_connections.unwrap_or(UNLIMITED_CONNECTIONS),
             tcp_keepalive: pool.keepalive,
             outlier_detection: blocks.outlier,
             proxy_protocol: proxy,
-        }
+        })
     }
 
     /// Idle timeout and maximum duration of a route whose first destination
@@ -287,7 +312,7 @@ impl Checker<'_> {
         }
     }
 
-    fn load_balancer(&mut self, lb: &manifest::LoadBalancer, path: &str) -> Option<LoadBalancer> {
+    fn load_balancer(&mut self, lb: &manifest::LoadBalancer, path: &str) -> Option<Balance> {
         for (field, present) in [
             ("localityLbSetting", lb.locality_lb_setting.is_some()),
             ("zoneAwareLbSetting", lb.zone_aware_lb_setting.is_some()),
@@ -307,17 +332,17 @@ impl Checker<'_> {
                 None
             }
             (Some(SimpleLb::Passthrough), None) => {
-                self.error(
+                self.ignored(
                     &format!("{path}.simple"),
-                    "PASSTHROUGH forwards to the original destination, which at a gateway is the gateway itself \
-                     (valid: ROUND_ROBIN, LEAST_REQUEST, RANDOM)",
+                    "PASSTHROUGH forwards to the original destination, which at a gateway is the gateway itself: \
+                     a route to a destination it applies to is refused (valid: ROUND_ROBIN, LEAST_REQUEST, RANDOM)",
                 );
-                None
+                Some(Balance::Passthrough)
             }
-            (Some(SimpleLb::RoundRobin), None) => Some(LoadBalancer::RoundRobin),
-            (Some(SimpleLb::Random), None) => Some(LoadBalancer::Random),
+            (Some(SimpleLb::RoundRobin), None) => Some(Balance::Use(LoadBalancer::RoundRobin)),
+            (Some(SimpleLb::Random), None) => Some(Balance::Use(LoadBalancer::Random)),
             (Some(SimpleLb::LeastRequest | SimpleLb::LeastConn | SimpleLb::Unspecified), None) => {
-                Some(LoadBalancer::LeastRequest)
+                Some(Balance::Use(LoadBalancer::LeastRequest))
             }
             (None, Some(hash)) => {
                 for (field, present) in [
@@ -348,14 +373,14 @@ impl Checker<'_> {
                     }
                 }
                 if hash.use_source_ip == Some(true) {
-                    Some(LoadBalancer::SourceIpHash)
+                    Some(Balance::Use(LoadBalancer::SourceIpHash))
                 } else {
                     self.ignored(
                         &format!("{path}.consistentHash"),
                         "consistentHash without useSourceIp: true has no key for TCP, so endpoints are picked \
                          at random (as Envoy does)",
                     );
-                    Some(LoadBalancer::Random)
+                    Some(Balance::Use(LoadBalancer::Random))
                 }
             }
             (None, None) => None,

@@ -83,13 +83,13 @@ impl<'m> Registry<'m> {
         hosts
     }
 
-    /// The endpoints of `se` for `port` whose labels include `subset`'s.
-    pub fn endpoints(
+    /// The workloads of `se` (its endpoints, or the WorkloadEntries its
+    /// selector picks) whose labels include `subset`'s.
+    fn selected(
         &self,
-        se: &Resource<ServiceEntrySpec>,
-        port: &ServicePort,
+        se: &'m Resource<ServiceEntrySpec>,
         subset: Option<&Labels>,
-    ) -> Vec<Endpoint> {
+    ) -> Vec<&'m WorkloadEntrySpec> {
         let workloads: Vec<&WorkloadEntrySpec> = match &se.spec.workload_selector {
             Some(selector) if se.spec.endpoints.is_empty() => self
                 .m
@@ -102,6 +102,43 @@ impl<'m> Registry<'m> {
                 .collect(),
             _ => se.spec.endpoints.iter().collect(),
         };
+        workloads
+            .into_iter()
+            .filter(|w| subset.is_none_or(|s| contains(&w.labels, s)))
+            .collect()
+    }
+
+    /// The workloads of `se` (for `subset`) that ringway cannot connect to,
+    /// described: a unix domain socket, or no address (an endpoint Istio
+    /// reaches through another network's gateway).
+    pub fn unreachable(
+        &self,
+        se: &'m Resource<ServiceEntrySpec>,
+        subset: Option<&Labels>,
+    ) -> Vec<String> {
+        self.selected(se, subset)
+            .into_iter()
+            .filter_map(|w| match w.address.as_deref() {
+                Some(a) if a.starts_with("unix://") => {
+                    Some(format!("{a} (unix domain sockets are not supported)"))
+                }
+                None | Some("") => Some(format!(
+                    "an endpoint without address on network {:?} (reached through that network's gateway in Istio)",
+                    w.network.as_deref().unwrap_or("")
+                )),
+                Some(_) => None,
+            })
+            .collect()
+    }
+
+    /// The endpoints of `se` for `port` whose labels include `subset`'s.
+    pub fn endpoints(
+        &self,
+        se: &Resource<ServiceEntrySpec>,
+        port: &ServicePort,
+        subset: Option<&Labels>,
+    ) -> Vec<Endpoint> {
+        let workloads = self.selected(se, subset);
         let target = port
             .target_port
             .and_then(port_number)
@@ -109,7 +146,6 @@ impl<'m> Registry<'m> {
             .unwrap_or(0);
         let mut endpoints: Vec<Endpoint> = workloads
             .into_iter()
-            .filter(|w| subset.is_none_or(|s| contains(&w.labels, s)))
             .filter_map(|w| {
                 let address = endpoint_address(w.address.as_deref()?)?;
                 let port = w
@@ -266,16 +302,25 @@ fn check_workload<T>(
     service: Option<(&[&str], Option<Resolution>)>,
     diags: &mut Diagnostics,
 ) {
+    // Valid Istio that ringway cannot connect to: a warning here, an error
+    // for a route that reaches it (`Registry::unreachable`).
     match w.address.as_deref() {
+        None | Some("") if w.network.is_some() => diags.push(res.diag(
+            Severity::Warning,
+            &format!("{path}.address"),
+            "an endpoint without address is reached through its network's gateway in Istio; \
+             ringway cannot connect to it, so a route to it is refused",
+        )),
         None | Some("") => diags.push(res.diag(
             Severity::Error,
             &format!("{path}.address"),
-            "address is required",
+            "address is required (or network, for an endpoint behind another network's gateway)",
         )),
         Some(a) if a.starts_with("unix://") => diags.push(res.diag(
-            Severity::Error,
+            Severity::Warning,
             &format!("{path}.address"),
-            "unix domain socket endpoints are not supported; use an IP address or host name",
+            "unix domain socket endpoints are not supported: a route to this endpoint is refused; \
+             use an IP address or host name to serve it",
         )),
         Some(a) => {
             let is_static = service.is_some_and(|(_, r)| r == Some(Resolution::Static));
