@@ -1359,10 +1359,10 @@ fn a_virtual_service_naming_an_undefined_gateway_is_an_error() {
     );
 }
 
-/// Valid Istio that ringway cannot serve (PASSTHROUGH load balancing, a
-/// unix-socket endpoint, an endpoint reached through another network's
-/// gateway) is a warning where it is declared, and an error only for a
-/// route that reaches it.
+/// Valid Istio that ringway cannot serve (PASSTHROUGH load balancing, TLS
+/// origination, a unix-socket endpoint, an endpoint reached through another
+/// network's gateway) is a warning where it is declared, and an error only
+/// for a route that reaches it: never plaintext where Istio encrypts.
 #[test]
 fn unservable_features_are_errors_only_for_the_routes_that_use_them() {
     let service_entry = |endpoint: &str| {
@@ -1408,6 +1408,13 @@ spec:
             v2_policy: ", trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}",
             warning: "PASSTHROUGH forwards to the original destination",
             error: "DestinationRule default/tcp-echo balances tcp-echo.default.svc.cluster.local with PASSTHROUGH",
+        },
+        Case {
+            name: "TLS origination",
+            endpoint: "{address: 127.0.0.2, labels: {version: v2}}",
+            v2_policy: ", trafficPolicy: {tls: {mode: SIMPLE, sni: echo.example.com}}",
+            warning: "TLS origination (SIMPLE) is not implemented yet",
+            error: "asks for TLS to tcp-echo.default.svc.cluster.local (tls.mode SIMPLE)",
         },
         Case {
             name: "unix socket",

@@ -211,9 +211,35 @@ pub struct TrafficPolicy {
     #[serde(default)]
     pub port_level_settings: Vec<PortTrafficPolicy>,
     pub proxy_protocol: Option<ProxyProtocol>,
-    pub tls: Ignored,
+    pub tls: Option<ClientTls>,
     pub tunnel: Ignored,
     pub retry_budget: Ignored,
+}
+
+/// `trafficPolicy.tls`: how the gateway talks to the upstream (Istio's
+/// ClientTLSSettings). ringway reads the mode: anything but DISABLE asks
+/// for TLS origination, which it does not do yet.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientTls {
+    pub mode: Option<ClientTlsMode>,
+    pub client_certificate: Ignored,
+    pub private_key: Ignored,
+    pub ca_certificates: Ignored,
+    pub credential_name: Ignored,
+    pub subject_alt_names: Ignored,
+    pub sni: Ignored,
+    pub insecure_skip_verify: Ignored,
+    pub ca_crl: Ignored,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ClientTlsMode {
+    Disable,
+    Simple,
+    Mutual,
+    IstioMutual,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -223,7 +249,7 @@ pub struct PortTrafficPolicy {
     pub load_balancer: Option<LoadBalancer>,
     pub connection_pool: Option<ConnectionPool>,
     pub outlier_detection: Option<OutlierDetection>,
-    pub tls: Ignored,
+    pub tls: Option<ClientTls>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -511,6 +511,7 @@ mod tests {
             ),
             ("OutlierDetection", accepted::<OutlierDetection>()),
             ("TrafficPolicy.ProxyProtocol", accepted::<ProxyProtocol>()),
+            ("ClientTLSSettings", accepted::<ClientTls>()),
             ("ServiceEntry", accepted::<ServiceEntrySpec>()),
             ("ServicePort", accepted::<ServicePort>()),
             ("WorkloadEntry", accepted::<WorkloadEntrySpec>()),

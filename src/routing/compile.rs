@@ -905,6 +905,20 @@ impl<'m> Compiler<'m> {
         let policy = match rule.map(|r| r.cluster_policy(port, dest.subset.as_deref())) {
             None => super::table::ClusterPolicy::default(),
             Some(Ok(policy)) => policy,
+            Some(Err(Unservable::TlsOrigination(mode))) => {
+                let id = rule.map_or("", |r| r.id.as_str());
+                self.push(vs.diag(
+                    Severity::Error,
+                    &format!("{path}.host"),
+                    format!(
+                        "{id} asks for TLS to {host} (tls.mode {}), and ringway does not originate TLS yet: \
+                         it would send plaintext where Istio encrypts; set tls.mode DISABLE if the upstream \
+                         speaks plaintext",
+                        super::policy::tls_mode_name(mode)
+                    ),
+                ));
+                return None;
+            }
             Some(Err(Unservable::Passthrough)) => {
                 let id = rule.map_or("", |r| r.id.as_str());
                 self.push(vs.diag(
