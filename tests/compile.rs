@@ -1109,6 +1109,42 @@ spec:
     );
 }
 
+/// Two passthrough servers on one port whose hosts both admit one
+/// VirtualService: its rules are routed once, with no warning that it
+/// conflicts with itself (`--strict` accepts it).
+#[test]
+fn two_passthrough_servers_admitting_one_virtual_service_do_not_conflict() {
+    let gw = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: tls-a, protocol: TLS}
+    tls: {mode: PASSTHROUGH}
+    hosts: ['a.example.com', 'shared.example.com']
+  - port: {number: 443, name: tls-b, protocol: TLS}
+    tls: {mode: PASSTHROUGH}
+    hosts: ['b.example.com', 'shared.example.com']
+";
+    let route = "metadata: {name: sni}
+spec:
+  hosts: [shared.example.com]
+  gateways: [gw]
+  tls:
+  - match: [{sniHosts: [shared.example.com]}]
+    route: [{destination: {host: tcp-echo, port: {number: 9000}, subset: v1}}]
+";
+    let out = build(&config(&[REGISTRY, gw, &vs(route)]));
+    assert_eq!(out.table().listeners.len(), 1);
+    assert!(
+        out.messages(Severity::Warning).is_empty(),
+        "{:?}",
+        out.messages(Severity::Warning)
+    );
+}
+
 // ---------------------------------------------------------------- loading
 
 #[test]

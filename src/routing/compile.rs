@@ -616,6 +616,11 @@ impl<'m> Compiler<'m> {
                             let sni = sni.to_ascii_lowercase();
                             let here = format!("{} tls[{r}].match[{mi}]", vs.id());
                             if let Some(owner) = owners.get(&sni) {
+                                // The same rule, reached again through a second
+                                // server of this listener that admits it too.
+                                if *owner == here {
+                                    continue;
+                                }
                                 self.push(vs.diag(
                                     Severity::Warning,
                                     &format!("spec.tls[{r}].match[{mi}].sniHosts[{k}]"),
