@@ -231,6 +231,58 @@ impl Builder {
         Ok(())
     }
 
+    /// YAML's merge key: `<<: *base` (or `<<: [*a, *b]`) adds the entries of
+    /// the merged mappings that this mapping does not set itself; of several
+    /// mappings, the first to set a key wins.
+    fn merge_keys(&self, entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, YamlError> {
+        let is_merge =
+            |k: &Node| matches!(&k.value, Value::Scalar { text, plain: true } if text == "<<");
+        if !entries.iter().any(|(k, _)| is_merge(k)) {
+            return Ok(entries);
+        }
+        let mut own = Vec::with_capacity(entries.len());
+        let mut sources = Vec::new();
+        for (key, value) in entries {
+            if !is_merge(&key) {
+                own.push((key, value));
+                continue;
+            }
+            let line = value.line;
+            match value.value {
+                Value::Map(map) => sources.push(map),
+                Value::Seq(items) => {
+                    for item in items {
+                        match item.value {
+                            Value::Map(map) => sources.push(map),
+                            _ => {
+                                return Err(self.error(
+                                    item.line,
+                                    "each item of a merge key (<<) list must be a mapping",
+                                ));
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    return Err(self.error(
+                        line,
+                        "the value of a merge key (<<) must be a mapping, or a list of mappings",
+                    ));
+                }
+            }
+        }
+        for (key, value) in sources.into_iter().flatten() {
+            let text = key.as_str().unwrap_or_default();
+            if !own
+                .iter()
+                .any(|(k, _)| k.as_str().unwrap_or_default() == text)
+            {
+                own.push((key, value));
+            }
+        }
+        Ok(own)
+    }
+
     /// A finished node: record its anchor, then hang it on its parent.
     fn finish(&mut self, node: Node, anchor: usize) -> Result<(), YamlError> {
         if anchor != 0 {
@@ -334,13 +386,16 @@ impl Builder {
                     anchor,
                     entries,
                     ..
-                }) => self.finish(
-                    Node {
-                        value: Value::Map(entries),
-                        line,
-                    },
-                    anchor,
-                ),
+                }) => {
+                    let entries = self.merge_keys(entries)?;
+                    self.finish(
+                        Node {
+                            value: Value::Map(entries),
+                            line,
+                        },
+                        anchor,
+                    )
+                }
                 None => Err(self.error(line, "unbalanced end of collection")),
             },
             Event::StreamStart
@@ -543,5 +598,29 @@ mod tests {
             ..Limits::DEFAULT
         };
         assert!(parse("a: 123456789\n", limits).is_err());
+    }
+
+    #[test]
+    fn merge_keys_add_what_the_mapping_does_not_set() {
+        let text = "base: &b {a: 1, c: 9}\nmore: &m {d: 4, a: 7}\none:\n  <<: *b\n  c: 2\nmany:\n  <<: [*b, *m]\n";
+        let docs = parse(text, Limits::DEFAULT).expect("valid");
+        let root = docs[0].root.as_ref().expect("root");
+        let get = |map: &str, key: &str| {
+            root.get(map)
+                .and_then(|m| m.get(key))
+                .and_then(Node::as_str)
+                .map(str::to_owned)
+        };
+        assert_eq!(get("one", "a").as_deref(), Some("1"));
+        assert_eq!(get("one", "c").as_deref(), Some("2"), "its own key wins");
+        assert_eq!(
+            get("many", "a").as_deref(),
+            Some("1"),
+            "the first mapping wins"
+        );
+        assert_eq!(get("many", "d").as_deref(), Some("4"));
+        assert!(root.get("one").and_then(|m| m.get("<<")).is_none());
+        let err = parse("a: &x 1\nb:\n  <<: *x\n", Limits::DEFAULT).expect_err("scalar");
+        assert!(err.message.contains("merge key"), "{err}");
     }
 }
