@@ -1496,3 +1496,20 @@ spec:
         );
     }
 }
+
+/// AUTO_PASSTHROUGH is Istio's east-west SNI routing, not TLS termination:
+/// its warning says what it is.
+#[test]
+fn auto_passthrough_is_named_for_what_it_is() {
+    let gw = GATEWAY.replace(
+        "  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: ['*']\n",
+        "  - port: {number: 15443, name: tls, protocol: TLS}\n    tls: {mode: AUTO_PASSTHROUGH}\n    hosts: ['*.local']\n",
+    );
+    let out = build(&config(&[REGISTRY, &gw]));
+    let w = out.only(Severity::Warning).to_string();
+    assert!(
+        w.contains("AUTO_PASSTHROUGH routes by the SNI of Istio's multi-network east-west traffic")
+            && !w.contains("termination"),
+        "{w}"
+    );
+}

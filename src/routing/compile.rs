@@ -320,11 +320,24 @@ impl<'m> Compiler<'m> {
                     return None;
                 }
                 Some(TlsMode::Passthrough) => true,
+                Some(TlsMode::AutoPassthrough) => {
+                    self.push(gw.diag(
+                        Severity::Warning,
+                        &format!("{path}.tls.mode"),
+                        format!(
+                            "AUTO_PASSTHROUGH routes by the SNI of Istio's multi-network east-west traffic \
+                             (outbound_.PORT_._.HOST names, without a VirtualService), which ringway does not \
+                             do: no listener on port {}; for SNI routing with a VirtualService use PASSTHROUGH",
+                            server.port.number
+                        ),
+                    ));
+                    return None;
+                }
                 Some(mode) => {
                     self.push(gw.diag(
                         Severity::Warning,
                         &format!("{path}.tls.mode"),
-                        format!("TLS termination ({mode:?}) is not supported yet: no listener on port {}; use PASSTHROUGH", server.port.number),
+                        format!("TLS termination ({}) is not supported yet: no listener on port {}; use PASSTHROUGH", tls_mode_name(mode), server.port.number),
                     ));
                     return None;
                 }
@@ -1215,4 +1228,16 @@ impl<'m> Compiler<'m> {
 fn fmt_labels(labels: &Labels) -> String {
     let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("{{{}}}", pairs.join(","))
+}
+
+/// Istio's name of a server TLS mode, as the operator wrote it.
+fn tls_mode_name(mode: TlsMode) -> &'static str {
+    match mode {
+        TlsMode::Passthrough => "PASSTHROUGH",
+        TlsMode::Simple => "SIMPLE",
+        TlsMode::Mutual => "MUTUAL",
+        TlsMode::AutoPassthrough => "AUTO_PASSTHROUGH",
+        TlsMode::IstioMutual => "ISTIO_MUTUAL",
+        TlsMode::OptionalMutual => "OPTIONAL_MUTUAL",
+    }
 }
