@@ -360,6 +360,27 @@ impl Loader<'_> {
         let mut in_this_file: HashMap<(Kind, String, String), Origin> = HashMap::new();
         for doc in documents {
             let Some(root) = doc.root else { continue };
+            if !doc.duplicates.is_empty() {
+                // YAML forbids a repeated key; which value was meant is
+                // unknown, so the document is not read.
+                let id = self.resource_id(&root);
+                for d in &doc.duplicates {
+                    self.loaded.diagnostics.push(
+                        Diagnostic::error(format!(
+                            "duplicate key {:?} (first at line {}); YAML forbids repeating a key: keep one",
+                            d.key, d.first_line
+                        ))
+                        .at(Location {
+                            file: name.clone(),
+                            document: doc.index,
+                            line: d.line,
+                        })
+                        .resource(id.clone())
+                        .field(display_path(&d.path)),
+                    );
+                }
+                continue;
+            }
             let mut resources = Vec::new();
             match list_items(&root) {
                 // `kubectl get vs,dr -o yaml` writes a `List` (or a
@@ -394,6 +415,25 @@ impl Loader<'_> {
                 self.resource(&resource, origin, &mut in_this_file);
             }
         }
+    }
+
+    /// `Kind namespace/name` of a document, as far as it says.
+    fn resource_id(&self, root: &Node) -> String {
+        let meta = |key: &str| {
+            root.get("metadata")
+                .and_then(|m| m.get(key))
+                .and_then(Node::as_str)
+        };
+        format!(
+            "{} {}/{}",
+            root.get("kind")
+                .and_then(Node::as_str)
+                .unwrap_or("(no kind)"),
+            meta("namespace").unwrap_or(&self.options.namespace),
+            meta("name")
+                .filter(|n| !n.is_empty())
+                .unwrap_or("(unnamed)")
+        )
     }
 
     /// Reads one resource (a document, or an item of a List) and reports a

@@ -162,6 +162,19 @@ pub struct Document {
     pub line: u32,
     /// `None` for an empty (or comments-only) document.
     pub root: Option<Node>,
+    /// Keys repeated in a mapping: YAML forbids them, and the loader
+    /// reports each with the resource and field it is in.
+    pub duplicates: Vec<Duplicate>,
+}
+
+/// A key that a mapping repeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    /// From the document's root: `spec.tcp[0].route[1].weight`.
+    pub path: String,
+    pub key: String,
+    pub line: u32,
+    pub first_line: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -194,6 +207,7 @@ struct Builder {
     stack: Vec<Frame>,
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
+    duplicates: Vec<Duplicate>,
 }
 
 impl Builder {
@@ -283,6 +297,29 @@ impl Builder {
         Ok(own)
     }
 
+    /// The path from the document's root to `key` of the innermost mapping.
+    fn path_to(&self, key: &str) -> String {
+        let mut path = String::new();
+        let outer = self.stack.len().saturating_sub(1);
+        for frame in &self.stack[..outer] {
+            match frame {
+                Frame::Map { key: Some(k), .. } => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(k.as_str().unwrap_or("null"));
+                }
+                Frame::Map { key: None, .. } => {}
+                Frame::Seq { items, .. } => path.push_str(&format!("[{}]", items.len())),
+            }
+        }
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key);
+        path
+    }
+
     /// A finished node: record its anchor, then hang it on its parent.
     fn finish(&mut self, node: Node, anchor: usize) -> Result<(), YamlError> {
         if anchor != 0 {
@@ -300,15 +337,22 @@ impl Builder {
                         ));
                     }
                     let text = node.as_str().unwrap_or_default();
-                    if let Some((first, _)) = entries
+                    let first = entries
                         .iter()
                         .find(|(k, _)| k.as_str().unwrap_or_default() == text)
-                    {
-                        let first_line = first.line;
-                        return Err(self.error(
-                            node.line,
-                            format!("duplicate key {text:?} (first at line {first_line})"),
-                        ));
+                        .map(|(k, _)| k.line);
+                    if let Some(first_line) = first {
+                        let duplicate = Duplicate {
+                            path: self.path_to(text),
+                            key: text.to_owned(),
+                            line: node.line,
+                            first_line,
+                        };
+                        self.duplicates.push(duplicate);
+                        if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+                            *key = Some(node);
+                        }
+                        return Ok(());
                     }
                     *key = Some(node);
                 }
@@ -427,6 +471,7 @@ pub fn parse(text: &str, limits: Limits) -> Result<Vec<Document>, YamlError> {
         stack: Vec::new(),
         anchors: HashMap::new(),
         root: None,
+        duplicates: Vec::new(),
     };
     let mut documents = Vec::new();
     let mut doc_line = 1;
@@ -452,6 +497,7 @@ pub fn parse(text: &str, limits: Limits) -> Result<Vec<Document>, YamlError> {
                     index: builder.document,
                     line,
                     root,
+                    duplicates: std::mem::take(&mut builder.duplicates),
                 });
             }
             other => builder.event(other, span)?,
@@ -555,10 +601,24 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_keys_are_rejected_with_both_lines() {
-        let err = parse("a: 1\nb: 2\na: 3\n", Limits::DEFAULT).expect_err("duplicate");
-        assert_eq!(err.line, 3);
-        assert!(err.message.contains("first at line 1"), "{}", err.message);
+    fn duplicate_keys_are_recorded_with_their_path_and_both_lines() {
+        let docs = parse(
+            "a: 1\nb: 2\na: 3\nspec:\n  tcp:\n  - route:\n    - {weight: 1, weight: 2}\n",
+            Limits::DEFAULT,
+        )
+        .expect("parsed");
+        let found: Vec<(String, u32, u32)> = docs[0]
+            .duplicates
+            .iter()
+            .map(|d| (d.path.clone(), d.line, d.first_line))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("a".to_owned(), 3, 1),
+                ("spec.tcp[0].route[0].weight".to_owned(), 7, 7)
+            ]
+        );
     }
 
     #[test]
