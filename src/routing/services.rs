@@ -186,6 +186,13 @@ impl<'m> Registry<'m> {
                 })
                 .collect();
         }
+        if se.spec.resolution == Some(Resolution::DnsRoundRobin) {
+            for e in &mut endpoints {
+                if let EndpointAddress::Hostname(host) = &e.address {
+                    e.address = EndpointAddress::LogicalDns(host.clone());
+                }
+            }
+        }
         endpoints
     }
 }
@@ -210,6 +217,18 @@ fn check_service_entry(se: &Resource<ServiceEntrySpec>, diags: &mut Diagnostics)
     let mut error = |path: &str, msg: String| diags.push(se.diag(Severity::Error, path, msg));
     if spec.hosts.is_empty() {
         error("spec.hosts", "at least one host is required".to_owned());
+    }
+    if spec.resolution == Some(Resolution::DnsRoundRobin) && spec.endpoints.len() > 1 {
+        // Istio's validation: "there must only be 0 or 1 endpoint for
+        // resolution mode DNS_ROUND_ROBIN".
+        error(
+            "spec.endpoints",
+            format!(
+                "resolution DNS_ROUND_ROBIN takes at most one endpoint (it has {}), as in Istio: \
+                 it connects to the first address of one name; use resolution: DNS to balance over several",
+                spec.endpoints.len()
+            ),
+        );
     }
     for (i, host) in spec.hosts.iter().enumerate() {
         if host == "*" || host.is_empty() {
