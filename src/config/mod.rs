@@ -7,6 +7,7 @@ pub mod de;
 pub mod files;
 pub mod load;
 pub mod manifest;
+pub mod resource;
 pub mod schema;
 pub mod yaml;
 
