@@ -15,7 +15,8 @@ holding at least one of those. Sources:
   istio/istio  every *.yaml, *.yml, *.yaml.golden, *.yml.golden file; files
                holding `{{` (Go templates) are skipped whole.
   istio/api    the ```yaml blocks in the `//` comments of
-               networking/v1alpha3/*.proto, and the CRD validation test data
+               networking/v1alpha3/*.proto (lines holding only `...`, the
+               documentation's "rest omitted", are left out), and the CRD validation test data
                tests/testdata/*.yaml.
 In CRD validation test data, a document's `_err:` line (the error Istio's CRD
 validation expects) becomes a `# istio _err:` comment, so the document itself
@@ -170,6 +171,8 @@ def proto_blocks(text):
             blocks.append(cur)
             cur = None
             continue
+        if body.strip() == "...":
+            continue  # "rest omitted" in the documentation: not YAML
         cur.append(body)
     out = []
     for b in blocks:
