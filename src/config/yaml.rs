@@ -191,16 +191,26 @@ enum Frame {
         line: u32,
         anchor: usize,
         items: Vec<Node>,
+        /// Written `[...]`.
+        flow: bool,
     },
     Map {
         line: u32,
         anchor: usize,
         entries: Vec<(Node, Node)>,
         key: Option<Node>,
+        /// A pair inside a flow sequence without `{` (`[a: b]`).
+        implicit: bool,
+        /// Its key was followed by a colon glued to `,` or `]`.
+        glued: bool,
     },
 }
 
-struct Builder {
+struct Builder<'s> {
+    /// The text parsed, to look at a colon the events do not show.
+    source: &'s str,
+    /// Byte offset of each line of `source`, built at the first look.
+    line_starts: Vec<usize>,
     limits: Limits,
     nodes: usize,
     document: usize,
@@ -210,7 +220,7 @@ struct Builder {
     duplicates: Vec<Duplicate>,
 }
 
-impl Builder {
+impl Builder<'_> {
     fn error(&self, line: u32, message: impl Into<String>) -> YamlError {
         YamlError {
             line,
@@ -297,6 +307,18 @@ impl Builder {
         Ok(own)
     }
 
+    /// The character at `line` (1-based) and `col` (0-based, in characters).
+    fn char_at(&mut self, line: usize, col: usize) -> Option<char> {
+        if self.line_starts.is_empty() {
+            self.line_starts.push(0);
+            self.line_starts
+                .extend(newline_offsets(self.source).map(|i| i + 1));
+        }
+        let start = *self.line_starts.get(line.checked_sub(1)?)?;
+        let text = self.source.get(start..)?;
+        text.split('\n').next()?.chars().nth(col)
+    }
+
     /// The path from the document's root to `key` of the innermost mapping.
     fn path_to(&self, key: &str) -> String {
         let mut path = String::new();
@@ -369,6 +391,20 @@ impl Builder {
                 self.charge(1, line)?;
                 let forced_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
                 let plain = style == ScalarStyle::Plain && !forced_str;
+                let first_key_of_pair = matches!(
+                    self.stack.last(),
+                    Some(Frame::Map { implicit: true, entries, key: None, .. }) if entries.is_empty()
+                );
+                if plain && first_key_of_pair {
+                    let glued = self.char_at(span.end.line(), span.end.col()) == Some(':')
+                        && matches!(
+                            self.char_at(span.end.line(), span.end.col() + 1),
+                            Some(',' | ']')
+                        );
+                    if let Some(Frame::Map { glued: g, .. }) = self.stack.last_mut() {
+                        *g = glued;
+                    }
+                }
                 let value = if plain && resolve_plain(&text) == Plain::Null {
                     Value::Null
                 } else {
@@ -392,23 +428,32 @@ impl Builder {
             }
             Event::SequenceStart(anchor, _) => {
                 self.charge(1, line)?;
+                let flow = self.char_at(span.start.line(), span.start.col()) == Some('[');
                 self.open(
                     Frame::Seq {
                         line,
                         anchor,
                         items: Vec::new(),
+                        flow,
                     },
                     line,
                 )
             }
             Event::MappingStart(anchor, _) => {
                 self.charge(1, line)?;
+                // Only a flow sequence holds a pair without braces whose key
+                // may hide a glued colon; block sequences never do.
+                let in_flow_seq = matches!(self.stack.last(), Some(Frame::Seq { flow: true, .. }));
+                let implicit =
+                    in_flow_seq && self.char_at(span.start.line(), span.start.col()) != Some('{');
                 self.open(
                     Frame::Map {
                         line,
                         anchor,
                         entries: Vec::new(),
                         key: None,
+                        implicit,
+                        glued: false,
                     },
                     line,
                 )
@@ -418,6 +463,7 @@ impl Builder {
                     line,
                     anchor,
                     items,
+                    ..
                 }) => self.finish(
                     Node {
                         value: Value::Seq(items),
@@ -429,8 +475,22 @@ impl Builder {
                     line,
                     anchor,
                     entries,
+                    glued,
                     ..
                 }) => {
+                    // Kubernetes' YAML (go-yaml) reads `[1.2.3.4, 001:db8::]`
+                    // as two strings: a colon glued to `,` or `]` does not
+                    // start a value there. YAML 1.2 makes `001:db8:` a key
+                    // with an empty value; ringway reads it as Kubernetes does.
+                    if glued && entries.len() == 1 && entries[0].1.value == Value::Null {
+                        if let Some(text) = entries[0].0.as_str() {
+                            let value = Value::Scalar {
+                                text: format!("{text}:"),
+                                plain: true,
+                            };
+                            return self.finish(Node { value, line }, anchor);
+                        }
+                    }
                     let entries = self.merge_keys(entries)?;
                     self.finish(
                         Node {
@@ -451,6 +511,14 @@ impl Builder {
     }
 }
 
+/// Byte offsets of every `\n` of `text`.
+fn newline_offsets(text: &str) -> impl Iterator<Item = usize> + '_ {
+    text.bytes()
+        .enumerate()
+        .filter(|(_, b)| *b == b'\n')
+        .map(|(i, _)| i)
+}
+
 /// Parses every document of `text`.
 pub fn parse(text: &str, limits: Limits) -> Result<Vec<Document>, YamlError> {
     if text.len() > limits.max_file_bytes {
@@ -465,6 +533,8 @@ pub fn parse(text: &str, limits: Limits) -> Result<Vec<Document>, YamlError> {
         });
     }
     let mut builder = Builder {
+        source: text,
+        line_starts: Vec::new(),
         limits,
         nodes: 0,
         document: 0,
@@ -771,5 +841,34 @@ mod tests {
             assert_eq!(err.line, case.line, "{}: {err}", case.text);
             assert!(err.message.contains(case.says), "{}: {err}", case.text);
         }
+    }
+
+    #[test]
+    fn a_colon_glued_to_a_flow_indicator_stays_in_the_string_as_kubernetes_reads_it() {
+        let docs = parse(
+            "addresses: [1.2.3.4, 001:db8::]\npairs: [a: b]\nkeys: [a:, b]\nblock:\n- 001:db8::\n",
+            Limits::DEFAULT,
+        )
+        .expect("valid");
+        let root = docs[0].root.as_ref().expect("root");
+        let items = |key: &str| match &root.get(key).expect(key).value {
+            Value::Seq(items) => items.clone(),
+            other => panic!("{key}: {other:?}"),
+        };
+        let texts = |key: &str| -> Vec<Option<String>> {
+            items(key)
+                .iter()
+                .map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        };
+        assert_eq!(
+            texts("addresses"),
+            [Some("1.2.3.4".to_owned()), Some("001:db8::".to_owned())]
+        );
+        assert_eq!(texts("keys"), [Some("a:".to_owned()), Some("b".to_owned())]);
+        // A colon followed by a space or a line break is a pair, in both
+        // readings (quote an IPv6 address that ends a line).
+        assert!(matches!(items("pairs")[0].value, Value::Map(_)));
+        assert!(matches!(items("block")[0].value, Value::Map(_)));
     }
 }
