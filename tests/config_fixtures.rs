@@ -23,6 +23,10 @@
 //!
 //! - `config/testdata/valid/<what-it-shows>.yaml`: complete configurations that
 //!   must build with no error and no warning and open at least one listener.
+//!
+//! - `config/testdata/warned/<what-it-shows>.yaml`: valid Istio that must
+//!   build and open a listener with exactly the warnings it marks, like an
+//!   error (`# warning: <field> | <substring>`, or `# warning-next-line:`).
 #![allow(clippy::unwrap_used)]
 
 use std::fmt::Write as _;
@@ -36,6 +40,7 @@ use ringway::routing::CompileOptions;
 /// Fewer fixtures than this means the directory walk is broken.
 const MIN_INVALID: usize = 20;
 const MIN_VALID: usize = 6;
+const MIN_WARNED: usize = 3;
 
 /// Defects that leave no resource to name: the file is not YAML (or not
 /// UTF-8), or the document has no kind or one that does not exist (its
@@ -101,6 +106,8 @@ struct Marker {
 
 const TRAILING: &str = "# error: ";
 const NEXT_LINE: &str = "# error-next-line: ";
+const WARNING: &str = "# warning: ";
+const WARNING_NEXT_LINE: &str = "# warning-next-line: ";
 
 fn parse_spec(spec: &str) -> Result<(Option<String>, String), String> {
     let (field, message) = spec
@@ -115,43 +122,59 @@ fn parse_spec(spec: &str) -> Result<(Option<String>, String), String> {
     Ok((field, message.to_owned()))
 }
 
-/// Finds the single marker of a fixture (the file may hold invalid UTF-8 on
-/// purpose, so it is read as bytes).
+/// Finds the single error marker of a fixture.
 fn marker(path: &Path) -> Result<Marker, String> {
+    marker_of(path, TRAILING, NEXT_LINE)
+}
+
+/// Finds the single marker (`trailing` or `next_line` form) of a fixture.
+fn marker_of(path: &Path, trailing: &str, next_line: &str) -> Result<Marker, String> {
+    let mut found = markers_of(path, trailing, next_line)?;
+    if found.len() != 1 {
+        return Err(format!(
+            "expected exactly one {} marker, found {}",
+            trailing.trim_start_matches("# ").trim_end_matches(": "),
+            found.len()
+        ));
+    }
+    Ok(found.remove(0))
+}
+
+/// Every marker (`trailing` or `next_line` form) of a fixture (the file may
+/// hold invalid UTF-8 on purpose, so it is read as bytes).
+fn markers_of(path: &Path, trailing: &str, next_line: &str) -> Result<Vec<Marker>, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     let mut found = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let number = u32::try_from(i + 1).unwrap();
-        if let Some(spec) = line.trim_start().strip_prefix(NEXT_LINE) {
+        if let Some(spec) = line.trim_start().strip_prefix(next_line) {
             found.push((number + 1, spec));
-        } else if let Some(at) = line.find(TRAILING) {
-            found.push((number, &line[at + TRAILING.len()..]));
+        } else if let Some(at) = line.find(trailing) {
+            found.push((number, &line[at + trailing.len()..]));
         }
     }
-    let [(line, spec)] = found[..] else {
-        return Err(format!(
-            "expected exactly one error marker, found {}",
-            found.len()
-        ));
-    };
-    if line as usize > lines.len() {
-        return Err("an error-next-line marker on the last line".to_owned());
+    let mut markers = Vec::new();
+    for (line, spec) in found {
+        if line as usize > lines.len() {
+            return Err("a next-line marker on the last line".to_owned());
+        }
+        let (field, message) = parse_spec(spec)?;
+        // Documents are separated by `---` lines; none of the fixtures
+        // starts with one.
+        let document = 1 + lines[..line as usize - 1]
+            .iter()
+            .filter(|l| l.trim_end() == "---" || l.starts_with("--- "))
+            .count();
+        markers.push(Marker {
+            line,
+            document,
+            field,
+            message,
+        });
     }
-    let (field, message) = parse_spec(spec)?;
-    // Documents are separated by `---` lines; none of the fixtures starts
-    // with one.
-    let document = 1 + lines[..line as usize - 1]
-        .iter()
-        .filter(|l| l.trim_end() == "---" || l.starts_with("--- "))
-        .count();
-    Ok(Marker {
-        line,
-        document,
-        field,
-        message,
-    })
+    Ok(markers)
 }
 
 /// `Kind namespace/name`.
@@ -269,6 +292,55 @@ fn check_valid(path: &Path) -> Vec<String> {
     problems
 }
 
+/// A warned fixture: valid Istio that loads and serves, with exactly the
+/// warnings its markers name (an accepted field ringway does not act on, a
+/// feature refused only for the routes that reach it...).
+fn check_warned(path: &Path) -> Vec<String> {
+    let markers = match markers_of(path, WARNING, WARNING_NEXT_LINE) {
+        Ok(m) if !m.is_empty() => m,
+        Ok(_) => return vec!["bad fixture: no warning marker".to_owned()],
+        Err(e) => return vec![format!("bad fixture: {e}")],
+    };
+    let build = build(path);
+    let mut problems = Vec::new();
+    match &build.table {
+        None => problems.push("the configuration was rejected (table is None)".to_owned()),
+        Some(table) if table.listeners.is_empty() => {
+            problems.push("the configuration opens no listener".to_owned());
+        }
+        Some(_) => {}
+    }
+    let warnings: Vec<&Diagnostic> = build.diagnostics.warnings().collect();
+    if warnings.len() != markers.len() {
+        problems.push(format!(
+            "expected {} warning(s), got {}",
+            markers.len(),
+            warnings.len()
+        ));
+    }
+    for m in &markers {
+        let found = warnings.iter().any(|d| {
+            d.location.as_ref().map(|l| (l.line, l.document)) == Some((m.line, m.document))
+                && d.field == m.field
+                && d.message.contains(&m.message)
+                && d.resource.as_deref().is_some_and(well_formed_resource)
+        });
+        if !found {
+            problems.push(format!(
+                "no warning at line {} (document {}) on {:?} saying {:?} with its resource",
+                m.line, m.document, m.field, m.message
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        problems.push(format!(
+            "ringway reported:\n{}",
+            listing(&build).trim_end_matches('\n')
+        ));
+    }
+    problems
+}
+
 fn report(kind: &str, results: Vec<(String, Vec<String>)>) -> Option<String> {
     let total = results.len();
     let failed: Vec<_> = results.into_iter().filter(|(_, p)| !p.is_empty()).collect();
@@ -317,6 +389,24 @@ fn valid_fixtures_build_clean() {
         .map(|p| (file_name(p), check_valid(p)))
         .collect();
     if let Some(failures) = report("valid", results) {
+        panic!("{failures}");
+    }
+}
+
+#[test]
+fn warned_fixtures_load_with_their_one_warning() {
+    let files = yaml_files(&testdata("warned"));
+    assert!(
+        files.len() >= MIN_WARNED,
+        "found {} warned fixtures in {}, expected at least {MIN_WARNED}",
+        files.len(),
+        testdata("warned").display()
+    );
+    let results = files
+        .iter()
+        .map(|p| (file_name(p), check_warned(p)))
+        .collect();
+    if let Some(failures) = report("warned", results) {
         panic!("{failures}");
     }
 }
