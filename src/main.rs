@@ -75,9 +75,18 @@ struct ControlArgs {
     /// resolved again; "0s" resolves only at load and reload.
     #[arg(long, value_name = "DUR", default_value = "60s", value_parser = ringway::config::manifest::parse_duration)]
     dns_refresh: std::time::Duration,
+    /// Accept a reload that reads an empty file or would close every
+    /// listener (refused by default: that is what a half-written file looks like).
+    #[arg(long)]
+    allow_empty_reload: bool,
     /// One line per connection at close: a file, "-" for stdout, or "off".
     #[arg(long, value_name = "PATH|-|off", default_value = "off")]
     access_log: String,
+    /// Access-log lines queued for the writer; when the queue is full (a
+    /// stalled disk or stdout reader) lines are dropped and counted in
+    /// ringway_access_log_dropped_total.
+    #[arg(long, value_name = "LINES", default_value_t = accesslog::DEFAULT_QUEUE_LINES, value_parser = parse_queue_lines)]
+    access_log_queue: usize,
     /// Log line format (also of the access log).
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -141,6 +150,7 @@ impl DataArgs {
             admin_expose: false,
             drain_timeout: std::time::Duration::ZERO,
             dns_refresh: std::time::Duration::ZERO,
+            allow_empty_reload: false,
         }
     }
 }
@@ -156,6 +166,13 @@ fn parse_admin(text: &str) -> Result<Admin, String> {
     text.parse()
         .map(|a| Admin(Some(a)))
         .map_err(|_| format!("{text:?} is not an address (IP:PORT) or \"off\""))
+}
+
+fn parse_queue_lines(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=1 << 24).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is not a line count from 1 to 16777216")),
+    }
 }
 
 fn parse_recv_mode(text: &str) -> Result<RecvMode, String> {
@@ -176,6 +193,13 @@ fn parse_splice_after(text: &str) -> Result<u64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run { .. } | Command::Demo { .. }) {
+        // Before any thread exists (the access-log writer, the workers, the
+        // admin runtime): every thread inherits the mask, so a SIGHUP, SIGTERM,
+        // SIGINT or SIGUSR1 can only be taken by the supervisor's sigwait,
+        // never by a thread where its default action would end the process.
+        ringway::process::block_stop_signals();
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
@@ -214,7 +238,11 @@ fn main() -> ExitCode {
                 LogFormat::Text => accesslog::Format::Text,
             };
             let target = accesslog::Target::parse(&control.access_log);
-            let (access_log, logger) = match accesslog::AccessLog::start(&target, format) {
+            let (access_log, writer) = match accesslog::AccessLog::start(
+                &target,
+                format,
+                control.access_log_queue,
+            ) {
                 Ok(started) => started,
                 Err(e) => {
                     tracing::error!(access_log = %control.access_log, error = %e, "cannot open the access log; check the path and its directory's permissions");
@@ -227,11 +255,13 @@ fn main() -> ExitCode {
             options.admin_expose = control.admin_expose;
             options.drain_timeout = control.drain_timeout;
             options.dns_refresh = control.dns_refresh;
+            options.allow_empty_reload = control.allow_empty_reload;
             let result = supervisor::run(&options);
-            // The workers' clones are gone: the logger drains and ends.
+            // The workers' clones are gone: the writer drains and ends,
+            // unless its disk or reader is stalled.
             drop(options);
-            if let Some(logger) = logger {
-                let _ = logger.join();
+            if let Some(writer) = writer {
+                writer.finish(accesslog::FLUSH_TIMEOUT);
             }
             match result {
                 Ok(()) => ExitCode::SUCCESS,

@@ -22,16 +22,20 @@ pub struct Source {
 pub struct Build {
     pub table: Option<RouteTable>,
     pub diagnostics: Diagnostics,
+    /// Files that held nothing but white space (see [`crate::config::Loaded`]).
+    pub blank_files: Vec<PathBuf>,
 }
 
 impl Source {
     pub fn build(&self) -> Build {
         let loaded = load(&self.paths, &self.load);
+        let blank_files = loaded.blank_files;
         let mut diagnostics = loaded.diagnostics;
         if diagnostics.has_errors() {
             return Build {
                 table: None,
                 diagnostics,
+                blank_files,
             };
         }
         let compiled = compile(&loaded.manifests, &self.compile);
@@ -40,6 +44,7 @@ impl Source {
             return Build {
                 table: None,
                 diagnostics,
+                blank_files,
             };
         }
         if compiled.table.listeners.is_empty() {
@@ -50,6 +55,7 @@ impl Source {
         Build {
             table: Some(compiled.table),
             diagnostics,
+            blank_files,
         }
     }
 }

@@ -4,27 +4,200 @@
 //! runs at load and again periodically, off the data path.
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::dataplane::Target;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::routing::RouteTable;
 use crate::routing::table::EndpointAddress;
 
-/// Turns a host name into addresses.
+/// Turns host names into addresses.
 pub trait Resolver {
     fn resolve(&self, host: &str) -> io::Result<Vec<IpAddr>>;
+
+    /// Every name of `hosts`, answers in the same order. The default asks
+    /// one after the other; the system resolver asks all at once and gives
+    /// up on slow names.
+    fn resolve_all(&self, hosts: &[&str]) -> Vec<io::Result<Vec<IpAddr>>> {
+        hosts.iter().map(|h| self.resolve(h)).collect()
+    }
 }
 
-/// The system resolver (`getaddrinfo`: /etc/hosts, then DNS).
+/// `getaddrinfo` (/etc/hosts, then DNS), one name at a time, blocking for
+/// as long as the C library's own retries take (about 10 s for a name
+/// server that does not answer).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Getaddrinfo;
+
+impl Resolver for Getaddrinfo {
+    fn resolve(&self, host: &str) -> io::Result<Vec<IpAddr>> {
+        Ok((host, 0).to_socket_addrs()?.map(|a| a.ip()).collect())
+    }
+}
+
+/// How long one round of lookups (start-up, a reload, a refresh) waits for
+/// its names. A name server that answers does so in milliseconds; one that
+/// does not would hold the C library for about 10 s per name. A name not
+/// answered in time gives no endpoint until a later refresh resolves it.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Lookup threads in one round.
+const LOOKUP_THREADS: usize = 8;
+
+/// Lookups still blocked in the C library, across rounds: past this,
+/// a round does not start more threads (their names wait for the next).
+const MAX_PENDING: usize = 32;
+
+/// The system resolver: `getaddrinfo` on a few threads at once, each round
+/// bounded by [`LOOKUP_TIMEOUT`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemResolver;
 
 impl Resolver for SystemResolver {
     fn resolve(&self, host: &str) -> io::Result<Vec<IpAddr>> {
-        Ok((host, 0).to_socket_addrs()?.map(|a| a.ip()).collect())
+        let mut answers = self.resolve_all(&[host]);
+        answers.pop().unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    fn resolve_all(&self, hosts: &[&str]) -> Vec<io::Result<Vec<IpAddr>>> {
+        static SYSTEM: OnceLock<Parallel<Getaddrinfo>> = OnceLock::new();
+        SYSTEM
+            .get_or_init(|| Parallel::new(Getaddrinfo, LOOKUP_TIMEOUT, MAX_PENDING))
+            .resolve_all(hosts)
+    }
+}
+
+/// Asks a blocking resolver for many names at once on a few threads, and
+/// answers after `timeout` whatever happened: a name still being looked up
+/// then fails with `TimedOut` (its thread ends on its own when the C
+/// library gives up). Threads still blocked from earlier rounds count
+/// against `max_pending`, so a silent name server cannot pile them up.
+#[derive(Debug)]
+pub struct Parallel<R> {
+    inner: R,
+    timeout: Duration,
+    max_pending: usize,
+    pending: Arc<AtomicUsize>,
+}
+
+impl<R: Resolver + Clone + Send + 'static> Parallel<R> {
+    pub fn new(inner: R, timeout: Duration, max_pending: usize) -> Parallel<R> {
+        Parallel {
+            inner,
+            timeout,
+            max_pending,
+            pending: Arc::default(),
+        }
+    }
+
+    /// Starts up to `wanted` lookup threads taking names from `queue`.
+    fn spawn(
+        &self,
+        wanted: usize,
+        queue: &Arc<Mutex<VecDeque<(usize, String)>>>,
+        answers: &mpsc::Sender<(usize, io::Result<Vec<IpAddr>>)>,
+        over: &Arc<AtomicBool>,
+    ) {
+        for _ in 0..wanted {
+            if self.pending.fetch_add(1, Ordering::AcqRel) >= self.max_pending {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            let (inner, queue, answers, over, pending) = (
+                self.inner.clone(),
+                Arc::clone(queue),
+                answers.clone(),
+                Arc::clone(over),
+                Arc::clone(&self.pending),
+            );
+            let spawned = thread::Builder::new()
+                .name("dns-lookup".into())
+                .spawn(move || {
+                    loop {
+                        if over.load(Ordering::Acquire) {
+                            break;
+                        }
+                        let next = queue
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .pop_front();
+                        let Some((i, host)) = next else { break };
+                        if answers.send((i, inner.resolve(&host))).is_err() {
+                            break;
+                        }
+                    }
+                    pending.fetch_sub(1, Ordering::AcqRel);
+                });
+            if spawned.is_err() {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+        }
+    }
+}
+
+impl<R: Resolver + Clone + Send + 'static> Resolver for Parallel<R> {
+    fn resolve(&self, host: &str) -> io::Result<Vec<IpAddr>> {
+        let mut answers = self.resolve_all(&[host]);
+        answers.pop().unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    fn resolve_all(&self, hosts: &[&str]) -> Vec<io::Result<Vec<IpAddr>>> {
+        let mut results: Vec<Option<io::Result<Vec<IpAddr>>>> =
+            hosts.iter().map(|_| None).collect();
+        if hosts.is_empty() {
+            return Vec::new();
+        }
+        let queue = Arc::new(Mutex::new(
+            hosts
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (i, (*h).to_owned()))
+                .collect::<VecDeque<_>>(),
+        ));
+        let over = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        self.spawn(hosts.len().min(LOOKUP_THREADS), &queue, &tx, &over);
+        drop(tx);
+        let deadline = Instant::now() + self.timeout;
+        let mut left = hosts.len();
+        while left > 0 {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok((i, answer)) => {
+                    if let Some(slot) = results.get_mut(i) {
+                        if slot.is_none() {
+                            left -= 1;
+                        }
+                        *slot = Some(answer);
+                    }
+                }
+                // Timed out, or every thread ended (none could start).
+                Err(_) => break,
+            }
+        }
+        over.store(true, Ordering::Release);
+        let timeout = self.timeout;
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "no answer within {} ms (is the name server in /etc/resolv.conf reachable?)",
+                            timeout.as_millis()
+                        ),
+                    ))
+                })
+            })
+            .collect()
     }
 }
 
@@ -51,6 +224,22 @@ pub fn resolve_endpoints(
     last: Option<&[Vec<Target>]>,
 ) -> (Vec<Vec<Target>>, Diagnostics) {
     let mut diagnostics = Diagnostics::default();
+    let mut names: Vec<&str> = table
+        .clusters
+        .iter()
+        .flat_map(|c| &c.endpoints)
+        .filter_map(|e| match &e.address {
+            EndpointAddress::Hostname(host) => Some(host.as_str()),
+            EndpointAddress::Ip(_) => None,
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let answers: HashMap<&str, io::Result<Vec<IpAddr>>> = names
+        .iter()
+        .copied()
+        .zip(resolver.resolve_all(&names))
+        .collect();
     let endpoints = table
         .clusters
         .iter()
@@ -69,9 +258,9 @@ pub fn resolve_endpoints(
             for (source, endpoint) in cluster.endpoints.iter().enumerate() {
                 let addresses = match &endpoint.address {
                     EndpointAddress::Ip(ip) => vec![*ip],
-                    EndpointAddress::Hostname(host) => match resolver.resolve(host) {
-                        Ok(addresses) if !addresses.is_empty() => addresses,
-                        Ok(_) => {
+                    EndpointAddress::Hostname(host) => match answers.get(host.as_str()) {
+                        Some(Ok(addresses)) if !addresses.is_empty() => addresses.clone(),
+                        Some(Ok(_)) | None => {
                             diagnostics.push(Diagnostic::warning(format!(
                                 "cluster {}: {host} resolves to no address; {}",
                                 cluster.name,
@@ -79,7 +268,7 @@ pub fn resolve_endpoints(
                             )));
                             kept(source)
                         }
-                        Err(e) => {
+                        Some(Err(e)) => {
                             diagnostics.push(Diagnostic::warning(format!(
                                 "cluster {}: cannot resolve {host}: {e}; {}",
                                 cluster.name,
@@ -109,7 +298,7 @@ pub fn resolve_endpoints(
 fn unresolved(refreshing: bool) -> &'static str {
     match refreshing {
         true => "it keeps its last addresses",
-        false => "it gives no endpoint until it resolves",
+        false => "it gives no endpoint until a DNS refresh (--dns-refresh) resolves it",
     }
 }
 
@@ -271,6 +460,80 @@ spec:
                 && messages[0].contains("keeps its last addresses"),
             "{messages:?}"
         );
+    }
+
+    /// Answers `fast*` names at once; `silent*` names block until the test
+    /// opens the gate (a name server that does not answer).
+    #[derive(Clone)]
+    struct Gate(Arc<(Mutex<bool>, std::sync::Condvar)>);
+
+    impl Resolver for Gate {
+        fn resolve(&self, host: &str) -> io::Result<Vec<IpAddr>> {
+            if host.starts_with("silent") {
+                let (open, cv) = &*self.0;
+                let mut open = open.lock().expect("lock");
+                while !*open {
+                    open = cv.wait(open).expect("wait");
+                }
+            }
+            Ok(vec![IpAddr::from([10, 0, 0, 7])])
+        }
+    }
+
+    impl Gate {
+        fn open(&self) {
+            *self.0.0.lock().expect("lock") = true;
+            self.0.1.notify_all();
+        }
+    }
+
+    #[test]
+    fn a_silent_name_costs_one_timeout_and_blocks_no_other_name() {
+        let gate = Gate(Arc::default());
+        let parallel = Parallel::new(gate.clone(), Duration::from_millis(300), 4);
+        let names = ["silent-a", "fast-1", "silent-b", "fast-2", "fast-3"];
+        let started = Instant::now();
+        let answers = parallel.resolve_all(&names);
+        let took = started.elapsed();
+        // Generous bound: five names, two that never answer, one timeout.
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert!(took >= Duration::from_millis(300), "{took:?}");
+        let ok: Vec<bool> = answers.iter().map(Result::is_ok).collect();
+        assert_eq!(ok, [false, true, false, true, true]);
+        let e = answers[0].as_ref().expect_err("silent");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("no answer within 300 ms"), "{e}");
+        // The two stuck lookups count against the cap of four: a second
+        // round gets two threads, which still answer fast names.
+        assert_eq!(parallel.pending.load(Ordering::Acquire), 2);
+        let again = parallel.resolve_all(&["fast-4", "silent-c", "fast-5"]);
+        assert!(again[0].is_ok() && again[2].is_ok(), "{again:?}");
+        gate.open();
+        until_zero(&parallel.pending);
+    }
+
+    #[test]
+    fn with_every_thread_stuck_a_round_fails_fast_and_recovers() {
+        let gate = Gate(Arc::default());
+        let parallel = Parallel::new(gate.clone(), Duration::from_millis(100), 2);
+        let stuck = parallel.resolve_all(&["silent-1", "silent-2"]);
+        assert!(stuck.iter().all(Result::is_err));
+        // No thread can start: every name fails (after the timeout at most).
+        let started = Instant::now();
+        let none = parallel.resolve_all(&["fast-1"]);
+        assert!(none[0].is_err());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        gate.open();
+        until_zero(&parallel.pending);
+        assert!(parallel.resolve_all(&["fast-1"])[0].is_ok());
+    }
+
+    fn until_zero(pending: &AtomicUsize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pending.load(Ordering::Acquire) != 0 {
+            assert!(Instant::now() < deadline, "lookup threads did not end");
+            thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// How often endpoint host names are resolved again (`--dns-refresh`).
     pub dns_refresh: Duration,
+    /// Accept a reload that reads a blank file or closes every listener
+    /// (`--allow-empty-reload`).
+    pub allow_empty_reload: bool,
 }
 
 /// A running gateway (used by `run`, and by `demo` which also needs to know
@@ -290,8 +293,10 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
             Arc::clone(&shared),
             metrics,
             statuses,
-            Reloader::new(options.source.clone(), 1),
+            Reloader::new(options.source.clone(), &shared.plan.load().table)
+                .allow_empty(options.allow_empty_reload),
             wakes.clone(),
+            options.access_log.counters(),
         )),
         dns: None,
     };

@@ -262,7 +262,7 @@ fn with_a_dns_service(listen: u16, backend: u16, dns_listen: u16) -> String {
 
 #[test]
 fn a_reload_stuck_in_dns_does_not_block_ready_or_healthz() {
-    // Resolution of a name takes 5 s: the resolver never answers.
+    // The resolver never answers.
     let Some(resolver) = SilentResolver::start(5) else {
         return;
     };
@@ -287,9 +287,11 @@ fn a_reload_stuck_in_dns_does_not_block_ready_or_healthz() {
         (answer, started.elapsed())
     });
     until("the reload to ask the resolver", || resolver.queries() > 0);
+    // A reload waits up to 2 s for the resolver (resolve.rs); a Kubernetes
+    // probe gives up after 1 s by default.
     for path in ["/healthz", "/ready", "/metrics"] {
         let started = Instant::now();
-        let answer = http_within(admin, "GET", path, PROMPTLY);
+        let answer = http_within(admin, "GET", path, Duration::from_secs(1));
         assert_eq!(
             answer.as_ref().map(|a| a.0),
             Some(200),
@@ -297,12 +299,13 @@ fn a_reload_stuck_in_dns_does_not_block_ready_or_healthz() {
             started.elapsed()
         );
     }
+    assert!(
+        !reload.is_finished(),
+        "the reload answered before the probes: the test proves nothing"
+    );
     let ((status, body), took) = reload.join().unwrap();
     assert_eq!(status, 200, "{body}");
-    assert!(
-        took >= Duration::from_secs(2),
-        "the reload did not wait for the resolver ({took:?}): the test proves nothing"
-    );
+    assert!(took >= Duration::from_secs(1), "{took:?}");
 }
 
 #[test]

@@ -106,6 +106,7 @@ fn demo(dir: &std::path::Path, workers: usize) -> Result<(), DemoError> {
         admin_expose: false,
         drain_timeout: std::time::Duration::ZERO,
         dns_refresh: std::time::Duration::ZERO,
+        allow_empty_reload: false,
     };
     let gateway = supervisor::start(&options)?;
     let mut out = std::io::stdout().lock();

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use super::de::{DeError, from_node};
+use super::files;
 use super::manifest::{
     DestinationRuleSpec, GatewaySpec, Labels, Metadata, ServiceEntrySpec, VirtualServiceSpec,
     WorkloadEntrySpec,
@@ -238,6 +239,9 @@ impl Default for LoadOptions {
 pub struct Loaded {
     pub manifests: Manifests,
     pub diagnostics: Diagnostics,
+    /// Files that held nothing but white space (what `open(O_TRUNC)`
+    /// leaves while a file is being rewritten): a reload refuses them.
+    pub blank_files: Vec<PathBuf>,
 }
 
 /// Loads every path. Errors do not stop the load: all files are read so that
@@ -249,14 +253,20 @@ pub fn load(paths: &[PathBuf], options: &LoadOptions) -> Loaded {
         loaded: Loaded::default(),
         seen: HashMap::new(),
     };
+    let limit = options.limits.max_file_bytes as u64;
     for path in paths {
         for file in loader.expand(path) {
-            match std::fs::read(&file) {
-                Ok(bytes) => loader.file(&file, &bytes),
-                Err(e) => loader.loaded.diagnostics.push(Diagnostic::error(format!(
-                    "cannot read {}: {e}",
-                    file.display()
-                ))),
+            match files::read_bounded(&file, limit) {
+                Ok(bytes) => {
+                    if files::is_blank(&bytes) {
+                        loader.loaded.blank_files.push(file.clone());
+                    }
+                    loader.file(&file, &bytes);
+                }
+                Err(e) => loader
+                    .loaded
+                    .diagnostics
+                    .push(Diagnostic::error(e.to_string())),
             }
         }
     }
@@ -286,8 +296,8 @@ impl Loader<'_> {
         if !path.is_dir() {
             return vec![path.to_owned()];
         }
-        let entries = match std::fs::read_dir(path) {
-            Ok(entries) => entries,
+        let listing = match files::list_dir(path) {
+            Ok(listing) => listing,
             Err(e) => {
                 self.loaded.diagnostics.push(Diagnostic::error(format!(
                     "cannot read directory {}: {e}",
@@ -296,23 +306,16 @@ impl Loader<'_> {
                 return Vec::new();
             }
         };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.is_file())
-            .filter(|p| {
-                p.extension()
-                    .is_some_and(|ext| ext == "yaml" || ext == "yml")
-            })
-            .collect();
-        files.sort();
-        if files.is_empty() {
+        for note in listing.skipped {
+            self.loaded.diagnostics.push(Diagnostic::warning(note));
+        }
+        if listing.files.is_empty() {
             self.loaded.diagnostics.push(Diagnostic::warning(format!(
                 "directory {} holds no *.yaml or *.yml file",
                 path.display()
             )));
         }
-        files
+        listing.files
     }
 
     fn file(&mut self, path: &Path, bytes: &[u8]) {

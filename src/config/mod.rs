@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod de;
+pub mod files;
 pub mod load;
 pub mod manifest;
 pub mod yaml;

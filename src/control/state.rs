@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Serialize, Serializer};
 
 use super::reload::{Reloader, Trigger};
+use crate::accesslog::Counters as AccessLogCounters;
 use crate::dataplane::listener;
 use crate::dataplane::wake::WakeFd;
 use crate::dataplane::{Plan, Shared, StatusReport, Target, WorkerStatus};
@@ -170,6 +171,8 @@ pub struct Control {
     /// Each worker's plan, unbound listeners and ejections.
     statuses: Vec<Arc<WorkerStatus>>,
     reloader: Reloader,
+    /// The access log's drop counter.
+    access_log: Arc<AccessLogCounters>,
     /// Serving and not draining (`/ready` also needs every worker on the
     /// current plan with every listener bound).
     serving: AtomicBool,
@@ -187,12 +190,14 @@ impl Control {
         statuses: Vec<Arc<WorkerStatus>>,
         reloader: Reloader,
         wakes: Vec<Arc<WakeFd>>,
+        access_log: Arc<AccessLogCounters>,
     ) -> Control {
         Control {
             shared,
             metrics,
             statuses,
             reloader,
+            access_log,
             serving: AtomicBool::new(false),
             wakes,
             publish: Mutex::new(()),
@@ -316,6 +321,7 @@ impl Admin for Control {
             reloads_success: self.reloader.succeeded(),
             reloads_failure: self.reloader.failed(),
             workers: self.metrics.len(),
+            access_log_dropped: self.access_log.dropped(),
         };
         crate::metrics::render(&process, &snapshots)
     }

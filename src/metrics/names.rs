@@ -20,3 +20,5 @@ pub const UPSTREAM_CONNECT_FAILURES: &str = "ringway_upstream_connect_failures_t
 pub const UPSTREAM_CONNECT_TIMEOUTS: &str = "ringway_upstream_connect_timeouts_total";
 pub const UPSTREAM_OVERFLOW: &str = "ringway_upstream_overflow_total";
 pub const UPSTREAM_EJECTIONS: &str = "ringway_upstream_ejections_total";
+/// Access-log lines dropped because the writer's queue was full.
+pub const ACCESS_LOG_DROPPED: &str = "ringway_access_log_dropped_total";

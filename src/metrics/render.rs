@@ -16,6 +16,7 @@ pub struct ProcessMetrics {
     pub reloads_success: u64,
     pub reloads_failure: u64,
     pub workers: usize,
+    pub access_log_dropped: u64,
 }
 
 pub fn render(process: &ProcessMetrics, workers: &[WorkerSnapshot]) -> String {
@@ -111,6 +112,13 @@ pub fn render(process: &ProcessMetrics, workers: &[WorkerSnapshot]) -> String {
     );
     header(&mut out, WORKERS, "Worker threads.", "gauge");
     let _ = writeln!(out, "{WORKERS} {}", process.workers);
+    header(
+        &mut out,
+        ACCESS_LOG_DROPPED,
+        "Access-log lines dropped: the writer's queue was full (--access-log-queue).",
+        "counter",
+    );
+    let _ = writeln!(out, "{ACCESS_LOG_DROPPED} {}", process.access_log_dropped);
     header(
         &mut out,
         DOWNSTREAM_CONNECTIONS_ACTIVE,
@@ -237,6 +245,7 @@ mod tests {
                 reloads_success: 2,
                 reloads_failure: 1,
                 workers: 2,
+                access_log_dropped: 7,
             },
             &snapshots,
         );
@@ -258,6 +267,7 @@ mod tests {
         ));
         assert!(text.contains("response_flags=\"UF\"} 2"));
         assert!(text.contains("ringway_config_generation 3"));
+        assert!(text.contains("ringway_access_log_dropped_total 7"));
         assert!(text.contains("ringway_config_reloads_total{result=\"failure\"} 1"));
         assert!(
             text.contains("ringway_downstream_connections_active{listener=\"0.0.0.0:31400\"} 4")

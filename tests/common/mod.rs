@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use sha2::Digest as _;
+
 /// How long a test waits for anything before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -566,4 +568,43 @@ pub fn blackhole() -> Blackhole {
         _listener: l,
         _queued: queued,
     }
+}
+
+/// Streams deterministic bytes through `port` to a raw echo until `done`,
+/// then half-closes; returns (bytes sent, sha256 sent, sha256 echoed).
+pub fn stream_until(port: u16, seed: u8, done: Arc<AtomicBool>) -> (u64, Vec<u8>, Vec<u8>) {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut reader = s.try_clone().unwrap();
+    let echoed = std::thread::spawn(move || {
+        let mut hash = sha2::Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match reader.read(&mut buf).unwrap() {
+                0 => return hash.finalize().to_vec(),
+                n => hash.update(&buf[..n]),
+            }
+        }
+    });
+    let mut writer = s;
+    let mut hash = sha2::Sha256::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut sent = 0u64;
+    let mut round = 0u32;
+    // At least a few chunks, and on until the storm is over.
+    while round < 8 || !done.load(Ordering::Acquire) {
+        for (i, b) in chunk.iter_mut().enumerate() {
+            *b = (i as u32)
+                .wrapping_mul(31)
+                .wrapping_add(round)
+                .wrapping_add(u32::from(seed)) as u8;
+        }
+        writer.write_all(&chunk).unwrap();
+        hash.update(&chunk);
+        sent += chunk.len() as u64;
+        round += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    writer.shutdown(std::net::Shutdown::Write).unwrap();
+    (sent, hash.finalize().to_vec(), echoed.join().unwrap())
 }

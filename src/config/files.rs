@@ -1,0 +1,236 @@
+//! Which files a `-c PATH` names, and reading each one safely: a size
+//! checked before reading, never more than the limit plus one byte read,
+//! nothing but regular files (a FIFO would block a reload forever,
+//! `/dev/zero` would fill memory), and a word about every `*.yaml` entry of
+//! a directory that is skipped (a dangling or looping symlink, a socket).
+
+use std::fs::OpenOptions;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Why a file was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error(
+        "{path} is {kind}, not a regular file; ringway reads configuration only from regular files"
+    )]
+    NotRegular { path: String, kind: &'static str },
+    #[error(
+        "{path} is {size} bytes, more than the limit of {limit} bytes; split it into several files in one directory"
+    )]
+    TooLarge { path: String, size: u64, limit: u64 },
+}
+
+/// Reads `path` whole when it is a regular file of at most `limit` bytes.
+/// The file is opened without blocking (a FIFO opened for reading would wait
+/// for a writer) and checked through its descriptor, so a file swapped
+/// after a look by name is still checked; at most `limit + 1` bytes are
+/// read, in case it grows while being read.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    let shown = || path.display().to_string();
+    let io = |source| ReadError::Io {
+        path: shown(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        return Err(ReadError::NotRegular {
+            path: shown(),
+            kind: kind_name(&kind),
+        });
+    }
+    if meta.len() > limit {
+        return Err(ReadError::TooLarge {
+            path: shown(),
+            size: meta.len(),
+            limit,
+        });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    let read = Read::by_ref(&mut { file })
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes);
+    read.map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::TooLarge {
+            path: shown(),
+            size: bytes.len() as u64,
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+fn kind_name(kind: &std::fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The files a directory contributes (its `*.yaml` and `*.yml` entries,
+/// sorted, not recursive), and a note for each such entry that is skipped.
+pub struct Listing {
+    pub files: Vec<PathBuf>,
+    pub skipped: Vec<String>,
+}
+
+/// Lists `dir`. Entries whose name does not end in `.yaml`/`.yml` are not
+/// looked at; those that do but cannot be read as a file are named in
+/// `skipped` with the reason, so that a symlink left dangling by a
+/// deployment tool does not silently drop a Gateway.
+pub fn list_dir(dir: &Path) -> io::Result<Listing> {
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let Ok(entry) = entry else { continue };
+        let path = entry.path();
+        let yaml = path
+            .extension()
+            .is_some_and(|ext| ext == "yaml" || ext == "yml");
+        if !yaml {
+            continue;
+        }
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => files.push(path),
+            Ok(meta) if meta.is_dir() => {
+                skipped.push(format!(
+                    "{} is a directory; directories are not read recursively",
+                    path.display()
+                ));
+            }
+            Ok(meta) => skipped.push(format!(
+                "{} is {}, not a regular file; skipped",
+                path.display(),
+                kind_name(&meta.file_type())
+            )),
+            Err(e) => skipped.push(symlink_problem(&path, &e)),
+        }
+    }
+    files.sort();
+    skipped.sort();
+    Ok(Listing { files, skipped })
+}
+
+fn symlink_problem(path: &Path, error: &io::Error) -> String {
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    let target = std::fs::read_link(path)
+        .map(|t| t.display().to_string())
+        .unwrap_or_default();
+    match (is_link, error.raw_os_error()) {
+        (true, Some(libc::ELOOP)) => format!(
+            "{} is a symlink that loops (-> {target}); skipped",
+            path.display()
+        ),
+        (true, Some(libc::ENOENT)) => format!(
+            "{} is a dangling symlink (-> {target}, which does not exist); skipped",
+            path.display()
+        ),
+        _ => format!("{}: {error}; skipped", path.display()),
+    }
+}
+
+/// True when `bytes` hold nothing but white space: what `open(O_TRUNC)`
+/// leaves behind while an editor or a deployment tool rewrites a file.
+pub fn is_blank(bytes: &[u8]) -> bool {
+    bytes.iter().all(u8::is_ascii_whitespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    #[test]
+    fn reads_a_regular_file_up_to_the_limit_and_not_a_byte_more() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("a.yaml");
+        std::fs::write(&file, b"12345678").expect("write");
+        assert_eq!(read_bounded(&file, 8).expect("read"), b"12345678");
+        let e = read_bounded(&file, 7).expect_err("too large");
+        assert!(
+            e.to_string().contains("8 bytes, more than the limit of 7"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn refuses_devices_fifos_and_directories_without_blocking() {
+        let dir = tempfile::tempdir().expect("dir");
+        let fifo = dir.path().join("f.yaml");
+        // A FIFO with no writer: a blocking open would never return.
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", fifo.display());
+        struct Case {
+            path: PathBuf,
+            kind: &'static str,
+        }
+        for case in [
+            Case {
+                path: fifo.clone(),
+                kind: "a FIFO",
+            },
+            Case {
+                path: "/dev/zero".into(),
+                kind: "a character device",
+            },
+            Case {
+                path: dir.path().to_owned(),
+                kind: "a directory",
+            },
+        ] {
+            let e = read_bounded(&case.path, 1 << 20).expect_err("not regular");
+            assert!(e.to_string().contains(case.kind), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_listing_names_dangling_and_looping_symlinks() {
+        let dir = tempfile::tempdir().expect("dir");
+        let d = dir.path();
+        std::fs::write(d.join("b.yaml"), "x").expect("write");
+        std::fs::write(d.join("a.yml"), "x").expect("write");
+        std::fs::write(d.join("notes.txt"), "x").expect("write");
+        symlink(d.join("gone.yaml"), d.join("dangling.yaml")).expect("symlink");
+        symlink(d.join("loop2.yaml"), d.join("loop1.yaml")).expect("symlink");
+        symlink(d.join("loop1.yaml"), d.join("loop2.yaml")).expect("symlink");
+        symlink(d.join("b.yaml"), d.join("c.yaml")).expect("symlink");
+        let listing = list_dir(d).expect("list");
+        let names: Vec<_> = listing
+            .files
+            .iter()
+            .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.yml", "b.yaml", "c.yaml"]);
+        assert_eq!(listing.skipped.len(), 3, "{:?}", listing.skipped);
+        assert!(listing.skipped[0].contains("dangling.yaml is a dangling symlink"));
+        assert!(listing.skipped[1].contains("loop1.yaml is a symlink that loops"));
+        assert!(listing.skipped[2].contains("loop2.yaml is a symlink that loops"));
+    }
+
+    #[test]
+    fn blank_means_only_white_space() {
+        assert!(is_blank(b""));
+        assert!(is_blank(b" \n\t\r\n"));
+        assert!(!is_blank(b"# a comment\n"));
+    }
+}
