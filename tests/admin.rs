@@ -327,7 +327,7 @@ fn a_removed_port_refuses_connections_as_soon_as_the_reload_has_answered() {
     let Some(_gw) = Ringway::start(&both, &["--workers", "2", "--admin", &address]) else {
         return;
     };
-    for round in 0..10 {
+    for round in 0..20 {
         std::fs::write(&file, text(&[a])).unwrap();
         let (status, body) = http(admin, "POST", "/reload");
         assert_eq!(status, 200, "{body}");

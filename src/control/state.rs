@@ -239,17 +239,19 @@ impl Control {
         })
     }
 
-    /// How many workers serve `generation` or a later one, of how many.
-    /// A worker reports a plan once it has closed the listeners the plan
-    /// dropped and opened the ones it added.
+    /// How many workers serve `generation` or a later one, of how many:
+    /// with the listeners it added open, and the ones it dropped closed
+    /// (their accepts ended, so that the kernel refuses connections).
     pub fn applied(&self, generation: u64) -> (usize, usize) {
         let applied = self
             .statuses
             .iter()
             .filter(|s| {
-                s.snapshot()
-                    .plan
-                    .is_some_and(|p| p.table.generation >= generation)
+                let report = s.snapshot();
+                report.closing_listeners == 0
+                    && report
+                        .plan
+                        .is_some_and(|p| p.table.generation >= generation)
             })
             .count();
         (applied, self.statuses.len())
