@@ -9,15 +9,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::dns::SilentResolver;
 use common::{
-    ConfigDir, EchoBackend, PATIENCE, Ringway, connect, free_port, http, http_within, ringway_bin,
-    tcp_service, until, yaml,
+    ConfigDir, EchoBackend, PATIENCE, Ringway, connect, free_port, http, http_within,
+    limit_descriptors, ringway_bin, tcp_service, until, yaml,
 };
 
 /// How long a probe may take on a busy, shared machine. Generous on
@@ -33,6 +32,28 @@ fn admin_args(admin: u16) -> Vec<String> {
 fn start(config: &ConfigDir, args: &[String]) -> Option<Ringway> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Ringway::start(config, &args)
+}
+
+/// ringway (one worker) serving a TCP service, its admin endpoint ready.
+struct Served {
+    gw: Ringway,
+    admin: u16,
+    _backend: EchoBackend,
+    _config: ConfigDir,
+}
+
+fn serve() -> Option<Served> {
+    let backend = EchoBackend::lines("one");
+    let (listen, admin) = (free_port(), free_port());
+    let config = tcp_service(listen, &[backend.port], "");
+    let gw = start(&config, &admin_args(admin))?;
+    ready_promptly(admin);
+    Some(Served {
+        gw,
+        admin,
+        _backend: backend,
+        _config: config,
+    })
 }
 
 /// `/ready` answered 200 within [`PROMPTLY`].
@@ -80,20 +101,7 @@ fn the_admin_port_comes_back_after_running_out_of_descriptors() {
     let mut cmd = Command::new(ringway_bin());
     cmd.arg("run").arg("-c").arg(config.path());
     cmd.args(admin_args(admin));
-    // SAFETY: setrlimit is async-signal-safe; the child gets a hard limit of
-    // 64 descriptors, which ringway raises its soft limit to.
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: 64,
-                rlim_max: 64,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    limit_descriptors(&mut cmd, 64);
     let Some(gw) = Ringway::spawn(cmd) else {
         return;
     };
@@ -117,13 +125,10 @@ fn the_admin_port_comes_back_after_running_out_of_descriptors() {
 #[test]
 fn thousands_of_idle_admin_connections_take_no_thread_and_a_bounded_number_of_descriptors() {
     raise_own_nofile_limit();
-    let backend = EchoBackend::lines("one");
-    let (listen, admin) = (free_port(), free_port());
-    let config = tcp_service(listen, &[backend.port], "");
-    let Some(gw) = start(&config, &admin_args(admin)) else {
+    let Some(served) = serve() else {
         return;
     };
-    ready_promptly(admin);
+    let (gw, admin) = (&served.gw, served.admin);
     let (threads, fds) = (gw.threads().len(), gw.open_fds());
     let target: SocketAddr = ([127, 0, 0, 1], admin).into();
     let idle: Vec<TcpStream> = (0..2000)
@@ -170,13 +175,10 @@ fn send_head(admin: u16, head: &[u8]) -> Option<u16> {
 
 #[test]
 fn huge_heads_and_urls_are_refused_and_memory_stays_bounded() {
-    let backend = EchoBackend::lines("one");
-    let (listen, admin) = (free_port(), free_port());
-    let config = tcp_service(listen, &[backend.port], "");
-    let Some(gw) = start(&config, &admin_args(admin)) else {
+    let Some(served) = serve() else {
         return;
     };
-    ready_promptly(admin);
+    let (gw, admin) = (&served.gw, served.admin);
     let before = rss_kib(gw.pid());
 
     // 64 MiB of headers on one connection.

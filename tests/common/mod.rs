@@ -104,6 +104,26 @@ pub fn ringway_bin() -> PathBuf {
         .map_or_else(|| env!("CARGO_BIN_EXE_ringway").into(), PathBuf::from)
 }
 
+/// Give the process `cmd` starts a descriptor limit of `n`, soft and hard
+/// (ringway raises its soft limit to the hard one).
+pub fn limit_descriptors(cmd: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe, and the closure touches
+    // nothing but its own stack.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 pub fn require_uring() -> bool {
     std::env::var("RINGWAY_REQUIRE_URING").is_ok_and(|v| v == "1")
 }
