@@ -131,8 +131,15 @@ fn thousands_of_idle_admin_connections_take_no_thread_and_a_bounded_number_of_de
     let (gw, admin) = (&served.gw, served.admin);
     let (threads, fds) = (gw.threads().len(), gw.open_fds());
     let target: SocketAddr = ([127, 0, 0, 1], admin).into();
+    // Half of them send nothing, half the start of a head and no more.
     let idle: Vec<TcpStream> = (0..2000)
-        .filter_map(|_| TcpStream::connect_timeout(&target, Duration::from_secs(1)).ok())
+        .filter_map(|i| {
+            let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(1)).ok()?;
+            if i % 2 == 1 {
+                let _ = s.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+            }
+            Some(s)
+        })
         .collect();
     assert!(idle.len() >= 1900, "only {} connected", idle.len());
     ready_promptly(admin);

@@ -194,12 +194,13 @@ async fn accept_loop(
 struct AcceptErrors {
     last_line: Option<Instant>,
     unlogged: u64,
-    failing: bool,
+    /// A failure was logged and no success since: the next success says
+    /// so (once).
+    logged: bool,
 }
 
 impl AcceptErrors {
     fn failed(&mut self, e: &io::Error) {
-        self.failing = true;
         self.unlogged += 1;
         let now = Instant::now();
         if self
@@ -217,11 +218,12 @@ impl AcceptErrors {
         tracing::error!(error = %e, failures = self.unlogged, backoff_ms = ACCEPT_BACKOFF.as_millis() as u64, "admin endpoint cannot accept; {hint}");
         self.last_line = Some(now);
         self.unlogged = 0;
+        self.logged = true;
     }
 
     fn recovered(&mut self) {
-        if self.failing {
-            self.failing = false;
+        if self.logged {
+            self.logged = false;
             tracing::info!("admin endpoint accepts again");
         }
     }
@@ -299,14 +301,30 @@ impl Slots {
             .map_or(now, |slot| slot.phase.deadline(now))
     }
 
+    /// An eviction reached a connection that has meanwhile received a
+    /// request: it stays, and the acceptor picks again. True when spared.
+    fn spare_if_busy(&self, id: u64) -> bool {
+        let mut table = self.lock();
+        let Some(slot) = table.get_mut(&id) else {
+            return false;
+        };
+        if let Phase::Waiting { .. } = slot.phase {
+            return false;
+        }
+        slot.evicting = false;
+        drop(table);
+        self.freed.notify_one();
+        true
+    }
+
     fn close(&self, id: u64) {
         self.lock().remove(&id);
         self.freed.notify_one();
     }
 
-    /// Ask the connection that has waited longest for a request to close
-    /// (unless one is already closing). A connection that is answering is
-    /// never picked.
+    /// Close the connection that has waited longest for a request (unless
+    /// one is already closing). A connection that is answering is never
+    /// picked.
     fn evict_longest_waiting(&self) {
         let mut table = self.lock();
         if table.values().any(|s| s.evicting) {
@@ -349,26 +367,23 @@ impl Connection {
         let service = service_fn(move |request| Arc::clone(&this).answer(request));
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let mut conn = pin!(conn);
-        let mut evicted = false;
         loop {
-            let deadline = slots.deadline(id, Instant::now());
-            let evicting = async {
-                match evicted {
-                    true => std::future::pending().await,
-                    false => evict.notified().await,
-                }
-            };
-            let timer = tokio::time::sleep_until(deadline.into());
-            match race(conn.as_mut(), race(evicting, timer)).await {
+            let timer = tokio::time::sleep_until(slots.deadline(id, Instant::now()).into());
+            match race(conn.as_mut(), race(evict.notified(), timer)).await {
                 Either::Left(Ok(())) => break,
                 Either::Left(Err(e)) => {
                     tracing::debug!(error = %e, "admin connection closed");
                     break;
                 }
                 Either::Right(Either::Left(())) => {
-                    // Idle (no request in progress): hyper closes it now.
-                    evicted = true;
-                    conn.as_mut().graceful_shutdown();
+                    // No request in progress: its slot goes to a newcomer.
+                    // (hyper's graceful shutdown would wait for the rest of
+                    // a head begun, a slow client's leverage.)
+                    if slots.spare_if_busy(id) {
+                        continue;
+                    }
+                    tracing::debug!("admin connection closed: its slot was needed");
+                    break;
                 }
                 Either::Right(Either::Right(())) => {
                     if slots.deadline(id, Instant::now()) <= Instant::now() {
