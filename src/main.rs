@@ -35,6 +35,10 @@ enum Command {
         /// Fail on warnings too.
         #[arg(long)]
         strict: bool,
+        /// The files are part of a configuration: Gateways that open no
+        /// listener are not an error.
+        #[arg(long)]
+        partial: bool,
     },
     /// Serve: forward every connection of every listener of the compiled
     /// table until SIGTERM or SIGINT.
@@ -214,8 +218,12 @@ fn main() -> ExitCode {
             config,
             output,
             strict,
+            partial,
         } => {
-            let build = config.source().build();
+            let mut build = config.source().build();
+            if !partial {
+                check::require_listeners(&mut build);
+            }
             let report = check::render(&build, output, strict);
             // A closed stdout (`ringway check | head`) is not an error worth a panic.
             let _ = std::io::stdout().write_all(report.as_bytes());

@@ -24,18 +24,30 @@ pub struct Build {
     pub diagnostics: Diagnostics,
     /// Files that held nothing but white space (see [`crate::config::Loaded`]).
     pub blank_files: Vec<PathBuf>,
+    /// Gateways read (a configuration with Gateways and no listener serves
+    /// nothing: `check` says so as an error, `run` logs it as one).
+    pub gateways: usize,
+}
+
+impl Build {
+    /// Whether the configuration has Gateways and yet opens no listener.
+    pub fn serves_nothing(&self) -> bool {
+        self.gateways > 0 && self.table.as_ref().is_some_and(|t| t.listeners.is_empty())
+    }
 }
 
 impl Source {
     pub fn build(&self) -> Build {
         let loaded = load(&self.paths, &self.load);
         let blank_files = loaded.blank_files;
+        let gateways = loaded.manifests.gateways.len();
         let mut diagnostics = loaded.diagnostics;
         if diagnostics.has_errors() {
             return Build {
                 table: None,
                 diagnostics,
                 blank_files,
+                gateways,
             };
         }
         let compiled = compile(&loaded.manifests, &self.compile);
@@ -45,6 +57,7 @@ impl Source {
                 table: None,
                 diagnostics,
                 blank_files,
+                gateways,
             };
         }
         if compiled.table.listeners.is_empty() {
@@ -56,6 +69,7 @@ impl Source {
             table: Some(compiled.table),
             diagnostics,
             blank_files,
+            gateways,
         }
     }
 }

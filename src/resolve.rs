@@ -207,7 +207,7 @@ pub fn has_hostnames(table: &RouteTable) -> bool {
         .clusters
         .iter()
         .flat_map(|c| &c.endpoints)
-        .any(|e| matches!(e.address, EndpointAddress::Hostname(_)))
+        .any(|e| e.address.hostname().is_some())
 }
 
 /// Every cluster's endpoints as socket addresses, indexed like
@@ -228,10 +228,7 @@ pub fn resolve_endpoints(
         .clusters
         .iter()
         .flat_map(|c| &c.endpoints)
-        .filter_map(|e| match &e.address {
-            EndpointAddress::Hostname(host) => Some(host.as_str()),
-            EndpointAddress::Ip(_) => None,
-        })
+        .filter_map(|e| e.address.hostname())
         .collect();
     names.sort_unstable();
     names.dedup();
@@ -256,27 +253,34 @@ pub fn resolve_endpoints(
             let mut targets: Vec<Target> = Vec::with_capacity(cluster.endpoints.len());
             let mut seen: BTreeSet<SocketAddr> = BTreeSet::new();
             for (source, endpoint) in cluster.endpoints.iter().enumerate() {
+                // DNS_ROUND_ROBIN uses the first address a lookup returns.
+                let first_only = matches!(endpoint.address, EndpointAddress::LogicalDns(_));
                 let addresses = match &endpoint.address {
                     EndpointAddress::Ip(ip) => vec![*ip],
-                    EndpointAddress::Hostname(host) => match answers.get(host.as_str()) {
-                        Some(Ok(addresses)) if !addresses.is_empty() => addresses.clone(),
-                        Some(Ok(_)) | None => {
-                            diagnostics.push(Diagnostic::warning(format!(
-                                "cluster {}: {host} resolves to no address; {}",
-                                cluster.name,
-                                unresolved(last.is_some())
-                            )));
-                            kept(source)
+                    EndpointAddress::Hostname(host) | EndpointAddress::LogicalDns(host) => {
+                        match answers.get(host.as_str()) {
+                            Some(Ok(addresses)) if !addresses.is_empty() => {
+                                let take = if first_only { 1 } else { addresses.len() };
+                                addresses[..take].to_vec()
+                            }
+                            Some(Ok(_)) | None => {
+                                diagnostics.push(Diagnostic::warning(format!(
+                                    "cluster {}: {host} resolves to no address; {}",
+                                    cluster.name,
+                                    unresolved(last.is_some())
+                                )));
+                                kept(source)
+                            }
+                            Some(Err(e)) => {
+                                diagnostics.push(Diagnostic::warning(format!(
+                                    "cluster {}: cannot resolve {host}: {e}; {}",
+                                    cluster.name,
+                                    unresolved(last.is_some())
+                                )));
+                                kept(source)
+                            }
                         }
-                        Some(Err(e)) => {
-                            diagnostics.push(Diagnostic::warning(format!(
-                                "cluster {}: cannot resolve {host}: {e}; {}",
-                                cluster.name,
-                                unresolved(last.is_some())
-                            )));
-                            kept(source)
-                        }
-                    },
+                    }
                 };
                 for ip in addresses {
                     let address = SocketAddr::new(ip, endpoint.port);
@@ -412,6 +416,49 @@ spec:
             messages[0].contains("cannot resolve gone.example.com"),
             "{messages:?}"
         );
+    }
+
+    #[test]
+    fn dns_round_robin_uses_the_first_address_of_its_name() {
+        let text = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db}
+spec:
+  hosts: [db.example.com]
+  resolution: DNS_ROUND_ROBIN
+  ports: [{number: 5432, name: pg}]
+  endpoints: [{address: primary.example.com}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  servers: [{port: {number: 5432, name: pg, protocol: TCP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  tcp: [{route: [{destination: {host: db.example.com}}]}]
+";
+        let loaded = load_str("rr.yaml", text, &LoadOptions::default());
+        let compiled = compile(&loaded.manifests, &CompileOptions::default());
+        assert!(
+            !compiled.diagnostics.has_errors(),
+            "{:?}",
+            compiled.diagnostics
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let fake = Fake(HashMap::from([(
+            "primary.example.com",
+            vec![ip("10.0.0.3"), ip("10.0.0.1"), ip("10.0.0.2")],
+        )]));
+        let (resolved, _) = resolve_endpoints(&compiled.table, &fake, None);
+        let addresses: Vec<String> = resolved[0].iter().map(|t| t.address.to_string()).collect();
+        assert_eq!(addresses, ["10.0.0.3:5432"]);
     }
 
     #[test]

@@ -198,6 +198,13 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
             Severity::Info => tracing::info!("{d}"),
         }
     }
+    if build.serves_nothing() {
+        tracing::error!(
+            gateways = build.gateways,
+            "the configuration has Gateways but opens no listener: serving nothing until a reload \
+             opens one (clients get connection refused, as with Istio)"
+        );
+    }
     let Some(mut table) = build.table else {
         return Err(RunError::InvalidConfig(
             build.diagnostics.count(Severity::Error),

@@ -144,3 +144,25 @@ fn tempdir() -> PathBuf {
     std::fs::create_dir_all(&dir).expect("tempdir");
     dir
 }
+
+/// Gateways that open no listener serve nothing: `check` fails, unless the
+/// files are a part of a configuration (`--partial`).
+#[test]
+fn gateways_that_open_no_listener_fail_check_unless_partial() {
+    let file = example("examples/tcp-echo/10-tcp-echo-all-v1.yaml");
+    let dir = tempfile::tempdir().expect("dir");
+    // The tutorial's Gateway alone: no VirtualService binds it.
+    let text = std::fs::read_to_string(&file).expect("example");
+    let gateway = text.split("---").next().expect("gateway document");
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, gateway).expect("write");
+    let out = check(&["-c", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("has 1 Gateway(s) and opens no listener: it would serve nothing"),
+        "{}",
+        stdout(&out)
+    );
+    let out = check(&["--partial", "-c", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}

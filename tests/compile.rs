@@ -406,8 +406,12 @@ fn no_matching_rule_means_no_listener_and_a_warning_that_says_why() {
             why: "no tcp rule matching port 31400 on this gateway (its rules match port 31401)",
         },
     ];
+    // A gateway for another instance (its selector does not match ours).
+    let other = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: other}\nspec:\n  \
+                 selector: {istio: egressgateway}\n  servers:\n  - port: {number: 31400, name: tcp, protocol: TCP}\n    \
+                 hosts: ['*']\n";
     for case in cases {
-        let text = config(&[REGISTRY, GATEWAY, &vs(&case.route)]);
+        let text = config(&[REGISTRY, GATEWAY, &vs(&case.route), other]);
         let out = build(&text);
         assert!(out.table().listeners.is_empty(), "{}", case.name);
         let w = out
@@ -1009,12 +1013,6 @@ fn policy_errors_and_unimplemented_fields_are_located() {
         },
         Case {
             from: "simple: ROUND_ROBIN}",
-            to: "simple: PASSTHROUGH}",
-            severity: Severity::Error,
-            field: "trafficPolicy.loadBalancer.simple",
-        },
-        Case {
-            from: "simple: ROUND_ROBIN}",
             to: "simple: ROUND_ROBN}",
             severity: Severity::Error,
             field: "trafficPolicy.loadBalancer.simple",
@@ -1108,6 +1106,42 @@ spec:
         w.message
             .contains("already routed by VirtualService default/sni tls[1].match[0]"),
         "{w}"
+    );
+}
+
+/// Two passthrough servers on one port whose hosts both admit one
+/// VirtualService: its rules are routed once, with no warning that it
+/// conflicts with itself (`--strict` accepts it).
+#[test]
+fn two_passthrough_servers_admitting_one_virtual_service_do_not_conflict() {
+    let gw = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: tls-a, protocol: TLS}
+    tls: {mode: PASSTHROUGH}
+    hosts: ['a.example.com', 'shared.example.com']
+  - port: {number: 443, name: tls-b, protocol: TLS}
+    tls: {mode: PASSTHROUGH}
+    hosts: ['b.example.com', 'shared.example.com']
+";
+    let route = "metadata: {name: sni}
+spec:
+  hosts: [shared.example.com]
+  gateways: [gw]
+  tls:
+  - match: [{sniHosts: [shared.example.com]}]
+    route: [{destination: {host: tcp-echo, port: {number: 9000}, subset: v1}}]
+";
+    let out = build(&config(&[REGISTRY, gw, &vs(route)]));
+    assert_eq!(out.table().listeners.len(), 1);
+    assert!(
+        out.messages(Severity::Warning).is_empty(),
+        "{:?}",
+        out.messages(Severity::Warning)
     );
 }
 
@@ -1215,5 +1249,267 @@ fn every_bundled_example_checks_clean() {
         checked >= 3,
         "found only {checked} examples in {}",
         dir.display()
+    );
+}
+
+// ---------------------------------------------------------------- Istio API fidelity (issue 10)
+
+/// Fields of today's istio/api protos load (with the warning every
+/// accepted-but-unimplemented field gets), and inside blocks ringway does
+/// not act on, a typo is still an error: every unknown field of the
+/// document is reported, each with its line.
+#[test]
+fn current_api_fields_load_and_every_typo_anywhere_is_an_error() {
+    let gateway = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: ['*']
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: ['*.example.com']
+    tls: {mode: PASSTHROUGH, caCertCredentialName: ca, insecureSkipVerify: true}
+";
+    let rule = "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo}
+spec:
+  host: tcp-echo
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+      zoneAwareLbSetting: {enabled: true, minClusterSize: 3}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+";
+    let registry = REGISTRY.split("---\n").next().expect("service entry");
+    let out = build(&config(&[gateway, registry, rule, &vs(ROUTE_V1)]));
+    assert!(
+        out.messages(Severity::Error).is_empty(),
+        "{:?}",
+        out.messages(Severity::Error)
+    );
+    for field in ["zoneAwareLbSetting", "tls"] {
+        assert!(
+            out.messages(Severity::Warning)
+                .iter()
+                .any(|w| w.contains(field)),
+            "no warning about {field}: {:?}",
+            out.messages(Severity::Warning)
+        );
+    }
+
+    let typos = rule.replace("enabled: true", "enabeld: true").replace(
+        "  trafficPolicy:\n",
+        "  trafficPolicy:\n    tls: {mode: DISABLE, snii: db}\n",
+    );
+    let text = config(&[gateway, registry, &typos, &vs(ROUTE_V1)]);
+    let out = build(&text);
+    let errors = out.messages(Severity::Error);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].contains(&format!("test.yaml:{}:", line_of(&text, "snii")))
+            && errors[0].contains("trafficPolicy.tls.snii")
+            && errors[0].contains("did you mean \"sni\"?"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].contains(&format!("test.yaml:{}:", line_of(&text, "enabeld")))
+            && errors[1].contains("unknown field \"enabeld\", did you mean \"enabled\"?"),
+        "{errors:?}"
+    );
+}
+
+/// A delegate VirtualService (no hosts, http routes only, named by another
+/// VirtualService's `http[].delegate`) is valid Istio: it loads with a
+/// warning and the rest of the configuration serves.
+#[test]
+fn a_delegate_virtual_service_loads_with_a_warning() {
+    let parent = vs("metadata: {name: tcp-echo}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http:
+  - match: [{uri: {prefix: /reviews}}]
+    delegate: {name: reviews, namespace: default}
+  tcp:
+  - match: [{port: 31400}]
+    route:
+    - destination: {host: tcp-echo, port: {number: 9000}, subset: v1}
+");
+    let child = vs("metadata: {name: reviews}
+spec:
+  http:
+  - route:
+    - destination: {host: reviews.default.svc.cluster.local}
+");
+    let out = build(&config(&[GATEWAY, REGISTRY, &parent, &child]));
+    assert_eq!(out.split(31400)[0].0, V1);
+    let warnings = out.messages(Severity::Warning);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("VirtualService default/reviews")
+                && w.contains("a delegate VirtualService")),
+        "{warnings:?}"
+    );
+    // Not referenced: it has no effect, and says so.
+    let orphan = child.replace("name: reviews", "name: orphan");
+    let out = build(&config(&[GATEWAY, REGISTRY, &vs(ROUTE_V1), &orphan]));
+    assert!(
+        out.messages(Severity::Warning)
+            .iter()
+            .any(|w| w.contains("that no VirtualService delegates to")),
+        "{:?}",
+        out.messages(Severity::Warning)
+    );
+    // Istio's rules for delegates: no gateways, no tcp routes.
+    let bound = child.replace("spec:\n", "spec:\n  gateways: [gw]\n");
+    let out = build(&config(&[GATEWAY, REGISTRY, &parent, &bound]));
+    assert!(
+        out.only(Severity::Error)
+            .to_string()
+            .contains("a delegate VirtualService (no hosts) cannot name gateways"),
+        "{:?}",
+        out.diagnostics
+    );
+}
+
+/// A VirtualService bound to a gateway that no file defines serves nothing:
+/// an error (istioctl analyze's IST0101), with a did-you-mean.
+#[test]
+fn a_virtual_service_naming_an_undefined_gateway_is_an_error() {
+    let route = ROUTE_V1.replace("gateways: [gw]", "gateways: [gww]");
+    let text = config(&[REGISTRY, GATEWAY, &vs(&route)]);
+    let out = build(&text);
+    let e = out.only(Severity::Error).to_string();
+    assert!(
+        e.contains(&format!("test.yaml:{}:", line_of(&text, "gateways: [gww]")))
+            && e.contains("gateways[0]: gateway default/gww is not defined in this configuration, did you mean \"default/gw\"?"),
+        "{e}"
+    );
+}
+
+/// Valid Istio that ringway cannot serve (PASSTHROUGH load balancing, TLS
+/// origination, a unix-socket endpoint, an endpoint reached through another
+/// network's gateway) is a warning where it is declared, and an error only
+/// for a route that reaches it: never plaintext where Istio encrypts.
+#[test]
+fn unservable_features_are_errors_only_for_the_routes_that_use_them() {
+    let service_entry = |endpoint: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: tcp-echo}}
+spec:
+  hosts: [tcp-echo.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{{number: 9000, name: tcp, protocol: TCP}}]
+  endpoints:
+  - {{address: 127.0.0.1, labels: {{version: v1}}}}
+  - {endpoint}
+"
+        )
+    };
+    let rule = |v2_policy: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: tcp-echo}}
+spec:
+  host: tcp-echo
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}{v2_policy}}}
+"
+        )
+    };
+    let to_v2 = ROUTE_V1.replace("subset: v1", "subset: v2");
+    struct Case {
+        name: &'static str,
+        endpoint: &'static str,
+        v2_policy: &'static str,
+        warning: &'static str,
+        error: &'static str,
+    }
+    for case in [
+        Case {
+            name: "PASSTHROUGH",
+            endpoint: "{address: 127.0.0.2, labels: {version: v2}}",
+            v2_policy: ", trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}",
+            warning: "PASSTHROUGH forwards to the original destination",
+            error: "DestinationRule default/tcp-echo balances tcp-echo.default.svc.cluster.local with PASSTHROUGH",
+        },
+        Case {
+            name: "TLS origination",
+            endpoint: "{address: 127.0.0.2, labels: {version: v2}}",
+            v2_policy: ", trafficPolicy: {tls: {mode: SIMPLE, sni: echo.example.com}}",
+            warning: "TLS origination (SIMPLE) is not implemented yet",
+            error: "asks for TLS to tcp-echo.default.svc.cluster.local (tls.mode SIMPLE)",
+        },
+        Case {
+            name: "unix socket",
+            endpoint: "{address: unix:///var/run/echo.sock, labels: {version: v2}}",
+            v2_policy: "",
+            warning: "unix domain socket endpoints are not supported",
+            error: "unix:///var/run/echo.sock (unix domain sockets are not supported)",
+        },
+        Case {
+            name: "other network",
+            endpoint: "{network: west, labels: {version: v2}}",
+            v2_policy: "",
+            warning: "an endpoint without address is reached through its network's gateway",
+            error: "an endpoint without address on network \"west\"",
+        },
+    ] {
+        let registry = service_entry(case.endpoint);
+        let dr = rule(case.v2_policy);
+        // Nothing routes to v2: it loads, with a warning.
+        let out = build(&config(&[GATEWAY, &registry, &dr, &vs(ROUTE_V1)]));
+        assert!(
+            out.table.is_some(),
+            "{}: {:?}",
+            case.name,
+            out.messages(Severity::Error)
+        );
+        assert!(
+            out.messages(Severity::Warning)
+                .iter()
+                .any(|w| w.contains(case.warning)),
+            "{}: {:?}",
+            case.name,
+            out.messages(Severity::Warning)
+        );
+        // A route to v2: an error at the route.
+        let out = build(&config(&[GATEWAY, &registry, &dr, &vs(&to_v2)]));
+        let e = out.only(Severity::Error).to_string();
+        assert!(
+            e.contains("VirtualService default/tcp-echo: tcp[0].route[0].destination.host")
+                && e.contains(case.error),
+            "{}: {e}",
+            case.name
+        );
+    }
+}
+
+/// AUTO_PASSTHROUGH is Istio's east-west SNI routing, not TLS termination:
+/// its warning says what it is.
+#[test]
+fn auto_passthrough_is_named_for_what_it_is() {
+    let gw = GATEWAY.replace(
+        "  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: ['*']\n",
+        "  - port: {number: 15443, name: tls, protocol: TLS}\n    tls: {mode: AUTO_PASSTHROUGH}\n    hosts: ['*.local']\n",
+    );
+    let out = build(&config(&[REGISTRY, &gw]));
+    let w = out.only(Severity::Warning).to_string();
+    assert!(
+        w.contains("AUTO_PASSTHROUGH routes by the SNI of Istio's multi-network east-west traffic")
+            && !w.contains("termination"),
+        "{w}"
     );
 }

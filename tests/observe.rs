@@ -414,3 +414,57 @@ fn sigusr1_reopens_the_access_log_and_text_is_the_default_format() {
         1
     );
 }
+
+#[test]
+fn a_stalled_access_log_reader_costs_bounded_memory_and_never_blocks_exit() {
+    let echo = EchoBackend::lines("one");
+    let (listen, admin) = (free_port(), free_port());
+    let config = tcp_service(listen, &[echo.port], "");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"));
+    let address = format!("127.0.0.1:{admin}");
+    cmd.arg("run").arg("-c").arg(config.path()).args([
+        "--workers",
+        "1",
+        "--admin",
+        &address,
+        "--access-log",
+        "-",
+        "--access-log-queue",
+        "100",
+    ]);
+    // Standard output is a pipe nobody reads: it fills (64 KiB), then the
+    // writer blocks in write(2) for good.
+    let Some(gw) = Ringway::spawn_with_stdout(cmd, std::process::Stdio::piped()) else {
+        return;
+    };
+    let rss = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
+    };
+    for i in 0..1_000 {
+        assert_eq!(say(listen, &format!("{i}")), format!("one {i}"));
+    }
+    let first = rss();
+    for i in 0..4_000 {
+        assert_eq!(say(listen, &format!("{i}")), format!("one {i}"));
+    }
+    let text = wait_metrics(admin, |m| {
+        sample(m, "ringway_access_log_dropped_total", &[]) > 4_000
+    });
+    // At most the pipe's 64 KiB and the writer's 8 KiB buffer (lines are
+    // over 150 bytes: under 550 lines) and the queue of 100 were kept:
+    // every other line was dropped and counted, none waited for.
+    let dropped = sample(&text, "ringway_access_log_dropped_total", &[]);
+    assert!(dropped >= 5_000 - 550 - 100 - 1, "{dropped} dropped");
+    // 4,000 more lines (about 1 MB) grew nothing: they were not queued.
+    let second = rss();
+    assert!(second < first + 400, "VmRSS {first} kB -> {second} kB");
+    // SIGTERM ends the process although the writer never returns (the
+    // exit is waited for with the tests' usual patience).
+    let status = gw.terminate();
+    assert!(status.success(), "{status}");
+}

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::diag::{Diagnostics, Severity};
+use crate::diag::{Diagnostic, Diagnostics, Severity};
 use crate::pipeline::Build;
 use crate::routing::RouteTable;
 use crate::routing::table::{ListenerRouting, RouteId, format_duration};
@@ -14,6 +14,21 @@ use crate::routing::table::{ListenerRouting, RouteId, format_duration};
 pub enum Output {
     Text,
     Json,
+}
+
+/// `check` of a whole configuration: one that has Gateways and opens no
+/// listener serves nothing, which is an error here (`run` logs it and keeps
+/// running, as Istio does). `--partial` checks a part of a configuration,
+/// where that is expected.
+pub fn require_listeners(build: &mut Build) {
+    if build.serves_nothing() {
+        build.diagnostics.push(Diagnostic::error(format!(
+            "the configuration has {} Gateway(s) and opens no listener: it would serve nothing \
+             (see the warnings above for each server); pass --partial to check a part of a configuration",
+            build.gateways
+        )));
+        build.table = None;
+    }
 }
 
 /// Exit status of `check`: 0 valid, 1 invalid (or warnings with `--strict`).
@@ -113,7 +128,13 @@ fn listeners_table(table: &RouteTable, out: &mut String) {
         let mut first_row = true;
         for (sni, route_id) in entries {
             let route = table.route(route_id);
-            let total: u64 = route.clusters.iter().map(|c| u64::from(c.weight)).sum();
+            let shares = shares(
+                &route
+                    .clusters
+                    .iter()
+                    .map(|c| u64::from(c.weight))
+                    .collect::<Vec<_>>(),
+            );
             let timeouts = format!(
                 "idle {}, max {}",
                 route.idle_timeout.map_or("off".to_owned(), format_duration),
@@ -122,7 +143,7 @@ fn listeners_table(table: &RouteTable, out: &mut String) {
                     .map_or("none".to_owned(), format_duration)
             );
             for (i, wc) in route.clusters.iter().enumerate() {
-                let share = (u64::from(wc.weight) * 100).checked_div(total).unwrap_or(0);
+                let share = shares[i].clone();
                 rows.push(row([
                     if first_row {
                         l.address.to_string()
@@ -140,7 +161,7 @@ fn listeners_table(table: &RouteTable, out: &mut String) {
                     } else {
                         String::new()
                     },
-                    format!("{share}%"),
+                    share,
                     table.cluster(wc.cluster).name.clone(),
                     if i == 0 {
                         timeouts.clone()
@@ -153,6 +174,34 @@ fn listeners_table(table: &RouteTable, out: &mut String) {
         }
     }
     columns(&rows, out);
+}
+
+/// A route's weights as percentages that add up to 100: whole when every
+/// share is exact (80% / 20%), else to a tenth, the tenths left by rounding
+/// down going to the largest remainders (1:2 → 33.3% / 66.7%,
+/// 1:1:1 → 33.4% / 33.3% / 33.3%).
+fn shares(weights: &[u64]) -> Vec<String> {
+    let total: u64 = weights.iter().sum();
+    if total == 0 {
+        return weights.iter().map(|_| "0%".to_owned()).collect();
+    }
+    if weights.iter().all(|w| (w * 100) % total == 0) {
+        return weights
+            .iter()
+            .map(|w| format!("{}%", w * 100 / total))
+            .collect();
+    }
+    let mut tenths: Vec<u64> = weights.iter().map(|w| w * 1000 / total).collect();
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse((weights[i] * 1000) % total));
+    let missing = 1000 - tenths.iter().sum::<u64>();
+    for &i in order.iter().take(usize::try_from(missing).unwrap_or(0)) {
+        tenths[i] += 1;
+    }
+    tenths
+        .iter()
+        .map(|t| format!("{}.{}%", t / 10, t % 10))
+        .collect()
 }
 
 fn clusters_table(table: &RouteTable, out: &mut String) {
@@ -221,5 +270,42 @@ fn columns(rows: &[Vec<String>], out: &mut String) {
             }
         }
         let _ = writeln!(out, "{}", line.trim_end());
+    }
+}
+
+#[cfg(test)]
+mod share_tests {
+    use super::shares;
+
+    #[test]
+    fn shares_are_exact_or_to_a_tenth_and_add_up_to_100() {
+        struct Case {
+            weights: &'static [u64],
+            shown: &'static [&'static str],
+        }
+        for case in [
+            Case {
+                weights: &[80, 20],
+                shown: &["80%", "20%"],
+            },
+            Case {
+                weights: &[1, 2],
+                shown: &["33.3%", "66.7%"],
+            },
+            Case {
+                weights: &[1, 1, 1],
+                shown: &["33.4%", "33.3%", "33.3%"],
+            },
+            Case {
+                weights: &[90, 10],
+                shown: &["90%", "10%"],
+            },
+            Case {
+                weights: &[0],
+                shown: &["0%"],
+            },
+        ] {
+            assert_eq!(shares(case.weights), case.shown, "{:?}", case.weights);
+        }
     }
 }

@@ -19,6 +19,18 @@ pub struct DeError {
     missing: Option<&'static str>,
 }
 
+impl DeError {
+    /// An error found outside serde (the schema check), already located.
+    pub fn at(path: &str, line: u32, message: String) -> DeError {
+        DeError {
+            path: Some(path.to_owned()),
+            line: Some(line),
+            message,
+            missing: None,
+        }
+    }
+}
+
 impl fmt::Display for DeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)

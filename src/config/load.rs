@@ -6,217 +6,23 @@
 //! resource read again from a later file replaces the earlier one (as a second
 //! `kubectl apply` would) and keeps its place in creation order.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
 use super::de::{DeError, from_node};
-use super::files;
-use super::manifest::{
-    DestinationRuleSpec, GatewaySpec, Labels, Metadata, ServiceEntrySpec, VirtualServiceSpec,
-    WorkloadEntrySpec,
-};
+use super::manifest::{Labels, Metadata};
 use super::yaml::{self, Limits, Node, Value};
-use crate::diag::{Diagnostic, Diagnostics, Location, Severity, did_you_mean};
+use super::{files, schema};
 
-pub const API_GROUP: &str = "networking.istio.io";
-pub const API_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
-pub const DEFAULT_NAMESPACE: &str = "default";
-
-/// The five kinds ringway reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    Gateway,
-    VirtualService,
-    DestinationRule,
-    ServiceEntry,
-    WorkloadEntry,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 5] = [
-        Kind::Gateway,
-        Kind::VirtualService,
-        Kind::DestinationRule,
-        Kind::ServiceEntry,
-        Kind::WorkloadEntry,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Gateway => "Gateway",
-            Kind::VirtualService => "VirtualService",
-            Kind::DestinationRule => "DestinationRule",
-            Kind::ServiceEntry => "ServiceEntry",
-            Kind::WorkloadEntry => "WorkloadEntry",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Line numbers of every field of one document, by path from the document
-/// root (`spec.tcp[0].route[1].destination.subset`).
-#[derive(Debug, Default)]
-pub struct LineIndex(BTreeMap<String, u32>);
-
-impl LineIndex {
-    fn build(root: &Node) -> LineIndex {
-        let mut index = BTreeMap::new();
-        let mut stack = vec![(String::new(), root)];
-        while let Some((path, node)) = stack.pop() {
-            match &node.value {
-                Value::Map(entries) => {
-                    for (k, v) in entries {
-                        let key = k.as_str().unwrap_or("null");
-                        let child = if path.is_empty() {
-                            key.to_owned()
-                        } else {
-                            format!("{path}.{key}")
-                        };
-                        // A key's line is where the operator looks for the field.
-                        index.insert(child.clone(), k.line);
-                        stack.push((child, v));
-                    }
-                }
-                Value::Seq(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        let child = format!("{path}[{i}]");
-                        index.insert(child.clone(), item.line);
-                        stack.push((child, item));
-                    }
-                }
-                Value::Null | Value::Scalar { .. } => {}
-            }
-        }
-        LineIndex(index)
-    }
-
-    /// The line of `path`, or of its closest ancestor that was written.
-    fn line(&self, path: &str) -> Option<u32> {
-        let mut p = path;
-        loop {
-            if let Some(line) = self.0.get(p) {
-                return Some(*line);
-            }
-            let cut = p.rfind(['.', '['])?;
-            p = &p[..cut];
-        }
-    }
-}
-
-/// Where a resource was read: file, document, and the lines of its fields.
-#[derive(Debug, Clone)]
-pub struct Origin {
-    pub file: Arc<str>,
-    /// 1-based document index inside the file.
-    pub document: usize,
-    /// Line where the document starts.
-    pub line: u32,
-    lines: Arc<LineIndex>,
-}
-
-impl Origin {
-    /// The location of a field, by path from the document root.
-    pub fn location(&self, path: &str) -> Location {
-        Location {
-            file: self.file.clone(),
-            document: self.document,
-            line: self.lines.line(path).unwrap_or(self.line),
-        }
-    }
-}
-
-impl Origin {
-    /// `file:line` of a field, for messages that point at another resource.
-    pub fn at(&self, path: &str) -> String {
-        let loc = self.location(path);
-        format!("{}:{}", loc.file, loc.line)
-    }
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{} (document {})",
-            self.file, self.line, self.document
-        )
-    }
-}
-
-/// One resource of one kind, with its identity and where it came from.
-#[derive(Debug, Clone)]
-pub struct Resource<T> {
-    pub kind: Kind,
-    pub name: String,
-    pub namespace: String,
-    pub labels: Labels,
-    pub spec: T,
-    pub origin: Origin,
-}
-
-impl<T> Resource<T> {
-    /// `VirtualService default/tcp-echo`.
-    pub fn id(&self) -> String {
-        format!("{} {}/{}", self.kind, self.namespace, self.name)
-    }
-
-    /// A diagnostic about the field at `path` (from the document root, for
-    /// example `spec.tcp[0].route`); the message names file, line, resource and
-    /// field.
-    pub fn diag(&self, severity: Severity, path: &str, message: impl Into<String>) -> Diagnostic {
-        Diagnostic::new(severity, message)
-            .at(self.origin.location(path))
-            .resource(self.id())
-            .field(display_path(path))
-    }
-}
-
-/// `spec.tcp[0]` is shown as `tcp[0]`: everything the operator writes is under
-/// `spec` unless it says `metadata`.
-pub fn display_path(path: &str) -> &str {
-    match path {
-        "spec" => "",
-        _ => path.strip_prefix("spec.").unwrap_or(path),
-    }
-}
-
-/// Every resource of a configuration, each kind in creation order (file
-/// order, then document order).
-#[derive(Debug, Clone, Default)]
-pub struct Manifests {
-    pub gateways: Vec<Resource<GatewaySpec>>,
-    pub virtual_services: Vec<Resource<VirtualServiceSpec>>,
-    pub destination_rules: Vec<Resource<DestinationRuleSpec>>,
-    pub service_entries: Vec<Resource<ServiceEntrySpec>>,
-    pub workload_entries: Vec<Resource<WorkloadEntrySpec>>,
-}
-
-impl Manifests {
-    pub fn len(&self) -> usize {
-        self.gateways.len()
-            + self.virtual_services.len()
-            + self.destination_rules.len()
-            + self.service_entries.len()
-            + self.workload_entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+pub use super::resource::{
+    API_GROUP, API_VERSIONS, DEFAULT_NAMESPACE, Kind, LineIndex, MESH_KINDS, Manifests, Origin,
+    Resource, display_path,
+};
+use crate::diag::{Diagnostic, Diagnostics, Location, did_you_mean};
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -355,16 +161,94 @@ impl Loader<'_> {
         let mut in_this_file: HashMap<(Kind, String, String), Origin> = HashMap::new();
         for doc in documents {
             let Some(root) = doc.root else { continue };
-            let origin = Origin {
-                file: name.clone(),
-                document: doc.index,
-                line: doc.line,
-                lines: Arc::new(LineIndex::build(&root)),
-            };
-            if let Some(key) = self.document(&root, origin.clone()) {
-                if let Some(first) = in_this_file.insert(key.clone(), origin.clone()) {
-                    let (kind, ns, n) = &key;
+            if !doc.duplicates.is_empty() {
+                // YAML forbids a repeated key; which value was meant is
+                // unknown, so the document is not read.
+                let id = self.resource_id(&root);
+                for d in &doc.duplicates {
                     self.loaded.diagnostics.push(
+                        Diagnostic::error(format!(
+                            "duplicate key {:?} (first at line {}); YAML forbids repeating a key: keep one",
+                            d.key, d.first_line
+                        ))
+                        .at(Location {
+                            file: name.clone(),
+                            document: doc.index,
+                            line: d.line,
+                        })
+                        .resource(id.clone())
+                        .field(display_path(&d.path)),
+                    );
+                }
+                continue;
+            }
+            let mut resources = Vec::new();
+            match list_items(&root) {
+                // `kubectl get vs,dr -o yaml` writes a `List` (or a
+                // `VirtualServiceList`...): its items are the documents.
+                Some(items) => {
+                    self.loaded.diagnostics.push(
+                        Diagnostic::info(format!(
+                            "reading the {} items of a {}",
+                            items.len(),
+                            root.get("kind").and_then(Node::as_str).unwrap_or("List")
+                        ))
+                        .at(Location {
+                            file: name.clone(),
+                            document: doc.index,
+                            line: doc.line,
+                        }),
+                    );
+                    for item in items {
+                        let line = item.line;
+                        resources.push((item, line));
+                    }
+                }
+                None => resources.push((Cow::Borrowed(&root), doc.line)),
+            }
+            for (resource, line) in resources {
+                let origin = Origin {
+                    file: name.clone(),
+                    document: doc.index,
+                    line,
+                    lines: Arc::new(LineIndex::build(&resource)),
+                };
+                self.resource(&resource, origin, &mut in_this_file);
+            }
+        }
+    }
+
+    /// `Kind namespace/name` of a document, as far as it says.
+    fn resource_id(&self, root: &Node) -> String {
+        let meta = |key: &str| {
+            root.get("metadata")
+                .and_then(|m| m.get(key))
+                .and_then(Node::as_str)
+        };
+        format!(
+            "{} {}/{}",
+            root.get("kind")
+                .and_then(Node::as_str)
+                .unwrap_or("(no kind)"),
+            meta("namespace").unwrap_or(&self.options.namespace),
+            meta("name")
+                .filter(|n| !n.is_empty())
+                .unwrap_or("(unnamed)")
+        )
+    }
+
+    /// Reads one resource (a document, or an item of a List) and reports a
+    /// second definition of its key in the same file.
+    fn resource(
+        &mut self,
+        root: &Node,
+        origin: Origin,
+        in_this_file: &mut HashMap<(Kind, String, String), Origin>,
+    ) {
+        if let Some(key) = self.document(root, origin.clone()) {
+            if let Some(first) = in_this_file.insert(key.clone(), origin.clone()) {
+                let (kind, ns, n) = &key;
+                self.loaded.diagnostics.push(
                         Diagnostic::error(format!(
                             "{kind} {ns}/{n} is defined twice in this file (first at line {}, document {}); \
                              give each resource its own name",
@@ -374,7 +258,6 @@ impl Loader<'_> {
                         .resource(format!("{kind} {ns}/{n}"))
                         .field("metadata.name"),
                     );
-                }
             }
         }
     }
@@ -430,9 +313,27 @@ impl Loader<'_> {
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         let kind = match Kind::parse(kind_text) {
             Some(kind) if group == API_GROUP => kind,
+            None if group == API_GROUP && !MESH_KINDS.contains(&kind_text) => {
+                let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+                let hint = did_you_mean(kind_text, &names)
+                    .map_or_else(String::new, |h| format!(", did you mean {h:?}?"));
+                diags.push(
+                    Diagnostic::error(format!(
+                        "unknown kind {kind_text:?} in {API_GROUP}{hint} (ringway reads {}; {} are skipped)",
+                        names.join(", "),
+                        MESH_KINDS.join(", ")
+                    ))
+                    .at(at("kind"))
+                    .resource(id)
+                    .field("kind"),
+                );
+                return None;
+            }
             _ => {
                 let why = if group == "gateway.networking.k8s.io" {
                     "Kubernetes Gateway API resources are not read; write an Istio Gateway and VirtualService"
+                } else if group == API_GROUP {
+                    "it configures sidecars, not a gateway's routing"
                 } else {
                     "not routing configuration"
                 };
@@ -536,6 +437,17 @@ impl Loader<'_> {
             );
             return false;
         };
+        // Every unknown field, bad enum value or number of the whole spec,
+        // the parts ringway acts on and the parts it only accepts.
+        let problems = schema::check(spec_node, head.kind.as_str(), "spec");
+        if !problems.is_empty() {
+            for e in problems {
+                self.loaded
+                    .diagnostics
+                    .push(de_diagnostic(e, &head.origin, &id));
+            }
+            return false;
+        }
         let spec: T = match from_node(spec_node, "spec", spec_key.line) {
             Ok(spec) => spec,
             Err(e) => {
@@ -588,6 +500,61 @@ struct Head {
     namespace: String,
     labels: Labels,
     origin: Origin,
+}
+
+/// The items of a List document: `kind: List` (apiVersion v1), which is
+/// what `kubectl get gw,vs,dr,se -o yaml` writes, or a list of one
+/// networking kind (`VirtualServiceList`), whose items may leave out their
+/// apiVersion and kind. `None` for any other document.
+fn list_items(root: &Node) -> Option<Vec<Cow<'_, Node>>> {
+    let kind = root.get("kind")?.as_str()?;
+    let api_version = root.get("apiVersion").and_then(Node::as_str).unwrap_or("");
+    let typed = match kind {
+        "List" if api_version == "v1" => None,
+        _ => {
+            let item = kind.strip_suffix("List")?;
+            Kind::parse(item)?;
+            api_version
+                .starts_with(&format!("{API_GROUP}/"))
+                .then_some(())?;
+            Some(item)
+        }
+    };
+    let items = match &root.get("items")?.value {
+        Value::Seq(items) => items.as_slice(),
+        _ => &[],
+    };
+    Some(
+        items
+            .iter()
+            .map(|item| match (typed, &item.value) {
+                (Some(kind), Value::Map(entries)) if item.get("kind").is_none() => {
+                    let scalar = |text: &str| Node {
+                        value: Value::Scalar {
+                            text: text.to_owned(),
+                            plain: true,
+                        },
+                        line: item.line,
+                    };
+                    let mut filled = vec![
+                        (scalar("apiVersion"), scalar(api_version)),
+                        (scalar("kind"), scalar(kind)),
+                    ];
+                    filled.extend(
+                        entries
+                            .iter()
+                            .filter(|(k, _)| k.as_str() != Some("apiVersion"))
+                            .cloned(),
+                    );
+                    Cow::Owned(Node {
+                        value: Value::Map(filled),
+                        line: item.line,
+                    })
+                }
+                _ => Cow::Borrowed(item),
+            })
+            .collect(),
+    )
 }
 
 fn de_diagnostic(e: DeError, origin: &Origin, resource: &str) -> Diagnostic {

@@ -66,6 +66,8 @@ pub struct ServerTls {
     pub min_protocol_version: Ignored,
     pub max_protocol_version: Ignored,
     pub cipher_suites: Ignored,
+    pub ca_cert_credential_name: Ignored,
+    pub insecure_skip_verify: Ignored,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -88,7 +90,7 @@ pub struct VirtualServiceSpec {
     pub hosts: Vec<String>,
     /// `None` (absent) means `["mesh"]`: sidecars only, never a gateway.
     pub gateways: Option<Vec<String>>,
-    pub http: Option<Vec<IgnoredAny>>,
+    pub http: Option<Vec<HttpRoute>>,
     #[serde(default)]
     pub tcp: Vec<TcpRoute>,
     #[serde(default)]
@@ -137,6 +139,23 @@ pub struct TlsMatch {
     pub destination_subnets: Ignored,
     pub source_labels: Ignored,
     pub source_namespace: Ignored,
+}
+
+/// An HTTP route, as far as ringway reads it until HTTP routing exists: its
+/// `delegate`. The schema check (`schema.rs`) has already checked every
+/// field of it against Istio's HTTPRoute, so the rest is skipped here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRoute {
+    pub delegate: Option<Delegate>,
+}
+
+/// `http[].delegate`: the VirtualService that holds this route's rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Delegate {
+    pub name: String,
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -192,9 +211,35 @@ pub struct TrafficPolicy {
     #[serde(default)]
     pub port_level_settings: Vec<PortTrafficPolicy>,
     pub proxy_protocol: Option<ProxyProtocol>,
-    pub tls: Ignored,
+    pub tls: Option<ClientTls>,
     pub tunnel: Ignored,
     pub retry_budget: Ignored,
+}
+
+/// `trafficPolicy.tls`: how the gateway talks to the upstream (Istio's
+/// ClientTLSSettings). ringway reads the mode: anything but DISABLE asks
+/// for TLS origination, which it does not do yet.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientTls {
+    pub mode: Option<ClientTlsMode>,
+    pub client_certificate: Ignored,
+    pub private_key: Ignored,
+    pub ca_certificates: Ignored,
+    pub credential_name: Ignored,
+    pub subject_alt_names: Ignored,
+    pub sni: Ignored,
+    pub insecure_skip_verify: Ignored,
+    pub ca_crl: Ignored,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ClientTlsMode {
+    Disable,
+    Simple,
+    Mutual,
+    IstioMutual,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -204,7 +249,7 @@ pub struct PortTrafficPolicy {
     pub load_balancer: Option<LoadBalancer>,
     pub connection_pool: Option<ConnectionPool>,
     pub outlier_detection: Option<OutlierDetection>,
-    pub tls: Ignored,
+    pub tls: Option<ClientTls>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -213,6 +258,7 @@ pub struct LoadBalancer {
     pub simple: Option<SimpleLb>,
     pub consistent_hash: Option<ConsistentHash>,
     pub locality_lb_setting: Ignored,
+    pub zone_aware_lb_setting: Ignored,
     pub warmup: Ignored,
     pub warmup_duration_secs: Ignored,
 }
@@ -342,7 +388,7 @@ pub struct WorkloadEntrySpec {
     #[serde(default)]
     pub labels: Labels,
     pub weight: Option<u32>,
-    pub network: Ignored,
+    pub network: Option<String>,
     pub locality: Ignored,
     pub service_account: Ignored,
 }

@@ -162,6 +162,19 @@ pub struct Document {
     pub line: u32,
     /// `None` for an empty (or comments-only) document.
     pub root: Option<Node>,
+    /// Keys repeated in a mapping: YAML forbids them, and the loader
+    /// reports each with the resource and field it is in.
+    pub duplicates: Vec<Duplicate>,
+}
+
+/// A key that a mapping repeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    /// From the document's root: `spec.tcp[0].route[1].weight`.
+    pub path: String,
+    pub key: String,
+    pub line: u32,
+    pub first_line: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -194,6 +207,7 @@ struct Builder {
     stack: Vec<Frame>,
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
+    duplicates: Vec<Duplicate>,
 }
 
 impl Builder {
@@ -231,6 +245,81 @@ impl Builder {
         Ok(())
     }
 
+    /// YAML's merge key: `<<: *base` (or `<<: [*a, *b]`) adds the entries of
+    /// the merged mappings that this mapping does not set itself; of several
+    /// mappings, the first to set a key wins.
+    fn merge_keys(&self, entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, YamlError> {
+        let is_merge =
+            |k: &Node| matches!(&k.value, Value::Scalar { text, plain: true } if text == "<<");
+        if !entries.iter().any(|(k, _)| is_merge(k)) {
+            return Ok(entries);
+        }
+        let mut own = Vec::with_capacity(entries.len());
+        let mut sources = Vec::new();
+        for (key, value) in entries {
+            if !is_merge(&key) {
+                own.push((key, value));
+                continue;
+            }
+            let line = value.line;
+            match value.value {
+                Value::Map(map) => sources.push(map),
+                Value::Seq(items) => {
+                    for item in items {
+                        match item.value {
+                            Value::Map(map) => sources.push(map),
+                            _ => {
+                                return Err(self.error(
+                                    item.line,
+                                    "each item of a merge key (<<) list must be a mapping",
+                                ));
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    return Err(self.error(
+                        line,
+                        "the value of a merge key (<<) must be a mapping, or a list of mappings",
+                    ));
+                }
+            }
+        }
+        for (key, value) in sources.into_iter().flatten() {
+            let text = key.as_str().unwrap_or_default();
+            if !own
+                .iter()
+                .any(|(k, _)| k.as_str().unwrap_or_default() == text)
+            {
+                own.push((key, value));
+            }
+        }
+        Ok(own)
+    }
+
+    /// The path from the document's root to `key` of the innermost mapping.
+    fn path_to(&self, key: &str) -> String {
+        let mut path = String::new();
+        let outer = self.stack.len().saturating_sub(1);
+        for frame in &self.stack[..outer] {
+            match frame {
+                Frame::Map { key: Some(k), .. } => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(k.as_str().unwrap_or("null"));
+                }
+                Frame::Map { key: None, .. } => {}
+                Frame::Seq { items, .. } => path.push_str(&format!("[{}]", items.len())),
+            }
+        }
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key);
+        path
+    }
+
     /// A finished node: record its anchor, then hang it on its parent.
     fn finish(&mut self, node: Node, anchor: usize) -> Result<(), YamlError> {
         if anchor != 0 {
@@ -248,15 +337,22 @@ impl Builder {
                         ));
                     }
                     let text = node.as_str().unwrap_or_default();
-                    if let Some((first, _)) = entries
+                    let first = entries
                         .iter()
                         .find(|(k, _)| k.as_str().unwrap_or_default() == text)
-                    {
-                        let first_line = first.line;
-                        return Err(self.error(
-                            node.line,
-                            format!("duplicate key {text:?} (first at line {first_line})"),
-                        ));
+                        .map(|(k, _)| k.line);
+                    if let Some(first_line) = first {
+                        let duplicate = Duplicate {
+                            path: self.path_to(text),
+                            key: text.to_owned(),
+                            line: node.line,
+                            first_line,
+                        };
+                        self.duplicates.push(duplicate);
+                        if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+                            *key = Some(node);
+                        }
+                        return Ok(());
                     }
                     *key = Some(node);
                 }
@@ -334,13 +430,16 @@ impl Builder {
                     anchor,
                     entries,
                     ..
-                }) => self.finish(
-                    Node {
-                        value: Value::Map(entries),
-                        line,
-                    },
-                    anchor,
-                ),
+                }) => {
+                    let entries = self.merge_keys(entries)?;
+                    self.finish(
+                        Node {
+                            value: Value::Map(entries),
+                            line,
+                        },
+                        anchor,
+                    )
+                }
                 None => Err(self.error(line, "unbalanced end of collection")),
             },
             Event::StreamStart
@@ -372,11 +471,12 @@ pub fn parse(text: &str, limits: Limits) -> Result<Vec<Document>, YamlError> {
         stack: Vec::new(),
         anchors: HashMap::new(),
         root: None,
+        duplicates: Vec::new(),
     };
     let mut documents = Vec::new();
     let mut doc_line = 1;
     for result in Parser::new_from_str(text) {
-        let (event, span) = result.map_err(|e| scan_error(&e, builder.document))?;
+        let (event, span) = result.map_err(|e| scan_error(&e, builder.document, text))?;
         match event {
             Event::DocumentStart(_) => {
                 builder.document += 1;
@@ -397,6 +497,7 @@ pub fn parse(text: &str, limits: Limits) -> Result<Vec<Document>, YamlError> {
                     index: builder.document,
                     line,
                     root,
+                    duplicates: std::mem::take(&mut builder.duplicates),
                 });
             }
             other => builder.event(other, span)?,
@@ -405,12 +506,71 @@ pub fn parse(text: &str, limits: Limits) -> Result<Vec<Document>, YamlError> {
     Ok(documents)
 }
 
-fn scan_error(e: &ScanError, document: usize) -> YamlError {
+fn scan_error(e: &ScanError, document: usize, text: &str) -> YamlError {
+    let line = u32::try_from(e.marker().line()).unwrap_or(u32::MAX);
+    let (line, message) = explain(text, e.info(), line);
     YamlError {
-        line: u32::try_from(e.marker().line()).unwrap_or(u32::MAX),
+        line,
         document: document.max(1),
-        message: format!("invalid YAML: {}", e.info()),
+        message,
     }
+}
+
+/// The scanner's complaint in words, at the line where the mistake most
+/// likely is. "mapping values are not allowed in this context" on a line
+/// usually means the line above lacks its colon (`selector` for
+/// `selector:`), or this line is indented deeper than the key above it.
+fn explain(text: &str, info: &str, line: u32) -> (u32, String) {
+    let lines: Vec<&str> = text.lines().collect();
+    let body = |n: u32| -> Option<&str> {
+        let l = lines.get(usize::try_from(n).ok()?.checked_sub(1)?)?;
+        let without_comment = match l.find(" #") {
+            Some(i) => &l[..i],
+            None => l,
+        };
+        (!without_comment.trim().is_empty() && !without_comment.trim_start().starts_with('#'))
+            .then_some(without_comment.trim_end())
+    };
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    if info.starts_with("mapping values are not allowed") || info.contains("expected ':'") {
+        let previous = (1..line).rev().find_map(|n| body(n).map(|b| (n, b)));
+        if let (Some((n, above)), Some(here)) = (previous, body(line)) {
+            let key = above.trim_start().trim_start_matches("- ");
+            if !key.contains(':') && !key.is_empty() {
+                return (
+                    n,
+                    format!(
+                        "invalid YAML: `{key}` has no colon: write `{key}:` to start a mapping \
+                         (or quote a value that contains \": \")"
+                    ),
+                );
+            }
+            if indent(here) > indent(above) {
+                let above_key = key.split(':').next().unwrap_or(key);
+                return (
+                    line,
+                    format!(
+                        "invalid YAML: this line is indented deeper than `{above_key}:` above it and \
+                         cannot start a key there; keys of one mapping start in the same column"
+                    ),
+                );
+            }
+        }
+        return (
+            line,
+            "invalid YAML: a `key: value` is not allowed here: quote a value that contains \": \", \
+             or check the indentation of this line and the one above"
+                .to_owned(),
+        );
+    }
+    if info.contains("tabs") {
+        return (
+            line,
+            "invalid YAML: tabs are not allowed in indentation; YAML indents with spaces"
+                .to_owned(),
+        );
+    }
+    (line, format!("invalid YAML: {info}"))
 }
 
 #[cfg(test)]
@@ -500,10 +660,24 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_keys_are_rejected_with_both_lines() {
-        let err = parse("a: 1\nb: 2\na: 3\n", Limits::DEFAULT).expect_err("duplicate");
-        assert_eq!(err.line, 3);
-        assert!(err.message.contains("first at line 1"), "{}", err.message);
+    fn duplicate_keys_are_recorded_with_their_path_and_both_lines() {
+        let docs = parse(
+            "a: 1\nb: 2\na: 3\nspec:\n  tcp:\n  - route:\n    - {weight: 1, weight: 2}\n",
+            Limits::DEFAULT,
+        )
+        .expect("parsed");
+        let found: Vec<(String, u32, u32)> = docs[0]
+            .duplicates
+            .iter()
+            .map(|d| (d.path.clone(), d.line, d.first_line))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("a".to_owned(), 3, 1),
+                ("spec.tcp[0].route[0].weight".to_owned(), 7, 7)
+            ]
+        );
     }
 
     #[test]
@@ -543,5 +717,59 @@ mod tests {
             ..Limits::DEFAULT
         };
         assert!(parse("a: 123456789\n", limits).is_err());
+    }
+
+    #[test]
+    fn merge_keys_add_what_the_mapping_does_not_set() {
+        let text = "base: &b {a: 1, c: 9}\nmore: &m {d: 4, a: 7}\none:\n  <<: *b\n  c: 2\nmany:\n  <<: [*b, *m]\n";
+        let docs = parse(text, Limits::DEFAULT).expect("valid");
+        let root = docs[0].root.as_ref().expect("root");
+        let get = |map: &str, key: &str| {
+            root.get(map)
+                .and_then(|m| m.get(key))
+                .and_then(Node::as_str)
+                .map(str::to_owned)
+        };
+        assert_eq!(get("one", "a").as_deref(), Some("1"));
+        assert_eq!(get("one", "c").as_deref(), Some("2"), "its own key wins");
+        assert_eq!(
+            get("many", "a").as_deref(),
+            Some("1"),
+            "the first mapping wins"
+        );
+        assert_eq!(get("many", "d").as_deref(), Some("4"));
+        assert!(root.get("one").and_then(|m| m.get("<<")).is_none());
+        let err = parse("a: &x 1\nb:\n  <<: *x\n", Limits::DEFAULT).expect_err("scalar");
+        assert!(err.message.contains("merge key"), "{err}");
+    }
+
+    #[test]
+    fn scanner_errors_are_said_in_words_at_the_line_of_the_mistake() {
+        struct Case {
+            text: &'static str,
+            line: u32,
+            says: &'static str,
+        }
+        for case in [
+            Case {
+                text: "spec:\n  selector\n    istio: x\n  servers: []\n",
+                line: 2,
+                says: "`selector` has no colon: write `selector:`",
+            },
+            Case {
+                text: "spec:\n  host: a\n   subsets:\n  - name: v1\n",
+                line: 3,
+                says: "indented deeper than `host:` above it",
+            },
+            Case {
+                text: "a:\n\tb: 1\n",
+                line: 2,
+                says: "tabs are not allowed in indentation",
+            },
+        ] {
+            let err = parse(case.text, Limits::DEFAULT).expect_err("invalid");
+            assert_eq!(err.line, case.line, "{}: {err}", case.text);
+            assert!(err.message.contains(case.says), "{}: {err}", case.text);
+        }
     }
 }

@@ -17,10 +17,31 @@ use super::table::{
     UNLIMITED_CONNECTIONS,
 };
 
+/// A `loadBalancer` block as validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Balance {
+    Use(LoadBalancer),
+    /// `simple: PASSTHROUGH`: connect to the original destination, which at
+    /// a gateway is the gateway itself. Valid Istio, so only a route that it
+    /// applies to is refused.
+    Passthrough,
+}
+
+/// What a destination cannot be served with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unservable {
+    Passthrough,
+    /// `tls.mode` SIMPLE, MUTUAL or ISTIO_MUTUAL: Istio encrypts to the
+    /// upstream; ringway would send plaintext, so it refuses instead.
+    TlsOrigination(manifest::ClientTlsMode),
+}
+
 /// The blocks a policy level may replace.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Blocks {
-    pub load_balancer: Option<LoadBalancer>,
+    pub load_balancer: Option<Balance>,
+    /// `tls.mode`, when the level sets one.
+    pub tls: Option<manifest::ClientTlsMode>,
     pub pool: Option<Pool>,
     pub outlier: Option<OutlierDetection>,
 }
@@ -77,7 +98,11 @@ impl RulePolicy {
     /// The policy of the cluster for `port` and `subset`:
     /// top level, replaced by its port level, overridden block by block by
     /// the subset, replaced by the subset's port level.
-    pub fn cluster_policy(&self, port: u16, subset: Option<&str>) -> ClusterPolicy {
+    pub fn cluster_policy(
+        &self,
+        port: u16,
+        subset: Option<&str>,
+    ) -> Result<ClusterPolicy, Unservable> {
         let mut blocks = self.top.blocks.clone();
         if let Some(port_blocks) = self.top.port(port) {
             blocks = port_blocks.clone();
@@ -91,6 +116,7 @@ impl RulePolicy {
             blocks.load_balancer = b.load_balancer.or(blocks.load_balancer);
             blocks.pool = b.pool.or(blocks.pool);
             blocks.outlier = b.outlier.or(blocks.outlier);
+            blocks.tls = b.tls.or(blocks.tls);
             proxy = sub.proxy_protocol.or(proxy);
             if let Some(port_blocks) = sub.port(port) {
                 blocks = port_blocks.clone();
@@ -98,14 +124,25 @@ impl RulePolicy {
         }
         let pool = blocks.pool.unwrap_or_default();
         let defaults = ClusterPolicy::default();
-        ClusterPolicy {
-            load_balancer: blocks.load_balancer.unwrap_or(defaults.load_balancer),
+        if let Some(mode) = blocks
+            .tls
+            .filter(|m| *m != manifest::ClientTlsMode::Disable)
+        {
+            return Err(Unservable::TlsOrigination(mode));
+        }
+        let load_balancer = match blocks.load_balancer {
+            None => defaults.load_balancer,
+            Some(Balance::Use(lb)) => lb,
+            Some(Balance::Passthrough) => return Err(Unservable::Passthrough),
+        };
+        Ok(ClusterPolicy {
+            load_balancer,
             connect_timeout: pool.connect_timeout.unwrap_or(defaults.connect_timeout),
             max_connections: pool.max_connections.unwrap_or(UNLIMITED_CONNECTIONS),
             tcp_keepalive: pool.keepalive,
             outlier_detection: blocks.outlier,
             proxy_protocol: proxy,
-        }
+        })
     }
 
     /// Idle timeout and maximum duration of a route whose first destination
@@ -205,18 +242,18 @@ impl Checker<'_> {
     }
 
     fn level(&mut self, tp: &TrafficPolicy, path: &str) -> Level {
-        let blocks = self.blocks(
+        let mut blocks = self.blocks(
             tp.load_balancer.as_ref(),
             tp.connection_pool.as_ref(),
             tp.outlier_detection.as_ref(),
             path,
         );
+        blocks.tls = self.tls(tp.tls.as_ref(), path);
         let proxy_protocol = tp.proxy_protocol.map(|p| match p.version {
             None | Some(manifest::ProxyVersion::V1) => ProxyProtocol::V1,
             Some(manifest::ProxyVersion::V2) => ProxyProtocol::V2,
         });
         for (field, present) in [
-            ("tls", tp.tls.is_some()),
             ("tunnel", tp.tunnel.is_some()),
             ("retryBudget", tp.retry_budget.is_some()),
         ] {
@@ -251,18 +288,13 @@ impl Checker<'_> {
                 );
                 continue;
             }
-            if pl.tls.is_some() {
-                self.ignored(
-                    &format!("{ppath}.tls"),
-                    "tls is accepted but not implemented by ringway; it has no effect",
-                );
-            }
-            let blocks = self.blocks(
+            let mut blocks = self.blocks(
                 pl.load_balancer.as_ref(),
                 pl.connection_pool.as_ref(),
                 pl.outlier_detection.as_ref(),
                 &ppath,
             );
+            blocks.tls = self.tls(pl.tls.as_ref(), &ppath);
             ports.push((port, blocks));
         }
         Level {
@@ -270,6 +302,27 @@ impl Checker<'_> {
             proxy_protocol,
             ports,
         }
+    }
+
+    /// `tls` of a level: its mode, with a warning when it asks for TLS
+    /// origination (refused for the routes it applies to).
+    fn tls(
+        &mut self,
+        tls: Option<&manifest::ClientTls>,
+        path: &str,
+    ) -> Option<manifest::ClientTlsMode> {
+        let mode = tls?.mode.unwrap_or(manifest::ClientTlsMode::Disable);
+        if mode != manifest::ClientTlsMode::Disable {
+            self.ignored(
+                &format!("{path}.tls.mode"),
+                format!(
+                    "TLS origination ({}) is not implemented yet: a route to a destination this applies to \
+                     is refused rather than sent in plaintext",
+                    tls_mode_name(mode)
+                ),
+            );
+        }
+        Some(mode)
     }
 
     fn blocks(
@@ -284,12 +337,14 @@ impl Checker<'_> {
                 .and_then(|lb| self.load_balancer(lb, &format!("{path}.loadBalancer"))),
             pool: pool.map(|p| self.pool(p, &format!("{path}.connectionPool"))),
             outlier: outlier.and_then(|o| self.outlier(o, &format!("{path}.outlierDetection"))),
+            tls: None,
         }
     }
 
-    fn load_balancer(&mut self, lb: &manifest::LoadBalancer, path: &str) -> Option<LoadBalancer> {
+    fn load_balancer(&mut self, lb: &manifest::LoadBalancer, path: &str) -> Option<Balance> {
         for (field, present) in [
             ("localityLbSetting", lb.locality_lb_setting.is_some()),
+            ("zoneAwareLbSetting", lb.zone_aware_lb_setting.is_some()),
             ("warmup", lb.warmup.is_some()),
             ("warmupDurationSecs", lb.warmup_duration_secs.is_some()),
         ] {
@@ -306,17 +361,17 @@ impl Checker<'_> {
                 None
             }
             (Some(SimpleLb::Passthrough), None) => {
-                self.error(
+                self.ignored(
                     &format!("{path}.simple"),
-                    "PASSTHROUGH forwards to the original destination, which at a gateway is the gateway itself \
-                     (valid: ROUND_ROBIN, LEAST_REQUEST, RANDOM)",
+                    "PASSTHROUGH forwards to the original destination, which at a gateway is the gateway itself: \
+                     a route to a destination it applies to is refused (valid: ROUND_ROBIN, LEAST_REQUEST, RANDOM)",
                 );
-                None
+                Some(Balance::Passthrough)
             }
-            (Some(SimpleLb::RoundRobin), None) => Some(LoadBalancer::RoundRobin),
-            (Some(SimpleLb::Random), None) => Some(LoadBalancer::Random),
+            (Some(SimpleLb::RoundRobin), None) => Some(Balance::Use(LoadBalancer::RoundRobin)),
+            (Some(SimpleLb::Random), None) => Some(Balance::Use(LoadBalancer::Random)),
             (Some(SimpleLb::LeastRequest | SimpleLb::LeastConn | SimpleLb::Unspecified), None) => {
-                Some(LoadBalancer::LeastRequest)
+                Some(Balance::Use(LoadBalancer::LeastRequest))
             }
             (None, Some(hash)) => {
                 for (field, present) in [
@@ -347,14 +402,14 @@ impl Checker<'_> {
                     }
                 }
                 if hash.use_source_ip == Some(true) {
-                    Some(LoadBalancer::SourceIpHash)
+                    Some(Balance::Use(LoadBalancer::SourceIpHash))
                 } else {
                     self.ignored(
                         &format!("{path}.consistentHash"),
                         "consistentHash without useSourceIp: true has no key for TCP, so endpoints are picked \
                          at random (as Envoy does)",
                     );
-                    Some(LoadBalancer::Random)
+                    Some(Balance::Use(LoadBalancer::Random))
                 }
             }
             (None, None) => None,
@@ -506,4 +561,14 @@ fn whole_seconds(d: Duration) -> Option<u32> {
 
 pub fn port_number(n: u32) -> Option<u16> {
     u16::try_from(n).ok().filter(|p| *p > 0)
+}
+
+/// Istio's name of a ClientTLSSettings mode.
+pub fn tls_mode_name(mode: manifest::ClientTlsMode) -> &'static str {
+    match mode {
+        manifest::ClientTlsMode::Disable => "DISABLE",
+        manifest::ClientTlsMode::Simple => "SIMPLE",
+        manifest::ClientTlsMode::Mutual => "MUTUAL",
+        manifest::ClientTlsMode::IstioMutual => "ISTIO_MUTUAL",
+    }
 }

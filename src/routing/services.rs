@@ -83,13 +83,13 @@ impl<'m> Registry<'m> {
         hosts
     }
 
-    /// The endpoints of `se` for `port` whose labels include `subset`'s.
-    pub fn endpoints(
+    /// The workloads of `se` (its endpoints, or the WorkloadEntries its
+    /// selector picks) whose labels include `subset`'s.
+    fn selected(
         &self,
-        se: &Resource<ServiceEntrySpec>,
-        port: &ServicePort,
+        se: &'m Resource<ServiceEntrySpec>,
         subset: Option<&Labels>,
-    ) -> Vec<Endpoint> {
+    ) -> Vec<&'m WorkloadEntrySpec> {
         let workloads: Vec<&WorkloadEntrySpec> = match &se.spec.workload_selector {
             Some(selector) if se.spec.endpoints.is_empty() => self
                 .m
@@ -102,6 +102,43 @@ impl<'m> Registry<'m> {
                 .collect(),
             _ => se.spec.endpoints.iter().collect(),
         };
+        workloads
+            .into_iter()
+            .filter(|w| subset.is_none_or(|s| contains(&w.labels, s)))
+            .collect()
+    }
+
+    /// The workloads of `se` (for `subset`) that ringway cannot connect to,
+    /// described: a unix domain socket, or no address (an endpoint Istio
+    /// reaches through another network's gateway).
+    pub fn unreachable(
+        &self,
+        se: &'m Resource<ServiceEntrySpec>,
+        subset: Option<&Labels>,
+    ) -> Vec<String> {
+        self.selected(se, subset)
+            .into_iter()
+            .filter_map(|w| match w.address.as_deref() {
+                Some(a) if a.starts_with("unix://") => {
+                    Some(format!("{a} (unix domain sockets are not supported)"))
+                }
+                None | Some("") => Some(format!(
+                    "an endpoint without address on network {:?} (reached through that network's gateway in Istio)",
+                    w.network.as_deref().unwrap_or("")
+                )),
+                Some(_) => None,
+            })
+            .collect()
+    }
+
+    /// The endpoints of `se` for `port` whose labels include `subset`'s.
+    pub fn endpoints(
+        &self,
+        se: &Resource<ServiceEntrySpec>,
+        port: &ServicePort,
+        subset: Option<&Labels>,
+    ) -> Vec<Endpoint> {
+        let workloads = self.selected(se, subset);
         let target = port
             .target_port
             .and_then(port_number)
@@ -109,7 +146,6 @@ impl<'m> Registry<'m> {
             .unwrap_or(0);
         let mut endpoints: Vec<Endpoint> = workloads
             .into_iter()
-            .filter(|w| subset.is_none_or(|s| contains(&w.labels, s)))
             .filter_map(|w| {
                 let address = endpoint_address(w.address.as_deref()?)?;
                 let port = w
@@ -150,6 +186,13 @@ impl<'m> Registry<'m> {
                 })
                 .collect();
         }
+        if se.spec.resolution == Some(Resolution::DnsRoundRobin) {
+            for e in &mut endpoints {
+                if let EndpointAddress::Hostname(host) = &e.address {
+                    e.address = EndpointAddress::LogicalDns(host.clone());
+                }
+            }
+        }
         endpoints
     }
 }
@@ -174,6 +217,18 @@ fn check_service_entry(se: &Resource<ServiceEntrySpec>, diags: &mut Diagnostics)
     let mut error = |path: &str, msg: String| diags.push(se.diag(Severity::Error, path, msg));
     if spec.hosts.is_empty() {
         error("spec.hosts", "at least one host is required".to_owned());
+    }
+    if spec.resolution == Some(Resolution::DnsRoundRobin) && spec.endpoints.len() > 1 {
+        // Istio's validation: "there must only be 0 or 1 endpoint for
+        // resolution mode DNS_ROUND_ROBIN".
+        error(
+            "spec.endpoints",
+            format!(
+                "resolution DNS_ROUND_ROBIN takes at most one endpoint (it has {}), as in Istio: \
+                 it connects to the first address of one name; use resolution: DNS to balance over several",
+                spec.endpoints.len()
+            ),
+        );
     }
     for (i, host) in spec.hosts.iter().enumerate() {
         if host == "*" || host.is_empty() {
@@ -266,16 +321,25 @@ fn check_workload<T>(
     service: Option<(&[&str], Option<Resolution>)>,
     diags: &mut Diagnostics,
 ) {
+    // Valid Istio that ringway cannot connect to: a warning here, an error
+    // for a route that reaches it (`Registry::unreachable`).
     match w.address.as_deref() {
+        None | Some("") if w.network.is_some() => diags.push(res.diag(
+            Severity::Warning,
+            &format!("{path}.address"),
+            "an endpoint without address is reached through its network's gateway in Istio; \
+             ringway cannot connect to it, so a route to it is refused",
+        )),
         None | Some("") => diags.push(res.diag(
             Severity::Error,
             &format!("{path}.address"),
-            "address is required",
+            "address is required (or network, for an endpoint behind another network's gateway)",
         )),
         Some(a) if a.starts_with("unix://") => diags.push(res.diag(
-            Severity::Error,
+            Severity::Warning,
             &format!("{path}.address"),
-            "unix domain socket endpoints are not supported; use an IP address or host name",
+            "unix domain socket endpoints are not supported: a route to this endpoint is refused; \
+             use an IP address or host name to serve it",
         )),
         Some(a) => {
             let is_static = service.is_some_and(|(_, r)| r == Some(Resolution::Static));

@@ -155,7 +155,9 @@ impl fmt::Display for Endpoint {
         match &self.address {
             EndpointAddress::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
             EndpointAddress::Ip(ip) => write!(f, "{ip}:{}", self.port),
-            EndpointAddress::Hostname(host) => write!(f, "{host}:{}", self.port),
+            EndpointAddress::Hostname(host) | EndpointAddress::LogicalDns(host) => {
+                write!(f, "{host}:{}", self.port)
+            }
         }
     }
 }
@@ -167,6 +169,19 @@ pub enum EndpointAddress {
     /// Resolved off the data path (resolution DNS); every address it
     /// resolves to becomes an endpoint.
     Hostname(String),
+    /// Resolved off the data path (resolution DNS_ROUND_ROBIN, Envoy's
+    /// LOGICAL_DNS): only the first address a lookup returns is used.
+    LogicalDns(String),
+}
+
+impl EndpointAddress {
+    /// The host name to resolve, for the two DNS kinds.
+    pub fn hostname(&self) -> Option<&str> {
+        match self {
+            EndpointAddress::Ip(_) => None,
+            EndpointAddress::Hostname(host) | EndpointAddress::LogicalDns(host) => Some(host),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

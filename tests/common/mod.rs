@@ -95,6 +95,9 @@ pub fn chat(s: &mut BufReader<TcpStream>, line: &str) -> String {
 pub struct Ringway {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
+    /// Its standard output, when started with [`Ringway::spawn_with_stdout`]
+    /// and `Stdio::piped()`.
+    pub stdout: Option<std::process::ChildStdout>,
 }
 
 /// The binary under test: this build's, or `RINGWAY_BIN` (to check that a
@@ -143,14 +146,19 @@ impl Ringway {
         Self::spawn(cmd)
     }
 
-    pub fn spawn(mut cmd: Command) -> Option<Ringway> {
+    pub fn spawn(cmd: Command) -> Option<Ringway> {
+        Self::spawn_with_stdout(cmd, Stdio::null())
+    }
+
+    /// [`Ringway::spawn`] with its standard output going to `stdout`.
+    pub fn spawn_with_stdout(mut cmd: Command, stdout: Stdio) -> Option<Ringway> {
         cmd.env(
             "RUST_LOG",
             // The helpers wait for info lines ("serving"): never less than info.
             std::env::var("RINGWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
         )
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn ringway");
         let stderr = child.stderr.take().expect("stderr");
@@ -163,7 +171,8 @@ impl Ringway {
                 sink.lock().unwrap().push(line);
             }
         });
-        let mut gw = Ringway { child, log };
+        let stdout = child.stdout.take();
+        let mut gw = Ringway { child, log, stdout };
         let deadline = Instant::now() + PATIENCE;
         loop {
             if gw.logged("serving") {
