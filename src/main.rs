@@ -67,6 +67,11 @@ struct ControlArgs {
     /// Admin HTTP endpoint (/ready, /healthz, /metrics, /config_dump, POST /reload), or "off".
     #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:15000", value_parser = parse_admin)]
     admin: Admin,
+    /// Allow --admin on an address reachable from the network (not
+    /// loopback): it serves POST /reload, /config_dump and /metrics to
+    /// anyone who can connect, without authentication.
+    #[arg(long)]
+    admin_expose: bool,
     /// How long SIGTERM waits for open connections before closing them (e.g. 30s, 500ms).
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = ringway::config::manifest::parse_duration)]
     drain_timeout: std::time::Duration,
@@ -146,6 +151,7 @@ impl DataArgs {
             },
             access_log: AccessLog::off(),
             admin: None,
+            admin_expose: false,
             drain_timeout: std::time::Duration::ZERO,
             dns_refresh: std::time::Duration::ZERO,
             allow_empty_reload: false,
@@ -254,6 +260,7 @@ fn main() -> ExitCode {
             let mut options = data.options(&config);
             options.access_log = access_log;
             options.admin = control.admin.0;
+            options.admin_expose = control.admin_expose;
             options.drain_timeout = control.drain_timeout;
             options.dns_refresh = control.dns_refresh;
             options.allow_empty_reload = control.allow_empty_reload;

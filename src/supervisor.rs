@@ -5,25 +5,27 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError, mpsc};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
 use crate::accesslog::AccessLog;
-use crate::control::admin::{Admin, AdminServer};
+use crate::control::admin::{self, Exposed, Exposure};
 use crate::control::reload::{Reloader, Trigger};
+use crate::control::server::AdminServer;
+use crate::control::state::{self, Admin, Control};
 use crate::dataplane::listener;
 use crate::dataplane::ring::{Ring, SetupError};
 use crate::dataplane::wake::WakeFd;
 use crate::dataplane::worker::{Worker, WorkerListener};
 use crate::dataplane::{Plan, Settings, Shared, WorkerStatus};
 use crate::diag::Severity;
-use crate::metrics::{ProcessMetrics, WorkerHandle, WorkerMetrics};
+use crate::metrics::{WorkerHandle, WorkerMetrics};
 use crate::pipeline::Source;
 use crate::process;
-use crate::resolve::{self, Resolver, SystemResolver};
+use crate::resolve::SystemResolver;
 use crate::routing::RouteTable;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,8 @@ pub enum RunError {
         address: SocketAddr,
         message: String,
     },
+    #[error(transparent)]
+    AdminExposed(#[from] Exposed),
     #[error("a worker failed; see the error above")]
     WorkerFailed,
 }
@@ -57,6 +61,9 @@ pub struct RunOptions {
     pub access_log: AccessLog,
     /// The admin endpoint's address (`--admin`); `None` = off.
     pub admin: Option<SocketAddr>,
+    /// Serve the admin endpoint on an address reachable from the network
+    /// (`--admin-expose`).
+    pub admin_expose: bool,
     /// How long SIGTERM waits for open connections (`--drain-timeout`).
     pub drain_timeout: Duration,
     /// How often endpoint host names are resolved again (`--dns-refresh`).
@@ -80,176 +87,13 @@ pub struct Gateway {
     dns: Option<(mpsc::Sender<()>, thread::JoinHandle<()>)>,
 }
 
-/// The gateway as the control plane sees it: readiness, counters, the
-/// table in use, reload.
-pub struct Control {
-    shared: Arc<Shared>,
-    /// Each worker's counters, read at scrape time.
-    metrics: Vec<Arc<WorkerMetrics>>,
-    /// Each worker's plan, unbound listeners and ejections.
-    statuses: Vec<Arc<WorkerStatus>>,
-    reloader: Reloader,
-    /// The access log's drop counter.
-    access_log: Arc<crate::accesslog::Counters>,
-    /// Serving and not draining (`/ready` also needs every listener bound).
-    ready: AtomicBool,
-    wakes: Vec<Arc<WakeFd>>,
-    /// Held while a new plan is published (reload, DNS refresh), so that a
-    /// refresh never replaces a plan newer than the one it resolved.
-    publish: Mutex<()>,
-}
-
-impl Control {
-    /// Build, publish, and wake every worker to take the new plan.
-    fn reload_with(&self, trigger: Trigger) -> Result<u64, Vec<String>> {
-        self.reloader.reload(trigger, |table| {
-            // A new address that cannot be bound refuses the whole reload
-            // (the workers would each fail to bind it).
-            let current = self.shared.plan.load();
-            for l in &table.listeners {
-                let known = current.table.listeners.iter().any(|c| c.address == l.address);
-                if !known {
-                    listener::probe(l.address).map_err(|e| {
-                        format!(
-                            "listener {} ({}): cannot bind: {e}; free the port or change the Gateway",
-                            l.name, l.address
-                        )
-                    })?;
-                }
-            }
-            let _publishing = self.publish.lock().unwrap_or_else(PoisonError::into_inner);
-            let plan = plan_for(table, Some(&self.shared.plan.load()));
-            self.shared.plan.store(Arc::new(plan));
-            self.wake_workers();
-            Ok(())
-        })
-    }
-
-    fn wake_workers(&self) {
-        for wake in &self.wakes {
-            if let Err(e) = wake.wake() {
-                tracing::warn!(error = %e, "cannot wake a worker");
-            }
-        }
-    }
-
-    /// Resolve the current table's host names again; publish a plan with
-    /// the same table (and generation) when an address changed. True when
-    /// it published.
-    pub fn refresh_dns(&self, resolver: &dyn Resolver) -> bool {
-        let current = self.shared.plan.load_full();
-        let Some((endpoints, warnings)) =
-            resolve::refreshed(&current.table, &current.endpoints, resolver)
-        else {
-            return false;
-        };
-        let _publishing = self.publish.lock().unwrap_or_else(PoisonError::into_inner);
-        if !Arc::ptr_eq(&self.shared.plan.load(), &current) {
-            // A reload published meanwhile (and resolved its own names).
-            return false;
-        }
-        for w in warnings.iter() {
-            tracing::warn!("{w}");
-        }
-        let count: usize = endpoints.iter().map(Vec::len).sum();
-        let plan = Plan::new(current.table.clone(), endpoints, Some(&current));
-        self.shared.plan.store(Arc::new(plan));
-        tracing::info!(
-            generation = current.table.generation,
-            endpoints = count,
-            "endpoint addresses changed (DNS); new connections use them"
-        );
-        self.wake_workers();
-        true
-    }
-}
-
-impl Admin for Control {
-    /// Serving, not draining, and every worker has taken the current plan
-    /// and bound all of its listeners.
-    fn ready(&self) -> bool {
-        if !self.ready.load(Ordering::Acquire) {
-            return false;
-        }
-        let current = self.shared.plan.load();
-        self.statuses.iter().all(|s| {
-            let report = s.snapshot();
-            report.missing_listeners == 0 && report.plan.is_some_and(|p| Arc::ptr_eq(&p, &current))
-        })
-    }
-
-    fn metrics(&self) -> String {
-        let snapshots: Vec<_> = self.metrics.iter().map(|m| m.snapshot()).collect();
-        let process = ProcessMetrics {
-            generation: self.shared.plan.load().table.generation,
-            reloads_success: self.reloader.succeeded(),
-            reloads_failure: self.reloader.failed(),
-            workers: self.metrics.len(),
-            access_log_dropped: self.access_log.dropped(),
-        };
-        crate::metrics::render(&process, &snapshots)
-    }
-
-    fn config_dump(&self) -> String {
-        let plan = self.shared.plan.load();
-        let reports: Vec<_> = self.statuses.iter().map(|s| s.snapshot()).collect();
-        let now = Instant::now();
-        // Endpoints as resolved for the workers, with the passive health
-        // each worker holds (outlier detection is per worker).
-        let resolved: serde_json::Map<String, serde_json::Value> = plan
-            .table
-            .clusters
-            .iter()
-            .zip(&plan.endpoints)
-            .map(|(c, targets)| {
-                let list = targets
-                    .iter()
-                    .map(|t| {
-                        let mut ejected_by = Vec::new();
-                        let mut remaining = Duration::ZERO;
-                        for (worker, report) in reports.iter().enumerate() {
-                            let ejection = report.ejections.iter().find(|e| {
-                                *e.cluster == *c.name && e.address == t.address && e.until > now
-                            });
-                            if let Some(e) = ejection {
-                                ejected_by.push(worker);
-                                remaining = remaining.max(e.until - now);
-                            }
-                        }
-                        let health = if ejected_by.is_empty() {
-                            "healthy"
-                        } else {
-                            "ejected"
-                        };
-                        serde_json::json!({
-                            "address": t.address.to_string(),
-                            "weight": t.weight,
-                            "health": health,
-                            "ejected_by_workers": ejected_by,
-                            "ejection_remaining_ms": remaining.as_millis() as u64,
-                        })
-                    })
-                    .collect();
-                (c.name.clone(), serde_json::Value::Array(list))
-            })
-            .collect();
-        let mut text = serde_json::to_string_pretty(&serde_json::json!({
-            "generation": plan.table.generation,
-            "table": &plan.table,
-            "resolved_endpoints": resolved,
-        }))
-        .unwrap_or_default();
-        text.push('\n');
-        text
-    }
-
-    fn reload(&self) -> Result<u64, Vec<String>> {
-        self.reload_with(Trigger::Admin)
-    }
-}
-
 /// Run until SIGTERM or SIGINT.
 pub fn run(options: &RunOptions) -> Result<(), RunError> {
+    if let Some(address) = options.admin {
+        if admin::exposure(address, options.admin_expose)? == Exposure::Network {
+            tracing::warn!(%address, "{}", admin::EXPOSED_WARNING);
+        }
+    }
     process::block_stop_signals();
     let gateway = start(options)?;
     let admin = match options.admin {
@@ -329,7 +173,7 @@ fn serve(gateway: &Gateway) -> Result<(), RunError> {
         match process::wait_intent() {
             process::Intent::Stop(signal) => {
                 tracing::info!(signal, "stopping");
-                gateway.control.ready.store(false, Ordering::Release);
+                gateway.control.set_serving(false);
                 return Ok(());
             }
             process::Intent::ReopenLog => {
@@ -379,7 +223,8 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let workers = options.workers.unwrap_or_else(|| cores.len().max(1)).max(1);
-    let plan = plan_for(table, None);
+    let endpoints = state::resolve_logged(&table);
+    let plan = Plan::new(table, endpoints, None);
     let listeners = bind_all(&plan.table, workers);
     // A configuration that opens no listener is valid (Istio parity: clients
     // are refused) and keeps the process up; listeners that exist but none
@@ -451,17 +296,15 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
         threads,
         failed,
         access_log: options.access_log.clone(),
-        control: Arc::new(Control {
-            shared: Arc::clone(&shared),
+        control: Arc::new(Control::new(
+            Arc::clone(&shared),
             metrics,
             statuses,
-            reloader: Reloader::new(options.source.clone(), &shared.plan.load().table)
+            Reloader::new(options.source.clone(), &shared.plan.load().table)
                 .allow_empty(options.allow_empty_reload),
-            access_log: options.access_log.counters(),
-            ready: AtomicBool::new(false),
-            wakes: wakes.clone(),
-            publish: Mutex::new(()),
-        }),
+            wakes.clone(),
+            options.access_log.counters(),
+        )),
         dns: None,
     };
     for id in 0..workers {
@@ -480,7 +323,7 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
             }
         }
     }
-    gateway.control.ready.store(true, Ordering::Release);
+    gateway.control.set_serving(true);
     tracing::info!(workers, listeners = bound, "serving");
     gateway.dns = spawn_dns_refresh(&gateway.control, options.dns_refresh);
     Ok(gateway)
@@ -566,16 +409,6 @@ impl Gateway {
         }
         Ok(())
     }
-}
-
-/// The plan for a newly compiled table: its host names resolved with the
-/// system resolver (off the data path), unresolvable ones warned about.
-fn plan_for(table: RouteTable, previous: Option<&Plan>) -> Plan {
-    let (endpoints, warnings) = resolve::resolve_endpoints(&table, &SystemResolver, None);
-    for w in warnings.iter() {
-        tracing::warn!("{w}");
-    }
-    Plan::new(table, endpoints, previous)
 }
 
 /// Every `every`, resolve the table's host names again (only when it has

@@ -8,13 +8,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    ConfigDir, EchoBackend, Ringway, connect, free_port, http, read_to_end, say, tcp_service,
+    ConfigDir, EchoBackend, Ringway, connect, free_port, http, limit_descriptors, read_to_end, say,
+    tcp_service,
 };
 
 fn echo(s: &TcpStream, line: &str) -> String {
@@ -184,20 +184,7 @@ fn descriptor_exhaustion_pauses_accepting_without_spinning_and_recovers() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway"));
     cmd.args(["run", "--workers", "1", "--admin", "off", "-c"])
         .arg(config.path());
-    // SAFETY: setrlimit is async-signal-safe; the child gets a hard limit of
-    // 64 descriptors, which ringway raises its soft limit to.
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: 64,
-                rlim_max: 64,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    limit_descriptors(&mut cmd, 64);
     let Some(gw) = Ringway::spawn(cmd) else {
         return;
     };

@@ -103,6 +103,7 @@ fn demo(dir: &std::path::Path, workers: usize) -> Result<(), DemoError> {
         settings: Settings::default(),
         access_log: crate::accesslog::AccessLog::off(),
         admin: None,
+        admin_expose: false,
         drain_timeout: std::time::Duration::ZERO,
         dns_refresh: std::time::Duration::ZERO,
         allow_empty_reload: false,

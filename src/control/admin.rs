@@ -1,77 +1,162 @@
-//! The admin endpoint (`--admin`, default 127.0.0.1:15000): readiness,
-//! health, Prometheus metrics, the compiled table, and reload. Served by a
-//! small HTTP library on its own thread, never on a worker ring.
+//! The admin endpoint (`--admin`, default 127.0.0.1:15000): which request
+//! gets which answer, and how the typed answers of `state.rs` are rendered.
+//! The transport (connections, limits, the runtime) is `server.rs`.
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use hyper::body::Bytes;
+use hyper::{Method, StatusCode};
 use serde::Serialize;
-use tiny_http::{Header, Method, Request, Response, Server};
 
-/// What the admin endpoint asks of the running gateway.
-pub trait Admin: Send + Sync + 'static {
-    /// Every listener is bound and the gateway is not draining.
-    fn ready(&self) -> bool;
-    /// Prometheus text exposition.
-    fn metrics(&self) -> String;
-    /// The compiled table in use, with endpoint health, as JSON.
-    fn config_dump(&self) -> String;
-    /// Loads, compiles and publishes the configuration: the new generation,
-    /// or every error (each naming its file and line).
-    fn reload(&self) -> Result<u64, Vec<String>>;
+use super::server::MAX_URL_BYTES;
+use super::state::{Admin, Readiness, ReloadOutcome};
+
+/// `POST /reload`s running or queued at once. Reloads run one at a time;
+/// each queued one holds an admin connection, so the queue is kept short.
+/// Above it: 503 (retry once the running reload has answered).
+pub const MAX_QUEUED_RELOADS: usize = 4;
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Ready,
+    Healthz,
+    Metrics,
+    ConfigDump,
+    Reload,
+    /// A known path with the wrong method.
+    NotAllowed,
+    NotFound,
+    /// The request target is longer than [`MAX_URL_BYTES`].
+    UriTooLong,
 }
 
-/// A running admin server; `stop` (or drop) ends its thread.
-pub struct AdminServer {
-    server: Arc<Server>,
-    thread: Option<thread::JoinHandle<()>>,
-    pub address: SocketAddr,
+/// `target_len` is the length of the request target as sent.
+pub fn route(method: &Method, path: &str, target_len: usize) -> Route {
+    if target_len > MAX_URL_BYTES {
+        return Route::UriTooLong;
+    }
+    let read = *method == Method::GET || *method == Method::HEAD;
+    match (read, *method == Method::POST, path) {
+        (true, _, "/ready") => Route::Ready,
+        (true, _, "/healthz") => Route::Healthz,
+        (true, _, "/metrics" | "/stats/prometheus") => Route::Metrics,
+        (true, _, "/config_dump") => Route::ConfigDump,
+        (_, true, "/reload") => Route::Reload,
+        (
+            _,
+            _,
+            "/ready" | "/healthz" | "/metrics" | "/stats/prometheus" | "/config_dump" | "/reload",
+        ) => Route::NotAllowed,
+        _ => Route::NotFound,
+    }
 }
 
-impl AdminServer {
-    pub fn start(address: SocketAddr, admin: Arc<dyn Admin>) -> io::Result<AdminServer> {
-        let server = Arc::new(Server::http(address).map_err(io::Error::other)?);
-        let address = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| io::Error::other("admin address is not IP"))?;
-        let serving = server.clone();
-        let thread = thread::Builder::new().name("admin".into()).spawn(move || {
-            for request in serving.incoming_requests() {
-                respond(request, admin.as_ref());
-            }
-        })?;
-        tracing::info!(%address, "admin endpoint listening");
-        Ok(AdminServer {
-            server,
-            thread: Some(thread),
-            address,
-        })
+/// An answer ready to be written.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: &'static str,
+    pub body: Bytes,
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+impl Reply {
+    fn text(status: StatusCode, body: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            content_type: TEXT,
+            body: Bytes::from(body.into()),
+        }
     }
 
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+    fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
+        let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+        body.push(b'\n');
+        Reply {
+            status,
+            content_type: JSON,
+            body: Bytes::from(body),
         }
     }
 }
 
-impl Drop for AdminServer {
-    fn drop(&mut self) {
-        self.shutdown();
+/// The reloads asked for through the admin endpoint: one at a time, at
+/// most [`MAX_QUEUED_RELOADS`] waiting.
+#[derive(Debug, Default)]
+pub struct Reloads {
+    one_at_a_time: tokio::sync::Mutex<()>,
+    queued: AtomicUsize,
+}
+
+/// Answer one request. `/ready`, `/healthz` and `/metrics` are answered
+/// here and now; `/config_dump` and reloads run on the blocking pool.
+pub async fn answer(
+    method: &Method,
+    path: &str,
+    target_len: usize,
+    admin: &Arc<dyn Admin>,
+    reloads: &Reloads,
+) -> Reply {
+    match route(method, path, target_len) {
+        Route::Ready => readiness(admin.readiness()),
+        Route::Healthz => Reply::text(StatusCode::OK, "ok\n"),
+        Route::Metrics => Reply {
+            status: StatusCode::OK,
+            content_type: PROMETHEUS,
+            body: Bytes::from(admin.metrics()),
+        },
+        Route::ConfigDump => {
+            let admin = Arc::clone(admin);
+            blocking(move || Reply::json(StatusCode::OK, &admin.config_dump())).await
+        }
+        Route::Reload => reload(admin, reloads).await,
+        Route::NotAllowed => Reply::text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on {path}\n"),
+        ),
+        Route::NotFound => Reply::text(
+            StatusCode::NOT_FOUND,
+            "not found; try /ready, /healthz, /metrics, /stats/prometheus, /config_dump, POST /reload\n",
+        ),
+        Route::UriTooLong => Reply::text(
+            StatusCode::URI_TOO_LONG,
+            format!("the request target is longer than {MAX_URL_BYTES} bytes\n"),
+        ),
+    }
+}
+
+fn readiness(readiness: Readiness) -> Reply {
+    match readiness {
+        Readiness::Ready => Reply::text(StatusCode::OK, "ready\n"),
+        Readiness::NotServing => Reply::text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        Readiness::Applying => Reply::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: workers are taking a new configuration\n",
+        ),
+        Readiness::Unbound { listeners } => Reply::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {listeners} listener sockets could not be bound (see the log)\n"),
+        ),
     }
 }
 
 #[derive(Serialize)]
-struct ReloadOk {
+struct Reloaded {
     generation: u64,
+}
+
+#[derive(Serialize)]
+struct StillApplying {
+    generation: u64,
+    workers: usize,
+    workers_applied: usize,
+    message: &'static str,
 }
 
 #[derive(Serialize)]
@@ -79,123 +164,227 @@ struct ReloadFailed {
     errors: Vec<String>,
 }
 
-fn respond(request: Request, admin: &dyn Admin) {
-    let path = request.url().split('?').next().unwrap_or("").to_owned();
-    let method = request.method().clone();
-    let (status, content_type, body) = match (&method, path.as_str()) {
-        (Method::Get | Method::Head, "/ready") => match admin.ready() {
-            true => (200, TEXT, "ready\n".to_owned()),
-            false => (503, TEXT, "not ready\n".to_owned()),
-        },
-        (Method::Get | Method::Head, "/healthz") => (200, TEXT, "ok\n".to_owned()),
-        (Method::Get | Method::Head, "/metrics" | "/stats/prometheus") => (200, PROMETHEUS, admin.metrics()),
-        (Method::Get | Method::Head, "/config_dump") => (200, JSON, admin.config_dump()),
-        (Method::Post, "/reload") => match admin.reload() {
-            Ok(generation) => (200, JSON, json(&ReloadOk { generation })),
-            Err(errors) => (400, JSON, json(&ReloadFailed { errors })),
-        },
-        (_, "/ready" | "/healthz" | "/metrics" | "/stats/prometheus" | "/config_dump" | "/reload") => {
-            (405, TEXT, format!("{method} is not allowed on {path}\n"))
-        }
-        _ => (
-            404,
-            TEXT,
-            "not found; try /ready, /healthz, /metrics, /stats/prometheus, /config_dump, POST /reload\n".to_owned(),
-        ),
-    };
-    let mut response = Response::from_string(body).with_status_code(status);
-    if let Ok(header) = Header::from_bytes("Content-Type", content_type) {
-        response = response.with_header(header);
+async fn reload(admin: &Arc<dyn Admin>, reloads: &Reloads) -> Reply {
+    let queued = Queued::join(&reloads.queued);
+    if queued.ahead >= MAX_QUEUED_RELOADS {
+        return Reply::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{MAX_QUEUED_RELOADS} reloads are already running or queued; retry once they have answered\n"
+            ),
+        );
     }
-    let _ = request.respond(response);
+    let _turn = reloads.one_at_a_time.lock().await;
+    let admin = Arc::clone(admin);
+    blocking(move || reload_reply(admin.reload())).await
 }
 
-const TEXT: &str = "text/plain; charset=utf-8";
-const JSON: &str = "application/json";
-const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-fn json<T: Serialize>(value: &T) -> String {
-    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
-    text.push('\n');
-    text
+/// A place in the reload queue, left on drop (also when the connection
+/// goes away while waiting).
+struct Queued<'a> {
+    queue: &'a AtomicUsize,
+    /// Reloads running or queued before this one.
+    ahead: usize,
 }
+
+impl Queued<'_> {
+    fn join(queue: &AtomicUsize) -> Queued<'_> {
+        let ahead = queue.fetch_add(1, Ordering::AcqRel);
+        Queued { queue, ahead }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.queue.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn reload_reply(outcome: ReloadOutcome) -> Reply {
+    match outcome {
+        ReloadOutcome::Applied { generation } => {
+            Reply::json(StatusCode::OK, &Reloaded { generation })
+        }
+        ReloadOutcome::Applying {
+            generation,
+            applied,
+            workers,
+        } => Reply::json(
+            StatusCode::ACCEPTED,
+            &StillApplying {
+                generation,
+                workers,
+                workers_applied: applied,
+                message: "published, but not every worker has taken it yet; see /ready",
+            },
+        ),
+        ReloadOutcome::Refused { errors } => {
+            Reply::json(StatusCode::BAD_REQUEST, &ReloadFailed { errors })
+        }
+    }
+}
+
+/// Run `f` on the runtime's blocking pool.
+async fn blocking(f: impl FnOnce() -> Reply + Send + 'static) -> Reply {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::error!(error = %e, "admin endpoint: an answer failed");
+            Reply::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; see the log\n",
+            )
+        }
+    }
+}
+
+/// Who can reach an admin address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// Loopback only: this host.
+    Local,
+    /// Reachable from the network; allowed by `--admin-expose`.
+    Network,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "--admin {0} is reachable from the network, which would expose unauthenticated POST /reload, /config_dump (every upstream address) and /metrics; use a loopback address (127.0.0.1:PORT, [::1]:PORT), or pass --admin-expose to accept that"
+)]
+pub struct Exposed(pub SocketAddr);
+
+/// Whether `address` may serve the admin endpoint: loopback always, any
+/// other address (0.0.0.0 and :: included) only with `allow_network`.
+pub fn exposure(address: SocketAddr, allow_network: bool) -> Result<Exposure, Exposed> {
+    let loopback = match address {
+        SocketAddr::V4(a) => a.ip().is_loopback(),
+        SocketAddr::V6(a) => a
+            .ip()
+            .to_ipv4_mapped()
+            .map_or(a.ip().is_loopback(), |v4| v4.is_loopback()),
+    };
+    match (loopback, allow_network) {
+        (true, _) => Ok(Exposure::Local),
+        (false, true) => Ok(Exposure::Network),
+        (false, false) => Err(Exposed(address)),
+    }
+}
+
+/// The warning logged at start for an address reachable from the network.
+pub const EXPOSED_WARNING: &str = "the admin endpoint is reachable from the network (--admin-expose): anyone who can connect may POST /reload, read /config_dump (every upstream address) and /metrics, without authentication; restrict it with a firewall";
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
     use super::*;
 
-    #[derive(Default)]
-    struct Fake {
-        ready: AtomicBool,
-        generation: AtomicU64,
-    }
-
-    impl Admin for Fake {
-        fn ready(&self) -> bool {
-            self.ready.load(Ordering::Relaxed)
+    #[test]
+    fn requests_are_routed_by_method_path_and_length() {
+        struct Case {
+            method: Method,
+            path: &'static str,
+            len: usize,
+            want: Route,
         }
-        fn metrics(&self) -> String {
-            "ringway_workers 2\n".to_owned()
+        let case = |method: Method, path, len, want| Case {
+            method,
+            path,
+            len,
+            want,
+        };
+        let cases = [
+            case(Method::GET, "/ready", 6, Route::Ready),
+            case(Method::HEAD, "/ready", 6, Route::Ready),
+            case(Method::GET, "/healthz", 8, Route::Healthz),
+            case(Method::GET, "/metrics", 8, Route::Metrics),
+            case(Method::GET, "/stats/prometheus", 17, Route::Metrics),
+            case(Method::GET, "/config_dump", 12, Route::ConfigDump),
+            case(Method::POST, "/reload", 7, Route::Reload),
+            case(Method::GET, "/reload", 7, Route::NotAllowed),
+            case(Method::POST, "/ready", 6, Route::NotAllowed),
+            case(Method::DELETE, "/config_dump", 12, Route::NotAllowed),
+            case(Method::GET, "/nope", 5, Route::NotFound),
+            case(Method::GET, "/ready", MAX_URL_BYTES, Route::Ready),
+            case(Method::GET, "/ready", MAX_URL_BYTES + 1, Route::UriTooLong),
+            case(Method::GET, "/x", 1 << 20, Route::UriTooLong),
+        ];
+        for c in cases {
+            assert_eq!(
+                route(&c.method, c.path, c.len),
+                c.want,
+                "{} {} ({} bytes)",
+                c.method,
+                c.path,
+                c.len
+            );
         }
-        fn config_dump(&self) -> String {
-            "{\"generation\": 1}".to_owned()
-        }
-        fn reload(&self) -> Result<u64, Vec<String>> {
-            match self.generation.fetch_add(1, Ordering::Relaxed) {
-                0 => Err(vec!["bad.yaml:3: invalid YAML".to_owned()]),
-                g => Ok(g + 1),
-            }
-        }
-    }
-
-    fn http(address: SocketAddr, request: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(address).expect("connect");
-        s.write_all(request.as_bytes()).expect("write");
-        let mut text = String::new();
-        s.read_to_string(&mut text).expect("read");
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .expect("status");
-        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-        (status, body)
-    }
-
-    fn get(address: SocketAddr, path: &str) -> (u16, String) {
-        http(
-            address,
-            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-        )
     }
 
     #[test]
-    fn serves_every_endpoint() {
-        let fake = Arc::new(Fake::default());
-        let server =
-            AdminServer::start("127.0.0.1:0".parse().expect("addr"), fake.clone()).expect("start");
-        let a = server.address;
-        assert_eq!(get(a, "/ready"), (503, "not ready\n".to_owned()));
-        fake.ready.store(true, Ordering::Relaxed);
-        assert_eq!(get(a, "/ready"), (200, "ready\n".to_owned()));
-        assert_eq!(get(a, "/healthz").0, 200);
-        assert_eq!(get(a, "/metrics"), (200, "ringway_workers 2\n".to_owned()));
-        assert_eq!(get(a, "/stats/prometheus").0, 200);
-        assert_eq!(get(a, "/config_dump").1, "{\"generation\": 1}");
-        assert_eq!(get(a, "/nope").0, 404);
-        assert_eq!(get(a, "/reload").0, 405);
-        let post =
-            "POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-        let (status, body) = http(a, post);
-        assert_eq!(status, 400);
-        assert!(body.contains("bad.yaml:3: invalid YAML"), "{body}");
-        let (status, body) = http(a, post);
-        assert_eq!(status, 200);
-        assert!(body.contains("\"generation\": 2"), "{body}");
-        server.stop();
+    fn only_loopback_admin_addresses_are_allowed_without_the_flag() {
+        struct Case {
+            address: &'static str,
+            allow: bool,
+            want: Option<Exposure>,
+        }
+        let cases = [
+            Case {
+                address: "127.0.0.1:15000",
+                allow: false,
+                want: Some(Exposure::Local),
+            },
+            Case {
+                address: "127.3.4.5:15000",
+                allow: false,
+                want: Some(Exposure::Local),
+            },
+            Case {
+                address: "[::1]:15000",
+                allow: false,
+                want: Some(Exposure::Local),
+            },
+            Case {
+                address: "[::ffff:127.0.0.1]:15000",
+                allow: false,
+                want: Some(Exposure::Local),
+            },
+            Case {
+                address: "0.0.0.0:15000",
+                allow: false,
+                want: None,
+            },
+            Case {
+                address: "[::]:15000",
+                allow: false,
+                want: None,
+            },
+            Case {
+                address: "10.1.2.3:15000",
+                allow: false,
+                want: None,
+            },
+            Case {
+                address: "[::ffff:10.1.2.3]:15000",
+                allow: false,
+                want: None,
+            },
+            Case {
+                address: "0.0.0.0:15000",
+                allow: true,
+                want: Some(Exposure::Network),
+            },
+            Case {
+                address: "127.0.0.1:15000",
+                allow: true,
+                want: Some(Exposure::Local),
+            },
+        ];
+        for c in cases {
+            let address: SocketAddr = c.address.parse().expect("address");
+            let got = exposure(address, c.allow);
+            assert_eq!(got.clone().ok(), c.want, "{} allow={}", c.address, c.allow);
+            if let Err(e) = got {
+                assert!(e.to_string().contains("--admin-expose"), "{e}");
+            }
+        }
     }
 }

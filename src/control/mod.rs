@@ -5,3 +5,5 @@
 
 pub mod admin;
 pub mod reload;
+pub mod server;
+pub mod state;

@@ -124,16 +124,31 @@ pub struct WorkerStatus {
 pub struct StatusReport {
     pub plan: Option<Arc<Plan>>,
     pub missing_listeners: usize,
+    /// Listeners closed by `plan` whose accept the ring still holds (the
+    /// kernel keeps such a socket listening until the cancel completes).
+    pub closing_listeners: usize,
     pub ejections: Vec<Ejection>,
 }
 
 impl WorkerStatus {
-    pub fn report(&self, plan: &Arc<Plan>, missing_listeners: usize, ejections: Vec<Ejection>) {
+    pub fn report(
+        &self,
+        plan: &Arc<Plan>,
+        missing_listeners: usize,
+        closing_listeners: usize,
+        ejections: Vec<Ejection>,
+    ) {
         *self.lock() = StatusReport {
             plan: Some(Arc::clone(plan)),
             missing_listeners,
+            closing_listeners,
             ejections,
         };
+    }
+
+    /// A closed listener's accept has ended: `closing` are left.
+    pub fn closing(&self, closing: usize) {
+        self.lock().closing_listeners = closing;
     }
 
     pub fn ejected(&self, ejections: Vec<Ejection>) {

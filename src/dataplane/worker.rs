@@ -376,8 +376,16 @@ impl Worker {
     /// listener of it is bound (`/ready`), and what it has ejected.
     fn report(&self, bound: &[bool]) {
         let missing = bound.iter().filter(|b| !**b).count();
+        let ejections = self.balancer.ejections(Instant::now());
         self.status
-            .report(&self.plan, missing, self.balancer.ejections(Instant::now()));
+            .report(&self.plan, missing, self.closing(), ejections);
+    }
+
+    fn closing(&self) -> usize {
+        self.accepting
+            .iter()
+            .filter(|a| **a == Accepting::Closing)
+            .count()
     }
 
     fn close_listener(&mut self, i: usize) {
@@ -449,7 +457,10 @@ impl Worker {
         if !cqe.more() {
             match self.accepting[i] {
                 Accepting::Armed => self.arm_accept(i),
-                Accepting::Closing => self.accepting[i] = Accepting::Stopped,
+                Accepting::Closing => {
+                    self.accepting[i] = Accepting::Stopped;
+                    self.status.closing(self.closing());
+                }
                 Accepting::Paused(_) | Accepting::Stopped => {}
             }
         }

@@ -100,6 +100,33 @@ pub struct Ringway {
     pub stdout: Option<std::process::ChildStdout>,
 }
 
+/// The binary under test: this build's, or `RINGWAY_BIN` (to check that a
+/// new test fails against an older build).
+pub fn ringway_bin() -> PathBuf {
+    std::env::var_os("RINGWAY_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_ringway").into(), PathBuf::from)
+}
+
+/// Give the process `cmd` starts a descriptor limit of `n`, soft and hard
+/// (ringway raises its soft limit to the hard one).
+pub fn limit_descriptors(cmd: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe, and the closure touches
+    // nothing but its own stack.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 pub fn require_uring() -> bool {
     std::env::var("RINGWAY_REQUIRE_URING").is_ok_and(|v| v == "1")
 }
@@ -109,7 +136,7 @@ impl Ringway {
     /// loud message) when this kernel or sandbox has no io_uring, unless
     /// RINGWAY_REQUIRE_URING=1, where that fails the test.
     pub fn start(config: &ConfigDir, args: &[&str]) -> Option<Ringway> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway"));
+        let mut cmd = Command::new(ringway_bin());
         cmd.arg("run").arg("-c").arg(config.path()).args(args);
         // Tests run side by side: no admin endpoint on the fixed default port
         // unless the test asks for one.
@@ -428,6 +455,28 @@ pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, b)| b.to_owned());
     (status, body)
+}
+
+/// Like [`http`], but `None` when no answer comes within `timeout` (or the
+/// connection fails).
+pub fn http_within(
+    port: u16,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Option<(u16, String)> {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.set_write_timeout(Some(timeout)).ok()?;
+    write!(s, "{method} {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    Some((status, body))
 }
 
 /// Istio resources for tests, one document each; [`yaml::join`] makes a
