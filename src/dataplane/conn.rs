@@ -104,6 +104,11 @@ pub enum CloseReason {
     DownstreamReset,
     /// The upstream reset (`UC`).
     UpstreamReset,
+    /// ringway itself ran out of a resource for the connection: no
+    /// descriptor (EMFILE/ENFILE) or socket memory for its upstream socket
+    /// (`OM`, Envoy's flag for the proxy protecting itself; HAProxy logs
+    /// `R`, "a resource on the proxy has been exhausted").
+    LocalResource,
 }
 
 impl CloseReason {
@@ -120,6 +125,7 @@ impl CloseReason {
             CloseReason::Drained => "DR",
             CloseReason::DownstreamReset => "DC",
             CloseReason::UpstreamReset => "UC",
+            CloseReason::LocalResource => "OM",
         }
     }
 }
@@ -434,7 +440,7 @@ impl Connection {
     }
 
     /// The worker could not start a connect (no usable endpoint, overflow,
-    /// no descriptor).
+    /// no descriptor: [`CloseReason::LocalResource`]).
     pub fn on_connect_unavailable(&mut self, reason: CloseReason, out: &mut Vec<Action>) {
         if let Phase::Connecting { .. } = self.phase {
             self.finish(reason, out);

@@ -26,7 +26,7 @@ use super::pipe::{self, OwnedPipe};
 use super::proxy_protocol;
 use super::ring::RecvMode;
 use super::token::{Dir, Op, Side, Token};
-use super::worker::Worker;
+use super::worker::{ACCEPT_PAUSE, Worker};
 
 /// Where a connection's upstream is.
 pub(super) struct Upstream {
@@ -396,11 +396,26 @@ impl Worker {
         let socket = match upstream_socket(target.address, policy.tcp_keepalive) {
             Ok(s) => s,
             Err(e) => {
-                if self.socket_errors.allow(Instant::now()) {
-                    tracing::warn!(worker = self.id, upstream = %target.address, error = %e, "cannot open an upstream socket (at most one line per second)");
+                // Out of descriptors or socket memory is ringway's own
+                // failure, not the upstream's: flagged OM, not UF, and no
+                // more clients are taken for a moment.
+                let local = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                );
+                let reason = if local {
+                    CloseReason::LocalResource
+                } else {
+                    CloseReason::ConnectFailed
+                };
+                if self.socket_errors.allow(now) {
+                    tracing::warn!(worker = self.id, upstream = %target.address, error = %e, flag = reason.flag(), "cannot open an upstream socket; connection closed (at most one line per second; on EMFILE/ENFILE raise LimitNOFILE / ulimit -n or lower --max-connections)");
                 }
-                slot.conn
-                    .on_connect_unavailable(CloseReason::ConnectFailed, &mut self.scratch);
+                slot.conn.on_connect_unavailable(reason, &mut self.scratch);
+                if local {
+                    self.metrics.accept_error();
+                    self.pause_accepting(now + ACCEPT_PAUSE);
+                }
                 return;
             }
         };
@@ -556,6 +571,8 @@ impl Worker {
         }
         self.shared.open.fetch_sub(1, Ordering::Relaxed);
         slot.meter.active.fetch_sub(1, Ordering::Relaxed);
+        // Room under the connection cap: accept again if it had stopped.
+        self.steer_all(Instant::now());
         for pipe in slot.pipes.into_iter().flatten() {
             // It still holds this connection's bytes: close it, never reuse it.
             drop(pipe);
