@@ -254,6 +254,13 @@ impl Worker {
                 slot.conn
                     .on_completion(done, Instant::now(), &mut self.scratch);
             }
+            Action::CheckSent(dir) => {
+                let unsent = slot.fd(dir.sink()).map_or(Ok(0), unsent_bytes);
+                // Sent (or the socket is gone): the reset may follow.
+                if !matches!(unsent, Ok(n) if n > 0) {
+                    slot.conn.on_sent(dir, &mut self.scratch);
+                }
+            }
             Action::Abort(side) => {
                 let sock = match (side, &slot.upstream) {
                     (Side::Downstream, _) => Some(SockRef::from(&slot.downstream)),
@@ -444,6 +451,10 @@ impl Worker {
         });
     }
 
+    /// The connection emitted [`Action::Finish`]: a last failed attempt
+    /// counts against its endpoint, and what is in flight is cancelled. It
+    /// is counted and logged when freed ([`Worker::release_if_done`]), once
+    /// sends that complete after the cancel have been counted too.
     pub(super) fn finish(&mut self, index: u32, close: Close) {
         let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
             return;
@@ -458,6 +469,19 @@ impl Worker {
         let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
             return;
         };
+        if slot.inflight > 0 {
+            for side in [Side::Downstream, Side::Upstream] {
+                if let Some(fd) = slot.fd(side) {
+                    self.ring.cancel_fd(fd, slot.token(index, Op::Cancel(side)));
+                    slot.inflight += 1;
+                }
+            }
+        }
+    }
+
+    /// Count a connection that ended and log it: Istio counters (by its
+    /// flag), the access log, the debug line.
+    fn account(&mut self, slot: &mut Slot, close: Close) {
         let flag = close.reason.flag();
         let cluster = slot.target.map(|(_, c)| c);
         let endpoint = slot.upstream.as_ref().map(|u| u.endpoint);
@@ -517,17 +541,9 @@ impl Worker {
             to_downstream = close.to_downstream,
             duration_ms = slot.conn.opened().elapsed().as_millis() as u64,
             generation = slot.plan.table.generation,
-            flag = close.reason.flag(),
+            flag,
             "connection closed"
         );
-        if slot.inflight > 0 {
-            for side in [Side::Downstream, Side::Upstream] {
-                if let Some(fd) = slot.fd(side) {
-                    self.ring.cancel_fd(fd, slot.token(index, Op::Cancel(side)));
-                    slot.inflight += 1;
-                }
-            }
-        }
     }
 
     /// Add the bytes written since the last call to the Istio counters.
@@ -560,9 +576,12 @@ impl Worker {
         if !done {
             return;
         }
-        let Some(slot) = self.slots[index as usize].take() else {
+        let Some(mut slot) = self.slots[index as usize].take() else {
             return;
         };
+        if let Some(close) = slot.conn.close() {
+            self.account(&mut slot, close);
+        }
         if let Some(u) = &slot.upstream {
             self.balancer.closed(&slot.plan, u.cluster, u.endpoint);
         }
@@ -581,6 +600,18 @@ impl Worker {
         self.free.push(index);
         self.live -= 1;
     }
+}
+
+/// Bytes in a socket's send queue not yet acknowledged by the peer
+/// (SIOCOUTQ): a reset (SO_LINGER 0) would discard them.
+fn unsent_bytes(fd: RawFd) -> io::Result<u32> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: ioctl(TIOCOUTQ, SIOCOUTQ for sockets) on a descriptor the slot
+    // keeps open writes one int into `n`.
+    if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n.unsigned_abs())
 }
 
 /// A blocking upstream socket with TCP_NODELAY and the cluster's keepalive.
