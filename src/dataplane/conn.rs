@@ -166,6 +166,9 @@ pub enum ServerName {
     Absent,
     /// Not a TLS ClientHello: routed like a client without SNI.
     NotTls(&'static str),
+    /// A ClientHello larger than [`sni::MAX_CLIENT_HELLO`]: closed, never
+    /// routed.
+    TooLarge,
 }
 
 impl ServerName {
@@ -173,7 +176,16 @@ impl ServerName {
     pub fn lookup_key(&self) -> Option<&str> {
         match self {
             ServerName::Name(n) => Some(n),
-            ServerName::Absent | ServerName::NotTls(_) => None,
+            ServerName::Absent | ServerName::NotTls(_) | ServerName::TooLarge => None,
+        }
+    }
+
+    /// The name for the access log's SNI field: a host name (never spaces
+    /// or control characters, see `sni.rs`), or `None` for `-`.
+    pub fn logged(&self) -> Option<&str> {
+        match self {
+            ServerName::Name(n) => Some(n),
+            ServerName::Absent | ServerName::NotTls(_) | ServerName::TooLarge => None,
         }
     }
 }
@@ -184,6 +196,7 @@ impl std::fmt::Display for ServerName {
             ServerName::Name(n) => f.write_str(n),
             ServerName::Absent => f.write_str("(no SNI)"),
             ServerName::NotTls(why) => write!(f, "(not TLS: {why})"),
+            ServerName::TooLarge => f.write_str("(ClientHello too large)"),
         }
     }
 }
@@ -306,6 +319,7 @@ impl Connection {
             Peek::ServerName(Some(n)) => ServerName::Name(n),
             Peek::ServerName(None) => ServerName::Absent,
             Peek::NotTls(why) => ServerName::NotTls(why),
+            Peek::TooLarge => ServerName::TooLarge,
         };
         let hello = std::mem::take(hello);
         self.phase = Phase::Routing { hello, name };

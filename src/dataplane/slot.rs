@@ -319,6 +319,14 @@ impl Worker {
             .listeners
             .get(slot.table_listener)
             .map_or("-", |l| l.name.as_str());
+        if name == ServerName::TooLarge {
+            if self.sni_errors.allow(Instant::now()) {
+                tracing::info!(worker = self.id, listener = %listener, downstream = %slot.peer, flag = CloseReason::NoRoute.flag(), "ClientHello larger than 16 KiB (Envoy: client_hello_too_large): connection closed, not routed (at most one line per second)");
+            }
+            slot.conn
+                .on_route_failed(CloseReason::NoRoute, &mut self.scratch);
+            return;
+        }
         let route = plan
             .table
             .listeners
@@ -506,7 +514,7 @@ impl Worker {
         }
         if self.access_log.enabled() {
             let listener = slot.table_listener;
-            let sni = slot.sni.as_ref().map(ToString::to_string);
+            let sni = slot.sni.as_ref().and_then(ServerName::logged);
             self.access_log.log(&Record {
                 start_time: slot.meter.started,
                 duration: slot.conn.opened().elapsed(),
@@ -517,7 +525,7 @@ impl Worker {
                     .listeners
                     .get(listener)
                     .map_or(slot.peer, |l| l.address),
-                requested_server_name: sni.as_deref(),
+                requested_server_name: sni,
                 upstream_cluster: cluster.map(|c| slot.plan.table.cluster(c).name.as_str()),
                 upstream_host: slot
                     .upstream
