@@ -4,7 +4,8 @@
 //! empty buffer rings, resets, timers), and invariants are checked after
 //! every step. A source that resets has every byte read from it written
 //! before the other side is reset, and the bytes counted at the end are
-//! exactly those written. Half the runs start on a TLS passthrough listener: the
+//! exactly those written. A timer never acts before the deadline the
+//! connection announced (the worker ticks only connections that are due). Half the runs start on a TLS passthrough listener: the
 //! ClientHello is read in random segments, routed (or not), and must reach
 //! the upstream first. `RINGWAY_SIM_SEED=<n>` replays one run;
 //! `RINGWAY_SIM_VERBOSE=1` prints how each run ended.
@@ -489,8 +490,15 @@ impl Model {
                 } else {
                     let span = if self.rng.chance(2) { 40_000 } else { 2_000 };
                     self.now += Duration::from_millis(self.rng.below(span));
+                    let deadline = self.conn.next_deadline();
                     let mut out = Vec::new();
                     self.conn.on_tick(self.now, &mut out);
+                    // The worker ticks a connection only at its deadline:
+                    // a timer never acts before the deadline it announced.
+                    assert!(
+                        out.is_empty() || deadline.is_some_and(|d| d <= self.now),
+                        "{out:?} at a tick before the deadline {deadline:?}"
+                    );
                     self.apply(out);
                 }
             }

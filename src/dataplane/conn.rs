@@ -544,6 +544,30 @@ impl Connection {
         }
     }
 
+    /// The earliest instant at which [`Connection::on_tick`] may have
+    /// something to do (an instant already past: at the next tick), or
+    /// `None` when no timer applies. Bytes moving only push it later, so a
+    /// caller that keeps the instant it got may wake up early, never late.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let after = |d: Duration| self.opened.checked_add(d);
+        let timer = match &self.phase {
+            Phase::Finished { .. } => return None,
+            Phase::ReadingHello { .. } => after(HELLO_TIMEOUT),
+            Phase::Forwarding { halves } => {
+                if halves.iter().any(|h| h.flow() == Flow::Reset) {
+                    // CheckSent is asked again on every tick.
+                    return Some(self.opened);
+                }
+                self.limits
+                    .idle_timeout
+                    .and_then(|idle| self.last_active.checked_add(idle))
+            }
+            Phase::Routing { .. } | Phase::Connecting { .. } => None,
+        };
+        let max = self.limits.max_duration.and_then(after);
+        timer.into_iter().chain(max).min()
+    }
+
     /// The sink of `dir` sent everything after its source reset
     /// ([`Action::CheckSent`]): the reset goes on to it.
     pub fn on_sent(&mut self, dir: Dir, out: &mut Vec<Action>) {
@@ -1104,6 +1128,42 @@ mod tests {
         );
         // Late recv completions after the end give their buffers back too.
         assert_eq!(sim.recv(DOWN, 10, 5, false), vec![Action::GiveBack(5)]);
+    }
+
+    #[test]
+    fn the_next_deadline_is_the_earliest_timer_and_bytes_push_it_later() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let mut sim = Sim::forwarding(Limits {
+            idle_timeout: Some(secs(60)),
+            max_duration: Some(secs(100)),
+            ..limits()
+        });
+        let opened = sim.now;
+        assert_eq!(sim.conn.next_deadline(), Some(opened + secs(60)));
+        sim.now = opened + secs(50);
+        sim.recv(UP, 10, 1, true);
+        // The idle timer moved past the maximum duration.
+        assert_eq!(sim.conn.next_deadline(), Some(opened + secs(100)));
+        assert!(sim.tick_after(secs(49)).is_empty());
+        assert_eq!(
+            finish_reason(&sim.tick_after(secs(1))),
+            Some(CloseReason::MaxDuration)
+        );
+        assert_eq!(sim.conn.next_deadline(), None);
+        // No timer at all: nothing to schedule.
+        let sim = Sim::forwarding(Limits {
+            idle_timeout: None,
+            ..limits()
+        });
+        assert_eq!(sim.conn.next_deadline(), None);
+        // The ClientHello timeout, and a reset waiting for its sink (due at once).
+        let mut out = Vec::new();
+        let tls = Connection::open_tls(limits(), t0, &mut out);
+        assert_eq!(tls.next_deadline(), Some(t0 + HELLO_TIMEOUT));
+        let mut sim = Sim::forwarding(limits());
+        sim.complete(Op::Recv(DOWN), -libc::ECONNRESET);
+        assert!(sim.conn.next_deadline().is_some_and(|d| d <= sim.now));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod pipe;
 pub mod proxy_protocol;
 pub mod ring;
 pub mod slot;
+pub mod timers;
 pub mod token;
 pub mod wake;
 pub mod worker;

@@ -25,6 +25,7 @@ use super::forward;
 use super::pipe::{self, OwnedPipe};
 use super::proxy_protocol;
 use super::ring::RecvMode;
+use super::timers::Due;
 use super::token::{Dir, Op, Side, Token};
 use super::worker::{ACCEPT_PAUSE, Worker};
 
@@ -63,6 +64,8 @@ pub(super) struct Slot {
     /// Pipes holding bytes, per direction.
     pub(super) pipes: [Option<OwnedPipe>; 2],
     pub(super) meter: Meter,
+    /// The instant this slot is scheduled at in the worker's timers.
+    pub(super) deadline: Option<Instant>,
 }
 
 /// A connection's share of the worker's counters.
@@ -571,6 +574,25 @@ impl Worker {
         if down > old_down {
             add(&tcp.sent_bytes, down - old_down);
             slot.meter.reported[1] = down;
+        }
+    }
+
+    /// Schedule the connection's next deadline when it is earlier than the
+    /// one it is scheduled at (a later one is found when that fires).
+    pub(super) fn reschedule(&mut self, index: u32) {
+        let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(next) = slot.conn.next_deadline() else {
+            return;
+        };
+        if slot.deadline.is_none_or(|d| next < d) {
+            slot.deadline = Some(next);
+            self.timers.schedule(Due {
+                at: next,
+                index,
+                generation: slot.generation,
+            });
         }
     }
 

@@ -29,6 +29,7 @@ use super::listener;
 use super::pipe::PipePool;
 use super::ring::{Cqe, RecvMode, Ring, SetupError};
 use super::slot::{ConnectArgs, Meter, Slot, counters};
+use super::timers::{Due, Timers};
 use super::token::{self, Dir, Event, Op, Token};
 use super::wake::WakeFd;
 use super::{Plan, Shared, WorkerStatus};
@@ -99,6 +100,9 @@ pub struct Worker {
     pub(super) cqes: Vec<Cqe>,
     pub(super) actions: VecDeque<Action>,
     pub(super) scratch: Vec<Action>,
+    /// Connection deadlines (`timers.rs`), and those due at this tick.
+    pub(super) timers: Timers,
+    due: Vec<Due>,
     pub(super) stopping: bool,
     /// Listeners closed; the worker ends once its connections have.
     pub(super) draining: bool,
@@ -178,6 +182,8 @@ impl Worker {
             cqes: Vec::with_capacity(256),
             actions: VecDeque::new(),
             scratch: Vec::new(),
+            timers: Timers::default(),
+            due: Vec::new(),
             stopping: false,
             draining: false,
             accept_errors: LogLimit::default(),
@@ -516,6 +522,7 @@ impl Worker {
             }),
             inflight: 0,
             pipes: [None, None],
+            deadline: None,
             meter: Meter {
                 started: SystemTime::now(),
                 tcp: None,
@@ -637,6 +644,7 @@ impl Worker {
             self.actions.extend(self.scratch.drain(..));
         }
         self.advance_bytes(index);
+        self.reschedule(index);
         self.release_if_done(index);
     }
 
@@ -661,14 +669,30 @@ impl Worker {
             self.next_pipe_trim = now + PIPE_IDLE;
         }
         self.steer_all(now);
-        for index in 0..self.slots.len() {
-            if let Some(slot) = &mut self.slots[index] {
-                slot.conn.on_tick(now, &mut self.scratch);
-                if !self.scratch.is_empty() {
-                    self.perform(index as u32);
-                }
-            }
+        // Only the connections with a deadline due: idle ones cost nothing.
+        let mut due = std::mem::take(&mut self.due);
+        self.timers.take_due(now, &mut due);
+        for d in due.drain(..) {
+            let slot = self
+                .slots
+                .get_mut(d.index as usize)
+                .and_then(Option::as_mut)
+                .filter(|s| s.generation == d.generation && s.deadline == Some(d.at));
+            let Some(slot) = slot else {
+                continue; // freed, reused or rescheduled since
+            };
+            slot.deadline = None;
+            slot.conn.on_tick(now, &mut self.scratch);
+            self.perform(d.index);
         }
+        self.due = due;
+        let slots = &self.slots;
+        self.timers.compact(self.live, |d| {
+            slots
+                .get(d.index as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| s.generation == d.generation && s.deadline == Some(d.at))
+        });
     }
 }
 
