@@ -5,8 +5,9 @@
 #![forbid(unsafe_code)]
 
 /// Upper bound on the bytes ringway reads looking for the SNI. A
-/// ClientHello is well under this; more is a client that is not speaking
-/// TLS the way we expect.
+/// ClientHello is well under this; a larger one is refused
+/// ([`Peek::TooLarge`]), as Envoy's TLS inspector refuses one beyond its
+/// buffer (`client_hello_too_large`).
 pub const MAX_CLIENT_HELLO: usize = 16 * 1024 + 5;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,9 @@ pub enum Peek {
     /// Not a TLS ClientHello (or malformed): route as a client without SNI
     /// would be routed, or close.
     NotTls(&'static str),
+    /// A TLS ClientHello larger than [`MAX_CLIENT_HELLO`]: its SNI is not
+    /// read, and it is not routed as a client without one.
+    TooLarge,
 }
 
 /// Looks for the SNI in the first bytes of a connection.
@@ -41,6 +45,13 @@ pub fn peek(buf: &[u8]) -> Peek {
             return Peek::NotTls("bad TLS record length");
         }
         let Some(fragment) = buf.get(at + 5..at + 5 + len) else {
+            // The handshake header tells the hello's size before the rest
+            // of its first record arrives.
+            if let (true, Some(&[1, a, b, c])) = (handshake.is_empty(), buf.get(at + 5..at + 9)) {
+                if u32::from_be_bytes([0, a, b, c]) as usize + 4 > MAX_CLIENT_HELLO {
+                    return Peek::TooLarge;
+                }
+            }
             return need(at + 5 + len);
         };
         handshake.extend_from_slice(fragment);
@@ -52,7 +63,7 @@ pub fn peek(buf: &[u8]) -> Peek {
             }
             let body = u32::from_be_bytes([0, handshake[1], handshake[2], handshake[3]]) as usize;
             if body + 4 > MAX_CLIENT_HELLO {
-                return Peek::NotTls("ClientHello too large");
+                return Peek::TooLarge;
             }
             if handshake.len() >= body + 4 {
                 return client_hello(&handshake[4..4 + body]);
@@ -63,7 +74,7 @@ pub fn peek(buf: &[u8]) -> Peek {
 
 fn need(total: usize) -> Peek {
     if total > MAX_CLIENT_HELLO {
-        Peek::NotTls("ClientHello too large")
+        Peek::TooLarge
     } else {
         Peek::NeedMore(total)
     }
@@ -133,8 +144,13 @@ fn parse_client_hello(body: &[u8]) -> Option<Peek> {
             let name_type = list.u8()?;
             let name = list.vec16()?;
             if name_type == 0 {
+                // A DNS host name (RFC 6066): letters, digits, '-', '.'
+                // (and '_', seen in the wild). Anything else, spaces and
+                // control characters included, is a malformed hello; the
+                // name never reaches a log.
                 let name = std::str::from_utf8(name).ok()?;
-                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+                let host = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+                if name.is_empty() || !name.bytes().all(host) {
                     return None;
                 }
                 return Some(Peek::ServerName(Some(
@@ -154,7 +170,7 @@ pub(crate) mod client_hello;
 
 #[cfg(test)]
 mod tests {
-    use super::client_hello::client_hello_bytes;
+    use super::client_hello::{client_hello_bytes, client_hello_padded};
     use super::*;
 
     #[test]
@@ -186,6 +202,76 @@ mod tests {
                 peek(&hello),
                 Peek::ServerName(Some("kafka.example.com".into()))
             );
+        }
+    }
+
+    #[test]
+    fn a_hello_above_16_kib_is_too_large_whatever_its_records() {
+        for record in [16384, 4000] {
+            let hello = client_hello_padded(Some("db.example.com"), record, 17_000);
+            assert_eq!(peek(&hello), Peek::TooLarge, "record {record}");
+            // Known from the handshake header, before the rest arrives.
+            assert_eq!(peek(&hello[..9]), Peek::TooLarge, "record {record}");
+        }
+        // Just under the limit is read.
+        let hello = client_hello_padded(Some("db.example.com"), 16384, 16_000);
+        assert_eq!(
+            peek(&hello),
+            Peek::ServerName(Some("db.example.com".into()))
+        );
+    }
+
+    #[test]
+    fn a_server_name_that_is_not_a_host_name_is_malformed() {
+        struct Case {
+            name: &'static str,
+            ok: bool,
+        }
+        for case in [
+            Case {
+                name: "a b.example.com",
+                ok: false,
+            },
+            Case {
+                name: "a\tb.example.com",
+                ok: false,
+            },
+            Case {
+                name: "a\nb",
+                ok: false,
+            },
+            Case {
+                name: "\"quoted\"",
+                ok: false,
+            },
+            Case {
+                name: "caf\u{e9}.example",
+                ok: false,
+            },
+            Case {
+                name: "xn--caf-dma.example",
+                ok: true,
+            },
+            Case {
+                name: "_srv.my-host.example.",
+                ok: true,
+            },
+        ] {
+            let got = peek(&client_hello_bytes(Some(case.name), 16384));
+            if case.ok {
+                assert!(
+                    matches!(got, Peek::ServerName(Some(_))),
+                    "{:?}: {got:?}",
+                    case.name
+                );
+            } else {
+                assert_eq!(
+                    got,
+                    Peek::NotTls("malformed ClientHello"),
+                    "{:?}",
+                    case.name
+                );
+            }
         }
     }
 

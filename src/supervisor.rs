@@ -16,6 +16,7 @@ use crate::control::admin::{self, Exposed, Exposure};
 use crate::control::reload::{Reloader, Trigger};
 use crate::control::server::AdminServer;
 use crate::control::state::{self, Admin, Control};
+use crate::dataplane::budget::Budget;
 use crate::dataplane::listener;
 use crate::dataplane::ring::{Ring, SetupError};
 use crate::dataplane::wake::WakeFd;
@@ -211,13 +212,18 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
         ));
     };
     table.generation = 1;
-    match process::raise_nofile_limit() {
-        Ok((old, new)) if old != new => {
-            tracing::info!(old, new, "raised the open-file limit to the hard limit")
+    let nofile = match process::raise_nofile_limit() {
+        Ok((old, new)) => {
+            if old != new {
+                tracing::info!(old, new, "raised the open-file limit to the hard limit");
+            }
+            Some(new)
         }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
-    }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            None
+        }
+    };
     process::ignore_sigpipe();
     Ring::probe()?;
 
@@ -233,9 +239,17 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
     if bound == 0 && !plan.table.listeners.is_empty() {
         return Err(RunError::NoListener);
     }
+    let budget = Budget::derive(
+        nofile,
+        options.settings.max_connections,
+        workers,
+        plan.table.listeners.len(),
+    );
+    budget.log();
     let shared = Arc::new(Shared {
         plan: Arc::new(ArcSwap::from_pointee(plan)),
         settings: options.settings,
+        budget,
         open: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
         draining: AtomicBool::new(false),

@@ -2,7 +2,10 @@
 //! against a model kernel: completions arrive in random order with random
 //! sizes (partial sends, bursts of recvs, cancellations that race data,
 //! empty buffer rings, resets, timers), and invariants are checked after
-//! every step. Half the runs start on a TLS passthrough listener: the
+//! every step. A source that resets has every byte read from it written
+//! before the other side is reset, and the bytes counted at the end are
+//! exactly those written. A timer never acts before the deadline the
+//! connection announced (the worker ticks only connections that are due). Half the runs start on a TLS passthrough listener: the
 //! ClientHello is read in random segments, routed (or not), and must reach
 //! the upstream first. `RINGWAY_SIM_SEED=<n>` replays one run;
 //! `RINGWAY_SIM_VERBOSE=1` prints how each run ended.
@@ -68,6 +71,8 @@ struct Side {
     starved: bool,
     /// The recv in flight is the single-shot ClientHello recv.
     single: bool,
+    /// The source reset (a recv or a pump failed reading it).
+    source_reset: bool,
 }
 
 struct Model {
@@ -79,6 +84,10 @@ struct Model {
     sides: [Side; 2],
     connecting: bool,
     finished: Option<Close>,
+    /// Bytes written each way when the connection finished.
+    delivered_at_finish: [u64; 2],
+    /// A send failed (the model reset a sink).
+    sink_failed: bool,
     log: Vec<String>,
     /// TLS passthrough: the downstream's bytes (a ClientHello, or not TLS,
     /// then zeros), and the limits the route gives.
@@ -115,6 +124,7 @@ impl Model {
                 shut: false,
                 starved: false,
                 single: false,
+                source_reset: false,
             }
         };
         let mut sides = [side(), side()];
@@ -157,6 +167,8 @@ impl Model {
             sides,
             connecting: false,
             finished: None,
+            delivered_at_finish: [0, 0],
+            sink_failed: false,
             log: vec![format!("splice_after={splice_after} tls={}", tls.is_some())],
             tls,
         };
@@ -200,6 +212,7 @@ impl Model {
                     let s = &mut self.sides[d.index()];
                     assert_eq!(s.recv, RecvOp::Idle, "recv armed twice on {d:?}");
                     assert!(!s.eof_delivered, "recv after EOF on {d:?}");
+                    assert!(!s.source_reset, "recv after a reset on {d:?}");
                     s.recv = RecvOp::Armed;
                     s.single = false;
                 }
@@ -319,12 +332,26 @@ impl Model {
                     if res > 0 {
                         self.sides[0].delivered += res as u64;
                     }
+                    self.sink_failed |= res == -libc::EPIPE;
                     self.conn
                         .on_completion(Self::done(Op::Send(d), res), self.now, &mut out);
+                }
+                Action::CheckSent(d) => {
+                    let s = &self.sides[d.index()];
+                    assert!(s.source_reset, "{a:?} without a reset");
+                    assert_eq!(
+                        s.delivered, s.read,
+                        "{d:?} asks to reset before its bytes were written"
+                    );
+                    // The kernel sent it all now, or later (asked again).
+                    if self.rng.chance(50) {
+                        self.conn.on_sent(d, &mut out);
+                    }
                 }
                 Action::Finish(close) => {
                     assert!(self.finished.is_none(), "finished twice");
                     self.finished = Some(close);
+                    self.delivered_at_finish = [self.sides[0].delivered, self.sides[1].delivered];
                 }
             }
             queue.extend(out);
@@ -350,8 +377,18 @@ impl Model {
             sink: SinkState::Ok,
         };
         if read {
+            assert!(!s.source_reset, "pump read {dir:?} after its reset");
             if s.source_left == 0 {
                 p.source = SourceState::Eof;
+            } else if rng.chance(2) {
+                // Reset after some bytes (still in the pipe).
+                let n = rng.below(u64::from(PIPE - in_pipe)).min(s.source_left);
+                s.source_left -= n;
+                s.read += n;
+                p.read = n;
+                p.in_pipe += n as u32;
+                p.source = SourceState::Failed;
+                s.source_reset = true;
             } else {
                 let n = (1 + rng.below(u64::from(PIPE - in_pipe))).min(s.source_left);
                 s.source_left -= n;
@@ -430,6 +467,7 @@ impl Model {
                 if res > 0 {
                     self.sides[i].delivered += res as u64;
                 }
+                self.sink_failed |= res == -libc::EPIPE;
                 self.feed(Self::done(Op::Send(d), res));
             }
             6 if self.sides[i].poll.is_some() => {
@@ -452,8 +490,15 @@ impl Model {
                 } else {
                     let span = if self.rng.chance(2) { 40_000 } else { 2_000 };
                     self.now += Duration::from_millis(self.rng.below(span));
+                    let deadline = self.conn.next_deadline();
                     let mut out = Vec::new();
                     self.conn.on_tick(self.now, &mut out);
+                    // The worker ticks a connection only at its deadline:
+                    // a timer never acts before the deadline it announced.
+                    assert!(
+                        out.is_empty() || deadline.is_some_and(|d| d <= self.now),
+                        "{out:?} at a tick before the deadline {deadline:?}"
+                    );
                     self.apply(out);
                 }
             }
@@ -475,6 +520,7 @@ impl Model {
         }
         if self.rng.chance(1) {
             s.recv = RecvOp::Idle;
+            s.source_reset = !s.single;
             self.feed(Self::done(Op::Recv(d), -libc::ECONNRESET));
             return;
         }
@@ -547,6 +593,33 @@ fn run(seed: u64) {
             m.log.len(),
             m.log[0]
         );
+    }
+    // Exact counts: what was written, sends completing after the end included.
+    let last = m.conn.close().expect("a close");
+    assert_eq!(last.reason, close.reason);
+    assert_eq!(
+        [last.to_upstream, last.to_downstream],
+        [m.sides[0].delivered, m.sides[1].delivered],
+        "bytes counted; {}",
+        report()
+    );
+    assert_eq!(
+        [close.to_upstream, close.to_downstream],
+        m.delivered_at_finish,
+        "bytes at the finish; {}",
+        report()
+    );
+    // A reset that no sink failure and no timer overtook: every byte read
+    // from the side that reset was written to the other first.
+    let reset = match close.reason {
+        CloseReason::UpstreamReset => Some(Dir::ToDownstream),
+        CloseReason::DownstreamReset => Some(Dir::ToUpstream),
+        _ => None,
+    };
+    if let Some(d) = reset.filter(|_| !m.sink_failed) {
+        let s = &m.sides[d.index()];
+        assert!(s.source_reset, "{d:?} reset without a reset; {}", report());
+        assert_eq!(s.delivered, s.read, "{d:?} lost bytes; {}", report());
     }
     if close.reason == CloseReason::Done {
         for (d, s) in Dir::BOTH.iter().zip(&m.sides) {

@@ -291,3 +291,111 @@ fn without_outlier_detection_round_robin_keeps_trying_the_refusing_endpoint() {
         .count();
     assert_eq!(failed, 5);
 }
+
+/// Bytes a socket has not had acknowledged yet (SIOCOUTQ).
+fn unacked(s: &std::net::TcpStream) -> i32 {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: ioctl(TIOCOUTQ) on an open socket writes one int.
+    unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    n
+}
+
+/// An upstream that answers each request with `RESPONSE` bytes, waits until
+/// ringway's kernel has acknowledged all of them, then resets (SO_LINGER 0).
+fn respond_then_reset() -> u16 {
+    let l = common::listen_any(128);
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            std::thread::spawn(move || {
+                let mut request = [0u8; 5];
+                if c.read_exact(&mut request).is_err() {
+                    return;
+                }
+                let body: Vec<u8> = (0..RESPONSE).map(|i| (i % 251) as u8).collect();
+                if c.write_all(&body).is_err() {
+                    return;
+                }
+                let deadline = Instant::now() + common::PATIENCE;
+                while unacked(&c) > 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                socket2::SockRef::from(&c)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+            });
+        }
+    });
+    port
+}
+
+const RESPONSE: usize = 100_000;
+
+#[test]
+fn an_upstream_reset_after_its_response_loses_no_byte_and_counts_them_all() {
+    let upstream = respond_then_reset();
+    for path in [&["--splice-after", "never"][..], &["--splice-after", "0"]] {
+        let listen = free_port();
+        let admin = free_port();
+        let config = tcp_service(listen, &[upstream], "");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        let admin_address = format!("127.0.0.1:{admin}");
+        let mut args = vec![
+            "--workers",
+            "1",
+            "--admin",
+            &admin_address,
+            "--log-format",
+            "json",
+        ];
+        args.extend_from_slice(path);
+        let log_arg = log.to_string_lossy().into_owned();
+        args.extend_from_slice(&["--access-log", &log_arg]);
+        let Some(_gw) = Ringway::start(&config, &args) else {
+            return;
+        };
+        const CLIENTS: usize = 20;
+        for i in 0..CLIENTS {
+            // Every other client has a small receive buffer and reads late, so
+            // that ringway still holds unsent bytes when the reset arrives.
+            let slow = i % 2 == 1;
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            if slow {
+                socket.set_recv_buffer_size(4096).unwrap();
+            }
+            let address: std::net::SocketAddr = ([127, 0, 0, 1], listen).into();
+            socket.connect(&address.into()).unwrap();
+            let mut s: std::net::TcpStream = socket.into();
+            s.set_read_timeout(Some(common::PATIENCE)).unwrap();
+            s.write_all(b"hello").unwrap();
+            if slow {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            let (data, end) = read_to_end(&mut s);
+            assert_eq!(data.len(), RESPONSE, "client {i} {path:?}: {end:?}");
+            assert!(data.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+            let e = end.expect_err("the reset is propagated after the bytes");
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+        }
+        common::until("an access-log line per client", || {
+            std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == CLIENTS)
+        });
+        for line in std::fs::read_to_string(&log).unwrap().lines() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(record["response_flags"], "UC", "{line}");
+            assert_eq!(record["bytes_sent"], RESPONSE, "{line}");
+            assert_eq!(record["bytes_received"], 5, "{line}");
+        }
+        let (_, metrics) = http(admin, "GET", "/metrics");
+        let sent: u64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("istio_tcp_sent_bytes_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(sent, (CLIENTS * RESPONSE) as u64, "{metrics}");
+    }
+}

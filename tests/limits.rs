@@ -6,15 +6,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    ConfigDir, EchoBackend, Ringway, connect, free_port, http, limit_descriptors, read_to_end, say,
-    tcp_service,
+    Behavior, ConfigDir, EchoBackend, Gate, Ringway, connect, free_port, http, limit_descriptors,
+    read_to_end, say, tcp_service, until,
 };
 
 fn echo(s: &TcpStream, line: &str) -> String {
@@ -76,7 +78,7 @@ fn cluster_max_connections_fails_fast_beyond_the_limit() {
 }
 
 #[test]
-fn process_max_connections_fails_fast_beyond_the_limit() {
+fn at_the_process_cap_new_clients_wait_in_the_backlog() {
     let backend = EchoBackend::lines("one");
     let listen = free_port();
     let config = tcp_service(listen, &[backend.port], "");
@@ -90,29 +92,41 @@ fn process_max_connections_fails_fast_beyond_the_limit() {
         "--admin",
         &address,
     ];
-    let Some(_gw) = Ringway::start(&config, &args) else {
+    let Some(gw) = Ringway::start(&config, &args) else {
         return;
     };
+    assert!(
+        gw.logged("connection cap: --max-connections"),
+        "{}",
+        gw.log_text()
+    );
     let a = connect(listen);
     assert_eq!(echo(&a, "a"), "one a");
-    let mut b = connect(listen);
-    let (data, _) = read_to_end(&mut b);
-    assert!(data.is_empty());
+    // The second client is not accepted (nor closed) while the first is open.
+    let b = connect(listen);
+    (&b).write_all(b"b\n").unwrap();
+    b.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut reply = String::new();
+    let waited = BufReader::new(&b).read_line(&mut reply);
+    assert!(
+        waited
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "{waited:?} {reply:?}"
+    );
     assert_eq!(echo(&a, "a2"), "one a2");
-    // Counted as a process-level overflow, and in Istio's metrics as UO.
+    drop(a);
+    // Once the first closes, the second is served.
+    b.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    BufReader::new(&b).read_line(&mut reply).unwrap();
+    assert_eq!(reply, "one b\n");
     let (_, metrics) = http(admin, "GET", "/metrics");
     assert!(
-        metrics.contains("\nringway_downstream_overflow_total 1\n"),
+        metrics.contains("\nringway_downstream_cap_reached_total 2\n"),
         "{metrics}"
     );
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("istio_tcp_connections_closed_total{")
-                && l.contains("response_flags=\"UO\"")
-                && l.ends_with(" 1")),
-        "{metrics}"
-    );
+    assert!(!metrics.contains("response_flags=\"UO\""), "{metrics}");
 }
 
 /// Two endpoints answering "one" and "two" under `policy`; 20 connections
@@ -176,20 +190,111 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / 100.0
 }
 
+/// `ringway run` on `config` with a hard (and so soft) open-file limit of
+/// `nofile`, one worker, an access log in `log`, and `args`.
+fn under_nofile(nofile: u64, config: &ConfigDir, log: &Path, args: &[&str]) -> Option<Ringway> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway"));
+    cmd.args(["run", "--workers", "1", "--admin", "off", "--access-log"])
+        .arg(log)
+        .arg("-c")
+        .arg(config.path())
+        .args(args);
+    limit_descriptors(&mut cmd, nofile);
+    Ringway::spawn(cmd)
+}
+
+/// `n` clients connected to `port`, each having sent one line.
+fn queue_clients(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|i| {
+            let s = connect(port);
+            (&s).write_all(format!("c{i}\n").as_bytes()).unwrap();
+            s
+        })
+        .collect()
+}
+
+/// Each client's reply, read in turn, each client closed once answered
+/// (which frees its place for the clients queued behind it).
+fn replies(clients: Vec<TcpStream>) -> Vec<String> {
+    clients
+        .into_iter()
+        .map(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let (data, _) = read_to_end(&mut s);
+            String::from_utf8_lossy(&data).trim_end().to_owned()
+        })
+        .collect()
+}
+
+/// Access-log lines per response flag (the field after the `0`).
+fn flags(log: &Path) -> BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        let flag = line.split(' ').nth(5).unwrap_or("?").to_owned();
+        *counts.entry(flag).or_default() += 1;
+    }
+    counts
+}
+
 #[test]
-fn descriptor_exhaustion_pauses_accepting_without_spinning_and_recovers() {
-    let backend = EchoBackend::lines("one");
+fn short_of_descriptors_queued_clients_wait_and_are_all_served() {
+    let gate = Gate::default();
+    let backend = EchoBackend::start(Behavior::Gated("one".into(), gate.clone()));
     let listen = free_port();
     let config = tcp_service(listen, &[backend.port], "");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway"));
-    cmd.args(["run", "--workers", "1", "--admin", "off", "-c"])
-        .arg(config.path());
-    limit_descriptors(&mut cmd, 64);
-    let Some(gw) = Ringway::spawn(cmd) else {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    // 128 descriptors: a cap of 30 connections (budget.rs).
+    let Some(gw) = under_nofile(128, &config, &log, &[]) else {
         return;
     };
-    // Each connection costs ringway two descriptors: 60 connections exhaust 64.
-    let held: Vec<TcpStream> = (0..60).map(|_| connect(listen)).collect();
+    assert!(
+        gw.logged("connection cap: derived from the open-file limit 128"),
+        "{}",
+        gw.log_text()
+    );
+    let clients = queue_clients(listen, 300);
+    until("the cap's worth of connections upstream", || {
+        backend.accepted.load(Ordering::Relaxed) >= 30
+    });
+    // The upstream holds them; the rest wait in the backlog, not reset, and
+    // ringway does not spin.
+    let before = cpu_seconds(gw.pid());
+    thread::sleep(Duration::from_millis(1500));
+    let used = cpu_seconds(gw.pid()) - before;
+    assert!(used < 0.3, "ringway used {used} CPU-s while at its cap");
+    assert_eq!(backend.accepted.load(Ordering::Relaxed), 30);
+    assert!(gw.open_fds() < 128, "{} descriptors", gw.open_fds());
+    assert!(!gw.logged("out of file descriptors"), "{}", gw.log_text());
+    gate.open();
+    let replies = replies(clients);
+    let served = replies
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| **r == format!("one c{i}"))
+        .count();
+    assert_eq!(served, 300, "{:?}", &replies);
+    until("300 access-log lines", || {
+        flags(&log).values().sum::<usize>() == 300
+    });
+    assert_eq!(flags(&log).get("-"), Some(&300), "{:?}", flags(&log));
+}
+
+#[test]
+fn an_explicit_cap_beyond_the_descriptors_closes_as_om_not_uf_and_recovers() {
+    let gate = Gate::default();
+    let backend = EchoBackend::start(Behavior::Gated("one".into(), gate.clone()));
+    let listen = free_port();
+    let config = tcp_service(listen, &[backend.port], "");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let Some(gw) = under_nofile(64, &config, &log, &["--max-connections", "1000"]) else {
+        return;
+    };
+    assert!(gw.logged("raise LimitNOFILE"), "{}", gw.log_text());
+    let clients = queue_clients(listen, 60);
     thread::sleep(Duration::from_millis(500));
     let before = cpu_seconds(gw.pid());
     thread::sleep(Duration::from_secs(2));
@@ -201,26 +306,31 @@ fn descriptor_exhaustion_pauses_accepting_without_spinning_and_recovers() {
     let warnings = gw
         .log_text()
         .lines()
-        .filter(|l| l.contains("out of file descriptors"))
+        .filter(|l| {
+            l.contains("out of file descriptors") || l.contains("cannot open an upstream socket")
+        })
         .count();
     assert!(
-        (1..=4).contains(&warnings),
+        (1..=6).contains(&warnings),
         "{warnings} EMFILE warnings in ~2.5 s"
     );
-    drop(held);
+    gate.open();
+    let replies = replies(clients);
+    let served = replies.iter().filter(|r| r.starts_with("one c")).count();
+    until("60 access-log lines", || {
+        flags(&log).values().sum::<usize>() == 60
+    });
+    let counts = flags(&log);
+    // Those ringway had no descriptor for are its own failure, not the upstream's.
+    assert_eq!(counts.get("UF"), None, "{counts:?}");
+    assert_eq!(counts.get("-"), Some(&served), "{counts:?}");
+    assert_eq!(
+        counts.get("OM").copied().unwrap_or(0),
+        60 - served,
+        "{counts:?}"
+    );
     // Descriptors are back: new connections are served again.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut s = connect(listen);
-        s.write_all(b"back\n").unwrap();
-        let mut reply = Vec::new();
-        let _ = s.read_to_end(&mut reply);
-        if reply == b"one back\n" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never recovered");
-        thread::sleep(Duration::from_millis(100));
-    }
+    assert_eq!(say(listen, "back"), "one back");
 }
 
 #[test]

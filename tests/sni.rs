@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::client_hello::client_hello_bytes;
+use common::client_hello::{client_hello_bytes, client_hello_padded};
 use common::{ConfigDir, EchoBackend, Ringway, connect, free_port, read_to_end, yaml};
 
 /// Backends A (`db.example.com`), B (`*.example.com`) and C (`*`, when
@@ -274,4 +274,78 @@ fn the_proxy_header_goes_before_the_hello() {
         String::from_utf8_lossy(&data)
     );
     assert_eq!(backends.accepted(), [1, 0, 0]);
+}
+
+#[test]
+fn a_hello_above_16_kib_is_closed_not_sent_to_the_catch_all() {
+    let backends = Backends::start();
+    let listen = free_port();
+    let Some(gw) = Ringway::start(&backends.config(listen, true), &["--workers", "1"]) else {
+        return;
+    };
+    for record in [16384, 1000] {
+        let hello = client_hello_padded(Some("db.example.com"), record, 17_000);
+        let mut s = connect(listen);
+        // Closed as soon as the size is known: the rest may not be taken.
+        let _ = s.write_all(&hello);
+        let (data, _) = read_to_end(&mut s);
+        assert!(data.is_empty());
+    }
+    assert_eq!(backends.accepted(), [0, 0, 0]);
+    common::until("the too-large line", || gw.logged("client_hello_too_large"));
+    // A hello just under the limit is still routed by its name.
+    let hello = client_hello_padded(Some("db.example.com"), 16384, 16_000);
+    assert_eq!(
+        exchange(listen, &hello, b"x"),
+        [hello.as_slice(), b"x"].concat()
+    );
+    assert_eq!(backends.accepted(), [1, 0, 0]);
+}
+
+#[test]
+fn the_access_log_sni_field_is_a_host_name_or_a_dash() {
+    let backends = Backends::start();
+    let listen = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let log_arg = log.to_string_lossy().into_owned();
+    let args = ["--workers", "1", "--access-log", &log_arg];
+    let Some(_gw) = Ringway::start(&backends.config(listen, true), &args) else {
+        return;
+    };
+    let firsts = [
+        client_hello_bytes(Some("db.example.com"), 16384),
+        client_hello_bytes(None, 16384),
+        client_hello_bytes(Some("evil name\tx"), 16384),
+        client_hello_bytes(Some("a\"b"), 16384),
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        client_hello_padded(Some("db.example.com"), 16384, 17_000),
+    ];
+    for first in &firsts {
+        let mut s = connect(listen);
+        let _ = s.write_all(first);
+        let _ = s.shutdown(Shutdown::Write);
+        let _ = read_to_end(&mut s);
+    }
+    common::until("a line per connection", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == firsts.len())
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    let fields: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    let width = fields[0].len();
+    let mut names = Vec::new();
+    for line in &fields {
+        assert_eq!(line.len(), width, "{text}");
+        let sni = line[width - 2];
+        assert!(
+            sni == "-"
+                || sni
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)),
+            "{text}"
+        );
+        names.push(sni);
+    }
+    names.sort_unstable();
+    assert_eq!(names, ["-", "-", "-", "-", "-", "db.example.com"], "{text}");
 }

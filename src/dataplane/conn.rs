@@ -9,6 +9,9 @@
 //!     |  \--fail, attempts left--> Connecting (next endpoint)
 //!     \--fail, none left / timer--> Finished        Forwarding --reset, timer--> Finished
 //! ```
+//! A side that resets while its half holds bytes read from it: those bytes
+//! are written first, then the other side is reset once its socket has
+//! sent them (`Flow::Resetting` → `Flow::Reset` → [`Action::CheckSent`]).
 //! `Finished` emits [`Action::Finish`] once; the worker then cancels what is
 //! still in flight and frees the slot only when nothing is.
 
@@ -57,6 +60,10 @@ pub enum Action {
     },
     /// SHUTDOWN(SHUT_WR) on the direction's sink.
     Shutdown(Dir),
+    /// The direction's source reset and everything read from it was
+    /// written: call [`Connection::on_sent`] once the sink's socket has sent
+    /// it all (SIOCOUTQ 0); asked again on every tick until then.
+    CheckSent(Dir),
     /// Make the close of this socket send a RST (SO_LINGER 0).
     Abort(Side),
     /// The connection is over: cancel what is in flight, then close both
@@ -104,6 +111,11 @@ pub enum CloseReason {
     DownstreamReset,
     /// The upstream reset (`UC`).
     UpstreamReset,
+    /// ringway itself ran out of a resource for the connection: no
+    /// descriptor (EMFILE/ENFILE) or socket memory for its upstream socket
+    /// (`OM`, Envoy's flag for the proxy protecting itself; HAProxy logs
+    /// `R`, "a resource on the proxy has been exhausted").
+    LocalResource,
 }
 
 impl CloseReason {
@@ -120,6 +132,7 @@ impl CloseReason {
             CloseReason::Drained => "DR",
             CloseReason::DownstreamReset => "DC",
             CloseReason::UpstreamReset => "UC",
+            CloseReason::LocalResource => "OM",
         }
     }
 }
@@ -153,6 +166,9 @@ pub enum ServerName {
     Absent,
     /// Not a TLS ClientHello: routed like a client without SNI.
     NotTls(&'static str),
+    /// A ClientHello larger than [`sni::MAX_CLIENT_HELLO`]: closed, never
+    /// routed.
+    TooLarge,
 }
 
 impl ServerName {
@@ -160,7 +176,16 @@ impl ServerName {
     pub fn lookup_key(&self) -> Option<&str> {
         match self {
             ServerName::Name(n) => Some(n),
-            ServerName::Absent | ServerName::NotTls(_) => None,
+            ServerName::Absent | ServerName::NotTls(_) | ServerName::TooLarge => None,
+        }
+    }
+
+    /// The name for the access log's SNI field: a host name (never spaces
+    /// or control characters, see `sni.rs`), or `None` for `-`.
+    pub fn logged(&self) -> Option<&str> {
+        match self {
+            ServerName::Name(n) => Some(n),
+            ServerName::Absent | ServerName::NotTls(_) | ServerName::TooLarge => None,
         }
     }
 }
@@ -171,6 +196,7 @@ impl std::fmt::Display for ServerName {
             ServerName::Name(n) => f.write_str(n),
             ServerName::Absent => f.write_str("(no SNI)"),
             ServerName::NotTls(why) => write!(f, "(not TLS: {why})"),
+            ServerName::TooLarge => f.write_str("(ClientHello too large)"),
         }
     }
 }
@@ -209,8 +235,11 @@ enum Phase {
     },
     /// Over; `sending` are the buffers of sends still in flight, given back
     /// when those complete (never earlier: the kernel still reads them).
+    /// `moved` keeps counting what those sends wrote.
     Finished {
+        reason: CloseReason,
         sending: [Option<u16>; 2],
+        moved: [u64; 2],
     },
 }
 
@@ -290,6 +319,7 @@ impl Connection {
             Peek::ServerName(Some(n)) => ServerName::Name(n),
             Peek::ServerName(None) => ServerName::Absent,
             Peek::NotTls(why) => ServerName::NotTls(why),
+            Peek::TooLarge => ServerName::TooLarge,
         };
         let hello = std::mem::take(hello);
         self.phase = Phase::Routing { hello, name };
@@ -335,7 +365,25 @@ impl Connection {
     pub fn moved(&self) -> [u64; 2] {
         match &self.phase {
             Phase::Forwarding { halves } => [halves[0].moved(), halves[1].moved()],
-            _ => [0, 0],
+            Phase::Finished { moved, .. } => *moved,
+            Phase::ReadingHello { .. } | Phase::Routing { .. } | Phase::Connecting { .. } => [0, 0],
+        }
+    }
+
+    /// How the connection ended, with every byte written, also by sends
+    /// that completed after [`Action::Finish`]: final once nothing of it is
+    /// in flight.
+    pub fn close(&self) -> Option<Close> {
+        match &self.phase {
+            Phase::Finished { reason, moved, .. } => Some(Close {
+                reason: *reason,
+                to_upstream: moved[0],
+                to_downstream: moved[1],
+            }),
+            Phase::ReadingHello { .. }
+            | Phase::Routing { .. }
+            | Phase::Connecting { .. }
+            | Phase::Forwarding { .. } => None,
         }
     }
 
@@ -420,13 +468,17 @@ impl Connection {
                 };
                 self.after(outcome, now, out);
             }
-            Phase::Finished { sending, .. } => {
+            Phase::Finished { sending, moved, .. } => {
                 if let Some(bid) = c.bid {
                     out.push(Action::GiveBack(bid));
                 }
                 if let Op::Send(d) = c.op {
                     if let Some(bid) = sending[d.index()].take() {
                         out.push(Action::GiveBack(bid));
+                        // Written before the cancel reached it: counted.
+                        if c.res > 0 {
+                            moved[d.index()] += u64::from(c.res.unsigned_abs());
+                        }
                     }
                 }
             }
@@ -434,7 +486,7 @@ impl Connection {
     }
 
     /// The worker could not start a connect (no usable endpoint, overflow,
-    /// no descriptor).
+    /// no descriptor: [`CloseReason::LocalResource`]).
     pub fn on_connect_unavailable(&mut self, reason: CloseReason, out: &mut Vec<Action>) {
         if let Phase::Connecting { .. } = self.phase {
             self.finish(reason, out);
@@ -492,10 +544,53 @@ impl Connection {
         }
     }
 
-    /// Timers: idle timeout (bytes either way count) and maximum duration.
+    /// The earliest instant at which [`Connection::on_tick`] may have
+    /// something to do (an instant already past: at the next tick), or
+    /// `None` when no timer applies. Bytes moving only push it later, so a
+    /// caller that keeps the instant it got may wake up early, never late.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let after = |d: Duration| self.opened.checked_add(d);
+        let timer = match &self.phase {
+            Phase::Finished { .. } => return None,
+            Phase::ReadingHello { .. } => after(HELLO_TIMEOUT),
+            Phase::Forwarding { halves } => {
+                if halves.iter().any(|h| h.flow() == Flow::Reset) {
+                    // CheckSent is asked again on every tick.
+                    return Some(self.opened);
+                }
+                self.limits
+                    .idle_timeout
+                    .and_then(|idle| self.last_active.checked_add(idle))
+            }
+            Phase::Routing { .. } | Phase::Connecting { .. } => None,
+        };
+        let max = self.limits.max_duration.and_then(after);
+        timer.into_iter().chain(max).min()
+    }
+
+    /// The sink of `dir` sent everything after its source reset
+    /// ([`Action::CheckSent`]): the reset goes on to it.
+    pub fn on_sent(&mut self, dir: Dir, out: &mut Vec<Action>) {
+        if let Phase::Forwarding { halves } = &self.phase {
+            if halves[dir.index()].flow() == Flow::Reset {
+                out.push(Action::Abort(dir.sink()));
+                self.finish(reset_by(dir.source()), out);
+            }
+        }
+    }
+
+    /// Timers: idle timeout (bytes either way count) and maximum duration;
+    /// a reset waiting for its sink to send everything asks again.
     pub fn on_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.is_finished() {
             return;
+        }
+        if let Phase::Forwarding { halves } = &self.phase {
+            for h in halves {
+                if h.flow() == Flow::Reset {
+                    out.push(Action::CheckSent(h.dir()));
+                }
+            }
         }
         if let Phase::ReadingHello { .. } = self.phase {
             if now.saturating_duration_since(self.opened) >= HELLO_TIMEOUT {
@@ -532,19 +627,33 @@ impl Connection {
             Outcome::Continue => {}
             Outcome::Active => self.last_active = now,
             Outcome::Reset(side) => {
-                // A reset from one side resets the other.
-                out.push(Action::Abort(side.other()));
-                let reason = match side {
-                    Side::Downstream => CloseReason::DownstreamReset,
-                    Side::Upstream => CloseReason::UpstreamReset,
-                };
-                self.finish(reason, out);
-                return;
+                // Writing to a side that reset fails too; the half reading
+                // that side is forwarding what it read, then resets the
+                // other. Otherwise a reset from one side resets the other.
+                let reader = halves[Dir::reading(side).index()].flow();
+                if !matches!(reader, Flow::Resetting | Flow::Reset) {
+                    out.push(Action::Abort(side.other()));
+                    self.finish(reset_by(side), out);
+                    return;
+                }
+            }
+        }
+        for h in halves {
+            if h.flow() == Flow::Reset {
+                out.push(Action::CheckSent(h.dir()));
             }
         }
         match (halves[0].flow(), halves[1].flow()) {
             (Flow::Done, Flow::Done) => self.finish(CloseReason::Done, out),
-            (Flow::Open | Flow::Eof | Flow::ShuttingDown | Flow::Done, _) => {}
+            (
+                Flow::Open
+                | Flow::Eof
+                | Flow::ShuttingDown
+                | Flow::Done
+                | Flow::Resetting
+                | Flow::Reset,
+                _,
+            ) => {}
         }
     }
 
@@ -570,8 +679,20 @@ impl Connection {
             to_upstream,
             to_downstream,
         };
-        self.phase = Phase::Finished { sending };
+        self.phase = Phase::Finished {
+            reason,
+            sending,
+            moved: [to_upstream, to_downstream],
+        };
         out.push(Action::Finish(close));
+    }
+}
+
+/// The close reason of a reset by `side`.
+fn reset_by(side: Side) -> CloseReason {
+    match side {
+        Side::Downstream => CloseReason::DownstreamReset,
+        Side::Upstream => CloseReason::UpstreamReset,
     }
 }
 
@@ -646,6 +767,12 @@ mod tests {
 
         fn pump(&mut self, dir: Dir, pump: Pump) -> Vec<Action> {
             self.conn.on_pump(dir, pump, self.now, &mut self.out);
+            std::mem::take(&mut self.out)
+        }
+
+        /// The sink of `dir` has sent everything ([`Action::CheckSent`]).
+        fn sent(&mut self, dir: Dir) -> Vec<Action> {
+            self.conn.on_sent(dir, &mut self.out);
             std::mem::take(&mut self.out)
         }
     }
@@ -835,7 +962,16 @@ mod tests {
         ];
         for case in cases {
             let mut sim = Sim::forwarding(limits());
-            let a = sim.complete(case.op, case.res);
+            let Op::Recv(dir) = case.op else {
+                unreachable!()
+            };
+            // Nothing held: the reset waits only for the kernel to send
+            // what the other socket holds.
+            assert_eq!(
+                sim.complete(case.op, case.res),
+                vec![Action::CheckSent(dir)]
+            );
+            let a = sim.sent(dir);
             assert_eq!(a[0], Action::Abort(case.abort));
             assert_eq!(finish_reason(&a), Some(case.reason));
         }
@@ -845,6 +981,135 @@ mod tests {
         let a = sim.complete(Op::Send(UP), -libc::EPIPE);
         assert_eq!(a[0], Action::Abort(Side::Downstream));
         assert_eq!(finish_reason(&a), Some(CloseReason::UpstreamReset));
+    }
+
+    #[test]
+    fn a_source_that_resets_has_what_it_sent_forwarded_before_the_reset() {
+        let mut sim = Sim::forwarding(limits());
+        let a = sim.recv(DOWN, 10, 1, true);
+        assert!(a.contains(&Action::Send {
+            dir: DOWN,
+            bid: 1,
+            offset: 0,
+            len: 10
+        }));
+        sim.recv(DOWN, 20, 2, true);
+        // The upstream resets with 30 bytes held: nothing ends yet.
+        let a = sim.complete(Op::Recv(DOWN), -libc::ECONNRESET);
+        assert_eq!(a, vec![]);
+        // Writes toward the reset upstream fail; that changes nothing.
+        sim.recv(UP, 5, 3, true);
+        assert_eq!(sim.complete(Op::Send(UP), -libc::EPIPE), vec![]);
+        // The held bytes go to the client, partial writes included.
+        assert_eq!(
+            sim.complete(Op::Send(DOWN), 4),
+            vec![Action::Send {
+                dir: DOWN,
+                bid: 1,
+                offset: 4,
+                len: 6
+            }]
+        );
+        let a = sim.complete(Op::Send(DOWN), 6);
+        assert_eq!(
+            a,
+            vec![
+                Action::GiveBack(1),
+                Action::Send {
+                    dir: DOWN,
+                    bid: 2,
+                    offset: 0,
+                    len: 20
+                }
+            ]
+        );
+        let a = sim.complete(Op::Send(DOWN), 20);
+        assert_eq!(a, vec![Action::GiveBack(2), Action::CheckSent(DOWN)]);
+        // Not sent by the kernel yet: asked again on each tick.
+        assert_eq!(
+            sim.tick_after(Duration::from_millis(100)),
+            vec![Action::CheckSent(DOWN)]
+        );
+        let a = sim.sent(DOWN);
+        assert_eq!(a[0], Action::Abort(Side::Downstream));
+        assert!(a.contains(&Action::GiveBack(3)), "{a:?}");
+        assert_eq!(
+            a.last(),
+            Some(&Action::Finish(Close {
+                reason: CloseReason::UpstreamReset,
+                to_upstream: 0,
+                to_downstream: 30,
+            }))
+        );
+    }
+
+    #[test]
+    fn a_splice_source_that_resets_has_its_pipe_drained_first() {
+        let mut sim = Sim::forwarding(Limits {
+            splice_after: 0,
+            ..limits()
+        });
+        sim.complete(Op::Readable(DOWN), libc::POLLIN as i32);
+        let a = sim.pump(
+            DOWN,
+            Pump {
+                read: 1000,
+                written: 400,
+                in_pipe: 600,
+                source: SourceState::Failed,
+                sink: SinkState::WouldBlock,
+            },
+        );
+        assert_eq!(a, vec![Action::Writable(DOWN)]);
+        // The pipe is drained without reading the failed source again.
+        assert_eq!(
+            sim.complete(Op::Writable(DOWN), libc::POLLOUT as i32),
+            vec![Action::Pump {
+                dir: DOWN,
+                in_pipe: 600,
+                read: false
+            }]
+        );
+        let a = sim.pump(
+            DOWN,
+            Pump {
+                read: 0,
+                written: 600,
+                in_pipe: 0,
+                source: SourceState::Open,
+                sink: SinkState::Ok,
+            },
+        );
+        assert_eq!(a, vec![Action::CheckSent(DOWN)]);
+        let a = sim.sent(DOWN);
+        assert_eq!(a[0], Action::Abort(Side::Downstream));
+        assert_eq!(
+            a.last(),
+            Some(&Action::Finish(Close {
+                reason: CloseReason::UpstreamReset,
+                to_upstream: 0,
+                to_downstream: 1000,
+            }))
+        );
+    }
+
+    #[test]
+    fn a_send_that_completes_after_the_end_is_counted() {
+        let mut sim = Sim::forwarding(limits());
+        sim.recv(UP, 10, 1, true);
+        let a = sim.tick_after(Duration::from_secs(3600));
+        assert_eq!(finish_reason(&a), Some(CloseReason::IdleTimeout));
+        assert_eq!(sim.conn.close().map(|c| c.to_upstream), Some(0));
+        // The send had written its bytes before the cancel reached it.
+        assert_eq!(sim.complete(Op::Send(UP), 10), vec![Action::GiveBack(1)]);
+        assert_eq!(
+            sim.conn.close(),
+            Some(Close {
+                reason: CloseReason::IdleTimeout,
+                to_upstream: 10,
+                to_downstream: 0,
+            })
+        );
     }
 
     #[test]
@@ -863,6 +1128,42 @@ mod tests {
         );
         // Late recv completions after the end give their buffers back too.
         assert_eq!(sim.recv(DOWN, 10, 5, false), vec![Action::GiveBack(5)]);
+    }
+
+    #[test]
+    fn the_next_deadline_is_the_earliest_timer_and_bytes_push_it_later() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let mut sim = Sim::forwarding(Limits {
+            idle_timeout: Some(secs(60)),
+            max_duration: Some(secs(100)),
+            ..limits()
+        });
+        let opened = sim.now;
+        assert_eq!(sim.conn.next_deadline(), Some(opened + secs(60)));
+        sim.now = opened + secs(50);
+        sim.recv(UP, 10, 1, true);
+        // The idle timer moved past the maximum duration.
+        assert_eq!(sim.conn.next_deadline(), Some(opened + secs(100)));
+        assert!(sim.tick_after(secs(49)).is_empty());
+        assert_eq!(
+            finish_reason(&sim.tick_after(secs(1))),
+            Some(CloseReason::MaxDuration)
+        );
+        assert_eq!(sim.conn.next_deadline(), None);
+        // No timer at all: nothing to schedule.
+        let sim = Sim::forwarding(Limits {
+            idle_timeout: None,
+            ..limits()
+        });
+        assert_eq!(sim.conn.next_deadline(), None);
+        // The ClientHello timeout, and a reset waiting for its sink (due at once).
+        let mut out = Vec::new();
+        let tls = Connection::open_tls(limits(), t0, &mut out);
+        assert_eq!(tls.next_deadline(), Some(t0 + HELLO_TIMEOUT));
+        let mut sim = Sim::forwarding(limits());
+        sim.complete(Op::Recv(DOWN), -libc::ECONNRESET);
+        assert!(sim.conn.next_deadline().is_some_and(|d| d <= sim.now));
     }
 
     #[test]

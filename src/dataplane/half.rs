@@ -27,6 +27,12 @@ pub enum Flow {
     ShuttingDown,
     /// Nothing more will move this way.
     Done,
+    /// The source reset; what was read from it is still being written.
+    Resetting,
+    /// The source reset and everything read from it was written: the sink
+    /// is reset once its socket has sent it all (a reset discards what the
+    /// kernel has not sent yet).
+    Reset,
 }
 
 /// A received provided buffer, and how much of it was sent already.
@@ -107,7 +113,9 @@ pub enum Outcome {
     Continue,
     /// Bytes moved (the connection is not idle).
     Active,
-    /// A socket failed (reset, broken pipe); the connection must end.
+    /// Writing to this side failed (reset, broken pipe). A source that
+    /// fails is not an outcome: the half forwards what it read first
+    /// ([`Flow::Resetting`]).
     Reset(Side),
 }
 
@@ -162,6 +170,10 @@ impl Half {
 
     pub fn flow(&self) -> Flow {
         self.flow
+    }
+
+    pub fn dir(&self) -> Dir {
+        self.dir
     }
 
     pub fn moved(&self) -> u64 {
@@ -245,7 +257,13 @@ impl Half {
             // Cancelled (backpressure, promotion), or a non-blocking socket
             // with nothing to read: re-armed below when wanted.
             (e, None) if e == -libc::ECANCELED || e == -libc::EAGAIN => Outcome::Continue,
-            (_, None) => return Outcome::Reset(self.dir.source()),
+            // The source reset: what it sent before is still forwarded.
+            (_, None) => {
+                if self.flow == Flow::Open {
+                    self.flow = Flow::Resetting;
+                }
+                Outcome::Continue
+            }
         };
         self.advance_copy(out);
         outcome
@@ -336,7 +354,13 @@ impl Half {
                 }
                 return;
             }
-            Flow::ShuttingDown | Flow::Done => return,
+            Flow::Resetting => {
+                if copy.queue.is_empty() && copy.send == Send::Idle {
+                    self.flow = Flow::Reset;
+                }
+                return;
+            }
+            Flow::ShuttingDown | Flow::Done | Flow::Reset => return,
         }
         let drained = copy.queue.is_empty() && copy.send == Send::Idle;
         match copy.recv {
@@ -421,17 +445,20 @@ impl Half {
         if let SinkState::Failed = pump.sink {
             return Outcome::Reset(dir.sink());
         }
-        if let SourceState::Failed = pump.source {
-            return Outcome::Reset(dir.source());
-        }
+        // A source that reset still has what it sent forwarded.
+        let reset = pump.source == SourceState::Failed || self.flow == Flow::Resetting;
         let eof = pump.source == SourceState::Eof || self.flow == Flow::Eof;
         if s.in_pipe > 0 {
             // The sink is full (or the pump yielded): wait until it takes more.
             s.wait = Wait::Writable;
             out.push(Action::Writable(dir));
-            if eof {
+            if reset {
+                self.flow = Flow::Resetting;
+            } else if eof {
                 self.flow = Flow::Eof;
             }
+        } else if reset {
+            self.flow = Flow::Reset;
         } else if eof {
             self.flow = Flow::ShuttingDown;
             out.push(Action::Shutdown(dir));

@@ -4,7 +4,9 @@
 //! connection) and a few connection counters that move on open and close,
 //! never per byte.
 
+pub mod accept;
 pub mod balancer;
+pub mod budget;
 pub mod bufring;
 pub mod conn;
 pub mod forward;
@@ -14,6 +16,7 @@ pub mod pipe;
 pub mod proxy_protocol;
 pub mod ring;
 pub mod slot;
+pub mod timers;
 pub mod token;
 pub mod wake;
 pub mod worker;
@@ -70,7 +73,8 @@ impl Plan {
 pub struct Settings {
     /// Endpoints tried per connection (`--connect-attempts`).
     pub connect_attempts: u32,
-    /// Open connections per process (`--max-connections`); `None` = no cap.
+    /// Open connections per process (`--max-connections`); `None`: derived
+    /// from the open-file limit ([`budget::Budget`]).
     pub max_connections: Option<usize>,
     /// Bytes after which a direction moves to the splice path.
     pub splice_after: u64,
@@ -102,6 +106,8 @@ pub struct Shared {
     /// The current plan; workers read it through an `arc_swap::Cache`.
     pub plan: Arc<ArcSwap<Plan>>,
     pub settings: Settings,
+    /// The connection cap and the pipes per worker.
+    pub budget: budget::Budget,
     /// Open connections in the process.
     pub open: AtomicUsize,
     /// Set by the supervisor before it wakes the workers to stop.

@@ -105,6 +105,8 @@ pub struct PipePool {
     free: Vec<OwnedPipe>,
     size: usize,
     keep: usize,
+    /// Pipes this pool may own at once, lent or kept (the descriptor budget).
+    limit: usize,
     /// Pipes lent out right now.
     lent: usize,
     /// Pipes taken since the last [`trim`](PipePool::trim).
@@ -112,21 +114,24 @@ pub struct PipePool {
 }
 
 impl PipePool {
-    pub fn new(size: usize, keep: usize) -> PipePool {
+    pub fn new(size: usize, keep: usize, limit: usize) -> PipePool {
         PipePool {
-            free: Vec::with_capacity(keep),
+            free: Vec::with_capacity(keep.min(limit)),
             size,
             keep,
+            limit,
             lent: 0,
             taken: 0,
         }
     }
 
-    /// A pipe, from the pool or new; `None` when the system refuses one
-    /// (descriptor or pipe budget exhausted): the half keeps copying.
+    /// A pipe, from the pool or new; `None` when `limit` pipes are lent or
+    /// the system refuses one (descriptor or pipe budget exhausted): the
+    /// half keeps copying.
     pub fn take(&mut self) -> Option<OwnedPipe> {
         let pipe = match self.free.pop() {
             Some(p) => p,
+            None if self.lent >= self.limit => return None,
             None => OwnedPipe::new(self.size).ok()?,
         };
         self.lent += 1;

@@ -234,6 +234,16 @@ impl Ring {
         self.push(Pending::One(e));
     }
 
+    /// One single-shot accept (near the connection cap, where each accept
+    /// may take only one connection).
+    pub fn accept_once(&mut self, listener: RawFd, token: u64) {
+        let e = opcode::Accept::new(Fd(listener), std::ptr::null_mut(), std::ptr::null_mut())
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(token);
+        self.push(Pending::One(e));
+    }
+
     /// Receive into the provided-buffer ring, taking at most `limit` bytes:
     /// a multishot recv that the kernel ends once `limit` bytes arrived
     /// (IORING_RECV_MSHOT_LIM, Linux 6.17+) when `mode` allows, else one
@@ -349,6 +359,14 @@ impl Ring {
     /// Cancel the op submitted with `target`.
     pub fn cancel(&mut self, target: u64, token: u64) {
         let e = opcode::AsyncCancel::new(target).build().user_data(token);
+        self.push(Pending::One(e));
+    }
+
+    /// Cancel every op submitted with `target`.
+    pub fn cancel_all(&mut self, target: u64, token: u64) {
+        let e = opcode::AsyncCancel2::new(CancelBuilder::user_data(target).all())
+            .build()
+            .user_data(token);
         self.push(Pending::One(e));
     }
 }

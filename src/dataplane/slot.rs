@@ -25,8 +25,9 @@ use super::forward;
 use super::pipe::{self, OwnedPipe};
 use super::proxy_protocol;
 use super::ring::RecvMode;
+use super::timers::Due;
 use super::token::{Dir, Op, Side, Token};
-use super::worker::Worker;
+use super::worker::{ACCEPT_PAUSE, Worker};
 
 /// Where a connection's upstream is.
 pub(super) struct Upstream {
@@ -63,6 +64,8 @@ pub(super) struct Slot {
     /// Pipes holding bytes, per direction.
     pub(super) pipes: [Option<OwnedPipe>; 2],
     pub(super) meter: Meter,
+    /// The instant this slot is scheduled at in the worker's timers.
+    pub(super) deadline: Option<Instant>,
 }
 
 /// A connection's share of the worker's counters.
@@ -254,6 +257,13 @@ impl Worker {
                 slot.conn
                     .on_completion(done, Instant::now(), &mut self.scratch);
             }
+            Action::CheckSent(dir) => {
+                let unsent = slot.fd(dir.sink()).map_or(Ok(0), unsent_bytes);
+                // Sent (or the socket is gone): the reset may follow.
+                if !matches!(unsent, Ok(n) if n > 0) {
+                    slot.conn.on_sent(dir, &mut self.scratch);
+                }
+            }
             Action::Abort(side) => {
                 let sock = match (side, &slot.upstream) {
                     (Side::Downstream, _) => Some(SockRef::from(&slot.downstream)),
@@ -312,6 +322,14 @@ impl Worker {
             .listeners
             .get(slot.table_listener)
             .map_or("-", |l| l.name.as_str());
+        if name == ServerName::TooLarge {
+            if self.sni_errors.allow(Instant::now()) {
+                tracing::info!(worker = self.id, listener = %listener, downstream = %slot.peer, flag = CloseReason::NoRoute.flag(), "ClientHello larger than 16 KiB (Envoy: client_hello_too_large): connection closed, not routed (at most one line per second)");
+            }
+            slot.conn
+                .on_route_failed(CloseReason::NoRoute, &mut self.scratch);
+            return;
+        }
         let route = plan
             .table
             .listeners
@@ -396,11 +414,26 @@ impl Worker {
         let socket = match upstream_socket(target.address, policy.tcp_keepalive) {
             Ok(s) => s,
             Err(e) => {
-                if self.socket_errors.allow(Instant::now()) {
-                    tracing::warn!(worker = self.id, upstream = %target.address, error = %e, "cannot open an upstream socket (at most one line per second)");
+                // Out of descriptors or socket memory is ringway's own
+                // failure, not the upstream's: flagged OM, not UF, and no
+                // more clients are taken for a moment.
+                let local = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                );
+                let reason = if local {
+                    CloseReason::LocalResource
+                } else {
+                    CloseReason::ConnectFailed
+                };
+                if self.socket_errors.allow(now) {
+                    tracing::warn!(worker = self.id, upstream = %target.address, error = %e, flag = reason.flag(), "cannot open an upstream socket; connection closed (at most one line per second; on EMFILE/ENFILE raise LimitNOFILE / ulimit -n or lower --max-connections)");
                 }
-                slot.conn
-                    .on_connect_unavailable(CloseReason::ConnectFailed, &mut self.scratch);
+                slot.conn.on_connect_unavailable(reason, &mut self.scratch);
+                if local {
+                    self.metrics.accept_error();
+                    self.pause_accepting(now + ACCEPT_PAUSE);
+                }
                 return;
             }
         };
@@ -429,6 +462,10 @@ impl Worker {
         });
     }
 
+    /// The connection emitted [`Action::Finish`]: a last failed attempt
+    /// counts against its endpoint, and what is in flight is cancelled. It
+    /// is counted and logged when freed ([`Worker::release_if_done`]), once
+    /// sends that complete after the cancel have been counted too.
     pub(super) fn finish(&mut self, index: u32, close: Close) {
         let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
             return;
@@ -443,6 +480,19 @@ impl Worker {
         let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
             return;
         };
+        if slot.inflight > 0 {
+            for side in [Side::Downstream, Side::Upstream] {
+                if let Some(fd) = slot.fd(side) {
+                    self.ring.cancel_fd(fd, slot.token(index, Op::Cancel(side)));
+                    slot.inflight += 1;
+                }
+            }
+        }
+    }
+
+    /// Count a connection that ended and log it: Istio counters (by its
+    /// flag), the access log, the debug line.
+    fn account(&mut self, slot: &mut Slot, close: Close) {
         let flag = close.reason.flag();
         let cluster = slot.target.map(|(_, c)| c);
         let endpoint = slot.upstream.as_ref().map(|u| u.endpoint);
@@ -467,7 +517,7 @@ impl Worker {
         }
         if self.access_log.enabled() {
             let listener = slot.table_listener;
-            let sni = slot.sni.as_ref().map(ToString::to_string);
+            let sni = slot.sni.as_ref().and_then(ServerName::logged);
             self.access_log.log(&Record {
                 start_time: slot.meter.started,
                 duration: slot.conn.opened().elapsed(),
@@ -478,7 +528,7 @@ impl Worker {
                     .listeners
                     .get(listener)
                     .map_or(slot.peer, |l| l.address),
-                requested_server_name: sni.as_deref(),
+                requested_server_name: sni,
                 upstream_cluster: cluster.map(|c| slot.plan.table.cluster(c).name.as_str()),
                 upstream_host: slot
                     .upstream
@@ -502,17 +552,9 @@ impl Worker {
             to_downstream = close.to_downstream,
             duration_ms = slot.conn.opened().elapsed().as_millis() as u64,
             generation = slot.plan.table.generation,
-            flag = close.reason.flag(),
+            flag,
             "connection closed"
         );
-        if slot.inflight > 0 {
-            for side in [Side::Downstream, Side::Upstream] {
-                if let Some(fd) = slot.fd(side) {
-                    self.ring.cancel_fd(fd, slot.token(index, Op::Cancel(side)));
-                    slot.inflight += 1;
-                }
-            }
-        }
     }
 
     /// Add the bytes written since the last call to the Istio counters.
@@ -535,6 +577,25 @@ impl Worker {
         }
     }
 
+    /// Schedule the connection's next deadline when it is earlier than the
+    /// one it is scheduled at (a later one is found when that fires).
+    pub(super) fn reschedule(&mut self, index: u32) {
+        let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(next) = slot.conn.next_deadline() else {
+            return;
+        };
+        if slot.deadline.is_none_or(|d| next < d) {
+            slot.deadline = Some(next);
+            self.timers.schedule(Due {
+                at: next,
+                index,
+                generation: slot.generation,
+            });
+        }
+    }
+
     /// Free a finished slot once no op of it is in flight.
     pub(super) fn release_if_done(&mut self, index: u32) {
         let done = self
@@ -545,9 +606,12 @@ impl Worker {
         if !done {
             return;
         }
-        let Some(slot) = self.slots[index as usize].take() else {
+        let Some(mut slot) = self.slots[index as usize].take() else {
             return;
         };
+        if let Some(close) = slot.conn.close() {
+            self.account(&mut slot, close);
+        }
         if let Some(u) = &slot.upstream {
             self.balancer.closed(&slot.plan, u.cluster, u.endpoint);
         }
@@ -556,6 +620,8 @@ impl Worker {
         }
         self.shared.open.fetch_sub(1, Ordering::Relaxed);
         slot.meter.active.fetch_sub(1, Ordering::Relaxed);
+        // Room under the connection cap: accept again if it had stopped.
+        self.steer_all(Instant::now());
         for pipe in slot.pipes.into_iter().flatten() {
             // It still holds this connection's bytes: close it, never reuse it.
             drop(pipe);
@@ -564,6 +630,18 @@ impl Worker {
         self.free.push(index);
         self.live -= 1;
     }
+}
+
+/// Bytes in a socket's send queue not yet acknowledged by the peer
+/// (SIOCOUTQ): a reset (SO_LINGER 0) would discard them.
+fn unsent_bytes(fd: RawFd) -> io::Result<u32> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: ioctl(TIOCOUTQ, SIOCOUTQ for sockets) on a descriptor the slot
+    // keeps open writes one int into `n`.
+    if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n.unsigned_abs())
 }
 
 /// A blocking upstream socket with TCP_NODELAY and the cluster's keepalive.

@@ -21,6 +21,14 @@ impl Dir {
         }
     }
 
+    /// The direction that reads from `side`.
+    pub fn reading(side: Side) -> Dir {
+        match side {
+            Side::Downstream => Dir::ToUpstream,
+            Side::Upstream => Dir::ToDownstream,
+        }
+    }
+
     /// The socket this direction reads from.
     pub fn source(self) -> Side {
         match self {

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -20,6 +20,7 @@ use crate::metrics::WorkerHandle;
 use crate::metrics::worker::add;
 use crate::routing::table::{ClusterId, ListenerRouting, RouteId};
 
+use super::accept::{Accepting, After};
 use super::balancer::Balancer;
 use super::bufring::BufRing;
 use super::conn::{Action, CloseReason, Completion, Connection, Limits};
@@ -28,18 +29,21 @@ use super::listener;
 use super::pipe::PipePool;
 use super::ring::{Cqe, RecvMode, Ring, SetupError};
 use super::slot::{ConnectArgs, Meter, Slot, counters};
+use super::timers::{Due, Timers};
 use super::token::{self, Dir, Event, Op, Token};
 use super::wake::WakeFd;
 use super::{Plan, Shared, WorkerStatus};
 
-/// How often timers (idle, max duration, paused listeners) are checked.
+/// How often timers (idle, max duration, paused listeners, room under the
+/// connection cap freed by other workers) are checked.
 const TICK: Duration = Duration::from_millis(100);
 
 /// Pooled pipes are closed after this long without use.
 const PIPE_IDLE: Duration = Duration::from_secs(1);
 
-/// How long a listener stays paused after EMFILE/ENFILE on accept.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
+/// How long accepting stays paused after EMFILE/ENFILE (on accept, or on an
+/// upstream socket).
+pub(super) const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -70,18 +74,6 @@ enum Routing {
     BySni,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Accepting {
-    Armed,
-    /// EMFILE/ENFILE: re-armed at this instant.
-    Paused(Instant),
-    /// Closed by a reload; the cancelled accept's last completion is still
-    /// to come, so the entry cannot serve another listener yet.
-    Closing,
-    /// No accept in flight: a closed entry may be reused.
-    Stopped,
-}
-
 pub struct Worker {
     pub(super) id: usize,
     // Field order matters: the ring is dropped before the buffer ring its
@@ -96,7 +88,8 @@ pub struct Worker {
     plans: arc_swap::Cache<Arc<ArcSwap<Plan>>, Arc<Plan>>,
     pub(super) balancer: Balancer,
     pub(super) listeners: Vec<WorkerListener>,
-    accepting: Vec<Accepting>,
+    /// The accepts of each listener entry (`accept.rs`).
+    pub(super) accepting: Vec<Accepting>,
     pub(super) wake: Arc<WakeFd>,
     pub(super) slots: Vec<Option<Slot>>,
     pub(super) generations: Vec<u32>,
@@ -107,11 +100,16 @@ pub struct Worker {
     pub(super) cqes: Vec<Cqe>,
     pub(super) actions: VecDeque<Action>,
     pub(super) scratch: Vec<Action>,
+    /// Connection deadlines (`timers.rs`), and those due at this tick.
+    pub(super) timers: Timers,
+    due: Vec<Due>,
     pub(super) stopping: bool,
     /// Listeners closed; the worker ends once its connections have.
-    draining: bool,
+    pub(super) draining: bool,
     /// At most one EMFILE/ENFILE line per second.
-    accept_errors: LogLimit,
+    pub(super) accept_errors: LogLimit,
+    /// At most one "connection cap reached" line per second.
+    cap_reached: LogLimit,
     /// At most one "cannot open an upstream socket" line per second.
     pub(super) socket_errors: LogLimit,
     /// At most one "no route for this SNI" line per second.
@@ -150,7 +148,11 @@ impl Worker {
         if id == 0 {
             tracing::info!(?recv_mode, "copy path receive mode");
         }
-        let pipe_size = shared.settings.pipe_size;
+        let pipes = PipePool::new(
+            shared.settings.pipe_size,
+            PIPE_POOL_KEEP,
+            shared.budget.pipes_per_worker,
+        );
         let mut plans = arc_swap::Cache::new(Arc::clone(&shared.plan));
         let plan = Arc::clone(plans.load());
         let gauges = listeners
@@ -168,21 +170,24 @@ impl Worker {
             plan,
             plans,
             shared,
-            accepting: vec![Accepting::Stopped; listeners.len()],
+            accepting: vec![Accepting::Idle; listeners.len()],
             listeners,
             wake,
             slots: Vec::new(),
             generations: Vec::new(),
             free: Vec::new(),
             live: 0,
-            pipes: PipePool::new(pipe_size, PIPE_POOL_KEEP),
+            pipes,
             starved: VecDeque::new(),
             cqes: Vec::with_capacity(256),
             actions: VecDeque::new(),
             scratch: Vec::new(),
+            timers: Timers::default(),
+            due: Vec::new(),
             stopping: false,
             draining: false,
             accept_errors: LogLimit::default(),
+            cap_reached: LogLimit::default(),
             socket_errors: LogLimit::default(),
             sni_errors: LogLimit::default(),
             next_pipe_trim: Instant::now() + PIPE_IDLE,
@@ -197,7 +202,7 @@ impl Worker {
     pub fn run(mut self) -> Result<(), WorkerError> {
         self.ring.poll(self.wake.raw(), libc::POLLIN, token::WAKE);
         for i in 0..self.listeners.len() {
-            self.arm_accept(i);
+            self.steer(i);
         }
         let bound: Vec<bool> = self
             .plan
@@ -270,11 +275,7 @@ impl Worker {
         }
         self.stopping = true;
         for i in 0..self.listeners.len() {
-            if self.accepting[i] == Accepting::Armed {
-                self.ring
-                    .cancel(token::accept(i as u32), token::STOP_ACCEPT);
-            }
-            self.accepting[i] = Accepting::Stopped;
+            self.wind_down(i, After::Stop);
         }
         for index in 0..self.slots.len() {
             if let Some(slot) = &mut self.slots[index] {
@@ -368,7 +369,8 @@ impl Worker {
                 self.listeners.len() - 1
             }
         };
-        self.arm_accept(i);
+        self.accepting[i] = Accepting::Idle;
+        self.steer(i);
         true
     }
 
@@ -381,40 +383,37 @@ impl Worker {
             .report(&self.plan, missing, self.closing(), ejections);
     }
 
-    fn closing(&self) -> usize {
+    /// Closed listener entries whose accepts are still being cancelled
+    /// (`POST /reload` answers once none is left).
+    pub(super) fn closing(&self) -> usize {
         self.accepting
             .iter()
-            .filter(|a| **a == Accepting::Closing)
+            .filter(|a| {
+                matches!(
+                    a,
+                    Accepting::Cancelling {
+                        then: After::Stop,
+                        ..
+                    }
+                )
+            })
             .count()
     }
 
     fn close_listener(&mut self, i: usize) {
-        self.accepting[i] = match self.accepting[i] {
-            Accepting::Armed => {
-                self.ring
-                    .cancel(token::accept(i as u32), token::STOP_ACCEPT);
-                Accepting::Closing
-            }
-            Accepting::Closing => Accepting::Closing,
-            Accepting::Paused(_) | Accepting::Stopped => Accepting::Stopped,
-        };
+        self.wind_down(i, After::Stop);
         self.listeners[i].socket = None;
         if self.id == 0 && !self.draining {
             tracing::info!(listener = %self.listeners[i].name, address = %self.listeners[i].address, generation = self.plan.table.generation, "listener closed: not in the new configuration");
         }
     }
 
-    fn arm_accept(&mut self, i: usize) {
-        let Some(fd) = self.listeners[i].socket.as_ref().map(AsRawFd::as_raw_fd) else {
-            return;
-        };
-        self.ring.accept_multi(fd, token::accept(i as u32));
-        self.accepting[i] = Accepting::Armed;
-    }
-
     fn on_accept(&mut self, i: usize, cqe: Cqe) {
         if i >= self.listeners.len() {
             return;
+        }
+        if !cqe.more() {
+            self.accept_ended(i);
         }
         if cqe.res >= 0 {
             // SAFETY: a successful accept returns a new descriptor nobody else owns.
@@ -432,16 +431,10 @@ impl Worker {
                     worker = self.id,
                     listener = %self.listeners[i].name,
                     error = %io::Error::from_raw_os_error(-cqe.res),
-                    "accept: out of file descriptors; pausing this listener briefly (raise LimitNOFILE / ulimit -n)"
+                    "accept: out of file descriptors; pausing accepting briefly (raise LimitNOFILE / ulimit -n, or lower --max-connections)"
                 );
             }
-            if self.accepting[i] == Accepting::Armed {
-                if cqe.more() {
-                    self.ring
-                        .cancel(token::accept(i as u32), token::STOP_ACCEPT);
-                }
-                self.accepting[i] = Accepting::Paused(now + ACCEPT_PAUSE);
-            }
+            self.pause_accepting(now + ACCEPT_PAUSE);
             return;
         } else if cqe.res != -libc::ECANCELED {
             self.metrics.accept_error();
@@ -452,18 +445,7 @@ impl Worker {
                 "accept failed"
             );
         }
-        // A multishot accept that ended is re-armed unless the listener is
-        // paused or stopped on purpose; a closed one may now be reused.
-        if !cqe.more() {
-            match self.accepting[i] {
-                Accepting::Armed => self.arm_accept(i),
-                Accepting::Closing => {
-                    self.accepting[i] = Accepting::Stopped;
-                    self.status.closing(self.closing());
-                }
-                Accepting::Paused(_) | Accepting::Stopped => {}
-            }
-        }
+        self.steer(i);
     }
 
     /// A new downstream connection on listener `i`.
@@ -495,15 +477,20 @@ impl Worker {
             self.refused(i, &plan, peer, CloseReason::NoRoute);
             return;
         };
-        let max = self.shared.settings.max_connections.unwrap_or(usize::MAX);
-        if self.shared.open.fetch_add(1, Ordering::Relaxed) >= max {
-            self.shared.open.fetch_sub(1, Ordering::Relaxed);
-            self.metrics.downstream_overflow();
-            tracing::debug!(worker = self.id, %peer, flag = CloseReason::Overflow.flag(), "process connection limit reached");
-            self.refused(i, &plan, peer, CloseReason::Overflow);
-            return;
-        }
+        // Accepting stops at the cap (accept.rs); what the accepts in flight
+        // took beyond it is served, its descriptors are in the budget.
+        let cap = self.shared.budget.max_connections;
         let now = Instant::now();
+        if self.shared.open.fetch_add(1, Ordering::Relaxed) + 1 == cap {
+            self.metrics.cap_reached();
+            if self.cap_reached.allow(now) {
+                tracing::warn!(
+                    worker = self.id,
+                    max_connections = cap,
+                    "connection cap reached: accepting paused, new clients wait in the listen backlog until connections close (at most one line per second; raise LimitNOFILE / ulimit -n or --max-connections for more)"
+                );
+            }
+        }
         let (conn, target) = match routing {
             Routing::Route(route) => match self.reserve(&plan, route, peer) {
                 Ok((cluster, limits)) => (
@@ -553,6 +540,7 @@ impl Worker {
             }),
             inflight: 0,
             pipes: [None, None],
+            deadline: None,
             meter: Meter {
                 started: SystemTime::now(),
                 tcp: None,
@@ -674,6 +662,7 @@ impl Worker {
             self.actions.extend(self.scratch.drain(..));
         }
         self.advance_bytes(index);
+        self.reschedule(index);
         self.release_if_done(index);
     }
 
@@ -697,21 +686,31 @@ impl Worker {
             self.pipes.trim();
             self.next_pipe_trim = now + PIPE_IDLE;
         }
-        for i in 0..self.accepting.len() {
-            if let Accepting::Paused(until) = self.accepting[i] {
-                if now >= until && !self.stopping {
-                    self.arm_accept(i);
-                }
-            }
+        self.steer_all(now);
+        // Only the connections with a deadline due: idle ones cost nothing.
+        let mut due = std::mem::take(&mut self.due);
+        self.timers.take_due(now, &mut due);
+        for d in due.drain(..) {
+            let slot = self
+                .slots
+                .get_mut(d.index as usize)
+                .and_then(Option::as_mut)
+                .filter(|s| s.generation == d.generation && s.deadline == Some(d.at));
+            let Some(slot) = slot else {
+                continue; // freed, reused or rescheduled since
+            };
+            slot.deadline = None;
+            slot.conn.on_tick(now, &mut self.scratch);
+            self.perform(d.index);
         }
-        for index in 0..self.slots.len() {
-            if let Some(slot) = &mut self.slots[index] {
-                slot.conn.on_tick(now, &mut self.scratch);
-                if !self.scratch.is_empty() {
-                    self.perform(index as u32);
-                }
-            }
-        }
+        self.due = due;
+        let slots = &self.slots;
+        self.timers.compact(self.live, |d| {
+            slots
+                .get(d.index as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| s.generation == d.generation && s.deadline == Some(d.at))
+        });
     }
 }
 

@@ -13,8 +13,9 @@ pub const CONFIG_RELOADS: &str = "ringway_config_reloads_total";
 pub const WORKERS: &str = "ringway_workers";
 pub const DOWNSTREAM_CONNECTIONS_ACTIVE: &str = "ringway_downstream_connections_active";
 pub const DOWNSTREAM_ACCEPT_ERRORS: &str = "ringway_downstream_accept_errors_total";
-/// Connections refused because the process had `--max-connections` open.
-pub const DOWNSTREAM_OVERFLOW: &str = "ringway_downstream_overflow_total";
+/// Times the process reached its connection cap (`--max-connections`, or
+/// derived from the open-file limit) and stopped accepting.
+pub const DOWNSTREAM_CAP_REACHED: &str = "ringway_downstream_cap_reached_total";
 pub const UPSTREAM_CONNECT_ATTEMPTS: &str = "ringway_upstream_connect_attempts_total";
 pub const UPSTREAM_CONNECT_FAILURES: &str = "ringway_upstream_connect_failures_total";
 pub const UPSTREAM_CONNECT_TIMEOUTS: &str = "ringway_upstream_connect_timeouts_total";

@@ -24,7 +24,7 @@ pub fn render(process: &ProcessMetrics, workers: &[WorkerSnapshot]) -> String {
     let mut clusters: BTreeMap<&Arc<str>, [u64; 5]> = BTreeMap::new();
     let mut listeners: BTreeMap<SocketAddr, i64> = BTreeMap::new();
     let mut accept_errors = 0;
-    let mut downstream_overflow = 0;
+    let mut cap_reached = 0;
     for w in workers {
         for (labels, values) in &w.tcp {
             let sum = tcp.entry(labels).or_default();
@@ -42,7 +42,7 @@ pub fn render(process: &ProcessMetrics, workers: &[WorkerSnapshot]) -> String {
             *listeners.entry(*address).or_default() += active;
         }
         accept_errors += w.accept_errors;
-        downstream_overflow += w.downstream_overflow;
+        cap_reached += w.cap_reached;
     }
 
     let mut out = String::new();
@@ -140,11 +140,11 @@ pub fn render(process: &ProcessMetrics, workers: &[WorkerSnapshot]) -> String {
     let _ = writeln!(out, "{DOWNSTREAM_ACCEPT_ERRORS} {accept_errors}");
     header(
         &mut out,
-        DOWNSTREAM_OVERFLOW,
-        "Connections refused at the process limit (--max-connections), flag UO.",
+        DOWNSTREAM_CAP_REACHED,
+        "Times the process reached its connection cap (--max-connections, or derived from the open-file limit) and stopped accepting; clients waited in the listen backlog.",
         "counter",
     );
-    let _ = writeln!(out, "{DOWNSTREAM_OVERFLOW} {downstream_overflow}");
+    let _ = writeln!(out, "{DOWNSTREAM_CAP_REACHED} {cap_reached}");
     let per_cluster = [
         (
             UPSTREAM_CONNECT_ATTEMPTS,

@@ -108,7 +108,7 @@ pub struct WorkerMetrics {
     clusters: RwLock<HashMap<Arc<str>, Arc<ClusterCounters>>>,
     listeners: RwLock<HashMap<SocketAddr, Arc<AtomicI64>>>,
     pub accept_errors: AtomicU64,
-    pub downstream_overflow: AtomicU64,
+    pub cap_reached: AtomicU64,
 }
 
 impl WorkerMetrics {
@@ -154,7 +154,7 @@ impl WorkerMetrics {
                 .map(|(k, g)| (*k, g.load(Ordering::Relaxed)))
                 .collect(),
             accept_errors: load(&self.accept_errors),
-            downstream_overflow: load(&self.downstream_overflow),
+            cap_reached: load(&self.cap_reached),
         }
     }
 }
@@ -183,7 +183,7 @@ pub struct WorkerSnapshot {
     pub clusters: Vec<(Arc<str>, [u64; 5])>,
     pub listeners: Vec<(SocketAddr, i64)>,
     pub accept_errors: u64,
-    pub downstream_overflow: u64,
+    pub cap_reached: u64,
 }
 
 /// A worker's own door to its counters: a lock-free cache in front of the
@@ -267,9 +267,10 @@ impl WorkerHandle {
         add(&self.shared.accept_errors, 1);
     }
 
-    /// A connection refused at the process limit (`--max-connections`).
-    pub fn downstream_overflow(&self) {
-        add(&self.shared.downstream_overflow, 1);
+    /// The process reached its connection cap (this worker's accept
+    /// took the last connection under it).
+    pub fn cap_reached(&self) {
+        add(&self.shared.cap_reached, 1);
     }
 }
 

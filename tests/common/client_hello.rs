@@ -4,9 +4,20 @@
 /// A ClientHello as a TLS client writes it, with optional SNI, split
 /// into records of at most `record` bytes of handshake.
 pub fn client_hello_bytes(sni: Option<&str>, record: usize) -> Vec<u8> {
+    client_hello_padded(sni, record, 0)
+}
+
+/// The same with a padding extension (RFC 7685) of `padding` bytes, as
+/// clients send to grow a hello (large post-quantum key shares do it too).
+pub fn client_hello_padded(sni: Option<&str>, record: usize, padding: u16) -> Vec<u8> {
     let mut ext = Vec::new();
     // An unrelated extension first (supported_versions), as real clients send.
     ext.extend_from_slice(&[0x00, 0x2b, 0x00, 0x03, 0x02, 0x03, 0x04]);
+    if padding > 0 {
+        ext.extend_from_slice(&[0x00, 0x15]);
+        ext.extend_from_slice(&padding.to_be_bytes());
+        ext.resize(ext.len() + usize::from(padding), 0);
+    }
     if let Some(name) = sni {
         let n = name.len() as u16;
         ext.extend_from_slice(&[0x00, 0x00]);

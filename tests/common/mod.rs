@@ -290,6 +290,27 @@ pub enum Behavior {
     Raw,
     /// Read `n` bytes, then close the connection (an upstream dying mid-stream).
     CloseAfter(usize),
+    /// Read a line `x`, hold the connection until the gate opens, answer
+    /// `<prefix> x` and close: an upstream slow enough that connections
+    /// pile up.
+    Gated(String, Gate),
+}
+
+/// Opened once by the test; a [`Behavior::Gated`] backend answers after.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<AtomicBool>);
+
+impl Gate {
+    pub fn open(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn wait(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.0.load(Ordering::Acquire) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 /// A backend on 127.0.0.1, one thread per connection; stops on drop.
@@ -376,6 +397,17 @@ fn serve(mut conn: TcpStream, behavior: Behavior) {
             let mut buf = vec![0u8; n];
             let _ = conn.read_exact(&mut buf);
             drop(conn);
+        }
+        Behavior::Gated(prefix, gate) => {
+            let Ok(read) = conn.try_clone() else { return };
+            let mut line = String::new();
+            if BufReader::new(read)
+                .read_line(&mut line)
+                .is_ok_and(|n| n > 0)
+            {
+                gate.wait();
+                let _ = conn.write_all(format!("{prefix} {line}").as_bytes());
+            }
         }
     }
 }

@@ -1,0 +1,215 @@
+//! How a worker accepts. Far below the process connection cap, one
+//! multishot accept per listening socket; near it, at most
+//! [`ACCEPT_BATCH`] single-shot accepts, each of which takes one connection;
+//! at it, none: clients wait in the kernel's listen backlog, as HAProxy's
+//! `maxconn` leaves them, instead of being accepted and closed. Accepting
+//! resumes when connections close (at once on the worker that closed one,
+//! within a tick on the others).
+//!
+//! A multishot accept takes every connection queued on its socket in one go
+//! (the kernel loops until the queue is empty), up to the listen backlog.
+//! So it is armed only while the room under the cap exceeds what all
+//! sockets' backlogs can hold ([`Budget::burst_per_listener`] per listener);
+//! the single-shot accepts near the cap may take at most their number beyond
+//! it before they are cancelled, and the budget keeps descriptors for that.
+//!
+//! [`Budget::burst_per_listener`]: super::budget::Budget::burst_per_listener
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::budget::ACCEPT_BATCH;
+use super::token;
+use super::worker::Worker;
+
+/// What a listener entry does once the accepts being cancelled have ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Decide again (the cap was reached, or the kind of accept changes).
+    Steer,
+    /// EMFILE/ENFILE: arm nothing until this instant.
+    Pause(Instant),
+    /// The listener is closed or the worker stops; the entry may be reused.
+    Stop,
+}
+
+/// The accepts of one listener entry. Every accept submitted ends with
+/// exactly one final completion (without IORING_CQE_F_MORE), which is how
+/// the accepts in flight are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepting {
+    /// Nothing in flight; [`Worker::steer`] decides what to arm.
+    Idle,
+    /// A multishot accept is in flight (far below the cap).
+    Multishot,
+    /// This many single-shot accepts are in flight (near the cap).
+    Single(u16),
+    /// A cancel was submitted for the `ops` accepts in flight.
+    Cancelling { ops: u16, then: After },
+    /// Nothing in flight after EMFILE/ENFILE, until this instant.
+    Paused(Instant),
+    /// Nothing in flight and nothing to arm: a closed entry may be reused.
+    Stopped,
+}
+
+impl Accepting {
+    fn in_flight(self) -> u16 {
+        match self {
+            Accepting::Multishot => 1,
+            Accepting::Single(n) | Accepting::Cancelling { ops: n, .. } => n,
+            Accepting::Idle | Accepting::Paused(_) | Accepting::Stopped => 0,
+        }
+    }
+
+    /// The state once nothing is in flight any more.
+    fn settled(then: After) -> Accepting {
+        match then {
+            After::Steer => Accepting::Idle,
+            After::Pause(until) => Accepting::Paused(until),
+            After::Stop => Accepting::Stopped,
+        }
+    }
+}
+
+impl Worker {
+    /// Arm, top up, narrow or stop the accepts of listener entry `i` for the
+    /// room left under the connection cap.
+    pub(super) fn steer(&mut self, i: usize) {
+        let state = self.accepting[i];
+        if !matches!(
+            state,
+            Accepting::Idle | Accepting::Multishot | Accepting::Single(_)
+        ) || self.stopping
+            || self.draining
+        {
+            return;
+        }
+        let Some(fd) = self.listeners[i].socket.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
+        let cap = self.shared.budget.max_connections;
+        let open = self.shared.open.load(Ordering::Relaxed);
+        let room = cap.saturating_sub(open);
+        let listening = self.listeners.iter().filter(|l| l.socket.is_some()).count();
+        let burst = self
+            .shared
+            .budget
+            .burst_per_listener
+            .saturating_mul(listening);
+        let batch = u16::try_from(room.min(usize::from(ACCEPT_BATCH))).unwrap_or(ACCEPT_BATCH);
+        let token = token::accept(i as u32);
+        match state {
+            Accepting::Multishot | Accepting::Single(_) if room == 0 => {
+                self.wind_down(i, After::Steer);
+            }
+            Accepting::Multishot if room <= burst => self.wind_down(i, After::Steer),
+            // Back to multishot only well clear of the threshold, so that a
+            // count hovering around it does not cancel and re-arm each time.
+            Accepting::Single(_) if room > burst.saturating_mul(2) => {
+                self.wind_down(i, After::Steer);
+            }
+            Accepting::Single(n) if n < batch => {
+                for _ in n..batch {
+                    self.ring.accept_once(fd, token);
+                }
+                self.accepting[i] = Accepting::Single(batch);
+            }
+            Accepting::Idle if room > burst => {
+                self.ring.accept_multi(fd, token);
+                self.accepting[i] = Accepting::Multishot;
+            }
+            Accepting::Idle if batch > 0 => {
+                for _ in 0..batch {
+                    self.ring.accept_once(fd, token);
+                }
+                self.accepting[i] = Accepting::Single(batch);
+            }
+            _ => {}
+        }
+    }
+
+    /// [`Worker::steer`] every listener entry (after a connection closed,
+    /// and on the tick, which also ends pauses).
+    pub(super) fn steer_all(&mut self, now: Instant) {
+        for i in 0..self.accepting.len() {
+            if let Accepting::Paused(until) = self.accepting[i] {
+                if now < until {
+                    continue;
+                }
+                self.accepting[i] = Accepting::Idle;
+            }
+            self.steer(i);
+        }
+    }
+
+    /// Cancel what entry `i` has in flight, then go to `then`.
+    pub(super) fn wind_down(&mut self, i: usize, then: After) {
+        let state = self.accepting[i];
+        self.accepting[i] = match state {
+            Accepting::Cancelling { ops, then: current } => Accepting::Cancelling {
+                ops,
+                // A stop is never undone by a later pause or steer.
+                then: if current == After::Stop {
+                    After::Stop
+                } else {
+                    then
+                },
+            },
+            Accepting::Multishot | Accepting::Single(_) => {
+                self.ring
+                    .cancel_all(token::accept(i as u32), token::STOP_ACCEPT);
+                Accepting::Cancelling {
+                    ops: state.in_flight(),
+                    then,
+                }
+            }
+            Accepting::Stopped => Accepting::Stopped,
+            Accepting::Idle | Accepting::Paused(_) => Accepting::settled(then),
+        };
+    }
+
+    /// EMFILE/ENFILE (on accept, or on an upstream socket): every listener
+    /// of this worker stops accepting until `until`.
+    pub(super) fn pause_accepting(&mut self, until: Instant) {
+        for i in 0..self.accepting.len() {
+            if self.listeners[i].socket.is_some() {
+                self.wind_down(i, After::Pause(until));
+            }
+        }
+    }
+
+    /// An accept of entry `i` completed for the last time.
+    pub(super) fn accept_ended(&mut self, i: usize) {
+        let was = self.accepting[i];
+        self.accept_settles(i);
+        // A closed listener stopped accepting: tell the control plane,
+        // whose reload answer waits for it.
+        if matches!(
+            was,
+            Accepting::Cancelling {
+                then: After::Stop,
+                ..
+            }
+        ) && self.accepting[i] == Accepting::Stopped
+        {
+            self.status.closing(self.closing());
+        }
+    }
+
+    fn accept_settles(&mut self, i: usize) {
+        self.accepting[i] = match self.accepting[i] {
+            Accepting::Multishot => Accepting::Idle,
+            Accepting::Single(n) if n > 1 => Accepting::Single(n - 1),
+            Accepting::Single(_) => Accepting::Idle,
+            Accepting::Cancelling { ops, then } if ops > 1 => {
+                Accepting::Cancelling { ops: ops - 1, then }
+            }
+            Accepting::Cancelling { then, .. } => Accepting::settled(then),
+            state @ (Accepting::Idle | Accepting::Paused(_) | Accepting::Stopped) => {
+                debug_assert!(false, "accept completion with none in flight: {state:?}");
+                state
+            }
+        };
+    }
+}
