@@ -101,6 +101,10 @@ fn the_admin_port_comes_back_after_running_out_of_descriptors() {
     let mut cmd = Command::new(ringway_bin());
     cmd.arg("run").arg("-c").arg(config.path());
     cmd.args(admin_args(admin));
+    // The connection cap ringway derives from 64 descriptors would keep the
+    // data plane from ever running out: an explicit cap above what the
+    // descriptors allow lets it (as an operator's mistake would).
+    cmd.args(["--max-connections", "1000"]);
     limit_descriptors(&mut cmd, 64);
     let Some(gw) = Ringway::spawn(cmd) else {
         return;
