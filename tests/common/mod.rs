@@ -143,7 +143,22 @@ impl Ringway {
         if !args.contains(&"--admin") {
             cmd.args(["--admin", "off"]);
         }
-        Self::spawn(cmd)
+        let gw = Self::spawn(cmd)?;
+        let admin = args
+            .iter()
+            .position(|a| *a == "--admin")
+            .and_then(|i| args.get(i + 1));
+        if admin.is_some_and(|a| *a != "off") {
+            gw.wait_admin();
+        }
+        Some(gw)
+    }
+
+    /// Wait until the admin endpoint listens (it starts after "serving").
+    pub fn wait_admin(&self) {
+        until("the admin endpoint to listen", || {
+            self.logged("admin endpoint listening")
+        });
     }
 
     pub fn spawn(cmd: Command) -> Option<Ringway> {
