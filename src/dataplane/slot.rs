@@ -193,6 +193,13 @@ impl Worker {
             }
             Action::GiveBack(bid) => self.bufs.give_back(bid),
             Action::WaitBuffers(dir) => self.starved.push_back((index, slot.generation, dir)),
+            Action::SinkStalled(dir) => {
+                if let (Dir::ToDownstream, Some(u)) = (dir, &slot.upstream) {
+                    let _ = u
+                        .socket
+                        .set_recv_buffer_size(forward::STALLED_UPSTREAM_RCVBUF);
+                }
+            }
             Action::EnterSplice(dir) => {
                 let ok = [Side::Downstream, Side::Upstream]
                     .iter()
