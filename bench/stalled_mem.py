@@ -21,13 +21,10 @@ import os
 import re
 import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from idle_cpu import CONFIG, free_port  # noqa: E402
+from oneproxy import free_port, start, stop
 
 
 def pour(conn, stop):
@@ -96,27 +93,13 @@ def main():
     listener.bind(("127.0.0.1", 0))
     listener.listen(1024)
     backend = listener.getsockname()[1]
-    conns, stop = [], threading.Event()
-    threading.Thread(target=serve, args=(listener, conns, stop), daemon=True).start()
+    conns, done = [], threading.Event()
+    threading.Thread(target=serve, args=(listener, conns, done), daemon=True).start()
 
     listen = free_port()
-    work = tempfile.TemporaryDirectory()
-    with open(os.path.join(work.name, "svc.yaml"), "w") as f:
-        f.write(CONFIG.format(listen=listen, backend=backend))
-    proxy = subprocess.Popen(
-        [args.ringway, "run", "-c", work.name, "--workers", "1", "--admin", "off", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proxy, _work, probe = start(args.ringway, listen, backend, extra)
     clients = []
     try:
-        deadline = time.time() + 10
-        while True:
-            try:
-                probe = socket.create_connection(("127.0.0.1", listen), timeout=1)
-                break
-            except OSError:
-                if time.time() > deadline:
-                    sys.exit("ringway did not start")
-                time.sleep(0.05)
         clients.append(probe)
         for _ in range(args.conns - 1):
             clients.append(socket.create_connection(("127.0.0.1", listen), timeout=10))
@@ -140,13 +123,8 @@ def main():
             "kernel": os.uname().release,
         }))
     finally:
-        proxy.terminate()
-        try:
-            proxy.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proxy.kill()
-            proxy.wait()
-        stop.set()
+        stop(proxy)
+        done.set()
         for s in clients + conns:
             s.close()
         listener.close()
