@@ -438,7 +438,6 @@ impl Worker {
                 }
                 slot.conn.on_connect_unavailable(reason, &mut self.scratch);
                 if local {
-                    self.metrics.accept_error();
                     self.pause_accepting(now + ACCEPT_PAUSE);
                 }
                 return;
