@@ -16,66 +16,11 @@ import json
 import os
 import selectors
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 
-CONFIG = """apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata:
-  name: gw
-spec:
-  selector:
-    istio: ingressgateway
-  servers:
-  - port:
-      number: {listen}
-      name: tcp
-      protocol: TCP
-    hosts:
-    - "*"
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: svc
-spec:
-  hosts:
-  - "*"
-  gateways:
-  - gw
-  tcp:
-  - route:
-    - destination:
-        host: svc
-        port:
-          number: 9000
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: svc
-spec:
-  hosts:
-  - svc.default.svc.cluster.local
-  resolution: STATIC
-  ports:
-  - number: 9000
-    name: tcp
-    protocol: TCP
-  endpoints:
-  - address: 127.0.0.1
-    ports:
-      tcp: {backend}
-"""
+from oneproxy import free_port, start, stop
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def hold(listener, held, stop):
@@ -107,32 +52,19 @@ def main():
     listener.bind(("127.0.0.1", 0))
     listener.listen(4096)
     listener.setblocking(False)
-    held, stop = [], threading.Event()
-    threading.Thread(target=hold, args=(listener, held, stop), daemon=True).start()
+    held, done = [], threading.Event()
+    threading.Thread(target=hold, args=(listener, held, done), daemon=True).start()
 
     listen = free_port()
-    work = tempfile.TemporaryDirectory()
-    with open(os.path.join(work.name, "svc.yaml"), "w") as f:
-        f.write(CONFIG.format(listen=listen, backend=listener.getsockname()[1]))
-    proxy = subprocess.Popen(
-        [args.ringway, "run", "-c", work.name, "--workers", "1", "--admin", "off",
-         "--max-connections", str(args.conns + 100)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proxy, _work, probe = start(args.ringway, listen, listener.getsockname()[1],
+                                ["--max-connections", str(args.conns + 100)])
     clients = []
     try:
-        deadline = time.time() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", listen), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    sys.exit("ringway did not start")
-                time.sleep(0.05)
+        probe.close()
         deadline = time.time() + 60
         while len(held) < 1:
             time.sleep(0.01)
-        held.pop().close()
+        held.pop().close()  # the probe's upstream side
         for _ in range(args.conns):
             clients.append(socket.create_connection(("127.0.0.1", listen), timeout=10))
         while len(held) < args.conns and time.time() < deadline:
@@ -150,13 +82,8 @@ def main():
             "cpus": os.cpu_count(),
         }))
     finally:
-        proxy.terminate()
-        try:
-            proxy.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proxy.kill()
-            proxy.wait()
-        stop.set()
+        stop(proxy)
+        done.set()
         for s in clients + held:
             s.close()
 

@@ -73,6 +73,8 @@ struct Side {
     single: bool,
     /// The source reset (a recv or a pump failed reading it).
     source_reset: bool,
+    /// The sink pushed back (SinkStalled was emitted).
+    stalled: bool,
 }
 
 struct Model {
@@ -125,6 +127,7 @@ impl Model {
                 starved: false,
                 single: false,
                 source_reset: false,
+                stalled: false,
             }
         };
         let mut sides = [side(), side()];
@@ -208,6 +211,11 @@ impl Model {
                     self.connecting = true;
                 }
                 Action::Connected | Action::EnterSplice(_) | Action::Abort(_) => {}
+                Action::SinkStalled(d) => {
+                    let s = &mut self.sides[d.index()];
+                    assert!(!s.stalled, "{a:?} twice");
+                    s.stalled = true;
+                }
                 Action::ArmRecv(d) => {
                     let s = &mut self.sides[d.index()];
                     assert_eq!(s.recv, RecvOp::Idle, "recv armed twice on {d:?}");

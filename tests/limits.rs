@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -190,17 +190,47 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / 100.0
 }
 
-/// `ringway run` on `config` with a hard (and so soft) open-file limit of
-/// `nofile`, one worker, an access log in `log`, and `args`.
-fn under_nofile(nofile: u64, config: &ConfigDir, log: &Path, args: &[&str]) -> Option<Ringway> {
+/// ringway with a hard (and so soft) open-file limit, one worker and an
+/// access log, in front of an upstream that holds every connection until
+/// its gate opens.
+struct Starved {
+    gw: Ringway,
+    gate: Gate,
+    backend: EchoBackend,
+    listen: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn starved(nofile: u64, args: &[&str]) -> Option<Starved> {
+    let gate = Gate::default();
+    let backend = EchoBackend::start(Behavior::Gated("one".into(), gate.clone()));
+    let listen = free_port();
+    let config = tcp_service(listen, &[backend.port], "");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway"));
     cmd.args(["run", "--workers", "1", "--admin", "off", "--access-log"])
-        .arg(log)
+        .arg(&log)
         .arg("-c")
         .arg(config.path())
         .args(args);
     limit_descriptors(&mut cmd, nofile);
-    Ringway::spawn(cmd)
+    Some(Starved {
+        gw: Ringway::spawn(cmd)?,
+        gate,
+        backend,
+        listen,
+        log,
+        _dir: dir,
+    })
+}
+
+/// CPU seconds ringway uses over `d`.
+fn cpu_over(gw: &Ringway, d: Duration) -> f64 {
+    let before = cpu_seconds(gw.pid());
+    thread::sleep(d);
+    cpu_seconds(gw.pid()) - before
 }
 
 /// `n` clients connected to `port`, each having sent one line.
@@ -240,35 +270,31 @@ fn flags(log: &Path) -> BTreeMap<String, usize> {
 
 #[test]
 fn short_of_descriptors_queued_clients_wait_and_are_all_served() {
-    let gate = Gate::default();
-    let backend = EchoBackend::start(Behavior::Gated("one".into(), gate.clone()));
-    let listen = free_port();
-    let config = tcp_service(listen, &[backend.port], "");
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
     // 128 descriptors: a cap of 30 connections (budget.rs).
-    let Some(gw) = under_nofile(128, &config, &log, &[]) else {
+    let Some(t) = starved(128, &[]) else {
         return;
     };
     assert!(
-        gw.logged("connection cap: derived from the open-file limit 128"),
+        t.gw.logged("connection cap: derived from the open-file limit 128"),
         "{}",
-        gw.log_text()
+        t.gw.log_text()
     );
-    let clients = queue_clients(listen, 300);
+    let clients = queue_clients(t.listen, 300);
     until("the cap's worth of connections upstream", || {
-        backend.accepted.load(Ordering::Relaxed) >= 30
+        t.backend.accepted.load(Ordering::Relaxed) >= 30
     });
     // The upstream holds them; the rest wait in the backlog, not reset, and
     // ringway does not spin.
-    let before = cpu_seconds(gw.pid());
-    thread::sleep(Duration::from_millis(1500));
-    let used = cpu_seconds(gw.pid()) - before;
+    let used = cpu_over(&t.gw, Duration::from_millis(1500));
     assert!(used < 0.3, "ringway used {used} CPU-s while at its cap");
-    assert_eq!(backend.accepted.load(Ordering::Relaxed), 30);
-    assert!(gw.open_fds() < 128, "{} descriptors", gw.open_fds());
-    assert!(!gw.logged("out of file descriptors"), "{}", gw.log_text());
-    gate.open();
+    assert_eq!(t.backend.accepted.load(Ordering::Relaxed), 30);
+    assert!(t.gw.open_fds() < 128, "{} descriptors", t.gw.open_fds());
+    assert!(
+        !t.gw.logged("out of file descriptors"),
+        "{}",
+        t.gw.log_text()
+    );
+    t.gate.open();
     let replies = replies(clients);
     let served = replies
         .iter()
@@ -277,33 +303,26 @@ fn short_of_descriptors_queued_clients_wait_and_are_all_served() {
         .count();
     assert_eq!(served, 300, "{:?}", &replies);
     until("300 access-log lines", || {
-        flags(&log).values().sum::<usize>() == 300
+        flags(&t.log).values().sum::<usize>() == 300
     });
-    assert_eq!(flags(&log).get("-"), Some(&300), "{:?}", flags(&log));
+    assert_eq!(flags(&t.log).get("-"), Some(&300), "{:?}", flags(&t.log));
 }
 
 #[test]
 fn an_explicit_cap_beyond_the_descriptors_closes_as_om_not_uf_and_recovers() {
-    let gate = Gate::default();
-    let backend = EchoBackend::start(Behavior::Gated("one".into(), gate.clone()));
-    let listen = free_port();
-    let config = tcp_service(listen, &[backend.port], "");
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    let Some(gw) = under_nofile(64, &config, &log, &["--max-connections", "1000"]) else {
+    let Some(t) = starved(64, &["--max-connections", "1000"]) else {
         return;
     };
-    assert!(gw.logged("raise LimitNOFILE"), "{}", gw.log_text());
-    let clients = queue_clients(listen, 60);
+    assert!(t.gw.logged("raise LimitNOFILE"), "{}", t.gw.log_text());
+    let clients = queue_clients(t.listen, 60);
     thread::sleep(Duration::from_millis(500));
-    let before = cpu_seconds(gw.pid());
-    thread::sleep(Duration::from_secs(2));
-    let used = cpu_seconds(gw.pid()) - before;
+    let used = cpu_over(&t.gw, Duration::from_secs(2));
     assert!(
         used < 0.5,
         "ringway spun at {used} CPU-s over 2 s with no descriptors"
     );
-    let warnings = gw
+    let warnings = t
+        .gw
         .log_text()
         .lines()
         .filter(|l| {
@@ -314,13 +333,13 @@ fn an_explicit_cap_beyond_the_descriptors_closes_as_om_not_uf_and_recovers() {
         (1..=6).contains(&warnings),
         "{warnings} EMFILE warnings in ~2.5 s"
     );
-    gate.open();
+    t.gate.open();
     let replies = replies(clients);
     let served = replies.iter().filter(|r| r.starts_with("one c")).count();
     until("60 access-log lines", || {
-        flags(&log).values().sum::<usize>() == 60
+        flags(&t.log).values().sum::<usize>() == 60
     });
-    let counts = flags(&log);
+    let counts = flags(&t.log);
     // Those ringway had no descriptor for are its own failure, not the upstream's.
     assert_eq!(counts.get("UF"), None, "{counts:?}");
     assert_eq!(counts.get("-"), Some(&served), "{counts:?}");
@@ -330,7 +349,7 @@ fn an_explicit_cap_beyond_the_descriptors_closes_as_om_not_uf_and_recovers() {
         "{counts:?}"
     );
     // Descriptors are back: new connections are served again.
-    assert_eq!(say(listen, "back"), "one back");
+    assert_eq!(say(t.listen, "back"), "one back");
 }
 
 #[test]

@@ -52,6 +52,10 @@ pub enum Action {
     Readable(Dir),
     /// POLL_ADD POLLOUT on the direction's sink.
     Writable(Dir),
+    /// The direction's sink pushed back (a full socket) for the first time:
+    /// the worker may cap what the source socket holds in the kernel
+    /// meanwhile (`forward::STALLED_UPSTREAM_RCVBUF`).
+    SinkStalled(Dir),
     /// Run [`super::forward::pump`] now and report with [`Connection::on_pump`].
     Pump {
         dir: Dir,
@@ -859,10 +863,12 @@ mod tests {
         let mut sim = Sim::forwarding(limits());
         sim.recv(DOWN, 500, 2, true);
         sim.complete(Op::Send(DOWN), 200);
-        // MSG_DONTWAIT: the full sink answers EAGAIN instead of parking a thread.
+        // MSG_DONTWAIT: the full sink answers EAGAIN instead of parking a
+        // thread; the first push-back is reported (the worker caps the
+        // upstream's receive buffer).
         assert_eq!(
             sim.complete(Op::Send(DOWN), -libc::EAGAIN),
-            vec![Action::Writable(DOWN)]
+            vec![Action::Writable(DOWN), Action::SinkStalled(DOWN)]
         );
         assert_eq!(
             sim.complete(Op::Writable(DOWN), libc::POLLOUT as i32),
@@ -872,6 +878,11 @@ mod tests {
                 offset: 200,
                 len: 300
             }]
+        );
+        // Reported once only.
+        assert_eq!(
+            sim.complete(Op::Send(DOWN), -libc::EAGAIN),
+            vec![Action::Writable(DOWN)]
         );
         // Ending while waiting for POLLOUT gives the buffer back at once
         // (no send is reading it).
@@ -1060,7 +1071,7 @@ mod tests {
                 sink: SinkState::WouldBlock,
             },
         );
-        assert_eq!(a, vec![Action::Writable(DOWN)]);
+        assert_eq!(a, vec![Action::Writable(DOWN), Action::SinkStalled(DOWN)]);
         // The pipe is drained without reading the failed source again.
         assert_eq!(
             sim.complete(Op::Writable(DOWN), libc::POLLOUT as i32),
@@ -1285,7 +1296,7 @@ mod tests {
                 sink: SinkState::WouldBlock,
             },
         );
-        assert_eq!(a, vec![Action::Writable(UP)]);
+        assert_eq!(a, vec![Action::Writable(UP), Action::SinkStalled(UP)]);
         let a = sim.complete(Op::Writable(UP), libc::POLLOUT as i32);
         assert_eq!(
             a,
@@ -1422,7 +1433,7 @@ mod tests {
         assert_eq!(sim.conn.prefix(UP), Some(&hello[10..]));
         assert_eq!(
             sim.complete(Op::Send(UP), -libc::EAGAIN),
-            vec![Action::Writable(UP)]
+            vec![Action::Writable(UP), Action::SinkStalled(UP)]
         );
         assert_eq!(
             sim.complete(Op::Writable(UP), libc::POLLOUT as i32),

@@ -42,6 +42,22 @@ pub const PIPE_SIZE: usize = 1024 * 1024;
 /// by default) whether used or not, so the pool stays small.
 pub const PIPE_POOL_KEEP: usize = 8;
 
+/// Receive buffer (SO_RCVBUF, which the kernel doubles and which ends its
+/// autotuning) set on an upstream socket once the downstream it feeds has
+/// pushed back. Measured with `bench/stalled_mem.py` (50 clients that never
+/// read, upstreams that keep sending, one worker, `tcp_rmem` max 32 MiB,
+/// `tcp_wmem` max 4 MiB): the upstream's receive queue held 11.5-13.5 MiB
+/// per connection without the cap, 1.6-4.1 MiB with it; with the
+/// downstream's send queue (3.7 MiB) ringway's sockets held 15.1-17.3 MiB
+/// per stalled connection before, 5.2-7.8 MiB after, plus one full 1 MiB
+/// pipe each on the splice path. It is not tighter because the window
+/// already advertised is not taken back. 256 KiB (512 KiB of buffer) still
+/// gives a 1 ms RTT upstream about 2 Gbit/s once the client reads again. The client side
+/// (uploads to a slow upstream) is left autotuned: clients are far away
+/// and a small window would cap their uploads for the rest of the
+/// connection.
+pub const STALLED_UPSTREAM_RCVBUF: usize = 256 * 1024;
+
 /// Splice round trips (source → pipe → sink) per readiness event, so that
 /// one bulk connection cannot starve the others on its worker.
 const PUMP_ROUNDS: usize = 8;

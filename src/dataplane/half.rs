@@ -119,11 +119,20 @@ pub enum Outcome {
     Reset(Side),
 }
 
+/// Whether the sink has pushed back (a full socket) yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pushback {
+    Never,
+    /// [`Action::SinkStalled`] was emitted.
+    Seen,
+}
+
 #[derive(Debug)]
 pub struct Half {
     dir: Dir,
     flow: Flow,
     engine: Engine,
+    pushback: Pushback,
     /// Bytes written to the sink.
     moved: u64,
     /// Bytes after which the half moves to the splice path.
@@ -159,6 +168,7 @@ impl Half {
             }),
             moved: 0,
             splice_after,
+            pushback: Pushback::Never,
         };
         if splice_after == 0 && !has_prefix {
             half.enter_splice(out);
@@ -288,6 +298,7 @@ impl Half {
         if res == -libc::EAGAIN {
             copy.send = Send::SinkFull;
             out.push(Action::Writable(self.dir));
+            self.pushed_back(out);
             return Outcome::Continue;
         }
         copy.send = Send::Idle;
@@ -445,6 +456,7 @@ impl Half {
         if let SinkState::Failed = pump.sink {
             return Outcome::Reset(dir.sink());
         }
+        let full = pump.sink == SinkState::WouldBlock;
         // A source that reset still has what it sent forwarded.
         let reset = pump.source == SourceState::Failed || self.flow == Flow::Resetting;
         let eof = pump.source == SourceState::Eof || self.flow == Flow::Eof;
@@ -466,10 +478,22 @@ impl Half {
             s.wait = Wait::Readable;
             out.push(Action::Readable(dir));
         }
+        if full {
+            self.pushed_back(out);
+        }
         if moved_any {
             Outcome::Active
         } else {
             Outcome::Continue
+        }
+    }
+
+    /// The sink is full: the first time, tell the worker
+    /// ([`Action::SinkStalled`]).
+    fn pushed_back(&mut self, out: &mut Vec<Action>) {
+        if self.pushback == Pushback::Never {
+            self.pushback = Pushback::Seen;
+            out.push(Action::SinkStalled(self.dir));
         }
     }
 

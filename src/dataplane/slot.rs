@@ -193,6 +193,13 @@ impl Worker {
             }
             Action::GiveBack(bid) => self.bufs.give_back(bid),
             Action::WaitBuffers(dir) => self.starved.push_back((index, slot.generation, dir)),
+            Action::SinkStalled(dir) => {
+                if let (Dir::ToDownstream, Some(u)) = (dir, &slot.upstream) {
+                    let _ = u
+                        .socket
+                        .set_recv_buffer_size(forward::STALLED_UPSTREAM_RCVBUF);
+                }
+            }
             Action::EnterSplice(dir) => {
                 let ok = [Side::Downstream, Side::Upstream]
                     .iter()
@@ -431,7 +438,6 @@ impl Worker {
                 }
                 slot.conn.on_connect_unavailable(reason, &mut self.scratch);
                 if local {
-                    self.metrics.accept_error();
                     self.pause_accepting(now + ACCEPT_PAUSE);
                 }
                 return;
