@@ -339,35 +339,36 @@ mod tests {
         }
     }
 
-    fn table() -> RouteTable {
-        let text = "\
+    /// A ServiceEntry `db.example.com` resolved by `resolution` with
+    /// `endpoints` (YAML flow list items), behind a TCP gateway on 5432.
+    fn table_with(resolution: &str, endpoints: &str) -> RouteTable {
+        let text = format!(
+            "\
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
-metadata: {name: db}
+metadata: {{name: db}}
 spec:
   hosts: [db.example.com]
-  resolution: DNS
-  ports: [{number: 5432, name: pg}]
-  endpoints:
-  - {address: primary.example.com, labels: {role: primary}}
-  - {address: gone.example.com}
-  - {address: 10.0.0.9}
+  resolution: {resolution}
+  ports: [{{number: 5432, name: pg}}]
+  endpoints: [{endpoints}]
 ---
 apiVersion: networking.istio.io/v1
 kind: Gateway
-metadata: {name: gw}
+metadata: {{name: gw}}
 spec:
-  servers: [{port: {number: 5432, name: pg, protocol: TCP}, hosts: ['*']}]
+  servers: [{{port: {{number: 5432, name: pg, protocol: TCP}}, hosts: ['*']}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {name: db}
+metadata: {{name: db}}
 spec:
   hosts: ['*']
   gateways: [gw]
-  tcp: [{route: [{destination: {host: db.example.com}}]}]
-";
-        let loaded = load_str("dns.yaml", text, &LoadOptions::default());
+  tcp: [{{route: [{{destination: {{host: db.example.com}}}}]}}]
+"
+        );
+        let loaded = load_str("dns.yaml", &text, &LoadOptions::default());
         let compiled = compile(&loaded.manifests, &CompileOptions::default());
         assert!(
             !compiled.diagnostics.has_errors(),
@@ -375,6 +376,13 @@ spec:
             compiled.diagnostics
         );
         compiled.table
+    }
+
+    fn table() -> RouteTable {
+        table_with(
+            "DNS",
+            "{address: primary.example.com, labels: {role: primary}}, {address: gone.example.com}, {address: 10.0.0.9}",
+        )
     }
 
     #[test]
@@ -420,43 +428,13 @@ spec:
 
     #[test]
     fn dns_round_robin_uses_the_first_address_of_its_name() {
-        let text = "\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: db}
-spec:
-  hosts: [db.example.com]
-  resolution: DNS_ROUND_ROBIN
-  ports: [{number: 5432, name: pg}]
-  endpoints: [{address: primary.example.com}]
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw}
-spec:
-  servers: [{port: {number: 5432, name: pg, protocol: TCP}, hosts: ['*']}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: db}
-spec:
-  hosts: ['*']
-  gateways: [gw]
-  tcp: [{route: [{destination: {host: db.example.com}}]}]
-";
-        let loaded = load_str("rr.yaml", text, &LoadOptions::default());
-        let compiled = compile(&loaded.manifests, &CompileOptions::default());
-        assert!(
-            !compiled.diagnostics.has_errors(),
-            "{:?}",
-            compiled.diagnostics
-        );
+        let table = table_with("DNS_ROUND_ROBIN", "{address: primary.example.com}");
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         let fake = Fake(HashMap::from([(
             "primary.example.com",
             vec![ip("10.0.0.3"), ip("10.0.0.1"), ip("10.0.0.2")],
         )]));
-        let (resolved, _) = resolve_endpoints(&compiled.table, &fake, None);
+        let (resolved, _) = resolve_endpoints(&table, &fake, None);
         let addresses: Vec<String> = resolved[0].iter().map(|t| t.address.to_string()).collect();
         assert_eq!(addresses, ["10.0.0.3:5432"]);
     }

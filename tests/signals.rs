@@ -133,6 +133,18 @@ fn streams(port: u16, clients: u8, done: &Arc<AtomicBool>) -> Vec<std::thread::J
         .collect()
 }
 
+/// Two workers on `text`, with an access log: (its directory, the log's
+/// path, ringway).
+fn with_access_log(text: &str) -> Option<(ConfigDir, std::path::PathBuf, Ringway)> {
+    let config = ConfigDir::new().file("svc.yaml", text);
+    let log = config.path().join("access.log");
+    let gw = Ringway::start(
+        &config,
+        &["--workers", "2", "--access-log", log.to_str().unwrap()],
+    )?;
+    Some((config, log, gw))
+}
+
 fn access_log_lines(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
@@ -144,12 +156,7 @@ fn a_reopen_or_a_stop_during_a_reload_loses_nothing() {
     // About 1 MB: each reload reads and compiles it for a while.
     let text = config(port, v1.port, v2.port, 2_400);
     assert!(text.len() > 900_000, "{} bytes", text.len());
-    let config = ConfigDir::new().file("svc.yaml", &text);
-    let log = config.path().join("access.log");
-    let Some(mut gw) = Ringway::start(
-        &config,
-        &["--workers", "2", "--access-log", log.to_str().unwrap()],
-    ) else {
+    let Some((_config, log, mut gw)) = with_access_log(&text) else {
         return;
     };
     let done = Arc::new(AtomicBool::new(false));
@@ -191,12 +198,7 @@ fn a_reopen_or_a_stop_during_a_reload_loses_nothing() {
 fn a_storm_of_sighups_under_streaming_traffic_loses_nothing() {
     let (v1, v2) = (EchoBackend::raw(), EchoBackend::raw());
     let port = free_port();
-    let config = ConfigDir::new().file("svc.yaml", &config(port, v1.port, v2.port, 50));
-    let log = config.path().join("access.log");
-    let Some(mut gw) = Ringway::start(
-        &config,
-        &["--workers", "2", "--access-log", log.to_str().unwrap()],
-    ) else {
+    let Some((_config, log, mut gw)) = with_access_log(&config(port, v1.port, v2.port, 50)) else {
         return;
     };
     let done = Arc::new(AtomicBool::new(false));
