@@ -1057,19 +1057,22 @@ fn unknown_fields_suggest_the_right_name() {
 
 // ---------------------------------------------------------------- TLS passthrough
 
+/// Gateway `gw` (selecting this instance) with `servers` (YAML list items).
+fn gateway_with(servers: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  \
+         selector: {{istio: ingressgateway}}\n  servers:\n{servers}"
+    )
+}
+
 #[test]
 fn tls_passthrough_routes_by_the_most_specific_sni() {
-    let gw = "\
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: 443, name: tls, protocol: TLS}
+    let gw = &gateway_with(
+        "  - port: {number: 443, name: tls, protocol: TLS}
     tls: {mode: PASSTHROUGH}
     hosts: ['*']
-";
+",
+    );
     let route = "metadata: {name: sni}
 spec:
   hosts: ['*']
@@ -1114,20 +1117,15 @@ spec:
 /// conflicts with itself (`--strict` accepts it).
 #[test]
 fn two_passthrough_servers_admitting_one_virtual_service_do_not_conflict() {
-    let gw = "\
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: 443, name: tls-a, protocol: TLS}
+    let gw = &gateway_with(
+        "  - port: {number: 443, name: tls-a, protocol: TLS}
     tls: {mode: PASSTHROUGH}
     hosts: ['a.example.com', 'shared.example.com']
   - port: {number: 443, name: tls-b, protocol: TLS}
     tls: {mode: PASSTHROUGH}
     hosts: ['b.example.com', 'shared.example.com']
-";
+",
+    );
     let route = "metadata: {name: sni}
 spec:
   hosts: [shared.example.com]
