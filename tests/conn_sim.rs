@@ -1,24 +1,36 @@
-//! Seeded simulation of the connection state machine (`dataplane::conn`)
-//! against a model kernel: completions arrive in random order with random
+//! Seeded simulation of the sessions (`dataplane::session`, driving
+//! `dataplane::conn`) through the data plane's I/O vocabulary
+//! (`dataplane::io`) against a model kernel and a model worker: completions arrive in random order with random
 //! sizes (partial sends, bursts of recvs, cancellations that race data,
 //! empty buffer rings, resets, timers), and invariants are checked after
 //! every step. A source that resets has every byte read from it written
 //! before the other side is reset, and the bytes counted at the end are
 //! exactly those written. A timer never acts before the deadline the
-//! connection announced (the worker ticks only connections that are due). Half the runs start on a TLS passthrough listener: the
-//! ClientHello is read in random segments, routed (or not), and must reach
-//! the upstream first. `RINGWAY_SIM_SEED=<n>` replays one run;
+//! connection announced (the worker ticks only connections that are due).
+//! Connects succeed, are refused, or time out (the CONNECT cancelled by its
+//! linked timeout, both completions in either order); reservations and
+//! connects may be refused by the worker. Half the runs start on a TLS
+//! passthrough listener: the ClientHello is read in random segments from
+//! the completions' bytes, routed by the listener's SNI table, and must
+//! reach the upstream first. `RINGWAY_SIM_SEED=<n>` replays one run;
 //! `RINGWAY_SIM_VERBOSE=1` prints how each run ended.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringway::dataplane::conn::{Action, Close, CloseReason, Completion, Connection, Limits};
-use ringway::dataplane::forward::{Pump, SinkState, SourceState};
+use ringway::config::{LoadOptions, load_str};
+use ringway::dataplane::Plan;
 use ringway::dataplane::half::MAX_QUEUED_BUFFERS;
+use ringway::dataplane::io::{
+    Close, CloseReason, Completion, Io, Limits, Pump, Reservation, SinkState, SourceState,
+};
+use ringway::dataplane::session::Session;
 use ringway::dataplane::token::{Dir, Op};
+use ringway::routing::table::ClusterId;
+use ringway::routing::{CompileOptions, compile};
 
 #[path = "common/client_hello.rs"]
 mod client_hello;
@@ -77,14 +89,36 @@ struct Side {
     stalled: bool,
 }
 
+/// A compiled plan from one of the bundled examples.
+fn plan(example: &str) -> Arc<Plan> {
+    let path = format!(
+        "{}/config/testdata/valid/{example}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let loaded = load_str(&path, &text, &LoadOptions::default());
+    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics);
+    let compiled = compile(&loaded.manifests, &CompileOptions::default());
+    assert!(!compiled.diagnostics.has_errors());
+    let endpoints = compiled.table.clusters.iter().map(|_| Vec::new()).collect();
+    Arc::new(Plan::new(compiled.table, endpoints, None))
+}
+
 struct Model {
     rng: Rng,
-    conn: Connection,
+    conn: Session,
     now: Instant,
     free: Vec<u16>,
     held: HashMap<u16, Dir>,
     sides: [Side; 2],
-    connecting: bool,
+    /// The CONNECT in flight and how it will end: 0 (accepted), refused,
+    /// or cancelled by its linked timeout.
+    connecting: Option<i32>,
+    /// Linked timeouts in flight (each completes once: -ETIME when it
+    /// fired, -ECANCELED when its CONNECT ended first).
+    timers: Vec<i32>,
+    /// A reservation was asked for (at most once per session).
+    reserved: bool,
     finished: Option<Close>,
     /// Bytes written each way when the connection finished.
     delivered_at_finish: [u64; 2],
@@ -92,8 +126,10 @@ struct Model {
     sink_failed: bool,
     log: Vec<String>,
     /// TLS passthrough: the downstream's bytes (a ClientHello, or not TLS,
-    /// then zeros), and the limits the route gives.
-    tls: Option<(Vec<u8>, Limits)>,
+    /// then zeros).
+    tls: Option<Vec<u8>>,
+    /// The limits a reservation gives.
+    limits: Limits,
 }
 
 impl Model {
@@ -148,19 +184,12 @@ impl Model {
         });
         let now = Instant::now();
         let mut out = Vec::new();
-        let (conn, tls) = match tls {
-            Some(bytes) => {
-                let hello_limits = Limits {
-                    idle_timeout: None,
-                    ..limits
-                };
-                (
-                    Connection::open_tls(hello_limits, now, &mut out),
-                    Some((bytes, limits)),
-                )
-            }
-            None => (Connection::open(limits, now, &mut out), None),
+        let example = if tls.is_some() {
+            "tls-passthrough-sni-hosts.yaml"
+        } else {
+            "tcp-echo-80-20-service-entry.yaml"
         };
+        let conn = Session::open(&plan(example), 0, now, &mut out);
         let mut m = Model {
             rng,
             conn,
@@ -168,55 +197,88 @@ impl Model {
             free: (0..BUFFERS).collect(),
             held: HashMap::new(),
             sides,
-            connecting: false,
+            connecting: None,
+            timers: Vec::new(),
+            reserved: false,
             finished: None,
             delivered_at_finish: [0, 0],
             sink_failed: false,
             log: vec![format!("splice_after={splice_after} tls={}", tls.is_some())],
             tls,
+            limits,
         };
         m.apply(out);
         m
     }
 
-    fn feed(&mut self, c: Completion) {
+    fn feed(&mut self, c: Completion<'_>) {
         self.log.push(format!("{c:?}"));
         let mut out = Vec::new();
         self.conn.on_completion(c, self.now, &mut out);
         self.apply(out);
     }
 
-    fn done(op: Op, res: i32) -> Completion {
-        Completion {
-            op,
-            res,
-            bid: None,
-            more: false,
-        }
+    fn done(op: Op, res: i32) -> Completion<'static> {
+        Completion::done(op, res)
     }
 
     /// Perform the connection's actions the way the worker would, checking
     /// every rule the worker relies on.
-    fn apply(&mut self, actions: Vec<Action>) {
-        let mut queue: std::collections::VecDeque<Action> = actions.into();
+    fn apply(&mut self, actions: Vec<Io>) {
+        let mut queue: std::collections::VecDeque<Io> = actions.into();
         while let Some(a) = queue.pop_front() {
             self.log.push(format!("  -> {a:?}"));
             if self.finished.is_some() {
-                assert!(matches!(a, Action::GiveBack(_)), "{a:?} after Finish");
+                assert!(matches!(a, Io::GiveBack(_)), "{a:?} after Finish");
             }
             let mut out = Vec::new();
             match a {
-                Action::Connect => {
-                    assert!(!self.connecting, "two connects in flight");
-                    self.connecting = true;
+                Io::Reserve(_) => {
+                    assert!(!self.reserved, "reserved twice");
+                    self.reserved = true;
+                    if let Some(bytes) = &self.tls {
+                        let read = self.sides[0].read as usize;
+                        assert!(read > 0 && read <= bytes.len(), "routed before the hello");
+                    }
+                    let answer = match self.rng.below(20) {
+                        0 => Err(CloseReason::Overflow),
+                        1 => Err(CloseReason::NoHealthyUpstream),
+                        _ => Ok(Reservation {
+                            cluster: ClusterId(0),
+                            limits: self.limits,
+                        }),
+                    };
+                    self.conn.on_reserved(answer, self.now, &mut out);
                 }
-                Action::Connected | Action::EnterSplice(_) | Action::Abort(_) => {}
-                Action::SinkStalled(d) => {
+                Io::Connect => {
+                    assert!(self.reserved, "connect before a reservation");
+                    assert!(self.connecting.is_none(), "two connects in flight");
+                    // The worker may find no endpoint or no descriptor.
+                    if self.rng.chance(3) {
+                        self.conn
+                            .on_connect_unavailable(CloseReason::LocalResource, &mut out);
+                    } else {
+                        let res = match self.rng.below(10) {
+                            0..=1 => -libc::ECONNREFUSED,
+                            2 => -libc::ECANCELED, // the linked timeout fired
+                            _ => 0,
+                        };
+                        self.connecting = Some(res);
+                        self.timers.push(if res == -libc::ECANCELED {
+                            -libc::ETIME
+                        } else {
+                            -libc::ECANCELED
+                        });
+                    }
+                }
+                Io::Connected | Io::EnterSplice(_) | Io::Abort(_) => {}
+                Io::SinkStalled(d) => {
                     let s = &mut self.sides[d.index()];
                     assert!(!s.stalled, "{a:?} twice");
                     s.stalled = true;
                 }
-                Action::ArmRecv(d) => {
+                Io::Recv { dir: d, buffers } => {
+                    assert!(buffers >= 1 && buffers as usize <= MAX_QUEUED_BUFFERS);
                     let s = &mut self.sides[d.index()];
                     assert_eq!(s.recv, RecvOp::Idle, "recv armed twice on {d:?}");
                     assert!(!s.eof_delivered, "recv after EOF on {d:?}");
@@ -224,7 +286,7 @@ impl Model {
                     s.recv = RecvOp::Armed;
                     s.single = false;
                 }
-                Action::CancelRecv(d) => {
+                Io::CancelRecv(d) => {
                     let s = &mut self.sides[d.index()];
                     assert!(!s.cancel_in_flight);
                     s.cancel_in_flight = true;
@@ -232,7 +294,7 @@ impl Model {
                         s.recv = RecvOp::Cancelling { raced: false };
                     }
                 }
-                Action::Send {
+                Io::Send {
                     dir,
                     bid,
                     offset,
@@ -248,7 +310,7 @@ impl Model {
                     assert!(len > 0 && offset + len <= BUFFER_SIZE);
                     s.send = Some((bid, offset, len));
                 }
-                Action::GiveBack(bid) => {
+                Io::GiveBack(bid) => {
                     assert!(
                         self.held.remove(&bid).is_some(),
                         "buffer {bid} given back twice"
@@ -261,22 +323,28 @@ impl Model {
                     }
                     self.free.push(bid);
                 }
-                Action::WaitBuffers(d) => self.sides[d.index()].starved = true,
-                Action::Readable(d) | Action::Writable(d) => {
+                Io::WaitBuffers(d) => self.sides[d.index()].starved = true,
+                Io::PollIn(d) | Io::PollOut(d) => {
                     let s = &mut self.sides[d.index()];
                     assert!(s.poll.is_none(), "two polls on {d:?}");
-                    s.poll = Some(if matches!(a, Action::Readable(_)) {
+                    s.poll = Some(if matches!(a, Io::PollIn(_)) {
                         Op::Readable(d)
                     } else {
                         Op::Writable(d)
                     });
                 }
-                Action::Pump { dir, in_pipe, read } => {
+                Io::Pump {
+                    dir,
+                    in_pipe,
+                    read,
+                    max,
+                } => {
+                    assert_eq!(max, u64::MAX, "TCP pumps are not capped");
                     let pump = self.pump(dir, in_pipe, read);
                     self.log.push(format!("  pump {pump:?}"));
                     self.conn.on_pump(dir, pump, self.now, &mut out);
                 }
-                Action::Shutdown(d) => {
+                Io::Shutdown(d) => {
                     let s = &mut self.sides[d.index()];
                     assert!(!s.shut);
                     assert_eq!(
@@ -287,42 +355,22 @@ impl Model {
                     self.conn
                         .on_completion(Self::done(Op::Shutdown(d), 0), self.now, &mut out);
                 }
-                Action::RecvHello => {
+                Io::RecvOnce(d) => {
                     assert!(self.tls.is_some(), "{a:?} on a TCP connection");
+                    assert_eq!(d, Dir::ToUpstream);
                     let s = &mut self.sides[0];
                     assert_eq!(s.recv, RecvOp::Idle, "hello recv armed twice");
                     s.recv = RecvOp::Armed;
                     s.single = true;
                 }
-                Action::TakeHello { bid, len } => {
-                    assert_eq!(self.held.remove(&bid), Some(Dir::ToUpstream));
-                    let Some((bytes, _)) = &self.tls else {
-                        panic!("{a:?} on a TCP connection");
-                    };
-                    let read = self.sides[0].read as usize;
-                    let segment = &bytes[read - len as usize..read];
-                    self.conn.on_hello_bytes(segment, &mut out);
-                    self.free.push(bid);
-                }
-                Action::Route => {
-                    let Some((_, limits)) = &self.tls else {
-                        panic!("{a:?} on a TCP connection");
-                    };
-                    assert!(self.conn.server_name().is_some());
-                    if self.rng.chance(90) {
-                        self.conn.on_routed(*limits, &mut out);
-                    } else {
-                        self.conn.on_route_failed(CloseReason::NoRoute, &mut out);
-                    }
-                }
-                Action::SendPrefix(d) => {
+                Io::SendOwned(d) => {
                     assert_eq!(d, Dir::ToUpstream);
-                    let Some((bytes, _)) = &self.tls else {
+                    let Some(bytes) = &self.tls else {
                         panic!("{a:?} on a TCP connection");
                     };
                     let s = &self.sides[0];
                     assert!(s.send.is_none() && s.recv == RecvOp::Idle);
-                    let prefix = self.conn.prefix(d).expect("a prefix to send");
+                    let prefix = self.conn.outbox(d).expect("an outbox to send");
                     assert!(
                         prefix == &bytes[s.delivered as usize..s.read as usize],
                         "the prefix is every byte read and not yet sent"
@@ -344,7 +392,7 @@ impl Model {
                     self.conn
                         .on_completion(Self::done(Op::Send(d), res), self.now, &mut out);
                 }
-                Action::CheckSent(d) => {
+                Io::CheckSent(d) => {
                     let s = &self.sides[d.index()];
                     assert!(s.source_reset, "{a:?} without a reset");
                     assert_eq!(
@@ -356,7 +404,7 @@ impl Model {
                         self.conn.on_sent(d, &mut out);
                     }
                 }
-                Action::Finish(close) => {
+                Io::Finish(close) => {
                     assert!(self.finished.is_none(), "finished twice");
                     self.finished = Some(close);
                     self.delivered_at_finish = [self.sides[0].delivered, self.sides[1].delivered];
@@ -428,7 +476,8 @@ impl Model {
     }
 
     fn in_flight(&self) -> bool {
-        self.connecting
+        self.connecting.is_some()
+            || !self.timers.is_empty()
             || self.sides.iter().any(|s| {
                 s.recv != RecvOp::Idle || s.cancel_in_flight || s.send.is_some() || s.poll.is_some()
             })
@@ -439,14 +488,20 @@ impl Model {
         let d = Dir::BOTH[self.rng.below(2) as usize];
         let i = d.index();
         match self.rng.below(8) {
-            0 if self.connecting => {
-                self.connecting = false;
-                let res = if self.rng.chance(30) {
-                    -libc::ECONNREFUSED
-                } else {
-                    0
+            0 if self.connecting.is_some() && (self.timers.is_empty() || self.rng.chance(50)) => {
+                let res = match self.connecting.take() {
+                    // The worker cancelled it when the session finished.
+                    Some(_) if self.finished.is_some() => -libc::ECANCELED,
+                    Some(res) => res,
+                    None => return,
                 };
                 self.feed(Self::done(Op::Connect, res));
+            }
+            0 if !self.timers.is_empty() => {
+                let Some(res) = self.timers.pop() else {
+                    return;
+                };
+                self.feed(Self::done(Op::ConnectTimeout, res));
             }
             1 | 2 if self.sides[i].recv != RecvOp::Idle => self.recv(d),
             3 if self.sides[i].cancel_in_flight => {
@@ -562,10 +617,18 @@ impl Model {
             _ => true,
         };
         self.held.insert(bid, d);
+        // The bytes the buffer holds: the ClientHello's where the session
+        // reads them, zeros elsewhere (halves forward buffers unread).
+        let start = (s.read - n) as usize;
+        let data = match &self.tls {
+            Some(bytes) if i == 0 => bytes[start..start + n as usize].to_vec(),
+            _ => vec![0; n as usize],
+        };
         self.feed(Completion {
             op: Op::Recv(d),
             res: n as i32,
             bid: Some(bid),
+            data: &data,
             more,
         });
     }

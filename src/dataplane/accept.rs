@@ -15,13 +15,13 @@
 //!
 //! [`Budget::burst_per_listener`]: super::budget::Budget::burst_per_listener
 
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::budget::ACCEPT_BATCH;
 use super::token;
-use super::worker::Worker;
+use super::worker::{Lifecycle, Worker};
 
 /// What a listener entry does once the accepts being cancelled have ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,22 +76,25 @@ impl Worker {
     /// Arm, top up, narrow or stop the accepts of listener entry `i` for the
     /// room left under the connection cap.
     pub(super) fn steer(&mut self, i: usize) {
-        let state = self.accepting[i];
+        let Some(entry) = self.listeners.get(i) else {
+            return;
+        };
+        let state = entry.accepting;
         if !matches!(
             state,
             Accepting::Idle | Accepting::Multishot | Accepting::Single(_)
-        ) || self.stopping
-            || self.draining
+        ) || self.lifecycle != Lifecycle::Serving
         {
             return;
         }
-        let Some(fd) = self.listeners[i].socket.as_ref().map(AsRawFd::as_raw_fd) else {
+        let Some(socket) = &entry.listener.socket else {
             return;
         };
+        let fd = socket.as_fd();
         let cap = self.shared.budget.max_connections;
         let open = self.shared.open.load(Ordering::Relaxed);
         let room = cap.saturating_sub(open);
-        let listening = self.listeners.iter().filter(|l| l.socket.is_some()).count();
+        let listening = self.listeners.listening();
         let burst = self
             .shared
             .budget
@@ -113,17 +116,17 @@ impl Worker {
                 for _ in n..batch {
                     self.ring.accept_once(fd, token);
                 }
-                self.accepting[i] = Accepting::Single(batch);
+                self.set_accepting(i, Accepting::Single(batch));
             }
             Accepting::Idle if room > burst => {
                 self.ring.accept_multi(fd, token);
-                self.accepting[i] = Accepting::Multishot;
+                self.set_accepting(i, Accepting::Multishot);
             }
             Accepting::Idle if batch > 0 => {
                 for _ in 0..batch {
                     self.ring.accept_once(fd, token);
                 }
-                self.accepting[i] = Accepting::Single(batch);
+                self.set_accepting(i, Accepting::Single(batch));
             }
             _ => {}
         }
@@ -132,12 +135,12 @@ impl Worker {
     /// [`Worker::steer`] every listener entry (after a connection closed,
     /// and on the tick, which also ends pauses).
     pub(super) fn steer_all(&mut self, now: Instant) {
-        for i in 0..self.accepting.len() {
-            if let Accepting::Paused(until) = self.accepting[i] {
+        for i in 0..self.listeners.len() {
+            if let Some(Accepting::Paused(until)) = self.accepting(i) {
                 if now < until {
                     continue;
                 }
-                self.accepting[i] = Accepting::Idle;
+                self.set_accepting(i, Accepting::Idle);
             }
             self.steer(i);
         }
@@ -145,8 +148,10 @@ impl Worker {
 
     /// Cancel what entry `i` has in flight, then go to `then`.
     pub(super) fn wind_down(&mut self, i: usize, then: After) {
-        let state = self.accepting[i];
-        self.accepting[i] = match state {
+        let Some(state) = self.accepting(i) else {
+            return;
+        };
+        let next = match state {
             Accepting::Cancelling { ops, then: current } => Accepting::Cancelling {
                 ops,
                 // A stop is never undone by a later pause or steer.
@@ -167,13 +172,14 @@ impl Worker {
             Accepting::Stopped => Accepting::Stopped,
             Accepting::Idle | Accepting::Paused(_) => Accepting::settled(then),
         };
+        self.set_accepting(i, next);
     }
 
     /// EMFILE/ENFILE (on accept, or on an upstream socket): every listener
     /// of this worker stops accepting until `until`.
     pub(super) fn pause_accepting(&mut self, until: Instant) {
-        for i in 0..self.accepting.len() {
-            if self.listeners[i].socket.is_some() {
+        for i in 0..self.listeners.len() {
+            if self.listeners.get(i).is_some_and(|e| e.is_open()) {
                 self.wind_down(i, After::Pause(until));
             }
         }
@@ -181,24 +187,27 @@ impl Worker {
 
     /// An accept of entry `i` completed for the last time.
     pub(super) fn accept_ended(&mut self, i: usize) {
-        let was = self.accepting[i];
+        let was = self.accepting(i);
         self.accept_settles(i);
         // A closed listener stopped accepting: tell the control plane,
         // whose reload answer waits for it.
         if matches!(
             was,
-            Accepting::Cancelling {
+            Some(Accepting::Cancelling {
                 then: After::Stop,
                 ..
-            }
-        ) && self.accepting[i] == Accepting::Stopped
+            })
+        ) && self.accepting(i) == Some(Accepting::Stopped)
         {
-            self.status.closing(self.closing());
+            self.status.closing(self.listeners.closing());
         }
     }
 
     fn accept_settles(&mut self, i: usize) {
-        self.accepting[i] = match self.accepting[i] {
+        let Some(state) = self.accepting(i) else {
+            return;
+        };
+        let next = match state {
             Accepting::Multishot => Accepting::Idle,
             Accepting::Single(n) if n > 1 => Accepting::Single(n - 1),
             Accepting::Single(_) => Accepting::Idle,
@@ -211,5 +220,16 @@ impl Worker {
                 state
             }
         };
+        self.set_accepting(i, next);
+    }
+
+    fn accepting(&self, i: usize) -> Option<Accepting> {
+        self.listeners.get(i).map(|e| e.accepting)
+    }
+
+    fn set_accepting(&mut self, i: usize, state: Accepting) {
+        if let Some(e) = self.listeners.get_mut(i) {
+            e.accepting = state;
+        }
     }
 }

@@ -1,6 +1,13 @@
 //! The worker's provided-buffer ring (IORING_REGISTER_PBUF_RING): the copy
 //! path's multishot recvs take buffers from it, sends read them, and each is
 //! given back once its send completed.
+//!
+//! A buffer is the kernel's from the moment it is pushed into the ring
+//! until a completion names it ([`BufRing::taken`]), then ours until
+//! [`BufRing::give_back`]. A bitmap tracks which: a buffer given back twice
+//! would be handed to two recvs at once, so a give-back of a buffer the
+//! kernel owns is refused (and a debug build stops there), and the bytes of
+//! a buffer are readable ([`BufRing::filled`]) only while it is ours.
 
 use std::io;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -25,6 +32,9 @@ pub struct BufRing {
     buf_size: u32,
     /// Buffers currently handed to the kernel or ready in the ring.
     available: u16,
+    /// One bit per buffer: set while user space holds it (a completion
+    /// named it and it was not given back yet).
+    ours: Vec<u64>,
 }
 
 impl BufRing {
@@ -53,6 +63,7 @@ impl BufRing {
             memory_len,
             buf_size,
             available: 0,
+            ours: vec![0; usize::from(count).div_ceil(64)],
         };
         // SAFETY: the entries mapping is page-aligned, `count` entries long and
         // lives (with the buffers it points to) until `self` is dropped, which
@@ -71,7 +82,10 @@ impl BufRing {
     fn push(&mut self, bid: u16) {
         let index = usize::from(self.tail & (self.count - 1));
         // SAFETY: index < count, inside the mapping; the kernel does not read
-        // an entry beyond the published tail, so writing it races with nothing.
+        // an entry beyond the published tail, so writing it races with
+        // nothing. At most `count` buffers are in the ring at once (each bid
+        // is pushed only while the bitmap says user space holds it), so the
+        // entry being written is never one the kernel has yet to consume.
         let entry = unsafe { &mut *self.entries.add(index) };
         let offset = usize::from(bid) * self.buf_size as usize;
         entry.set_addr(self.memory as u64 + offset as u64);
@@ -88,18 +102,60 @@ impl BufRing {
         tail.store(self.tail, Ordering::Release);
     }
 
-    /// The kernel filled buffer `bid` (a recv completion named it).
-    pub fn taken(&mut self) {
+    fn is_ours(&self, bid: u16) -> bool {
+        let (word, bit) = (usize::from(bid) / 64, u32::from(bid) % 64);
+        self.ours.get(word).is_some_and(|w| w & (1 << bit) != 0)
+    }
+
+    fn set_ours(&mut self, bid: u16, ours: bool) {
+        let (word, bit) = (usize::from(bid) / 64, u32::from(bid) % 64);
+        if let Some(w) = self.ours.get_mut(word) {
+            if ours {
+                *w |= 1 << bit;
+            } else {
+                *w &= !(1 << bit);
+            }
+        }
+    }
+
+    /// The kernel filled buffer `bid` (a recv completion named it): it is
+    /// ours until given back.
+    pub fn taken(&mut self, bid: u16) {
+        debug_assert!(
+            bid < self.count && !self.is_ours(bid),
+            "buffer {bid} taken twice"
+        );
+        self.set_ours(bid, true);
         self.available = self.available.saturating_sub(1);
     }
 
-    /// Return buffer `bid` to the kernel.
+    /// Return buffer `bid` to the kernel. A buffer the kernel already owns
+    /// is not pushed again (it would be handed to two recvs).
     pub fn give_back(&mut self, bid: u16) {
-        debug_assert!(bid < self.count);
-        if bid < self.count {
+        debug_assert!(self.is_ours(bid), "buffer {bid} given back twice");
+        if bid < self.count && self.is_ours(bid) {
+            self.set_ours(bid, false);
             self.push(bid);
             self.publish();
         }
+    }
+
+    /// The first `len` bytes of buffer `bid`, which a completion named and
+    /// which is not given back yet (empty otherwise). The borrow ends
+    /// before the buffer can go back: `give_back` takes `&mut self`.
+    pub fn filled(&self, bid: u16, len: u32) -> &[u8] {
+        if !self.is_ours(bid) {
+            debug_assert!(false, "reading buffer {bid}, which the kernel owns");
+            return &[];
+        }
+        let len = len.min(self.buf_size) as usize;
+        let start = usize::from(bid) * self.buf_size as usize;
+        // SAFETY: `bid < count` (it is ours), so `start + len` lies inside
+        // the buffer mapping, which lives as long as `self`. The kernel
+        // wrote these bytes before posting the completion that made the
+        // buffer ours and writes it again only after `give_back` pushed it,
+        // which the shared borrow of `self` rules out while the slice lives.
+        unsafe { std::slice::from_raw_parts(self.memory.add(start), len) }
     }
 
     /// Buffers the kernel may select right now.
@@ -107,9 +163,15 @@ impl BufRing {
         self.available
     }
 
-    /// The address of byte `offset` of buffer `bid`: what a send reads.
-    pub fn address(&self, bid: u16, offset: u32) -> *const u8 {
+    /// The address of byte `offset` of buffer `bid`: what a send of `len`
+    /// bytes reads (the buffer must be ours until that send completes).
+    pub fn address(&self, bid: u16, offset: u32, len: u32) -> *const u8 {
+        debug_assert!(
+            self.is_ours(bid),
+            "sending buffer {bid}, which the kernel owns"
+        );
         debug_assert!(bid < self.count && offset < self.buf_size);
+        debug_assert!(u64::from(offset) + u64::from(len) <= u64::from(self.buf_size));
         let at = usize::from(bid) * self.buf_size as usize + offset as usize;
         self.memory.wrapping_add(at.min(self.memory_len))
     }

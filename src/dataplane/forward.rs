@@ -15,6 +15,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
+use super::io::{Pump, SinkState, SourceState};
 use super::pipe::OwnedPipe;
 
 /// A half moves to the splice path once it has written this many bytes:
@@ -62,45 +63,18 @@ pub const STALLED_UPSTREAM_RCVBUF: usize = 256 * 1024;
 /// one bulk connection cannot starve the others on its worker.
 const PUMP_ROUNDS: usize = 8;
 
-/// The source after a pump.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceState {
-    /// It may have more bytes right now (the pump yielded or was told not to read).
-    Open,
-    /// No bytes now (EAGAIN).
-    WouldBlock,
-    /// FIN.
-    Eof,
-    /// Reset or another error.
-    Failed,
-}
-
-/// The sink after a pump.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SinkState {
-    /// Took everything the pipe held.
-    Ok,
-    /// Full (EAGAIN) while the pipe still holds bytes.
-    WouldBlock,
-    /// Reset, broken pipe or another error.
-    Failed,
-}
-
-/// What one pump did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pump {
-    pub read: u64,
-    pub written: u64,
-    /// Bytes left in the pipe.
-    pub in_pipe: u32,
-    pub source: SourceState,
-    pub sink: SinkState,
-}
-
 /// Move bytes `source` → `pipe` → `sink` until the source has none, the sink
-/// takes no more, or the round budget is spent. Never reads more than the
-/// pipe can hold beyond what the sink took (backpressure).
-pub fn pump(pipe: &OwnedPipe, source: RawFd, sink: RawFd, in_pipe: u32, read: bool) -> Pump {
+/// takes no more, `max` bytes were read, or the round budget is spent.
+/// Never reads more than the pipe can hold beyond what the sink took
+/// (backpressure).
+pub fn pump(
+    pipe: &OwnedPipe,
+    source: RawFd,
+    sink: RawFd,
+    in_pipe: u32,
+    read: bool,
+    max: u64,
+) -> Pump {
     let mut p = Pump {
         read: 0,
         written: 0,
@@ -110,8 +84,10 @@ pub fn pump(pipe: &OwnedPipe, source: RawFd, sink: RawFd, in_pipe: u32, read: bo
     };
     let capacity = pipe.capacity();
     for _ in 0..PUMP_ROUNDS {
-        if read && p.source == SourceState::Open && (p.in_pipe as usize) < capacity {
-            match pipe.fill_from(source, capacity - p.in_pipe as usize) {
+        let room = (capacity - (p.in_pipe as usize).min(capacity)) as u64;
+        let want = room.min(max.saturating_sub(p.read));
+        if read && p.source == SourceState::Open && want > 0 {
+            match pipe.fill_from(source, want as usize) {
                 Ok(0) => p.source = SourceState::Eof,
                 Ok(n) => {
                     p.read += n as u64;
@@ -139,7 +115,8 @@ pub fn pump(pipe: &OwnedPipe, source: RawFd, sink: RawFd, in_pipe: u32, read: bo
                 }
             }
         }
-        if (!read || p.source != SourceState::Open) && p.in_pipe == 0 {
+        let capped = p.read >= max;
+        if (!read || capped || p.source != SourceState::Open) && p.in_pipe == 0 {
             return p;
         }
     }

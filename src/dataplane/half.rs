@@ -1,15 +1,15 @@
 //! One direction of a connection (downstream → upstream, or back), written
-//! once and instantiated twice. Sans-io: completions in, [`Action`]s out.
+//! once and instantiated twice. Sans-io: completions in, [`Io`]s out.
 //!
 //! A half starts on the copy path (multishot recv into the worker's buffer
 //! ring, one send in flight) and, once it has moved
 //! `splice_after` bytes ([`Half::start`]), moves to the splice path (readiness
 //! from the ring, `splice(2)` by the worker through a pooled pipe).
+#![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
 
-use super::conn::Action;
-use super::forward::{Pump, SinkState, SourceState};
+use super::io::{Io, Pump, SinkState, SourceState};
 use super::token::{Dir, Side};
 
 /// Buffers received but not yet fully sent, beyond which the multishot recv
@@ -65,11 +65,12 @@ enum Send {
     SinkFull,
 }
 
-/// Bytes read before the half started (a TLS ClientHello and what came
-/// with it), sent before anything received by the half; sent with a
-/// synchronous non-blocking send(2), so no op ever reads this memory.
+/// Bytes the connection owns, sent before anything received by the half:
+/// today a ClientHello read before routing (and what came with it); heads,
+/// local replies and TLS records next. Sent with a synchronous non-blocking
+/// send(2) ([`Io::SendOwned`]), so no op ever reads this memory.
 #[derive(Debug)]
-struct Prefix {
+struct Outbox {
     bytes: Vec<u8>,
     sent: usize,
 }
@@ -79,7 +80,7 @@ struct CopyPath {
     recv: Recv,
     send: Send,
     /// While `Some`, the half sends it first and does not receive.
-    prefix: Option<Prefix>,
+    outbox: Option<Outbox>,
     queue: VecDeque<Chunk>,
 }
 
@@ -123,7 +124,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pushback {
     Never,
-    /// [`Action::SinkStalled`] was emitted.
+    /// [`Io::SinkStalled`] was emitted.
     Seen,
 }
 
@@ -141,36 +142,36 @@ pub struct Half {
 
 impl Half {
     /// A half that starts moving bytes: emits its first actions.
-    pub fn start(dir: Dir, splice_after: u64, out: &mut Vec<Action>) -> Half {
-        Half::start_with_prefix(dir, splice_after, Vec::new(), out)
+    pub fn start(dir: Dir, splice_after: u64, out: &mut Vec<Io>) -> Half {
+        Half::start_with_outbox(dir, splice_after, Vec::new(), out)
     }
 
-    /// A half that first sends `prefix` (when not empty), then moves bytes.
-    pub fn start_with_prefix(
+    /// A half that first sends `outbox` (when not empty), then moves bytes.
+    pub fn start_with_outbox(
         dir: Dir,
         splice_after: u64,
-        prefix: Vec<u8>,
-        out: &mut Vec<Action>,
+        outbox: Vec<u8>,
+        out: &mut Vec<Io>,
     ) -> Half {
-        let prefix = (!prefix.is_empty()).then_some(Prefix {
-            bytes: prefix,
+        let outbox = (!outbox.is_empty()).then_some(Outbox {
+            bytes: outbox,
             sent: 0,
         });
-        let has_prefix = prefix.is_some();
+        let has_outbox = outbox.is_some();
         let mut half = Half {
             dir,
             flow: Flow::Open,
             engine: Engine::Copy(CopyPath {
                 recv: Recv::Idle,
                 send: Send::Idle,
-                prefix,
+                outbox,
                 queue: VecDeque::with_capacity(MAX_QUEUED_BUFFERS + 1),
             }),
             moved: 0,
             splice_after,
             pushback: Pushback::Never,
         };
-        if splice_after == 0 && !has_prefix {
+        if splice_after == 0 && !has_outbox {
             half.enter_splice(out);
         } else {
             half.advance_copy(out);
@@ -190,11 +191,11 @@ impl Half {
         self.moved
     }
 
-    /// What is left of the prefix to send.
-    pub fn prefix(&self) -> Option<&[u8]> {
+    /// What is left of the outbox to send.
+    pub fn outbox(&self) -> Option<&[u8]> {
         match &self.engine {
             Engine::Copy(CopyPath {
-                prefix: Some(p), ..
+                outbox: Some(p), ..
             }) => p.bytes.get(p.sent..),
             Engine::Copy(_) | Engine::Splice(_) => None,
         }
@@ -204,15 +205,6 @@ impl Half {
         matches!(self.engine, Engine::Splice(_))
     }
 
-    /// Buffers this half may receive now: what keeps it within "the sink
-    /// took everything but one buffer" (at least 1 when a recv is armed).
-    pub fn recv_budget(&self) -> u32 {
-        match &self.engine {
-            Engine::Copy(copy) => MAX_QUEUED_BUFFERS.saturating_sub(copy.queue.len()).max(1) as u32,
-            Engine::Splice(_) => 1,
-        }
-    }
-
     /// A multishot recv completion: `bid` is the provided buffer it filled,
     /// `more` whether the recv stays armed.
     pub fn on_recv(
@@ -220,12 +212,12 @@ impl Half {
         res: i32,
         bid: Option<u16>,
         more: bool,
-        out: &mut Vec<Action>,
+        out: &mut Vec<Io>,
     ) -> Outcome {
         let Engine::Copy(copy) = &mut self.engine else {
             // A recv can only be in flight on the copy path.
             if let Some(bid) = bid {
-                out.push(Action::GiveBack(bid));
+                out.push(Io::GiveBack(bid));
             }
             return Outcome::Continue;
         };
@@ -245,12 +237,12 @@ impl Half {
                     });
                 } else {
                     debug_assert!(false, "recv data after EOF");
-                    out.push(Action::GiveBack(bid));
+                    out.push(Io::GiveBack(bid));
                 }
                 Outcome::Active
             }
             (_, Some(bid)) => {
-                out.push(Action::GiveBack(bid));
+                out.push(Io::GiveBack(bid));
                 Outcome::Continue
             }
             (0, None) => {
@@ -261,7 +253,7 @@ impl Half {
             }
             (e, None) if e == -libc::ENOBUFS => {
                 copy.recv = Recv::Starved;
-                out.push(Action::WaitBuffers(self.dir));
+                out.push(Io::WaitBuffers(self.dir));
                 Outcome::Continue
             }
             // Cancelled (backpressure, promotion), or a non-blocking socket
@@ -280,7 +272,7 @@ impl Half {
     }
 
     /// Buffers came back to the ring after an ENOBUFS.
-    pub fn on_buffers(&mut self, out: &mut Vec<Action>) {
+    pub fn on_buffers(&mut self, out: &mut Vec<Io>) {
         if let Engine::Copy(copy) = &mut self.engine {
             if copy.recv == Recv::Starved {
                 copy.recv = Recv::Idle;
@@ -290,14 +282,14 @@ impl Half {
     }
 
     /// A send completion: `res` bytes of the front chunk were taken.
-    pub fn on_send(&mut self, res: i32, out: &mut Vec<Action>) -> Outcome {
+    pub fn on_send(&mut self, res: i32, out: &mut Vec<Io>) -> Outcome {
         let Engine::Copy(copy) = &mut self.engine else {
             debug_assert!(false, "send completion on the splice path");
             return Outcome::Continue;
         };
         if res == -libc::EAGAIN {
             copy.send = Send::SinkFull;
-            out.push(Action::Writable(self.dir));
+            out.push(Io::PollOut(self.dir));
             self.pushed_back(out);
             return Outcome::Continue;
         }
@@ -306,11 +298,11 @@ impl Half {
             return Outcome::Reset(self.dir.sink());
         }
         let n = res.unsigned_abs();
-        if let Some(prefix) = &mut copy.prefix {
-            prefix.sent += n as usize;
+        if let Some(outbox) = &mut copy.outbox {
+            outbox.sent += n as usize;
             self.moved += u64::from(n);
-            if prefix.sent >= prefix.bytes.len() {
-                copy.prefix = None;
+            if outbox.sent >= outbox.bytes.len() {
+                copy.outbox = None;
             }
             self.advance_copy(out);
             return Outcome::Active;
@@ -322,7 +314,7 @@ impl Half {
         front.sent += n;
         self.moved += u64::from(n);
         if front.sent >= front.len {
-            out.push(Action::GiveBack(front.bid));
+            out.push(Io::GiveBack(front.bid));
             copy.queue.pop_front();
         }
         self.advance_copy(out);
@@ -331,24 +323,24 @@ impl Half {
 
     /// The copy path's next step: send, re-arm, cancel for backpressure or
     /// promotion, shut down after EOF, or move to the splice path.
-    fn advance_copy(&mut self, out: &mut Vec<Action>) {
+    fn advance_copy(&mut self, out: &mut Vec<Io>) {
         let dir = self.dir;
         let wants_splice = self.moved >= self.splice_after;
         let Engine::Copy(copy) = &mut self.engine else {
             return;
         };
-        if copy.prefix.is_some() {
-            // Nothing is received before the prefix is out.
+        if copy.outbox.is_some() {
+            // Nothing is received before the outbox is out.
             if copy.send == Send::Idle {
                 copy.send = Send::InFlight;
-                out.push(Action::SendPrefix(dir));
+                out.push(Io::SendOwned(dir));
             }
             return;
         }
         if copy.send == Send::Idle {
             if let Some(front) = copy.queue.front() {
                 copy.send = Send::InFlight;
-                out.push(Action::Send {
+                out.push(Io::Send {
                     dir,
                     bid: front.bid,
                     offset: front.sent,
@@ -361,7 +353,7 @@ impl Half {
             Flow::Eof => {
                 if copy.queue.is_empty() && copy.send == Send::Idle && copy.recv == Recv::Idle {
                     self.flow = Flow::ShuttingDown;
-                    out.push(Action::Shutdown(dir));
+                    out.push(Io::Shutdown(dir));
                 }
                 return;
             }
@@ -379,35 +371,38 @@ impl Half {
             // drain and it can move to the splice path.
             Recv::Armed if copy.queue.len() >= MAX_QUEUED_BUFFERS || wants_splice => {
                 copy.recv = Recv::Cancelling;
-                out.push(Action::CancelRecv(dir));
+                out.push(Io::CancelRecv(dir));
             }
             Recv::Idle if wants_splice && drained => self.enter_splice(out),
             Recv::Idle if wants_splice => {}
             Recv::Idle if copy.queue.len() < MAX_QUEUED_BUFFERS => {
                 copy.recv = Recv::Armed;
-                out.push(Action::ArmRecv(dir));
+                // What keeps the half within "the sink took everything but
+                // one buffer".
+                let buffers = MAX_QUEUED_BUFFERS.saturating_sub(copy.queue.len()).max(1) as u32;
+                out.push(Io::Recv { dir, buffers });
             }
             Recv::Idle | Recv::Armed | Recv::Cancelling | Recv::Starved => {}
         }
     }
 
-    fn enter_splice(&mut self, out: &mut Vec<Action>) {
+    fn enter_splice(&mut self, out: &mut Vec<Io>) {
         self.engine = Engine::Splice(SplicePath {
             in_pipe: 0,
             wait: Wait::Readable,
         });
-        out.push(Action::EnterSplice(self.dir));
-        out.push(Action::Readable(self.dir));
+        out.push(Io::EnterSplice(self.dir));
+        out.push(Io::PollIn(self.dir));
     }
 
     /// The worker found no pipe for a pump: go back to copying.
-    pub fn on_no_pipe(&mut self, out: &mut Vec<Action>) {
+    pub fn on_no_pipe(&mut self, out: &mut Vec<Io>) {
         if let Engine::Splice(s) = self.engine {
             debug_assert_eq!(s.in_pipe, 0);
             self.engine = Engine::Copy(CopyPath {
                 recv: Recv::Idle,
                 send: Send::Idle,
-                prefix: None,
+                outbox: None,
                 queue: VecDeque::with_capacity(MAX_QUEUED_BUFFERS + 1),
             });
             // Never try the pipe pool again for this half.
@@ -417,7 +412,7 @@ impl Half {
     }
 
     /// A readiness completion (POLLIN on the source or POLLOUT on the sink).
-    pub fn on_ready(&mut self, res: i32, out: &mut Vec<Action>) -> Outcome {
+    pub fn on_ready(&mut self, res: i32, out: &mut Vec<Io>) -> Outcome {
         if res == -libc::ECANCELED {
             return Outcome::Continue;
         }
@@ -435,16 +430,17 @@ impl Half {
         debug_assert_ne!(s.wait, Wait::Pumping, "readiness during a pump");
         // Errors and hang-ups show up as readiness; the splice reports them.
         s.wait = Wait::Pumping;
-        out.push(Action::Pump {
+        out.push(Io::Pump {
             dir: self.dir,
             in_pipe: s.in_pipe,
             read: self.flow == Flow::Open,
+            max: u64::MAX,
         });
         Outcome::Continue
     }
 
     /// The result of a pump the worker ran for this half.
-    pub fn on_pump(&mut self, pump: Pump, out: &mut Vec<Action>) -> Outcome {
+    pub fn on_pump(&mut self, pump: Pump, out: &mut Vec<Io>) -> Outcome {
         let dir = self.dir;
         let Engine::Splice(s) = &mut self.engine else {
             debug_assert!(false, "pump on the copy path");
@@ -463,7 +459,7 @@ impl Half {
         if s.in_pipe > 0 {
             // The sink is full (or the pump yielded): wait until it takes more.
             s.wait = Wait::Writable;
-            out.push(Action::Writable(dir));
+            out.push(Io::PollOut(dir));
             if reset {
                 self.flow = Flow::Resetting;
             } else if eof {
@@ -473,10 +469,10 @@ impl Half {
             self.flow = Flow::Reset;
         } else if eof {
             self.flow = Flow::ShuttingDown;
-            out.push(Action::Shutdown(dir));
+            out.push(Io::Shutdown(dir));
         } else {
             s.wait = Wait::Readable;
-            out.push(Action::Readable(dir));
+            out.push(Io::PollIn(dir));
         }
         if full {
             self.pushed_back(out);
@@ -489,11 +485,11 @@ impl Half {
     }
 
     /// The sink is full: the first time, tell the worker
-    /// ([`Action::SinkStalled`]).
-    fn pushed_back(&mut self, out: &mut Vec<Action>) {
+    /// ([`Io::SinkStalled`]).
+    fn pushed_back(&mut self, out: &mut Vec<Io>) {
         if self.pushback == Pushback::Never {
             self.pushback = Pushback::Seen;
-            out.push(Action::SinkStalled(self.dir));
+            out.push(Io::SinkStalled(self.dir));
         }
     }
 
@@ -508,7 +504,7 @@ impl Half {
         match &self.engine {
             Engine::Copy(CopyPath {
                 send: Send::InFlight,
-                prefix: None,
+                outbox: None,
                 queue,
                 ..
             }) => queue.front().map(|c| c.bid),
@@ -521,7 +517,7 @@ impl Half {
     pub fn idle_buffers(&self) -> impl Iterator<Item = u16> + '_ {
         let (skip, queue) = match &self.engine {
             Engine::Copy(copy) => (
-                usize::from(copy.send == Send::InFlight && copy.prefix.is_none()),
+                usize::from(copy.send == Send::InFlight && copy.outbox.is_none()),
                 Some(copy.queue.iter().map(|c| c.bid)),
             ),
             Engine::Splice(_) => (0, None),

@@ -5,19 +5,28 @@
 //! never per byte.
 
 pub mod accept;
+mod admission;
 pub mod balancer;
 pub mod budget;
 pub mod bufring;
 pub mod conn;
+mod exec;
 pub mod forward;
 pub mod half;
+pub mod io;
 pub mod listener;
+pub mod listeners;
+mod meter;
+pub mod passthrough;
 pub mod pipe;
 pub mod proxy_protocol;
 pub mod ring;
-pub mod slot;
+pub mod session;
+pub mod slab;
+mod slot;
 pub mod timers;
 pub mod token;
+mod upstream;
 pub mod wake;
 pub mod worker;
 

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write as _};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use io_uring::squeue::{Entry, Flags};
@@ -226,8 +226,8 @@ impl Ring {
         }));
     }
 
-    pub fn accept_multi(&mut self, listener: RawFd, token: u64) {
-        let e = opcode::AcceptMulti::new(Fd(listener))
+    pub fn accept_multi(&mut self, listener: BorrowedFd<'_>, token: u64) {
+        let e = opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
             .flags(libc::SOCK_CLOEXEC)
             .build()
             .user_data(token);
@@ -236,11 +236,15 @@ impl Ring {
 
     /// One single-shot accept (near the connection cap, where each accept
     /// may take only one connection).
-    pub fn accept_once(&mut self, listener: RawFd, token: u64) {
-        let e = opcode::Accept::new(Fd(listener), std::ptr::null_mut(), std::ptr::null_mut())
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(token);
+    pub fn accept_once(&mut self, listener: BorrowedFd<'_>, token: u64) {
+        let e = opcode::Accept::new(
+            Fd(listener.as_raw_fd()),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+        .flags(libc::SOCK_CLOEXEC)
+        .build()
+        .user_data(token);
         self.push(Pending::One(e));
     }
 
@@ -250,7 +254,8 @@ impl Ring {
     /// buffer's worth per op. Without the limit a multishot recv keeps
     /// filling buffers (up to 32 per wake-up, then again) while the sink is
     /// stuck: backpressure would be lost.
-    pub fn recv(&mut self, fd: RawFd, mode: RecvMode, limit: u32, token: u64) {
+    pub fn recv(&mut self, fd: BorrowedFd<'_>, mode: RecvMode, limit: u32, token: u64) {
+        let fd = fd.as_raw_fd();
         let e = match mode {
             RecvMode::MultishotLimited => multishot_recv(fd, limit).user_data(token),
             RecvMode::Single => opcode::Recv::new(Fd(fd), std::ptr::null_mut(), 0)
@@ -280,7 +285,7 @@ impl Ring {
             let mut ended = false;
             for c in cqes.drain(..) {
                 if let Some(bid) = c.buffer() {
-                    bufs.taken();
+                    bufs.taken(bid);
                     bufs.give_back(bid);
                 }
                 if c.user_data != PROBE {
@@ -309,8 +314,16 @@ impl Ring {
     }
 
     /// Send `len` bytes of provided buffer `bid` from `offset`.
-    pub fn send(&mut self, fd: RawFd, bufs: &BufRing, bid: u16, offset: u32, len: u32, token: u64) {
-        let e = opcode::Send::new(Fd(fd), bufs.address(bid, offset), len)
+    pub fn send(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        bufs: &BufRing,
+        bid: u16,
+        offset: u32,
+        len: u32,
+        token: u64,
+    ) {
+        let e = opcode::Send::new(Fd(fd.as_raw_fd()), bufs.address(bid, offset, len), len)
             // MSG_DONTWAIT: a full socket completes with EAGAIN (the worker
             // then polls it) instead of being punted to an io-wq thread that
             // blocks until the peer reads.
@@ -324,13 +337,13 @@ impl Ring {
     /// until the connect completes (they live in the connection's slot).
     pub fn connect(
         &mut self,
-        fd: RawFd,
+        fd: BorrowedFd<'_>,
         addr: &socket2::SockAddr,
         timeout: &Timespec,
         token: u64,
         timeout_token: u64,
     ) {
-        let connect = opcode::Connect::new(Fd(fd), addr.as_ptr().cast(), addr.len())
+        let connect = opcode::Connect::new(Fd(fd.as_raw_fd()), addr.as_ptr().cast(), addr.len())
             .build()
             .flags(Flags::IO_LINK)
             .user_data(token);
@@ -341,16 +354,16 @@ impl Ring {
     }
 
     /// One-shot POLL_ADD for `events` (POLLIN or POLLOUT).
-    pub fn poll(&mut self, fd: RawFd, events: i16, token: u64) {
-        let e = opcode::PollAdd::new(Fd(fd), events as u16 as u32)
+    pub fn poll(&mut self, fd: BorrowedFd<'_>, events: i16, token: u64) {
+        let e = opcode::PollAdd::new(Fd(fd.as_raw_fd()), events as u16 as u32)
             .build()
             .user_data(token);
         self.push(Pending::One(e));
     }
 
     /// Cancel every op on `fd`.
-    pub fn cancel_fd(&mut self, fd: RawFd, token: u64) {
-        let e = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
+    pub fn cancel_fd(&mut self, fd: BorrowedFd<'_>, token: u64) {
+        let e = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd.as_raw_fd())).all())
             .build()
             .user_data(token);
         self.push(Pending::One(e));

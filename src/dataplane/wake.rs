@@ -3,7 +3,7 @@
 //! op on an eventfd would park an io-wq thread, so it is never submitted.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 #[derive(Debug)]
 pub struct WakeFd {
@@ -42,5 +42,11 @@ impl WakeFd {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+impl AsFd for WakeFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }

@@ -1,0 +1,226 @@
+//! Getting a connection its upstream: pick an endpoint of the reserved
+//! cluster, open the socket with the cluster's options, submit the CONNECT
+//! (through `exec.rs`), count what happened to the endpoint, and write the
+//! PROXY header once it accepted. The session decides when; this file
+//! decides how.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::types::Timespec;
+use socket2::{SockAddr, SockRef, Socket, TcpKeepalive, Type};
+
+use crate::metrics::worker::add;
+use crate::routing::table::{ClusterId, Keepalive, ProxyProtocol};
+
+use super::Plan;
+use super::exec;
+use super::io::CloseReason;
+use super::proxy_protocol;
+use super::slab::Key;
+use super::slot::Slot;
+use super::worker::{ACCEPT_PAUSE, Worker};
+
+/// Where a connection's upstream is.
+pub(super) struct Upstream {
+    pub(super) socket: Socket,
+    pub(super) cluster: ClusterId,
+    pub(super) endpoint: usize,
+}
+
+/// Memory the kernel reads when the CONNECT is submitted (stable address:
+/// boxed in the slot, which is freed only with nothing in flight).
+pub(super) struct ConnectArgs {
+    pub(super) address: SockAddr,
+    pub(super) timeout: Timespec,
+}
+
+impl Default for ConnectArgs {
+    fn default() -> Self {
+        ConnectArgs {
+            address: SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
+            timeout: Timespec::new(),
+        }
+    }
+}
+
+impl Worker {
+    /// [`super::io::Io::Connect`]: open an upstream socket to the next
+    /// endpoint of the reserved cluster and submit its CONNECT.
+    pub(super) fn connect(&mut self, key: Key) {
+        let now = Instant::now();
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let plan = Arc::clone(&slot.plan);
+        if let Some(previous) = slot.upstream.take() {
+            // Asked to connect again: the previous attempt failed.
+            self.balancer
+                .closed(&plan, previous.cluster, previous.endpoint);
+            self.connect_failed(&plan, previous.cluster, previous.endpoint, now);
+        }
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let Some((_, cluster)) = slot.session.reserved() else {
+            slot.session
+                .on_connect_unavailable(CloseReason::NoRoute, &mut self.scratch);
+            return;
+        };
+        let tried = slot.session.tried();
+        let Some(endpoint) =
+            self.balancer
+                .pick_endpoint(&plan, cluster, slot.peer.ip(), tried, now)
+        else {
+            let reason = if tried.is_empty() {
+                CloseReason::NoHealthyUpstream
+            } else {
+                CloseReason::ConnectFailed
+            };
+            slot.session
+                .on_connect_unavailable(reason, &mut self.scratch);
+            return;
+        };
+        slot.session.connecting_to(endpoint);
+        let target = plan.endpoints[cluster.0 as usize][endpoint];
+        let policy = &plan.table.cluster(cluster).policy;
+        let socket = match upstream_socket(target.address, policy.tcp_keepalive) {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors or socket memory is ringway's own
+                // failure, not the upstream's: flagged OM, not UF, and no
+                // more clients are taken for a moment.
+                let local = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                );
+                let reason = if local {
+                    CloseReason::LocalResource
+                } else {
+                    CloseReason::ConnectFailed
+                };
+                if self.socket_errors.allow(now) {
+                    tracing::warn!(worker = self.id, upstream = %target.address, error = %e, flag = reason.flag(), "cannot open an upstream socket; connection closed (at most one line per second; on EMFILE/ENFILE raise LimitNOFILE / ulimit -n or lower --max-connections)");
+                }
+                slot.session
+                    .on_connect_unavailable(reason, &mut self.scratch);
+                if local {
+                    self.pause_accepting(now + ACCEPT_PAUSE);
+                }
+                return;
+            }
+        };
+        self.balancer.opened(&plan, cluster, endpoint);
+        add(
+            &self
+                .metrics
+                .cluster(&plan.table.cluster(cluster).name)
+                .connect_attempts,
+            1,
+        );
+        slot.connect.address = SockAddr::from(target.address);
+        slot.connect.timeout = Timespec::from(policy.connect_timeout);
+        let mut uring = exec::Uring {
+            ring: &mut self.ring,
+            bufs: &self.bufs,
+        };
+        exec::submit_connect(
+            &mut uring,
+            socket.as_fd(),
+            &slot.connect,
+            key,
+            &mut slot.inflight,
+        );
+        slot.upstream = Some(Upstream {
+            socket,
+            cluster,
+            endpoint,
+        });
+    }
+
+    /// [`super::io::Io::Connected`]: the endpoint accepted; counted, and
+    /// the cluster's PROXY header written before any forwarded byte.
+    pub(super) fn connected(&mut self, key: Key) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let Some(u) = &slot.upstream else {
+            return;
+        };
+        let (cluster, endpoint) = (u.cluster, u.endpoint);
+        self.balancer
+            .connect_succeeded(&slot.plan, cluster, endpoint);
+        slot.meter
+            .connected(&mut self.metrics, &slot.plan, cluster, endpoint);
+        if let Some(version) = slot.plan.table.cluster(cluster).policy.proxy_protocol {
+            if let Err(e) = send_proxy_header(slot, version) {
+                tracing::debug!(worker = self.id, error = %e, "cannot send the PROXY header");
+                slot.session.abort_upstream(&mut self.scratch);
+            }
+        }
+    }
+
+    /// A connect to `endpoint` failed or timed out: counted, and the
+    /// endpoint ejected when that makes a streak (reported to `/config_dump`).
+    pub(super) fn connect_failed(
+        &mut self,
+        plan: &Plan,
+        cluster: ClusterId,
+        endpoint: usize,
+        now: Instant,
+    ) {
+        let ejected = self.balancer.connect_failed(plan, cluster, endpoint, now);
+        let counters = self.metrics.cluster(&plan.table.cluster(cluster).name);
+        add(&counters.connect_failures, 1);
+        add(&counters.ejections, u64::from(ejected));
+        if ejected {
+            self.status.ejected(self.balancer.ejections(now));
+        }
+    }
+}
+
+/// A blocking upstream socket with TCP_NODELAY and the cluster's keepalive.
+fn upstream_socket(address: SocketAddr, keepalive: Option<Keepalive>) -> io::Result<Socket> {
+    let socket = Socket::new(socket2::Domain::for_address(address), Type::STREAM, None)?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(k) = keepalive {
+        let mut ka = TcpKeepalive::new();
+        if let Some(t) = k.time_secs {
+            ka = ka.with_time(Duration::from_secs(u64::from(t)));
+        }
+        if let Some(i) = k.interval_secs {
+            ka = ka.with_interval(Duration::from_secs(u64::from(i)));
+        }
+        if let Some(p) = k.probes {
+            ka = ka.with_retries(p);
+        }
+        socket.set_tcp_keepalive(&ka)?;
+    }
+    Ok(socket)
+}
+
+/// Write the PROXY protocol header on a just-connected upstream socket,
+/// before any forwarded byte (no send of this connection can be in flight
+/// yet). A fresh connection's send buffer is empty, so the non-blocking
+/// send(2) of these few bytes completes at once; anything short of the
+/// whole header is treated as an upstream failure.
+fn send_proxy_header(slot: &Slot, version: ProxyProtocol) -> io::Result<()> {
+    let Some(upstream) = &slot.upstream else {
+        return Err(io::ErrorKind::NotConnected.into());
+    };
+    let local = SockRef::from(&slot.downstream)
+        .local_addr()?
+        .as_socket()
+        .ok_or(io::ErrorKind::InvalidInput)?;
+    let header = proxy_protocol::header(version, slot.peer, local);
+    let sent = upstream
+        .socket
+        .send_with_flags(&header, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)?;
+    if sent != header.len() {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    Ok(())
+}
