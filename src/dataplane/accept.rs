@@ -14,6 +14,7 @@
 //! it before they are cancelled, and the budget keeps descriptors for that.
 //!
 //! [`Budget::burst_per_listener`]: super::budget::Budget::burst_per_listener
+#![forbid(unsafe_code)]
 
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;

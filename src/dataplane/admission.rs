@@ -3,6 +3,7 @@
 //! the reservation of a route (its cluster chosen by weight, counted
 //! against the cluster's `maxConnections`), and the release of both when a
 //! slot is freed.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

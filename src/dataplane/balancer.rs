@@ -4,6 +4,7 @@
 //! worker's own active connections, and outlier detection counts the
 //! worker's own connect failures (so with N workers an endpoint is ejected
 //! by each worker that sees it fail). Time is passed in.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -13,6 +13,7 @@
 //!   listening socket plus the connections its accepts may take beyond the
 //!   cap before they stop (2 × [`ACCEPT_BATCH`]);
 //! - [`RESERVE`] for the rest of the process.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 

@@ -1,5 +1,6 @@
 //! Listening sockets: one per worker per listener, bound with SO_REUSEPORT so
 //! the kernel spreads connections across workers. Knows nothing of routes.
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::net::SocketAddr;

@@ -3,6 +3,7 @@
 //! this one place for every way a connection ends (refused at once, never
 //! routed, or forwarded for hours): counters by flag, the access-log
 //! record, the debug line.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;

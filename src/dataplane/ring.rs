@@ -82,12 +82,21 @@ fn multishot_recv(fd: RawFd, limit: u32) -> Entry {
         .buf_group(bufring::GROUP)
         .build()
         .flags(Flags::BUFFER_SELECT);
-    // SAFETY: `Entry` is `#[repr(C)]` around `io_uring_sqe`, exactly 64 bytes
-    // (asserted above), and every bit pattern is a valid SQE value.
-    let mut raw: [u8; SQE_SIZE] = unsafe { std::mem::transmute(e) };
+    let mut raw = sqe_bytes(e);
     raw[SQE_OPTLEN_OFFSET..SQE_OPTLEN_OFFSET + 4].copy_from_slice(&limit.to_ne_bytes());
-    // SAFETY: as above, back to the type it came from.
+    // SAFETY: `Entry` is `#[repr(transparent)]` over `io_uring_sqe`, a
+    // 64-byte struct of integers and unions of integers (size asserted
+    // above): every bit pattern is a valid value, so any 64 bytes are one.
     unsafe { std::mem::transmute::<[u8; SQE_SIZE], Entry>(raw) }
+}
+
+/// The 64 bytes of an SQE.
+fn sqe_bytes(e: Entry) -> [u8; SQE_SIZE] {
+    // SAFETY: reading an SQE as bytes needs every byte initialised: the
+    // io-uring crate builds each entry from `mem::zeroed()` and then sets
+    // fields, so padding and unused union bytes are zeros, never
+    // uninitialised; the sizes match (asserted above).
+    unsafe { std::mem::transmute::<Entry, [u8; SQE_SIZE]>(e) }
 }
 
 /// A completion copied out of the CQ.
@@ -381,5 +390,37 @@ impl Ring {
             .build()
             .user_data(token);
         self.push(Pending::One(e));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recv_limit_is_written_where_the_kernel_reads_optlen() {
+        // optlen shares its 4 bytes with splice_fd_in in `io_uring_sqe`:
+        // the crate's own Splice builder writes fd_in there (the SQE's fd
+        // is fd_out), which pins the offset the limit patch uses to the
+        // crate's layout.
+        let splice = opcode::Splice::new(Fd(0x1234_5678), -1, Fd(1), -1, 0).build();
+        let raw = sqe_bytes(splice);
+        assert_eq!(
+            raw[SQE_OPTLEN_OFFSET..SQE_OPTLEN_OFFSET + 4],
+            0x1234_5678i32.to_ne_bytes()
+        );
+        // The patch writes the limit there and nothing else changes.
+        let plain = sqe_bytes(multishot_recv(7, 0));
+        let limited = sqe_bytes(multishot_recv(7, 0xA1B2_C3D4));
+        assert_eq!(
+            limited[SQE_OPTLEN_OFFSET..SQE_OPTLEN_OFFSET + 4],
+            0xA1B2_C3D4u32.to_ne_bytes()
+        );
+        for (i, (a, b)) in plain.iter().zip(limited.iter()).enumerate() {
+            if !(SQE_OPTLEN_OFFSET..SQE_OPTLEN_OFFSET + 4).contains(&i) {
+                assert_eq!(a, b, "byte {i} changed");
+            }
+        }
+        assert_eq!(limited[0], opcode::Recv::CODE, "still a recv");
     }
 }

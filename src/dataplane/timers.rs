@@ -10,6 +10,7 @@
 //! (bytes moved, so the idle timeout moved) is not rescheduled: the entry
 //! fires, the connection finds nothing due and is scheduled again, once
 //! per idle-timeout period at most.
+#![forbid(unsafe_code)]
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

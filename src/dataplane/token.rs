@@ -1,6 +1,7 @@
 //! `user_data` <-> [`Event`]: the one place a completion's 64 bits are
 //! decoded. A connection token packs the slab index, the slot generation (so a
 //! late completion for a reused slot is recognised) and the operation.
+#![forbid(unsafe_code)]
 
 /// A direction of a connection: which socket is read and which is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

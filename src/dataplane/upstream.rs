@@ -3,6 +3,7 @@
 //! (through `exec.rs`), count what happened to the endpoint, and write the
 //! PROXY header once it accepted. The session decides when; this file
 //! decides how.
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::net::SocketAddr;
@@ -89,29 +90,7 @@ impl Worker {
         let policy = &plan.table.cluster(cluster).policy;
         let socket = match upstream_socket(target.address, policy.tcp_keepalive) {
             Ok(s) => s,
-            Err(e) => {
-                // Out of descriptors or socket memory is ringway's own
-                // failure, not the upstream's: flagged OM, not UF, and no
-                // more clients are taken for a moment.
-                let local = matches!(
-                    e.raw_os_error(),
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-                );
-                let reason = if local {
-                    CloseReason::LocalResource
-                } else {
-                    CloseReason::ConnectFailed
-                };
-                if self.socket_errors.allow(now) {
-                    tracing::warn!(worker = self.id, upstream = %target.address, error = %e, flag = reason.flag(), "cannot open an upstream socket; connection closed (at most one line per second; on EMFILE/ENFILE raise LimitNOFILE / ulimit -n or lower --max-connections)");
-                }
-                slot.session
-                    .on_connect_unavailable(reason, &mut self.scratch);
-                if local {
-                    self.pause_accepting(now + ACCEPT_PAUSE);
-                }
-                return;
-            }
+            Err(e) => return self.socket_failed(key, target.address, &e, now),
         };
         self.balancer.opened(&plan, cluster, endpoint);
         add(
@@ -139,6 +118,31 @@ impl Worker {
             cluster,
             endpoint,
         });
+    }
+
+    /// No upstream socket for `key`'s connect. Out of descriptors or socket
+    /// memory is ringway's own failure, not the upstream's: flagged OM, not
+    /// UF, and no more clients are taken for a moment.
+    fn socket_failed(&mut self, key: Key, address: SocketAddr, e: &io::Error, now: Instant) {
+        let local = matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        );
+        let reason = if local {
+            CloseReason::LocalResource
+        } else {
+            CloseReason::ConnectFailed
+        };
+        if self.socket_errors.allow(now) {
+            tracing::warn!(worker = self.id, upstream = %address, error = %e, flag = reason.flag(), "cannot open an upstream socket; connection closed (at most one line per second; on EMFILE/ENFILE raise LimitNOFILE / ulimit -n or lower --max-connections)");
+        }
+        if let Some(slot) = self.slots.get_mut(key) {
+            slot.session
+                .on_connect_unavailable(reason, &mut self.scratch);
+        }
+        if local {
+            self.pause_accepting(now + ACCEPT_PAUSE);
+        }
     }
 
     /// [`super::io::Io::Connected`]: the endpoint accepted; counted, and
