@@ -47,7 +47,7 @@ impl Dir {
     }
 }
 
-/// One of the two sockets of a connection (or neither, for internal causes).
+/// One of the two sockets of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     Downstream,
