@@ -14,15 +14,14 @@
 //! it before they are cancelled, and the budget keeps descriptors for that.
 //!
 //! [`Budget::burst_per_listener`]: super::budget::Budget::burst_per_listener
+//!
+//! This file is the state of one listener entry's accepts and its
+//! transitions, pure; `listeners.rs` submits what they call for.
 #![forbid(unsafe_code)]
 
-use std::os::fd::AsFd;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::budget::ACCEPT_BATCH;
-use super::token;
-use super::worker::{Lifecycle, Worker};
 
 /// What a listener entry does once the accepts being cancelled have ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +39,7 @@ pub enum After {
 /// the accepts in flight are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepting {
-    /// Nothing in flight; [`Worker::steer`] decides what to arm.
+    /// Nothing in flight; [`Accepting::steer`] decides what to arm.
     Idle,
     /// A multishot accept is in flight (far below the cap).
     Multishot,
@@ -52,6 +51,28 @@ pub enum Accepting {
     Paused(Instant),
     /// Nothing in flight and nothing to arm: a closed entry may be reused.
     Stopped,
+}
+
+/// The room under the process connection cap, as a worker sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    /// Connections the process may still open.
+    pub free: usize,
+    /// What every open listening socket's backlog could hand a multishot
+    /// accept in one go.
+    pub burst: usize,
+}
+
+/// What to submit for an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arm {
+    Nothing,
+    /// Cancel what is in flight (then go to the `After` given).
+    Cancel,
+    /// One multishot accept.
+    Multishot,
+    /// This many more single-shot accepts.
+    Single(u16),
 }
 
 impl Accepting {
@@ -71,144 +92,59 @@ impl Accepting {
             After::Stop => Accepting::Stopped,
         }
     }
-}
 
-impl Worker {
-    /// Arm, top up, narrow or stop the accepts of listener entry `i` for the
-    /// room left under the connection cap.
-    pub(super) fn steer(&mut self, i: usize) {
-        let Some(entry) = self.listeners.get(i) else {
-            return;
-        };
-        let state = entry.accepting;
-        if !matches!(
-            state,
-            Accepting::Idle | Accepting::Multishot | Accepting::Single(_)
-        ) || self.lifecycle != Lifecycle::Serving
-        {
-            return;
-        }
-        let Some(socket) = &entry.listener.socket else {
-            return;
-        };
-        let fd = socket.as_fd();
-        let cap = self.shared.budget.max_connections;
-        let open = self.shared.open.load(Ordering::Relaxed);
-        let room = cap.saturating_sub(open);
-        let listening = self.listeners.listening();
-        let burst = self
-            .shared
-            .budget
-            .burst_per_listener
-            .saturating_mul(listening);
-        let batch = u16::try_from(room.min(usize::from(ACCEPT_BATCH))).unwrap_or(ACCEPT_BATCH);
-        let token = token::accept(i as u32);
-        match state {
-            Accepting::Multishot | Accepting::Single(_) if room == 0 => {
-                self.wind_down(i, After::Steer);
+    /// Arm, top up, narrow or stop the accepts for the room left under the
+    /// connection cap: what to submit, and the state after it.
+    pub fn steer(self, room: Room) -> (Arm, Accepting) {
+        let batch = u16::try_from(room.free.min(usize::from(ACCEPT_BATCH))).unwrap_or(ACCEPT_BATCH);
+        match self {
+            Accepting::Multishot | Accepting::Single(_) if room.free == 0 => {
+                self.wind_down(After::Steer)
             }
-            Accepting::Multishot if room <= burst => self.wind_down(i, After::Steer),
+            Accepting::Multishot if room.free <= room.burst => self.wind_down(After::Steer),
             // Back to multishot only well clear of the threshold, so that a
             // count hovering around it does not cancel and re-arm each time.
-            Accepting::Single(_) if room > burst.saturating_mul(2) => {
-                self.wind_down(i, After::Steer);
+            Accepting::Single(_) if room.free > room.burst.saturating_mul(2) => {
+                self.wind_down(After::Steer)
             }
-            Accepting::Single(n) if n < batch => {
-                for _ in n..batch {
-                    self.ring.accept_once(fd, token);
-                }
-                self.set_accepting(i, Accepting::Single(batch));
-            }
-            Accepting::Idle if room > burst => {
-                self.ring.accept_multi(fd, token);
-                self.set_accepting(i, Accepting::Multishot);
-            }
-            Accepting::Idle if batch > 0 => {
-                for _ in 0..batch {
-                    self.ring.accept_once(fd, token);
-                }
-                self.set_accepting(i, Accepting::Single(batch));
-            }
-            _ => {}
+            Accepting::Single(n) if n < batch => (Arm::Single(batch - n), Accepting::Single(batch)),
+            Accepting::Idle if room.free > room.burst => (Arm::Multishot, Accepting::Multishot),
+            Accepting::Idle if batch > 0 => (Arm::Single(batch), Accepting::Single(batch)),
+            state => (Arm::Nothing, state),
         }
     }
 
-    /// [`Worker::steer`] every listener entry (after a connection closed,
-    /// and on the tick, which also ends pauses).
-    pub(super) fn steer_all(&mut self, now: Instant) {
-        for i in 0..self.listeners.len() {
-            if let Some(Accepting::Paused(until)) = self.accepting(i) {
-                if now < until {
-                    continue;
-                }
-                self.set_accepting(i, Accepting::Idle);
-            }
-            self.steer(i);
-        }
-    }
-
-    /// Cancel what entry `i` has in flight, then go to `then`.
-    pub(super) fn wind_down(&mut self, i: usize, then: After) {
-        let Some(state) = self.accepting(i) else {
-            return;
-        };
-        let next = match state {
-            Accepting::Cancelling { ops, then: current } => Accepting::Cancelling {
-                ops,
-                // A stop is never undone by a later pause or steer.
-                then: if current == After::Stop {
-                    After::Stop
-                } else {
-                    then
-                },
-            },
-            Accepting::Multishot | Accepting::Single(_) => {
-                self.ring
-                    .cancel_all(token::accept(i as u32), token::STOP_ACCEPT);
+    /// Cancel what is in flight, then go to `then`: whether a cancel must
+    /// be submitted, and the state after it.
+    pub fn wind_down(self, then: After) -> (Arm, Accepting) {
+        match self {
+            Accepting::Cancelling { ops, then: current } => (
+                Arm::Nothing,
                 Accepting::Cancelling {
-                    ops: state.in_flight(),
+                    ops,
+                    // A stop is never undone by a later pause or steer.
+                    then: if current == After::Stop {
+                        After::Stop
+                    } else {
+                        then
+                    },
+                },
+            ),
+            Accepting::Multishot | Accepting::Single(_) => (
+                Arm::Cancel,
+                Accepting::Cancelling {
+                    ops: self.in_flight(),
                     then,
-                }
-            }
-            Accepting::Stopped => Accepting::Stopped,
-            Accepting::Idle | Accepting::Paused(_) => Accepting::settled(then),
-        };
-        self.set_accepting(i, next);
-    }
-
-    /// EMFILE/ENFILE (on accept, or on an upstream socket): every listener
-    /// of this worker stops accepting until `until`.
-    pub(super) fn pause_accepting(&mut self, until: Instant) {
-        for i in 0..self.listeners.len() {
-            if self.listeners.get(i).is_some_and(|e| e.is_open()) {
-                self.wind_down(i, After::Pause(until));
-            }
+                },
+            ),
+            Accepting::Stopped => (Arm::Nothing, Accepting::Stopped),
+            Accepting::Idle | Accepting::Paused(_) => (Arm::Nothing, Accepting::settled(then)),
         }
     }
 
-    /// An accept of entry `i` completed for the last time.
-    pub(super) fn accept_ended(&mut self, i: usize) {
-        let was = self.accepting(i);
-        self.accept_settles(i);
-        // A closed listener stopped accepting: tell the control plane,
-        // whose reload answer waits for it.
-        if matches!(
-            was,
-            Some(Accepting::Cancelling {
-                then: After::Stop,
-                ..
-            })
-        ) && self.accepting(i) == Some(Accepting::Stopped)
-        {
-            self.status.closing(self.listeners.closing());
-        }
-    }
-
-    fn accept_settles(&mut self, i: usize) {
-        let Some(state) = self.accepting(i) else {
-            return;
-        };
-        let next = match state {
+    /// An accept completed for the last time.
+    pub fn ended(self) -> Accepting {
+        match self {
             Accepting::Multishot => Accepting::Idle,
             Accepting::Single(n) if n > 1 => Accepting::Single(n - 1),
             Accepting::Single(_) => Accepting::Idle,
@@ -220,17 +156,119 @@ impl Worker {
                 debug_assert!(false, "accept completion with none in flight: {state:?}");
                 state
             }
-        };
-        self.set_accepting(i, next);
-    }
-
-    fn accepting(&self, i: usize) -> Option<Accepting> {
-        self.listeners.get(i).map(|e| e.accepting)
-    }
-
-    fn set_accepting(&mut self, i: usize, state: Accepting) {
-        if let Some(e) = self.listeners.get_mut(i) {
-            e.accepting = state;
         }
+    }
+
+    /// A closed listener's accepts are being cancelled.
+    pub fn is_closing(self) -> bool {
+        matches!(
+            self,
+            Accepting::Cancelling {
+                then: After::Stop,
+                ..
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAR: Room = Room {
+        free: 10_000,
+        burst: 4096,
+    };
+
+    #[test]
+    fn far_below_the_cap_one_multishot_near_it_single_shots_at_it_none() {
+        assert_eq!(
+            Accepting::Idle.steer(FAR),
+            (Arm::Multishot, Accepting::Multishot)
+        );
+        let near = Room {
+            free: 100,
+            burst: 4096,
+        };
+        let (arm, state) = Accepting::Multishot.steer(near);
+        assert_eq!(arm, Arm::Cancel, "a multishot could take the whole backlog");
+        assert_eq!(
+            Accepting::Idle.steer(near),
+            (Arm::Single(ACCEPT_BATCH), Accepting::Single(ACCEPT_BATCH))
+        );
+        // The cancel ends with one final completion: then steer again.
+        assert_eq!(state.ended(), Accepting::Idle);
+        // Two accepts of the batch took a connection each: topped up.
+        let s = Accepting::Single(ACCEPT_BATCH).ended().ended();
+        assert_eq!(
+            s.steer(near),
+            (Arm::Single(2), Accepting::Single(ACCEPT_BATCH))
+        );
+        // Only three connections of room: at most three accepts.
+        let three = Room {
+            free: 3,
+            burst: 4096,
+        };
+        assert_eq!(
+            Accepting::Idle.steer(three),
+            (Arm::Single(3), Accepting::Single(3))
+        );
+        // At the cap: everything in flight is cancelled, nothing armed.
+        let full = Room {
+            free: 0,
+            burst: 4096,
+        };
+        assert_eq!(Accepting::Single(3).steer(full).0, Arm::Cancel);
+        assert_eq!(Accepting::Idle.steer(full), (Arm::Nothing, Accepting::Idle));
+    }
+
+    #[test]
+    fn back_to_multishot_only_well_clear_of_the_threshold() {
+        let just_over = Room {
+            free: 5000,
+            burst: 4096,
+        };
+        assert_eq!(Accepting::Single(8).steer(just_over).0, Arm::Nothing);
+        let clear = Room {
+            free: 9000,
+            burst: 4096,
+        };
+        let (arm, state) = Accepting::Single(8).steer(clear);
+        assert_eq!(arm, Arm::Cancel);
+        assert_eq!(
+            state,
+            Accepting::Cancelling {
+                ops: 8,
+                then: After::Steer
+            }
+        );
+    }
+
+    #[test]
+    fn a_stop_is_never_undone_and_a_stopped_entry_stays_stopped() {
+        let (arm, s) = Accepting::Multishot.wind_down(After::Stop);
+        assert_eq!(arm, Arm::Cancel);
+        assert!(s.is_closing());
+        let later = Instant::now();
+        let (arm, s) = s.wind_down(After::Pause(later));
+        assert_eq!(arm, Arm::Nothing, "one cancel is enough");
+        assert_eq!(
+            s,
+            Accepting::Cancelling {
+                ops: 1,
+                then: After::Stop
+            }
+        );
+        assert_eq!(s.ended(), Accepting::Stopped);
+        assert_eq!(
+            Accepting::Stopped.steer(FAR),
+            (Arm::Nothing, Accepting::Stopped)
+        );
+        // A pause with nothing in flight takes effect at once.
+        assert_eq!(
+            Accepting::Idle.wind_down(After::Pause(later)),
+            (Arm::Nothing, Accepting::Paused(later))
+        );
+        assert_eq!(Accepting::Paused(later).steer(FAR).0, Arm::Nothing);
     }
 }

@@ -14,7 +14,7 @@ use std::time::Instant;
 use crate::routing::SmoothWrr;
 use crate::routing::table::{ClusterId, LoadBalancer, RouteId};
 
-use super::Plan;
+use super::plan::Plan;
 
 /// Passive health of one endpoint, as this worker saw it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -378,18 +378,10 @@ fn fnv1a(ip: IpAddr) -> u64 {
     })
 }
 
-/// One resolved endpoint of a cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Target {
-    pub address: SocketAddr,
-    pub weight: u32,
-    /// Index of the table endpoint it was resolved from (its labels).
-    pub source: usize,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::plan::Target;
 
     #[test]
     fn weighted_draws_respect_weights_and_usability() {

@@ -1,7 +1,6 @@
 //! The TCP connection machine, sans-io: completions and ticks in, [`Io`]s
 //! out. No syscalls and no clock here; the worker performs the I/O and
-//! passes the time in. A session ([`super::session`]) opens it once its
-//! route is reserved.
+//! passes the time in. A TCP session opens it once its route is reserved.
 //!
 //! ```text
 //! Connecting --connect ok--> Forwarding{to_upstream, to_downstream} --both halves Done--> Finished

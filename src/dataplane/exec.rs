@@ -1,25 +1,36 @@
-//! The executor: performs what a session asks ([`Io`]) for the slot it
-//! belongs to. This is the only file that turns an `Io` into a ring
-//! operation (through [`Submit`], which `Ring` implements and the tests
-//! record), and it owns each slot's in-flight count, which decides when a
-//! slot's memory may be freed. Socket calls that never block (splice,
-//! shutdown, a non-blocking send of owned bytes, SIOCOUTQ) run here at
-//! once and report back as the completion they stand for.
+//! The only file that turns an [`Io`] into a ring operation (through
+//! [`Submit`], which the worker's ring implements and the tests record),
+//! and the owner of each slot's in-flight count, which decides when a
+//! slot's memory (and the [`ConnectArgs`] a CONNECT reads) may be freed.
+#![forbid(unsafe_code)]
 
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use io_uring::types::Timespec;
+use socket2::{SockAddr, Socket};
 
 use super::bufring::BufRing;
-use super::forward;
-use super::io::{Completion, Io};
-use super::pipe;
+use super::io::Io;
 use super::ring::{RecvMode, Ring};
 use super::slab::Key;
-use super::slot::Slot;
-use super::token::{Dir, Op, Side, Token};
-use super::upstream::{ConnectArgs, Upstream};
-use super::worker::Worker;
+use super::token::{Op, Side, Token};
+
+/// Memory the kernel reads when a CONNECT is submitted (stable address:
+/// boxed in the slot, which is freed only with nothing in flight).
+pub(super) struct ConnectArgs {
+    pub(super) address: SockAddr,
+    pub(super) timeout: Timespec,
+}
+
+impl Default for ConnectArgs {
+    fn default() -> Self {
+        ConnectArgs {
+            address: SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
+            timeout: Timespec::new(),
+        }
+    }
+}
 
 /// The ring operations the data plane submits for connections.
 pub(super) trait Submit {
@@ -97,13 +108,13 @@ pub(super) struct RecvConfig {
 }
 
 /// A slot's sockets by side, borrowed apart from the rest of the slot.
-fn sockets<'a>(
+pub(super) fn sockets<'a>(
     downstream: &'a OwnedFd,
-    upstream: Option<&'a Upstream>,
+    upstream: Option<&'a Socket>,
 ) -> impl Fn(Side) -> Option<BorrowedFd<'a>> {
     move |side| match side {
         Side::Downstream => Some(downstream.as_fd()),
-        Side::Upstream => upstream.map(|u| u.socket.as_fd()),
+        Side::Upstream => upstream.map(AsFd::as_fd),
     }
 }
 
@@ -200,7 +211,7 @@ pub(super) fn submit_connect(
 }
 
 /// Cancel everything slot `key` has in flight on its sockets.
-fn cancel_all<'a>(
+pub(super) fn cancel_all<'a>(
     ring: &mut impl Submit,
     fd: impl Fn(Side) -> Option<BorrowedFd<'a>>,
     inflight: &mut InFlight,
@@ -217,211 +228,13 @@ fn cancel_all<'a>(
     }
 }
 
-impl Worker {
-    /// Perform the I/O the session of `key` asked for (in `scratch`), and
-    /// what follows from it, then count its bytes, schedule its deadline
-    /// and free the slot if it is done.
-    pub(super) fn perform(&mut self, key: Key) {
-        self.actions.extend(self.scratch.drain(..));
-        while let Some(io) = self.actions.pop_front() {
-            self.act(key, io);
-            self.actions.extend(self.scratch.drain(..));
-        }
-        if let Some(slot) = self.slots.get_mut(key) {
-            let moved = slot.session.moved();
-            slot.meter.advance(moved);
-        }
-        self.reschedule(key);
-        self.release_if_done(key);
-    }
-
-    fn act(&mut self, key: Key, io: Io) {
-        let recv = RecvConfig {
-            mode: self.recv_mode,
-            buffer_size: self.shared.settings.buffer_size,
-        };
-        let Some(slot) = self.slots.get_mut(key) else {
-            return;
-        };
-        let mut uring = Uring {
-            ring: &mut self.ring,
-            bufs: &self.bufs,
-        };
-        let fds = sockets(&slot.downstream, slot.upstream.as_ref());
-        if submit_io(&mut uring, fds, &mut slot.inflight, key, io, recv) {
-            return;
-        }
-        match io {
-            Io::Reserve(route) => self.reserve_for(key, route),
-            Io::Connect => self.connect(key),
-            Io::Connected => self.connected(key),
-            Io::GiveBack(bid) => self.bufs.give_back(bid),
-            Io::WaitBuffers(dir) => self.starved.push_back((key, dir)),
-            Io::Pump {
-                dir,
-                in_pipe,
-                read,
-                max,
-            } => self.pump(key, dir, in_pipe, read, max),
-            Io::Finish(_) => self.finish(key),
-            Io::SendOwned(_)
-            | Io::EnterSplice(_)
-            | Io::SinkStalled(_)
-            | Io::Shutdown(_)
-            | Io::CheckSent(_)
-            | Io::Abort(_) => now(slot, io, &mut self.scratch),
-            Io::Recv { .. }
-            | Io::RecvOnce(_)
-            | Io::CancelRecv(_)
-            | Io::Send { .. }
-            | Io::PollIn(_)
-            | Io::PollOut(_) => {}
-        }
-    }
-
-    /// Splice the direction's bytes now, through its pipe or a pooled one.
-    fn pump(&mut self, key: Key, dir: Dir, in_pipe: u32, read: bool, max: u64) {
-        let Some(slot) = self.slots.get_mut(key) else {
-            return;
-        };
-        let (Some(source), Some(sink)) = (slot.fd(dir.source()), slot.fd(dir.sink())) else {
-            return;
-        };
-        let (source, sink) = (source.as_raw_fd(), sink.as_raw_fd());
-        let Some(pipe) = slot.pipes[dir.index()].take().or_else(|| self.pipes.take()) else {
-            slot.session.on_no_pipe(dir, &mut self.scratch);
-            return;
-        };
-        let result = forward::pump(&pipe, source, sink, in_pipe, read, max);
-        if result.in_pipe == 0 {
-            self.pipes.give_back(pipe);
-        } else {
-            slot.pipes[dir.index()] = Some(pipe);
-        }
-        slot.session
-            .on_pump(dir, result, Instant::now(), &mut self.scratch);
-    }
-
-    /// The session is over ([`Io::Finish`]): a last failed attempt counts
-    /// against its endpoint, and what is in flight is cancelled. It is
-    /// counted and logged when freed, once sends that complete after the
-    /// cancel have been counted too.
-    fn finish(&mut self, key: Key) {
-        let Some(slot) = self.slots.get_mut(key) else {
-            return;
-        };
-        let last_attempt = slot
-            .session
-            .close()
-            .filter(|c| c.reason == super::io::CloseReason::ConnectFailed)
-            .and(slot.upstream.as_ref())
-            .map(|u| (u.cluster, u.endpoint));
-        if let Some((cluster, endpoint)) = last_attempt {
-            let plan = std::sync::Arc::clone(&slot.plan);
-            self.connect_failed(&plan, cluster, endpoint, Instant::now());
-        }
-        let Some(slot) = self.slots.get_mut(key) else {
-            return;
-        };
-        let mut uring = Uring {
-            ring: &mut self.ring,
-            bufs: &self.bufs,
-        };
-        let fds = sockets(&slot.downstream, slot.upstream.as_ref());
-        cancel_all(&mut uring, fds, &mut slot.inflight, key);
-    }
-}
-
-/// Socket calls that complete at once, reported to the session as the
-/// completion they stand for (where they have one).
-fn now(slot: &mut Slot, io: Io, out: &mut Vec<Io>) {
-    let at = Instant::now();
-    match io {
-        Io::SendOwned(dir) => {
-            let res = send_owned(slot, dir);
-            slot.session
-                .on_completion(Completion::done(Op::Send(dir), res), at, out);
-        }
-        Io::EnterSplice(dir) => {
-            let ok = [Side::Downstream, Side::Upstream]
-                .iter()
-                .filter_map(|s| slot.fd(*s))
-                .all(|fd| pipe::set_nonblocking(fd.as_raw_fd()).is_ok());
-            if !ok {
-                slot.session.on_no_pipe(dir, out);
-            }
-        }
-        Io::SinkStalled(dir) => {
-            if let (Dir::ToDownstream, Some(u)) = (dir, &slot.upstream) {
-                let _ = u
-                    .socket
-                    .set_recv_buffer_size(forward::STALLED_UPSTREAM_RCVBUF);
-            }
-        }
-        Io::Shutdown(dir) => {
-            // shutdown(2) never blocks; IORING_OP_SHUTDOWN is forced to
-            // io-wq by the kernel and would start an iou-wrk thread.
-            let res = match slot
-                .sock(dir.sink())
-                .map(|s| s.shutdown(std::net::Shutdown::Write))
-            {
-                Some(Ok(())) => 0,
-                Some(Err(e)) => -e.raw_os_error().unwrap_or(libc::EIO),
-                None => -libc::ENOTCONN,
-            };
-            slot.session
-                .on_completion(Completion::done(Op::Shutdown(dir), res), at, out);
-        }
-        Io::CheckSent(dir) => {
-            let unsent = slot.fd(dir.sink()).map_or(Ok(0), unsent_bytes);
-            // Sent (or the socket is gone): the reset may follow.
-            if !matches!(unsent, Ok(n) if n > 0) {
-                slot.session.on_sent(dir, out);
-            }
-        }
-        Io::Abort(side) => {
-            if let Some(sock) = slot.sock(side) {
-                let _ = sock.set_linger(Some(Duration::ZERO));
-            }
-        }
-        _ => debug_assert!(false, "not a socket call: {io:?}"),
-    }
-}
-
-/// Send what is left of the direction's outbox with a non-blocking
-/// send(2) (the bytes are copied into the socket buffer before it
-/// returns): the byte count, or a negated errno as a completion carries it.
-fn send_owned(slot: &Slot, dir: Dir) -> i32 {
-    let Some(bytes) = slot.session.outbox(dir) else {
-        return -libc::EINVAL;
-    };
-    let Some(sock) = slot.sock(dir.sink()) else {
-        return -libc::ENOTCONN;
-    };
-    match sock.send_with_flags(bytes, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) {
-        Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
-        Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
-    }
-}
-
-/// Bytes in a socket's send queue not yet acknowledged by the peer
-/// (SIOCOUTQ): a reset (SO_LINGER 0) would discard them.
-fn unsent_bytes(fd: BorrowedFd<'_>) -> io::Result<u32> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: ioctl(TIOCOUTQ, SIOCOUTQ for sockets) on a descriptor the
-    // borrow keeps open writes one int into `n`.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut n) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n.unsigned_abs())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
 
     use super::*;
-    use crate::dataplane::token::{Event, decode};
+    use crate::dataplane::token::{Dir, Event, decode};
 
     /// What was submitted, by operation and descriptor.
     #[derive(Debug, PartialEq, Eq)]

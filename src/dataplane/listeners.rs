@@ -1,17 +1,22 @@
 //! A worker's listening sockets, one entry per listener it has opened: the
-//! socket, where it sits in the current table, its accepts (`accept.rs`)
-//! and its active-connections gauge, kept together. An entry outlives its
-//! socket until its accepts have ended, so that an accept token (the
-//! entry's index) never names a different listener while one is in flight.
+//! socket, where it sits in the current table, its accepts (the state
+//! machine of `accept.rs`, submitted here) and its active-connections
+//! gauge, kept together. An entry outlives its socket until its accepts
+//! have ended, so that an accept token (the entry's index) never names a
+//! different listener while one is in flight.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
+use std::time::Instant;
 
 use socket2::Socket;
 
-use super::accept::{Accepting, After};
+use super::accept::{Accepting, After, Arm, Room};
+use super::ring::Ring;
+use super::token;
 
 /// A listening socket of a worker, as the supervisor binds it at start or
 /// the worker on a reload.
@@ -116,16 +121,78 @@ impl Listeners {
     pub fn closing(&self) -> usize {
         self.entries
             .iter()
-            .filter(|e| {
-                matches!(
-                    e.accepting,
-                    Accepting::Cancelling {
-                        then: After::Stop,
-                        ..
-                    }
-                )
-            })
+            .filter(|e| e.accepting.is_closing())
             .count()
+    }
+
+    /// Arm, top up, narrow or stop entry `i`'s accepts for `room`.
+    pub fn steer(&mut self, i: usize, ring: &mut Ring, room: Room) {
+        let Some(entry) = self.entries.get_mut(i) else {
+            return;
+        };
+        let Some(socket) = &entry.listener.socket else {
+            return;
+        };
+        let (arm, next) = entry.accepting.steer(room);
+        let token = token::accept(i as u32);
+        match arm {
+            Arm::Nothing => {}
+            Arm::Cancel => ring.cancel_all(token, token::STOP_ACCEPT),
+            Arm::Multishot => ring.accept_multi(socket.as_fd(), token),
+            Arm::Single(n) => {
+                for _ in 0..n {
+                    ring.accept_once(socket.as_fd(), token);
+                }
+            }
+        }
+        entry.accepting = next;
+    }
+
+    /// Steer every entry (after connections closed, and on the tick, which
+    /// also ends pauses that are over).
+    pub fn steer_all(&mut self, ring: &mut Ring, room: Room, now: Instant) {
+        for i in 0..self.entries.len() {
+            if let Accepting::Paused(until) = self.entries[i].accepting {
+                if now < until {
+                    continue;
+                }
+                self.entries[i].accepting = Accepting::Idle;
+            }
+            self.steer(i, ring, room);
+        }
+    }
+
+    /// Cancel what entry `i` has in flight, then go to `then`.
+    pub fn wind_down(&mut self, i: usize, ring: &mut Ring, then: After) {
+        let Some(entry) = self.entries.get_mut(i) else {
+            return;
+        };
+        let (arm, next) = entry.accepting.wind_down(then);
+        if arm == Arm::Cancel {
+            ring.cancel_all(token::accept(i as u32), token::STOP_ACCEPT);
+        }
+        entry.accepting = next;
+    }
+
+    /// EMFILE/ENFILE: every open entry stops accepting until `until`.
+    pub fn pause(&mut self, ring: &mut Ring, until: Instant) {
+        for i in 0..self.entries.len() {
+            if self.entries[i].is_open() {
+                self.wind_down(i, ring, After::Pause(until));
+            }
+        }
+    }
+
+    /// An accept of entry `i` completed for the last time: whether that
+    /// was the end of a closed listener (the control plane's reload answer
+    /// waits for it).
+    pub fn accept_ended(&mut self, i: usize) -> bool {
+        let Some(entry) = self.entries.get_mut(i) else {
+            return false;
+        };
+        let was_closing = entry.accepting.is_closing();
+        entry.accepting = entry.accepting.ended();
+        was_closing && entry.accepting == Accepting::Stopped
     }
 
     /// The open entry on `address`, if any.

@@ -10,6 +10,8 @@ pub mod balancer;
 pub mod budget;
 pub mod bufring;
 pub mod conn;
+mod connections;
+mod context;
 mod exec;
 pub mod forward;
 pub mod half;
@@ -19,63 +21,26 @@ pub mod listeners;
 mod meter;
 pub mod passthrough;
 pub mod pipe;
+pub mod plan;
 pub mod proxy_protocol;
 pub mod ring;
 pub mod session;
 pub mod slab;
 mod slot;
+pub mod tcp;
 pub mod timers;
 pub mod token;
 mod upstream;
 pub mod wake;
 pub mod worker;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 
-use crate::routing::RouteTable;
-
-pub use balancer::{Ejection, Target};
-
-/// The compiled table plus what the workers need beside it: every cluster's
-/// endpoints resolved to socket addresses (DNS names resolved off the data
-/// path) and the per-cluster open-connection counters of `maxConnections`.
-#[derive(Debug)]
-pub struct Plan {
-    pub table: RouteTable,
-    /// Indexed like `table.clusters`.
-    pub endpoints: Vec<Vec<Target>>,
-    /// Indexed like `table.clusters`: open connections across all workers.
-    /// A cluster keeps its counter across reloads and re-resolutions (by
-    /// name), so connections of an older plan still count against it.
-    pub cluster_open: Vec<Arc<AtomicU32>>,
-}
-
-impl Plan {
-    /// The plan for `table` with its resolved `endpoints`, taking over
-    /// `previous`'s open-connection counters for the clusters it keeps.
-    pub fn new(table: RouteTable, endpoints: Vec<Vec<Target>>, previous: Option<&Plan>) -> Plan {
-        let cluster_open = table
-            .clusters
-            .iter()
-            .map(|c| {
-                previous
-                    .and_then(|p| {
-                        let i = p.table.clusters.iter().position(|o| o.name == c.name)?;
-                        p.cluster_open.get(i).cloned()
-                    })
-                    .unwrap_or_default()
-            })
-            .collect();
-        Plan {
-            table,
-            endpoints,
-            cluster_open,
-        }
-    }
-}
+pub use balancer::Ejection;
+pub use plan::{Plan, Target};
 
 /// Command-line knobs of the data plane.
 #[derive(Debug, Clone, Copy)]

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use crate::routing::table::ListenerRouting;
 use crate::sni::{self, Peek};
 
-use super::Plan;
 use super::io::{Close, CloseReason, Completion, Io};
-use super::session::TcpSession;
+use super::plan::Plan;
+use super::tcp::TcpSession;
 use super::token::{Dir, Op};
 
 /// How long a TLS passthrough connection may take to send its ClientHello.

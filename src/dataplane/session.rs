@@ -18,10 +18,11 @@ use std::time::Instant;
 
 use crate::routing::table::{ClusterId, ListenerRouting, RouteId};
 
-use super::Plan;
 use super::conn::Connection;
 use super::io::{Close, CloseReason, Completion, Io, Pump, Reservation};
 pub use super::passthrough::{HELLO_TIMEOUT, ServerName, SniSession};
+use super::plan::Plan;
+pub use super::tcp::TcpSession;
 use super::token::Dir;
 
 /// One downstream connection's protocol state.
@@ -210,161 +211,6 @@ impl Session {
         match self {
             Session::Tcp(_) => None,
             Session::Sni(s) => s.server_name(),
-        }
-    }
-}
-
-/// Opaque TCP: one route, one upstream connection at a time.
-#[derive(Debug)]
-pub struct TcpSession {
-    /// When the connection was accepted.
-    opened: Instant,
-    state: TcpState,
-}
-
-// The forwarding state is inline on purpose: a session lives in its slab
-// slot for its whole life (never moved), and boxing it would cost an
-// allocation per connection.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-enum TcpState {
-    /// [`Io::Reserve`] is out; `outbox` holds bytes read before routing.
-    Reserving { route: RouteId, outbox: Vec<u8> },
-    Open {
-        route: RouteId,
-        cluster: ClusterId,
-        tried: Vec<usize>,
-        conn: Connection,
-    },
-    /// Ended before any upstream was tried.
-    Refused(CloseReason),
-}
-
-impl TcpSession {
-    /// A session for `route`, opened at `opened`; `outbox` goes upstream
-    /// first. Asks for the route's reservation.
-    pub fn open(route: RouteId, opened: Instant, outbox: Vec<u8>, out: &mut Vec<Io>) -> TcpSession {
-        out.push(Io::Reserve(route));
-        TcpSession {
-            opened,
-            state: TcpState::Reserving { route, outbox },
-        }
-    }
-
-    /// A session that ends at once, with `reason`.
-    fn refused(reason: CloseReason, opened: Instant, out: &mut Vec<Io>) -> TcpSession {
-        out.push(Io::Finish(Close::empty(reason)));
-        TcpSession {
-            opened,
-            state: TcpState::Refused(reason),
-        }
-    }
-
-    fn conn(&self) -> Option<&Connection> {
-        match &self.state {
-            TcpState::Open { conn, .. } => Some(conn),
-            TcpState::Reserving { .. } | TcpState::Refused(_) => None,
-        }
-    }
-
-    fn conn_mut(&mut self) -> Option<&mut Connection> {
-        match &mut self.state {
-            TcpState::Open { conn, .. } => Some(conn),
-            TcpState::Reserving { .. } | TcpState::Refused(_) => None,
-        }
-    }
-
-    pub fn on_reserved(
-        &mut self,
-        reserved: Result<Reservation, CloseReason>,
-        now: Instant,
-        out: &mut Vec<Io>,
-    ) {
-        let TcpState::Reserving { route, outbox } = &mut self.state else {
-            return;
-        };
-        self.state = match reserved {
-            Ok(r) => {
-                let outbox = std::mem::take(outbox);
-                TcpState::Open {
-                    route: *route,
-                    cluster: r.cluster,
-                    tried: Vec::new(),
-                    conn: Connection::open(r.limits, self.opened, now, outbox, out),
-                }
-            }
-            Err(reason) => {
-                out.push(Io::Finish(Close::empty(reason)));
-                TcpState::Refused(reason)
-            }
-        };
-    }
-
-    pub fn on_completion(&mut self, c: Completion<'_>, now: Instant, out: &mut Vec<Io>) {
-        match &mut self.state {
-            TcpState::Open { conn, .. } => conn.on_completion(c, now, out),
-            TcpState::Reserving { .. } | TcpState::Refused(_) => {
-                // Nothing of a TCP session is in flight before it connects.
-                debug_assert!(false, "completion before a connect: {c:?}");
-                if let Some(bid) = c.bid {
-                    out.push(Io::GiveBack(bid));
-                }
-            }
-        }
-    }
-
-    pub fn on_buffers(&mut self, dir: Dir, out: &mut Vec<Io>) {
-        if let Some(c) = self.conn_mut() {
-            c.on_buffers(dir, out);
-        }
-    }
-
-    pub fn on_tick(&mut self, now: Instant, out: &mut Vec<Io>) {
-        if let Some(c) = self.conn_mut() {
-            c.on_tick(now, out);
-        }
-    }
-
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.conn().and_then(Connection::next_deadline)
-    }
-
-    pub fn drain(&mut self, out: &mut Vec<Io>) {
-        match &mut self.state {
-            TcpState::Open { conn, .. } => conn.drain(out),
-            TcpState::Reserving { .. } => {
-                out.push(Io::Finish(Close::empty(CloseReason::Drained)));
-                self.state = TcpState::Refused(CloseReason::Drained);
-            }
-            TcpState::Refused(_) => {}
-        }
-    }
-
-    pub fn close(&self) -> Option<Close> {
-        match &self.state {
-            TcpState::Open { conn, .. } => conn.close(),
-            TcpState::Reserving { .. } => None,
-            TcpState::Refused(reason) => Some(Close::empty(*reason)),
-        }
-    }
-
-    pub fn reserved(&self) -> Option<(RouteId, ClusterId)> {
-        match &self.state {
-            TcpState::Open { route, cluster, .. } => Some((*route, *cluster)),
-            TcpState::Reserving { .. } | TcpState::Refused(_) => None,
-        }
-    }
-
-    pub fn tried(&self) -> &[usize] {
-        match &self.state {
-            TcpState::Open { tried, .. } => tried,
-            TcpState::Reserving { .. } | TcpState::Refused(_) => &[],
-        }
-    }
-
-    pub fn connecting_to(&mut self, endpoint: usize) {
-        if let TcpState::Open { tried, .. } = &mut self.state {
-            tried.push(endpoint);
         }
     }
 }

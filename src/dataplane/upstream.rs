@@ -17,172 +17,136 @@ use socket2::{SockAddr, SockRef, Socket, TcpKeepalive, Type};
 use crate::metrics::worker::add;
 use crate::routing::table::{ClusterId, Keepalive, ProxyProtocol};
 
-use super::Plan;
-use super::exec;
-use super::io::CloseReason;
+use super::context::{ACCEPT_PAUSE, Ctx};
+use super::exec::{self, Submit};
+use super::io::{CloseReason, Io};
+use super::plan::Plan;
 use super::proxy_protocol;
 use super::slab::Key;
-use super::slot::Slot;
-use super::worker::{ACCEPT_PAUSE, Worker};
+use super::slot::{Slot, Upstream};
 
-/// Where a connection's upstream is.
-pub(super) struct Upstream {
-    pub(super) socket: Socket,
-    pub(super) cluster: ClusterId,
-    pub(super) endpoint: usize,
-}
-
-/// Memory the kernel reads when the CONNECT is submitted (stable address:
-/// boxed in the slot, which is freed only with nothing in flight).
-pub(super) struct ConnectArgs {
-    pub(super) address: SockAddr,
-    pub(super) timeout: Timespec,
-}
-
-impl Default for ConnectArgs {
-    fn default() -> Self {
-        ConnectArgs {
-            address: SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
-            timeout: Timespec::new(),
-        }
+/// [`Io::Connect`]: open an upstream socket to the next endpoint of the
+/// reserved cluster and submit its CONNECT.
+pub(super) fn connect(
+    ctx: &mut Ctx,
+    ring: &mut impl Submit,
+    slot: &mut Slot,
+    key: Key,
+    out: &mut Vec<Io>,
+) {
+    let now = Instant::now();
+    let plan = Arc::clone(&slot.plan);
+    if let Some(previous) = slot.upstream.take() {
+        // Asked to connect again: the previous attempt failed.
+        ctx.balancer
+            .closed(&plan, previous.cluster, previous.endpoint);
+        connect_failed(ctx, &plan, previous.cluster, previous.endpoint, now);
     }
-}
-
-impl Worker {
-    /// [`super::io::Io::Connect`]: open an upstream socket to the next
-    /// endpoint of the reserved cluster and submit its CONNECT.
-    pub(super) fn connect(&mut self, key: Key) {
-        let now = Instant::now();
-        let Some(slot) = self.slots.get_mut(key) else {
-            return;
-        };
-        let plan = Arc::clone(&slot.plan);
-        if let Some(previous) = slot.upstream.take() {
-            // Asked to connect again: the previous attempt failed.
-            self.balancer
-                .closed(&plan, previous.cluster, previous.endpoint);
-            self.connect_failed(&plan, previous.cluster, previous.endpoint, now);
-        }
-        let Some(slot) = self.slots.get_mut(key) else {
-            return;
-        };
-        let Some((_, cluster)) = slot.session.reserved() else {
-            slot.session
-                .on_connect_unavailable(CloseReason::NoRoute, &mut self.scratch);
-            return;
-        };
-        let tried = slot.session.tried();
-        let Some(endpoint) =
-            self.balancer
-                .pick_endpoint(&plan, cluster, slot.peer.ip(), tried, now)
-        else {
-            let reason = if tried.is_empty() {
-                CloseReason::NoHealthyUpstream
-            } else {
-                CloseReason::ConnectFailed
-            };
-            slot.session
-                .on_connect_unavailable(reason, &mut self.scratch);
-            return;
-        };
-        slot.session.connecting_to(endpoint);
-        let target = plan.endpoints[cluster.0 as usize][endpoint];
-        let policy = &plan.table.cluster(cluster).policy;
-        let socket = match upstream_socket(target.address, policy.tcp_keepalive) {
-            Ok(s) => s,
-            Err(e) => return self.socket_failed(key, target.address, &e, now),
-        };
-        self.balancer.opened(&plan, cluster, endpoint);
-        add(
-            &self
-                .metrics
-                .cluster(&plan.table.cluster(cluster).name)
-                .connect_attempts,
-            1,
-        );
-        slot.connect.address = SockAddr::from(target.address);
-        slot.connect.timeout = Timespec::from(policy.connect_timeout);
-        let mut uring = exec::Uring {
-            ring: &mut self.ring,
-            bufs: &self.bufs,
-        };
-        exec::submit_connect(
-            &mut uring,
-            socket.as_fd(),
-            &slot.connect,
-            key,
-            &mut slot.inflight,
-        );
-        slot.upstream = Some(Upstream {
-            socket,
-            cluster,
-            endpoint,
-        });
-    }
-
-    /// No upstream socket for `key`'s connect. Out of descriptors or socket
-    /// memory is ringway's own failure, not the upstream's: flagged OM, not
-    /// UF, and no more clients are taken for a moment.
-    fn socket_failed(&mut self, key: Key, address: SocketAddr, e: &io::Error, now: Instant) {
-        let local = matches!(
-            e.raw_os_error(),
-            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-        );
-        let reason = if local {
-            CloseReason::LocalResource
+    let Some((_, cluster)) = slot.session.reserved() else {
+        slot.session
+            .on_connect_unavailable(CloseReason::NoRoute, out);
+        return;
+    };
+    let tried = slot.session.tried();
+    let Some(endpoint) = ctx
+        .balancer
+        .pick_endpoint(&plan, cluster, slot.peer.ip(), tried, now)
+    else {
+        let reason = if tried.is_empty() {
+            CloseReason::NoHealthyUpstream
         } else {
             CloseReason::ConnectFailed
         };
-        if self.socket_errors.allow(now) {
-            tracing::warn!(worker = self.id, upstream = %address, error = %e, flag = reason.flag(), "cannot open an upstream socket; connection closed (at most one line per second; on EMFILE/ENFILE raise LimitNOFILE / ulimit -n or lower --max-connections)");
-        }
-        if let Some(slot) = self.slots.get_mut(key) {
-            slot.session
-                .on_connect_unavailable(reason, &mut self.scratch);
-        }
-        if local {
-            self.pause_accepting(now + ACCEPT_PAUSE);
+        slot.session.on_connect_unavailable(reason, out);
+        return;
+    };
+    slot.session.connecting_to(endpoint);
+    let target = plan.endpoints[cluster.0 as usize][endpoint];
+    let policy = &plan.table.cluster(cluster).policy;
+    let socket = match upstream_socket(target.address, policy.tcp_keepalive) {
+        Ok(s) => s,
+        Err(e) => return socket_failed(ctx, slot, target.address, &e, now, out),
+    };
+    ctx.balancer.opened(&plan, cluster, endpoint);
+    add(
+        &ctx.metrics
+            .cluster(&plan.table.cluster(cluster).name)
+            .connect_attempts,
+        1,
+    );
+    slot.connect.address = SockAddr::from(target.address);
+    slot.connect.timeout = Timespec::from(policy.connect_timeout);
+    exec::submit_connect(ring, socket.as_fd(), &slot.connect, key, &mut slot.inflight);
+    slot.upstream = Some(Upstream {
+        socket,
+        cluster,
+        endpoint,
+    });
+}
+
+/// No upstream socket for the slot's connect. Out of descriptors or socket
+/// memory is ringway's own failure, not the upstream's: flagged OM, not
+/// UF, and no more clients are taken for a moment.
+fn socket_failed(
+    ctx: &mut Ctx,
+    slot: &mut Slot,
+    address: SocketAddr,
+    e: &io::Error,
+    now: Instant,
+    out: &mut Vec<Io>,
+) {
+    let local = matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    );
+    let reason = if local {
+        CloseReason::LocalResource
+    } else {
+        CloseReason::ConnectFailed
+    };
+    if ctx.socket_errors.allow(now) {
+        tracing::warn!(worker = ctx.id, upstream = %address, error = %e, flag = reason.flag(), "cannot open an upstream socket; connection closed (at most one line per second; on EMFILE/ENFILE raise LimitNOFILE / ulimit -n or lower --max-connections)");
+    }
+    slot.session.on_connect_unavailable(reason, out);
+    if local {
+        ctx.pause_accepting = Some(now + ACCEPT_PAUSE);
+    }
+}
+
+/// [`Io::Connected`]: the endpoint accepted; counted, and the cluster's
+/// PROXY header written before any forwarded byte.
+pub(super) fn connected(ctx: &mut Ctx, slot: &mut Slot, out: &mut Vec<Io>) {
+    let Some(u) = &slot.upstream else {
+        return;
+    };
+    let (cluster, endpoint) = (u.cluster, u.endpoint);
+    ctx.balancer
+        .connect_succeeded(&slot.plan, cluster, endpoint);
+    slot.meter
+        .connected(&mut ctx.metrics, &slot.plan, cluster, endpoint);
+    if let Some(version) = slot.plan.table.cluster(cluster).policy.proxy_protocol {
+        if let Err(e) = send_proxy_header(slot, version) {
+            tracing::debug!(worker = ctx.id, error = %e, "cannot send the PROXY header");
+            slot.session.abort_upstream(out);
         }
     }
+}
 
-    /// [`super::io::Io::Connected`]: the endpoint accepted; counted, and
-    /// the cluster's PROXY header written before any forwarded byte.
-    pub(super) fn connected(&mut self, key: Key) {
-        let Some(slot) = self.slots.get_mut(key) else {
-            return;
-        };
-        let Some(u) = &slot.upstream else {
-            return;
-        };
-        let (cluster, endpoint) = (u.cluster, u.endpoint);
-        self.balancer
-            .connect_succeeded(&slot.plan, cluster, endpoint);
-        slot.meter
-            .connected(&mut self.metrics, &slot.plan, cluster, endpoint);
-        if let Some(version) = slot.plan.table.cluster(cluster).policy.proxy_protocol {
-            if let Err(e) = send_proxy_header(slot, version) {
-                tracing::debug!(worker = self.id, error = %e, "cannot send the PROXY header");
-                slot.session.abort_upstream(&mut self.scratch);
-            }
-        }
-    }
-
-    /// A connect to `endpoint` failed or timed out: counted, and the
-    /// endpoint ejected when that makes a streak (reported to `/config_dump`).
-    pub(super) fn connect_failed(
-        &mut self,
-        plan: &Plan,
-        cluster: ClusterId,
-        endpoint: usize,
-        now: Instant,
-    ) {
-        let ejected = self.balancer.connect_failed(plan, cluster, endpoint, now);
-        let counters = self.metrics.cluster(&plan.table.cluster(cluster).name);
-        add(&counters.connect_failures, 1);
-        add(&counters.ejections, u64::from(ejected));
-        if ejected {
-            self.status.ejected(self.balancer.ejections(now));
-        }
+/// A connect to `endpoint` failed or timed out: counted, and the endpoint
+/// ejected when that makes a streak (reported to `/config_dump`).
+pub(super) fn connect_failed(
+    ctx: &mut Ctx,
+    plan: &Plan,
+    cluster: ClusterId,
+    endpoint: usize,
+    now: Instant,
+) {
+    let ejected = ctx.balancer.connect_failed(plan, cluster, endpoint, now);
+    let counters = ctx.metrics.cluster(&plan.table.cluster(cluster).name);
+    add(&counters.connect_failures, 1);
+    add(&counters.ejections, u64::from(ejected));
+    if ejected {
+        ctx.status.ejected(ctx.balancer.ejections(now));
     }
 }
 

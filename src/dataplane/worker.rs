@@ -4,7 +4,6 @@
 //! `exec.rs` performs what it asks), ticks the timers, takes new plans,
 //! and walks the worker's lifecycle (serving → draining or stopping).
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
@@ -17,36 +16,25 @@ use socket2::SockRef;
 
 use crate::accesslog::AccessLog;
 use crate::metrics::WorkerHandle;
-use crate::metrics::worker::add;
 
-use super::accept::After;
+use super::accept::{After, Room};
 use super::balancer::Balancer;
-use super::bufring::BufRing;
+use super::connections::Connections;
+use super::context::{ACCEPT_PAUSE, Ctx, LogLimit};
+use super::exec::RecvConfig;
 use super::forward::{BUFFER_COUNT, PIPE_POOL_KEEP};
-use super::io::{Completion, Io};
 use super::listeners::Listeners;
 pub use super::listeners::WorkerListener;
-use super::meter::Meter;
 use super::pipe::PipePool;
-use super::ring::{Cqe, RecvMode, Ring, SetupError};
-use super::session::Session;
-use super::slab::{Key, Slab};
-use super::slot::Slot;
-use super::timers::{Due, Timers};
-use super::token::{self, Dir, Event, Op, Token};
+use super::plan::Plan;
+use super::ring::{Cqe, Ring, SetupError};
+use super::token::{self, Event};
 use super::wake::WakeFd;
-use super::{Plan, Shared, WorkerStatus};
+use super::{Shared, WorkerStatus};
 
 /// How often timers (idle, max duration, paused listeners, room under the
 /// connection cap freed by other workers) are checked.
 const TICK: Duration = Duration::from_millis(100);
-
-/// Pooled pipes are closed after this long without use.
-const PIPE_IDLE: Duration = Duration::from_secs(1);
-
-/// How long accepting stays paused after EMFILE/ENFILE (on accept, or on an
-/// upstream socket).
-pub(super) const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -60,7 +48,7 @@ pub enum WorkerError {
 
 /// Where a worker is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Lifecycle {
+enum Lifecycle {
     /// Accepting and serving.
     Serving,
     /// Listeners closed; the worker ends once its connections have.
@@ -70,47 +58,21 @@ pub(super) enum Lifecycle {
 }
 
 pub struct Worker {
-    pub(super) id: usize,
-    // Field order matters: the ring is dropped before the buffer ring its
-    // ops may still select from.
-    pub(super) ring: Ring,
-    pub(super) bufs: BufRing,
-    pub(super) recv_mode: RecvMode,
-    pub(super) shared: Arc<Shared>,
+    id: usize,
+    // Field order matters: the ring is dropped before the buffer ring (in
+    // `conns`) its ops may still select from.
+    ring: Ring,
+    conns: Connections,
+    ctx: Ctx,
     /// The plan as of the last accept, and the cache that tells cheaply
     /// whether a newer one was published.
-    pub(super) plan: Arc<Plan>,
+    plan: Arc<Plan>,
     plans: arc_swap::Cache<Arc<ArcSwap<Plan>>, Arc<Plan>>,
-    pub(super) balancer: Balancer,
-    pub(super) listeners: Listeners,
-    pub(super) wake: Arc<WakeFd>,
-    pub(super) slots: Slab<Slot>,
-    pub(super) pipes: PipePool,
-    /// Sessions waiting for provided buffers, in arrival order.
-    pub(super) starved: VecDeque<(Key, Dir)>,
-    cqes: Vec<Cqe>,
-    /// The I/O being performed for one slot, and what its session asked
-    /// for meanwhile.
-    pub(super) actions: VecDeque<Io>,
-    pub(super) scratch: Vec<Io>,
-    /// Connection deadlines (`timers.rs`), and those due at this tick.
-    timers: Timers,
-    due: Vec<Due>,
-    pub(super) lifecycle: Lifecycle,
+    listeners: Listeners,
+    wake: Arc<WakeFd>,
+    lifecycle: Lifecycle,
     /// At most one EMFILE/ENFILE line per second.
     accept_errors: LogLimit,
-    /// At most one "connection cap reached" line per second.
-    pub(super) cap_reached: LogLimit,
-    /// At most one "cannot open an upstream socket" line per second.
-    pub(super) socket_errors: LogLimit,
-    /// At most one "no route for this SNI" line per second.
-    pub(super) sni_errors: LogLimit,
-    next_pipe_trim: Instant,
-    /// This worker's counters (a lock-free cache in front of the registry).
-    pub(super) metrics: WorkerHandle,
-    pub(super) access_log: AccessLog,
-    /// What this worker reports to the control plane.
-    pub(super) status: Arc<WorkerStatus>,
 }
 
 impl Worker {
@@ -128,53 +90,52 @@ impl Worker {
         let mut bufs = ring
             .buf_ring(BUFFER_COUNT, shared.settings.buffer_size)
             .map_err(WorkerError::BufRing)?;
-        let recv_mode = match shared.settings.recv_mode {
+        let mode = match shared.settings.recv_mode {
             Some(mode) => mode,
             None => ring
                 .probe_recv_limit(&mut bufs)
                 .map_err(WorkerError::Ring)?,
         };
         if id == 0 {
-            tracing::info!(?recv_mode, "copy path receive mode");
+            tracing::info!(recv_mode = ?mode, "copy path receive mode");
         }
         let pipes = PipePool::new(
             shared.settings.pipe_size,
             PIPE_POOL_KEEP,
             shared.budget.pipes_per_worker,
         );
+        let recv = RecvConfig {
+            mode,
+            buffer_size: shared.settings.buffer_size,
+        };
         let mut plans = arc_swap::Cache::new(Arc::clone(&shared.plan));
         let plan = Arc::clone(plans.load());
         let listeners = Listeners::new(listeners, |a| metrics.listener(a));
         let seed =
             (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id());
-        Ok(Worker {
+        let ctx = Ctx {
             id,
-            ring,
-            bufs,
-            recv_mode,
             balancer: Balancer::new(&plan, seed),
-            plan,
-            plans,
             shared,
-            listeners,
-            wake,
-            slots: Slab::default(),
-            pipes,
-            starved: VecDeque::new(),
-            cqes: Vec::with_capacity(256),
-            actions: VecDeque::new(),
-            scratch: Vec::new(),
-            timers: Timers::default(),
-            due: Vec::new(),
-            lifecycle: Lifecycle::Serving,
-            accept_errors: LogLimit::default(),
-            cap_reached: LogLimit::default(),
-            socket_errors: LogLimit::default(),
-            sni_errors: LogLimit::default(),
-            next_pipe_trim: Instant::now() + PIPE_IDLE,
             metrics,
             access_log,
             status,
+            cap_reached: LogLimit::default(),
+            socket_errors: LogLimit::default(),
+            sni_errors: LogLimit::default(),
+            pause_accepting: None,
+        };
+        Ok(Worker {
+            id,
+            ring,
+            conns: Connections::new(bufs, recv, pipes),
+            ctx,
+            plan,
+            plans,
+            listeners,
+            wake,
+            lifecycle: Lifecycle::Serving,
+            accept_errors: LogLimit::default(),
         })
     }
 
@@ -192,23 +153,25 @@ impl Worker {
             .map(|l| self.listeners.find_open(l.address).is_some())
             .collect();
         self.report(&bound);
+        let mut cqes = Vec::with_capacity(256);
         let mut next_tick = Instant::now() + TICK;
         loop {
             self.ring.submit_and_wait(TICK).map_err(WorkerError::Ring)?;
-            self.cqes.clear();
-            self.ring.drain(&mut self.cqes);
-            let cqes = std::mem::take(&mut self.cqes);
+            cqes.clear();
+            self.ring.drain(&mut cqes);
             for cqe in &cqes {
                 self.dispatch(*cqe);
             }
-            self.cqes = cqes;
-            self.feed_starved();
+            self.conns.feed_starved(&mut self.ctx, &mut self.ring);
+            self.after_connections(Instant::now());
             let now = Instant::now();
             if now >= next_tick {
-                self.tick(now);
+                self.conns.tick(&mut self.ctx, &mut self.ring, now);
+                self.after_connections(now);
+                self.steer_all(now);
                 next_tick = now + TICK;
             }
-            if self.lifecycle != Lifecycle::Serving && self.slots.live() == 0 {
+            if self.lifecycle != Lifecycle::Serving && self.conns.live() == 0 {
                 return Ok(());
             }
         }
@@ -219,7 +182,11 @@ impl Worker {
             Event::Wake => self.on_wake(),
             Event::StopAccept => {}
             Event::Accept { listener } => self.on_accept(listener as usize, cqe),
-            Event::Conn(t) => self.on_conn(t, cqe),
+            Event::Conn(t) => {
+                self.conns
+                    .on_completion(&mut self.ctx, &mut self.ring, t, cqe);
+                self.after_connections(Instant::now());
+            }
             Event::Unknown(u) => tracing::warn!(
                 worker = self.id,
                 user_data = u,
@@ -228,13 +195,52 @@ impl Worker {
         }
     }
 
+    /// What connections asked of the listeners: a pause after ringway ran
+    /// out of descriptors, or accepting again now that slots were freed.
+    fn after_connections(&mut self, now: Instant) {
+        if let Some(until) = self.ctx.pause_accepting.take() {
+            self.listeners.pause(&mut self.ring, until);
+        }
+        if std::mem::take(&mut self.conns.freed) {
+            self.steer_all(now);
+        }
+    }
+
+    /// The room under the process connection cap.
+    fn room(&self) -> Room {
+        let budget = &self.ctx.shared.budget;
+        let open = self.ctx.shared.open.load(Ordering::Relaxed);
+        Room {
+            free: budget.max_connections.saturating_sub(open),
+            burst: budget
+                .burst_per_listener
+                .saturating_mul(self.listeners.listening()),
+        }
+    }
+
+    /// Steer listener entry `i`'s accepts (only while serving).
+    fn steer(&mut self, i: usize) {
+        if self.lifecycle == Lifecycle::Serving {
+            let room = self.room();
+            self.listeners.steer(i, &mut self.ring, room);
+        }
+    }
+
+    fn steer_all(&mut self, now: Instant) {
+        if self.lifecycle == Lifecycle::Serving {
+            let room = self.room();
+            self.listeners.steer_all(&mut self.ring, room, now);
+        }
+    }
+
     fn on_wake(&mut self) {
         self.wake.drain();
-        if self.shared.stop.load(Ordering::Acquire) {
+        if self.ctx.shared.stop.load(Ordering::Acquire) {
             self.stop();
             return;
         }
-        if self.shared.draining.load(Ordering::Acquire) && self.lifecycle == Lifecycle::Serving {
+        if self.ctx.shared.draining.load(Ordering::Acquire) && self.lifecycle == Lifecycle::Serving
+        {
             self.lifecycle = Lifecycle::Draining;
             for i in 0..self.listeners.len() {
                 if self.listeners.get(i).is_some_and(|e| e.is_open()) {
@@ -243,7 +249,7 @@ impl Worker {
             }
             if self.id == 0 {
                 tracing::info!(
-                    open = self.shared.open.load(Ordering::Relaxed),
+                    open = self.ctx.shared.open.load(Ordering::Relaxed),
                     "draining: listeners closed, waiting for open connections"
                 );
             }
@@ -256,14 +262,9 @@ impl Worker {
     fn stop(&mut self) {
         self.lifecycle = Lifecycle::Stopping;
         for i in 0..self.listeners.len() {
-            self.wind_down(i, After::Stop);
+            self.listeners.wind_down(i, &mut self.ring, After::Stop);
         }
-        for key in self.slots.keys() {
-            if let Some(slot) = self.slots.get_mut(key) {
-                slot.session.drain(&mut self.scratch);
-                self.perform(key);
-            }
-        }
+        self.conns.drain_all(&mut self.ctx, &mut self.ring);
     }
 
     /// Take a newly published plan: listeners for addresses it no longer
@@ -275,7 +276,7 @@ impl Worker {
             return;
         }
         self.plan = Arc::clone(current);
-        self.balancer = Balancer::succeed(&self.balancer, &self.plan);
+        self.ctx.balancer = Balancer::succeed(&self.ctx.balancer, &self.plan);
         let plan = Arc::clone(&self.plan);
         let mut kept = vec![false; plan.table.listeners.len()];
         for i in 0..self.listeners.len() {
@@ -333,7 +334,7 @@ impl Worker {
             index,
             name: l.name.clone(),
         };
-        let gauge = self.metrics.listener(l.address);
+        let gauge = self.ctx.metrics.listener(l.address);
         let i = self.listeners.place(entry, gauge);
         self.steer(i);
         true
@@ -343,13 +344,14 @@ impl Worker {
     /// listener of it is bound (`/ready`), and what it has ejected.
     fn report(&self, bound: &[bool]) {
         let missing = bound.iter().filter(|b| !**b).count();
-        let ejections = self.balancer.ejections(Instant::now());
-        self.status
+        let ejections = self.ctx.balancer.ejections(Instant::now());
+        self.ctx
+            .status
             .report(&self.plan, missing, self.listeners.closing(), ejections);
     }
 
     fn close_listener(&mut self, i: usize) {
-        self.wind_down(i, After::Stop);
+        self.listeners.wind_down(i, &mut self.ring, After::Stop);
         let Some(entry) = self.listeners.get_mut(i) else {
             return;
         };
@@ -364,8 +366,10 @@ impl Worker {
             return;
         };
         let open = entry.is_open();
-        if !cqe.more() {
-            self.accept_ended(i);
+        if !cqe.more() && self.listeners.accept_ended(i) {
+            // A closed listener stopped accepting: tell the control plane,
+            // whose reload answer waits for it.
+            self.ctx.status.closing(self.listeners.closing());
         }
         if cqe.res >= 0 {
             // SAFETY: a successful accept returns a new descriptor nobody else owns.
@@ -377,7 +381,8 @@ impl Worker {
             }
         } else if cqe.res == -libc::EMFILE || cqe.res == -libc::ENFILE {
             self.accept_failed(i, cqe.res);
-            self.pause_accepting(Instant::now() + ACCEPT_PAUSE);
+            let until = Instant::now() + ACCEPT_PAUSE;
+            self.listeners.pause(&mut self.ring, until);
             return;
         } else if cqe.res != -libc::ECANCELED {
             self.accept_failed(i, cqe.res);
@@ -388,7 +393,7 @@ impl Worker {
     /// An accept of entry `i` failed with `-res`: counted and logged (out
     /// of descriptors at most once a second).
     fn accept_failed(&mut self, i: usize, res: i32) {
-        self.metrics.accept_error();
+        self.ctx.metrics.accept_error();
         let listener = self
             .listeners
             .get(i)
@@ -403,8 +408,7 @@ impl Worker {
         }
     }
 
-    /// A new downstream connection on listener entry `i`: a slot with the
-    /// session its listener's kind calls for.
+    /// A new downstream connection on listener entry `i`.
     fn open(&mut self, i: usize, downstream: OwnedFd) {
         let sock = SockRef::from(&downstream);
         let _ = sock.set_tcp_nodelay(true);
@@ -419,141 +423,16 @@ impl Worker {
             return;
         };
         let (listener, gauge) = (entry.listener.index, Arc::clone(&entry.gauge));
-        let now = Instant::now();
-        self.admit(now);
         let plan = Arc::clone(&self.plan);
-        let session = Session::open(&plan, listener, now, &mut self.scratch);
-        gauge.fetch_add(1, Ordering::Relaxed);
-        let meter = Meter::new(gauge, now);
-        let key = self
-            .slots
-            .insert(Slot::new(session, downstream, peer, listener, plan, meter));
-        self.perform(key);
-    }
-
-    fn on_conn(&mut self, t: Token, cqe: Cqe) {
-        let bid = cqe.buffer();
-        if let Some(bid) = bid {
-            self.bufs.taken(bid);
-        }
-        let key = Key {
-            index: t.conn,
-            generation: t.generation,
-        };
-        let Some(slot) = self.slots.get_mut(key) else {
-            // Cannot happen while slots are freed only with nothing in flight;
-            // never lose a buffer over it.
-            debug_assert!(false, "completion for a freed slot: {t:?}");
-            if let Some(bid) = bid {
-                self.bufs.give_back(bid);
-            }
-            return;
-        };
-        if !cqe.more() {
-            slot.inflight.completed();
-        }
-        if t.op == Op::ConnectTimeout && cqe.res == -libc::ETIME {
-            if let Some(u) = &slot.upstream {
-                let name = &slot.plan.table.cluster(u.cluster).name;
-                add(&self.metrics.cluster(name).connect_timeouts, 1);
-            }
-        }
-        let data = match (bid, u32::try_from(cqe.res)) {
-            (Some(bid), Ok(len)) => self.bufs.filled(bid, len),
-            _ => &[],
-        };
-        let completion = Completion {
-            op: t.op,
-            res: cqe.res,
-            bid,
-            data,
-            more: cqe.more(),
-        };
-        slot.session
-            .on_completion(completion, Instant::now(), &mut self.scratch);
-        self.perform(key);
-    }
-
-    /// Sessions waiting for provided buffers get them back in arrival order.
-    fn feed_starved(&mut self) {
-        while self.bufs.available() > 0 {
-            let Some((key, dir)) = self.starved.pop_front() else {
-                return;
-            };
-            if let Some(slot) = self.slots.get_mut(key) {
-                slot.session.on_buffers(dir, &mut self.scratch);
-                self.perform(key);
-            }
-        }
-    }
-
-    /// Schedule the session's next deadline when it is earlier than the
-    /// one it is scheduled at (a later one is found when that fires).
-    pub(super) fn reschedule(&mut self, key: Key) {
-        let Some(slot) = self.slots.get_mut(key) else {
-            return;
-        };
-        let Some(next) = slot.session.next_deadline() else {
-            return;
-        };
-        if slot.deadline.is_none_or(|d| next < d) {
-            slot.deadline = Some(next);
-            self.timers.schedule(Due {
-                at: next,
-                index: key.index,
-                generation: key.generation,
-            });
-        }
-    }
-
-    fn tick(&mut self, now: Instant) {
-        if now >= self.next_pipe_trim {
-            self.pipes.trim();
-            self.next_pipe_trim = now + PIPE_IDLE;
-        }
-        self.steer_all(now);
-        // Only the connections with a deadline due: idle ones cost nothing.
-        let mut due = std::mem::take(&mut self.due);
-        self.timers.take_due(now, &mut due);
-        for d in due.drain(..) {
-            let key = Key {
-                index: d.index,
-                generation: d.generation,
-            };
-            let Some(slot) = self.slots.get_mut(key).filter(|s| s.deadline == Some(d.at)) else {
-                continue; // freed, reused or rescheduled since
-            };
-            slot.deadline = None;
-            slot.session.on_tick(now, &mut self.scratch);
-            self.perform(key);
-        }
-        self.due = due;
-        let slots = &self.slots;
-        self.timers.compact(slots.live(), |d| {
-            let key = Key {
-                index: d.index,
-                generation: d.generation,
-            };
-            slots.get(key).is_some_and(|s| s.deadline == Some(d.at))
-        });
-    }
-}
-
-/// Lets one log line through per second (errors that could otherwise flood
-/// the log once per connection).
-#[derive(Debug, Default)]
-pub(super) struct LogLimit {
-    last: Option<Instant>,
-}
-
-impl LogLimit {
-    pub(super) fn allow(&mut self, now: Instant) -> bool {
-        let allowed = self
-            .last
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
-        if allowed {
-            self.last = Some(now);
-        }
-        allowed
+        self.conns.open(
+            &mut self.ctx,
+            &mut self.ring,
+            plan,
+            listener,
+            gauge,
+            downstream,
+            peer,
+        );
+        self.after_connections(Instant::now());
     }
 }

@@ -1,0 +1,57 @@
+//! What workers serve: a compiled route table with every cluster's
+//! endpoints resolved to socket addresses. Immutable once published; each
+//! connection keeps the plan it was accepted under.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+
+use crate::routing::RouteTable;
+
+/// The compiled table plus what the workers need beside it: every cluster's
+/// endpoints resolved to socket addresses (DNS names resolved off the data
+/// path) and the per-cluster open-connection counters of `maxConnections`.
+#[derive(Debug)]
+pub struct Plan {
+    pub table: RouteTable,
+    /// Indexed like `table.clusters`.
+    pub endpoints: Vec<Vec<Target>>,
+    /// Indexed like `table.clusters`: open connections across all workers.
+    /// A cluster keeps its counter across reloads and re-resolutions (by
+    /// name), so connections of an older plan still count against it.
+    pub cluster_open: Vec<Arc<AtomicU32>>,
+}
+
+impl Plan {
+    /// The plan for `table` with its resolved `endpoints`, taking over
+    /// `previous`'s open-connection counters for the clusters it keeps.
+    pub fn new(table: RouteTable, endpoints: Vec<Vec<Target>>, previous: Option<&Plan>) -> Plan {
+        let cluster_open = table
+            .clusters
+            .iter()
+            .map(|c| {
+                previous
+                    .and_then(|p| {
+                        let i = p.table.clusters.iter().position(|o| o.name == c.name)?;
+                        p.cluster_open.get(i).cloned()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
+        Plan {
+            table,
+            endpoints,
+            cluster_open,
+        }
+    }
+}
+
+/// One resolved endpoint of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub address: SocketAddr,
+    pub weight: u32,
+    /// Index of the table endpoint it was resolved from (its labels).
+    pub source: usize,
+}
