@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use std::time::{Instant, SystemTime};
 
-use crate::metrics::worker::{LabelKey, add};
+use crate::metrics::worker::{LabelKey, Protocol, add};
 use crate::metrics::{IstioLabels, TcpCounters, WorkerHandle};
 use crate::routing::table::ClusterId;
 
@@ -123,6 +123,7 @@ fn counters(
     flag: &'static str,
 ) -> Arc<TcpCounters> {
     let key = LabelKey {
+        protocol: Protocol::Tcp,
         generation: plan.table.generation,
         cluster: cluster.map(|c| c.0),
         // The table endpoint (labels come from it), not the resolved

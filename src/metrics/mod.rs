@@ -9,4 +9,7 @@ pub mod render;
 pub mod worker;
 
 pub use render::{ProcessMetrics, render};
-pub use worker::{ClusterCounters, IstioLabels, TcpCounters, WorkerHandle, WorkerMetrics};
+pub use worker::{
+    ClusterCounters, ClusterTotals, IstioLabels, Protocol, TcpCounters, TcpTotals, WorkerHandle,
+    WorkerMetrics,
+};

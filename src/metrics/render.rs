@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::names::*;
-use super::worker::{IstioLabels, WorkerSnapshot};
+use super::worker::{ClusterTotals, IstioLabels, TcpTotals, WorkerSnapshot};
 
 /// Figures kept outside the workers.
 #[derive(Debug, Clone, Copy, Default)]
@@ -19,83 +19,104 @@ pub struct ProcessMetrics {
     pub access_log_dropped: u64,
 }
 
-pub fn render(process: &ProcessMetrics, workers: &[WorkerSnapshot]) -> String {
-    let mut tcp: BTreeMap<&IstioLabels, [u64; 4]> = BTreeMap::new();
-    let mut clusters: BTreeMap<&Arc<str>, [u64; 5]> = BTreeMap::new();
-    let mut listeners: BTreeMap<SocketAddr, i64> = BTreeMap::new();
-    let mut accept_errors = 0;
-    let mut cap_reached = 0;
-    for w in workers {
-        for (labels, values) in &w.tcp {
-            let sum = tcp.entry(labels).or_default();
-            for (s, v) in sum.iter_mut().zip(values) {
-                *s += v;
-            }
-        }
-        for (name, values) in &w.clusters {
-            let sum = clusters.entry(name).or_default();
-            for (s, v) in sum.iter_mut().zip(values) {
-                *s += v;
-            }
-        }
-        for (address, active) in &w.listeners {
-            *listeners.entry(*address).or_default() += active;
-        }
-        accept_errors += w.accept_errors;
-        cap_reached += w.cap_reached;
-    }
+/// Every worker's counters summed.
+#[derive(Default)]
+struct Sums<'a> {
+    tcp: BTreeMap<&'a IstioLabels, TcpTotals>,
+    clusters: BTreeMap<&'a Arc<str>, ClusterTotals>,
+    listeners: BTreeMap<SocketAddr, i64>,
+    accept_errors: u64,
+    cap_reached: u64,
+}
 
+impl<'a> Sums<'a> {
+    fn of(workers: &'a [WorkerSnapshot]) -> Sums<'a> {
+        let mut sums = Sums::default();
+        for w in workers {
+            for (labels, totals) in &w.tcp {
+                *sums.tcp.entry(labels).or_default() += *totals;
+            }
+            for (name, totals) in &w.clusters {
+                *sums.clusters.entry(name).or_default() += *totals;
+            }
+            for (address, active) in &w.listeners {
+                *sums.listeners.entry(*address).or_default() += active;
+            }
+            sums.accept_errors += w.accept_errors;
+            sums.cap_reached += w.cap_reached;
+        }
+        sums
+    }
+}
+
+pub fn render(process: &ProcessMetrics, workers: &[WorkerSnapshot]) -> String {
+    let sums = Sums::of(workers);
     let mut out = String::new();
-    let istio = [
+    istio_tcp(&mut out, &sums.tcp);
+    process_figures(&mut out, process);
+    downstream(&mut out, &sums);
+    clusters(&mut out, &sums.clusters);
+    out
+}
+
+/// Istio's TCP series, one line per label set.
+fn istio_tcp(out: &mut String, tcp: &BTreeMap<&IstioLabels, TcpTotals>) {
+    type Value = fn(&TcpTotals) -> u64;
+    let series: [(&str, &str, Value); 4] = [
         (
             ISTIO_TCP_CONNECTIONS_OPENED,
             "Connections opened, per destination.",
-            0,
+            |t| t.opened,
         ),
         (
             ISTIO_TCP_CONNECTIONS_CLOSED,
             "Connections closed, per destination and response flags.",
-            1,
+            |t| t.closed,
         ),
         (
             ISTIO_TCP_RECEIVED_BYTES,
             "Bytes received from downstream (the request direction).",
-            2,
+            |t| t.received_bytes,
         ),
         (
             ISTIO_TCP_SENT_BYTES,
             "Bytes sent to downstream (the response direction).",
-            3,
+            |t| t.sent_bytes,
         ),
     ];
-    for (name, help, i) in istio {
-        header(&mut out, name, help, "counter");
-        for (labels, values) in &tcp {
+    for (name, help, value) in series {
+        header(out, name, help, "counter");
+        for (labels, totals) in tcp {
             let _ = writeln!(
                 out,
-                "{name}{{reporter=\"source\",request_protocol=\"tcp\",destination_service=\"{}\",\
+                "{name}{{reporter=\"source\",request_protocol=\"{}\",destination_service=\"{}\",\
                  destination_service_name=\"{}\",destination_service_namespace=\"{}\",destination_version=\"{}\",\
                  destination_app=\"{}\",response_flags=\"{}\"}} {}",
+                labels.request_protocol.label(),
                 escape(&labels.destination_service),
                 escape(&labels.destination_service_name),
                 escape(&labels.destination_service_namespace),
                 escape(&labels.destination_version),
                 escape(&labels.destination_app),
                 escape(labels.response_flags),
-                values[i]
+                value(totals)
             );
         }
     }
+}
 
+/// What the control thread keeps: generation, reloads, workers, dropped
+/// access-log lines.
+fn process_figures(out: &mut String, process: &ProcessMetrics) {
     header(
-        &mut out,
+        out,
         CONFIG_GENERATION,
         "Generation of the route table in use.",
         "gauge",
     );
     let _ = writeln!(out, "{CONFIG_GENERATION} {}", process.generation);
     header(
-        &mut out,
+        out,
         CONFIG_RELOADS,
         "Configuration reloads, by result.",
         "counter",
@@ -110,80 +131,88 @@ pub fn render(process: &ProcessMetrics, workers: &[WorkerSnapshot]) -> String {
         "{CONFIG_RELOADS}{{result=\"failure\"}} {}",
         process.reloads_failure
     );
-    header(&mut out, WORKERS, "Worker threads.", "gauge");
+    header(out, WORKERS, "Worker threads.", "gauge");
     let _ = writeln!(out, "{WORKERS} {}", process.workers);
     header(
-        &mut out,
+        out,
         ACCESS_LOG_DROPPED,
         "Access-log lines dropped: the writer's queue was full (--access-log-queue).",
         "counter",
     );
     let _ = writeln!(out, "{ACCESS_LOG_DROPPED} {}", process.access_log_dropped);
+}
+
+/// Open connections per listener, accept errors, the cap.
+fn downstream(out: &mut String, sums: &Sums<'_>) {
     header(
-        &mut out,
+        out,
         DOWNSTREAM_CONNECTIONS_ACTIVE,
         "Open downstream connections, per listener.",
         "gauge",
     );
-    for (address, active) in &listeners {
+    for (address, active) in &sums.listeners {
         let _ = writeln!(
             out,
             "{DOWNSTREAM_CONNECTIONS_ACTIVE}{{listener=\"{address}\"}} {active}"
         );
     }
     header(
-        &mut out,
+        out,
         DOWNSTREAM_ACCEPT_ERRORS,
         "accept() failures (EMFILE, ENFILE...).",
         "counter",
     );
-    let _ = writeln!(out, "{DOWNSTREAM_ACCEPT_ERRORS} {accept_errors}");
+    let _ = writeln!(out, "{DOWNSTREAM_ACCEPT_ERRORS} {}", sums.accept_errors);
     header(
-        &mut out,
+        out,
         DOWNSTREAM_CAP_REACHED,
         "Times the process reached its connection cap (--max-connections, or derived from the open-file limit) and stopped accepting; clients waited in the listen backlog.",
         "counter",
     );
-    let _ = writeln!(out, "{DOWNSTREAM_CAP_REACHED} {cap_reached}");
-    let per_cluster = [
+    let _ = writeln!(out, "{DOWNSTREAM_CAP_REACHED} {}", sums.cap_reached);
+}
+
+/// ringway's per-cluster counters.
+fn clusters(out: &mut String, clusters: &BTreeMap<&Arc<str>, ClusterTotals>) {
+    type Value = fn(&ClusterTotals) -> u64;
+    let series: [(&str, &str, Value); 5] = [
         (
             UPSTREAM_CONNECT_ATTEMPTS,
             "Upstream connect attempts, per cluster.",
-            0,
+            |c| c.connect_attempts,
         ),
         (
             UPSTREAM_CONNECT_FAILURES,
             "Upstream connects refused or reset, per cluster.",
-            1,
+            |c| c.connect_failures,
         ),
         (
             UPSTREAM_CONNECT_TIMEOUTS,
             "Upstream connects that timed out, per cluster.",
-            2,
+            |c| c.connect_timeouts,
         ),
         (
             UPSTREAM_OVERFLOW,
             "Connections refused by maxConnections (UO), per cluster.",
-            3,
+            |c| c.overflow,
         ),
         (
             UPSTREAM_EJECTIONS,
             "Endpoints ejected by outlier detection, per cluster.",
-            4,
+            |c| c.ejections,
         ),
     ];
-    for (name, help, i) in per_cluster {
-        header(&mut out, name, help, "counter");
-        for (cluster, values) in &clusters {
+    for (name, help, value) in series {
+        header(out, name, help, "counter");
+        for (cluster, totals) in clusters {
             let _ = writeln!(
                 out,
                 "{name}{{cluster=\"{}\"}} {}",
                 escape(cluster),
-                values[i]
+                value(totals)
             );
         }
     }
-    out
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
@@ -208,6 +237,7 @@ mod tests {
 
     fn labels(version: &str, flags: &'static str) -> IstioLabels {
         IstioLabels {
+            request_protocol: crate::metrics::Protocol::Tcp,
             destination_service: Arc::from("tcp-echo.default.svc.cluster.local"),
             destination_service_name: Arc::from("tcp-echo"),
             destination_service_namespace: Arc::from("default"),

@@ -11,10 +11,27 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::routing::table::{Cluster, Endpoint};
 
-/// The labels of Istio's TCP metrics that vary (`reporter="source"` and
-/// `request_protocol="tcp"` are constant at a gateway).
+/// Istio's `request_protocol`: what a label set counts (a TCP connection
+/// today; HTTP requests count under their own protocol).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+}
+
+impl Protocol {
+    /// The label value, as Istio writes it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+/// The labels of Istio's metrics that vary (`reporter="source"` is
+/// constant at a gateway).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IstioLabels {
+    pub request_protocol: Protocol,
     pub destination_service: Arc<str>,
     pub destination_service_name: Arc<str>,
     pub destination_service_namespace: Arc<str>,
@@ -38,6 +55,7 @@ impl IstioLabels {
                 .map_or_else(|| Arc::from("unknown"), |v| Arc::from(v.as_str()))
         };
         IstioLabels {
+            request_protocol: Protocol::Tcp,
             destination_service: Arc::from(cluster.service.host.as_str()),
             destination_service_name: Arc::from(cluster.service.name.as_str()),
             destination_service_namespace: Arc::from(cluster.service.namespace.as_str()),
@@ -51,6 +69,7 @@ impl IstioLabels {
     pub fn unrouted(response_flags: &'static str) -> IstioLabels {
         let unknown: Arc<str> = Arc::from("unknown");
         IstioLabels {
+            request_protocol: Protocol::Tcp,
             destination_service: unknown.clone(),
             destination_service_name: unknown.clone(),
             destination_service_namespace: unknown.clone(),
@@ -67,10 +86,51 @@ impl IstioLabels {
 /// refresh keeps the generation), and the response flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LabelKey {
+    pub protocol: Protocol,
     pub generation: u64,
     pub cluster: Option<u32>,
     pub endpoint: Option<usize>,
     pub response_flags: &'static str,
+}
+
+/// Istio's four TCP counters for one label set, as a scrape reads them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TcpTotals {
+    pub opened: u64,
+    pub closed: u64,
+    /// Downstream → upstream.
+    pub received_bytes: u64,
+    /// Upstream → downstream.
+    pub sent_bytes: u64,
+}
+
+impl std::ops::AddAssign for TcpTotals {
+    fn add_assign(&mut self, o: TcpTotals) {
+        self.opened += o.opened;
+        self.closed += o.closed;
+        self.received_bytes += o.received_bytes;
+        self.sent_bytes += o.sent_bytes;
+    }
+}
+
+/// ringway's counters for one cluster, as a scrape reads them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterTotals {
+    pub connect_attempts: u64,
+    pub connect_failures: u64,
+    pub connect_timeouts: u64,
+    pub overflow: u64,
+    pub ejections: u64,
+}
+
+impl std::ops::AddAssign for ClusterTotals {
+    fn add_assign(&mut self, o: ClusterTotals) {
+        self.connect_attempts += o.connect_attempts;
+        self.connect_failures += o.connect_failures;
+        self.connect_timeouts += o.connect_timeouts;
+        self.overflow += o.overflow;
+        self.ejections += o.ejections;
+    }
 }
 
 /// Istio's four TCP counters for one label set.
@@ -123,30 +183,26 @@ impl WorkerMetrics {
             tcp: read(&self.tcp)
                 .iter()
                 .map(|(k, c)| {
-                    (
-                        k.clone(),
-                        [
-                            load(&c.opened),
-                            load(&c.closed),
-                            load(&c.received_bytes),
-                            load(&c.sent_bytes),
-                        ],
-                    )
+                    let totals = TcpTotals {
+                        opened: load(&c.opened),
+                        closed: load(&c.closed),
+                        received_bytes: load(&c.received_bytes),
+                        sent_bytes: load(&c.sent_bytes),
+                    };
+                    (k.clone(), totals)
                 })
                 .collect(),
             clusters: read(&self.clusters)
                 .iter()
                 .map(|(k, c)| {
-                    (
-                        k.clone(),
-                        [
-                            load(&c.connect_attempts),
-                            load(&c.connect_failures),
-                            load(&c.connect_timeouts),
-                            load(&c.overflow),
-                            load(&c.ejections),
-                        ],
-                    )
+                    let totals = ClusterTotals {
+                        connect_attempts: load(&c.connect_attempts),
+                        connect_failures: load(&c.connect_failures),
+                        connect_timeouts: load(&c.connect_timeouts),
+                        overflow: load(&c.overflow),
+                        ejections: load(&c.ejections),
+                    };
+                    (k.clone(), totals)
                 })
                 .collect(),
             listeners: read(&self.listeners)
@@ -177,10 +233,8 @@ fn entry<K: std::hash::Hash + Eq + Clone, V: Default>(
 /// What a worker's counters held at one instant.
 #[derive(Debug, Default, Clone)]
 pub struct WorkerSnapshot {
-    /// opened, closed, received bytes, sent bytes.
-    pub tcp: Vec<(IstioLabels, [u64; 4])>,
-    /// attempts, failures, timeouts, overflow, ejections.
-    pub clusters: Vec<(Arc<str>, [u64; 5])>,
+    pub tcp: Vec<(IstioLabels, TcpTotals)>,
+    pub clusters: Vec<(Arc<str>, ClusterTotals)>,
     pub listeners: Vec<(SocketAddr, i64)>,
     pub accept_errors: u64,
     pub cap_reached: u64,
@@ -292,6 +346,7 @@ mod tests {
         let mut h = WorkerHandle::new(WorkerMetrics::new());
         let built = Cell::new(0);
         let key = |generation| LabelKey {
+            protocol: Protocol::Tcp,
             generation,
             cluster: Some(0),
             endpoint: Some(1),
