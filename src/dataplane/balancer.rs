@@ -14,7 +14,7 @@ use std::time::Instant;
 use crate::routing::SmoothWrr;
 use crate::routing::table::{ClusterId, LoadBalancer, RouteId};
 
-use super::plan::Plan;
+use super::plan::{EndpointKey, Plan};
 
 /// Passive health of one endpoint, as this worker saw it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -108,9 +108,9 @@ impl Balancer {
     pub fn succeed(previous: &Balancer, plan: &Arc<Plan>) -> Balancer {
         let mut next = Balancer::new(plan, previous.rng);
         for (c, state) in next.clusters.iter_mut().enumerate() {
-            for (e, target) in plan.endpoints[c].iter().enumerate() {
-                let name = plan.table.clusters[c].name.as_str();
-                if let Some((pc, pe)) = previous.find(name, target.address) {
+            for e in 0..plan.endpoints[c].len() {
+                let key = plan.endpoint_key(ClusterId(c as u32), e);
+                if let Some((pc, pe)) = key.and_then(|k| previous.find(k)) {
                     let old = &previous.clusters[pc];
                     state.health[e] = old.health[pe];
                     state.active[e] = old.active[pe];
@@ -120,12 +120,12 @@ impl Balancer {
         next
     }
 
-    /// `(cluster, endpoint)` of this plan for a cluster name and address.
-    fn find(&self, cluster: &str, address: SocketAddr) -> Option<(usize, usize)> {
-        let c = *self.by_name.get(cluster)?;
+    /// `(cluster, endpoint)` of this plan for an endpoint of any plan.
+    fn find(&self, key: EndpointKey<'_>) -> Option<(usize, usize)> {
+        let c = *self.by_name.get(key.cluster)?;
         let e = self.plan.endpoints[c]
             .iter()
-            .position(|t| t.address == address)?;
+            .position(|t| t.address == key.address)?;
         Some((c, e))
     }
 
@@ -138,8 +138,7 @@ impl Balancer {
         if self.current(plan) {
             return Some((cluster.0 as usize, endpoint));
         }
-        let target = plan.endpoints.get(cluster.0 as usize)?.get(endpoint)?;
-        self.find(&plan.table.cluster(cluster).name, target.address)
+        self.find(plan.endpoint_key(cluster, endpoint)?)
     }
 
     fn health_mut(

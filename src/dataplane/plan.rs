@@ -8,6 +8,19 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 
 use crate::routing::RouteTable;
+use crate::routing::table::ClusterId;
+
+/// An endpoint's identity across plans: its cluster's name and its resolved
+/// address. A reload or a DNS refresh rebuilds every index; what belongs to
+/// an endpoint (health, ejections, active counts, and idle upstream
+/// connections once there is a pool) follows it by this key. Metrics key
+/// their label sets differently on purpose: by the table endpoint the
+/// labels come from, which a DNS refresh keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EndpointKey<'a> {
+    pub cluster: &'a str,
+    pub address: SocketAddr,
+}
 
 /// The compiled table plus what the workers need beside it: every cluster's
 /// endpoints resolved to socket addresses (DNS names resolved off the data
@@ -32,10 +45,7 @@ impl Plan {
             .iter()
             .map(|c| {
                 previous
-                    .and_then(|p| {
-                        let i = p.table.clusters.iter().position(|o| o.name == c.name)?;
-                        p.cluster_open.get(i).cloned()
-                    })
+                    .and_then(|p| p.cluster_open.get(p.cluster_index(&c.name)?).cloned())
                     .unwrap_or_default()
             })
             .collect();
@@ -44,6 +54,24 @@ impl Plan {
             endpoints,
             cluster_open,
         }
+    }
+}
+
+impl Plan {
+    /// The index of the cluster named `name`.
+    pub fn cluster_index(&self, name: &str) -> Option<usize> {
+        self.table.clusters.iter().position(|c| c.name == name)
+    }
+
+    /// The identity of endpoint `endpoint` (an index into `endpoints`) of
+    /// `cluster`.
+    pub fn endpoint_key(&self, cluster: ClusterId, endpoint: usize) -> Option<EndpointKey<'_>> {
+        let c = cluster.0 as usize;
+        let target = self.endpoints.get(c)?.get(endpoint)?;
+        Some(EndpointKey {
+            cluster: &self.table.clusters.get(c)?.name,
+            address: target.address,
+        })
     }
 }
 

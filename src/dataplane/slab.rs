@@ -4,7 +4,7 @@
 //! longer matches finds nothing.
 #![forbid(unsafe_code)]
 
-use super::token::GENERATION_BITS;
+use super::token::{GENERATION_BITS, MAX_CONNS};
 
 const GENERATION_MASK: u32 = (1 << GENERATION_BITS) - 1;
 
@@ -53,6 +53,9 @@ impl<T> Slab<T> {
                 u32::try_from(self.entries.len() - 1).unwrap_or(u32::MAX)
             }
         };
+        // Indices from MAX_CONNS on name the pool and the worker itself in
+        // tokens: four billion slots come first.
+        debug_assert!(index < MAX_CONNS, "slab index {index} is reserved");
         let entry = &mut self.entries[index as usize];
         debug_assert!(entry.value.is_none(), "a free index holds a value");
         entry.generation = entry.generation.wrapping_add(1) & GENERATION_MASK;

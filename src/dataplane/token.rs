@@ -139,6 +139,12 @@ pub const GENERATION_BITS: u32 = 24;
 const GENERATION_MASK: u32 = (1 << GENERATION_BITS) - 1;
 /// Slab index reserved for the worker's own operations.
 const RESERVED_CONN: u32 = u32::MAX;
+/// Slab index reserved for sockets that outlive a connection (the upstream
+/// keep-alive pool): their operations carry the pool entry where a
+/// connection's carry its generation.
+const POOL_CONN: u32 = u32::MAX - 1;
+/// The first slab index a connection may not have.
+pub const MAX_CONNS: u32 = POOL_CONN;
 const ACCEPT_CODE: u8 = 0xA0;
 const WAKE_CODE: u8 = 0xA1;
 const STOP_ACCEPT_CODE: u8 = 0xA2;
@@ -152,6 +158,12 @@ pub const STOP_ACCEPT: u64 = encode(RESERVED_CONN, 0, STOP_ACCEPT_CODE);
 /// The multishot accept of the worker's `listener`-th listening socket.
 pub fn accept(listener: u32) -> u64 {
     encode(RESERVED_CONN, listener, ACCEPT_CODE)
+}
+
+/// Operation `op` of pool entry `entry` (only the low [`GENERATION_BITS`]
+/// bits of `entry` are kept).
+pub fn pool(entry: u32, op: Op) -> u64 {
+    encode(POOL_CONN, entry, op.code())
 }
 
 const fn encode(conn: u32, generation: u32, code: u8) -> u64 {
@@ -181,6 +193,11 @@ pub enum Event {
         listener: u32,
     },
     Conn(Token),
+    /// An operation of a pooled upstream socket (entry, operation).
+    Pool {
+        entry: u32,
+        op: Op,
+    },
     /// Not a token this worker issues; logged and ignored.
     Unknown(u64),
 }
@@ -200,6 +217,10 @@ pub fn decode(user_data: u64) -> Event {
         };
     }
     match Op::from_code(code) {
+        Some(op) if conn == POOL_CONN => Event::Pool {
+            entry: generation,
+            op,
+        },
         Some(op) => Event::Conn(Token {
             conn,
             generation,
@@ -246,5 +267,20 @@ mod tests {
         assert_eq!(decode(STOP_ACCEPT), Event::StopAccept);
         assert_eq!(decode(accept(3)), Event::Accept { listener: 3 });
         assert!(matches!(decode(0), Event::Unknown(0)));
+    }
+
+    #[test]
+    fn pool_tokens_are_neither_connections_nor_the_workers_own() {
+        let t = pool(0x12_3456, Op::Recv(Dir::ToDownstream));
+        assert_eq!(
+            decode(t),
+            Event::Pool {
+                entry: 0x12_3456,
+                op: Op::Recv(Dir::ToDownstream)
+            }
+        );
+        // The highest slab index a connection may have is below the pool's.
+        let last = Token::new(MAX_CONNS - 1, 1, Op::Connect);
+        assert_eq!(decode(last.user_data()), Event::Conn(last));
     }
 }

@@ -187,9 +187,11 @@ impl Worker {
                     .on_completion(&mut self.ctx, &mut self.ring, t, cqe);
                 self.after_connections(Instant::now());
             }
-            Event::Unknown(u) => tracing::warn!(
+            // No upstream socket outlives its connection yet (the pool
+            // comes with HTTP keep-alive): nothing submits these.
+            Event::Pool { .. } | Event::Unknown(_) => tracing::warn!(
                 worker = self.id,
-                user_data = u,
+                user_data = cqe.user_data,
                 "completion with an unknown token"
             ),
         }
