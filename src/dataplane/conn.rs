@@ -20,6 +20,10 @@ use super::half::{Flow, Half, Outcome};
 use super::io::{Close, CloseReason, Completion, Io, Limits, Pump};
 use super::token::{Dir, Op, Side};
 
+// Forwarding is inline on purpose: a connection lives in its slab slot for
+// its whole life (never moved), and boxing it would cost an allocation per
+// connection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Phase {
     /// CONNECT (attempt number `attempt`, from 1) is in flight.
@@ -309,7 +313,8 @@ impl Connection {
                 | Flow::ShuttingDown
                 | Flow::Done
                 | Flow::Resetting
-                | Flow::Reset,
+                | Flow::Reset
+                | Flow::Complete,
                 _,
             ) => {}
         }

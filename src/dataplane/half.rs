@@ -33,6 +33,21 @@ pub enum Flow {
     /// is reset once its socket has sent it all (a reset discards what the
     /// kernel has not sent yet).
     Reset,
+    /// The half forwarded exactly its byte limit ([`Half::start_limited`]):
+    /// nothing is in flight, the source stays open (the next message may
+    /// follow), and what arrived past the limit waits in
+    /// [`Half::take_leftover`].
+    Complete,
+}
+
+/// Bytes received past a half's byte limit: `len` bytes of provided buffer
+/// `bid` from `offset`. Whoever takes them ([`Half::take_leftover`]) owns
+/// the buffer and gives it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leftover {
+    pub bid: u16,
+    pub offset: u32,
+    pub len: u32,
 }
 
 /// A received provided buffer, and how much of it was sent already.
@@ -41,6 +56,9 @@ struct Chunk {
     bid: u16,
     len: u32,
     sent: u32,
+    /// The buffer also holds bytes past the half's limit (a [`Leftover`]
+    /// names it): it is not given back when this chunk is sent.
+    shared: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +156,10 @@ pub struct Half {
     moved: u64,
     /// Bytes after which the half moves to the splice path.
     splice_after: u64,
+    /// Bytes the half may still take from its source (`None`: no limit).
+    budget: Option<u64>,
+    /// What arrived past the limit.
+    leftover: Vec<Leftover>,
 }
 
 impl Half {
@@ -151,6 +173,19 @@ impl Half {
         dir: Dir,
         splice_after: u64,
         outbox: Vec<u8>,
+        out: &mut Vec<Io>,
+    ) -> Half {
+        Half::start_limited(dir, splice_after, outbox, None, out)
+    }
+
+    /// A half that sends `outbox`, then forwards at most `limit` bytes of
+    /// its source (an HTTP body of known length, say) and stops there
+    /// ([`Flow::Complete`]); `None`: to the end of the stream.
+    pub fn start_limited(
+        dir: Dir,
+        splice_after: u64,
+        outbox: Vec<u8>,
+        limit: Option<u64>,
         out: &mut Vec<Io>,
     ) -> Half {
         let outbox = (!outbox.is_empty()).then_some(Outbox {
@@ -170,6 +205,8 @@ impl Half {
             moved: 0,
             splice_after,
             pushback: Pushback::Never,
+            budget: limit,
+            leftover: Vec::new(),
         };
         if splice_after == 0 && !has_outbox {
             half.enter_splice(out);
@@ -230,11 +267,27 @@ impl Half {
         let outcome = match (res, bid) {
             (n, Some(bid)) if n > 0 => {
                 if self.flow == Flow::Open {
-                    copy.queue.push_back(Chunk {
-                        bid,
-                        len: n.unsigned_abs(),
-                        sent: 0,
-                    });
+                    let n = n.unsigned_abs();
+                    // Up to the limit; the rest of the buffer is leftover.
+                    let take = self.budget.map_or(n, |left| n.min(clamp(left)));
+                    if take < n {
+                        self.leftover.push(Leftover {
+                            bid,
+                            offset: take,
+                            len: n - take,
+                        });
+                    }
+                    if take > 0 {
+                        copy.queue.push_back(Chunk {
+                            bid,
+                            len: take,
+                            sent: 0,
+                            shared: take < n,
+                        });
+                    }
+                    if let Some(left) = &mut self.budget {
+                        *left -= u64::from(take);
+                    }
                 } else {
                     debug_assert!(false, "recv data after EOF");
                     out.push(Io::GiveBack(bid));
@@ -314,7 +367,9 @@ impl Half {
         front.sent += n;
         self.moved += u64::from(n);
         if front.sent >= front.len {
-            out.push(Io::GiveBack(front.bid));
+            if !front.shared {
+                out.push(Io::GiveBack(front.bid));
+            }
             copy.queue.pop_front();
         }
         self.advance_copy(out);
@@ -349,6 +404,23 @@ impl Half {
             }
         }
         match self.flow {
+            Flow::Open if self.budget == Some(0) => {
+                // The limit is reached: receive no more, and complete once
+                // what was taken is out.
+                match copy.recv {
+                    Recv::Armed => {
+                        copy.recv = Recv::Cancelling;
+                        out.push(Io::CancelRecv(dir));
+                    }
+                    Recv::Idle if copy.queue.is_empty() && copy.send == Send::Idle => {
+                        self.flow = Flow::Complete;
+                    }
+                    Recv::Idle | Recv::Cancelling => {}
+                    // Waiting for buffers it no longer needs.
+                    Recv::Starved => copy.recv = Recv::Idle,
+                }
+                return;
+            }
             Flow::Open => {}
             Flow::Eof => {
                 if copy.queue.is_empty() && copy.send == Send::Idle && copy.recv == Recv::Idle {
@@ -363,7 +435,7 @@ impl Half {
                 }
                 return;
             }
-            Flow::ShuttingDown | Flow::Done | Flow::Reset => return,
+            Flow::ShuttingDown | Flow::Done | Flow::Reset | Flow::Complete => return,
         }
         let drained = copy.queue.is_empty() && copy.send == Send::Idle;
         match copy.recv {
@@ -433,8 +505,8 @@ impl Half {
         out.push(Io::Pump {
             dir: self.dir,
             in_pipe: s.in_pipe,
-            read: self.flow == Flow::Open,
-            max: u64::MAX,
+            read: self.flow == Flow::Open && self.budget != Some(0),
+            max: self.budget.unwrap_or(u64::MAX),
         });
         Outcome::Continue
     }
@@ -448,6 +520,9 @@ impl Half {
         };
         s.in_pipe = pump.in_pipe;
         self.moved += pump.written;
+        if let Some(left) = &mut self.budget {
+            *left = left.saturating_sub(pump.read);
+        }
         let moved_any = pump.read > 0 || pump.written > 0;
         if let SinkState::Failed = pump.sink {
             return Outcome::Reset(dir.sink());
@@ -470,6 +545,8 @@ impl Half {
         } else if eof {
             self.flow = Flow::ShuttingDown;
             out.push(Io::Shutdown(dir));
+        } else if self.budget == Some(0) {
+            self.flow = Flow::Complete;
         } else {
             s.wait = Wait::Readable;
             out.push(Io::PollIn(dir));
@@ -513,15 +590,411 @@ impl Half {
     }
 
     /// Buffers this half holds that no op in flight uses (given back at once
-    /// when the connection ends).
-    pub fn idle_buffers(&self) -> impl Iterator<Item = u16> + '_ {
-        let (skip, queue) = match &self.engine {
-            Engine::Copy(copy) => (
-                usize::from(copy.send == Send::InFlight && copy.outbox.is_none()),
-                Some(copy.queue.iter().map(|c| c.bid)),
-            ),
-            Engine::Splice(_) => (0, None),
+    /// when the connection ends): queued chunks but the one being sent, and
+    /// leftovers (a buffer split by the limit is named once, by its leftover).
+    pub fn idle_buffers(&self) -> Vec<u16> {
+        let sending = self.sending();
+        let queued = match &self.engine {
+            Engine::Copy(copy) => copy
+                .queue
+                .iter()
+                .skip(usize::from(sending.is_some()))
+                .filter(|c| !c.shared)
+                .map(|c| c.bid)
+                .collect(),
+            Engine::Splice(_) => Vec::new(),
         };
-        queue.into_iter().flatten().skip(skip)
+        let leftover = self
+            .leftover
+            .iter()
+            .map(|l| l.bid)
+            .filter(|bid| Some(*bid) != sending);
+        queued.into_iter().chain(leftover).collect()
+    }
+
+    /// What arrived past the limit, once the half is [`Flow::Complete`]:
+    /// the caller owns those buffers now.
+    pub fn take_leftover(&mut self) -> Vec<Leftover> {
+        debug_assert_eq!(self.flow, Flow::Complete, "leftover taken mid-message");
+        std::mem::take(&mut self.leftover)
+    }
+
+    /// After [`Flow::Complete`]: forward the next `limit` bytes of the
+    /// source (`None`: to the end of the stream), leftovers taken or not.
+    pub fn resume(&mut self, limit: Option<u64>, out: &mut Vec<Io>) {
+        if self.flow != Flow::Complete {
+            return;
+        }
+        self.budget = limit;
+        self.flow = Flow::Open;
+        match &mut self.engine {
+            Engine::Copy(_) => self.advance_copy(out),
+            Engine::Splice(s) => {
+                s.wait = Wait::Readable;
+                out.push(Io::PollIn(self.dir));
+            }
+        }
+    }
+
+    /// Queue `bytes` the connection owns (a head, a local reply) to go out
+    /// before anything the half receives next, with [`Io::SendOwned`].
+    /// Only between messages: the half holds no received bytes.
+    pub fn push_outbox(&mut self, bytes: &[u8], out: &mut Vec<Io>) {
+        let Engine::Copy(copy) = &mut self.engine else {
+            debug_assert!(false, "an outbox on the splice path");
+            return;
+        };
+        debug_assert!(copy.queue.is_empty(), "an outbox behind received bytes");
+        match &mut copy.outbox {
+            Some(o) => o.bytes.extend_from_slice(bytes),
+            None => {
+                copy.outbox = Some(Outbox {
+                    bytes: bytes.to_vec(),
+                    sent: 0,
+                });
+            }
+        }
+        self.advance_copy(out);
+    }
+}
+
+/// A byte count as a buffer length (a limit beyond 4 GiB caps nothing in
+/// one buffer).
+fn clamp(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::io::{SinkState, SourceState};
+
+    const UP: Dir = Dir::ToUpstream;
+
+    fn limited(limit: u64, splice_after: u64) -> (Half, Vec<Io>) {
+        let mut out = Vec::new();
+        let half = Half::start_limited(UP, splice_after, Vec::new(), Some(limit), &mut out);
+        (half, out)
+    }
+
+    #[test]
+    fn a_buffer_split_by_the_limit_sends_its_head_and_keeps_the_rest() {
+        let (mut h, out) = limited(100, u64::MAX);
+        assert_eq!(
+            out,
+            vec![Io::Recv {
+                dir: UP,
+                buffers: 2
+            }]
+        );
+        let mut out = Vec::new();
+        // 60 bytes, then 70 of which 40 are within the limit.
+        h.on_recv(60, Some(1), true, &mut out);
+        assert_eq!(
+            out,
+            vec![Io::Send {
+                dir: UP,
+                bid: 1,
+                offset: 0,
+                len: 60
+            }]
+        );
+        out.clear();
+        h.on_recv(70, Some(2), true, &mut out);
+        assert_eq!(
+            out,
+            vec![Io::CancelRecv(UP)],
+            "the limit is reached: no more recv"
+        );
+        out.clear();
+        h.on_send(60, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                Io::GiveBack(1),
+                Io::Send {
+                    dir: UP,
+                    bid: 2,
+                    offset: 0,
+                    len: 40
+                }
+            ]
+        );
+        out.clear();
+        // At finish now: buffer 2 is being sent, so it is not idle.
+        assert!(h.idle_buffers().is_empty());
+        h.on_send(40, &mut out);
+        assert!(
+            out.is_empty(),
+            "the split buffer is not given back: {out:?}"
+        );
+        assert_eq!(h.moved(), 100);
+        assert_eq!(h.flow(), Flow::Open, "the cancel is still in flight");
+        h.on_recv(-libc::ECANCELED, None, false, &mut out);
+        assert_eq!(h.flow(), Flow::Complete);
+        assert_eq!(h.idle_buffers(), vec![2], "a finish would give it back");
+        assert_eq!(
+            h.take_leftover(),
+            vec![Leftover {
+                bid: 2,
+                offset: 40,
+                len: 30
+            }]
+        );
+        assert!(h.idle_buffers().is_empty(), "the caller owns it now");
+        // The next message: a limit of 5.
+        h.resume(Some(5), &mut out);
+        assert_eq!(
+            out,
+            vec![Io::Recv {
+                dir: UP,
+                buffers: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn a_recv_past_the_limit_is_all_leftover() {
+        let (mut h, _) = limited(10, u64::MAX);
+        let mut out = Vec::new();
+        h.on_recv(10, Some(1), true, &mut out);
+        out.clear();
+        // The multishot recv delivered once more before the cancel.
+        h.on_recv(8, Some(2), true, &mut out);
+        assert!(!out.iter().any(|io| matches!(io, Io::Send { bid: 2, .. })));
+        assert_eq!(h.idle_buffers(), vec![2]);
+        h.on_send(10, &mut out);
+        h.on_recv(-libc::ECANCELED, None, false, &mut out);
+        assert_eq!(h.flow(), Flow::Complete);
+        assert_eq!(
+            h.take_leftover(),
+            vec![Leftover {
+                bid: 2,
+                offset: 0,
+                len: 8
+            }]
+        );
+        assert!(out.contains(&Io::GiveBack(1)));
+        assert!(!out.contains(&Io::GiveBack(2)));
+    }
+
+    #[test]
+    fn the_splice_path_pumps_at_most_the_limit_then_completes() {
+        let (mut h, out) = limited(1000, 0);
+        assert_eq!(out, vec![Io::EnterSplice(UP), Io::PollIn(UP)]);
+        let mut out = Vec::new();
+        h.on_ready(1, &mut out);
+        assert_eq!(
+            out,
+            vec![Io::Pump {
+                dir: UP,
+                in_pipe: 0,
+                read: true,
+                max: 1000
+            }]
+        );
+        out.clear();
+        let pump = |read, written, in_pipe| Pump {
+            read,
+            written,
+            in_pipe,
+            source: SourceState::Open,
+            sink: if in_pipe > 0 {
+                SinkState::WouldBlock
+            } else {
+                SinkState::Ok
+            },
+        };
+        h.on_pump(pump(600, 600, 0), &mut out);
+        assert_eq!(out, vec![Io::PollIn(UP)]);
+        out.clear();
+        h.on_ready(1, &mut out);
+        assert_eq!(
+            out,
+            vec![Io::Pump {
+                dir: UP,
+                in_pipe: 0,
+                read: true,
+                max: 400
+            }]
+        );
+        out.clear();
+        // The last 400 read; 100 still in the pipe: wait for the sink.
+        h.on_pump(pump(400, 300, 100), &mut out);
+        assert_eq!(out, vec![Io::PollOut(UP), Io::SinkStalled(UP)]);
+        out.clear();
+        h.on_ready(4, &mut out);
+        assert_eq!(
+            out,
+            vec![Io::Pump {
+                dir: UP,
+                in_pipe: 100,
+                read: false,
+                max: 0
+            }]
+        );
+        out.clear();
+        h.on_pump(pump(0, 100, 0), &mut out);
+        assert!(out.is_empty());
+        assert_eq!((h.flow(), h.moved()), (Flow::Complete, 1000));
+        h.resume(None, &mut out);
+        assert_eq!(out, vec![Io::PollIn(UP)]);
+    }
+
+    #[test]
+    fn an_outbox_pushed_between_messages_goes_out_before_what_follows() {
+        let (mut h, _) = limited(0, u64::MAX);
+        assert_eq!(h.flow(), Flow::Complete, "nothing to forward");
+        let mut out = Vec::new();
+        h.push_outbox(b"HTTP/1.1 200 OK\r\n\r\n", &mut out);
+        assert_eq!(out, vec![Io::SendOwned(UP)]);
+        assert_eq!(h.outbox(), Some(&b"HTTP/1.1 200 OK\r\n\r\n"[..]));
+        out.clear();
+        h.on_send(19, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(h.outbox(), None);
+        assert_eq!(h.moved(), 19);
+        h.resume(Some(3), &mut out);
+        assert_eq!(
+            out,
+            vec![Io::Recv {
+                dir: UP,
+                buffers: 2
+            }]
+        );
+    }
+
+    /// Seeded runs of a limited half against a model kernel: random recv
+    /// sizes, partial and refused sends, cancels that race data, the splice
+    /// path with a sink that takes part of the pipe. Every run forwards
+    /// exactly its limit, hands back every byte past it as leftover, and
+    /// never gives a buffer back twice or loses one.
+    #[test]
+    fn seeded_limited_halves_forward_exactly_their_limit() {
+        for seed in 1..=400u64 {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n.max(1)
+            };
+            let limit = next(40_000);
+            let splice_after = [0, next(20_000), u64::MAX][next(3) as usize];
+            let mut out = Vec::new();
+            let mut h = Half::start_limited(UP, splice_after, Vec::new(), Some(limit), &mut out);
+            let (mut armed, mut sending, mut polled) = (false, None::<u32>, false);
+            let mut starved = false;
+            let (mut read, mut in_pipe) = (0u64, 0u32);
+            let mut held: Vec<u16> = Vec::new();
+            let mut free: Vec<u16> = (0..8).collect();
+            let mut steps = 0;
+            while h.flow() != Flow::Complete {
+                steps += 1;
+                assert!(steps < 100_000, "seed {seed}: stuck");
+                let mut more = Vec::new();
+                for io in std::mem::take(&mut out) {
+                    match io {
+                        Io::Recv { .. } => armed = true,
+                        Io::CancelRecv(_) => {}
+                        Io::Send { len, .. } => sending = Some(len),
+                        Io::GiveBack(bid) => {
+                            let i = held.iter().position(|b| *b == bid);
+                            assert!(i.is_some(), "seed {seed}: {bid} given back twice");
+                            held.swap_remove(i.unwrap_or(0));
+                            free.push(bid);
+                        }
+                        Io::PollIn(_) | Io::PollOut(_) => polled = true,
+                        Io::Pump { read: r, max, .. } => {
+                            let want = if r { next(20_000).min(max) } else { 0 };
+                            read += want;
+                            let total = in_pipe + want as u32;
+                            let written = if next(3) == 0 {
+                                next(u64::from(total)) as u32
+                            } else {
+                                total
+                            };
+                            in_pipe = total - written;
+                            let p = Pump {
+                                read: want,
+                                written: u64::from(written),
+                                in_pipe,
+                                source: SourceState::WouldBlock,
+                                sink: if in_pipe > 0 {
+                                    SinkState::WouldBlock
+                                } else {
+                                    SinkState::Ok
+                                },
+                            };
+                            h.on_pump(p, &mut more);
+                        }
+                        Io::WaitBuffers(_) => starved = true,
+                        Io::EnterSplice(_) | Io::SinkStalled(_) => {}
+                        other => panic!("seed {seed}: unexpected {other:?}"),
+                    }
+                }
+                if !more.is_empty() {
+                    out = more;
+                    continue;
+                }
+                match next(3) {
+                    0 if armed => {
+                        let Some(bid) = free.pop() else {
+                            armed = false;
+                            h.on_recv(-libc::ENOBUFS, None, false, &mut out);
+                            continue;
+                        };
+                        let n = 1 + next(4096) as i32;
+                        read += n as u64;
+                        held.push(bid);
+                        let more = next(5) != 0;
+                        armed = more;
+                        h.on_recv(n, Some(bid), more, &mut out);
+                    }
+                    0 if starved && !free.is_empty() => {
+                        starved = false;
+                        h.on_buffers(&mut out);
+                    }
+                    0 => {}
+                    1 if sending.is_some() => {
+                        let len = sending.take().unwrap_or(0);
+                        let res = match next(6) {
+                            0 => -libc::EAGAIN,
+                            1 => 1 + next(u64::from(len)) as i32,
+                            _ => len as i32,
+                        };
+                        h.on_send(res, &mut out);
+                    }
+                    _ if polled => {
+                        polled = false;
+                        h.on_ready(1, &mut out);
+                    }
+                    _ if armed && !h.is_splicing() && h.budget == Some(0) => {
+                        // The cancel of a recv that got nothing more.
+                        armed = false;
+                        h.on_recv(-libc::ECANCELED, None, false, &mut out);
+                    }
+                    _ if armed && next(4) == 0 && h.moved() >= splice_after => {
+                        armed = false;
+                        h.on_recv(-libc::ECANCELED, None, false, &mut out);
+                    }
+                    _ => {}
+                }
+            }
+            assert_eq!(h.moved(), limit, "seed {seed}: forwarded exactly the limit");
+            let leftover = h.take_leftover();
+            let past: u64 = leftover.iter().map(|l| u64::from(l.len)).sum();
+            assert_eq!(
+                read - limit,
+                past,
+                "seed {seed}: every byte past the limit kept"
+            );
+            for l in &leftover {
+                let i = held.iter().position(|b| *b == l.bid);
+                assert!(i.is_some(), "seed {seed}: leftover in a buffer not held");
+                held.swap_remove(i.unwrap_or(0));
+            }
+            assert!(held.is_empty(), "seed {seed}: buffers lost: {held:?}");
+        }
     }
 }
