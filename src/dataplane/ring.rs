@@ -323,7 +323,13 @@ impl Ring {
     }
 
     /// Send `len` bytes of provided buffer `bid` from `offset`.
-    pub fn send(
+    ///
+    /// # Safety
+    ///
+    /// The kernel reads the buffer until the send completes: `bid` must be
+    /// a buffer user space holds (a completion named it) and must not be
+    /// given back before this send's completion arrives.
+    pub unsafe fn send(
         &mut self,
         fd: BorrowedFd<'_>,
         bufs: &BufRing,
@@ -342,9 +348,15 @@ impl Ring {
         self.push(Pending::One(e));
     }
 
-    /// CONNECT linked to a LINK_TIMEOUT. `addr` and `timeout` must stay put
-    /// until the connect completes (they live in the connection's slot).
-    pub fn connect(
+    /// CONNECT linked to a LINK_TIMEOUT.
+    ///
+    /// # Safety
+    ///
+    /// The kernel reads `addr` and `timeout` when the pair is submitted,
+    /// which may be at a later `submit_and_wait` (a full SQ keeps them in
+    /// the backlog): both must stay at their address until the CONNECT and
+    /// its timeout have completed.
+    pub unsafe fn connect(
         &mut self,
         fd: BorrowedFd<'_>,
         addr: &socket2::SockAddr,
