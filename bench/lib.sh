@@ -300,12 +300,19 @@ start_proxy() {
     nginx) start nginx "${PIN_PROXY[@]}" nginx -e "$WORK/nginx-error.log" -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' ;;
     ringway|ringway-*)
       [[ $RINGWAY_STATUS == ok ]] || return 1
+      local bin=$RINGWAY_BIN
       if [[ $t != ringway ]]; then
         for v in ${RINGWAY_VARIANTS:-}; do
           [[ ringway-${v%%=*} == "$t" ]] && IFS=, read -r -a args <<<"${v#*=}"
         done
+        # A variant may name another binary first: name=bin:/path[,flags...]
+        # (an older commit measured side by side with this one).
+        if [[ ${args[0]:-} == bin:* ]]; then
+          bin=${args[0]#bin:}
+          args=("${args[@]:1}")
+        fi
       fi
-      start "$t" env RUST_LOG=warn "${PIN_PROXY[@]}" "$RINGWAY_BIN" run -c "$WORK/$t" --workers "$WORKERS" "${RINGWAY_ADMIN[@]}" "${args[@]}" ;;
+      start "$t" env RUST_LOG=warn "${PIN_PROXY[@]}" "$bin" run -c "$WORK/$t" --workers "$WORKERS" "${RINGWAY_ADMIN[@]}" "${args[@]}" ;;
     *) die "unknown target $t" ;;
   esac
   PROXY_PID=$STARTED_PID

@@ -22,7 +22,9 @@
 #                    tree containing RINGWAY_BIN.  RINGWAY_COMMIT overrides.
 #   RINGWAY_VARIANTS extra ringway targets, e.g.
 #                    "copy=--splice-after=never splice0=--splice-after=0"
-#                    (name=arg,arg...; each becomes target ringway-<name>).
+#                    (name=arg,arg...; each becomes target ringway-<name>);
+#                    "base=bin:/path/to/ringway" runs another binary (an older
+#                    commit) side by side with this one.
 #   CONNRATE_CONC [4] connrate client threads;  RR_CONNS [1] rr connections;
 #   RR_SIZE [64]      rr/connrate request bytes.
 #   HAPROXY_PIPESIZE  tune.pipesize for HAProxy (default: HAProxy's default).
