@@ -8,6 +8,7 @@ use ringway::accesslog::{self, AccessLog};
 use ringway::cli::{ConfigArgs, check, demo};
 use ringway::dataplane::Settings;
 use ringway::dataplane::ring::RecvMode;
+use ringway::source::ConfigSource as _;
 use ringway::supervisor::{self, RunOptions};
 
 #[derive(Debug, Parser)]
@@ -133,7 +134,8 @@ struct DataArgs {
 impl DataArgs {
     fn options(&self, config: &ConfigArgs) -> RunOptions {
         RunOptions {
-            source: config.source(),
+            source: std::sync::Arc::new(config.source()),
+            pipeline: config.pipeline(),
             workers: self.workers.map(|w| w as usize),
             settings: {
                 let defaults = Settings::default();
@@ -220,7 +222,7 @@ fn main() -> ExitCode {
             strict,
             partial,
         } => {
-            let mut build = config.source().build();
+            let mut build = config.pipeline().build(&config.source().snapshot());
             if !partial {
                 check::require_listeners(&mut build);
             }

@@ -1,28 +1,27 @@
-//! Files and directories → [`Manifests`].
+//! Documents of a source's snapshot → [`Manifests`].
 //!
-//! Reads every path given with `-c` (a directory: its `*.yaml`/`*.yml` files,
-//! sorted, not recursive), splits each file into YAML documents, keeps the
-//! five Istio networking kinds and skips everything else with a note. A
-//! resource read again from a later file replaces the earlier one (as a second
-//! `kubectl apply` would) and keeps its place in creation order.
+//! Splits each text (a file) into YAML documents, keeps the five Istio
+//! networking kinds and skips everything else with a note. A resource read
+//! again from a later file replaces the earlier one (as a second `kubectl
+//! apply` would) and keeps its place in creation order.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
 use super::de::{DeError, from_node};
 use super::manifest::{Labels, Metadata};
+use super::schema;
 use super::yaml::{self, Limits, Node, Value};
-use super::{files, schema};
 
 pub use super::resource::{
     API_GROUP, API_VERSIONS, DEFAULT_NAMESPACE, Kind, LineIndex, MESH_KINDS, Manifests, Origin,
     Resource, display_path,
 };
 use crate::diag::{Diagnostic, Diagnostics, Location, did_you_mean};
+use crate::source::{self, Content, Document};
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -45,49 +44,29 @@ impl Default for LoadOptions {
 pub struct Loaded {
     pub manifests: Manifests,
     pub diagnostics: Diagnostics,
-    /// Files that held nothing but white space (what `open(O_TRUNC)`
-    /// leaves while a file is being rewritten): a reload refuses them.
-    pub blank_files: Vec<PathBuf>,
 }
 
-/// Loads every path. Errors do not stop the load: all files are read so that
-/// one run reports every problem; the caller rejects the configuration when
-/// `diagnostics.has_errors()`.
-pub fn load(paths: &[PathBuf], options: &LoadOptions) -> Loaded {
+/// Loads every document, in order. Errors do not stop the load: every
+/// document is read so that one run reports every problem; the caller
+/// rejects the configuration when `diagnostics.has_errors()`.
+pub fn load_documents(documents: &[Document], options: &LoadOptions) -> Loaded {
     let mut loader = Loader {
         options,
         loaded: Loaded::default(),
         seen: HashMap::new(),
     };
-    let limit = options.limits.max_file_bytes as u64;
-    for path in paths {
-        for file in loader.expand(path) {
-            match files::read_bounded(&file, limit) {
-                Ok(bytes) => {
-                    if files::is_blank(&bytes) {
-                        loader.loaded.blank_files.push(file.clone());
-                    }
-                    loader.file(&file, &bytes);
-                }
-                Err(e) => loader
-                    .loaded
-                    .diagnostics
-                    .push(Diagnostic::error(e.to_string())),
-            }
+    for document in documents {
+        match &document.content {
+            Content::Text(bytes) => loader.file(&document.origin, bytes),
+            Content::Unread(diagnostic) => loader.loaded.diagnostics.push(diagnostic.clone()),
         }
     }
     loader.loaded
 }
 
-/// Loads one in-memory file (tests and fuzzing), named `name` in messages.
+/// Loads one in-memory text (tests and fuzzing), named `name` in messages.
 pub fn load_str(name: &str, text: &str, options: &LoadOptions) -> Loaded {
-    let mut loader = Loader {
-        options,
-        loaded: Loaded::default(),
-        seen: HashMap::new(),
-    };
-    loader.file(Path::new(name), text.as_bytes());
-    loader.loaded
+    load_documents(&[Document::memory(name, text)], options)
 }
 
 struct Loader<'a> {
@@ -98,34 +77,9 @@ struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    fn expand(&mut self, path: &Path) -> Vec<PathBuf> {
-        if !path.is_dir() {
-            return vec![path.to_owned()];
-        }
-        let listing = match files::list_dir(path) {
-            Ok(listing) => listing,
-            Err(e) => {
-                self.loaded.diagnostics.push(Diagnostic::error(format!(
-                    "cannot read directory {}: {e}",
-                    path.display()
-                )));
-                return Vec::new();
-            }
-        };
-        for note in listing.skipped {
-            self.loaded.diagnostics.push(Diagnostic::warning(note));
-        }
-        if listing.files.is_empty() {
-            self.loaded.diagnostics.push(Diagnostic::warning(format!(
-                "directory {} holds no *.yaml or *.yml file",
-                path.display()
-            )));
-        }
-        listing.files
-    }
-
-    fn file(&mut self, path: &Path, bytes: &[u8]) {
-        let name: Arc<str> = path.display().to_string().into();
+    /// Reads one text: its YAML documents, or the List items they hold.
+    fn file(&mut self, from: &source::Origin, bytes: &[u8]) {
+        let name: Arc<str> = from.to_string().into();
         let text =
             match std::str::from_utf8(bytes) {
                 Ok(text) => text,

@@ -21,7 +21,7 @@ pub struct Limits {
 
 impl Limits {
     pub const DEFAULT: Limits = Limits {
-        max_file_bytes: 16 << 20,
+        max_file_bytes: crate::source::MAX_DOCUMENT_BYTES,
         max_depth: 64,
         max_nodes: 1_000_000,
         max_documents: 10_000,
