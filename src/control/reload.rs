@@ -311,7 +311,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::source::Files;
+    use crate::source::{Files, Memory};
 
     fn reloader(file: &Path) -> Reloader {
         Reloader::new(
@@ -446,5 +446,89 @@ mod tests {
         start(&lenient);
         std::fs::write(&file, "\n").expect("blank");
         assert!(lenient.reload(Trigger::Admin, |_| Ok(())).is_ok());
+    }
+
+    const BROKEN: &str = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selectr: {istio: ingressgateway}
+";
+
+    fn kafka() -> String {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+        std::fs::read_to_string(examples.join("kafka-rcmd.yaml")).expect("example")
+    }
+
+    #[test]
+    fn a_reload_takes_the_sources_next_revision_and_a_bad_one_names_its_document() {
+        let kafka = kafka();
+        let source = Arc::new(Memory::new(&[("kafka.yaml", &kafka)]));
+        let reloader = Reloader::new(source.clone(), Pipeline::default());
+        assert_eq!(start(&reloader).generation, 1);
+        assert_eq!((reloader.generation(), reloader.revision()), (1, 1));
+
+        assert_eq!(source.set(&[("kafka.yaml", &kafka)]), 2);
+        assert_eq!(reloader.reload(Trigger::Signal, |_| Ok(())), Ok(2));
+        assert_eq!((reloader.generation(), reloader.revision()), (2, 2));
+
+        assert_eq!(
+            source.set(&[("kafka.yaml", &kafka), ("broken.yaml", BROKEN)]),
+            3
+        );
+        let mut published = false;
+        let errors = reloader
+            .reload(Trigger::Admin, |_| {
+                published = true;
+                Ok(())
+            })
+            .expect_err("unknown field");
+        assert!(!published);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("broken.yaml:5: Gateway default/gw: selectr: unknown field"),
+            "{errors:?}"
+        );
+        assert_eq!(
+            (
+                reloader.generation(),
+                reloader.revision(),
+                reloader.failed(),
+                reloader.succeeded()
+            ),
+            (2, 2, 1, 1)
+        );
+    }
+
+    /// A source that pushes (a watch) goes through the same checks.
+    #[test]
+    fn a_pushed_snapshot_is_applied_like_a_pulled_one() {
+        let kafka = kafka();
+        let source = Arc::new(Memory::new(&[("kafka.yaml", &kafka)]));
+        let reloader = Arc::new(Reloader::new(source.clone(), Pipeline::default()));
+        start(&reloader);
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let (to, seen) = (Arc::clone(&reloader), Arc::clone(&outcomes));
+        source.watch(Box::new(move |snapshot| {
+            let outcome = to.apply(&snapshot, Trigger::Watch, |_| Ok(()));
+            seen.lock()
+                .expect("outcomes")
+                .push((snapshot.revision, outcome));
+        }));
+        source.set(&[("broken.yaml", BROKEN)]);
+        source.set(&[("kafka.yaml", &kafka), ("also.yaml", "\n")]);
+        source.set(&[("kafka.yaml", &kafka)]);
+        let outcomes = outcomes.lock().expect("outcomes");
+        let summary: Vec<(u64, Result<u64, usize>)> = outcomes
+            .iter()
+            .map(|(revision, outcome)| (*revision, outcome.clone().map_err(|e| e.len())))
+            .collect();
+        assert_eq!(summary, vec![(2, Err(1)), (3, Err(1)), (4, Ok(2))]);
+        assert!(
+            outcomes[1].1.clone().expect_err("blank")[0].contains("also.yaml is empty"),
+            "{outcomes:?}"
+        );
+        assert_eq!((reloader.generation(), reloader.revision()), (2, 4));
     }
 }

@@ -6,9 +6,12 @@
 //!
 //! - `files.rs`: the paths given with `-c`, read again on every SIGHUP and
 //!   `POST /reload`.
+//! - `memory.rs`: documents handed over in memory (tests, `load_str`); it
+//!   also pushes, as a watching source does.
 #![forbid(unsafe_code)]
 
 pub mod files;
+pub mod memory;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -17,6 +20,7 @@ use std::sync::Arc;
 use crate::diag::Diagnostic;
 
 pub use files::Files;
+pub use memory::Memory;
 
 /// The most bytes one document may hold: a larger one is refused before it
 /// is read whole (files) or parsed.
