@@ -80,6 +80,33 @@ impl Loader<'_> {
     /// Reads one text: its YAML documents, or the List items they hold.
     fn file(&mut self, from: &source::Origin, bytes: &[u8]) {
         let name: Arc<str> = from.to_string().into();
+        let Some(documents) = self.parse(&name, bytes) else {
+            return;
+        };
+        let mut in_this_file: HashMap<(Kind, String, String), Origin> = HashMap::new();
+        for doc in documents {
+            let Some(root) = &doc.root else { continue };
+            if !doc.duplicates.is_empty() {
+                // YAML forbids a repeated key; which value was meant is
+                // unknown, so the document is not read.
+                self.duplicate_keys(&name, &doc, root);
+                continue;
+            }
+            for (resource, line) in self.resources(&name, &doc, root) {
+                let origin = Origin {
+                    file: name.clone(),
+                    document: doc.index,
+                    line,
+                    lines: Arc::new(LineIndex::build(&resource)),
+                };
+                self.resource(&resource, origin, &mut in_this_file);
+            }
+        }
+    }
+
+    /// The YAML documents of a text, or `None` when it is not UTF-8 or not
+    /// YAML (said at the line of the mistake).
+    fn parse(&mut self, name: &Arc<str>, bytes: &[u8]) -> Option<Vec<yaml::Document>> {
         let text =
             match std::str::from_utf8(bytes) {
                 Ok(text) => text,
@@ -91,85 +118,81 @@ impl Loader<'_> {
                         + 1;
                     self.loaded.diagnostics.push(
                         Diagnostic::error("the file is not valid UTF-8").at(Location {
-                            file: name,
+                            file: name.clone(),
                             document: 1,
                             line: u32::try_from(line).unwrap_or(u32::MAX),
                         }),
                     );
-                    return;
+                    return None;
                 }
             };
-        let documents = match yaml::parse(text, self.options.limits) {
-            Ok(documents) => documents,
+        match yaml::parse(text, self.options.limits) {
+            Ok(documents) => Some(documents),
             Err(e) => {
                 self.loaded
                     .diagnostics
                     .push(Diagnostic::error(e.message).at(Location {
-                        file: name,
+                        file: name.clone(),
                         document: e.document,
                         line: e.line,
                     }));
-                return;
-            }
-        };
-        let mut in_this_file: HashMap<(Kind, String, String), Origin> = HashMap::new();
-        for doc in documents {
-            let Some(root) = doc.root else { continue };
-            if !doc.duplicates.is_empty() {
-                // YAML forbids a repeated key; which value was meant is
-                // unknown, so the document is not read.
-                let id = self.resource_id(&root);
-                for d in &doc.duplicates {
-                    self.loaded.diagnostics.push(
-                        Diagnostic::error(format!(
-                            "duplicate key {:?} (first at line {}); YAML forbids repeating a key: keep one",
-                            d.key, d.first_line
-                        ))
-                        .at(Location {
-                            file: name.clone(),
-                            document: doc.index,
-                            line: d.line,
-                        })
-                        .resource(id.clone())
-                        .field(display_path(&d.path)),
-                    );
-                }
-                continue;
-            }
-            let mut resources = Vec::new();
-            match list_items(&root) {
-                // `kubectl get vs,dr -o yaml` writes a `List` (or a
-                // `VirtualServiceList`...): its items are the documents.
-                Some(items) => {
-                    self.loaded.diagnostics.push(
-                        Diagnostic::info(format!(
-                            "reading the {} items of a {}",
-                            items.len(),
-                            root.get("kind").and_then(Node::as_str).unwrap_or("List")
-                        ))
-                        .at(Location {
-                            file: name.clone(),
-                            document: doc.index,
-                            line: doc.line,
-                        }),
-                    );
-                    for item in items {
-                        let line = item.line;
-                        resources.push((item, line));
-                    }
-                }
-                None => resources.push((Cow::Borrowed(&root), doc.line)),
-            }
-            for (resource, line) in resources {
-                let origin = Origin {
-                    file: name.clone(),
-                    document: doc.index,
-                    line,
-                    lines: Arc::new(LineIndex::build(&resource)),
-                };
-                self.resource(&resource, origin, &mut in_this_file);
+                None
             }
         }
+    }
+
+    /// One error per repeated key of `doc`, naming its resource and field.
+    fn duplicate_keys(&mut self, name: &Arc<str>, doc: &yaml::Document, root: &Node) {
+        let id = self.resource_id(root);
+        for d in &doc.duplicates {
+            self.loaded.diagnostics.push(
+                Diagnostic::error(format!(
+                    "duplicate key {:?} (first at line {}); YAML forbids repeating a key: keep one",
+                    d.key, d.first_line
+                ))
+                .at(Location {
+                    file: name.clone(),
+                    document: doc.index,
+                    line: d.line,
+                })
+                .resource(id.clone())
+                .field(display_path(&d.path)),
+            );
+        }
+    }
+
+    /// The resources a document holds, each with its line: the document
+    /// itself, or the items of a List.
+    fn resources<'n>(
+        &mut self,
+        name: &Arc<str>,
+        doc: &yaml::Document,
+        root: &'n Node,
+    ) -> Vec<(Cow<'n, Node>, u32)> {
+        // `kubectl get vs,dr -o yaml` writes a `List` (or a
+        // `VirtualServiceList`...): its items are the documents.
+        let Some(items) = list_items(root) else {
+            return vec![(Cow::Borrowed(root), doc.line)];
+        };
+        self.loaded.diagnostics.push(
+            Diagnostic::info(format!(
+                "reading the {} items of a {}",
+                items.len(),
+                root.get("kind").and_then(Node::as_str).unwrap_or("List")
+            ))
+            .at(Location {
+                file: name.clone(),
+                document: doc.index,
+                line: doc.line,
+            }),
+        );
+        items
+            .into_iter()
+            .map(|item| {
+                let line = item.line;
+                (item, line)
+            })
+            .collect()
     }
 
     /// `Kind namespace/name` of a document, as far as it says.
@@ -218,29 +241,76 @@ impl Loader<'_> {
 
     /// Reads one document; returns the key of the resource it defined.
     fn document(&mut self, root: &Node, origin: Origin) -> Option<(Kind, String, String)> {
-        let at = |path: &str| origin.location(path);
-        let diags = &mut self.loaded.diagnostics;
         let Value::Map(entries) = &root.value else {
-            diags.push(
+            self.loaded.diagnostics.push(
                 Diagnostic::error(format!(
                     "expected a mapping with apiVersion, kind, metadata and spec, found {}",
                     root.describe()
                 ))
-                .at(at("")),
+                .at(origin.location("")),
             );
             return None;
         };
-        let kind_text = root.get("kind").and_then(Node::as_str);
-        let api_version = root.get("apiVersion").and_then(Node::as_str);
-        let Some(kind_text) = kind_text else {
-            diags.push(
+        let header = self.header(root, &origin)?;
+        let fields_known = self.top_level_fields(entries, &origin, &header.id);
+        let metadata: Metadata = match root.entry("metadata") {
+            Some((key, node)) => match from_node(node, "metadata", key.line) {
+                Ok(m) => m,
+                Err(e) => {
+                    let d = de_diagnostic(e, &origin, &header.id);
+                    self.loaded.diagnostics.push(d);
+                    return None;
+                }
+            },
+            None => Metadata::default(),
+        };
+        let Some(name) = metadata.name.filter(|n| !n.is_empty()) else {
+            self.loaded.diagnostics.push(
+                Diagnostic::error(format!(
+                    "{} has no metadata.name; every resource needs a name",
+                    header.kind
+                ))
+                .at(origin.location("metadata"))
+                .resource(header.id)
+                .field("metadata.name"),
+            );
+            return None;
+        };
+        if !fields_known {
+            return None;
+        }
+        let kind = header.kind;
+        let head = Head {
+            kind,
+            name,
+            namespace: header.namespace,
+            labels: metadata.labels,
+            origin,
+        };
+        let key = (kind, head.namespace.clone(), head.name.clone());
+        let ok = match kind {
+            Kind::Gateway => self.typed(root, head, |m| &mut m.gateways),
+            Kind::VirtualService => self.typed(root, head, |m| &mut m.virtual_services),
+            Kind::DestinationRule => self.typed(root, head, |m| &mut m.destination_rules),
+            Kind::ServiceEntry => self.typed(root, head, |m| &mut m.service_entries),
+            Kind::WorkloadEntry => self.typed(root, head, |m| &mut m.workload_entries),
+        };
+        ok.then_some(key)
+    }
+
+    /// The kind and namespace a document declares, and its name as far as
+    /// it says (for every message about it); `None` when it has no kind or
+    /// apiVersion, or one ringway does not read (skipped with a note, or an
+    /// error when it is a networking kind that does not exist).
+    fn header(&mut self, root: &Node, origin: &Origin) -> Option<Header> {
+        let Some(kind_text) = root.get("kind").and_then(Node::as_str) else {
+            self.loaded.diagnostics.push(
                 Diagnostic::error("kind is missing: every document needs apiVersion and kind")
-                    .at(at(""))
+                    .at(origin.location(""))
                     .field("kind"),
             );
             return None;
         };
-        // Named as well as the document allows, for every message below.
         let raw_meta = |key: &str| {
             root.get("metadata")
                 .and_then(|m| m.get(key))
@@ -253,18 +323,38 @@ impl Loader<'_> {
             "{kind_text} {namespace}/{}",
             raw_name.unwrap_or("(unnamed)")
         );
-        let Some(api_version) = api_version else {
-            diags.push(
+        let Some(api_version) = root.get("apiVersion").and_then(Node::as_str) else {
+            self.loaded.diagnostics.push(
                 Diagnostic::error(
                     "apiVersion is missing: every document needs apiVersion and kind",
                 )
-                .at(at(""))
+                .at(origin.location(""))
                 .resource(id)
                 .field("apiVersion"),
             );
             return None;
         };
+        let declared = Declared {
+            kind: kind_text,
+            api_version,
+            name: raw_name,
+        };
+        let kind = self.kind(&declared, origin, &id)?;
+        Some(Header {
+            kind,
+            namespace,
+            id,
+        })
+    }
+
+    /// The kind of a document with its apiVersion checked: `None` with an
+    /// error for an unknown networking kind or version, with a note for
+    /// every other group's kinds (skipped).
+    fn kind(&mut self, declared: &Declared, origin: &Origin, id: &str) -> Option<Kind> {
+        let at = |path: &str| origin.location(path);
+        let (kind_text, api_version) = (declared.kind, declared.api_version);
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let diags = &mut self.loaded.diagnostics;
         let kind = match Kind::parse(kind_text) {
             Some(kind) if group == API_GROUP => kind,
             None if group == API_GROUP && !MESH_KINDS.contains(&kind_text) => {
@@ -294,7 +384,7 @@ impl Loader<'_> {
                 diags.push(
                     Diagnostic::info(format!(
                         "skipping {kind_text} {} ({api_version}): {why}",
-                        raw_name.unwrap_or("(unnamed)")
+                        declared.name.unwrap_or("(unnamed)")
                     ))
                     .at(at("kind")),
                 );
@@ -313,6 +403,12 @@ impl Loader<'_> {
             );
             return None;
         }
+        Some(kind)
+    }
+
+    /// An error for each top-level key other than apiVersion, kind,
+    /// metadata, spec and status; true when there is none.
+    fn top_level_fields(&mut self, entries: &[(Node, Node)], origin: &Origin, id: &str) -> bool {
         const TOP: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
         let mut ok = true;
         for (key, _) in entries {
@@ -322,55 +418,16 @@ impl Loader<'_> {
                     || format!("; valid fields: {}", TOP.join(", ")),
                     |h| format!(", did you mean {h:?}?"),
                 );
-                diags.push(
+                self.loaded.diagnostics.push(
                     Diagnostic::error(format!("unknown field {key_text:?}{hint}"))
-                        .at(at(key_text))
-                        .resource(id.clone())
+                        .at(origin.location(key_text))
+                        .resource(id)
                         .field(key_text),
                 );
                 ok = false;
             }
         }
-        let metadata: Metadata = match root.entry("metadata") {
-            Some((key, node)) => match from_node(node, "metadata", key.line) {
-                Ok(m) => m,
-                Err(e) => {
-                    diags.push(de_diagnostic(e, &origin, &id));
-                    return None;
-                }
-            },
-            None => Metadata::default(),
-        };
-        let Some(name) = metadata.name.filter(|n| !n.is_empty()) else {
-            diags.push(
-                Diagnostic::error(format!(
-                    "{kind} has no metadata.name; every resource needs a name"
-                ))
-                .at(at("metadata"))
-                .resource(id)
-                .field("metadata.name"),
-            );
-            return None;
-        };
-        if !ok {
-            return None;
-        }
-        let head = Head {
-            kind,
-            name,
-            namespace,
-            labels: metadata.labels,
-            origin,
-        };
-        let key = (kind, head.namespace.clone(), head.name.clone());
-        let ok = match kind {
-            Kind::Gateway => self.typed(root, head, |m| &mut m.gateways),
-            Kind::VirtualService => self.typed(root, head, |m| &mut m.virtual_services),
-            Kind::DestinationRule => self.typed(root, head, |m| &mut m.destination_rules),
-            Kind::ServiceEntry => self.typed(root, head, |m| &mut m.service_entries),
-            Kind::WorkloadEntry => self.typed(root, head, |m| &mut m.workload_entries),
-        };
-        ok.then_some(key)
+        ok
     }
 
     /// Deserializes `spec` and stores the resource, replacing one with the
@@ -446,6 +503,21 @@ impl Loader<'_> {
         self.seen.insert(key, origin);
         true
     }
+}
+
+/// What a document says it is, as written.
+struct Declared<'a> {
+    kind: &'a str,
+    api_version: &'a str,
+    name: Option<&'a str>,
+}
+
+/// A document's kind and namespace, and how messages name it
+/// (`Kind namespace/name`, as far as it says).
+struct Header {
+    kind: Kind,
+    namespace: String,
+    id: String,
 }
 
 struct Head {
