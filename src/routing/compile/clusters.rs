@@ -1,102 +1,17 @@
-//! Rules → routes and destinations → clusters: a route's weighted clusters,
-//! each resolved once against the ServiceEntry registry and the
-//! DestinationRule policy of its host.
+//! Destinations → clusters: each destination of a route resolved once
+//! against the ServiceEntry registry and the DestinationRule policy of its
+//! host.
 
 use crate::config::Resource;
 use crate::config::manifest::{RouteDestination, VirtualServiceSpec};
 use crate::diag::Severity;
 
-use super::{Compiler, Section, fmt_labels};
+use super::{Compiler, fmt_labels};
 use crate::routing::names::expand_host;
-use crate::routing::policy::{Unservable, default_route_timeouts, port_number};
-use crate::routing::table::{Cluster, ClusterId, Route, RouteId, Service, WeightedCluster};
+use crate::routing::policy::{Unservable, port_number};
+use crate::routing::table::{Cluster, ClusterId, Service};
 
 impl Compiler<'_> {
-    /// The route of rule `r` of a VirtualService section, compiled once.
-    pub(super) fn route(&mut self, v: usize, section: Section, r: usize) -> Option<RouteId> {
-        if let Some(id) = self.routes.get(&(v, section, r)) {
-            return *id;
-        }
-        let id = self.build_route(v, section, r).map(|route| {
-            let id = RouteId(u32::try_from(self.table.routes.len()).unwrap_or(u32::MAX));
-            self.table.routes.push(route);
-            id
-        });
-        self.routes.insert((v, section, r), id);
-        id
-    }
-
-    pub(super) fn build_route(&mut self, v: usize, section: Section, r: usize) -> Option<Route> {
-        let vs = &self.m.virtual_services[v];
-        let dests: &[RouteDestination] = match section {
-            Section::Tcp => &vs.spec.tcp[r].route,
-            Section::Tls => &vs.spec.tls[r].route,
-        };
-        let path = format!("spec.{}[{r}]", section.name());
-        if dests.is_empty() {
-            self.push(vs.diag(
-                Severity::Error,
-                &format!("{path}.route"),
-                "at least one destination is required",
-            ));
-            return None;
-        }
-        let mut weights: Vec<u32> = Vec::with_capacity(dests.len());
-        let mut ok = true;
-        for (i, d) in dests.iter().enumerate() {
-            let w = d.weight.unwrap_or(0);
-            match u32::try_from(w) {
-                Ok(w) => weights.push(if dests.len() == 1 { 1 } else { w }),
-                Err(_) => {
-                    self.push(vs.diag(
-                        Severity::Error,
-                        &format!("{path}.route[{i}].weight"),
-                        format!("weight {w} is out of range: weights are 0 or more (each destination gets weight / sum)"),
-                    ));
-                    ok = false;
-                }
-            }
-        }
-        if ok && weights.iter().all(|w| *w == 0) {
-            self.push(vs.diag(
-                Severity::Error,
-                &format!("{path}.route"),
-                "every destination has weight 0, so no connection could be routed; give at least one a weight above 0",
-            ));
-            ok = false;
-        }
-        let mut clusters = Vec::with_capacity(dests.len());
-        for (i, d) in dests.iter().enumerate() {
-            match self.cluster(vs, &format!("{path}.route[{i}].destination"), d) {
-                Some(id) => clusters.push(id),
-                None => ok = false,
-            }
-        }
-        if !ok {
-            return None;
-        }
-        let first_host = expand_host(
-            &dests[0].destination.host,
-            &vs.namespace,
-            &self.options.domain,
-        );
-        let (idle_timeout, max_connection_duration) = match self.rules.get(&first_host) {
-            Some((_, rule)) => rule.route_timeouts(),
-            None => default_route_timeouts(),
-        };
-        Some(Route {
-            name: format!("{}/{} {}[{r}]", vs.namespace, vs.name, section.name()),
-            clusters: clusters
-                .into_iter()
-                .zip(weights)
-                .filter(|(_, w)| *w > 0)
-                .map(|(cluster, weight)| WeightedCluster { cluster, weight })
-                .collect(),
-            idle_timeout,
-            max_connection_duration,
-        })
-    }
-
     /// Resolves a destination to its cluster, building the cluster once.
     pub(super) fn cluster(
         &mut self,
