@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::config::Resource;
-use crate::config::manifest::{GatewaySpec, Server, TlsMode};
+use crate::config::manifest::{GatewaySpec, Server, ServerTls, TlsMode};
 use crate::diag::Severity;
 
 use super::{Compiler, Slot, SlotKind, fmt_labels};
@@ -96,7 +96,36 @@ impl Compiler<'_> {
         server: &Server,
     ) -> Option<(SocketAddr, bool)> {
         let path = format!("spec.servers[{s}]");
-        let mut ok = true;
+        let port = self.server_port(gw, s, server, &path);
+        self.warn_ignored_server_fields(gw, server, &path);
+        let has_hosts = !server.hosts.is_empty();
+        if !has_hosts {
+            self.push(gw.diag(
+                Severity::Error,
+                &format!("{path}.hosts"),
+                "at least one host is required (\"*\" admits every VirtualService)",
+            ));
+        }
+        let ip = self.server_bind(gw, server, &path);
+        let tls = self.server_protocol(gw, server, &path)?;
+        if let Some(settings) = server.tls.as_ref().filter(|_| tls) {
+            self.warn_termination_settings(gw, settings, &path);
+        }
+        match (has_hosts, ip, port) {
+            (true, Some(ip), Some(port)) => Some((SocketAddr::new(ip, port), tls)),
+            _ => None,
+        }
+    }
+
+    /// The server's port number, when it is in range and the port has a
+    /// name no earlier server of the Gateway uses.
+    fn server_port(
+        &mut self,
+        gw: &Resource<GatewaySpec>,
+        s: usize,
+        server: &Server,
+        path: &str,
+    ) -> Option<u16> {
         let port = port_number(server.port.number);
         if port.is_none() {
             self.push(gw.diag(
@@ -104,7 +133,6 @@ impl Compiler<'_> {
                 &format!("{path}.port.number"),
                 format!("port {} is out of range (1-65535)", server.port.number),
             ));
-            ok = false;
         }
         if server.port.name.as_deref().is_none_or(str::is_empty) {
             self.push(gw.diag(
@@ -112,8 +140,9 @@ impl Compiler<'_> {
                 &format!("{path}.port.name"),
                 "port.name is required (for example: tcp)",
             ));
-            ok = false;
-        } else if let Some(j) = gw.spec.servers[..s]
+            return None;
+        }
+        if let Some(j) = gw.spec.servers[..s]
             .iter()
             .position(|o| o.port.name == server.port.name)
         {
@@ -122,8 +151,18 @@ impl Compiler<'_> {
                 &format!("{path}.port.name"),
                 format!("duplicate port name {:?} (also servers[{j}]); port names must be unique in a Gateway", server.port.name.as_deref().unwrap_or_default()),
             ));
-            ok = false;
+            return None;
         }
+        port
+    }
+
+    /// Warnings for server fields that have no effect on a gateway.
+    fn warn_ignored_server_fields(
+        &mut self,
+        gw: &Resource<GatewaySpec>,
+        server: &Server,
+        path: &str,
+    ) {
         if server.port.target_port.is_some() {
             self.push(gw.diag(
                 Severity::Warning,
@@ -138,132 +177,130 @@ impl Compiler<'_> {
                 "defaultEndpoint is not implemented (nor by Istio); it has no effect",
             ));
         }
-        if server.hosts.is_empty() {
+    }
+
+    /// The address a server binds (0.0.0.0 when unset).
+    fn server_bind(
+        &mut self,
+        gw: &Resource<GatewaySpec>,
+        server: &Server,
+        path: &str,
+    ) -> Option<IpAddr> {
+        let bind = match server.bind.as_deref() {
+            None | Some("") => return Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            Some(bind) => bind,
+        };
+        let ip = bind.parse::<IpAddr>().ok();
+        if ip.is_none() {
             self.push(gw.diag(
                 Severity::Error,
-                &format!("{path}.hosts"),
-                "at least one host is required (\"*\" admits every VirtualService)",
+                &format!("{path}.bind"),
+                format!("bind {bind:?} is not an IP address (for example 0.0.0.0 or 127.0.0.1; unix sockets are not supported)"),
             ));
-            ok = false;
         }
-        let ip = match server.bind.as_deref() {
-            None | Some("") => Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-            Some(bind) => match bind.parse::<IpAddr>() {
-                Ok(ip) => Some(ip),
-                Err(_) => {
-                    self.push(gw.diag(
-                        Severity::Error,
-                        &format!("{path}.bind"),
-                        format!("bind {bind:?} is not an IP address (for example 0.0.0.0 or 127.0.0.1; unix sockets are not supported)"),
-                    ));
-                    None
-                }
-            },
-        };
+        ip
+    }
+
+    /// Whether the server is TLS passthrough (else opaque TCP); `None` when
+    /// its protocol or TLS mode opens no listener here.
+    fn server_protocol(
+        &mut self,
+        gw: &Resource<GatewaySpec>,
+        server: &Server,
+        path: &str,
+    ) -> Option<bool> {
         let protocol = server.port.protocol.to_ascii_uppercase();
-        let tls = match protocol.as_str() {
-            "TCP" | "MONGO" | "MYSQL" | "REDIS" => {
-                if server.tls.is_some() {
-                    self.push(gw.diag(
+        let (field, message, severity) = match protocol.as_str() {
+            "TCP" | "MONGO" | "MYSQL" | "REDIS" if server.tls.is_none() => return Some(false),
+            "TCP" | "MONGO" | "MYSQL" | "REDIS" => (
+                "tls",
+                format!(
+                    "a {protocol} server takes no tls block; for SNI routing use protocol TLS with tls.mode: PASSTHROUGH"
+                ),
+                Severity::Error,
+            ),
+            "TLS" | "HTTPS" => {
+                let mode = server
+                    .tls
+                    .as_ref()
+                    .map(|t| t.mode.unwrap_or(TlsMode::Passthrough));
+                match mode {
+                    Some(TlsMode::Passthrough) => return Some(true),
+                    None => (
+                        "tls",
+                        format!(
+                            "a {protocol} server needs a tls block (ringway supports tls.mode: PASSTHROUGH)"
+                        ),
                         Severity::Error,
-                        &format!("{path}.tls"),
-                        format!("a {protocol} server takes no tls block; for SNI routing use protocol TLS with tls.mode: PASSTHROUGH"),
-                    ));
-                    ok = false;
-                }
-                false
-            }
-            "TLS" | "HTTPS" => match server
-                .tls
-                .as_ref()
-                .map(|t| t.mode.unwrap_or(TlsMode::Passthrough))
-            {
-                None => {
-                    self.push(gw.diag(
-                        Severity::Error,
-                        &format!("{path}.tls"),
-                        format!("a {protocol} server needs a tls block (ringway supports tls.mode: PASSTHROUGH)"),
-                    ));
-                    return None;
-                }
-                Some(TlsMode::Passthrough) => true,
-                Some(TlsMode::AutoPassthrough) => {
-                    self.push(gw.diag(
-                        Severity::Warning,
-                        &format!("{path}.tls.mode"),
+                    ),
+                    Some(TlsMode::AutoPassthrough) => (
+                        "tls.mode",
                         format!(
                             "AUTO_PASSTHROUGH routes by the SNI of Istio's multi-network east-west traffic \
                              (outbound_.PORT_._.HOST names, without a VirtualService), which ringway does not \
                              do: no listener on port {}; for SNI routing with a VirtualService use PASSTHROUGH",
                             server.port.number
                         ),
-                    ));
-                    return None;
-                }
-                Some(mode) => {
-                    self.push(gw.diag(
                         Severity::Warning,
-                        &format!("{path}.tls.mode"),
-                        format!("TLS termination ({}) is not supported yet: no listener on port {}; use PASSTHROUGH", tls_mode_name(mode), server.port.number),
-                    ));
-                    return None;
+                    ),
+                    Some(mode) => (
+                        "tls.mode",
+                        format!(
+                            "TLS termination ({}) is not supported yet: no listener on port {}; use PASSTHROUGH",
+                            tls_mode_name(mode),
+                            server.port.number
+                        ),
+                        Severity::Warning,
+                    ),
                 }
-            },
-            "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => {
-                self.push(gw.diag(
-                    Severity::Warning,
-                    &format!("{path}.port.protocol"),
-                    format!(
-                        "{protocol} servers are not supported yet: no listener on port {}",
-                        server.port.number
-                    ),
-                ));
-                return None;
             }
-            _ => {
-                self.push(gw.diag(
-                    Severity::Error,
-                    &format!("{path}.port.protocol"),
-                    format!(
-                        "unknown protocol {:?} (valid: TCP, TLS, HTTPS, MONGO, MYSQL, REDIS; HTTP, HTTP2, GRPC are not supported yet)",
-                        server.port.protocol
-                    ),
-                ));
-                return None;
-            }
+            "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => (
+                "port.protocol",
+                format!(
+                    "{protocol} servers are not supported yet: no listener on port {}",
+                    server.port.number
+                ),
+                Severity::Warning,
+            ),
+            _ => (
+                "port.protocol",
+                format!(
+                    "unknown protocol {:?} (valid: TCP, TLS, HTTPS, MONGO, MYSQL, REDIS; HTTP, HTTP2, GRPC are not supported yet)",
+                    server.port.protocol
+                ),
+                Severity::Error,
+            ),
         };
-        if tls {
-            if let Some(t) = &server.tls {
-                let termination_fields = [
-                    t.server_certificate.is_some(),
-                    t.private_key.is_some(),
-                    t.ca_certificates.is_some(),
-                    t.credential_name.is_some(),
-                    t.credential_names.is_some(),
-                    t.tls_certificates.is_some(),
-                    t.min_protocol_version.is_some(),
-                    t.max_protocol_version.is_some(),
-                    t.cipher_suites.is_some(),
-                    t.https_redirect.is_some(),
-                    t.subject_alt_names.is_some(),
-                    t.verify_certificate_spki.is_some(),
-                    t.verify_certificate_hash.is_some(),
-                    t.ca_crl.is_some(),
-                    t.ca_cert_credential_name.is_some(),
-                    t.insecure_skip_verify.is_some(),
-                ];
-                if termination_fields.into_iter().any(|f| f) {
-                    self.push(gw.diag(
-                        Severity::Warning,
-                        &format!("{path}.tls"),
-                        "certificate and protocol settings have no effect with mode PASSTHROUGH: TLS is not terminated",
-                    ));
-                }
-            }
-        }
-        match (ok, ip, port) {
-            (true, Some(ip), Some(port)) => Some((SocketAddr::new(ip, port), tls)),
-            _ => None,
+        self.push(gw.diag(severity, &format!("{path}.{field}"), message));
+        None
+    }
+
+    /// A warning when a passthrough server sets what only termination uses.
+    fn warn_termination_settings(&mut self, gw: &Resource<GatewaySpec>, t: &ServerTls, path: &str) {
+        let termination_fields = [
+            t.server_certificate.is_some(),
+            t.private_key.is_some(),
+            t.ca_certificates.is_some(),
+            t.credential_name.is_some(),
+            t.credential_names.is_some(),
+            t.tls_certificates.is_some(),
+            t.min_protocol_version.is_some(),
+            t.max_protocol_version.is_some(),
+            t.cipher_suites.is_some(),
+            t.https_redirect.is_some(),
+            t.subject_alt_names.is_some(),
+            t.verify_certificate_spki.is_some(),
+            t.verify_certificate_hash.is_some(),
+            t.ca_crl.is_some(),
+            t.ca_cert_credential_name.is_some(),
+            t.insecure_skip_verify.is_some(),
+        ];
+        if termination_fields.into_iter().any(|f| f) {
+            self.push(gw.diag(
+                Severity::Warning,
+                &format!("{path}.tls"),
+                "certificate and protocol settings have no effect with mode PASSTHROUGH: TLS is not terminated",
+            ));
         }
     }
 

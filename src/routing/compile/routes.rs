@@ -82,98 +82,117 @@ impl Compiler<'_> {
         let gw = &m.gateways[g];
         let server = &gw.spec.servers[s];
         let gw_id = format!("{}/{}", gw.namespace, gw.name);
-        let port = address.port();
         let mut winner: Option<(usize, usize)> = None;
         let mut reasons: Vec<String> = Vec::new();
         for (v, vs) in m.virtual_services.iter().enumerate() {
-            let rule = vs.spec.tcp.iter().position(|r| {
-                self.passes(
-                    vs,
-                    r.matches.iter().map(|m| (m.port, m.gateways.as_slice())),
-                    port,
-                    &gw_id,
+            let r = match self.tcp_rule(vs, server, &gw.namespace, &gw_id, address.port()) {
+                Ok(r) => r,
+                Err(reason) => {
+                    reasons.extend(reason);
+                    continue;
+                }
+            };
+            let Some((wv, wr)) = winner else {
+                winner = Some((v, r));
+                continue;
+            };
+            let w = &m.virtual_services[wv];
+            self.push(vs.diag(
+                Severity::Warning,
+                &format!("spec.tcp[{r}]"),
+                format!(
+                    "also matches {address} on gateway {gw_id}, but {} tcp[{wr}] at {} routes that \
+                     listener: it comes first in creation order (file order, then document order); \
+                     raw TCP cannot be told apart by host",
+                    w.id(),
+                    w.origin
+                ),
+            ));
+        }
+        if let Some((v, r)) = winner {
+            return self.route(v, Section::Tcp, r);
+        }
+        let why = if reasons.is_empty() {
+            format!("no VirtualService lists gateway {gw_id} with a tcp route")
+        } else {
+            reasons.join("; ")
+        };
+        self.push(gw.diag(
+            Severity::Warning,
+            &format!("spec.servers[{s}]"),
+            format!("no listener on {address}: no VirtualService tcp route matches this server, so clients get connection refused (as with Istio): {why}"),
+        ));
+        None
+    }
+
+    /// The first tcp rule of `vs` that routes `port` of a server of gateway
+    /// `gw_id`, or why `vs` routes none (`None` when not worth saying: it
+    /// is not meant for this server at all).
+    fn tcp_rule(
+        &self,
+        vs: &Resource<VirtualServiceSpec>,
+        server: &Server,
+        gw_namespace: &str,
+        gw_id: &str,
+        port: u16,
+    ) -> Result<usize, Option<String>> {
+        let rule = vs.spec.tcp.iter().position(|r| {
+            self.passes(
+                vs,
+                r.matches.iter().map(|m| (m.port, m.gateways.as_slice())),
+                port,
+                gw_id,
+            )
+        });
+        if !self.binds_to(vs, gw_id) {
+            if rule.is_none() || !self.hosts_admitted(vs, server, gw_namespace) {
+                return Err(None);
+            }
+            let lists = match &vs.spec.gateways {
+                None => "gateways is not set, so it binds to mesh (sidecars) only".to_owned(),
+                Some(list) => format!("it lists [{}]", list.join(", ")),
+            };
+            return Err(Some(format!(
+                "{} does not list gateway {gw_id} ({lists})",
+                vs.id()
+            )));
+        }
+        if !self.hosts_admitted(vs, server, gw_namespace) {
+            return Err(Some(format!(
+                "{} hosts [{}] match none of the server hosts [{}]",
+                vs.id(),
+                vs.spec.hosts.join(", "),
+                server.hosts.join(", ")
+            )));
+        }
+        if vs.spec.tcp.is_empty() {
+            return Err(Some(if vs.spec.http.is_some() {
+                format!(
+                    "{} has http routes only, which never apply to a TCP server: write the route under tcp:",
+                    vs.id()
                 )
-            });
-            if !self.binds_to(vs, &gw_id) {
-                if rule.is_some() && self.hosts_admitted(vs, server, &gw.namespace) {
-                    let lists = match &vs.spec.gateways {
-                        None => {
-                            "gateways is not set, so it binds to mesh (sidecars) only".to_owned()
-                        }
-                        Some(list) => format!("it lists [{}]", list.join(", ")),
-                    };
-                    reasons.push(format!(
-                        "{} does not list gateway {gw_id} ({lists})",
-                        vs.id()
-                    ));
-                }
-                continue;
-            }
-            if !self.hosts_admitted(vs, server, &gw.namespace) {
-                reasons.push(format!(
-                    "{} hosts [{}] match none of the server hosts [{}]",
-                    vs.id(),
-                    vs.spec.hosts.join(", "),
-                    server.hosts.join(", ")
-                ));
-                continue;
-            }
-            if vs.spec.tcp.is_empty() {
-                reasons.push(if vs.spec.http.is_some() {
-                    format!("{} has http routes only, which never apply to a TCP server: write the route under tcp:", vs.id())
-                } else {
-                    format!("{} has no tcp routes", vs.id())
-                });
-                continue;
-            }
-            match (rule, winner) {
-                (None, _) => {
-                    let ports: Vec<String> = vs
-                        .spec
-                        .tcp
-                        .iter()
-                        .flat_map(|r| r.matches.iter().filter_map(|m| m.port))
-                        .map(|p| p.to_string())
-                        .collect();
-                    reasons.push(format!(
-                        "{} has no tcp rule matching port {port} on this gateway (its rules match port {})",
-                        vs.id(),
-                        if ports.is_empty() { "-".to_owned() } else { ports.join(", ") }
-                    ));
-                }
-                (Some(r), None) => winner = Some((v, r)),
-                (Some(r), Some((wv, wr))) => {
-                    let w = &m.virtual_services[wv];
-                    self.push(vs.diag(
-                        Severity::Warning,
-                        &format!("spec.tcp[{r}]"),
-                        format!(
-                            "also matches {address} on gateway {gw_id}, but {} tcp[{wr}] at {} routes that \
-                             listener: it comes first in creation order (file order, then document order); \
-                             raw TCP cannot be told apart by host",
-                            w.id(),
-                            w.origin
-                        ),
-                    ));
-                }
-            }
+            } else {
+                format!("{} has no tcp routes", vs.id())
+            }));
         }
-        match winner {
-            Some((v, r)) => self.route(v, Section::Tcp, r),
-            None => {
-                let why = if reasons.is_empty() {
-                    format!("no VirtualService lists gateway {gw_id} with a tcp route")
+        rule.ok_or_else(|| {
+            let ports: Vec<String> = vs
+                .spec
+                .tcp
+                .iter()
+                .flat_map(|r| r.matches.iter().filter_map(|m| m.port))
+                .map(|p| p.to_string())
+                .collect();
+            Some(format!(
+                "{} has no tcp rule matching port {port} on this gateway (its rules match port {})",
+                vs.id(),
+                if ports.is_empty() {
+                    "-".to_owned()
                 } else {
-                    reasons.join("; ")
-                };
-                self.push(gw.diag(
-                    Severity::Warning,
-                    &format!("spec.servers[{s}]"),
-                    format!("no listener on {address}: no VirtualService tcp route matches this server, so clients get connection refused (as with Istio): {why}"),
-                ));
-                None
-            }
-        }
+                    ports.join(", ")
+                }
+            ))
+        })
     }
 
     /// Builds the SNI table of a TLS passthrough listener.
