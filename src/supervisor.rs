@@ -216,7 +216,7 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
         dns: None,
     };
     for id in 0..workers {
-        let message = match ready.recv() {
+        let error = match ready.recv() {
             Ok(Ok(())) => continue,
             Ok(Err(message)) => RunError::Worker {
                 worker: id,
@@ -225,7 +225,7 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
             Err(_) => RunError::WorkerFailed,
         };
         let _ = gateway.stop();
-        return Err(message);
+        return Err(error);
     }
     gateway.control.set_serving(true);
     tracing::info!(workers, listeners = bound, "serving");

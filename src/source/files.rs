@@ -309,4 +309,47 @@ mod tests {
         assert!(listing.skipped[1].contains("loop1.yaml is a symlink that loops"));
         assert!(listing.skipped[2].contains("loop2.yaml is a symlink that loops"));
     }
+
+    /// A snapshot keeps the order of the paths given: a directory's files
+    /// sorted in its place, and what could not be read where it would have
+    /// been. Each snapshot is the next revision.
+    #[test]
+    fn a_snapshot_keeps_the_order_of_the_paths_and_moves_the_revision() {
+        let dir = tempfile::tempdir().expect("dir");
+        let d = dir.path();
+        let conf = d.join("conf");
+        std::fs::create_dir(&conf).expect("mkdir");
+        std::fs::write(conf.join("b.yaml"), "b").expect("write");
+        std::fs::write(conf.join("a.yaml"), "a").expect("write");
+        symlink(conf.join("gone.yaml"), conf.join("dangling.yaml")).expect("symlink");
+        std::fs::create_dir(d.join("empty")).expect("mkdir");
+        std::fs::write(d.join("first.yaml"), "first").expect("write");
+        let files = Files::new(vec![
+            d.join("first.yaml"),
+            conf.clone(),
+            d.join("missing.yaml"),
+            d.join("empty"),
+        ]);
+        let snapshot = files.snapshot();
+        assert_eq!(snapshot.revision, 1);
+        let seen: Vec<String> = snapshot
+            .documents
+            .iter()
+            .map(|doc| match &doc.content {
+                Content::Text(text) => {
+                    format!("{} = {}", doc.origin, String::from_utf8_lossy(text))
+                }
+                Content::Unread(d) => format!("{:?} {d}", d.severity),
+            })
+            .collect();
+        let shown = |p: &Path| p.display().to_string();
+        assert_eq!(seen.len(), 6, "{seen:#?}");
+        assert_eq!(seen[0], format!("{} = first", shown(&d.join("first.yaml"))));
+        assert!(seen[1].starts_with("Warning ") && seen[1].contains("dangling symlink"));
+        assert_eq!(seen[2], format!("{} = a", shown(&conf.join("a.yaml"))));
+        assert_eq!(seen[3], format!("{} = b", shown(&conf.join("b.yaml"))));
+        assert!(seen[4].starts_with("Error cannot read ") && seen[4].contains("missing.yaml"));
+        assert!(seen[5].starts_with("Warning ") && seen[5].contains("holds no *.yaml"));
+        assert_eq!(files.snapshot().revision, 2);
+    }
 }
