@@ -1,6 +1,8 @@
 //! ringway: a TCP gateway for a Linux host, driven by Istio networking
 //! manifests.
 //!
+//! - [`source`]: where the configuration comes from (files today), as
+//!   snapshots of documents.
 //! - [`config`]: the manifests as written (model + YAML loading).
 //! - [`routing`]: the pure compiler from manifests to an immutable
 //!   [`routing::RouteTable`], and the per-worker pickers.
@@ -22,4 +24,5 @@ pub mod process;
 pub mod resolve;
 pub mod routing;
 pub mod sni;
+pub mod source;
 pub mod supervisor;

@@ -8,6 +8,7 @@ use ringway::accesslog::{self, AccessLog};
 use ringway::cli::{ConfigArgs, check, demo};
 use ringway::dataplane::Settings;
 use ringway::dataplane::ring::RecvMode;
+use ringway::source::ConfigSource as _;
 use ringway::supervisor::{self, RunOptions};
 
 #[derive(Debug, Parser)]
@@ -133,7 +134,8 @@ struct DataArgs {
 impl DataArgs {
     fn options(&self, config: &ConfigArgs) -> RunOptions {
         RunOptions {
-            source: config.source(),
+            source: std::sync::Arc::new(config.source()),
+            pipeline: config.pipeline(),
             workers: self.workers.map(|w| w as usize),
             settings: {
                 let defaults = Settings::default();
@@ -204,31 +206,14 @@ fn main() -> ExitCode {
         // never by a thread where its default action would end the process.
         ringway::process::block_stop_signals();
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match &cli.command {
-        Command::Run { control, .. } if control.log_format == LogFormat::Json => logs.json().init(),
-        Command::Check { .. } | Command::Run { .. } | Command::Demo { .. } => logs.init(),
-    }
+    init_logging(&cli.command);
     match cli.command {
         Command::Check {
             config,
             output,
             strict,
             partial,
-        } => {
-            let mut build = config.source().build();
-            if !partial {
-                check::require_listeners(&mut build);
-            }
-            let report = check::render(&build, output, strict);
-            // A closed stdout (`ringway check | head`) is not an error worth a panic.
-            let _ = std::io::stdout().write_all(report.as_bytes());
-            ExitCode::from(u8::try_from(check::exit_code(&build, strict)).unwrap_or(1))
-        }
+        } => check(&config, output, strict, partial),
         Command::Demo { workers } => match demo::run(workers.max(1)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -240,44 +225,74 @@ fn main() -> ExitCode {
             config,
             data,
             control,
-        } => {
-            let format = match control.log_format {
-                LogFormat::Json => accesslog::Format::Json,
-                LogFormat::Text => accesslog::Format::Text,
-            };
-            let target = accesslog::Target::parse(&control.access_log);
-            let (access_log, writer) = match accesslog::AccessLog::start(
-                &target,
-                format,
-                control.access_log_queue,
-            ) {
-                Ok(started) => started,
-                Err(e) => {
-                    tracing::error!(access_log = %control.access_log, error = %e, "cannot open the access log; check the path and its directory's permissions");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let mut options = data.options(&config);
-            options.access_log = access_log;
-            options.admin = control.admin.0;
-            options.admin_expose = control.admin_expose;
-            options.drain_timeout = control.drain_timeout;
-            options.dns_refresh = control.dns_refresh;
-            options.allow_empty_reload = control.allow_empty_reload;
-            let result = supervisor::run(&options);
-            // The workers' clones are gone: the writer drains and ends,
-            // unless its disk or reader is stalled.
-            drop(options);
-            if let Some(writer) = writer {
-                writer.finish(accesslog::FLUSH_TIMEOUT);
-            }
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
+        } => run(&config, &data, &control),
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); JSON lines for
+/// `run --log-format json`.
+fn init_logging(command: &Command) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match command {
+        Command::Run { control, .. } if control.log_format == LogFormat::Json => logs.json().init(),
+        Command::Check { .. } | Command::Run { .. } | Command::Demo { .. } => logs.init(),
+    }
+}
+
+/// `ringway check`: the report on stdout, the verdict as the exit status.
+fn check(config: &ConfigArgs, output: check::Output, strict: bool, partial: bool) -> ExitCode {
+    let mut build = config.pipeline().build(&config.source().snapshot());
+    if !partial {
+        check::require_listeners(&mut build);
+    }
+    let report = check::render(&build, output, strict);
+    // A closed stdout (`ringway check | head`) is not an error worth a panic.
+    let _ = std::io::stdout().write_all(report.as_bytes());
+    ExitCode::from(u8::try_from(check::exit_code(&build, strict)).unwrap_or(1))
+}
+
+/// `ringway run`: start the access log, serve until SIGTERM or SIGINT, then
+/// let the access log drain.
+fn run(config: &ConfigArgs, data: &DataArgs, control: &ControlArgs) -> ExitCode {
+    let format = match control.log_format {
+        LogFormat::Json => accesslog::Format::Json,
+        LogFormat::Text => accesslog::Format::Text,
+    };
+    let target = accesslog::Target::parse(&control.access_log);
+    let (access_log, writer) = match accesslog::AccessLog::start(
+        &target,
+        format,
+        control.access_log_queue,
+    ) {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::error!(access_log = %control.access_log, error = %e, "cannot open the access log; check the path and its directory's permissions");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut options = data.options(config);
+    options.access_log = access_log;
+    options.admin = control.admin.0;
+    options.admin_expose = control.admin_expose;
+    options.drain_timeout = control.drain_timeout;
+    options.dns_refresh = control.dns_refresh;
+    options.allow_empty_reload = control.allow_empty_reload;
+    let result = supervisor::run(&options);
+    // The workers' clones are gone: the writer drains and ends,
+    // unless its disk or reader is stalled.
+    drop(options);
+    if let Some(writer) = writer {
+        writer.finish(accesslog::FLUSH_TIMEOUT);
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
         }
     }
 }

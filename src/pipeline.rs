@@ -1,17 +1,16 @@
-//! Load and compile a whole configuration: what `check`, startup and every
-//! reload do, off the data path.
+//! A source's snapshot → load → compile: what `check`, start-up and every
+//! reload do, off the data path. Where the documents came from is the
+//! source's business (`src/source/`); this takes a snapshot and nothing else.
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
-
-use crate::config::{LoadOptions, load};
+use crate::config::{LoadOptions, load_documents};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::routing::{CompileOptions, RouteTable, compile};
+use crate::source::Snapshot;
 
-/// Where the configuration comes from and how to read it.
-#[derive(Debug, Clone)]
-pub struct Source {
-    pub paths: Vec<PathBuf>,
+/// How to read and compile a snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Pipeline {
     pub load: LoadOptions,
     pub compile: CompileOptions,
 }
@@ -22,8 +21,6 @@ pub struct Source {
 pub struct Build {
     pub table: Option<RouteTable>,
     pub diagnostics: Diagnostics,
-    /// Files that held nothing but white space (see [`crate::config::Loaded`]).
-    pub blank_files: Vec<PathBuf>,
     /// Gateways read (a configuration with Gateways and no listener serves
     /// nothing: `check` says so as an error, `run` logs it as one).
     pub gateways: usize,
@@ -36,17 +33,15 @@ impl Build {
     }
 }
 
-impl Source {
-    pub fn build(&self) -> Build {
-        let loaded = load(&self.paths, &self.load);
-        let blank_files = loaded.blank_files;
+impl Pipeline {
+    pub fn build(&self, snapshot: &Snapshot) -> Build {
+        let loaded = load_documents(&snapshot.documents, &self.load);
         let gateways = loaded.manifests.gateways.len();
         let mut diagnostics = loaded.diagnostics;
         if diagnostics.has_errors() {
             return Build {
                 table: None,
                 diagnostics,
-                blank_files,
                 gateways,
             };
         }
@@ -56,7 +51,6 @@ impl Source {
             return Build {
                 table: None,
                 diagnostics,
-                blank_files,
                 gateways,
             };
         }
@@ -68,7 +62,6 @@ impl Source {
         Build {
             table: Some(compiled.table),
             diagnostics,
-            blank_files,
             gateways,
         }
     }

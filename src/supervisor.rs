@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 
 use crate::accesslog::AccessLog;
 use crate::control::admin::{self, Exposed, Exposure};
-use crate::control::reload::{Reloader, Trigger};
+use crate::control::reload::{Invalid, Reloader, Trigger};
 use crate::control::server::AdminServer;
 use crate::control::state::{self, Admin, Control};
 use crate::dataplane::budget::Budget;
@@ -22,17 +22,17 @@ use crate::dataplane::ring::{Ring, SetupError};
 use crate::dataplane::wake::WakeFd;
 use crate::dataplane::worker::{Worker, WorkerListener};
 use crate::dataplane::{Plan, Settings, Shared, WorkerStatus};
-use crate::diag::Severity;
 use crate::metrics::{WorkerHandle, WorkerMetrics};
-use crate::pipeline::Source;
+use crate::pipeline::Pipeline;
 use crate::process;
 use crate::resolve::SystemResolver;
 use crate::routing::RouteTable;
+use crate::source::ConfigSource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("the configuration is invalid ({0} errors)")]
-    InvalidConfig(usize),
+    #[error(transparent)]
+    InvalidConfig(#[from] Invalid),
     #[error(transparent)]
     Uring(#[from] SetupError),
     #[error("no listener could be bound (see the lines above for why)")]
@@ -55,7 +55,8 @@ pub enum RunError {
 /// What `ringway run` was asked to do.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    pub source: Source,
+    pub source: Arc<dyn ConfigSource>,
+    pub pipeline: Pipeline,
     pub workers: Option<usize>,
     pub settings: Settings,
     /// Cloned into every worker (`AccessLog::off()` writes nothing).
@@ -190,43 +191,65 @@ fn serve(gateway: &Gateway) -> Result<(), RunError> {
 }
 
 /// Load, bind and start the workers; returns once every worker is serving.
+/// The first table comes from the same [`Reloader`] as every later one.
 pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
-    let build = options.source.build();
-    for d in build.diagnostics.iter() {
-        match d.severity {
-            Severity::Error => tracing::error!("{d}"),
-            Severity::Warning => tracing::warn!("{d}"),
-            Severity::Info => tracing::info!("{d}"),
-        }
-    }
-    if build.serves_nothing() {
-        tracing::error!(
-            gateways = build.gateways,
-            "the configuration has Gateways but opens no listener: serving nothing until a reload \
-             opens one (clients get connection refused, as with Istio)"
-        );
-    }
-    let Some(mut table) = build.table else {
-        return Err(RunError::InvalidConfig(
-            build.diagnostics.count(Severity::Error),
-        ));
+    let reloader = Reloader::new(Arc::clone(&options.source), options.pipeline.clone())
+        .allow_empty(options.allow_empty_reload);
+    let first = reloader.start(|table| prepare(table, options))?;
+    let bound = first.bound;
+    let (spawned, ready) = spawn_workers(first, options)?;
+    let workers = spawned.wakes.len();
+    let mut gateway = Gateway {
+        shared: Arc::clone(&spawned.shared),
+        wakes: spawned.wakes.clone(),
+        threads: spawned.threads,
+        failed: spawned.failed,
+        access_log: options.access_log.clone(),
+        control: Arc::new(Control::new(
+            spawned.shared,
+            spawned.metrics,
+            spawned.statuses,
+            reloader,
+            spawned.wakes,
+            options.access_log.counters(),
+        )),
+        dns: None,
     };
-    table.generation = 1;
-    let nofile = match process::raise_nofile_limit() {
-        Ok((old, new)) => {
-            if old != new {
-                tracing::info!(old, new, "raised the open-file limit to the hard limit");
-            }
-            Some(new)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot raise the open-file limit");
-            None
-        }
-    };
+    for id in 0..workers {
+        let error = match ready.recv() {
+            Ok(Ok(())) => continue,
+            Ok(Err(message)) => RunError::Worker {
+                worker: id,
+                message,
+            },
+            Err(_) => RunError::WorkerFailed,
+        };
+        let _ = gateway.stop();
+        return Err(error);
+    }
+    gateway.control.set_serving(true);
+    tracing::info!(workers, listeners = bound, "serving");
+    gateway.dns = spawn_dns_refresh(&gateway.control, options.dns_refresh);
+    Ok(gateway)
+}
+
+/// The first plan, its listeners bound for every worker, and what the
+/// workers share: everything the workers need before they start.
+struct Prepared {
+    shared: Arc<Shared>,
+    /// By worker.
+    listeners: Vec<Vec<WorkerListener>>,
+    cores: Vec<core_affinity::CoreId>,
+    /// Listeners bound.
+    bound: usize,
+}
+
+/// Raise the open-file limit, probe io_uring, resolve the first table's
+/// endpoints, bind its listeners and derive the connection cap.
+fn prepare(table: RouteTable, options: &RunOptions) -> Result<Prepared, RunError> {
+    let nofile = raise_nofile_limit();
     process::ignore_sigpipe();
     Ring::probe()?;
-
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let workers = options.workers.unwrap_or_else(|| cores.len().max(1)).max(1);
     let endpoints = state::resolve_logged(&table);
@@ -254,93 +277,86 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
         stop: AtomicBool::new(false),
         draining: AtomicBool::new(false),
     });
-    let failed = Arc::new(AtomicBool::new(false));
+    Ok(Prepared {
+        shared,
+        listeners,
+        cores,
+        bound,
+    })
+}
+
+/// The open-file limit after raising it to the hard limit, if known.
+fn raise_nofile_limit() -> Option<u64> {
+    match process::raise_nofile_limit() {
+        Ok((old, new)) => {
+            if old != new {
+                tracing::info!(old, new, "raised the open-file limit to the hard limit");
+            }
+            Some(new)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            None
+        }
+    }
+}
+
+/// The worker threads, started; each reports on the returned receiver once
+/// it serves (or why it cannot).
+struct Spawned {
+    shared: Arc<Shared>,
+    wakes: Vec<Arc<WakeFd>>,
+    threads: Vec<thread::JoinHandle<()>>,
+    metrics: Vec<Arc<WorkerMetrics>>,
+    statuses: Vec<Arc<WorkerStatus>>,
+    failed: Arc<AtomicBool>,
+}
+
+/// One pinned thread per worker, each with its listeners.
+fn spawn_workers(
+    prepared: Prepared,
+    options: &RunOptions,
+) -> Result<(Spawned, mpsc::Receiver<Result<(), String>>), RunError> {
+    let workers = prepared.listeners.len();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
-    let mut wakes = Vec::with_capacity(workers);
-    let mut threads = Vec::with_capacity(workers);
-    let mut metrics = Vec::with_capacity(workers);
-    let statuses: Vec<Arc<WorkerStatus>> = (0..workers).map(|_| Arc::default()).collect();
-    for (id, own) in listeners.into_iter().enumerate() {
+    let mut spawned = Spawned {
+        shared: prepared.shared,
+        wakes: Vec::with_capacity(workers),
+        threads: Vec::with_capacity(workers),
+        metrics: Vec::with_capacity(workers),
+        statuses: (0..workers).map(|_| Arc::default()).collect(),
+        failed: Arc::new(AtomicBool::new(false)),
+    };
+    let cores = prepared.cores;
+    for (id, own) in prepared.listeners.into_iter().enumerate() {
         let wake = Arc::new(WakeFd::new().map_err(|e| RunError::Worker {
             worker: id,
             message: e.to_string(),
         })?);
-        wakes.push(Arc::clone(&wake));
+        spawned.wakes.push(Arc::clone(&wake));
         let core = cores.get(id % cores.len().max(1)).copied();
-        let shared = Arc::clone(&shared);
-        let failed = Arc::clone(&failed);
-        let ready = ready_tx.clone();
         let counters = WorkerMetrics::new();
-        metrics.push(Arc::clone(&counters));
-        let access_log = options.access_log.clone();
-        let status = Arc::clone(&statuses[id]);
-        let spawned = thread::Builder::new()
+        spawned.metrics.push(Arc::clone(&counters));
+        let parts = Parts {
+            shared: Arc::clone(&spawned.shared),
+            listeners: own,
+            wake,
+            metrics: counters,
+            access_log: options.access_log.clone(),
+            status: Arc::clone(&spawned.statuses[id]),
+        };
+        let ready = ready_tx.clone();
+        let failed = Arc::clone(&spawned.failed);
+        let thread = thread::Builder::new()
             .name(format!("ringway-w{id}"))
-            .spawn(move || {
-                let handle = WorkerHandle::new(counters);
-                worker_main(
-                    id,
-                    core,
-                    Parts {
-                        shared,
-                        listeners: own,
-                        wake,
-                        metrics: handle,
-                        access_log,
-                        status,
-                    },
-                    ready,
-                    failed,
-                )
-            });
-        match spawned {
-            Ok(handle) => threads.push(handle),
-            Err(e) => {
-                return Err(RunError::Worker {
-                    worker: id,
-                    message: e.to_string(),
-                });
-            }
-        }
+            .spawn(move || worker_main(id, core, parts, ready, failed))
+            .map_err(|e| RunError::Worker {
+                worker: id,
+                message: e.to_string(),
+            })?;
+        spawned.threads.push(thread);
     }
-    drop(ready_tx);
-    let mut gateway = Gateway {
-        shared: Arc::clone(&shared),
-        wakes: wakes.clone(),
-        threads,
-        failed,
-        access_log: options.access_log.clone(),
-        control: Arc::new(Control::new(
-            Arc::clone(&shared),
-            metrics,
-            statuses,
-            Reloader::new(options.source.clone(), &shared.plan.load().table)
-                .allow_empty(options.allow_empty_reload),
-            wakes.clone(),
-            options.access_log.counters(),
-        )),
-        dns: None,
-    };
-    for id in 0..workers {
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(message)) => {
-                let _ = gateway.stop();
-                return Err(RunError::Worker {
-                    worker: id,
-                    message,
-                });
-            }
-            Err(_) => {
-                let _ = gateway.stop();
-                return Err(RunError::WorkerFailed);
-            }
-        }
-    }
-    gateway.control.set_serving(true);
-    tracing::info!(workers, listeners = bound, "serving");
-    gateway.dns = spawn_dns_refresh(&gateway.control, options.dns_refresh);
-    Ok(gateway)
+    Ok((spawned, ready_rx))
 }
 
 /// What a worker thread is started with.
@@ -348,7 +364,8 @@ struct Parts {
     shared: Arc<Shared>,
     listeners: Vec<WorkerListener>,
     wake: Arc<WakeFd>,
-    metrics: WorkerHandle,
+    /// Wrapped in a `WorkerHandle` on the worker's own thread.
+    metrics: Arc<WorkerMetrics>,
     access_log: AccessLog,
     status: Arc<WorkerStatus>,
 }
@@ -384,7 +401,7 @@ fn run_with(
         parts.shared,
         parts.listeners,
         parts.wake,
-        parts.metrics,
+        WorkerHandle::new(parts.metrics),
         parts.access_log,
         parts.status,
     ) {

@@ -9,6 +9,7 @@ use ringway::routing::table::{
     EndpointAddress, ListenerRouting, LoadBalancer, ProxyProtocol, RouteTable,
 };
 use ringway::routing::{CompileOptions, compile};
+use ringway::source::ConfigSource as _;
 
 /// The tcp-echo service: two versions on this host, and their subsets.
 const REGISTRY: &str = "\
@@ -1145,19 +1146,21 @@ spec:
 
 // ---------------------------------------------------------------- loading
 
+/// What `check -c PATH...` builds.
+fn build_files(paths: &[std::path::PathBuf]) -> ringway::pipeline::Build {
+    let source = ringway::source::Files::new(paths.to_vec());
+    ringway::pipeline::Pipeline::default().build(&source.snapshot())
+}
+
 #[test]
 fn the_tutorial_files_plus_a_service_entry_compile_to_the_80_20_split() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/tcp-echo");
-    let source = ringway::pipeline::Source {
-        paths: vec![
-            dir.join("00-service-entry.yaml"),
-            dir.join("10-tcp-echo-all-v1.yaml"),
-            dir.join("20-tcp-echo-20-v2.yaml"),
-        ],
-        load: LoadOptions::default(),
-        compile: CompileOptions::default(),
-    };
-    let build = source.build();
+    let paths = vec![
+        dir.join("00-service-entry.yaml"),
+        dir.join("10-tcp-echo-all-v1.yaml"),
+        dir.join("20-tcp-echo-20-v2.yaml"),
+    ];
+    let build = build_files(&paths);
     let t = build.table.as_ref().expect("valid");
     assert_eq!(t.listeners.len(), 1);
     assert_eq!(t.listeners[0].address.to_string(), "0.0.0.0:31400");
@@ -1179,11 +1182,7 @@ fn the_tutorial_files_plus_a_service_entry_compile_to_the_80_20_split() {
     );
 
     // Without the second file, everything goes to v1.
-    let all_v1 = ringway::pipeline::Source {
-        paths: source.paths[..2].to_vec(),
-        ..source
-    };
-    let build = all_v1.build();
+    let build = build_files(&paths[..2]);
     let t = build.table.as_ref().expect("valid");
     let ListenerRouting::Tcp { route } = t.listeners[0].routing else {
         panic!("tcp")
@@ -1220,12 +1219,7 @@ fn every_bundled_example_checks_clean() {
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).expect("examples") {
         let path = entry.expect("entry").path();
-        let source = ringway::pipeline::Source {
-            paths: vec![path.clone()],
-            load: LoadOptions::default(),
-            compile: CompileOptions::default(),
-        };
-        let build = source.build();
+        let build = build_files(std::slice::from_ref(&path));
         let problems: Vec<String> = build
             .diagnostics
             .iter()

@@ -32,10 +32,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use ringway::config::LoadOptions;
 use ringway::diag::{Diagnostic, Severity};
-use ringway::pipeline::{Build, Source};
-use ringway::routing::CompileOptions;
+use ringway::pipeline::{Build, Pipeline};
+use ringway::source::{ConfigSource as _, Files};
 
 /// Fewer fixtures than this means the directory walk is broken.
 const MIN_INVALID: usize = 20;
@@ -79,12 +78,7 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn build(path: &Path) -> Build {
-    Source {
-        paths: vec![path.to_owned()],
-        load: LoadOptions::default(),
-        compile: CompileOptions::default(),
-    }
-    .build()
+    Pipeline::default().build(&Files::new(vec![path.to_owned()]).snapshot())
 }
 
 fn file_name(path: &Path) -> String {

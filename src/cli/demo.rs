@@ -8,14 +8,14 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use crate::config::LoadOptions;
 use crate::dataplane::Settings;
-use crate::pipeline::Source;
+use crate::pipeline::Pipeline;
 use crate::process;
-use crate::routing::CompileOptions;
+use crate::source::Files;
 use crate::supervisor::{self, RunOptions};
 
 /// The bundled example (config/examples/tcp-echo), compiled in so the demo
@@ -94,11 +94,8 @@ fn write_example(dir: &std::path::Path) -> Result<(), DemoError> {
 
 fn demo(dir: &std::path::Path, workers: usize) -> Result<(), DemoError> {
     let options = RunOptions {
-        source: Source {
-            paths: vec![dir.to_owned()],
-            load: LoadOptions::default(),
-            compile: CompileOptions::default(),
-        },
+        source: Arc::new(Files::new(vec![dir.to_owned()])),
+        pipeline: Pipeline::default(),
         workers: Some(workers),
         settings: Settings::default(),
         access_log: crate::accesslog::AccessLog::off(),

@@ -10,8 +10,9 @@ use clap::Args;
 
 use crate::config::LoadOptions;
 use crate::config::manifest::Labels;
-use crate::pipeline::Source;
+use crate::pipeline::Pipeline;
 use crate::routing::CompileOptions;
+use crate::source::Files;
 
 /// Where the configuration is and how to read it (`run` and `check`).
 #[derive(Debug, Clone, Args)]
@@ -33,9 +34,14 @@ pub struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    pub fn source(&self) -> Source {
-        Source {
-            paths: self.config.clone(),
+    /// The files given with `-c`.
+    pub fn source(&self) -> Files {
+        Files::new(self.config.clone())
+    }
+
+    /// How to load and compile them.
+    pub fn pipeline(&self) -> Pipeline {
+        Pipeline {
             load: LoadOptions {
                 namespace: self.namespace.clone(),
                 ..LoadOptions::default()

@@ -1,28 +1,27 @@
-//! Files and directories → [`Manifests`].
+//! Documents of a source's snapshot → [`Manifests`].
 //!
-//! Reads every path given with `-c` (a directory: its `*.yaml`/`*.yml` files,
-//! sorted, not recursive), splits each file into YAML documents, keeps the
-//! five Istio networking kinds and skips everything else with a note. A
-//! resource read again from a later file replaces the earlier one (as a second
-//! `kubectl apply` would) and keeps its place in creation order.
+//! Splits each text (a file) into YAML documents, keeps the five Istio
+//! networking kinds and skips everything else with a note. A resource read
+//! again from a later file replaces the earlier one (as a second `kubectl
+//! apply` would) and keeps its place in creation order.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
 use super::de::{DeError, from_node};
 use super::manifest::{Labels, Metadata};
+use super::schema;
 use super::yaml::{self, Limits, Node, Value};
-use super::{files, schema};
 
 pub use super::resource::{
     API_GROUP, API_VERSIONS, DEFAULT_NAMESPACE, Kind, LineIndex, MESH_KINDS, Manifests, Origin,
     Resource, display_path,
 };
 use crate::diag::{Diagnostic, Diagnostics, Location, did_you_mean};
+use crate::source::{self, Content, Document};
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -45,49 +44,29 @@ impl Default for LoadOptions {
 pub struct Loaded {
     pub manifests: Manifests,
     pub diagnostics: Diagnostics,
-    /// Files that held nothing but white space (what `open(O_TRUNC)`
-    /// leaves while a file is being rewritten): a reload refuses them.
-    pub blank_files: Vec<PathBuf>,
 }
 
-/// Loads every path. Errors do not stop the load: all files are read so that
-/// one run reports every problem; the caller rejects the configuration when
-/// `diagnostics.has_errors()`.
-pub fn load(paths: &[PathBuf], options: &LoadOptions) -> Loaded {
+/// Loads every document, in order. Errors do not stop the load: every
+/// document is read so that one run reports every problem; the caller
+/// rejects the configuration when `diagnostics.has_errors()`.
+pub fn load_documents(documents: &[Document], options: &LoadOptions) -> Loaded {
     let mut loader = Loader {
         options,
         loaded: Loaded::default(),
         seen: HashMap::new(),
     };
-    let limit = options.limits.max_file_bytes as u64;
-    for path in paths {
-        for file in loader.expand(path) {
-            match files::read_bounded(&file, limit) {
-                Ok(bytes) => {
-                    if files::is_blank(&bytes) {
-                        loader.loaded.blank_files.push(file.clone());
-                    }
-                    loader.file(&file, &bytes);
-                }
-                Err(e) => loader
-                    .loaded
-                    .diagnostics
-                    .push(Diagnostic::error(e.to_string())),
-            }
+    for document in documents {
+        match &document.content {
+            Content::Text(bytes) => loader.file(&document.origin, bytes),
+            Content::Unread(diagnostic) => loader.loaded.diagnostics.push(diagnostic.clone()),
         }
     }
     loader.loaded
 }
 
-/// Loads one in-memory file (tests and fuzzing), named `name` in messages.
+/// Loads one in-memory text (tests and fuzzing), named `name` in messages.
 pub fn load_str(name: &str, text: &str, options: &LoadOptions) -> Loaded {
-    let mut loader = Loader {
-        options,
-        loaded: Loaded::default(),
-        seen: HashMap::new(),
-    };
-    loader.file(Path::new(name), text.as_bytes());
-    loader.loaded
+    load_documents(&[Document::memory(name, text)], options)
 }
 
 struct Loader<'a> {
@@ -98,34 +77,36 @@ struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    fn expand(&mut self, path: &Path) -> Vec<PathBuf> {
-        if !path.is_dir() {
-            return vec![path.to_owned()];
-        }
-        let listing = match files::list_dir(path) {
-            Ok(listing) => listing,
-            Err(e) => {
-                self.loaded.diagnostics.push(Diagnostic::error(format!(
-                    "cannot read directory {}: {e}",
-                    path.display()
-                )));
-                return Vec::new();
-            }
+    /// Reads one text: its YAML documents, or the List items they hold.
+    fn file(&mut self, from: &source::Origin, bytes: &[u8]) {
+        let name: Arc<str> = from.to_string().into();
+        let Some(documents) = self.parse(&name, bytes) else {
+            return;
         };
-        for note in listing.skipped {
-            self.loaded.diagnostics.push(Diagnostic::warning(note));
+        let mut in_this_file: HashMap<(Kind, String, String), Origin> = HashMap::new();
+        for doc in documents {
+            let Some(root) = &doc.root else { continue };
+            if !doc.duplicates.is_empty() {
+                // YAML forbids a repeated key; which value was meant is
+                // unknown, so the document is not read.
+                self.duplicate_keys(&name, &doc, root);
+                continue;
+            }
+            for (resource, line) in self.resources(&name, &doc, root) {
+                let origin = Origin {
+                    file: name.clone(),
+                    document: doc.index,
+                    line,
+                    lines: Arc::new(LineIndex::build(&resource)),
+                };
+                self.resource(&resource, origin, &mut in_this_file);
+            }
         }
-        if listing.files.is_empty() {
-            self.loaded.diagnostics.push(Diagnostic::warning(format!(
-                "directory {} holds no *.yaml or *.yml file",
-                path.display()
-            )));
-        }
-        listing.files
     }
 
-    fn file(&mut self, path: &Path, bytes: &[u8]) {
-        let name: Arc<str> = path.display().to_string().into();
+    /// The YAML documents of a text, or `None` when it is not UTF-8 or not
+    /// YAML (said at the line of the mistake).
+    fn parse(&mut self, name: &Arc<str>, bytes: &[u8]) -> Option<Vec<yaml::Document>> {
         let text =
             match std::str::from_utf8(bytes) {
                 Ok(text) => text,
@@ -137,85 +118,81 @@ impl Loader<'_> {
                         + 1;
                     self.loaded.diagnostics.push(
                         Diagnostic::error("the file is not valid UTF-8").at(Location {
-                            file: name,
+                            file: name.clone(),
                             document: 1,
                             line: u32::try_from(line).unwrap_or(u32::MAX),
                         }),
                     );
-                    return;
+                    return None;
                 }
             };
-        let documents = match yaml::parse(text, self.options.limits) {
-            Ok(documents) => documents,
+        match yaml::parse(text, self.options.limits) {
+            Ok(documents) => Some(documents),
             Err(e) => {
                 self.loaded
                     .diagnostics
                     .push(Diagnostic::error(e.message).at(Location {
-                        file: name,
+                        file: name.clone(),
                         document: e.document,
                         line: e.line,
                     }));
-                return;
-            }
-        };
-        let mut in_this_file: HashMap<(Kind, String, String), Origin> = HashMap::new();
-        for doc in documents {
-            let Some(root) = doc.root else { continue };
-            if !doc.duplicates.is_empty() {
-                // YAML forbids a repeated key; which value was meant is
-                // unknown, so the document is not read.
-                let id = self.resource_id(&root);
-                for d in &doc.duplicates {
-                    self.loaded.diagnostics.push(
-                        Diagnostic::error(format!(
-                            "duplicate key {:?} (first at line {}); YAML forbids repeating a key: keep one",
-                            d.key, d.first_line
-                        ))
-                        .at(Location {
-                            file: name.clone(),
-                            document: doc.index,
-                            line: d.line,
-                        })
-                        .resource(id.clone())
-                        .field(display_path(&d.path)),
-                    );
-                }
-                continue;
-            }
-            let mut resources = Vec::new();
-            match list_items(&root) {
-                // `kubectl get vs,dr -o yaml` writes a `List` (or a
-                // `VirtualServiceList`...): its items are the documents.
-                Some(items) => {
-                    self.loaded.diagnostics.push(
-                        Diagnostic::info(format!(
-                            "reading the {} items of a {}",
-                            items.len(),
-                            root.get("kind").and_then(Node::as_str).unwrap_or("List")
-                        ))
-                        .at(Location {
-                            file: name.clone(),
-                            document: doc.index,
-                            line: doc.line,
-                        }),
-                    );
-                    for item in items {
-                        let line = item.line;
-                        resources.push((item, line));
-                    }
-                }
-                None => resources.push((Cow::Borrowed(&root), doc.line)),
-            }
-            for (resource, line) in resources {
-                let origin = Origin {
-                    file: name.clone(),
-                    document: doc.index,
-                    line,
-                    lines: Arc::new(LineIndex::build(&resource)),
-                };
-                self.resource(&resource, origin, &mut in_this_file);
+                None
             }
         }
+    }
+
+    /// One error per repeated key of `doc`, naming its resource and field.
+    fn duplicate_keys(&mut self, name: &Arc<str>, doc: &yaml::Document, root: &Node) {
+        let id = self.resource_id(root);
+        for d in &doc.duplicates {
+            self.loaded.diagnostics.push(
+                Diagnostic::error(format!(
+                    "duplicate key {:?} (first at line {}); YAML forbids repeating a key: keep one",
+                    d.key, d.first_line
+                ))
+                .at(Location {
+                    file: name.clone(),
+                    document: doc.index,
+                    line: d.line,
+                })
+                .resource(id.clone())
+                .field(display_path(&d.path)),
+            );
+        }
+    }
+
+    /// The resources a document holds, each with its line: the document
+    /// itself, or the items of a List.
+    fn resources<'n>(
+        &mut self,
+        name: &Arc<str>,
+        doc: &yaml::Document,
+        root: &'n Node,
+    ) -> Vec<(Cow<'n, Node>, u32)> {
+        // `kubectl get vs,dr -o yaml` writes a `List` (or a
+        // `VirtualServiceList`...): its items are the documents.
+        let Some(items) = list_items(root) else {
+            return vec![(Cow::Borrowed(root), doc.line)];
+        };
+        self.loaded.diagnostics.push(
+            Diagnostic::info(format!(
+                "reading the {} items of a {}",
+                items.len(),
+                root.get("kind").and_then(Node::as_str).unwrap_or("List")
+            ))
+            .at(Location {
+                file: name.clone(),
+                document: doc.index,
+                line: doc.line,
+            }),
+        );
+        items
+            .into_iter()
+            .map(|item| {
+                let line = item.line;
+                (item, line)
+            })
+            .collect()
     }
 
     /// `Kind namespace/name` of a document, as far as it says.
@@ -264,29 +241,76 @@ impl Loader<'_> {
 
     /// Reads one document; returns the key of the resource it defined.
     fn document(&mut self, root: &Node, origin: Origin) -> Option<(Kind, String, String)> {
-        let at = |path: &str| origin.location(path);
-        let diags = &mut self.loaded.diagnostics;
         let Value::Map(entries) = &root.value else {
-            diags.push(
+            self.loaded.diagnostics.push(
                 Diagnostic::error(format!(
                     "expected a mapping with apiVersion, kind, metadata and spec, found {}",
                     root.describe()
                 ))
-                .at(at("")),
+                .at(origin.location("")),
             );
             return None;
         };
-        let kind_text = root.get("kind").and_then(Node::as_str);
-        let api_version = root.get("apiVersion").and_then(Node::as_str);
-        let Some(kind_text) = kind_text else {
-            diags.push(
+        let header = self.header(root, &origin)?;
+        let fields_known = self.top_level_fields(entries, &origin, &header.id);
+        let metadata: Metadata = match root.entry("metadata") {
+            Some((key, node)) => match from_node(node, "metadata", key.line) {
+                Ok(m) => m,
+                Err(e) => {
+                    let d = de_diagnostic(e, &origin, &header.id);
+                    self.loaded.diagnostics.push(d);
+                    return None;
+                }
+            },
+            None => Metadata::default(),
+        };
+        let Some(name) = metadata.name.filter(|n| !n.is_empty()) else {
+            self.loaded.diagnostics.push(
+                Diagnostic::error(format!(
+                    "{} has no metadata.name; every resource needs a name",
+                    header.kind
+                ))
+                .at(origin.location("metadata"))
+                .resource(header.id)
+                .field("metadata.name"),
+            );
+            return None;
+        };
+        if !fields_known {
+            return None;
+        }
+        let kind = header.kind;
+        let head = Head {
+            kind,
+            name,
+            namespace: header.namespace,
+            labels: metadata.labels,
+            origin,
+        };
+        let key = (kind, head.namespace.clone(), head.name.clone());
+        let ok = match kind {
+            Kind::Gateway => self.typed(root, head, |m| &mut m.gateways),
+            Kind::VirtualService => self.typed(root, head, |m| &mut m.virtual_services),
+            Kind::DestinationRule => self.typed(root, head, |m| &mut m.destination_rules),
+            Kind::ServiceEntry => self.typed(root, head, |m| &mut m.service_entries),
+            Kind::WorkloadEntry => self.typed(root, head, |m| &mut m.workload_entries),
+        };
+        ok.then_some(key)
+    }
+
+    /// The kind and namespace a document declares, and its name as far as
+    /// it says (for every message about it); `None` when it has no kind or
+    /// apiVersion, or one ringway does not read (skipped with a note, or an
+    /// error when it is a networking kind that does not exist).
+    fn header(&mut self, root: &Node, origin: &Origin) -> Option<Header> {
+        let Some(kind_text) = root.get("kind").and_then(Node::as_str) else {
+            self.loaded.diagnostics.push(
                 Diagnostic::error("kind is missing: every document needs apiVersion and kind")
-                    .at(at(""))
+                    .at(origin.location(""))
                     .field("kind"),
             );
             return None;
         };
-        // Named as well as the document allows, for every message below.
         let raw_meta = |key: &str| {
             root.get("metadata")
                 .and_then(|m| m.get(key))
@@ -299,18 +323,38 @@ impl Loader<'_> {
             "{kind_text} {namespace}/{}",
             raw_name.unwrap_or("(unnamed)")
         );
-        let Some(api_version) = api_version else {
-            diags.push(
+        let Some(api_version) = root.get("apiVersion").and_then(Node::as_str) else {
+            self.loaded.diagnostics.push(
                 Diagnostic::error(
                     "apiVersion is missing: every document needs apiVersion and kind",
                 )
-                .at(at(""))
+                .at(origin.location(""))
                 .resource(id)
                 .field("apiVersion"),
             );
             return None;
         };
+        let declared = Declared {
+            kind: kind_text,
+            api_version,
+            name: raw_name,
+        };
+        let kind = self.kind(&declared, origin, &id)?;
+        Some(Header {
+            kind,
+            namespace,
+            id,
+        })
+    }
+
+    /// The kind of a document with its apiVersion checked: `None` with an
+    /// error for an unknown networking kind or version, with a note for
+    /// every other group's kinds (skipped).
+    fn kind(&mut self, declared: &Declared, origin: &Origin, id: &str) -> Option<Kind> {
+        let at = |path: &str| origin.location(path);
+        let (kind_text, api_version) = (declared.kind, declared.api_version);
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let diags = &mut self.loaded.diagnostics;
         let kind = match Kind::parse(kind_text) {
             Some(kind) if group == API_GROUP => kind,
             None if group == API_GROUP && !MESH_KINDS.contains(&kind_text) => {
@@ -340,7 +384,7 @@ impl Loader<'_> {
                 diags.push(
                     Diagnostic::info(format!(
                         "skipping {kind_text} {} ({api_version}): {why}",
-                        raw_name.unwrap_or("(unnamed)")
+                        declared.name.unwrap_or("(unnamed)")
                     ))
                     .at(at("kind")),
                 );
@@ -359,6 +403,12 @@ impl Loader<'_> {
             );
             return None;
         }
+        Some(kind)
+    }
+
+    /// An error for each top-level key other than apiVersion, kind,
+    /// metadata, spec and status; true when there is none.
+    fn top_level_fields(&mut self, entries: &[(Node, Node)], origin: &Origin, id: &str) -> bool {
         const TOP: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
         let mut ok = true;
         for (key, _) in entries {
@@ -368,55 +418,16 @@ impl Loader<'_> {
                     || format!("; valid fields: {}", TOP.join(", ")),
                     |h| format!(", did you mean {h:?}?"),
                 );
-                diags.push(
+                self.loaded.diagnostics.push(
                     Diagnostic::error(format!("unknown field {key_text:?}{hint}"))
-                        .at(at(key_text))
-                        .resource(id.clone())
+                        .at(origin.location(key_text))
+                        .resource(id)
                         .field(key_text),
                 );
                 ok = false;
             }
         }
-        let metadata: Metadata = match root.entry("metadata") {
-            Some((key, node)) => match from_node(node, "metadata", key.line) {
-                Ok(m) => m,
-                Err(e) => {
-                    diags.push(de_diagnostic(e, &origin, &id));
-                    return None;
-                }
-            },
-            None => Metadata::default(),
-        };
-        let Some(name) = metadata.name.filter(|n| !n.is_empty()) else {
-            diags.push(
-                Diagnostic::error(format!(
-                    "{kind} has no metadata.name; every resource needs a name"
-                ))
-                .at(at("metadata"))
-                .resource(id)
-                .field("metadata.name"),
-            );
-            return None;
-        };
-        if !ok {
-            return None;
-        }
-        let head = Head {
-            kind,
-            name,
-            namespace,
-            labels: metadata.labels,
-            origin,
-        };
-        let key = (kind, head.namespace.clone(), head.name.clone());
-        let ok = match kind {
-            Kind::Gateway => self.typed(root, head, |m| &mut m.gateways),
-            Kind::VirtualService => self.typed(root, head, |m| &mut m.virtual_services),
-            Kind::DestinationRule => self.typed(root, head, |m| &mut m.destination_rules),
-            Kind::ServiceEntry => self.typed(root, head, |m| &mut m.service_entries),
-            Kind::WorkloadEntry => self.typed(root, head, |m| &mut m.workload_entries),
-        };
-        ok.then_some(key)
+        ok
     }
 
     /// Deserializes `spec` and stores the resource, replacing one with the
@@ -492,6 +503,21 @@ impl Loader<'_> {
         self.seen.insert(key, origin);
         true
     }
+}
+
+/// What a document says it is, as written.
+struct Declared<'a> {
+    kind: &'a str,
+    api_version: &'a str,
+    name: Option<&'a str>,
+}
+
+/// A document's kind and namespace, and how messages name it
+/// (`Kind namespace/name`, as far as it says).
+struct Header {
+    kind: Kind,
+    namespace: String,
+    id: String,
 }
 
 struct Head {

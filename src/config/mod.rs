@@ -4,11 +4,10 @@
 #![forbid(unsafe_code)]
 
 pub mod de;
-pub mod files;
 pub mod load;
 pub mod manifest;
 pub mod resource;
 pub mod schema;
 pub mod yaml;
 
-pub use load::{Kind, LoadOptions, Loaded, Manifests, Origin, Resource, load, load_str};
+pub use load::{Kind, LoadOptions, Loaded, Manifests, Origin, Resource, load_documents, load_str};

@@ -6,9 +6,13 @@
 //! nodes per file *after* alias expansion (so "billion laughs" stops early).
 //! Building is iterative: no recursion, whatever the depth of the input.
 
+mod explain;
+
 use std::collections::HashMap;
 
-use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+
+use self::explain::scan_error;
 
 /// Limits applied to every file.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +25,7 @@ pub struct Limits {
 
 impl Limits {
     pub const DEFAULT: Limits = Limits {
-        max_file_bytes: 16 << 20,
+        max_file_bytes: crate::source::MAX_DOCUMENT_BYTES,
         max_depth: 64,
         max_nodes: 1_000_000,
         max_documents: 10_000,
@@ -391,29 +395,7 @@ impl Builder<'_> {
                 self.charge(1, line)?;
                 let forced_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
                 let plain = style == ScalarStyle::Plain && !forced_str;
-                let first_key_of_pair = matches!(
-                    self.stack.last(),
-                    Some(Frame::Map { implicit: true, entries, key: None, .. }) if entries.is_empty()
-                );
-                if plain && first_key_of_pair {
-                    let glued = self.char_at(span.end.line(), span.end.col()) == Some(':')
-                        && matches!(
-                            self.char_at(span.end.line(), span.end.col() + 1),
-                            Some(',' | ']')
-                        );
-                    if let Some(Frame::Map { glued: g, .. }) = self.stack.last_mut() {
-                        *g = glued;
-                    }
-                }
-                let value = if plain && resolve_plain(&text) == Plain::Null {
-                    Value::Null
-                } else {
-                    Value::Scalar {
-                        text: text.into_owned(),
-                        plain,
-                    }
-                };
-                self.finish(Node { value, line }, anchor)
+                self.scalar(text.into_owned(), plain, anchor, span, line)
             }
             Event::Alias(id) => {
                 let Some(node) = self.anchors.get(&id) else {
@@ -441,22 +423,7 @@ impl Builder<'_> {
             }
             Event::MappingStart(anchor, _) => {
                 self.charge(1, line)?;
-                // Only a flow sequence holds a pair without braces whose key
-                // may hide a glued colon; block sequences never do.
-                let in_flow_seq = matches!(self.stack.last(), Some(Frame::Seq { flow: true, .. }));
-                let implicit =
-                    in_flow_seq && self.char_at(span.start.line(), span.start.col()) != Some('{');
-                self.open(
-                    Frame::Map {
-                        line,
-                        anchor,
-                        entries: Vec::new(),
-                        key: None,
-                        implicit,
-                        glued: false,
-                    },
-                    line,
-                )
+                self.start_map(anchor, span, line)
             }
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
                 Some(Frame::Seq {
@@ -477,29 +444,7 @@ impl Builder<'_> {
                     entries,
                     glued,
                     ..
-                }) => {
-                    // Kubernetes' YAML (go-yaml) reads `[1.2.3.4, 001:db8::]`
-                    // as two strings: a colon glued to `,` or `]` does not
-                    // start a value there. YAML 1.2 makes `001:db8:` a key
-                    // with an empty value; ringway reads it as Kubernetes does.
-                    if glued && entries.len() == 1 && entries[0].1.value == Value::Null {
-                        if let Some(text) = entries[0].0.as_str() {
-                            let value = Value::Scalar {
-                                text: format!("{text}:"),
-                                plain: true,
-                            };
-                            return self.finish(Node { value, line }, anchor);
-                        }
-                    }
-                    let entries = self.merge_keys(entries)?;
-                    self.finish(
-                        Node {
-                            value: Value::Map(entries),
-                            line,
-                        },
-                        anchor,
-                    )
-                }
+                }) => self.end_map(entries, glued, anchor, line),
                 None => Err(self.error(line, "unbalanced end of collection")),
             },
             Event::StreamStart
@@ -508,6 +453,90 @@ impl Builder<'_> {
             | Event::DocumentEnd
             | Event::Nothing => Ok(()),
         }
+    }
+
+    /// A scalar: null when plain and spelled as one, else its text. The
+    /// first plain key of a pair without braces in a flow sequence notes
+    /// whether its colon is glued to `,` or `]` (see [`Builder::end_map`]).
+    fn scalar(
+        &mut self,
+        text: String,
+        plain: bool,
+        anchor: usize,
+        span: Span,
+        line: u32,
+    ) -> Result<(), YamlError> {
+        let first_key_of_pair = matches!(
+            self.stack.last(),
+            Some(Frame::Map { implicit: true, entries, key: None, .. }) if entries.is_empty()
+        );
+        if plain && first_key_of_pair {
+            let glued = self.char_at(span.end.line(), span.end.col()) == Some(':')
+                && matches!(
+                    self.char_at(span.end.line(), span.end.col() + 1),
+                    Some(',' | ']')
+                );
+            if let Some(Frame::Map { glued: g, .. }) = self.stack.last_mut() {
+                *g = glued;
+            }
+        }
+        let value = if plain && resolve_plain(&text) == Plain::Null {
+            Value::Null
+        } else {
+            Value::Scalar { text, plain }
+        };
+        self.finish(Node { value, line }, anchor)
+    }
+
+    fn start_map(&mut self, anchor: usize, span: Span, line: u32) -> Result<(), YamlError> {
+        // Only a flow sequence holds a pair without braces whose key may
+        // hide a glued colon; block sequences never do.
+        let in_flow_seq = matches!(self.stack.last(), Some(Frame::Seq { flow: true, .. }));
+        let implicit =
+            in_flow_seq && self.char_at(span.start.line(), span.start.col()) != Some('{');
+        self.open(
+            Frame::Map {
+                line,
+                anchor,
+                entries: Vec::new(),
+                key: None,
+                implicit,
+                glued: false,
+            },
+            line,
+        )
+    }
+
+    /// A mapping closed: its merge keys applied, or the string a glued
+    /// colon stands for.
+    fn end_map(
+        &mut self,
+        entries: Vec<(Node, Node)>,
+        glued: bool,
+        anchor: usize,
+        line: u32,
+    ) -> Result<(), YamlError> {
+        // Kubernetes' YAML (go-yaml) reads `[1.2.3.4, 001:db8::]` as two
+        // strings: a colon glued to `,` or `]` does not start a value
+        // there. YAML 1.2 makes `001:db8:` a key with an empty value;
+        // ringway reads it as Kubernetes does.
+        if glued && entries.len() == 1 && entries[0].1.value == Value::Null {
+            if let Some(text) = entries[0].0.as_str() {
+                let value = Value::Scalar {
+                    text: format!("{text}:"),
+                    plain: true,
+                };
+                return self.finish(Node { value, line }, anchor);
+            }
+        }
+        let entries = self.merge_keys(entries)?;
+        self.finish(
+            Node {
+                value: Value::Map(entries),
+                line,
+            },
+            anchor,
+        )
     }
 }
 
@@ -574,73 +603,6 @@ pub fn parse(text: &str, limits: Limits) -> Result<Vec<Document>, YamlError> {
         }
     }
     Ok(documents)
-}
-
-fn scan_error(e: &ScanError, document: usize, text: &str) -> YamlError {
-    let line = u32::try_from(e.marker().line()).unwrap_or(u32::MAX);
-    let (line, message) = explain(text, e.info(), line);
-    YamlError {
-        line,
-        document: document.max(1),
-        message,
-    }
-}
-
-/// The scanner's complaint in words, at the line where the mistake most
-/// likely is. "mapping values are not allowed in this context" on a line
-/// usually means the line above lacks its colon (`selector` for
-/// `selector:`), or this line is indented deeper than the key above it.
-fn explain(text: &str, info: &str, line: u32) -> (u32, String) {
-    let lines: Vec<&str> = text.lines().collect();
-    let body = |n: u32| -> Option<&str> {
-        let l = lines.get(usize::try_from(n).ok()?.checked_sub(1)?)?;
-        let without_comment = match l.find(" #") {
-            Some(i) => &l[..i],
-            None => l,
-        };
-        (!without_comment.trim().is_empty() && !without_comment.trim_start().starts_with('#'))
-            .then_some(without_comment.trim_end())
-    };
-    let indent = |l: &str| l.len() - l.trim_start().len();
-    if info.starts_with("mapping values are not allowed") || info.contains("expected ':'") {
-        let previous = (1..line).rev().find_map(|n| body(n).map(|b| (n, b)));
-        if let (Some((n, above)), Some(here)) = (previous, body(line)) {
-            let key = above.trim_start().trim_start_matches("- ");
-            if !key.contains(':') && !key.is_empty() {
-                return (
-                    n,
-                    format!(
-                        "invalid YAML: `{key}` has no colon: write `{key}:` to start a mapping \
-                         (or quote a value that contains \": \")"
-                    ),
-                );
-            }
-            if indent(here) > indent(above) {
-                let above_key = key.split(':').next().unwrap_or(key);
-                return (
-                    line,
-                    format!(
-                        "invalid YAML: this line is indented deeper than `{above_key}:` above it and \
-                         cannot start a key there; keys of one mapping start in the same column"
-                    ),
-                );
-            }
-        }
-        return (
-            line,
-            "invalid YAML: a `key: value` is not allowed here: quote a value that contains \": \", \
-             or check the indentation of this line and the one above"
-                .to_owned(),
-        );
-    }
-    if info.contains("tabs") {
-        return (
-            line,
-            "invalid YAML: tabs are not allowed in indentation; YAML indents with spaces"
-                .to_owned(),
-        );
-    }
-    (line, format!("invalid YAML: {info}"))
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use super::table::{ClusterId, RouteId, RouteTable};
 mod checks;
 mod clusters;
 mod listeners;
+mod routes;
 
 pub const DEFAULT_DOMAIN: &str = "cluster.local";
 

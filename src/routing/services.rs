@@ -214,32 +214,65 @@ fn endpoint_address(address: &str) -> Option<EndpointAddress> {
 
 fn check_service_entry(se: &Resource<ServiceEntrySpec>, diags: &mut Diagnostics) {
     let spec = &se.spec;
-    let mut error = |path: &str, msg: String| diags.push(se.diag(Severity::Error, path, msg));
+    let error = |path: &str, msg: String| se.diag(Severity::Error, path, msg);
     if spec.hosts.is_empty() {
-        error("spec.hosts", "at least one host is required".to_owned());
+        diags.push(error(
+            "spec.hosts",
+            "at least one host is required".to_owned(),
+        ));
     }
     if spec.resolution == Some(Resolution::DnsRoundRobin) && spec.endpoints.len() > 1 {
         // Istio's validation: "there must only be 0 or 1 endpoint for
         // resolution mode DNS_ROUND_ROBIN".
-        error(
+        diags.push(error(
             "spec.endpoints",
             format!(
                 "resolution DNS_ROUND_ROBIN takes at most one endpoint (it has {}), as in Istio: \
                  it connects to the first address of one name; use resolution: DNS to balance over several",
                 spec.endpoints.len()
             ),
-        );
+        ));
     }
     for (i, host) in spec.hosts.iter().enumerate() {
         if host == "*" || host.is_empty() {
-            error(
+            diags.push(error(
                 &format!("spec.hosts[{i}]"),
                 format!(
                     "host {host:?} is not allowed: name the service, for example tcp-echo.default.svc.cluster.local"
                 ),
-            );
+            ));
         }
     }
+    check_service_ports(se, diags);
+    if !spec.endpoints.is_empty() && spec.workload_selector.is_some() {
+        diags.push(error(
+            "spec.workloadSelector",
+            "set either endpoints or workloadSelector, not both".to_owned(),
+        ));
+    }
+    if matches!(spec.resolution, None | Some(Resolution::None)) && !spec.endpoints.is_empty() {
+        diags.push(error(
+            "spec.resolution",
+            "endpoints need resolution STATIC (IP addresses) or DNS (host names); NONE, the default, takes none".to_owned(),
+        ));
+    }
+    let names: Vec<&str> = spec.ports.iter().map(|p| p.name.as_str()).collect();
+    for (i, ep) in spec.endpoints.iter().enumerate() {
+        check_workload(
+            se,
+            ep,
+            &format!("spec.endpoints[{i}]"),
+            Some((&names, spec.resolution)),
+            diags,
+        );
+    }
+    warn_unapplied_fields(se, diags);
+}
+
+/// A ServiceEntry's ports: numbers in range, names given, both unique.
+fn check_service_ports(se: &Resource<ServiceEntrySpec>, diags: &mut Diagnostics) {
+    let spec = &se.spec;
+    let mut error = |path: &str, msg: String| diags.push(se.diag(Severity::Error, path, msg));
     for (i, port) in spec.ports.iter().enumerate() {
         let path = format!("spec.ports[{i}]");
         if port_number(port.number).is_none() {
@@ -276,28 +309,11 @@ fn check_service_entry(se: &Resource<ServiceEntrySpec>, diags: &mut Diagnostics)
             );
         }
     }
-    if !spec.endpoints.is_empty() && spec.workload_selector.is_some() {
-        error(
-            "spec.workloadSelector",
-            "set either endpoints or workloadSelector, not both".to_owned(),
-        );
-    }
-    if matches!(spec.resolution, None | Some(Resolution::None)) && !spec.endpoints.is_empty() {
-        error(
-            "spec.resolution",
-            "endpoints need resolution STATIC (IP addresses) or DNS (host names); NONE, the default, takes none".to_owned(),
-        );
-    }
-    let names: Vec<&str> = spec.ports.iter().map(|p| p.name.as_str()).collect();
-    for (i, ep) in spec.endpoints.iter().enumerate() {
-        check_workload(
-            se,
-            ep,
-            &format!("spec.endpoints[{i}]"),
-            Some((&names, spec.resolution)),
-            diags,
-        );
-    }
+}
+
+/// Warnings for ServiceEntry fields accepted and not applied.
+fn warn_unapplied_fields(se: &Resource<ServiceEntrySpec>, diags: &mut Diagnostics) {
+    let spec = &se.spec;
     for (field, present) in [
         ("addresses", spec.addresses.is_some()),
         ("exportTo", spec.export_to.is_some()),

@@ -56,102 +56,123 @@ impl Compiler<'_> {
 
     /// Structural checks and warnings for every VirtualService.
     pub(super) fn check_virtual_services(&mut self) {
-        let m = self.m;
-        for vs in &m.virtual_services {
+        for vs in &self.m.virtual_services {
             if vs.spec.hosts.is_empty() {
                 self.check_delegate(vs);
             }
-            if vs.spec.tcp.is_empty() && vs.spec.tls.is_empty() && vs.spec.http.is_none() {
-                self.push(vs.diag(
-                    Severity::Error,
-                    "spec",
-                    "a VirtualService needs routes: write tcp: for TCP servers or tls: for TLS passthrough servers",
-                ));
-            }
-            if vs.spec.export_to.is_some() {
-                self.push(vs.diag(
-                    Severity::Warning,
-                    "spec.exportTo",
-                    "exportTo is accepted but not applied: every resource is visible to ringway",
-                ));
-            }
-            if vs.spec.http.is_some() && !vs.spec.tcp.is_empty() {
-                self.push(vs.diag(
-                    Severity::Warning,
-                    "spec.http",
-                    "http routes are not supported yet and are ignored",
-                ));
-            }
-            for (i, g) in vs.spec.gateways.iter().flatten().enumerate() {
-                if let GatewayRef::Gateway(id) = resolve_gateway(g, &vs.namespace) {
-                    let known: Vec<String> = m
-                        .gateways
-                        .iter()
-                        .map(|gw| format!("{}/{}", gw.namespace, gw.name))
-                        .collect();
-                    if !known.contains(&id) {
-                        let names: Vec<&str> = known.iter().map(String::as_str).collect();
-                        let hint = crate::diag::did_you_mean(&id, &names)
-                            .map_or_else(String::new, |h| format!(", did you mean {h:?}?"));
-                        // istioctl analyze: IST0101 ReferencedResourceNotFound.
-                        self.push(vs.diag(
-                            Severity::Error,
-                            &format!("spec.gateways[{i}]"),
-                            format!(
-                                "gateway {id} is not defined in this configuration{hint} \
-                                 (a gateway is named namespace/name, or name in the VirtualService's namespace)"
-                            ),
-                        ));
-                    }
-                }
-            }
-            for (r, rule) in vs.spec.tcp.iter().enumerate() {
-                for (mi, mb) in rule.matches.iter().enumerate() {
-                    let path = format!("spec.tcp[{r}].match[{mi}]");
-                    self.check_match_port(vs, &path, mb.port);
-                    self.ignored_match_fields(
-                        vs,
-                        &path,
-                        [
-                            ("destinationSubnets", mb.destination_subnets.is_some()),
-                            ("sourceLabels", mb.source_labels.is_some()),
-                            ("sourceNamespace", mb.source_namespace.is_some()),
-                            ("sourceSubnet", mb.source_subnet.is_some()),
-                        ],
-                    );
-                }
-            }
-            for (r, rule) in vs.spec.tls.iter().enumerate() {
-                let path = format!("spec.tls[{r}]");
-                if rule.matches.is_empty() {
+            self.check_sections(vs);
+            self.check_gateway_refs(vs);
+            self.check_tcp_matches(vs);
+            self.check_tls_matches(vs);
+            self.unreachable_rules(vs);
+        }
+    }
+
+    /// A VirtualService needs routes; fields accepted and not applied.
+    fn check_sections(&mut self, vs: &Resource<VirtualServiceSpec>) {
+        if vs.spec.tcp.is_empty() && vs.spec.tls.is_empty() && vs.spec.http.is_none() {
+            self.push(vs.diag(
+                Severity::Error,
+                "spec",
+                "a VirtualService needs routes: write tcp: for TCP servers or tls: for TLS passthrough servers",
+            ));
+        }
+        if vs.spec.export_to.is_some() {
+            self.push(vs.diag(
+                Severity::Warning,
+                "spec.exportTo",
+                "exportTo is accepted but not applied: every resource is visible to ringway",
+            ));
+        }
+        if vs.spec.http.is_some() && !vs.spec.tcp.is_empty() {
+            self.push(vs.diag(
+                Severity::Warning,
+                "spec.http",
+                "http routes are not supported yet and are ignored",
+            ));
+        }
+    }
+
+    /// Every gateway a VirtualService names must be defined.
+    fn check_gateway_refs(&mut self, vs: &Resource<VirtualServiceSpec>) {
+        let m = self.m;
+        for (i, g) in vs.spec.gateways.iter().flatten().enumerate() {
+            if let GatewayRef::Gateway(id) = resolve_gateway(g, &vs.namespace) {
+                let known: Vec<String> = m
+                    .gateways
+                    .iter()
+                    .map(|gw| format!("{}/{}", gw.namespace, gw.name))
+                    .collect();
+                if !known.contains(&id) {
+                    let names: Vec<&str> = known.iter().map(String::as_str).collect();
+                    let hint = crate::diag::did_you_mean(&id, &names)
+                        .map_or_else(String::new, |h| format!(", did you mean {h:?}?"));
+                    // istioctl analyze: IST0101 ReferencedResourceNotFound.
                     self.push(vs.diag(
                         Severity::Error,
-                        &format!("{path}.match"),
-                        "a tls route needs at least one match with sniHosts",
+                        &format!("spec.gateways[{i}]"),
+                        format!(
+                            "gateway {id} is not defined in this configuration{hint} \
+                             (a gateway is named namespace/name, or name in the VirtualService's namespace)"
+                        ),
                     ));
                 }
-                for (mi, mb) in rule.matches.iter().enumerate() {
-                    let mpath = format!("{path}.match[{mi}]");
-                    if mb.sni_hosts.is_empty() {
-                        self.push(vs.diag(
-                            Severity::Error,
-                            &format!("{mpath}.sniHosts"),
-                            "sniHosts is required: the SNI names this rule matches (\"*\" for any)",
-                        ));
-                    }
-                    self.check_match_port(vs, &mpath, mb.port);
-                    self.ignored_match_fields(
-                        vs,
-                        &mpath,
-                        [
-                            ("destinationSubnets", mb.destination_subnets.is_some()),
-                            ("sourceLabels", mb.source_labels.is_some()),
-                            ("sourceNamespace", mb.source_namespace.is_some()),
-                        ],
-                    );
-                }
             }
-            self.unreachable_rules(vs);
+        }
+    }
+
+    /// The match blocks of tcp rules: ports, and fields that do nothing here.
+    fn check_tcp_matches(&mut self, vs: &Resource<VirtualServiceSpec>) {
+        for (r, rule) in vs.spec.tcp.iter().enumerate() {
+            for (mi, mb) in rule.matches.iter().enumerate() {
+                let path = format!("spec.tcp[{r}].match[{mi}]");
+                self.check_match_port(vs, &path, mb.port);
+                self.ignored_match_fields(
+                    vs,
+                    &path,
+                    [
+                        ("destinationSubnets", mb.destination_subnets.is_some()),
+                        ("sourceLabels", mb.source_labels.is_some()),
+                        ("sourceNamespace", mb.source_namespace.is_some()),
+                        ("sourceSubnet", mb.source_subnet.is_some()),
+                    ],
+                );
+            }
+        }
+    }
+
+    /// The match blocks of tls rules: sniHosts required, ports, and fields
+    /// that do nothing here.
+    fn check_tls_matches(&mut self, vs: &Resource<VirtualServiceSpec>) {
+        for (r, rule) in vs.spec.tls.iter().enumerate() {
+            let path = format!("spec.tls[{r}]");
+            if rule.matches.is_empty() {
+                self.push(vs.diag(
+                    Severity::Error,
+                    &format!("{path}.match"),
+                    "a tls route needs at least one match with sniHosts",
+                ));
+            }
+            for (mi, mb) in rule.matches.iter().enumerate() {
+                let mpath = format!("{path}.match[{mi}]");
+                if mb.sni_hosts.is_empty() {
+                    self.push(vs.diag(
+                        Severity::Error,
+                        &format!("{mpath}.sniHosts"),
+                        "sniHosts is required: the SNI names this rule matches (\"*\" for any)",
+                    ));
+                }
+                self.check_match_port(vs, &mpath, mb.port);
+                self.ignored_match_fields(
+                    vs,
+                    &mpath,
+                    [
+                        ("destinationSubnets", mb.destination_subnets.is_some()),
+                        ("sourceLabels", mb.source_labels.is_some()),
+                        ("sourceNamespace", mb.source_namespace.is_some()),
+                    ],
+                );
+            }
         }
     }
 

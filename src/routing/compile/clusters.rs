@@ -1,102 +1,19 @@
-//! Rules → routes and destinations → clusters: a route's weighted clusters,
-//! each resolved once against the ServiceEntry registry and the
-//! DestinationRule policy of its host.
+//! Destinations → clusters: each destination of a route resolved once
+//! against the ServiceEntry registry and the DestinationRule policy of its
+//! host.
 
 use crate::config::Resource;
-use crate::config::manifest::{RouteDestination, VirtualServiceSpec};
+use crate::config::manifest::{
+    Labels, Resolution, RouteDestination, ServiceEntrySpec, ServicePort, VirtualServiceSpec,
+};
 use crate::diag::Severity;
 
-use super::{Compiler, Section, fmt_labels};
+use super::{Compiler, fmt_labels};
 use crate::routing::names::expand_host;
-use crate::routing::policy::{Unservable, default_route_timeouts, port_number};
-use crate::routing::table::{Cluster, ClusterId, Route, RouteId, Service, WeightedCluster};
+use crate::routing::policy::{Unservable, port_number};
+use crate::routing::table::{Cluster, ClusterId, ClusterPolicy, Endpoint, Service};
 
-impl Compiler<'_> {
-    /// The route of rule `r` of a VirtualService section, compiled once.
-    pub(super) fn route(&mut self, v: usize, section: Section, r: usize) -> Option<RouteId> {
-        if let Some(id) = self.routes.get(&(v, section, r)) {
-            return *id;
-        }
-        let id = self.build_route(v, section, r).map(|route| {
-            let id = RouteId(u32::try_from(self.table.routes.len()).unwrap_or(u32::MAX));
-            self.table.routes.push(route);
-            id
-        });
-        self.routes.insert((v, section, r), id);
-        id
-    }
-
-    pub(super) fn build_route(&mut self, v: usize, section: Section, r: usize) -> Option<Route> {
-        let vs = &self.m.virtual_services[v];
-        let dests: &[RouteDestination] = match section {
-            Section::Tcp => &vs.spec.tcp[r].route,
-            Section::Tls => &vs.spec.tls[r].route,
-        };
-        let path = format!("spec.{}[{r}]", section.name());
-        if dests.is_empty() {
-            self.push(vs.diag(
-                Severity::Error,
-                &format!("{path}.route"),
-                "at least one destination is required",
-            ));
-            return None;
-        }
-        let mut weights: Vec<u32> = Vec::with_capacity(dests.len());
-        let mut ok = true;
-        for (i, d) in dests.iter().enumerate() {
-            let w = d.weight.unwrap_or(0);
-            match u32::try_from(w) {
-                Ok(w) => weights.push(if dests.len() == 1 { 1 } else { w }),
-                Err(_) => {
-                    self.push(vs.diag(
-                        Severity::Error,
-                        &format!("{path}.route[{i}].weight"),
-                        format!("weight {w} is out of range: weights are 0 or more (each destination gets weight / sum)"),
-                    ));
-                    ok = false;
-                }
-            }
-        }
-        if ok && weights.iter().all(|w| *w == 0) {
-            self.push(vs.diag(
-                Severity::Error,
-                &format!("{path}.route"),
-                "every destination has weight 0, so no connection could be routed; give at least one a weight above 0",
-            ));
-            ok = false;
-        }
-        let mut clusters = Vec::with_capacity(dests.len());
-        for (i, d) in dests.iter().enumerate() {
-            match self.cluster(vs, &format!("{path}.route[{i}].destination"), d) {
-                Some(id) => clusters.push(id),
-                None => ok = false,
-            }
-        }
-        if !ok {
-            return None;
-        }
-        let first_host = expand_host(
-            &dests[0].destination.host,
-            &vs.namespace,
-            &self.options.domain,
-        );
-        let (idle_timeout, max_connection_duration) = match self.rules.get(&first_host) {
-            Some((_, rule)) => rule.route_timeouts(),
-            None => default_route_timeouts(),
-        };
-        Some(Route {
-            name: format!("{}/{} {}[{r}]", vs.namespace, vs.name, section.name()),
-            clusters: clusters
-                .into_iter()
-                .zip(weights)
-                .filter(|(_, w)| *w > 0)
-                .map(|(cluster, weight)| WeightedCluster { cluster, weight })
-                .collect(),
-            idle_timeout,
-            max_connection_duration,
-        })
-    }
-
+impl<'m> Compiler<'m> {
     /// Resolves a destination to its cluster, building the cluster once.
     pub(super) fn cluster(
         &mut self,
@@ -105,7 +22,47 @@ impl Compiler<'_> {
         d: &RouteDestination,
     ) -> Option<ClusterId> {
         let dest = &d.destination;
-        if dest.host.is_empty() || dest.host == "*" {
+        let (host, se) = self.service(vs, path, &dest.host)?;
+        let number = dest.port.and_then(|p| p.number);
+        let service_port = self.service_port(vs, path, &host, se, number)?;
+        let port = port_number(service_port.number)?;
+        let subset = dest.subset.as_deref();
+        let subset_labels = match subset {
+            None => None,
+            Some(name) => Some(self.subset_labels(vs, path, &host, name)?),
+        };
+        let name = format!("outbound|{port}|{}|{host}", subset.unwrap_or(""));
+        if let Some(id) = self.clusters.get(&name) {
+            return Some(*id);
+        }
+        let endpoints = self.endpoints(vs, path, se, service_port, subset, subset_labels)?;
+        let policy = self.cluster_policy(vs, path, &host, port, subset)?;
+        let id = ClusterId(u32::try_from(self.table.clusters.len()).unwrap_or(u32::MAX));
+        self.table.clusters.push(Cluster {
+            name: name.clone(),
+            service: Service {
+                name: host.split('.').next().unwrap_or(&host).to_owned(),
+                namespace: se.namespace.clone(),
+                host,
+            },
+            port,
+            subset: dest.subset.clone(),
+            endpoints,
+            policy,
+        });
+        self.clusters.insert(name, id);
+        Some(id)
+    }
+
+    /// The ServiceEntry declaring a destination host (expanded), when it
+    /// has addresses to connect to.
+    fn service(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        written: &str,
+    ) -> Option<(String, &'m Resource<ServiceEntrySpec>)> {
+        if written.is_empty() || written == "*" {
             self.push(vs.diag(
                 Severity::Error,
                 &format!("{path}.host"),
@@ -113,7 +70,7 @@ impl Compiler<'_> {
             ));
             return None;
         }
-        let host = expand_host(&dest.host, &vs.namespace, &self.options.domain);
+        let host = expand_host(written, &vs.namespace, &self.options.domain);
         if self.registry.is_broken(&host) {
             return None;
         }
@@ -137,39 +94,46 @@ impl Compiler<'_> {
             ));
             return None;
         };
-        use crate::config::manifest::Resolution;
-        match se.spec.resolution {
-            Some(Resolution::Static | Resolution::Dns | Resolution::DnsRoundRobin) => {}
-            other => {
-                let what = match other {
-                    Some(Resolution::DynamicDns) => {
-                        "DYNAMIC_DNS, which routes by request host and cannot serve raw TCP"
-                            .to_owned()
-                    }
-                    Some(Resolution::None) => "NONE".to_owned(),
-                    _ => "NONE (the default when unset)".to_owned(),
-                };
-                self.push(vs.diag(
-                    Severity::Error,
-                    &format!("{path}.host"),
-                    format!(
-                        "{} has resolution {what}; a gateway needs addresses to connect to: set resolution: STATIC or DNS with endpoints",
-                        se.id()
-                    ),
-                ));
-                return None;
+        let what = match se.spec.resolution {
+            Some(Resolution::Static | Resolution::Dns | Resolution::DnsRoundRobin) => {
+                return Some((host, se));
             }
-        }
+            Some(Resolution::DynamicDns) => {
+                "DYNAMIC_DNS, which routes by request host and cannot serve raw TCP".to_owned()
+            }
+            Some(Resolution::None) => "NONE".to_owned(),
+            None => "NONE (the default when unset)".to_owned(),
+        };
+        self.push(vs.diag(
+            Severity::Error,
+            &format!("{path}.host"),
+            format!(
+                "{} has resolution {what}; a gateway needs addresses to connect to: set resolution: STATIC or DNS with endpoints",
+                se.id()
+            ),
+        ));
+        None
+    }
+
+    /// The service port a destination names (`number`), or the only one.
+    fn service_port(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        host: &str,
+        se: &'m Resource<ServiceEntrySpec>,
+        number: Option<u32>,
+    ) -> Option<&'m ServicePort> {
         let ports: Vec<String> = se
             .spec
             .ports
             .iter()
             .map(|p| format!("{} ({})", p.number, p.name))
             .collect();
-        let service_port = match dest.port.and_then(|p| p.number) {
-            Some(n) => match se.spec.ports.iter().find(|p| p.number == n) {
-                Some(p) => p,
-                None => {
+        match number {
+            Some(n) => {
+                let found = se.spec.ports.iter().find(|p| p.number == n);
+                if found.is_none() {
                     self.push(vs.diag(
                         Severity::Error,
                         &format!("{path}.port.number"),
@@ -178,10 +142,10 @@ impl Compiler<'_> {
                             ports.join(", ")
                         ),
                     ));
-                    return None;
                 }
-            },
-            None if se.spec.ports.len() == 1 => &se.spec.ports[0],
+                found
+            }
+            None if se.spec.ports.len() == 1 => Some(&se.spec.ports[0]),
             None => {
                 self.push(vs.diag(
                     Severity::Error,
@@ -196,42 +160,50 @@ impl Compiler<'_> {
                         }
                     ),
                 ));
-                return None;
+                None
             }
-        };
-        let port = port_number(service_port.number)?;
-        let rule = self.rules.get(&host).map(|(_, r)| r);
-        let subset_labels = match &dest.subset {
-            None => None,
-            Some(name) => match rule.and_then(|r| r.subset(name).map(|s| (r, s))) {
-                Some((_, s)) => Some(s.labels.clone()),
-                None => {
-                    let message = match rule {
-                        Some(r) => format!(
-                            "subset {name:?} is not declared by {} (declared: {})",
-                            r.id,
-                            if r.subsets.is_empty() {
-                                "none".to_owned()
-                            } else {
-                                r.subset_names().join(", ")
-                            }
-                        ),
-                        None => format!(
-                            "subset {name:?} is not declared: no DestinationRule has host {host}"
-                        ),
-                    };
-                    self.push(vs.diag(Severity::Error, &format!("{path}.subset"), message));
-                    return None;
-                }
-            },
-        };
-        let name = format!(
-            "outbound|{port}|{}|{host}",
-            dest.subset.as_deref().unwrap_or("")
-        );
-        if let Some(id) = self.clusters.get(&name) {
-            return Some(*id);
         }
+    }
+
+    /// The labels of subset `name` of `host`'s DestinationRule.
+    fn subset_labels(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        host: &str,
+        name: &str,
+    ) -> Option<Labels> {
+        let rule = self.rules.get(host).map(|(_, r)| r);
+        if let Some(s) = rule.and_then(|r| r.subset(name)) {
+            return Some(s.labels.clone());
+        }
+        let message = match rule {
+            Some(r) => format!(
+                "subset {name:?} is not declared by {} (declared: {})",
+                r.id,
+                if r.subsets.is_empty() {
+                    "none".to_owned()
+                } else {
+                    r.subset_names().join(", ")
+                }
+            ),
+            None => format!("subset {name:?} is not declared: no DestinationRule has host {host}"),
+        };
+        self.push(vs.diag(Severity::Error, &format!("{path}.subset"), message));
+        None
+    }
+
+    /// The endpoints of a service port (and subset): `None` when some
+    /// cannot be connected to, or none is selected.
+    fn endpoints(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        se: &'m Resource<ServiceEntrySpec>,
+        service_port: &ServicePort,
+        subset: Option<&str>,
+        subset_labels: Option<Labels>,
+    ) -> Option<Vec<Endpoint>> {
         let unreachable = self.registry.unreachable(se, subset_labels.as_ref());
         if !unreachable.is_empty() {
             self.push(vs.diag(
@@ -248,62 +220,51 @@ impl Compiler<'_> {
         let endpoints = self
             .registry
             .endpoints(se, service_port, subset_labels.as_ref());
-        if endpoints.is_empty() {
-            let message = match (&dest.subset, &subset_labels) {
-                (Some(subset), Some(labels)) => format!(
-                    "subset {subset:?} (labels {}) selects no endpoint of {}",
-                    fmt_labels(labels),
-                    se.id()
-                ),
-                _ => format!("{} has no endpoints", se.id()),
-            };
-            self.push(vs.diag(Severity::Error, &format!("{path}.subset"), message));
-            return None;
+        if !endpoints.is_empty() {
+            return Some(endpoints);
         }
-        let policy = match rule.map(|r| r.cluster_policy(port, dest.subset.as_deref())) {
-            None => crate::routing::table::ClusterPolicy::default(),
-            Some(Ok(policy)) => policy,
-            Some(Err(Unservable::TlsOrigination(mode))) => {
-                let id = rule.map_or("", |r| r.id.as_str());
-                self.push(vs.diag(
-                    Severity::Error,
-                    &format!("{path}.host"),
-                    format!(
-                        "{id} asks for TLS to {host} (tls.mode {}), and ringway does not originate TLS yet: \
-                         it would send plaintext where Istio encrypts; set tls.mode DISABLE if the upstream \
-                         speaks plaintext",
-                        crate::routing::policy::tls_mode_name(mode)
-                    ),
-                ));
-                return None;
-            }
-            Some(Err(Unservable::Passthrough)) => {
-                let id = rule.map_or("", |r| r.id.as_str());
-                self.push(vs.diag(
-                    Severity::Error,
-                    &format!("{path}.host"),
-                    format!(
-                        "{id} balances {host} with PASSTHROUGH, which forwards to the original destination: \
-                         at a gateway that is the gateway itself; use ROUND_ROBIN, LEAST_REQUEST or RANDOM"
-                    ),
-                ));
-                return None;
-            }
+        let message = match (subset, &subset_labels) {
+            (Some(subset), Some(labels)) => format!(
+                "subset {subset:?} (labels {}) selects no endpoint of {}",
+                fmt_labels(labels),
+                se.id()
+            ),
+            _ => format!("{} has no endpoints", se.id()),
         };
-        let id = ClusterId(u32::try_from(self.table.clusters.len()).unwrap_or(u32::MAX));
-        self.table.clusters.push(Cluster {
-            name: name.clone(),
-            service: Service {
-                name: host.split('.').next().unwrap_or(&host).to_owned(),
-                namespace: se.namespace.clone(),
-                host,
-            },
-            port,
-            subset: dest.subset.clone(),
-            endpoints,
-            policy,
-        });
-        self.clusters.insert(name, id);
-        Some(id)
+        self.push(vs.diag(Severity::Error, &format!("{path}.subset"), message));
+        None
+    }
+
+    /// The policy of `host`'s DestinationRule for this port and subset
+    /// (defaults without one); `None` when it asks for what ringway cannot
+    /// serve.
+    fn cluster_policy(
+        &mut self,
+        vs: &Resource<VirtualServiceSpec>,
+        path: &str,
+        host: &str,
+        port: u16,
+        subset: Option<&str>,
+    ) -> Option<ClusterPolicy> {
+        let Some((_, rule)) = self.rules.get(host) else {
+            return Some(ClusterPolicy::default());
+        };
+        let message = match rule.cluster_policy(port, subset) {
+            Ok(policy) => return Some(policy),
+            Err(Unservable::TlsOrigination(mode)) => format!(
+                "{} asks for TLS to {host} (tls.mode {}), and ringway does not originate TLS yet: \
+                 it would send plaintext where Istio encrypts; set tls.mode DISABLE if the upstream \
+                 speaks plaintext",
+                rule.id,
+                crate::routing::policy::tls_mode_name(mode)
+            ),
+            Err(Unservable::Passthrough) => format!(
+                "{} balances {host} with PASSTHROUGH, which forwards to the original destination: \
+                 at a gateway that is the gateway itself; use ROUND_ROBIN, LEAST_REQUEST or RANDOM",
+                rule.id
+            ),
+        };
+        self.push(vs.diag(Severity::Error, &format!("{path}.host"), message));
+        None
     }
 }

@@ -1,18 +1,16 @@
 //! Gateway servers → listeners: which gateways this instance serves, which
-//! (bind, port) each server opens, and the route (TCP) or SNI table (TLS
-//! passthrough) of each, chosen the way istiod chooses.
+//! (bind, port) each server opens and of which kind (opaque TCP or TLS
+//! passthrough); `routes.rs` picks what each one routes to.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::config::Resource;
-use crate::config::manifest::{GatewaySpec, Server, TlsMode, VirtualServiceSpec};
+use crate::config::manifest::{GatewaySpec, Server, ServerTls, TlsMode};
 use crate::diag::Severity;
 
-use super::{Compiler, Section, ServerRef, Slot, SlotKind, fmt_labels};
-use crate::routing::names::{GatewayRef, ServerHost, expand_host, resolve_gateway};
+use super::{Compiler, Slot, SlotKind, fmt_labels};
 use crate::routing::policy::port_number;
-use crate::routing::table::{Listener, ListenerRouting, RouteId, SniTable};
+use crate::routing::table::{Listener, ListenerRouting};
 
 impl Compiler<'_> {
     pub(super) fn gateway_selected(&mut self, gw: &Resource<GatewaySpec>) -> bool {
@@ -98,7 +96,36 @@ impl Compiler<'_> {
         server: &Server,
     ) -> Option<(SocketAddr, bool)> {
         let path = format!("spec.servers[{s}]");
-        let mut ok = true;
+        let port = self.server_port(gw, s, server, &path);
+        self.warn_ignored_server_fields(gw, server, &path);
+        let has_hosts = !server.hosts.is_empty();
+        if !has_hosts {
+            self.push(gw.diag(
+                Severity::Error,
+                &format!("{path}.hosts"),
+                "at least one host is required (\"*\" admits every VirtualService)",
+            ));
+        }
+        let ip = self.server_bind(gw, server, &path);
+        let tls = self.server_protocol(gw, server, &path)?;
+        if let Some(settings) = server.tls.as_ref().filter(|_| tls) {
+            self.warn_termination_settings(gw, settings, &path);
+        }
+        match (has_hosts, ip, port) {
+            (true, Some(ip), Some(port)) => Some((SocketAddr::new(ip, port), tls)),
+            _ => None,
+        }
+    }
+
+    /// The server's port number, when it is in range and the port has a
+    /// name no earlier server of the Gateway uses.
+    fn server_port(
+        &mut self,
+        gw: &Resource<GatewaySpec>,
+        s: usize,
+        server: &Server,
+        path: &str,
+    ) -> Option<u16> {
         let port = port_number(server.port.number);
         if port.is_none() {
             self.push(gw.diag(
@@ -106,7 +133,6 @@ impl Compiler<'_> {
                 &format!("{path}.port.number"),
                 format!("port {} is out of range (1-65535)", server.port.number),
             ));
-            ok = false;
         }
         if server.port.name.as_deref().is_none_or(str::is_empty) {
             self.push(gw.diag(
@@ -114,8 +140,9 @@ impl Compiler<'_> {
                 &format!("{path}.port.name"),
                 "port.name is required (for example: tcp)",
             ));
-            ok = false;
-        } else if let Some(j) = gw.spec.servers[..s]
+            return None;
+        }
+        if let Some(j) = gw.spec.servers[..s]
             .iter()
             .position(|o| o.port.name == server.port.name)
         {
@@ -124,8 +151,18 @@ impl Compiler<'_> {
                 &format!("{path}.port.name"),
                 format!("duplicate port name {:?} (also servers[{j}]); port names must be unique in a Gateway", server.port.name.as_deref().unwrap_or_default()),
             ));
-            ok = false;
+            return None;
         }
+        port
+    }
+
+    /// Warnings for server fields that have no effect on a gateway.
+    fn warn_ignored_server_fields(
+        &mut self,
+        gw: &Resource<GatewaySpec>,
+        server: &Server,
+        path: &str,
+    ) {
         if server.port.target_port.is_some() {
             self.push(gw.diag(
                 Severity::Warning,
@@ -140,132 +177,130 @@ impl Compiler<'_> {
                 "defaultEndpoint is not implemented (nor by Istio); it has no effect",
             ));
         }
-        if server.hosts.is_empty() {
+    }
+
+    /// The address a server binds (0.0.0.0 when unset).
+    fn server_bind(
+        &mut self,
+        gw: &Resource<GatewaySpec>,
+        server: &Server,
+        path: &str,
+    ) -> Option<IpAddr> {
+        let bind = match server.bind.as_deref() {
+            None | Some("") => return Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            Some(bind) => bind,
+        };
+        let ip = bind.parse::<IpAddr>().ok();
+        if ip.is_none() {
             self.push(gw.diag(
                 Severity::Error,
-                &format!("{path}.hosts"),
-                "at least one host is required (\"*\" admits every VirtualService)",
+                &format!("{path}.bind"),
+                format!("bind {bind:?} is not an IP address (for example 0.0.0.0 or 127.0.0.1; unix sockets are not supported)"),
             ));
-            ok = false;
         }
-        let ip = match server.bind.as_deref() {
-            None | Some("") => Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-            Some(bind) => match bind.parse::<IpAddr>() {
-                Ok(ip) => Some(ip),
-                Err(_) => {
-                    self.push(gw.diag(
-                        Severity::Error,
-                        &format!("{path}.bind"),
-                        format!("bind {bind:?} is not an IP address (for example 0.0.0.0 or 127.0.0.1; unix sockets are not supported)"),
-                    ));
-                    None
-                }
-            },
-        };
+        ip
+    }
+
+    /// Whether the server is TLS passthrough (else opaque TCP); `None` when
+    /// its protocol or TLS mode opens no listener here.
+    fn server_protocol(
+        &mut self,
+        gw: &Resource<GatewaySpec>,
+        server: &Server,
+        path: &str,
+    ) -> Option<bool> {
         let protocol = server.port.protocol.to_ascii_uppercase();
-        let tls = match protocol.as_str() {
-            "TCP" | "MONGO" | "MYSQL" | "REDIS" => {
-                if server.tls.is_some() {
-                    self.push(gw.diag(
+        let (field, message, severity) = match protocol.as_str() {
+            "TCP" | "MONGO" | "MYSQL" | "REDIS" if server.tls.is_none() => return Some(false),
+            "TCP" | "MONGO" | "MYSQL" | "REDIS" => (
+                "tls",
+                format!(
+                    "a {protocol} server takes no tls block; for SNI routing use protocol TLS with tls.mode: PASSTHROUGH"
+                ),
+                Severity::Error,
+            ),
+            "TLS" | "HTTPS" => {
+                let mode = server
+                    .tls
+                    .as_ref()
+                    .map(|t| t.mode.unwrap_or(TlsMode::Passthrough));
+                match mode {
+                    Some(TlsMode::Passthrough) => return Some(true),
+                    None => (
+                        "tls",
+                        format!(
+                            "a {protocol} server needs a tls block (ringway supports tls.mode: PASSTHROUGH)"
+                        ),
                         Severity::Error,
-                        &format!("{path}.tls"),
-                        format!("a {protocol} server takes no tls block; for SNI routing use protocol TLS with tls.mode: PASSTHROUGH"),
-                    ));
-                    ok = false;
-                }
-                false
-            }
-            "TLS" | "HTTPS" => match server
-                .tls
-                .as_ref()
-                .map(|t| t.mode.unwrap_or(TlsMode::Passthrough))
-            {
-                None => {
-                    self.push(gw.diag(
-                        Severity::Error,
-                        &format!("{path}.tls"),
-                        format!("a {protocol} server needs a tls block (ringway supports tls.mode: PASSTHROUGH)"),
-                    ));
-                    return None;
-                }
-                Some(TlsMode::Passthrough) => true,
-                Some(TlsMode::AutoPassthrough) => {
-                    self.push(gw.diag(
-                        Severity::Warning,
-                        &format!("{path}.tls.mode"),
+                    ),
+                    Some(TlsMode::AutoPassthrough) => (
+                        "tls.mode",
                         format!(
                             "AUTO_PASSTHROUGH routes by the SNI of Istio's multi-network east-west traffic \
                              (outbound_.PORT_._.HOST names, without a VirtualService), which ringway does not \
                              do: no listener on port {}; for SNI routing with a VirtualService use PASSTHROUGH",
                             server.port.number
                         ),
-                    ));
-                    return None;
-                }
-                Some(mode) => {
-                    self.push(gw.diag(
                         Severity::Warning,
-                        &format!("{path}.tls.mode"),
-                        format!("TLS termination ({}) is not supported yet: no listener on port {}; use PASSTHROUGH", tls_mode_name(mode), server.port.number),
-                    ));
-                    return None;
+                    ),
+                    Some(mode) => (
+                        "tls.mode",
+                        format!(
+                            "TLS termination ({}) is not supported yet: no listener on port {}; use PASSTHROUGH",
+                            tls_mode_name(mode),
+                            server.port.number
+                        ),
+                        Severity::Warning,
+                    ),
                 }
-            },
-            "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => {
-                self.push(gw.diag(
-                    Severity::Warning,
-                    &format!("{path}.port.protocol"),
-                    format!(
-                        "{protocol} servers are not supported yet: no listener on port {}",
-                        server.port.number
-                    ),
-                ));
-                return None;
             }
-            _ => {
-                self.push(gw.diag(
-                    Severity::Error,
-                    &format!("{path}.port.protocol"),
-                    format!(
-                        "unknown protocol {:?} (valid: TCP, TLS, HTTPS, MONGO, MYSQL, REDIS; HTTP, HTTP2, GRPC are not supported yet)",
-                        server.port.protocol
-                    ),
-                ));
-                return None;
-            }
+            "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => (
+                "port.protocol",
+                format!(
+                    "{protocol} servers are not supported yet: no listener on port {}",
+                    server.port.number
+                ),
+                Severity::Warning,
+            ),
+            _ => (
+                "port.protocol",
+                format!(
+                    "unknown protocol {:?} (valid: TCP, TLS, HTTPS, MONGO, MYSQL, REDIS; HTTP, HTTP2, GRPC are not supported yet)",
+                    server.port.protocol
+                ),
+                Severity::Error,
+            ),
         };
-        if tls {
-            if let Some(t) = &server.tls {
-                let termination_fields = [
-                    t.server_certificate.is_some(),
-                    t.private_key.is_some(),
-                    t.ca_certificates.is_some(),
-                    t.credential_name.is_some(),
-                    t.credential_names.is_some(),
-                    t.tls_certificates.is_some(),
-                    t.min_protocol_version.is_some(),
-                    t.max_protocol_version.is_some(),
-                    t.cipher_suites.is_some(),
-                    t.https_redirect.is_some(),
-                    t.subject_alt_names.is_some(),
-                    t.verify_certificate_spki.is_some(),
-                    t.verify_certificate_hash.is_some(),
-                    t.ca_crl.is_some(),
-                    t.ca_cert_credential_name.is_some(),
-                    t.insecure_skip_verify.is_some(),
-                ];
-                if termination_fields.into_iter().any(|f| f) {
-                    self.push(gw.diag(
-                        Severity::Warning,
-                        &format!("{path}.tls"),
-                        "certificate and protocol settings have no effect with mode PASSTHROUGH: TLS is not terminated",
-                    ));
-                }
-            }
-        }
-        match (ok, ip, port) {
-            (true, Some(ip), Some(port)) => Some((SocketAddr::new(ip, port), tls)),
-            _ => None,
+        self.push(gw.diag(severity, &format!("{path}.{field}"), message));
+        None
+    }
+
+    /// A warning when a passthrough server sets what only termination uses.
+    fn warn_termination_settings(&mut self, gw: &Resource<GatewaySpec>, t: &ServerTls, path: &str) {
+        let termination_fields = [
+            t.server_certificate.is_some(),
+            t.private_key.is_some(),
+            t.ca_certificates.is_some(),
+            t.credential_name.is_some(),
+            t.credential_names.is_some(),
+            t.tls_certificates.is_some(),
+            t.min_protocol_version.is_some(),
+            t.max_protocol_version.is_some(),
+            t.cipher_suites.is_some(),
+            t.https_redirect.is_some(),
+            t.subject_alt_names.is_some(),
+            t.verify_certificate_spki.is_some(),
+            t.verify_certificate_hash.is_some(),
+            t.ca_crl.is_some(),
+            t.ca_cert_credential_name.is_some(),
+            t.insecure_skip_verify.is_some(),
+        ];
+        if termination_fields.into_iter().any(|f| f) {
+            self.push(gw.diag(
+                Severity::Warning,
+                &format!("{path}.tls"),
+                "certificate and protocol settings have no effect with mode PASSTHROUGH: TLS is not terminated",
+            ));
         }
     }
 
@@ -306,239 +341,6 @@ impl Compiler<'_> {
                 }
             }
         }
-    }
-
-    /// The gateways a VirtualService binds to (`None` entries are `mesh`).
-    pub(super) fn bound_gateways(&self, vs: &Resource<VirtualServiceSpec>) -> Vec<GatewayRef> {
-        match &vs.spec.gateways {
-            None => vec![GatewayRef::Mesh],
-            Some(list) => list
-                .iter()
-                .map(|g| resolve_gateway(g, &vs.namespace))
-                .collect(),
-        }
-    }
-
-    pub(super) fn binds_to(&self, vs: &Resource<VirtualServiceSpec>, gateway: &str) -> bool {
-        self.bound_gateways(vs)
-            .iter()
-            .any(|g| matches!(g, GatewayRef::Gateway(id) if id == gateway))
-    }
-
-    pub(super) fn hosts_admitted(
-        &self,
-        vs: &Resource<VirtualServiceSpec>,
-        server: &Server,
-        gw_ns: &str,
-    ) -> bool {
-        server
-            .hosts
-            .iter()
-            .map(|h| ServerHost::parse(h, gw_ns))
-            .any(|sh| {
-                vs.spec
-                    .hosts
-                    .iter()
-                    .map(|h| expand_host(h, &vs.namespace, &self.options.domain))
-                    .any(|h| sh.admits(&vs.namespace, &h))
-            })
-    }
-
-    /// Whether match blocks pass for a server port on a gateway; an empty
-    /// list passes.
-    pub(super) fn passes<'a>(
-        &self,
-        vs: &Resource<VirtualServiceSpec>,
-        matches: impl IntoIterator<Item = (Option<u32>, &'a [String])>,
-        port: u16,
-        gateway: &str,
-    ) -> bool {
-        let mut any = false;
-        for (m_port, m_gateways) in matches {
-            any = true;
-            let port_ok = m_port.is_none_or(|p| p == u32::from(port));
-            let gw_ok = m_gateways.is_empty()
-                || m_gateways.iter().any(|g| {
-                    resolve_gateway(g, &vs.namespace) == GatewayRef::Gateway(gateway.to_owned())
-                });
-            if port_ok && gw_ok {
-                return true;
-            }
-        }
-        !any
-    }
-
-    /// Picks the route of an opaque TCP server, or explains why there is none.
-    pub(super) fn tcp_route(&mut self, (g, s): ServerRef, address: SocketAddr) -> Option<RouteId> {
-        let m = self.m;
-        let gw = &m.gateways[g];
-        let server = &gw.spec.servers[s];
-        let gw_id = format!("{}/{}", gw.namespace, gw.name);
-        let port = address.port();
-        let mut winner: Option<(usize, usize)> = None;
-        let mut reasons: Vec<String> = Vec::new();
-        for (v, vs) in m.virtual_services.iter().enumerate() {
-            let rule = vs.spec.tcp.iter().position(|r| {
-                self.passes(
-                    vs,
-                    r.matches.iter().map(|m| (m.port, m.gateways.as_slice())),
-                    port,
-                    &gw_id,
-                )
-            });
-            if !self.binds_to(vs, &gw_id) {
-                if rule.is_some() && self.hosts_admitted(vs, server, &gw.namespace) {
-                    let lists = match &vs.spec.gateways {
-                        None => {
-                            "gateways is not set, so it binds to mesh (sidecars) only".to_owned()
-                        }
-                        Some(list) => format!("it lists [{}]", list.join(", ")),
-                    };
-                    reasons.push(format!(
-                        "{} does not list gateway {gw_id} ({lists})",
-                        vs.id()
-                    ));
-                }
-                continue;
-            }
-            if !self.hosts_admitted(vs, server, &gw.namespace) {
-                reasons.push(format!(
-                    "{} hosts [{}] match none of the server hosts [{}]",
-                    vs.id(),
-                    vs.spec.hosts.join(", "),
-                    server.hosts.join(", ")
-                ));
-                continue;
-            }
-            if vs.spec.tcp.is_empty() {
-                reasons.push(if vs.spec.http.is_some() {
-                    format!("{} has http routes only, which never apply to a TCP server: write the route under tcp:", vs.id())
-                } else {
-                    format!("{} has no tcp routes", vs.id())
-                });
-                continue;
-            }
-            match (rule, winner) {
-                (None, _) => {
-                    let ports: Vec<String> = vs
-                        .spec
-                        .tcp
-                        .iter()
-                        .flat_map(|r| r.matches.iter().filter_map(|m| m.port))
-                        .map(|p| p.to_string())
-                        .collect();
-                    reasons.push(format!(
-                        "{} has no tcp rule matching port {port} on this gateway (its rules match port {})",
-                        vs.id(),
-                        if ports.is_empty() { "-".to_owned() } else { ports.join(", ") }
-                    ));
-                }
-                (Some(r), None) => winner = Some((v, r)),
-                (Some(r), Some((wv, wr))) => {
-                    let w = &m.virtual_services[wv];
-                    self.push(vs.diag(
-                        Severity::Warning,
-                        &format!("spec.tcp[{r}]"),
-                        format!(
-                            "also matches {address} on gateway {gw_id}, but {} tcp[{wr}] at {} routes that \
-                             listener: it comes first in creation order (file order, then document order); \
-                             raw TCP cannot be told apart by host",
-                            w.id(),
-                            w.origin
-                        ),
-                    ));
-                }
-            }
-        }
-        match winner {
-            Some((v, r)) => self.route(v, Section::Tcp, r),
-            None => {
-                let why = if reasons.is_empty() {
-                    format!("no VirtualService lists gateway {gw_id} with a tcp route")
-                } else {
-                    reasons.join("; ")
-                };
-                self.push(gw.diag(
-                    Severity::Warning,
-                    &format!("spec.servers[{s}]"),
-                    format!("no listener on {address}: no VirtualService tcp route matches this server, so clients get connection refused (as with Istio): {why}"),
-                ));
-                None
-            }
-        }
-    }
-
-    /// Builds the SNI table of a TLS passthrough listener.
-    pub(super) fn sni_table(&mut self, servers: &[ServerRef], address: SocketAddr) -> SniTable {
-        let m = self.m;
-        let mut table = SniTable::default();
-        let mut owners: HashMap<String, String> = HashMap::new();
-        for &(g, s) in servers {
-            let gw = &m.gateways[g];
-            let server = &gw.spec.servers[s];
-            let gw_id = format!("{}/{}", gw.namespace, gw.name);
-            for (v, vs) in m.virtual_services.iter().enumerate() {
-                if !self.binds_to(vs, &gw_id) || !self.hosts_admitted(vs, server, &gw.namespace) {
-                    continue;
-                }
-                for (r, rule) in vs.spec.tls.iter().enumerate() {
-                    for (mi, mb) in rule.matches.iter().enumerate() {
-                        if !self.passes(
-                            vs,
-                            [(mb.port, mb.gateways.as_slice())],
-                            address.port(),
-                            &gw_id,
-                        ) {
-                            continue;
-                        }
-                        let Some(route) = self.route(v, Section::Tls, r) else {
-                            continue;
-                        };
-                        for (k, sni) in mb.sni_hosts.iter().enumerate() {
-                            let sni = sni.to_ascii_lowercase();
-                            let here = format!("{} tls[{r}].match[{mi}]", vs.id());
-                            if let Some(owner) = owners.get(&sni) {
-                                // The same rule, reached again through a second
-                                // server of this listener that admits it too.
-                                if *owner == here {
-                                    continue;
-                                }
-                                self.push(vs.diag(
-                                    Severity::Warning,
-                                    &format!("spec.tls[{r}].match[{mi}].sniHosts[{k}]"),
-                                    format!("SNI {sni} on {address} is already routed by {owner}; this entry is skipped"),
-                                ));
-                                continue;
-                            }
-                            owners.insert(sni.clone(), here);
-                            if sni == "*" {
-                                table.catch_all = Some(route);
-                            } else if let Some(suffix) = sni.strip_prefix('*') {
-                                table.wildcard.push((suffix.to_owned(), route));
-                            } else {
-                                table.exact.insert(sni, route);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        table
-            .wildcard
-            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        if table.is_empty() {
-            let (g, s) = servers[0];
-            let gw = &m.gateways[g];
-            self.push(gw.diag(
-                Severity::Warning,
-                &format!("spec.servers[{s}]"),
-                format!(
-                    "no listener on {address}: no VirtualService tls route with sniHosts matches this \
-                     passthrough server, so clients get connection refused"
-                ),
-            ));
-        }
-        table
     }
 }
 

@@ -1,3 +1,7 @@
+//! The files source: the paths given with `-c`, read whole again for every
+//! snapshot (start-up, SIGHUP, `POST /reload`). A directory stands for its
+//! `*.yaml`/`*.yml` files, sorted, not recursive.
+//!
 //! Which files a `-c PATH` names, and reading each one safely: a size
 //! checked before reading, never more than the limit plus one byte read,
 //! nothing but regular files (a FIFO would block a reload forever,
@@ -8,6 +12,91 @@ use std::fs::OpenOptions;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{ConfigSource, Content, Document, MAX_DOCUMENT_BYTES, Origin, Snapshot};
+use crate::diag::Diagnostic;
+
+/// The paths given with `-c`; each snapshot reads them again.
+#[derive(Debug)]
+pub struct Files {
+    paths: Vec<PathBuf>,
+    limit: u64,
+    /// Snapshots taken so far: the revision of the next one is this plus one.
+    reads: AtomicU64,
+}
+
+impl Files {
+    pub fn new(paths: Vec<PathBuf>) -> Files {
+        Files {
+            paths,
+            limit: MAX_DOCUMENT_BYTES as u64,
+            reads: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ConfigSource for Files {
+    /// Every file, in the order given (a directory's files sorted in its
+    /// place). A file that cannot be read, a directory entry skipped and a
+    /// directory that holds no file take the place of their documents, so
+    /// that one run reports every problem in the order the paths were given.
+    fn snapshot(&self) -> Snapshot {
+        let revision = self.reads.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut documents = Vec::new();
+        for path in &self.paths {
+            for file in expand(path, &mut documents) {
+                let content = match read_bounded(&file, self.limit) {
+                    Ok(bytes) => Content::Text(bytes.into()),
+                    Err(e) => Content::Unread(Diagnostic::error(e.to_string())),
+                };
+                documents.push(Document {
+                    origin: Origin::File(file),
+                    content,
+                });
+            }
+        }
+        Snapshot {
+            revision,
+            documents,
+        }
+    }
+}
+
+/// The files `path` names: itself, or a directory's files. What a
+/// directory leaves out is pushed to `documents` as unread, in its place.
+fn expand(path: &Path, documents: &mut Vec<Document>) -> Vec<PathBuf> {
+    if !path.is_dir() {
+        return vec![path.to_owned()];
+    }
+    let unread = |origin: PathBuf, diagnostic| Document {
+        origin: Origin::File(origin),
+        content: Content::Unread(diagnostic),
+    };
+    let listing = match list_dir(path) {
+        Ok(listing) => listing,
+        Err(e) => {
+            documents.push(unread(
+                path.to_owned(),
+                Diagnostic::error(format!("cannot read directory {}: {e}", path.display())),
+            ));
+            return Vec::new();
+        }
+    };
+    for note in listing.skipped {
+        documents.push(unread(path.to_owned(), Diagnostic::warning(note)));
+    }
+    if listing.files.is_empty() {
+        documents.push(unread(
+            path.to_owned(),
+            Diagnostic::warning(format!(
+                "directory {} holds no *.yaml or *.yml file",
+                path.display()
+            )),
+        ));
+    }
+    listing.files
+}
 
 /// Why a file was not read.
 #[derive(Debug, thiserror::Error)]
@@ -148,12 +237,6 @@ fn symlink_problem(path: &Path, error: &io::Error) -> String {
     }
 }
 
-/// True when `bytes` hold nothing but white space: what `open(O_TRUNC)`
-/// leaves behind while an editor or a deployment tool rewrites a file.
-pub fn is_blank(bytes: &[u8]) -> bool {
-    bytes.iter().all(u8::is_ascii_whitespace)
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::symlink;
@@ -227,10 +310,46 @@ mod tests {
         assert!(listing.skipped[2].contains("loop2.yaml is a symlink that loops"));
     }
 
+    /// A snapshot keeps the order of the paths given: a directory's files
+    /// sorted in its place, and what could not be read where it would have
+    /// been. Each snapshot is the next revision.
     #[test]
-    fn blank_means_only_white_space() {
-        assert!(is_blank(b""));
-        assert!(is_blank(b" \n\t\r\n"));
-        assert!(!is_blank(b"# a comment\n"));
+    fn a_snapshot_keeps_the_order_of_the_paths_and_moves_the_revision() {
+        let dir = tempfile::tempdir().expect("dir");
+        let d = dir.path();
+        let conf = d.join("conf");
+        std::fs::create_dir(&conf).expect("mkdir");
+        std::fs::write(conf.join("b.yaml"), "b").expect("write");
+        std::fs::write(conf.join("a.yaml"), "a").expect("write");
+        symlink(conf.join("gone.yaml"), conf.join("dangling.yaml")).expect("symlink");
+        std::fs::create_dir(d.join("empty")).expect("mkdir");
+        std::fs::write(d.join("first.yaml"), "first").expect("write");
+        let files = Files::new(vec![
+            d.join("first.yaml"),
+            conf.clone(),
+            d.join("missing.yaml"),
+            d.join("empty"),
+        ]);
+        let snapshot = files.snapshot();
+        assert_eq!(snapshot.revision, 1);
+        let seen: Vec<String> = snapshot
+            .documents
+            .iter()
+            .map(|doc| match &doc.content {
+                Content::Text(text) => {
+                    format!("{} = {}", doc.origin, String::from_utf8_lossy(text))
+                }
+                Content::Unread(d) => format!("{:?} {d}", d.severity),
+            })
+            .collect();
+        let shown = |p: &Path| p.display().to_string();
+        assert_eq!(seen.len(), 6, "{seen:#?}");
+        assert_eq!(seen[0], format!("{} = first", shown(&d.join("first.yaml"))));
+        assert!(seen[1].starts_with("Warning ") && seen[1].contains("dangling symlink"));
+        assert_eq!(seen[2], format!("{} = a", shown(&conf.join("a.yaml"))));
+        assert_eq!(seen[3], format!("{} = b", shown(&conf.join("b.yaml"))));
+        assert!(seen[4].starts_with("Error cannot read ") && seen[4].contains("missing.yaml"));
+        assert!(seen[5].starts_with("Warning ") && seen[5].contains("holds no *.yaml"));
+        assert_eq!(files.snapshot().revision, 2);
     }
 }
