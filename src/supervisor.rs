@@ -1,6 +1,10 @@
-//! Startup and shutdown: load → compile → resolve → bind → spawn pinned
-//! workers → wait for SIGTERM/SIGINT → wake workers → join. Never touches a
-//! ring (beyond the startup probe that turns "no io_uring" into one line).
+//! Start-up and shutdown, on the main thread: the first table from the
+//! `Reloader` (source → snapshot → load → compile) → resolve → bind →
+//! spawn pinned workers → wait for signals (`main` blocked them before any
+//! thread existed; only this thread takes them, with `sigwait`): SIGHUP
+//! reloads, SIGUSR1 reopens the access log, SIGTERM/SIGINT drain or stop →
+//! wake workers → join. Never touches a ring (beyond the start-up probe
+//! that turns "no io_uring" into one line).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
