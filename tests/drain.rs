@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{EchoBackend, Ringway, chat, free_port, open, read_to_end, tcp_service, until};
+use common::{EchoBackend, Ports, Ringway, chat, open, read_to_end, tcp_service, until};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -29,8 +29,9 @@ fn status(port: u16, path: &str) -> u16 {
 
 #[test]
 fn sigterm_drains_open_connections_then_exits_0() {
+    let ports = Ports::new();
     let echo = EchoBackend::lines("one");
-    let (listen, admin) = (free_port(), free_port());
+    let (listen, admin) = (ports.listener(), ports.admin());
     let config = tcp_service(listen, &[echo.port], "");
     let address = format!("127.0.0.1:{admin}");
     let Some(mut gw) = Ringway::start(&config, &["--workers", "2", "--admin", &address]) else {
@@ -62,8 +63,9 @@ fn sigterm_drains_open_connections_then_exits_0() {
 
 #[test]
 fn a_second_sigterm_closes_what_is_left_at_once() {
+    let ports = Ports::new();
     let echo = EchoBackend::lines("one");
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[echo.port], "");
     let Some(gw) = Ringway::start(&config, &["--workers", "1", "--drain-timeout", "60s"]) else {
         return;
@@ -80,8 +82,9 @@ fn a_second_sigterm_closes_what_is_left_at_once() {
 
 #[test]
 fn the_drain_timeout_closes_what_is_left() {
+    let ports = Ports::new();
     let echo = EchoBackend::lines("one");
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[echo.port], "");
     let Some(gw) = Ringway::start(&config, &["--workers", "1", "--drain-timeout", "300ms"]) else {
         return;

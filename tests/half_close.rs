@@ -10,13 +10,14 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{EchoBackend, PATIENCE, Ringway, connect, free_port, read_to_end, tcp_service};
+use common::{EchoBackend, PATIENCE, Ports, Ringway, connect, read_to_end, tcp_service};
 
 #[test]
 fn client_fin_after_its_line_still_gets_the_reply() {
+    let ports = Ports::new();
     // `(date; sleep 1) | nc host port`, and nc closing its write side at once.
     let backend = EchoBackend::lines("one");
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[backend.port], "");
     let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
         return;
@@ -34,8 +35,9 @@ fn client_fin_after_its_line_still_gets_the_reply() {
 
 #[test]
 fn client_that_sends_then_waits_before_fin_gets_the_reply() {
+    let ports = Ports::new();
     let backend = EchoBackend::lines("one");
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[backend.port], "");
     let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
         return;
@@ -50,6 +52,7 @@ fn client_that_sends_then_waits_before_fin_gets_the_reply() {
 
 #[test]
 fn upstream_fin_reaches_the_client_which_can_still_send() {
+    let ports = Ports::new();
     // The upstream says hello, closes its write side, and keeps reading.
     let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = upstream.local_addr().unwrap().port();
@@ -62,7 +65,7 @@ fn upstream_fin_reaches_the_client_which_can_still_send() {
         let _ = conn.read_to_end(&mut rest);
         let _ = got_tx.send(rest);
     });
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[port], "");
     let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
         return;

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use std::io::{Read, Write};
 
-use common::{
-    ConfigDir, EchoBackend, PATIENCE, Ringway, connect, free_port, http, say, tcp_service,
-};
+use common::{ConfigDir, EchoBackend, PATIENCE, Ports, Ringway, connect, http, say, tcp_service};
 
 /// The access log's JSON lines, once there are at least `n` of them.
 fn wait_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
@@ -49,10 +47,11 @@ fn log_args<'a>(path: &'a Path, more: &[&'a str]) -> Vec<&'a str> {
 
 #[test]
 fn access_log_has_one_line_per_connection_with_its_flag() {
+    let ports = Ports::new();
     let logs = tempfile::tempdir().unwrap();
     let path = logs.path().join("access.log");
     let echo = EchoBackend::lines("one");
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[echo.port], "");
     let Some(gw) = Ringway::start(&config, &log_args(&path, &[])) else {
         return;
@@ -73,8 +72,8 @@ fn access_log_has_one_line_per_connection_with_its_flag() {
 
     // A refusing endpoint: UF.
     let path = logs.path().join("uf.log");
-    let listen = free_port();
-    let config = tcp_service(listen, &[free_port()], "");
+    let listen = ports.listener();
+    let config = tcp_service(listen, &[ports.closed()], "");
     let Some(gw) = Ringway::start(&config, &log_args(&path, &["--connect-attempts", "1"])) else {
         return;
     };
@@ -86,7 +85,7 @@ fn access_log_has_one_line_per_connection_with_its_flag() {
 
     // An endpoint whose name does not resolve: UH.
     let path = logs.path().join("uh.log");
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[echo.port], "");
     let file = config.path().join("svc.yaml");
     let yaml = std::fs::read_to_string(&file)
@@ -144,9 +143,10 @@ fn tcp_echo(listen: u16, v1: &EchoBackend, v2: &EchoBackend) -> ConfigDir {
 
 #[test]
 fn istio_counters_split_50_connections_80_20_with_exact_bytes() {
+    let ports = Ports::new();
     let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
-    let listen = free_port();
-    let admin = free_port();
+    let listen = ports.listener();
+    let admin = ports.admin();
     let config = tcp_echo(listen, &v1, &v2);
     let address = format!("127.0.0.1:{admin}");
     let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--admin", &address]) else {
@@ -190,9 +190,10 @@ fn istio_counters_split_50_connections_80_20_with_exact_bytes() {
 
 #[test]
 fn bytes_advance_while_the_connection_is_open() {
+    let ports = Ports::new();
     let echo = EchoBackend::lines("one");
-    let listen = free_port();
-    let admin = free_port();
+    let listen = ports.listener();
+    let admin = ports.admin();
     let config = tcp_service(listen, &[echo.port], "");
     let address = format!("127.0.0.1:{admin}");
     let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--admin", &address]) else {
@@ -221,9 +222,10 @@ fn bytes_advance_while_the_connection_is_open() {
 
 #[test]
 fn admin_endpoint_answers() {
+    let ports = Ports::new();
     let echo = EchoBackend::lines("one");
-    let listen = free_port();
-    let admin = free_port();
+    let listen = ports.listener();
+    let admin = ports.admin();
     let config = tcp_service(listen, &[echo.port], "");
     let address = format!("127.0.0.1:{admin}");
     let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--admin", &address]) else {
@@ -252,8 +254,9 @@ fn admin_endpoint_answers() {
 
 #[test]
 fn dns_endpoints_are_resolved_and_refreshed_off_the_data_path() {
+    let ports = Ports::new();
     let echo = EchoBackend::lines("one");
-    let (listen, admin) = (free_port(), free_port());
+    let (listen, admin) = (ports.listener(), ports.admin());
     let config = tcp_service(listen, &[echo.port], "");
     let file = config.path().join("svc.yaml");
     let yaml = std::fs::read_to_string(&file)
@@ -291,10 +294,11 @@ fn dns_endpoints_are_resolved_and_refreshed_off_the_data_path() {
 
 #[test]
 fn ringway_counters_count_connects_failures_ejections_and_active_connections() {
+    let ports = Ports::new();
     let echo = EchoBackend::lines("one");
-    let (listen, admin) = (free_port(), free_port());
+    let (listen, admin) = (ports.listener(), ports.admin());
     let policy = "    loadBalancer:\n      simple: ROUND_ROBIN\n    outlierDetection:\n      consecutive5xxErrors: 1\n      interval: 1s\n      baseEjectionTime: 30s\n      maxEjectionPercent: 50\n";
-    let config = tcp_service(listen, &[free_port(), echo.port], policy);
+    let config = tcp_service(listen, &[ports.closed(), echo.port], policy);
     let address = format!("127.0.0.1:{admin}");
     let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--admin", &address]) else {
         return;
@@ -331,9 +335,10 @@ fn ringway_counters_count_connects_failures_ejections_and_active_connections() {
 
 #[test]
 fn connect_timeouts_are_counted() {
+    let ports = Ports::new();
     let blackhole = common::blackhole();
     let hole = blackhole.port;
-    let (listen, admin) = (free_port(), free_port());
+    let (listen, admin) = (ports.listener(), ports.admin());
     let policy = "    connectionPool:\n      tcp:\n        connectTimeout: 200ms\n";
     let config = tcp_service(listen, &[hole], policy);
     let address = format!("127.0.0.1:{admin}");
@@ -373,11 +378,12 @@ fn connect_timeouts_are_counted() {
 
 #[test]
 fn sigusr1_reopens_the_access_log_and_text_is_the_default_format() {
+    let ports = Ports::new();
     let logs = tempfile::tempdir().unwrap();
     let path = logs.path().join("access.log");
     let rotated = logs.path().join("access.log.1");
     let echo = EchoBackend::lines("one");
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[echo.port], "");
     let args = ["--workers", "1", "--access-log", path.to_str().unwrap()];
     let Some(gw) = Ringway::start(&config, &args) else {
@@ -417,8 +423,9 @@ fn sigusr1_reopens_the_access_log_and_text_is_the_default_format() {
 
 #[test]
 fn a_stalled_access_log_reader_costs_bounded_memory_and_never_blocks_exit() {
+    let ports = Ports::new();
     let echo = EchoBackend::lines("one");
-    let (listen, admin) = (free_port(), free_port());
+    let (listen, admin) = (ports.listener(), ports.admin());
     let config = tcp_service(listen, &[echo.port], "");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"));
     let address = format!("127.0.0.1:{admin}");

@@ -21,10 +21,90 @@ use sha2::Digest as _;
 /// How long a test waits for anything before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+/// Ports on 127.0.0.1 held for as long as this value lives: declare it first
+/// in a test, so it outlives the ringway that binds them.
+///
+/// A port read off a socket that was then closed ("free a moment ago") can be
+/// taken by anyone before ringway binds it: another test's bind to port 0,
+/// or the source port of a connect (ringway's own upstream connects, a
+/// client's). Each port here stays bound to a socket that never listens, so
+/// no connection can land on it, and the kernel hands it to no bind to port
+/// 0 and to no connect (both skip a port with a bound socket). Only the
+/// binder it is reserved for can bind it while it is held (Linux
+/// `inet_bind_conflict`): see [`Ports::listener`] and [`Ports::admin`].
+#[derive(Default)]
+pub struct Ports {
+    held: std::cell::RefCell<Vec<socket2::Socket>>,
+}
+
+/// Who may bind a reserved port while it is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binder {
+    /// ringway's listeners: SO_REUSEPORT, as `src/dataplane/listener.rs`
+    /// sets it (with SO_REUSEADDR). The reservation sets SO_REUSEPORT alone,
+    /// so any other binder without SO_REUSEPORT, SO_REUSEADDR or not (std's
+    /// `TcpListener::bind`), is refused.
+    Listener,
+    /// ringway's admin endpoint: SO_REUSEADDR without SO_REUSEPORT, as
+    /// `src/control/server.rs` binds it. A binder without SO_REUSEADDR is
+    /// refused.
+    Admin,
+    /// Nobody: no option set, so every bind is refused and a connect is
+    /// refused too (an upstream that is down).
+    Nobody,
+}
+
+impl Ports {
+    pub fn new() -> Ports {
+        Ports::default()
+    }
+
+    /// A port for a ringway listener (a Gateway server's port).
+    pub fn listener(&self) -> u16 {
+        self.reserve(Binder::Listener)
+    }
+
+    /// A port for ringway's admin endpoint (`--admin 127.0.0.1:<port>`).
+    pub fn admin(&self) -> u16 {
+        self.reserve(Binder::Admin)
+    }
+
+    /// A port nothing listens on and nothing can bind: connections to it
+    /// are refused for as long as it is held.
+    pub fn closed(&self) -> u16 {
+        self.reserve(Binder::Nobody)
+    }
+
+    /// A port on 127.0.0.1 that only `binder` may bind while it is held.
+    pub fn reserve(&self, binder: Binder) -> u16 {
+        let socket = reservation(binder, 0).expect("reserve a port on 127.0.0.1");
+        let port = socket
+            .local_addr()
+            .expect("local addr")
+            .as_socket()
+            .expect("an IP address")
+            .port();
+        self.held.borrow_mut().push(socket);
+        port
+    }
+}
+
+/// A socket bound to 127.0.0.1:`port` (0: the kernel's choice) with the
+/// options `binder` needs to share it, never listening.
+pub fn reservation(binder: Binder, port: u16) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    match binder {
+        Binder::Listener => socket.set_reuse_port(true)?,
+        Binder::Admin => socket.set_reuse_address(true)?,
+        Binder::Nobody => {}
+    }
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 pub fn examples() -> PathBuf {
