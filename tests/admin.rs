@@ -111,7 +111,6 @@ fn the_admin_port_comes_back_after_running_out_of_descriptors() {
     let Some(gw) = Ringway::spawn(cmd) else {
         return;
     };
-    gw.wait_admin();
     ready_promptly(admin);
     // Each connection costs ringway two descriptors: 60 exhaust 64.
     let held: Vec<TcpStream> = (0..60).map(|_| connect(listen)).collect();
@@ -290,10 +289,9 @@ fn a_reload_stuck_in_dns_does_not_block_ready_or_healthz() {
     let mut cmd = resolver.command(&ringway_bin());
     cmd.arg("run").arg("-c").arg(config.path());
     cmd.args(admin_args(admin));
-    let Some(gw) = Ringway::spawn(cmd) else {
+    let Some(_gw) = Ringway::spawn(cmd) else {
         return;
     };
-    gw.wait_admin();
     ready_promptly(admin);
     std::fs::write(
         config.path().join("svc.yaml"),

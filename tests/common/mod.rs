@@ -212,9 +212,10 @@ pub fn require_uring() -> bool {
 }
 
 impl Ringway {
-    /// `ringway run -c <dir> <args>`; waits until it serves. `None` (after a
-    /// loud message) when this kernel or sandbox has no io_uring, unless
-    /// RINGWAY_REQUIRE_URING=1, where that fails the test.
+    /// `ringway run -c <dir> <args>`; waits until it serves (see
+    /// [`Ringway::spawn`]). `None` (after a loud message) when this kernel
+    /// or sandbox has no io_uring, unless RINGWAY_REQUIRE_URING=1, where
+    /// that fails the test.
     pub fn start(config: &ConfigDir, args: &[&str]) -> Option<Ringway> {
         let mut cmd = Command::new(ringway_bin());
         cmd.arg("run").arg("-c").arg(config.path()).args(args);
@@ -223,30 +224,19 @@ impl Ringway {
         if !args.contains(&"--admin") {
             cmd.args(["--admin", "off"]);
         }
-        let gw = Self::spawn(cmd)?;
-        let admin = args
-            .iter()
-            .position(|a| *a == "--admin")
-            .and_then(|i| args.get(i + 1));
-        if admin.is_some_and(|a| *a != "off") {
-            gw.wait_admin();
-        }
-        Some(gw)
+        Self::spawn(cmd)
     }
 
-    /// Wait until the admin endpoint listens (it starts after "serving").
-    pub fn wait_admin(&self) {
-        until("the admin endpoint to listen", || {
-            self.logged("admin endpoint listening")
-        });
-    }
-
+    /// Start `cmd` (a `ringway run`) and wait until it serves: with an
+    /// admin endpoint (`--admin ADDR`), until `/ready` answers (see
+    /// [`Readiness`]); without one, until it logs "serving".
     pub fn spawn(cmd: Command) -> Option<Ringway> {
         Self::spawn_with_stdout(cmd, Stdio::null())
     }
 
     /// [`Ringway::spawn`] with its standard output going to `stdout`.
     pub fn spawn_with_stdout(mut cmd: Command, stdout: Stdio) -> Option<Ringway> {
+        let readiness = Readiness::of(&cmd);
         cmd.env(
             "RUST_LOG",
             // The helpers wait for info lines ("serving"): never less than info.
@@ -270,7 +260,7 @@ impl Ringway {
         let mut gw = Ringway { child, log, stdout };
         let deadline = Instant::now() + PATIENCE;
         loop {
-            if gw.logged("serving") {
+            if readiness.reached(&gw) {
                 return Some(gw);
             }
             if let Ok(Some(status)) = gw.child.try_wait() {
@@ -286,7 +276,8 @@ impl Ringway {
             }
             assert!(
                 Instant::now() < deadline,
-                "ringway did not start serving in time"
+                "ringway did not start serving in time ({readiness:?}):\n{}",
+                gw.log_text()
             );
             thread::sleep(Duration::from_millis(20));
         }
@@ -365,6 +356,51 @@ impl Ringway {
             }
             assert!(Instant::now() < deadline, "ringway did not exit in time");
             thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// How [`Ringway::spawn`] knows that start-up is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// `GET /ready` on the admin endpoint answers 200, or 503 because some
+    /// listener could not be bound (start-up is over; the test asserts on
+    /// /ready itself). The admin endpoint starts after every worker.
+    Admin(SocketAddr),
+    /// No admin endpoint: the log line "serving" (after every worker).
+    Log,
+}
+
+impl Readiness {
+    /// From `cmd`'s `--admin ADDR`, if it has one other than `off`.
+    pub fn of(cmd: &Command) -> Readiness {
+        let args: Vec<_> = cmd.get_args().collect();
+        let admin = args
+            .iter()
+            .position(|a| *a == "--admin")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|a| a.to_str()?.parse::<SocketAddr>().ok());
+        match admin {
+            Some(mut address) => {
+                if address.ip().is_unspecified() {
+                    address.set_ip([127, 0, 0, 1].into());
+                }
+                Readiness::Admin(address)
+            }
+            None => Readiness::Log,
+        }
+    }
+
+    fn reached(self, gw: &Ringway) -> bool {
+        match self {
+            Readiness::Admin(address) => {
+                match http_within(address.port(), "GET", "/ready", Duration::from_secs(1)) {
+                    Some((200, _)) => true,
+                    Some((503, body)) => body.contains("could not be bound"),
+                    _ => false,
+                }
+            }
+            Readiness::Log => gw.logged("serving"),
         }
     }
 }
