@@ -217,6 +217,12 @@ impl Ringway {
     /// or sandbox has no io_uring, unless RINGWAY_REQUIRE_URING=1, where
     /// that fails the test.
     pub fn start(config: &ConfigDir, args: &[&str]) -> Option<Ringway> {
+        Self::spawn(Self::command(config, args))
+    }
+
+    /// The command [`Ringway::start`] runs, for a test to add to (an
+    /// environment variable) before [`Ringway::spawn`].
+    pub fn command(config: &ConfigDir, args: &[&str]) -> Command {
         let mut cmd = Command::new(ringway_bin());
         cmd.arg("run").arg("-c").arg(config.path()).args(args);
         // Tests run side by side: no admin endpoint on the fixed default port
@@ -224,7 +230,7 @@ impl Ringway {
         if !args.contains(&"--admin") {
             cmd.args(["--admin", "off"]);
         }
-        Self::spawn(cmd)
+        cmd
     }
 
     /// Start `cmd` (a `ringway run`) and wait until it serves: with an
@@ -237,14 +243,17 @@ impl Ringway {
     /// [`Ringway::spawn`] with its standard output going to `stdout`.
     pub fn spawn_with_stdout(mut cmd: Command, stdout: Stdio) -> Option<Ringway> {
         let readiness = Readiness::of(&cmd);
-        cmd.env(
-            "RUST_LOG",
-            // The helpers wait for info lines ("serving"): never less than info.
-            std::env::var("RINGWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(Stdio::piped());
+        // A test that sets RUST_LOG itself (to count debug lines) keeps it.
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env(
+                "RUST_LOG",
+                // The helpers wait for info lines ("serving"): never less than info.
+                std::env::var("RINGWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn ringway");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -285,6 +294,16 @@ impl Ringway {
 
     pub fn logged(&self, needle: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// How many log lines so far contain `needle`.
+    pub fn count_logged(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     pub fn log_text(&self) -> String {
