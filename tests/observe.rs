@@ -10,29 +10,9 @@ use std::time::{Duration, Instant};
 use std::io::{Read, Write};
 
 use common::{
-    ConfigDir, EchoBackend, PATIENCE, Ports, Ringway, connect, http, say, tcp_service, until,
+    EchoBackend, PATIENCE, Ports, Ringway, access_log, connect, http, sample, say, tcp_echo,
+    tcp_service, until, wait_metrics,
 };
-
-/// The access log's JSON lines, once there are at least `n` of them.
-fn wait_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= n {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "expected {n} access log lines, have:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn log_args<'a>(path: &'a Path, more: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
@@ -59,7 +39,7 @@ fn access_log_has_one_line_per_connection_with_its_flag() {
         return;
     };
     assert_eq!(say(listen, "hello"), "one hello");
-    let lines = wait_lines(&path, 1);
+    let lines = access_log(&path, 1);
     assert_eq!(lines.len(), 1, "{lines:?}");
     let line = &lines[0];
     assert_eq!(line["response_flags"], "-", "{line}");
@@ -81,7 +61,7 @@ fn access_log_has_one_line_per_connection_with_its_flag() {
     };
     let mut s = connect(listen);
     let _ = common::read_to_end(&mut s);
-    let lines = wait_lines(&path, 1);
+    let lines = access_log(&path, 1);
     assert_eq!(lines[0]["response_flags"], "UF", "{lines:?}");
     assert!(gw.terminate().success());
 
@@ -100,47 +80,8 @@ fn access_log_has_one_line_per_connection_with_its_flag() {
     };
     let mut s = connect(listen);
     let _ = common::read_to_end(&mut s);
-    let lines = wait_lines(&path, 1);
+    let lines = access_log(&path, 1);
     assert_eq!(lines[0]["response_flags"], "UH", "{lines:?}");
-}
-
-/// The sum of the samples of `name` whose labels contain every `label`.
-fn sample(metrics: &str, name: &str, labels: &[&str]) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
-/// Poll `/metrics` until `ok` holds on it.
-fn wait_metrics(admin: u16, ok: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let (status, body) = http(admin, "GET", "/metrics");
-        if status == 200 && ok(&body) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "metrics never matched:\n{body}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// tcp-echo with 80/20 shifting between two line echo backends.
-fn tcp_echo(listen: u16, v1: &EchoBackend, v2: &EchoBackend) -> ConfigDir {
-    let ports = [("31400", listen.to_string())];
-    ConfigDir::new()
-        .example(
-            "tcp-echo/00-service-entry.yaml",
-            "00-service-entry.yaml",
-            &[
-                ("19000", v1.port.to_string()),
-                ("29000", v2.port.to_string()),
-            ],
-        )
-        .example("tcp-echo/10-tcp-echo-all-v1.yaml", "10-all-v1.yaml", &ports)
-        .example("tcp-echo/20-tcp-echo-20-v2.yaml", "20-20-v2.yaml", &ports)
 }
 
 #[test]
@@ -149,7 +90,7 @@ fn istio_counters_split_50_connections_80_20_with_exact_bytes() {
     let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
     let listen = ports.listener();
     let admin = ports.admin();
-    let config = tcp_echo(listen, &v1, &v2);
+    let config = tcp_echo(listen, &v1, &v2, true);
     let address = format!("127.0.0.1:{admin}");
     let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--admin", &address]) else {
         return;

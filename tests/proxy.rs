@@ -5,26 +5,7 @@
 
 mod common;
 
-use common::{ConfigDir, EchoBackend, Ports, Ringway, say};
-
-/// The tcp-echo example directory, with the listener and backends on free ports.
-fn tcp_echo(listen: u16, v1: &EchoBackend, v2: &EchoBackend, shift: bool) -> ConfigDir {
-    let ports = [("31400", listen.to_string())];
-    let mut dir = ConfigDir::new()
-        .example(
-            "tcp-echo/00-service-entry.yaml",
-            "00-service-entry.yaml",
-            &[
-                ("19000", v1.port.to_string()),
-                ("29000", v2.port.to_string()),
-            ],
-        )
-        .example("tcp-echo/10-tcp-echo-all-v1.yaml", "10-all-v1.yaml", &ports);
-    if shift {
-        dir = dir.example("tcp-echo/20-tcp-echo-20-v2.yaml", "20-20-v2.yaml", &ports);
-    }
-    dir
-}
+use common::{ConfigDir, EchoBackend, Ports, Ringway, say, tcp_echo};
 
 #[test]
 fn tutorial_all_v1_answers_only_one() {

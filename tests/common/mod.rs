@@ -144,6 +144,72 @@ impl ConfigDir {
     }
 }
 
+/// The tcp-echo example directory (Istio's tutorial), with the listener on
+/// `listen` and subsets v1 and v2 on the two backends; `shift` adds the
+/// 80/20 traffic shift (`tcp-echo-20-v2.yaml`), else all goes to v1.
+pub fn tcp_echo(listen: u16, v1: &EchoBackend, v2: &EchoBackend, shift: bool) -> ConfigDir {
+    let ports = [("31400", listen.to_string())];
+    let mut dir = ConfigDir::new()
+        .example(
+            "tcp-echo/00-service-entry.yaml",
+            "00-service-entry.yaml",
+            &[
+                ("19000", v1.port.to_string()),
+                ("29000", v2.port.to_string()),
+            ],
+        )
+        .example("tcp-echo/10-tcp-echo-all-v1.yaml", "10-all-v1.yaml", &ports);
+    if shift {
+        dir = dir.example("tcp-echo/20-tcp-echo-20-v2.yaml", "20-20-v2.yaml", &ports);
+    }
+    dir
+}
+
+/// The access log's JSON lines (`--log-format json`), once there are at
+/// least `n` of them.
+pub fn access_log(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} access log lines, have:\n{text}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The sum of the samples of `name` whose labels contain every `label`.
+pub fn sample(metrics: &str, name: &str, labels: &[&str]) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Poll `/metrics` until `ok` holds on it.
+pub fn wait_metrics(admin: u16, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = http(admin, "GET", "/metrics");
+        if status == 200 && ok(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "metrics never matched:\n{body}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Polls `ok` every 20 ms until it holds; fails the test after
 /// [`PATIENCE`], saying what it waited for.
 pub fn until(what: &str, mut ok: impl FnMut() -> bool) {
