@@ -640,6 +640,29 @@ pub fn listen_any(backlog: i32) -> TcpListener {
     s.into()
 }
 
+/// How many sockets listen on `port` (any address, IPv4 or IPv6), from
+/// /proc/net/tcp{,6}: a way to see listeners open and close without
+/// connecting to them (a probe connection would be one more connection).
+pub fn listening(port: u16) -> usize {
+    let port = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|text| {
+            text.lines()
+                .skip(1)
+                .filter(|l| {
+                    // sl local_address rem_address st ...
+                    let mut fields = l.split_whitespace();
+                    let local = fields.nth(1).unwrap_or("");
+                    let state = fields.nth(1).unwrap_or("");
+                    local.ends_with(&port) && state == "0A"
+                })
+                .count()
+        })
+        .sum()
+}
+
 /// Connect to the gateway's port on 127.0.0.1, with timeouts set.
 pub fn connect(port: u16) -> TcpStream {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
