@@ -6,6 +6,8 @@
 
 pub mod client_hello;
 pub mod dns;
+pub mod origin;
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -46,8 +48,8 @@ pub enum Binder {
     /// `TcpListener::bind`), is refused.
     Listener,
     /// ringway's admin endpoint: SO_REUSEADDR without SO_REUSEPORT, as
-    /// `src/control/server.rs` binds it. A binder without SO_REUSEADDR is
-    /// refused.
+    /// `src/control/server.rs` binds it (and as openssl s_server and std's
+    /// `TcpListener::bind` do). A binder without SO_REUSEADDR is refused.
     Admin,
     /// Nobody: no option set, so every bind is refused and a connect is
     /// refused too (an upstream that is down).
@@ -64,7 +66,8 @@ impl Ports {
         self.reserve(Binder::Listener)
     }
 
-    /// A port for ringway's admin endpoint (`--admin 127.0.0.1:<port>`).
+    /// A port for ringway's admin endpoint (`--admin 127.0.0.1:<port>`), or
+    /// for another server that binds with SO_REUSEADDR (openssl s_server).
     pub fn admin(&self) -> u16 {
         self.reserve(Binder::Admin)
     }
