@@ -273,7 +273,13 @@ fn outlier_detection_ejects_a_refusing_endpoint() {
     assert!(remaining > 20_000 && remaining <= 30_000, "{endpoints}");
     // A reload keeps the ejection: still no connection fails.
     gw.signal("HUP");
-    common::until("SIGHUP to reload", || gw.logged("configuration reloaded"));
+    // Published (generation 2) and taken by every worker (/ready 200).
+    common::until("the reload to reach every worker", || {
+        http(admin, "GET", "/metrics")
+            .1
+            .contains("ringway_config_generation 2")
+            && http(admin, "GET", "/ready").0 == 200
+    });
     for i in 0..4 {
         assert_eq!(
             try_say(listen, &format!("r{i}")).as_deref(),
