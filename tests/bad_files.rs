@@ -9,7 +9,7 @@ mod common;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ConfigDir, EchoBackend, Ringway, free_port, http, say, yaml};
+use common::{ConfigDir, EchoBackend, Ports, Ringway, http, say, yaml};
 
 /// `ringway check ARGS`, killed if it takes longer than `limit`.
 fn check_within(args: &[&str], limit: Duration) -> Output {
@@ -134,8 +134,9 @@ fn reload(admin: u16) -> (u16, String) {
 
 #[test]
 fn a_reload_of_a_half_written_file_never_closes_every_listener() {
+    let ports = Ports::new();
     let echo = EchoBackend::lines("one");
-    let (a, b, admin) = (free_port(), free_port(), free_port());
+    let (a, b, admin) = (ports.listener(), ports.listener(), ports.admin());
     let whole = listeners(&[a, b], echo.port);
     let config = ConfigDir::new().file("svc.yaml", &whole);
     let file = config.path().join("svc.yaml");
@@ -194,8 +195,9 @@ fn a_reload_of_a_half_written_file_never_closes_every_listener() {
 
 #[test]
 fn allow_empty_reload_accepts_an_empty_file() {
+    let ports = Ports::new();
     let echo = EchoBackend::lines("one");
-    let (a, admin) = (free_port(), free_port());
+    let (a, admin) = (ports.listener(), ports.admin());
     let config = ConfigDir::new().file("svc.yaml", &listeners(&[a], echo.port));
     let address = format!("127.0.0.1:{admin}");
     let Some(_gw) = Ringway::start(&config, &["--admin", &address, "--allow-empty-reload"]) else {
@@ -211,8 +213,9 @@ fn allow_empty_reload_accepts_an_empty_file() {
 
 #[test]
 fn a_reload_of_a_huge_file_is_refused_without_reading_it() {
+    let ports = Ports::new();
     let echo = EchoBackend::lines("one");
-    let (a, admin) = (free_port(), free_port());
+    let (a, admin) = (ports.listener(), ports.admin());
     let config = ConfigDir::new().file("svc.yaml", &listeners(&[a], echo.port));
     let address = format!("127.0.0.1:{admin}");
     let Some(gw) = Ringway::start(&config, &["--admin", &address]) else {

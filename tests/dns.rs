@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::dns::SilentResolver;
-use common::{ConfigDir, EchoBackend, Ringway, connect, free_port, read_to_end, say, until, yaml};
+use common::{ConfigDir, EchoBackend, Ports, Ringway, connect, read_to_end, say, until, yaml};
 
 /// Port `a` routes to subset v1, port `b` to v2, of a ServiceEntry resolved
 /// by DNS: `localhost` (v1, backend port `v1`), `late.ringway.test` (v2,
@@ -74,13 +74,14 @@ fn ringway(dns: &SilentResolver, hosts: &Path, config: &ConfigDir, args: &[&str]
 
 #[test]
 fn silent_names_cost_one_timeout_at_start_and_resolve_on_a_later_refresh() {
+    let ports = Ports::new();
     // Each lookup the C library sends would wait 5 s: three such names one
     // after the other are 15 s, past the tests' patience to start.
     let Some(dns) = SilentResolver::start(5) else {
         return;
     };
     let (one, two) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
-    let (a, b) = (free_port(), free_port());
+    let (a, b) = (ports.listener(), ports.listener());
     let config = ConfigDir::new().file("svc.yaml", &config(a, b, one.port, two.port));
     let hosts = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(hosts.path(), "127.0.0.1 localhost\n").unwrap();

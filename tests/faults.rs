@@ -6,15 +6,14 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{
-    Behavior, EchoBackend, Ringway, connect, free_port, http, read_to_end, say, tcp_service,
-};
+use common::{Behavior, EchoBackend, Ports, Ringway, connect, http, read_to_end, say, tcp_service};
 
 #[test]
 fn a_refusing_endpoint_next_to_a_live_one_fails_no_connection() {
+    let ports = Ports::new();
     let live = EchoBackend::lines("one");
-    let refusing = free_port();
-    let listen = free_port();
+    let refusing = ports.closed();
+    let listen = ports.listener();
     let policy = "    loadBalancer:\n      simple: ROUND_ROBIN\n";
     let config = tcp_service(listen, &[refusing, live.port], policy);
     let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
@@ -27,8 +26,9 @@ fn a_refusing_endpoint_next_to_a_live_one_fails_no_connection() {
 
 #[test]
 fn the_only_endpoint_down_closes_the_client_within_a_second() {
-    let down = free_port();
-    let listen = free_port();
+    let ports = Ports::new();
+    let down = ports.closed();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[down], "");
     let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
         return;
@@ -46,8 +46,9 @@ fn the_only_endpoint_down_closes_the_client_within_a_second() {
 
 #[test]
 fn upstream_dying_mid_stream_gives_the_client_eof() {
+    let ports = Ports::new();
     let backend = EchoBackend::start(Behavior::CloseAfter(5));
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[backend.port], "");
     let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
         return;
@@ -61,8 +62,9 @@ fn upstream_dying_mid_stream_gives_the_client_eof() {
 
 #[test]
 fn connect_timeout_against_a_blackhole_closes_the_client() {
+    let ports = Ports::new();
     let hole = common::blackhole();
-    let listen = free_port();
+    let listen = ports.listener();
     let policy = "    connectionPool:\n      tcp:\n        connectTimeout: 300ms\n";
     let config = tcp_service(listen, &[hole.port], policy);
     let Some(gw) = Ringway::start(&config, &["--workers", "1", "--connect-attempts", "2"]) else {
@@ -87,8 +89,9 @@ fn connect_timeout_against_a_blackhole_closes_the_client() {
 
 #[test]
 fn idle_timeout_closes_an_idle_connection() {
+    let ports = Ports::new();
     let backend = EchoBackend::lines("one");
-    let listen = free_port();
+    let listen = ports.listener();
     let policy = "    connectionPool:\n      tcp:\n        idleTimeout: 1s\n";
     let config = tcp_service(listen, &[backend.port], policy);
     let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
@@ -108,8 +111,9 @@ fn idle_timeout_closes_an_idle_connection() {
 
 #[test]
 fn max_connection_duration_closes_a_busy_connection() {
+    let ports = Ports::new();
     let backend = EchoBackend::lines("one");
-    let listen = free_port();
+    let listen = ports.listener();
     let policy = "    connectionPool:\n      tcp:\n        maxConnectionDuration: 1s\n";
     let config = tcp_service(listen, &[backend.port], policy);
     let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
@@ -138,6 +142,7 @@ fn max_connection_duration_closes_a_busy_connection() {
 
 #[test]
 fn an_upstream_reset_resets_the_client() {
+    let ports = Ports::new();
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -149,7 +154,7 @@ fn an_upstream_reset_resets_the_client() {
             .unwrap();
         drop(c);
     });
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[port], "");
     let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
         return;
@@ -163,6 +168,7 @@ fn an_upstream_reset_resets_the_client() {
 
 #[test]
 fn a_client_reset_resets_the_upstream() {
+    let ports = Ports::new();
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let (read_tx, read_rx) = std::sync::mpsc::channel();
@@ -175,7 +181,7 @@ fn a_client_reset_resets_the_upstream() {
         let (_, end) = read_to_end(&mut c);
         let _ = end_tx.send(end.map_err(|e| e.kind()));
     });
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[port], "");
     let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
         return;
@@ -207,12 +213,13 @@ fn try_say(port: u16, line: &str) -> Option<String> {
 
 #[test]
 fn outlier_detection_ejects_a_refusing_endpoint() {
+    let ports = Ports::new();
     let live = EchoBackend::lines("one");
-    let refusing = free_port();
-    let listen = free_port();
+    let refusing = ports.closed();
+    let listen = ports.listener();
     let policy = "    loadBalancer:\n      simple: ROUND_ROBIN\n    outlierDetection:\n      consecutive5xxErrors: 1\n      interval: 1s\n      baseEjectionTime: 30s\n      maxEjectionPercent: 100\n";
     let config = tcp_service(listen, &[refusing, live.port], policy);
-    let admin = free_port();
+    let admin = ports.admin();
     let address = format!("127.0.0.1:{admin}");
     let args = [
         "--workers",
@@ -266,7 +273,13 @@ fn outlier_detection_ejects_a_refusing_endpoint() {
     assert!(remaining > 20_000 && remaining <= 30_000, "{endpoints}");
     // A reload keeps the ejection: still no connection fails.
     gw.signal("HUP");
-    common::until("SIGHUP to reload", || gw.logged("configuration reloaded"));
+    // Published (generation 2) and taken by every worker (/ready 200).
+    common::until("the reload to reach every worker", || {
+        http(admin, "GET", "/metrics")
+            .1
+            .contains("ringway_config_generation 2")
+            && http(admin, "GET", "/ready").0 == 200
+    });
     for i in 0..4 {
         assert_eq!(
             try_say(listen, &format!("r{i}")).as_deref(),
@@ -277,9 +290,10 @@ fn outlier_detection_ejects_a_refusing_endpoint() {
 
 #[test]
 fn without_outlier_detection_round_robin_keeps_trying_the_refusing_endpoint() {
+    let ports = Ports::new();
     let live = EchoBackend::lines("one");
-    let refusing = free_port();
-    let listen = free_port();
+    let refusing = ports.closed();
+    let listen = ports.listener();
     let policy = "    loadBalancer:\n      simple: ROUND_ROBIN\n";
     let config = tcp_service(listen, &[refusing, live.port], policy);
     let args = ["--workers", "1", "--connect-attempts", "1"];
@@ -335,10 +349,11 @@ const RESPONSE: usize = 100_000;
 
 #[test]
 fn an_upstream_reset_after_its_response_loses_no_byte_and_counts_them_all() {
+    let ports = Ports::new();
     let upstream = respond_then_reset();
     for path in [&["--splice-after", "never"][..], &["--splice-after", "0"]] {
-        let listen = free_port();
-        let admin = free_port();
+        let listen = ports.listener();
+        let admin = ports.admin();
         let config = tcp_service(listen, &[upstream], "");
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("access.log");

@@ -11,7 +11,7 @@ use std::net::{Shutdown, TcpListener};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{EchoBackend, Ringway, connect, free_port, read_to_end, tcp_service};
+use common::{EchoBackend, Ports, Ringway, connect, read_to_end, tcp_service};
 
 /// An upstream that resets every connection after reading a little.
 fn resetting_upstream() -> u16 {
@@ -33,16 +33,17 @@ fn resetting_upstream() -> u16 {
 
 #[test]
 fn no_descriptor_outlives_its_connection() {
+    let ports = Ports::new();
     let echo = EchoBackend::raw();
-    let refusing = free_port();
-    let listen = free_port();
+    let refusing = ports.closed();
+    let listen = ports.listener();
     let policy = "    loadBalancer:\n      simple: ROUND_ROBIN\n";
     let config = tcp_service(listen, &[refusing, echo.port], policy);
     let Some(gw) = Ringway::start(&config, &["--workers", "2"]) else {
         return;
     };
     let resetting = resetting_upstream();
-    let listen2 = free_port();
+    let listen2 = ports.listener();
     let config2 = tcp_service(listen2, &[resetting], "");
     let Some(gw2) = Ringway::start(&config2, &["--workers", "1"]) else {
         return;

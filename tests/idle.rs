@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{EchoBackend, PATIENCE, Ringway, connect, free_port, tcp_service};
+use common::{EchoBackend, PATIENCE, Ports, Ringway, connect, tcp_service};
 
 fn echo_line(s: &TcpStream, line: &str) -> String {
     let mut w = s;
@@ -20,8 +20,9 @@ fn echo_line(s: &TcpStream, line: &str) -> String {
 }
 
 fn idle_connections_hold_no_thread_and_no_pipe(splice_after: &str) {
+    let ports = Ports::new();
     let backend = EchoBackend::lines("one");
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[backend.port], "");
     let Some(gw) = Ringway::start(&config, &["--workers", "2", "--splice-after", splice_after])
     else {
@@ -70,8 +71,9 @@ fn a_thousand_idle_connections_on_the_splice_path_create_no_io_wq_thread() {
 
 #[test]
 fn two_thousand_concurrent_connections_all_echo() {
+    let ports = Ports::new();
     let backend = EchoBackend::lines("one");
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[backend.port], "");
     let Some(_gw) = Ringway::start(&config, &[]) else {
         return;
@@ -116,8 +118,9 @@ fn buffered_bound() -> usize {
 /// A client that sends but never reads: every buffer on the way fills up,
 /// and still no kernel thread is parked on its behalf.
 fn a_client_that_never_reads_parks_no_io_wq_thread(splice_after: &str) {
+    let ports = Ports::new();
     let echo = common::EchoBackend::raw();
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[echo.port], "");
     let Some(gw) = Ringway::start(&config, &["--workers", "1", "--splice-after", splice_after])
     else {

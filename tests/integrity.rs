@@ -11,7 +11,7 @@ use std::thread;
 
 use sha2::{Digest, Sha256};
 
-use common::{EchoBackend, Ringway, connect, free_port, tcp_service};
+use common::{EchoBackend, Ports, Ringway, connect, tcp_service};
 
 const CONNECTIONS: usize = 8;
 const BYTES: usize = 32 * 1024 * 1024;
@@ -78,8 +78,9 @@ fn integrity(splice_after: &str, path: Path) {
 }
 
 fn integrity_with(args: &[&str], path: Path) {
+    let ports = Ports::new();
     let echo = EchoBackend::raw();
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[echo.port], "");
     let args: Vec<&str> = ["--workers", "2"].iter().chain(args).copied().collect();
     let Some(gw) = Ringway::start(&config, &args) else {

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    Behavior, ConfigDir, EchoBackend, Gate, Ringway, connect, free_port, http, limit_descriptors,
+    Behavior, ConfigDir, EchoBackend, Gate, Ports, Ringway, connect, http, limit_descriptors,
     read_to_end, say, tcp_service, until,
 };
 
@@ -40,8 +40,9 @@ fn split(replies: &[String]) -> BTreeMap<String, usize> {
 
 #[test]
 fn cluster_max_connections_fails_fast_beyond_the_limit() {
+    let ports = Ports::new();
     let backend = EchoBackend::lines("one");
-    let listen = free_port();
+    let listen = ports.listener();
     let policy = "    connectionPool:\n      tcp:\n        maxConnections: 2\n";
     let config = tcp_service(listen, &[backend.port], policy);
     let Some(_gw) = Ringway::start(&config, &["--workers", "2"]) else {
@@ -79,10 +80,11 @@ fn cluster_max_connections_fails_fast_beyond_the_limit() {
 
 #[test]
 fn at_the_process_cap_new_clients_wait_in_the_backlog() {
+    let ports = Ports::new();
     let backend = EchoBackend::lines("one");
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[backend.port], "");
-    let admin = free_port();
+    let admin = ports.admin();
     let address = format!("127.0.0.1:{admin}");
     let args = [
         "--workers",
@@ -132,8 +134,9 @@ fn at_the_process_cap_new_clients_wait_in_the_backlog() {
 /// Two endpoints answering "one" and "two" under `policy`; 20 connections
 /// held open at once; returns how many each got.
 fn split_under(policy: &str) -> Option<BTreeMap<String, usize>> {
+    let ports = Ports::new();
     let (e1, e2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[e1.port, e2.port], policy);
     let _gw = Ringway::start(&config, &["--workers", "1"])?;
     let conns: Vec<TcpStream> = (0..20).map(|_| connect(listen)).collect();
@@ -203,9 +206,10 @@ struct Starved {
 }
 
 fn starved(nofile: u64, args: &[&str]) -> Option<Starved> {
+    let ports = Ports::new();
     let gate = Gate::default();
     let backend = EchoBackend::start(Behavior::Gated("one".into(), gate.clone()));
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[backend.port], "");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
@@ -354,8 +358,9 @@ fn an_explicit_cap_beyond_the_descriptors_closes_as_om_not_uf_and_recovers() {
 
 #[test]
 fn sigterm_stops_cleanly_with_connections_open() {
+    let ports = Ports::new();
     let backend = EchoBackend::lines("one");
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[backend.port], "");
     let Some(gw) = Ringway::start(&config, &["--workers", "2", "--drain-timeout", "200ms"]) else {
         return;
@@ -406,8 +411,9 @@ fn upstream_timer(port: u16) -> Option<(u32, u64)> {
 
 #[test]
 fn tcp_keepalive_is_set_on_the_upstream_socket() {
+    let ports = Ports::new();
     let backend = EchoBackend::lines("one");
-    let listen = free_port();
+    let listen = ports.listener();
     let policy = "    connectionPool:\n      tcp:\n        tcpKeepalive:\n          time: 30s\n          interval: 5s\n          probes: 3\n";
     let config = tcp_service(listen, &[backend.port], policy);
     let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {

@@ -10,29 +10,9 @@ use std::time::{Duration, Instant};
 use std::io::{Read, Write};
 
 use common::{
-    ConfigDir, EchoBackend, PATIENCE, Ringway, connect, free_port, http, say, tcp_service,
+    EchoBackend, PATIENCE, Ports, Ringway, access_log, connect, http, sample, say, tcp_echo,
+    tcp_service, until, wait_metrics,
 };
-
-/// The access log's JSON lines, once there are at least `n` of them.
-fn wait_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= n {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "expected {n} access log lines, have:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn log_args<'a>(path: &'a Path, more: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
@@ -49,16 +29,17 @@ fn log_args<'a>(path: &'a Path, more: &[&'a str]) -> Vec<&'a str> {
 
 #[test]
 fn access_log_has_one_line_per_connection_with_its_flag() {
+    let ports = Ports::new();
     let logs = tempfile::tempdir().unwrap();
     let path = logs.path().join("access.log");
     let echo = EchoBackend::lines("one");
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[echo.port], "");
     let Some(gw) = Ringway::start(&config, &log_args(&path, &[])) else {
         return;
     };
     assert_eq!(say(listen, "hello"), "one hello");
-    let lines = wait_lines(&path, 1);
+    let lines = access_log(&path, 1);
     assert_eq!(lines.len(), 1, "{lines:?}");
     let line = &lines[0];
     assert_eq!(line["response_flags"], "-", "{line}");
@@ -73,20 +54,20 @@ fn access_log_has_one_line_per_connection_with_its_flag() {
 
     // A refusing endpoint: UF.
     let path = logs.path().join("uf.log");
-    let listen = free_port();
-    let config = tcp_service(listen, &[free_port()], "");
+    let listen = ports.listener();
+    let config = tcp_service(listen, &[ports.closed()], "");
     let Some(gw) = Ringway::start(&config, &log_args(&path, &["--connect-attempts", "1"])) else {
         return;
     };
     let mut s = connect(listen);
     let _ = common::read_to_end(&mut s);
-    let lines = wait_lines(&path, 1);
+    let lines = access_log(&path, 1);
     assert_eq!(lines[0]["response_flags"], "UF", "{lines:?}");
     assert!(gw.terminate().success());
 
     // An endpoint whose name does not resolve: UH.
     let path = logs.path().join("uh.log");
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[echo.port], "");
     let file = config.path().join("svc.yaml");
     let yaml = std::fs::read_to_string(&file)
@@ -99,55 +80,17 @@ fn access_log_has_one_line_per_connection_with_its_flag() {
     };
     let mut s = connect(listen);
     let _ = common::read_to_end(&mut s);
-    let lines = wait_lines(&path, 1);
+    let lines = access_log(&path, 1);
     assert_eq!(lines[0]["response_flags"], "UH", "{lines:?}");
-}
-
-/// The sum of the samples of `name` whose labels contain every `label`.
-fn sample(metrics: &str, name: &str, labels: &[&str]) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
-/// Poll `/metrics` until `ok` holds on it.
-fn wait_metrics(admin: u16, ok: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let (status, body) = http(admin, "GET", "/metrics");
-        if status == 200 && ok(&body) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "metrics never matched:\n{body}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// tcp-echo with 80/20 shifting between two line echo backends.
-fn tcp_echo(listen: u16, v1: &EchoBackend, v2: &EchoBackend) -> ConfigDir {
-    let ports = [("31400", listen.to_string())];
-    ConfigDir::new()
-        .example(
-            "tcp-echo/00-service-entry.yaml",
-            "00-service-entry.yaml",
-            &[
-                ("19000", v1.port.to_string()),
-                ("29000", v2.port.to_string()),
-            ],
-        )
-        .example("tcp-echo/10-tcp-echo-all-v1.yaml", "10-all-v1.yaml", &ports)
-        .example("tcp-echo/20-tcp-echo-20-v2.yaml", "20-20-v2.yaml", &ports)
 }
 
 #[test]
 fn istio_counters_split_50_connections_80_20_with_exact_bytes() {
+    let ports = Ports::new();
     let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
-    let listen = free_port();
-    let admin = free_port();
-    let config = tcp_echo(listen, &v1, &v2);
+    let listen = ports.listener();
+    let admin = ports.admin();
+    let config = tcp_echo(listen, &v1, &v2, true);
     let address = format!("127.0.0.1:{admin}");
     let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--admin", &address]) else {
         return;
@@ -190,9 +133,10 @@ fn istio_counters_split_50_connections_80_20_with_exact_bytes() {
 
 #[test]
 fn bytes_advance_while_the_connection_is_open() {
+    let ports = Ports::new();
     let echo = EchoBackend::lines("one");
-    let listen = free_port();
-    let admin = free_port();
+    let listen = ports.listener();
+    let admin = ports.admin();
     let config = tcp_service(listen, &[echo.port], "");
     let address = format!("127.0.0.1:{admin}");
     let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--admin", &address]) else {
@@ -221,9 +165,10 @@ fn bytes_advance_while_the_connection_is_open() {
 
 #[test]
 fn admin_endpoint_answers() {
+    let ports = Ports::new();
     let echo = EchoBackend::lines("one");
-    let listen = free_port();
-    let admin = free_port();
+    let listen = ports.listener();
+    let admin = ports.admin();
     let config = tcp_service(listen, &[echo.port], "");
     let address = format!("127.0.0.1:{admin}");
     let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--admin", &address]) else {
@@ -252,8 +197,9 @@ fn admin_endpoint_answers() {
 
 #[test]
 fn dns_endpoints_are_resolved_and_refreshed_off_the_data_path() {
+    let ports = Ports::new();
     let echo = EchoBackend::lines("one");
-    let (listen, admin) = (free_port(), free_port());
+    let (listen, admin) = (ports.listener(), ports.admin());
     let config = tcp_service(listen, &[echo.port], "");
     let file = config.path().join("svc.yaml");
     let yaml = std::fs::read_to_string(&file)
@@ -270,7 +216,10 @@ fn dns_endpoints_are_resolved_and_refreshed_off_the_data_path() {
         "--dns-refresh",
         "50ms",
     ];
-    let Some(gw) = Ringway::start(&config, &args) else {
+    // Each refresh that changes nothing says so at debug level.
+    let mut cmd = Ringway::command(&config, &args);
+    cmd.env("RUST_LOG", "info,ringway=debug");
+    let Some(gw) = Ringway::spawn(cmd) else {
         return;
     };
     assert_eq!(say(listen, "a"), "one a");
@@ -279,22 +228,29 @@ fn dns_endpoints_are_resolved_and_refreshed_off_the_data_path() {
         dump.contains(&format!("\"127.0.0.1:{}\"", echo.port)),
         "{dump}"
     );
-    // Ten refreshes later: the same answers publish nothing new.
-    std::thread::sleep(Duration::from_millis(500));
+    // Ten refreshes, counted, resolve the same answers: nothing new is
+    // published (same generation, no "changed" line), and connections
+    // keep going where they went.
+    let unchanged = "DNS refresh: no endpoint address changed";
+    until("ten DNS refreshes", || gw.count_logged(unchanged) >= 10);
     assert!(
         !gw.logged("endpoint addresses changed"),
         "{}",
         gw.log_text()
     );
+    let (_, dump) = http(admin, "GET", "/config_dump");
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    assert_eq!(dump["generation"], 1, "{dump}");
     assert_eq!(say(listen, "b"), "one b");
 }
 
 #[test]
 fn ringway_counters_count_connects_failures_ejections_and_active_connections() {
+    let ports = Ports::new();
     let echo = EchoBackend::lines("one");
-    let (listen, admin) = (free_port(), free_port());
+    let (listen, admin) = (ports.listener(), ports.admin());
     let policy = "    loadBalancer:\n      simple: ROUND_ROBIN\n    outlierDetection:\n      consecutive5xxErrors: 1\n      interval: 1s\n      baseEjectionTime: 30s\n      maxEjectionPercent: 50\n";
-    let config = tcp_service(listen, &[free_port(), echo.port], policy);
+    let config = tcp_service(listen, &[ports.closed(), echo.port], policy);
     let address = format!("127.0.0.1:{admin}");
     let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--admin", &address]) else {
         return;
@@ -331,9 +287,10 @@ fn ringway_counters_count_connects_failures_ejections_and_active_connections() {
 
 #[test]
 fn connect_timeouts_are_counted() {
+    let ports = Ports::new();
     let blackhole = common::blackhole();
     let hole = blackhole.port;
-    let (listen, admin) = (free_port(), free_port());
+    let (listen, admin) = (ports.listener(), ports.admin());
     let policy = "    connectionPool:\n      tcp:\n        connectTimeout: 200ms\n";
     let config = tcp_service(listen, &[hole], policy);
     let address = format!("127.0.0.1:{admin}");
@@ -373,11 +330,12 @@ fn connect_timeouts_are_counted() {
 
 #[test]
 fn sigusr1_reopens_the_access_log_and_text_is_the_default_format() {
+    let ports = Ports::new();
     let logs = tempfile::tempdir().unwrap();
     let path = logs.path().join("access.log");
     let rotated = logs.path().join("access.log.1");
     let echo = EchoBackend::lines("one");
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[echo.port], "");
     let args = ["--workers", "1", "--access-log", path.to_str().unwrap()];
     let Some(gw) = Ringway::start(&config, &args) else {
@@ -417,8 +375,9 @@ fn sigusr1_reopens_the_access_log_and_text_is_the_default_format() {
 
 #[test]
 fn a_stalled_access_log_reader_costs_bounded_memory_and_never_blocks_exit() {
+    let ports = Ports::new();
     let echo = EchoBackend::lines("one");
-    let (listen, admin) = (free_port(), free_port());
+    let (listen, admin) = (ports.listener(), ports.admin());
     let config = tcp_service(listen, &[echo.port], "");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"));
     let address = format!("127.0.0.1:{admin}");

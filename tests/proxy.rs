@@ -5,31 +5,13 @@
 
 mod common;
 
-use common::{ConfigDir, EchoBackend, Ringway, free_port, say};
-
-/// The tcp-echo example directory, with the listener and backends on free ports.
-fn tcp_echo(listen: u16, v1: &EchoBackend, v2: &EchoBackend, shift: bool) -> ConfigDir {
-    let ports = [("31400", listen.to_string())];
-    let mut dir = ConfigDir::new()
-        .example(
-            "tcp-echo/00-service-entry.yaml",
-            "00-service-entry.yaml",
-            &[
-                ("19000", v1.port.to_string()),
-                ("29000", v2.port.to_string()),
-            ],
-        )
-        .example("tcp-echo/10-tcp-echo-all-v1.yaml", "10-all-v1.yaml", &ports);
-    if shift {
-        dir = dir.example("tcp-echo/20-tcp-echo-20-v2.yaml", "20-20-v2.yaml", &ports);
-    }
-    dir
-}
+use common::{ConfigDir, EchoBackend, Ports, Ringway, say, tcp_echo};
 
 #[test]
 fn tutorial_all_v1_answers_only_one() {
+    let ports = Ports::new();
     let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_echo(listen, &v1, &v2, false);
     let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
         return;
@@ -41,8 +23,9 @@ fn tutorial_all_v1_answers_only_one() {
 
 #[test]
 fn tutorial_80_20_on_one_worker_gives_exactly_8_of_10_to_v1() {
+    let ports = Ports::new();
     let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_echo(listen, &v1, &v2, true);
     let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
         return;
@@ -55,8 +38,9 @@ fn tutorial_80_20_on_one_worker_gives_exactly_8_of_10_to_v1() {
 
 #[test]
 fn seed_002_port_routing_sends_each_port_to_its_version() {
+    let ports = Ports::new();
     let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
-    let (p1, p2) = (free_port(), free_port());
+    let (p1, p2) = (ports.listener(), ports.listener());
     let config = ConfigDir::new().example(
         "port-routing.yaml",
         "port-routing.yaml",
@@ -78,8 +62,9 @@ fn seed_002_port_routing_sends_each_port_to_its_version() {
 
 #[test]
 fn seed_003_kafka_broker_on_a_custom_port_in_another_namespace() {
+    let ports = Ports::new();
     let broker = EchoBackend::lines("kafka");
-    let listen = free_port();
+    let listen = ports.listener();
     let config = ConfigDir::new().example(
         "kafka-rcmd.yaml",
         "kafka.yaml",
@@ -101,7 +86,8 @@ fn seed_003_kafka_broker_on_a_custom_port_in_another_namespace() {
 
 #[test]
 fn a_gateway_without_a_bound_virtual_service_opens_no_port_and_keeps_running() {
-    let listen = free_port();
+    let ports = Ports::new();
+    let listen = ports.listener();
     // Only the Gateway of the tutorial: no VirtualService binds it.
     let config = ConfigDir::new().file(
         "gateway.yaml",
@@ -121,9 +107,10 @@ fn a_gateway_without_a_bound_virtual_service_opens_no_port_and_keeps_running() {
 
 #[test]
 fn the_full_spec_command_line_is_accepted() {
+    let ports = Ports::new();
     let v1 = EchoBackend::lines("one");
     let v2 = EchoBackend::lines("two");
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_echo(listen, &v1, &v2, false);
     let args = [
         "--workers",
@@ -158,6 +145,7 @@ fn the_full_spec_command_line_is_accepted() {
 #[test]
 fn proxy_protocol_v1_tells_the_upstream_who_connected() {
     use std::io::{BufRead, BufReader, Write};
+    let ports = Ports::new();
     let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = upstream.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -171,7 +159,7 @@ fn proxy_protocol_v1_tells_the_upstream_who_connected() {
         conn.write_all(format!("{}|{line}", header.trim_end()).as_bytes())
             .unwrap();
     });
-    let listen = free_port();
+    let listen = ports.listener();
     let policy = "    proxyProtocol:\n      version: V1\n";
     let config = common::tcp_service(listen, &[port], policy);
     let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{
-    ConfigDir, EchoBackend, Ringway, chat, free_port, http, open, say, stream_until, until, yaml,
+    ConfigDir, EchoBackend, Ports, Ringway, chat, http, open, say, stream_until, until, yaml,
 };
 
 /// Route weights: everything to v1, or everything to v2.
@@ -41,8 +41,14 @@ fn write(path: &Path, text: &str) {
 
 #[test]
 fn established_connections_survive_a_reload_that_flips_weights_and_removes_their_listener() {
+    let ports = Ports::new();
     let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
-    let (a, b, c, admin) = (free_port(), free_port(), free_port(), free_port());
+    let (a, b, c, admin) = (
+        ports.listener(),
+        ports.listener(),
+        ports.listener(),
+        ports.admin(),
+    );
     let config = ConfigDir::new().file("svc.yaml", &yaml(&[a, b], ONLY_V1, v1.port, v2.port));
     let Some(_gw) = start(&config, admin) else {
         return;
@@ -81,8 +87,9 @@ fn established_connections_survive_a_reload_that_flips_weights_and_removes_their
 
 #[test]
 fn a_reload_whose_new_port_is_taken_is_refused() {
+    let ports = Ports::new();
     let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
-    let (a, admin) = (free_port(), free_port());
+    let (a, admin) = (ports.listener(), ports.admin());
     let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let t = taken.local_addr().unwrap().port();
     let config = ConfigDir::new().file("svc.yaml", &yaml(&[a], ONLY_V1, v1.port, v2.port));
@@ -106,8 +113,9 @@ fn a_reload_whose_new_port_is_taken_is_refused() {
 
 #[test]
 fn a_bad_configuration_keeps_the_last_good_table_and_says_where() {
+    let ports = Ports::new();
     let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
-    let (a, admin) = (free_port(), free_port());
+    let (a, admin) = (ports.listener(), ports.admin());
     let good = yaml(&[a], ONLY_V1, v1.port, v2.port);
     let config = ConfigDir::new().file("svc.yaml", &good);
     let Some(gw) = start(&config, admin) else {
@@ -147,8 +155,9 @@ fn a_bad_configuration_keeps_the_last_good_table_and_says_where() {
 
 #[test]
 fn a_storm_of_reloads_cuts_nothing_loses_nothing_and_leaks_nothing() {
+    let ports = Ports::new();
     let (v1, v2) = (EchoBackend::raw(), EchoBackend::raw());
-    let (a, b, admin) = (free_port(), free_port(), free_port());
+    let (a, b, admin) = (ports.listener(), ports.listener(), ports.admin());
     let config = ConfigDir::new().file("svc.yaml", &yaml(&[a], (80, 20), v1.port, v2.port));
     let Some(gw) = start(&config, admin) else {
         return;
@@ -201,8 +210,9 @@ fn a_storm_of_reloads_cuts_nothing_loses_nothing_and_leaks_nothing() {
 
 #[test]
 fn ready_waits_until_every_listener_is_bound() {
+    let ports = Ports::new();
     let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
-    let (a, admin) = (free_port(), free_port());
+    let (a, admin) = (ports.listener(), ports.admin());
     let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let t = taken.local_addr().unwrap().port();
     let config = ConfigDir::new().file("svc.yaml", &yaml(&[a, t], ONLY_V1, v1.port, v2.port));

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{ConfigDir, EchoBackend, Ringway, free_port, http, stream_until, until, yaml};
+use common::{ConfigDir, EchoBackend, Ports, Ringway, http, stream_until, until, yaml};
 
 /// The signals ringway acts on, as bits of /proc's `SigBlk` mask.
 const STOP_SIGNALS: [(&str, i32); 4] = [
@@ -78,8 +78,9 @@ fn blocked_masks(pid: u32) -> Vec<(String, u64)> {
 
 #[test]
 fn every_thread_ringway_creates_blocks_the_signals_it_acts_on() {
+    let ports = Ports::new();
     let (v1, v2) = (EchoBackend::raw(), EchoBackend::raw());
-    let (port, admin) = (free_port(), free_port());
+    let (port, admin) = (ports.listener(), ports.admin());
     let config = ConfigDir::new().file("svc.yaml", &config(port, v1.port, v2.port, 0));
     let log = config.path().join("access.log");
     let address = format!("127.0.0.1:{admin}");
@@ -151,8 +152,9 @@ fn access_log_lines(path: &std::path::Path) -> usize {
 
 #[test]
 fn a_reopen_or_a_stop_during_a_reload_loses_nothing() {
+    let ports = Ports::new();
     let (v1, v2) = (EchoBackend::raw(), EchoBackend::raw());
-    let port = free_port();
+    let port = ports.listener();
     // About 1 MB: each reload reads and compiles it for a while.
     let text = config(port, v1.port, v2.port, 2_400);
     assert!(text.len() > 900_000, "{} bytes", text.len());
@@ -196,8 +198,9 @@ fn a_reopen_or_a_stop_during_a_reload_loses_nothing() {
 
 #[test]
 fn a_storm_of_sighups_under_streaming_traffic_loses_nothing() {
+    let ports = Ports::new();
     let (v1, v2) = (EchoBackend::raw(), EchoBackend::raw());
-    let port = free_port();
+    let port = ports.listener();
     let Some((_config, log, mut gw)) = with_access_log(&config(port, v1.port, v2.port, 50)) else {
         return;
     };

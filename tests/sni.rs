@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::client_hello::{client_hello_bytes, client_hello_padded};
-use common::{ConfigDir, EchoBackend, Ringway, connect, free_port, read_to_end, yaml};
+use common::{ConfigDir, EchoBackend, Ports, Ringway, connect, read_to_end, yaml};
 
 /// Backends A (`db.example.com`), B (`*.example.com`) and C (`*`, when
 /// `catch_all`), raw echo servers told apart by their accept counts.
@@ -69,8 +69,9 @@ fn exchange(listen: u16, hello: &[u8], payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn the_most_specific_sni_route_gets_the_hello_and_the_rest_of_the_stream() {
+    let ports = Ports::new();
     let backends = Backends::start();
-    let listen = free_port();
+    let listen = ports.listener();
     let Some(_gw) = Ringway::start(&backends.config(listen, true), &["--workers", "1"]) else {
         return;
     };
@@ -124,8 +125,9 @@ fn the_most_specific_sni_route_gets_the_hello_and_the_rest_of_the_stream() {
 
 #[test]
 fn a_hello_in_several_segments_and_a_bulk_stream_arrive_intact() {
+    let ports = Ports::new();
     let backends = Backends::start();
-    let listen = free_port();
+    let listen = ports.listener();
     let Some(_gw) = Ringway::start(&backends.config(listen, true), &["--workers", "1"]) else {
         return;
     };
@@ -164,8 +166,9 @@ fn a_hello_in_several_segments_and_a_bulk_stream_arrive_intact() {
 
 #[test]
 fn without_a_match_the_connection_is_closed_and_the_sni_logged() {
+    let ports = Ports::new();
     let backends = Backends::start();
-    let listen = free_port();
+    let listen = ports.listener();
     let Some(gw) = Ringway::start(&backends.config(listen, false), &["--workers", "1"]) else {
         return;
     };
@@ -220,8 +223,9 @@ fn without_a_match_the_connection_is_closed_and_the_sni_logged() {
 
 #[test]
 fn a_client_that_sends_no_hello_is_closed_after_the_read_timeout() {
+    let ports = Ports::new();
     let backends = Backends::start();
-    let listen = free_port();
+    let listen = ports.listener();
     let Some(_gw) = Ringway::start(&backends.config(listen, true), &["--workers", "1"]) else {
         return;
     };
@@ -252,8 +256,9 @@ fn a_client_that_sends_no_hello_is_closed_after_the_read_timeout() {
 
 #[test]
 fn the_proxy_header_goes_before_the_hello() {
+    let ports = Ports::new();
     let backends = Backends::start();
-    let listen = free_port();
+    let listen = ports.listener();
     let policy = "    proxyProtocol:\n      version: V1\n";
     let config = backends.config_with(listen, true, policy);
     let Some(_gw) = Ringway::start(&config, &["--workers", "1"]) else {
@@ -278,8 +283,9 @@ fn the_proxy_header_goes_before_the_hello() {
 
 #[test]
 fn a_hello_above_16_kib_is_closed_not_sent_to_the_catch_all() {
+    let ports = Ports::new();
     let backends = Backends::start();
-    let listen = free_port();
+    let listen = ports.listener();
     let Some(gw) = Ringway::start(&backends.config(listen, true), &["--workers", "1"]) else {
         return;
     };
@@ -304,8 +310,9 @@ fn a_hello_above_16_kib_is_closed_not_sent_to_the_catch_all() {
 
 #[test]
 fn the_access_log_sni_field_is_a_host_name_or_a_dash() {
+    let ports = Ports::new();
     let backends = Backends::start();
-    let listen = free_port();
+    let listen = ports.listener();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let log_arg = log.to_string_lossy().into_owned();

@@ -9,7 +9,7 @@ mod common;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use common::{EchoBackend, free_port, tcp_service};
+use common::{EchoBackend, Ports, tcp_service};
 
 /// io_uring_setup(2) is syscall 425 on every architecture Linux has.
 const NR_IO_URING_SETUP: u32 = 425;
@@ -17,8 +17,9 @@ const NR_IO_URING_SETUP: u32 = 425;
 /// Run `ringway run` under a seccomp filter that fails io_uring_setup with
 /// `errno`; returns (success, stderr).
 fn run_denied(errno: i32) -> (bool, String) {
+    let ports = Ports::new();
     let backend = EchoBackend::lines("one");
-    let listen = free_port();
+    let listen = ports.listener();
     let config = tcp_service(listen, &[backend.port], "");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway"));
     cmd.args(["run", "-c"]).arg(config.path());

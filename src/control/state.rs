@@ -273,6 +273,10 @@ impl Control {
         let Some((endpoints, warnings)) =
             resolve::refreshed(&current.table, &current.endpoints, resolver)
         else {
+            tracing::debug!(
+                generation = current.table.generation,
+                "DNS refresh: no endpoint address changed"
+            );
             return false;
         };
         let _publishing = self.publish.lock().unwrap_or_else(PoisonError::into_inner);

@@ -6,6 +6,8 @@
 
 pub mod client_hello;
 pub mod dns;
+pub mod origin;
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -21,10 +23,91 @@ use sha2::Digest as _;
 /// How long a test waits for anything before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+/// Ports on 127.0.0.1 held for as long as this value lives: declare it first
+/// in a test, so it outlives the ringway that binds them.
+///
+/// A port read off a socket that was then closed ("free a moment ago") can be
+/// taken by anyone before ringway binds it: another test's bind to port 0,
+/// or the source port of a connect (ringway's own upstream connects, a
+/// client's). Each port here stays bound to a socket that never listens, so
+/// no connection can land on it, and the kernel hands it to no bind to port
+/// 0 and to no connect (both skip a port with a bound socket). Only the
+/// binder it is reserved for can bind it while it is held (Linux
+/// `inet_bind_conflict`): see [`Ports::listener`] and [`Ports::admin`].
+#[derive(Default)]
+pub struct Ports {
+    held: std::cell::RefCell<Vec<socket2::Socket>>,
+}
+
+/// Who may bind a reserved port while it is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binder {
+    /// ringway's listeners: SO_REUSEPORT, as `src/dataplane/listener.rs`
+    /// sets it (with SO_REUSEADDR). The reservation sets SO_REUSEPORT alone,
+    /// so any other binder without SO_REUSEPORT, SO_REUSEADDR or not (std's
+    /// `TcpListener::bind`), is refused.
+    Listener,
+    /// ringway's admin endpoint: SO_REUSEADDR without SO_REUSEPORT, as
+    /// `src/control/server.rs` binds it (and as openssl s_server and std's
+    /// `TcpListener::bind` do). A binder without SO_REUSEADDR is refused.
+    Admin,
+    /// Nobody: no option set, so every bind is refused and a connect is
+    /// refused too (an upstream that is down).
+    Nobody,
+}
+
+impl Ports {
+    pub fn new() -> Ports {
+        Ports::default()
+    }
+
+    /// A port for a ringway listener (a Gateway server's port).
+    pub fn listener(&self) -> u16 {
+        self.reserve(Binder::Listener)
+    }
+
+    /// A port for ringway's admin endpoint (`--admin 127.0.0.1:<port>`), or
+    /// for another server that binds with SO_REUSEADDR (openssl s_server).
+    pub fn admin(&self) -> u16 {
+        self.reserve(Binder::Admin)
+    }
+
+    /// A port nothing listens on and nothing can bind: connections to it
+    /// are refused for as long as it is held.
+    pub fn closed(&self) -> u16 {
+        self.reserve(Binder::Nobody)
+    }
+
+    /// A port on 127.0.0.1 that only `binder` may bind while it is held.
+    pub fn reserve(&self, binder: Binder) -> u16 {
+        let socket = reservation(binder, 0).expect("reserve a port on 127.0.0.1");
+        let port = socket
+            .local_addr()
+            .expect("local addr")
+            .as_socket()
+            .expect("an IP address")
+            .port();
+        self.held.borrow_mut().push(socket);
+        port
+    }
+}
+
+/// A socket bound to 127.0.0.1:`port` (0: the kernel's choice) with the
+/// options `binder` needs to share it, never listening.
+pub fn reservation(binder: Binder, port: u16) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    match binder {
+        Binder::Listener => socket.set_reuse_port(true)?,
+        Binder::Admin => socket.set_reuse_address(true)?,
+        Binder::Nobody => {}
+    }
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 pub fn examples() -> PathBuf {
@@ -61,6 +144,72 @@ impl ConfigDir {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// The tcp-echo example directory (Istio's tutorial), with the listener on
+/// `listen` and subsets v1 and v2 on the two backends; `shift` adds the
+/// 80/20 traffic shift (`tcp-echo-20-v2.yaml`), else all goes to v1.
+pub fn tcp_echo(listen: u16, v1: &EchoBackend, v2: &EchoBackend, shift: bool) -> ConfigDir {
+    let ports = [("31400", listen.to_string())];
+    let mut dir = ConfigDir::new()
+        .example(
+            "tcp-echo/00-service-entry.yaml",
+            "00-service-entry.yaml",
+            &[
+                ("19000", v1.port.to_string()),
+                ("29000", v2.port.to_string()),
+            ],
+        )
+        .example("tcp-echo/10-tcp-echo-all-v1.yaml", "10-all-v1.yaml", &ports);
+    if shift {
+        dir = dir.example("tcp-echo/20-tcp-echo-20-v2.yaml", "20-20-v2.yaml", &ports);
+    }
+    dir
+}
+
+/// The access log's JSON lines (`--log-format json`), once there are at
+/// least `n` of them.
+pub fn access_log(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} access log lines, have:\n{text}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The sum of the samples of `name` whose labels contain every `label`.
+pub fn sample(metrics: &str, name: &str, labels: &[&str]) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Poll `/metrics` until `ok` holds on it.
+pub fn wait_metrics(admin: u16, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = http(admin, "GET", "/metrics");
+        if status == 200 && ok(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "metrics never matched:\n{body}");
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -132,10 +281,17 @@ pub fn require_uring() -> bool {
 }
 
 impl Ringway {
-    /// `ringway run -c <dir> <args>`; waits until it serves. `None` (after a
-    /// loud message) when this kernel or sandbox has no io_uring, unless
-    /// RINGWAY_REQUIRE_URING=1, where that fails the test.
+    /// `ringway run -c <dir> <args>`; waits until it serves (see
+    /// [`Ringway::spawn`]). `None` (after a loud message) when this kernel
+    /// or sandbox has no io_uring, unless RINGWAY_REQUIRE_URING=1, where
+    /// that fails the test.
     pub fn start(config: &ConfigDir, args: &[&str]) -> Option<Ringway> {
+        Self::spawn(Self::command(config, args))
+    }
+
+    /// The command [`Ringway::start`] runs, for a test to add to (an
+    /// environment variable) before [`Ringway::spawn`].
+    pub fn command(config: &ConfigDir, args: &[&str]) -> Command {
         let mut cmd = Command::new(ringway_bin());
         cmd.arg("run").arg("-c").arg(config.path()).args(args);
         // Tests run side by side: no admin endpoint on the fixed default port
@@ -143,38 +299,30 @@ impl Ringway {
         if !args.contains(&"--admin") {
             cmd.args(["--admin", "off"]);
         }
-        let gw = Self::spawn(cmd)?;
-        let admin = args
-            .iter()
-            .position(|a| *a == "--admin")
-            .and_then(|i| args.get(i + 1));
-        if admin.is_some_and(|a| *a != "off") {
-            gw.wait_admin();
-        }
-        Some(gw)
+        cmd
     }
 
-    /// Wait until the admin endpoint listens (it starts after "serving").
-    pub fn wait_admin(&self) {
-        until("the admin endpoint to listen", || {
-            self.logged("admin endpoint listening")
-        });
-    }
-
+    /// Start `cmd` (a `ringway run`) and wait until it serves: with an
+    /// admin endpoint (`--admin ADDR`), until `/ready` answers (see
+    /// [`Readiness`]); without one, until it logs "serving".
     pub fn spawn(cmd: Command) -> Option<Ringway> {
         Self::spawn_with_stdout(cmd, Stdio::null())
     }
 
     /// [`Ringway::spawn`] with its standard output going to `stdout`.
     pub fn spawn_with_stdout(mut cmd: Command, stdout: Stdio) -> Option<Ringway> {
-        cmd.env(
-            "RUST_LOG",
-            // The helpers wait for info lines ("serving"): never less than info.
-            std::env::var("RINGWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(Stdio::piped());
+        let readiness = Readiness::of(&cmd);
+        // A test that sets RUST_LOG itself (to count debug lines) keeps it.
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env(
+                "RUST_LOG",
+                // The helpers wait for info lines ("serving"): never less than info.
+                std::env::var("RINGWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn ringway");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -190,7 +338,7 @@ impl Ringway {
         let mut gw = Ringway { child, log, stdout };
         let deadline = Instant::now() + PATIENCE;
         loop {
-            if gw.logged("serving") {
+            if readiness.reached(&gw) {
                 return Some(gw);
             }
             if let Ok(Some(status)) = gw.child.try_wait() {
@@ -206,7 +354,8 @@ impl Ringway {
             }
             assert!(
                 Instant::now() < deadline,
-                "ringway did not start serving in time"
+                "ringway did not start serving in time ({readiness:?}):\n{}",
+                gw.log_text()
             );
             thread::sleep(Duration::from_millis(20));
         }
@@ -214,6 +363,16 @@ impl Ringway {
 
     pub fn logged(&self, needle: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// How many log lines so far contain `needle`.
+    pub fn count_logged(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     pub fn log_text(&self) -> String {
@@ -285,6 +444,51 @@ impl Ringway {
             }
             assert!(Instant::now() < deadline, "ringway did not exit in time");
             thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// How [`Ringway::spawn`] knows that start-up is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// `GET /ready` on the admin endpoint answers 200, or 503 because some
+    /// listener could not be bound (start-up is over; the test asserts on
+    /// /ready itself). The admin endpoint starts after every worker.
+    Admin(SocketAddr),
+    /// No admin endpoint: the log line "serving" (after every worker).
+    Log,
+}
+
+impl Readiness {
+    /// From `cmd`'s `--admin ADDR`, if it has one other than `off`.
+    pub fn of(cmd: &Command) -> Readiness {
+        let args: Vec<_> = cmd.get_args().collect();
+        let admin = args
+            .iter()
+            .position(|a| *a == "--admin")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|a| a.to_str()?.parse::<SocketAddr>().ok());
+        match admin {
+            Some(mut address) => {
+                if address.ip().is_unspecified() {
+                    address.set_ip([127, 0, 0, 1].into());
+                }
+                Readiness::Admin(address)
+            }
+            None => Readiness::Log,
+        }
+    }
+
+    fn reached(self, gw: &Ringway) -> bool {
+        match self {
+            Readiness::Admin(address) => {
+                match http_within(address.port(), "GET", "/ready", Duration::from_secs(1)) {
+                    Some((200, _)) => true,
+                    Some((503, body)) => body.contains("could not be bound"),
+                    _ => false,
+                }
+            }
+            Readiness::Log => gw.logged("serving"),
         }
     }
 }
@@ -437,6 +641,29 @@ pub fn listen_any(backlog: i32) -> TcpListener {
     s.bind(&addr.into()).expect("bind backend");
     s.listen(backlog).expect("listen");
     s.into()
+}
+
+/// How many sockets listen on `port` (any address, IPv4 or IPv6), from
+/// /proc/net/tcp{,6}: a way to see listeners open and close without
+/// connecting to them (a probe connection would be one more connection).
+pub fn listening(port: u16) -> usize {
+    let port = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|text| {
+            text.lines()
+                .skip(1)
+                .filter(|l| {
+                    // sl local_address rem_address st ...
+                    let mut fields = l.split_whitespace();
+                    let local = fields.nth(1).unwrap_or("");
+                    let state = fields.nth(1).unwrap_or("");
+                    local.ends_with(&port) && state == "0A"
+                })
+                .count()
+        })
+        .sum()
 }
 
 /// Connect to the gateway's port on 127.0.0.1, with timeouts set.
