@@ -14,7 +14,7 @@ use std::time::Instant;
 use crate::routing::SmoothWrr;
 use crate::routing::table::{ClusterId, LoadBalancer, RouteId};
 
-use super::plan::{EndpointKey, Plan};
+use super::plan::{EndpointKey, Plan, Target};
 
 /// Passive health of one endpoint, as this worker saw it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -228,21 +228,7 @@ impl Balancer {
                     }
                     false => xorshift(&mut self.rng) as usize % n,
                 };
-                let mut best: Option<usize> = None;
-                for k in 0..n {
-                    let i = (start + k) % n;
-                    if !usable(i) {
-                        continue;
-                    }
-                    let better = best.is_none_or(|b| {
-                        u64::from(view[i].1) * u64::from(endpoints[b].weight)
-                            < u64::from(view[b].1) * u64::from(endpoints[i].weight)
-                    });
-                    if better {
-                        best = Some(i);
-                    }
-                }
-                best
+                least_request(&view, endpoints, usable, start)
             }
             // Round robin over an older plan's endpoints draws by weight.
             LoadBalancer::RoundRobin | LoadBalancer::Random => {
@@ -375,6 +361,28 @@ fn fnv1a(ip: IpAddr) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// The usable endpoint with the fewest active connections (`view[i].1`)
+/// per unit of weight, looking from `start` so that ties rotate.
+fn least_request(
+    view: &[(bool, u32)],
+    endpoints: &[Target],
+    usable: &dyn Fn(usize) -> bool,
+    start: usize,
+) -> Option<usize> {
+    let n = endpoints.len();
+    let mut best: Option<usize> = None;
+    for i in (0..n).map(|k| (start + k) % n).filter(|&i| usable(i)) {
+        let better = best.is_none_or(|b| {
+            u64::from(view[i].1) * u64::from(endpoints[b].weight)
+                < u64::from(view[b].1) * u64::from(endpoints[i].weight)
+        });
+        if better {
+            best = Some(i);
+        }
+    }
+    best
 }
 
 #[cfg(test)]

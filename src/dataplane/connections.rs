@@ -99,7 +99,7 @@ impl Connections {
         admission::admit(ctx, now);
         let session = Session::open(&plan, listener, now, &mut self.scratch);
         gauge.fetch_add(1, Ordering::Relaxed);
-        let meter = Meter::new(gauge, now);
+        let meter = Meter::new(gauge);
         let slot = Slot::new(session, downstream, peer, listener, plan, meter);
         let key = self.slots.insert(slot);
         self.perform(ctx, ring, key);

@@ -156,10 +156,14 @@ pub struct Half {
     moved: u64,
     /// Bytes after which the half moves to the splice path.
     splice_after: u64,
-    /// Bytes the half may still take from its source (`None`: no limit).
-    budget: Option<u64>,
-    /// What arrived past the limit.
-    leftover: Vec<Leftover>,
+    /// Bytes the half may still take from its source ([`NO_LIMIT`]: to
+    /// the end of the stream).
+    budget: u64,
+    /// What arrived past the limit. Boxed on purpose (8 bytes instead of a
+    /// `Vec`'s 24): only limited halves ever have any, and every idle
+    /// connection holds two halves.
+    #[allow(clippy::box_collection)]
+    leftover: Option<Box<Vec<Leftover>>>,
 }
 
 impl Half {
@@ -205,8 +209,8 @@ impl Half {
             moved: 0,
             splice_after,
             pushback: Pushback::Never,
-            budget: limit,
-            leftover: Vec::new(),
+            budget: limit.unwrap_or(NO_LIMIT),
+            leftover: None,
         };
         if splice_after == 0 && !has_outbox {
             half.enter_splice(out);
@@ -269,9 +273,9 @@ impl Half {
                 if self.flow == Flow::Open {
                     let n = n.unsigned_abs();
                     // Up to the limit; the rest of the buffer is leftover.
-                    let take = self.budget.map_or(n, |left| n.min(clamp(left)));
+                    let take = n.min(clamp(self.budget));
                     if take < n {
-                        self.leftover.push(Leftover {
+                        self.leftover.get_or_insert_default().push(Leftover {
                             bid,
                             offset: take,
                             len: n - take,
@@ -285,8 +289,8 @@ impl Half {
                             shared: take < n,
                         });
                     }
-                    if let Some(left) = &mut self.budget {
-                        *left -= u64::from(take);
+                    if self.budget != NO_LIMIT {
+                        self.budget -= u64::from(take);
                     }
                 } else {
                     debug_assert!(false, "recv data after EOF");
@@ -404,7 +408,7 @@ impl Half {
             }
         }
         match self.flow {
-            Flow::Open if self.budget == Some(0) => {
+            Flow::Open if self.budget == 0 => {
                 // The limit is reached: receive no more, and complete once
                 // what was taken is out.
                 match copy.recv {
@@ -505,8 +509,8 @@ impl Half {
         out.push(Io::Pump {
             dir: self.dir,
             in_pipe: s.in_pipe,
-            read: self.flow == Flow::Open && self.budget != Some(0),
-            max: self.budget.unwrap_or(u64::MAX),
+            read: self.flow == Flow::Open && self.budget != 0,
+            max: self.budget,
         });
         Outcome::Continue
     }
@@ -520,8 +524,8 @@ impl Half {
         };
         s.in_pipe = pump.in_pipe;
         self.moved += pump.written;
-        if let Some(left) = &mut self.budget {
-            *left = left.saturating_sub(pump.read);
+        if self.budget != NO_LIMIT {
+            self.budget = self.budget.saturating_sub(pump.read);
         }
         let moved_any = pump.read > 0 || pump.written > 0;
         if let SinkState::Failed = pump.sink {
@@ -545,7 +549,7 @@ impl Half {
         } else if eof {
             self.flow = Flow::ShuttingDown;
             out.push(Io::Shutdown(dir));
-        } else if self.budget == Some(0) {
+        } else if self.budget == 0 {
             self.flow = Flow::Complete;
         } else {
             s.wait = Wait::Readable;
@@ -607,6 +611,7 @@ impl Half {
         let leftover = self
             .leftover
             .iter()
+            .flat_map(|l| l.iter())
             .map(|l| l.bid)
             .filter(|bid| Some(*bid) != sending);
         queued.into_iter().chain(leftover).collect()
@@ -616,7 +621,7 @@ impl Half {
     /// the caller owns those buffers now.
     pub fn take_leftover(&mut self) -> Vec<Leftover> {
         debug_assert_eq!(self.flow, Flow::Complete, "leftover taken mid-message");
-        std::mem::take(&mut self.leftover)
+        self.leftover.take().map_or_else(Vec::new, |l| *l)
     }
 
     /// After [`Flow::Complete`]: forward the next `limit` bytes of the
@@ -625,7 +630,7 @@ impl Half {
         if self.flow != Flow::Complete {
             return;
         }
-        self.budget = limit;
+        self.budget = limit.unwrap_or(NO_LIMIT);
         self.flow = Flow::Open;
         match &mut self.engine {
             Engine::Copy(_) => self.advance_copy(out),
@@ -657,6 +662,9 @@ impl Half {
         self.advance_copy(out);
     }
 }
+
+/// The budget of a half without a byte limit (no stream reaches it).
+const NO_LIMIT: u64 = u64::MAX;
 
 /// A byte count as a buffer length (a limit beyond 4 GiB caps nothing in
 /// one buffer).
@@ -969,7 +977,7 @@ mod tests {
                         polled = false;
                         h.on_ready(1, &mut out);
                     }
-                    _ if armed && !h.is_splicing() && h.budget == Some(0) => {
+                    _ if armed && !h.is_splicing() && h.budget == 0 => {
                         // The cancel of a recv that got nothing more.
                         armed = false;
                         h.on_recv(-libc::ECANCELED, None, false, &mut out);

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use crate::metrics::worker::{LabelKey, Protocol, add};
 use crate::metrics::{IstioLabels, TcpCounters, WorkerHandle};
@@ -19,7 +19,6 @@ use super::plan::Plan;
 /// A connection's share of the worker's counters.
 pub(super) struct Meter {
     started: SystemTime,
-    opened: Instant,
     /// Istio counters of the connected endpoint (flags `-`); `None` until
     /// the upstream connects.
     tcp: Option<Arc<TcpCounters>>,
@@ -30,10 +29,9 @@ pub(super) struct Meter {
 }
 
 impl Meter {
-    pub(super) fn new(active: Arc<AtomicI64>, now: Instant) -> Meter {
+    pub(super) fn new(active: Arc<AtomicI64>) -> Meter {
         Meter {
             started: SystemTime::now(),
-            opened: now,
             tcp: None,
             reported: [0, 0],
             active,
@@ -42,11 +40,6 @@ impl Meter {
 
     pub(super) fn started(&self) -> SystemTime {
         self.started
-    }
-
-    /// Time since the connection was accepted.
-    pub(super) fn elapsed(&self) -> std::time::Duration {
-        self.opened.elapsed()
     }
 
     /// The upstream accepted: the connection counts as opened for the

@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::routing::table::ListenerRouting;
 use crate::sni::{self, Peek};
 
 use super::io::{Close, CloseReason, Completion, Io};
@@ -79,24 +78,30 @@ enum HelloRecv {
 enum State {
     /// Reading the ClientHello; `input` holds every byte read so far (at
     /// most [`sni::MAX_CLIENT_HELLO`] plus one buffer).
+    /// `opened`: when the connection was accepted.
+    /// `plan` and `listener` name the SNI table to route by.
     Reading {
         input: Vec<u8>,
         recv: HelloRecv,
+        opened: Instant,
+        plan: Arc<Plan>,
+        listener: usize,
     },
     Routed(TcpSession),
     /// Ended before it was routed; a buffer a recv still in flight fills
     /// goes straight back.
-    Closed(CloseReason),
+    Closed {
+        reason: CloseReason,
+        opened: Instant,
+    },
 }
 
 #[derive(Debug)]
 pub struct SniSession {
     /// The plan the connection was accepted under, for its SNI table.
-    plan: Arc<Plan>,
-    /// The listener's index in `plan.table.listeners`.
-    listener: usize,
-    opened: Instant,
-    name: Option<ServerName>,
+    /// Boxed: it outlives the ClientHello (the access log names it), and
+    /// every session of every listener has room for a `SniSession`.
+    name: Option<Box<ServerName>>,
     state: State,
 }
 
@@ -106,45 +111,53 @@ impl SniSession {
     pub fn open(plan: Arc<Plan>, listener: usize, now: Instant, out: &mut Vec<Io>) -> SniSession {
         out.push(Io::RecvOnce(Dir::ToUpstream));
         SniSession {
-            plan,
-            listener,
-            opened: now,
             name: None,
             state: State::Reading {
                 input: Vec::new(),
                 recv: HelloRecv::Armed,
+                opened: now,
+                plan,
+                listener,
             },
         }
     }
 
     /// The server name, once the ClientHello is read.
     pub fn server_name(&self) -> Option<&ServerName> {
-        self.name.as_ref()
+        self.name.as_deref()
+    }
+
+    /// When the connection was accepted.
+    pub fn opened(&self) -> Instant {
+        match &self.state {
+            State::Reading { opened, .. } | State::Closed { opened, .. } => *opened,
+            State::Routed(t) => t.opened(),
+        }
     }
 
     pub fn routed(&self) -> Option<&TcpSession> {
         match &self.state {
             State::Routed(t) => Some(t),
-            State::Reading { .. } | State::Closed(_) => None,
+            State::Reading { .. } | State::Closed { .. } => None,
         }
     }
 
     pub fn routed_mut(&mut self) -> Option<&mut TcpSession> {
         match &mut self.state {
             State::Routed(t) => Some(t),
-            State::Reading { .. } | State::Closed(_) => None,
+            State::Reading { .. } | State::Closed { .. } => None,
         }
     }
 
     pub fn on_completion(&mut self, c: Completion<'_>, now: Instant, out: &mut Vec<Io>) {
         match &mut self.state {
             State::Routed(t) => t.on_completion(c, now, out),
-            State::Closed(_) => {
+            State::Closed { .. } => {
                 if let Some(bid) = c.bid {
                     out.push(Io::GiveBack(bid));
                 }
             }
-            State::Reading { input, recv } => {
+            State::Reading { input, recv, .. } => {
                 if c.op != Op::Recv(Dir::ToUpstream) {
                     return;
                 }
@@ -175,7 +188,14 @@ impl SniSession {
 
     /// Bytes arrived: read on, or route the complete ClientHello.
     fn hello_read(&mut self, out: &mut Vec<Io>) {
-        let State::Reading { input, recv } = &mut self.state else {
+        let State::Reading {
+            input,
+            recv,
+            opened,
+            plan,
+            listener,
+        } = &mut self.state
+        else {
             return;
         };
         let name = match sni::peek(input) {
@@ -189,19 +209,15 @@ impl SniSession {
             Peek::NotTls(why) => ServerName::NotTls(why),
             Peek::TooLarge => ServerName::TooLarge,
         };
-        let input = std::mem::take(input);
-        let route = match (&name, self.plan.table.listeners.get(self.listener)) {
-            (ServerName::TooLarge, _) => None,
-            (_, Some(l)) => match &l.routing {
-                ListenerRouting::TlsPassthrough { sni } => sni.lookup(name.lookup_key()),
-                ListenerRouting::Tcp { route } => Some(*route),
-            },
-            (_, None) => None,
+        let (input, opened) = (std::mem::take(input), *opened);
+        let route = match (&name, plan.table.listeners.get(*listener)) {
+            (ServerName::TooLarge, _) | (_, None) => None,
+            (_, Some(l)) => l.routing.route_for_sni(name.lookup_key()),
         };
-        self.name = Some(name);
+        self.name = Some(Box::new(name));
         match route {
             Some(route) => {
-                self.state = State::Routed(TcpSession::open(route, self.opened, input, out));
+                self.state = State::Routed(TcpSession::open(route, opened, input, out));
             }
             None => self.end(CloseReason::NoRoute, out),
         }
@@ -214,27 +230,27 @@ impl SniSession {
                 *recv = HelloRecv::Armed;
                 out.push(Io::RecvOnce(Dir::ToUpstream));
             }
-            State::Reading { .. } | State::Closed(_) => {}
+            State::Reading { .. } | State::Closed { .. } => {}
         }
     }
 
     pub fn on_tick(&mut self, now: Instant, out: &mut Vec<Io>) {
         match &mut self.state {
             State::Routed(t) => t.on_tick(now, out),
-            State::Reading { .. } => {
-                if now.saturating_duration_since(self.opened) >= HELLO_TIMEOUT {
+            State::Reading { opened, .. } => {
+                if now.saturating_duration_since(*opened) >= HELLO_TIMEOUT {
                     self.end(CloseReason::IdleTimeout, out);
                 }
             }
-            State::Closed(_) => {}
+            State::Closed { .. } => {}
         }
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
         match &self.state {
             State::Routed(t) => t.next_deadline(),
-            State::Reading { .. } => self.opened.checked_add(HELLO_TIMEOUT),
-            State::Closed(_) => None,
+            State::Reading { opened, .. } => opened.checked_add(HELLO_TIMEOUT),
+            State::Closed { .. } => None,
         }
     }
 
@@ -242,7 +258,7 @@ impl SniSession {
         match &mut self.state {
             State::Routed(t) => t.drain(out),
             State::Reading { .. } => self.end(CloseReason::Drained, out),
-            State::Closed(_) => {}
+            State::Closed { .. } => {}
         }
     }
 
@@ -250,12 +266,13 @@ impl SniSession {
         match &self.state {
             State::Routed(t) => t.close(),
             State::Reading { .. } => None,
-            State::Closed(reason) => Some(Close::empty(*reason)),
+            State::Closed { reason, .. } => Some(Close::empty(*reason)),
         }
     }
 
     fn end(&mut self, reason: CloseReason, out: &mut Vec<Io>) {
-        self.state = State::Closed(reason);
+        let opened = self.opened();
+        self.state = State::Closed { reason, opened };
         out.push(Io::Finish(Close::empty(reason)));
     }
 }
@@ -266,7 +283,7 @@ mod tests {
     use crate::config::{LoadOptions, load_str};
     use crate::dataplane::io::{Limits, Reservation};
     use crate::dataplane::session::Session;
-    use crate::routing::table::ClusterId;
+    use crate::routing::table::{ClusterId, ListenerRouting};
     use crate::routing::{CompileOptions, compile};
     use crate::sni::client_hello::{client_hello_bytes, client_hello_padded};
 

@@ -206,6 +206,14 @@ impl Session {
         }
     }
 
+    /// When the connection was accepted.
+    pub fn opened(&self) -> Instant {
+        match self {
+            Session::Tcp(t) => t.opened(),
+            Session::Sni(s) => s.opened(),
+        }
+    }
+
     /// TLS passthrough: the server name the ClientHello asked for.
     pub fn server_name(&self) -> Option<&ServerName> {
         match self {

@@ -187,7 +187,7 @@ impl Slot {
             .upstream
             .as_ref()
             .map(|u| plan.endpoints[u.cluster.0 as usize][u.endpoint].address);
-        let duration = self.meter.elapsed();
+        let duration = self.session.opened().elapsed();
         if ctx.access_log.enabled() {
             ctx.access_log.log(&Record {
                 start_time: self.meter.started(),

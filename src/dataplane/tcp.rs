@@ -15,8 +15,6 @@ use super::token::Dir;
 /// Opaque TCP: one route, one upstream connection at a time.
 #[derive(Debug)]
 pub struct TcpSession {
-    /// When the connection was accepted.
-    opened: Instant,
     state: TcpState,
 }
 
@@ -27,7 +25,13 @@ pub struct TcpSession {
 #[derive(Debug)]
 enum TcpState {
     /// [`Io::Reserve`] is out; `outbox` holds bytes read before routing.
-    Reserving { route: RouteId, outbox: Vec<u8> },
+    /// `opened`: when the connection was accepted (its maximum duration
+    /// counts from there).
+    Reserving {
+        route: RouteId,
+        outbox: Vec<u8>,
+        opened: Instant,
+    },
     Open {
         route: RouteId,
         cluster: ClusterId,
@@ -35,7 +39,10 @@ enum TcpState {
         conn: Connection,
     },
     /// Ended before any upstream was tried.
-    Refused(CloseReason),
+    Refused {
+        reason: CloseReason,
+        opened: Instant,
+    },
 }
 
 impl TcpSession {
@@ -44,8 +51,11 @@ impl TcpSession {
     pub fn open(route: RouteId, opened: Instant, outbox: Vec<u8>, out: &mut Vec<Io>) -> TcpSession {
         out.push(Io::Reserve(route));
         TcpSession {
-            opened,
-            state: TcpState::Reserving { route, outbox },
+            state: TcpState::Reserving {
+                route,
+                outbox,
+                opened,
+            },
         }
     }
 
@@ -53,22 +63,21 @@ impl TcpSession {
     pub fn refused(reason: CloseReason, opened: Instant, out: &mut Vec<Io>) -> TcpSession {
         out.push(Io::Finish(Close::empty(reason)));
         TcpSession {
-            opened,
-            state: TcpState::Refused(reason),
+            state: TcpState::Refused { reason, opened },
         }
     }
 
     pub fn conn(&self) -> Option<&Connection> {
         match &self.state {
             TcpState::Open { conn, .. } => Some(conn),
-            TcpState::Reserving { .. } | TcpState::Refused(_) => None,
+            TcpState::Reserving { .. } | TcpState::Refused { .. } => None,
         }
     }
 
     pub fn conn_mut(&mut self) -> Option<&mut Connection> {
         match &mut self.state {
             TcpState::Open { conn, .. } => Some(conn),
-            TcpState::Reserving { .. } | TcpState::Refused(_) => None,
+            TcpState::Reserving { .. } | TcpState::Refused { .. } => None,
         }
     }
 
@@ -78,7 +87,12 @@ impl TcpSession {
         now: Instant,
         out: &mut Vec<Io>,
     ) {
-        let TcpState::Reserving { route, outbox } = &mut self.state else {
+        let TcpState::Reserving {
+            route,
+            outbox,
+            opened,
+        } = &mut self.state
+        else {
             return;
         };
         self.state = match reserved {
@@ -88,12 +102,15 @@ impl TcpSession {
                     route: *route,
                     cluster: r.cluster,
                     tried: Vec::new(),
-                    conn: Connection::open(r.limits, self.opened, now, outbox, out),
+                    conn: Connection::open(r.limits, *opened, now, outbox, out),
                 }
             }
             Err(reason) => {
                 out.push(Io::Finish(Close::empty(reason)));
-                TcpState::Refused(reason)
+                TcpState::Refused {
+                    reason,
+                    opened: *opened,
+                }
             }
         };
     }
@@ -101,7 +118,7 @@ impl TcpSession {
     pub fn on_completion(&mut self, c: Completion<'_>, now: Instant, out: &mut Vec<Io>) {
         match &mut self.state {
             TcpState::Open { conn, .. } => conn.on_completion(c, now, out),
-            TcpState::Reserving { .. } | TcpState::Refused(_) => {
+            TcpState::Reserving { .. } | TcpState::Refused { .. } => {
                 // Nothing of a TCP session is in flight before it connects.
                 debug_assert!(false, "completion before a connect: {c:?}");
                 if let Some(bid) = c.bid {
@@ -130,11 +147,14 @@ impl TcpSession {
     pub fn drain(&mut self, out: &mut Vec<Io>) {
         match &mut self.state {
             TcpState::Open { conn, .. } => conn.drain(out),
-            TcpState::Reserving { .. } => {
+            TcpState::Reserving { opened, .. } => {
                 out.push(Io::Finish(Close::empty(CloseReason::Drained)));
-                self.state = TcpState::Refused(CloseReason::Drained);
+                self.state = TcpState::Refused {
+                    reason: CloseReason::Drained,
+                    opened: *opened,
+                };
             }
-            TcpState::Refused(_) => {}
+            TcpState::Refused { .. } => {}
         }
     }
 
@@ -142,21 +162,29 @@ impl TcpSession {
         match &self.state {
             TcpState::Open { conn, .. } => conn.close(),
             TcpState::Reserving { .. } => None,
-            TcpState::Refused(reason) => Some(Close::empty(*reason)),
+            TcpState::Refused { reason, .. } => Some(Close::empty(*reason)),
+        }
+    }
+
+    /// When the connection was accepted.
+    pub fn opened(&self) -> Instant {
+        match &self.state {
+            TcpState::Reserving { opened, .. } | TcpState::Refused { opened, .. } => *opened,
+            TcpState::Open { conn, .. } => conn.opened(),
         }
     }
 
     pub fn reserved(&self) -> Option<(RouteId, ClusterId)> {
         match &self.state {
             TcpState::Open { route, cluster, .. } => Some((*route, *cluster)),
-            TcpState::Reserving { .. } | TcpState::Refused(_) => None,
+            TcpState::Reserving { .. } | TcpState::Refused { .. } => None,
         }
     }
 
     pub fn tried(&self) -> &[usize] {
         match &self.state {
             TcpState::Open { tried, .. } => tried,
-            TcpState::Reserving { .. } | TcpState::Refused(_) => &[],
+            TcpState::Reserving { .. } | TcpState::Refused { .. } => &[],
         }
     }
 

@@ -66,6 +66,18 @@ pub enum ListenerRouting {
     TlsPassthrough { sni: SniTable },
 }
 
+impl ListenerRouting {
+    /// The route of a connection that asked for server name `sni` (`None`:
+    /// no SNI, or not TLS): an opaque TCP listener's one route whatever it
+    /// asked, a passthrough listener's by its SNI table.
+    pub fn route_for_sni(&self, sni: Option<&str>) -> Option<RouteId> {
+        match self {
+            ListenerRouting::Tcp { route } => Some(*route),
+            ListenerRouting::TlsPassthrough { sni: table } => table.lookup(sni),
+        }
+    }
+}
+
 /// SNI → route, most specific first: exact names, then wildcard suffixes
 /// longest first, then the catch-all `*` (which also takes clients that send
 /// no SNI).
