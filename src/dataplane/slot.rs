@@ -169,12 +169,12 @@ impl Slot {
     /// routed (at most one line per second).
     pub(super) fn report_close(&mut self, ctx: &mut Ctx, close: Close) {
         let flag = close.reason.flag();
-        let plan = Arc::clone(&self.plan);
+        let plan = &self.plan;
         let reserved = self.session.reserved();
         let cluster = reserved.map(|(_, c)| c);
         let endpoint = self.upstream.as_ref().map(|u| u.endpoint);
         self.meter
-            .closed(&mut ctx.metrics, &plan, (cluster, endpoint), close);
+            .closed(&mut ctx.metrics, plan, (cluster, endpoint), close);
         let listener = plan.table.listeners.get(self.listener);
         let listener_name = listener.map_or("-", |l| l.name.as_str());
         let sni = self.session.server_name();

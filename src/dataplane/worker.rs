@@ -163,11 +163,11 @@ impl Worker {
                 self.dispatch(*cqe);
             }
             self.conns.feed_starved(&mut self.ctx, &mut self.ring);
-            self.after_connections(Instant::now());
+            self.after_connections();
             let now = Instant::now();
             if now >= next_tick {
                 self.conns.tick(&mut self.ctx, &mut self.ring, now);
-                self.after_connections(now);
+                self.after_connections();
                 self.steer_all(now);
                 next_tick = now + TICK;
             }
@@ -185,7 +185,7 @@ impl Worker {
             Event::Conn(t) => {
                 self.conns
                     .on_completion(&mut self.ctx, &mut self.ring, t, cqe);
-                self.after_connections(Instant::now());
+                self.after_connections();
             }
             // No upstream socket outlives its connection yet (the pool
             // comes with HTTP keep-alive): nothing submits these.
@@ -199,12 +199,12 @@ impl Worker {
 
     /// What connections asked of the listeners: a pause after ringway ran
     /// out of descriptors, or accepting again now that slots were freed.
-    fn after_connections(&mut self, now: Instant) {
+    fn after_connections(&mut self) {
         if let Some(until) = self.ctx.pause_accepting.take() {
             self.listeners.pause(&mut self.ring, until);
         }
         if std::mem::take(&mut self.conns.freed) {
-            self.steer_all(now);
+            self.steer_all(Instant::now());
         }
     }
 
@@ -435,6 +435,6 @@ impl Worker {
             downstream,
             peer,
         );
-        self.after_connections(Instant::now());
+        self.after_connections();
     }
 }
