@@ -7,10 +7,13 @@
 //! from the ring, `splice(2)` by the worker through a pooled pipe).
 #![forbid(unsafe_code)]
 
+mod splice;
+
 use std::collections::VecDeque;
 
-use super::io::{Io, Pump, SinkState, SourceState};
+use super::io::Io;
 use super::token::{Dir, Side};
+use splice::SplicePath;
 
 /// Buffers received but not yet fully sent, beyond which the multishot recv
 /// is cancelled: the one being sent plus one more (backpressure).
@@ -100,23 +103,6 @@ struct CopyPath {
     /// While `Some`, the half sends it first and does not receive.
     outbox: Option<Outbox>,
     queue: VecDeque<Chunk>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    /// A pump is due (the worker runs it right after these actions).
-    Pumping,
-    /// POLLIN armed on the source.
-    Readable,
-    /// POLLOUT armed on the sink; the pipe holds bytes.
-    Writable,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct SplicePath {
-    /// Bytes in this direction's pipe (the pipe is pooled when this is 0).
-    in_pipe: u32,
-    wait: Wait,
 }
 
 #[derive(Debug)]
@@ -462,107 +448,22 @@ impl Half {
         }
     }
 
-    fn enter_splice(&mut self, out: &mut Vec<Io>) {
-        self.engine = Engine::Splice(SplicePath {
-            in_pipe: 0,
-            wait: Wait::Readable,
-        });
-        out.push(Io::EnterSplice(self.dir));
-        out.push(Io::PollIn(self.dir));
-    }
-
-    /// The worker found no pipe for a pump: go back to copying.
-    pub fn on_no_pipe(&mut self, out: &mut Vec<Io>) {
-        if let Engine::Splice(s) = self.engine {
-            debug_assert_eq!(s.in_pipe, 0);
-            self.engine = Engine::Copy(CopyPath {
-                recv: Recv::Idle,
-                send: Send::Idle,
-                outbox: None,
-                queue: VecDeque::with_capacity(MAX_QUEUED_BUFFERS + 1),
-            });
-            // Never try the pipe pool again for this half.
-            self.splice_after = u64::MAX;
-            self.advance_copy(out);
-        }
-    }
-
     /// A readiness completion (POLLIN on the source or POLLOUT on the sink).
     pub fn on_ready(&mut self, res: i32, out: &mut Vec<Io>) -> Outcome {
         if res == -libc::ECANCELED {
             return Outcome::Continue;
         }
-        let s = match &mut self.engine {
-            Engine::Splice(s) => s,
+        match &mut self.engine {
+            Engine::Splice(_) => self.splice_ready(out),
             Engine::Copy(copy) => {
                 // The full sink can take bytes again: send the rest.
                 if copy.send == Send::SinkFull {
                     copy.send = Send::Idle;
                     self.advance_copy(out);
                 }
-                return Outcome::Continue;
             }
-        };
-        debug_assert_ne!(s.wait, Wait::Pumping, "readiness during a pump");
-        // Errors and hang-ups show up as readiness; the splice reports them.
-        s.wait = Wait::Pumping;
-        out.push(Io::Pump {
-            dir: self.dir,
-            in_pipe: s.in_pipe,
-            read: self.flow == Flow::Open && self.budget != 0,
-            max: self.budget,
-        });
+        }
         Outcome::Continue
-    }
-
-    /// The result of a pump the worker ran for this half.
-    pub fn on_pump(&mut self, pump: Pump, out: &mut Vec<Io>) -> Outcome {
-        let dir = self.dir;
-        let Engine::Splice(s) = &mut self.engine else {
-            debug_assert!(false, "pump on the copy path");
-            return Outcome::Continue;
-        };
-        s.in_pipe = pump.in_pipe;
-        self.moved += pump.written;
-        if self.budget != NO_LIMIT {
-            self.budget = self.budget.saturating_sub(pump.read);
-        }
-        let moved_any = pump.read > 0 || pump.written > 0;
-        if let SinkState::Failed = pump.sink {
-            return Outcome::Reset(dir.sink());
-        }
-        let full = pump.sink == SinkState::WouldBlock;
-        // A source that reset still has what it sent forwarded.
-        let reset = pump.source == SourceState::Failed || self.flow == Flow::Resetting;
-        let eof = pump.source == SourceState::Eof || self.flow == Flow::Eof;
-        if s.in_pipe > 0 {
-            // The sink is full (or the pump yielded): wait until it takes more.
-            s.wait = Wait::Writable;
-            out.push(Io::PollOut(dir));
-            if reset {
-                self.flow = Flow::Resetting;
-            } else if eof {
-                self.flow = Flow::Eof;
-            }
-        } else if reset {
-            self.flow = Flow::Reset;
-        } else if eof {
-            self.flow = Flow::ShuttingDown;
-            out.push(Io::Shutdown(dir));
-        } else if self.budget == 0 {
-            self.flow = Flow::Complete;
-        } else {
-            s.wait = Wait::Readable;
-            out.push(Io::PollIn(dir));
-        }
-        if full {
-            self.pushed_back(out);
-        }
-        if moved_any {
-            Outcome::Active
-        } else {
-            Outcome::Continue
-        }
     }
 
     /// The sink is full: the first time, tell the worker
@@ -634,10 +535,7 @@ impl Half {
         self.flow = Flow::Open;
         match &mut self.engine {
             Engine::Copy(_) => self.advance_copy(out),
-            Engine::Splice(s) => {
-                s.wait = Wait::Readable;
-                out.push(Io::PollIn(self.dir));
-            }
+            Engine::Splice(_) => self.splice_resume(out),
         }
     }
 
@@ -675,7 +573,7 @@ fn clamp(n: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::io::{SinkState, SourceState};
+    use crate::dataplane::io::{Pump, SinkState, SourceState};
 
     const UP: Dir = Dir::ToUpstream;
 
