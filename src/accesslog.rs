@@ -52,7 +52,8 @@ pub struct Record<'a> {
     #[serde(rename = "duration_ms", serialize_with = "ser_ms")]
     pub duration: Duration,
     pub downstream_remote_address: SocketAddr,
-    /// The listener the connection came in on.
+    /// The address the client connected to (the connection's own local
+    /// address, as Envoy logs it, not a listener's wildcard bind).
     pub downstream_local_address: SocketAddr,
     pub requested_server_name: Option<&'a str>,
     /// `outbound|port|subset|host`.

@@ -288,6 +288,126 @@ fn outlier_detection_ejects_a_refusing_endpoint() {
     }
 }
 
+/// Every endpoint ejected, with Istio's default `minHealthPercent` (0:
+/// panic mode off): a connection closes at once with `UH`, and no endpoint
+/// is tried. Envoy answers the same way ("no healthy upstream").
+#[test]
+fn every_endpoint_ejected_closes_with_uh_and_tries_none() {
+    let ports = Ports::new();
+    let (a, b) = (ports.closed(), ports.closed());
+    let listen = ports.listener();
+    let admin = ports.admin();
+    let policy = "    loadBalancer:\n      simple: ROUND_ROBIN\n    outlierDetection:\n      consecutive5xxErrors: 1\n      interval: 1s\n      baseEjectionTime: 30s\n      maxEjectionPercent: 100\n";
+    let config = tcp_service(listen, &[a, b], policy);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let (admin_address, log_arg) = (
+        format!("127.0.0.1:{admin}"),
+        log.to_string_lossy().into_owned(),
+    );
+    let args = [
+        "--workers",
+        "1",
+        "--connect-attempts",
+        "2",
+        "--admin",
+        &admin_address,
+        "--access-log",
+        &log_arg,
+        "--log-format",
+        "json",
+    ];
+    let Some(_gw) = Ringway::start(&config, &args) else {
+        return;
+    };
+    // The first client: both endpoints refuse (UF), and each is ejected.
+    assert_eq!(try_say(listen, "first"), None);
+    let attempts =
+        |metrics: &str| common::sample(metrics, "ringway_upstream_connect_attempts_total", &[]);
+    let metrics = common::wait_metrics(admin, |m| attempts(m) == 2);
+    assert_eq!(attempts(&metrics), 2, "{metrics}");
+    // The next ones find nothing healthy: closed at once, nothing tried.
+    let started = Instant::now();
+    for i in 0..3 {
+        assert_eq!(try_say(listen, &format!("n{i}")), None);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let lines = common::access_log(&log, 4);
+    let flags: Vec<&str> = lines
+        .iter()
+        .map(|l| l["response_flags"].as_str().unwrap())
+        .collect();
+    assert_eq!(flags, ["UF", "UH", "UH", "UH"], "{lines:?}");
+    // The listener binds 0.0.0.0; the log names the address the client
+    // reached, as Envoy does.
+    for l in &lines {
+        assert_eq!(
+            l["downstream_local_address"],
+            format!("127.0.0.1:{listen}"),
+            "{l}"
+        );
+    }
+    let metrics = common::wait_metrics(admin, |m| {
+        common::sample(
+            m,
+            "istio_tcp_connections_closed_total",
+            &["response_flags=\"UH\""],
+        ) == 3
+    });
+    assert_eq!(
+        attempts(&metrics),
+        2,
+        "no endpoint was tried again: {metrics}"
+    );
+}
+
+/// The same with `minHealthPercent: 50`: below half healthy, panic mode
+/// ignores the ejections, so every connection tries the endpoints again.
+#[test]
+fn min_health_percent_turns_on_panic_mode_below_its_share() {
+    let ports = Ports::new();
+    let (a, b) = (ports.closed(), ports.closed());
+    let listen = ports.listener();
+    let admin = ports.admin();
+    let policy = "    loadBalancer:\n      simple: ROUND_ROBIN\n    outlierDetection:\n      consecutive5xxErrors: 1\n      interval: 1s\n      baseEjectionTime: 30s\n      maxEjectionPercent: 100\n      minHealthPercent: 50\n";
+    let config = tcp_service(listen, &[a, b], policy);
+    let admin_address = format!("127.0.0.1:{admin}");
+    let args = [
+        "--workers",
+        "1",
+        "--connect-attempts",
+        "2",
+        "--admin",
+        &admin_address,
+    ];
+    let Some(_gw) = Ringway::start(&config, &args) else {
+        return;
+    };
+    for i in 0..3 {
+        assert_eq!(try_say(listen, &format!("n{i}")), None);
+    }
+    let attempts =
+        |metrics: &str| common::sample(metrics, "ringway_upstream_connect_attempts_total", &[]);
+    let metrics = common::wait_metrics(admin, |m| attempts(m) == 6);
+    assert_eq!(
+        attempts(&metrics),
+        6,
+        "two attempts per connection: {metrics}"
+    );
+    assert_eq!(
+        common::sample(
+            &metrics,
+            "istio_tcp_connections_closed_total",
+            &["response_flags=\"UF\""]
+        ),
+        3
+    );
+}
+
 #[test]
 fn without_outlier_detection_round_robin_keeps_trying_the_refusing_endpoint() {
     let ports = Ports::new();

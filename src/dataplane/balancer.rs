@@ -197,11 +197,14 @@ impl Balancer {
                 None => (false, 0),
             }),
         );
-        // Below minHealthPercent healthy endpoints, ejections are ignored
-        // (Envoy's panic mode): better a maybe-bad endpoint than none.
+        // Envoy's panic mode, which Istio enables only through
+        // minHealthPercent (its healthy panic threshold): below that share
+        // of healthy endpoints, ejections are ignored. At 0, the default,
+        // panic mode is off: with every endpoint ejected nothing is usable,
+        // and the connection closes at once with `UH`.
         let healthy = view.iter().filter(|(ejected, _)| !ejected).count();
         let min_health = policy.map_or(0, |o| o.min_health_percent as usize);
-        let honour_ejections = healthy * 100 >= min_health * endpoints.len() && healthy > 0;
+        let honour_ejections = healthy * 100 >= min_health * endpoints.len();
         let healthy_at = |i: usize| !(honour_ejections && view[i].0);
         let untried = |i: usize| !tried.contains(&i) && endpoints[i].weight > 0 && healthy_at(i);
         let any_healthy = |i: usize| endpoints[i].weight > 0 && healthy_at(i);
@@ -521,10 +524,16 @@ mod tests {
                 min_health_percent: 0,
                 want_picked: 2,
             },
-            // All four ejected: with none healthy, ejections are ignored.
+            // All four ejected, panic mode off (Istio's default): none.
             Case {
                 max_ejection_percent: 100,
                 min_health_percent: 0,
+                want_picked: 0,
+            },
+            // All four ejected, panic mode below 1% healthy: all picked.
+            Case {
+                max_ejection_percent: 100,
+                min_health_percent: 1,
                 want_picked: 4,
             },
             // Half ejected is below 60% healthy: panic mode, all picked.

@@ -189,11 +189,19 @@ impl Slot {
             .map(|u| plan.endpoints[u.cluster.0 as usize][u.endpoint].address);
         let duration = self.session.opened().elapsed();
         if ctx.access_log.enabled() {
+            // The address the client reached (a listener bound to 0.0.0.0
+            // is reached on one of the host's addresses).
+            let local = SockRef::from(&self.downstream)
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .or(listener.map(|l| l.address))
+                .unwrap_or(self.peer);
             ctx.access_log.log(&Record {
                 start_time: self.meter.started(),
                 duration,
                 downstream_remote_address: self.peer,
-                downstream_local_address: listener.map_or(self.peer, |l| l.address),
+                downstream_local_address: local,
                 requested_server_name: sni.and_then(ServerName::logged),
                 upstream_cluster: cluster.map(|c| plan.table.cluster(c).name.as_str()),
                 upstream_host,

@@ -7,6 +7,9 @@ pub const ISTIO_TCP_CONNECTIONS_CLOSED: &str = "istio_tcp_connections_closed_tot
 pub const ISTIO_TCP_RECEIVED_BYTES: &str = "istio_tcp_received_bytes_total";
 /// Upstream → downstream bytes ("sent during response").
 pub const ISTIO_TCP_SENT_BYTES: &str = "istio_tcp_sent_bytes_total";
+/// Istio's build gauge (`component="proxy"`, `tag` = the version): the mesh
+/// dashboard's versions panel counts proxies by it.
+pub const ISTIO_BUILD: &str = "istio_build";
 
 pub const CONFIG_GENERATION: &str = "ringway_config_generation";
 pub const CONFIG_RELOADS: &str = "ringway_config_reloads_total";

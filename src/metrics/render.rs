@@ -105,9 +105,20 @@ fn istio_tcp(out: &mut String, tcp: &BTreeMap<&IstioLabels, TcpTotals>) {
     }
 }
 
-/// What the control thread keeps: generation, reloads, workers, dropped
-/// access-log lines.
+/// What the control thread keeps: the build, generation, reloads,
+/// workers, dropped access-log lines.
 fn process_figures(out: &mut String, process: &ProcessMetrics) {
+    header(
+        out,
+        ISTIO_BUILD,
+        "Istio component build: ringway reports as a proxy, tagged with its version.",
+        "gauge",
+    );
+    let _ = writeln!(
+        out,
+        "{ISTIO_BUILD}{{component=\"proxy\",tag=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
     header(
         out,
         CONFIG_GENERATION,
@@ -297,6 +308,13 @@ mod tests {
         ));
         assert!(text.contains("response_flags=\"UF\"} 2"));
         assert!(text.contains("ringway_config_generation 3"));
+        assert_eq!(
+            line("istio_build{"),
+            format!(
+                "istio_build{{component=\"proxy\",tag=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
         assert!(text.contains("ringway_access_log_dropped_total 7"));
         assert!(text.contains("ringway_config_reloads_total{result=\"failure\"} 1"));
         assert!(
