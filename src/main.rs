@@ -8,6 +8,7 @@ use ringway::accesslog::{self, AccessLog};
 use ringway::cli::{ConfigArgs, check, demo};
 use ringway::dataplane::Settings;
 use ringway::dataplane::ring::RecvMode;
+use ringway::metrics::Identity;
 use ringway::source::ConfigSource as _;
 use ringway::supervisor::{self, RunOptions};
 
@@ -22,6 +23,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Load and compile the configuration, print the compiled listeners,
@@ -95,6 +98,15 @@ struct ControlArgs {
     /// Log line format (also of the access log).
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// This gateway's workload name in Istio's metrics (source_workload).
+    #[arg(long, value_name = "NAME", default_value = Identity::WORKLOAD)]
+    workload_name: String,
+    /// This gateway's namespace in Istio's metrics (source_workload_namespace).
+    #[arg(long, value_name = "NS", default_value = Identity::NAMESPACE)]
+    workload_namespace: String,
+    /// The cluster this gateway runs in, for Istio's metrics (source_cluster).
+    #[arg(long, value_name = "ID", default_value = Identity::CLUSTER)]
+    cluster_id: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -157,6 +169,7 @@ impl DataArgs {
             drain_timeout: std::time::Duration::ZERO,
             dns_refresh: std::time::Duration::ZERO,
             allow_empty_reload: false,
+            identity: Identity::default(),
         }
     }
 }
@@ -281,6 +294,12 @@ fn run(config: &ConfigArgs, data: &DataArgs, control: &ControlArgs) -> ExitCode 
     options.drain_timeout = control.drain_timeout;
     options.dns_refresh = control.dns_refresh;
     options.allow_empty_reload = control.allow_empty_reload;
+    options.identity = Identity::new(
+        &control.workload_name,
+        &control.workload_namespace,
+        &control.cluster_id,
+        &config.labels,
+    );
     let result = supervisor::run(&options);
     // The workers' clones are gone: the writer drains and ends,
     // unless its disk or reader is stalled.

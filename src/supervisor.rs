@@ -26,6 +26,7 @@ use crate::dataplane::ring::{Ring, SetupError};
 use crate::dataplane::wake::WakeFd;
 use crate::dataplane::worker::{Worker, WorkerListener};
 use crate::dataplane::{Plan, Settings, Shared, WorkerStatus};
+use crate::metrics::Identity;
 use crate::metrics::{WorkerHandle, WorkerMetrics};
 use crate::pipeline::Pipeline;
 use crate::process;
@@ -77,6 +78,8 @@ pub struct RunOptions {
     /// Accept a reload that reads a blank file or closes every listener
     /// (`--allow-empty-reload`).
     pub allow_empty_reload: bool,
+    /// This gateway in Istio's metrics (the `source_*` labels).
+    pub identity: Identity,
 }
 
 /// A running gateway (used by `run`, and by `demo` which also needs to know
@@ -216,6 +219,7 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
             reloader,
             spawned.wakes,
             options.access_log.counters(),
+            options.identity.clone(),
         )),
         dns: None,
     };

@@ -131,6 +131,125 @@ fn istio_counters_split_50_connections_80_20_with_exact_bytes() {
     assert!(m.contains("reporter=\"source\""), "{m}");
 }
 
+/// Every `istio_*` TCP series carries Istio's 23 labels, in the order
+/// Istio's stats filter writes them, with the values a gateway reports as
+/// `source`: its own identity (flags) on the source side, the endpoint's
+/// workload, namespace and canonical service on the destination side.
+#[test]
+fn every_istio_series_carries_istios_23_labels() {
+    let ports = Ports::new();
+    let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
+    let listen = ports.listener();
+    let admin = ports.admin();
+    let config = tcp_echo(listen, &v1, &v2, true);
+    let address = format!("127.0.0.1:{admin}");
+    let args = [
+        "--workers",
+        "1",
+        "--admin",
+        &address,
+        "--workload-name",
+        "edge-gw",
+        "--cluster-id",
+        "east",
+        "--labels",
+        "istio=ingressgateway,app=edge,version=3",
+    ];
+    let Some(_gw) = Ringway::start(&config, &args) else {
+        return;
+    };
+    for _ in 0..5 {
+        say(listen, "hi");
+    }
+    let closed = "istio_tcp_connections_closed_total";
+    let m = wait_metrics(admin, |m| sample(m, closed, &[]) == 5);
+    let names = [
+        "reporter",
+        "source_workload",
+        "source_canonical_service",
+        "source_canonical_revision",
+        "source_workload_namespace",
+        "source_principal",
+        "source_app",
+        "source_version",
+        "source_cluster",
+        "destination_workload",
+        "destination_workload_namespace",
+        "destination_principal",
+        "destination_app",
+        "destination_version",
+        "destination_service",
+        "destination_canonical_service",
+        "destination_canonical_revision",
+        "destination_service_name",
+        "destination_service_namespace",
+        "destination_cluster",
+        "request_protocol",
+        "response_flags",
+        "connection_security_policy",
+    ];
+    let series: Vec<&str> = m.lines().filter(|l| l.starts_with("istio_tcp_")).collect();
+    assert!(series.len() >= 4, "{m}");
+    for line in &series {
+        let labels = &line[line.find('{').unwrap() + 1..line.rfind('}').unwrap()];
+        let pairs: Vec<(&str, &str)> = labels
+            .split("\",")
+            .map(|p| {
+                let (k, v) = p.split_once("=\"").unwrap();
+                (k, v.trim_end_matches('"'))
+            })
+            .collect();
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, names, "{line}");
+        let get = |k: &str| pairs.iter().find(|(n, _)| *n == k).unwrap().1;
+        for (k, want) in [
+            ("reporter", "source"),
+            ("source_workload", "edge-gw"),
+            ("source_canonical_service", "edge"),
+            ("source_canonical_revision", "3"),
+            ("source_workload_namespace", "istio-system"),
+            ("source_principal", "unknown"),
+            ("source_app", "edge"),
+            ("source_version", "3"),
+            ("source_cluster", "east"),
+            ("destination_workload_namespace", "default"),
+            ("destination_principal", "unknown"),
+            ("destination_app", "tcp-echo"),
+            ("destination_service", "tcp-echo.default.svc.cluster.local"),
+            ("destination_canonical_service", "tcp-echo"),
+            ("destination_service_name", "tcp-echo"),
+            ("destination_service_namespace", "default"),
+            ("destination_cluster", "east"),
+            ("request_protocol", "tcp"),
+            ("response_flags", "-"),
+            ("connection_security_policy", "unknown"),
+        ] {
+            assert_eq!(get(k), want, "{k} in {line}");
+        }
+        // v1 and v2 apart, by workload and canonical revision.
+        let version = get("destination_version");
+        assert!(version == "v1" || version == "v2", "{line}");
+        assert_eq!(get("destination_canonical_revision"), version, "{line}");
+        let index = if version == "v1" { 0 } else { 1 };
+        assert_eq!(
+            get("destination_workload"),
+            format!("tcp-echo-{index}"),
+            "{line}"
+        );
+    }
+    // The identity is in /config_dump too.
+    let (_, dump) = common::http(admin, "GET", "/config_dump");
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    assert_eq!(dump["identity"]["workload"], "edge-gw", "{dump}");
+    assert_eq!(dump["identity"]["cluster"], "east", "{dump}");
+    // The mesh dashboard's versions panel.
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("istio_build{component=\"proxy\",tag=\"")),
+        "{m}"
+    );
+}
+
 #[test]
 fn bytes_advance_while_the_connection_is_open() {
     let ports = Ports::new();

@@ -104,6 +104,7 @@ fn demo(dir: &std::path::Path, workers: usize) -> Result<(), DemoError> {
         drain_timeout: std::time::Duration::ZERO,
         dns_refresh: std::time::Duration::ZERO,
         allow_empty_reload: false,
+        identity: crate::metrics::Identity::default(),
     };
     let gateway = supervisor::start(&options)?;
     let mut out = std::io::stdout().lock();

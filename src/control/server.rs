@@ -529,6 +529,7 @@ mod tests {
             };
             ConfigDump::new(
                 Arc::new(Plan::new(table, Vec::new(), None)),
+                crate::metrics::Identity::default(),
                 &[],
                 Instant::now(),
             )

@@ -18,6 +18,7 @@ use crate::accesslog::Counters as AccessLogCounters;
 use crate::dataplane::listener;
 use crate::dataplane::wake::WakeFd;
 use crate::dataplane::{Plan, Shared, StatusReport, Target, WorkerStatus};
+use crate::metrics::Identity;
 use crate::metrics::{ProcessMetrics, WorkerMetrics};
 use crate::resolve::{self, Resolver, SystemResolver};
 use crate::routing::RouteTable;
@@ -69,6 +70,8 @@ pub enum ReloadOutcome {
 #[derive(Debug, Serialize)]
 pub struct ConfigDump {
     pub generation: u64,
+    /// This gateway in Istio's metrics (the `source_*` labels).
+    pub identity: Identity,
     #[serde(rename = "table", serialize_with = "table_of")]
     pub plan: Arc<Plan>,
     /// By cluster name.
@@ -98,7 +101,12 @@ pub struct EndpointState {
 
 impl ConfigDump {
     /// `reports` are the workers' status reports, in worker order.
-    pub fn new(plan: Arc<Plan>, reports: &[StatusReport], now: Instant) -> ConfigDump {
+    pub fn new(
+        plan: Arc<Plan>,
+        identity: Identity,
+        reports: &[StatusReport],
+        now: Instant,
+    ) -> ConfigDump {
         let resolved_endpoints = plan
             .table
             .clusters
@@ -114,6 +122,7 @@ impl ConfigDump {
             .collect();
         ConfigDump {
             generation: plan.table.generation,
+            identity,
             plan,
             resolved_endpoints,
         }
@@ -166,6 +175,8 @@ pub trait Admin: Send + Sync + 'static {
 /// The gateway as the control plane sees it.
 pub struct Control {
     shared: Arc<Shared>,
+    /// This gateway in Istio's metrics (the `source_*` labels).
+    identity: Identity,
     /// Each worker's counters, read at scrape time.
     metrics: Vec<Arc<WorkerMetrics>>,
     /// Each worker's plan, unbound listeners and ejections.
@@ -191,8 +202,10 @@ impl Control {
         reloader: Reloader,
         wakes: Vec<Arc<WakeFd>>,
         access_log: Arc<AccessLogCounters>,
+        identity: Identity,
     ) -> Control {
         Control {
+            identity,
             shared,
             metrics,
             statuses,
@@ -329,13 +342,13 @@ impl Admin for Control {
             workers: self.metrics.len(),
             access_log_dropped: self.access_log.dropped(),
         };
-        crate::metrics::render(&process, &snapshots)
+        crate::metrics::render(&process, &self.identity, &snapshots)
     }
 
     fn config_dump(&self) -> ConfigDump {
         let plan = self.shared.plan.load_full();
         let reports: Vec<_> = self.statuses.iter().map(|s| s.snapshot()).collect();
-        ConfigDump::new(plan, &reports, Instant::now())
+        ConfigDump::new(plan, self.identity.clone(), &reports, Instant::now())
     }
 
     fn reload(&self) -> ReloadOutcome {

@@ -4,10 +4,12 @@
 //! line with another worker.
 #![forbid(unsafe_code)]
 
+pub mod identity;
 pub mod names;
 pub mod render;
 pub mod worker;
 
+pub use identity::Identity;
 pub use render::{ProcessMetrics, render};
 pub use worker::{
     ClusterCounters, ClusterTotals, IstioLabels, Protocol, TcpCounters, TcpTotals, WorkerHandle,

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::identity::{Identity, UNKNOWN};
 use super::names::*;
 use super::worker::{ClusterTotals, IstioLabels, TcpTotals, WorkerSnapshot};
 
@@ -49,18 +50,71 @@ impl<'a> Sums<'a> {
     }
 }
 
-pub fn render(process: &ProcessMetrics, workers: &[WorkerSnapshot]) -> String {
+pub fn render(process: &ProcessMetrics, identity: &Identity, workers: &[WorkerSnapshot]) -> String {
     let sums = Sums::of(workers);
     let mut out = String::new();
-    istio_tcp(&mut out, &sums.tcp);
+    istio_tcp(&mut out, identity, &sums.tcp);
     process_figures(&mut out, process);
     downstream(&mut out, &sums);
     clusters(&mut out, &sums.clusters);
     out
 }
 
+/// Istio's 23 labels of one label set, in the order Istio's stats filter
+/// writes them. A gateway reports as `source` and sees no peer metadata
+/// from backends without sidecars: principals and the security policy are
+/// `unknown`, as Istio writes them then.
+fn istio_label_set(identity: &Identity, l: &IstioLabels) -> String {
+    let pairs: [(&str, &str); 23] = [
+        ("reporter", "source"),
+        ("source_workload", &identity.workload),
+        ("source_canonical_service", &identity.canonical_service),
+        ("source_canonical_revision", &identity.canonical_revision),
+        ("source_workload_namespace", &identity.workload_namespace),
+        ("source_principal", UNKNOWN),
+        ("source_app", &identity.app),
+        ("source_version", &identity.version),
+        ("source_cluster", &identity.cluster),
+        ("destination_workload", &l.destination_workload),
+        (
+            "destination_workload_namespace",
+            &l.destination_workload_namespace,
+        ),
+        ("destination_principal", UNKNOWN),
+        ("destination_app", &l.destination_app),
+        ("destination_version", &l.destination_version),
+        ("destination_service", &l.destination_service),
+        (
+            "destination_canonical_service",
+            &l.destination_canonical_service,
+        ),
+        (
+            "destination_canonical_revision",
+            &l.destination_canonical_revision,
+        ),
+        ("destination_service_name", &l.destination_service_name),
+        (
+            "destination_service_namespace",
+            &l.destination_service_namespace,
+        ),
+        // Endpoints are in this gateway's cluster (istiod writes its own
+        // cluster ID into every endpoint's metadata).
+        ("destination_cluster", &identity.cluster),
+        ("request_protocol", l.request_protocol.label()),
+        ("response_flags", l.response_flags),
+        ("connection_security_policy", UNKNOWN),
+    ];
+    let mut text = String::new();
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        let comma = if i == 0 { "" } else { "," };
+        let _ = write!(text, "{comma}{name}=\"{}\"", escape(value));
+    }
+    text
+}
+
 /// Istio's TCP series, one line per label set.
-fn istio_tcp(out: &mut String, tcp: &BTreeMap<&IstioLabels, TcpTotals>) {
+fn istio_tcp(out: &mut String, identity: &Identity, tcp: &BTreeMap<&IstioLabels, TcpTotals>) {
+    let label_sets: Vec<String> = tcp.keys().map(|l| istio_label_set(identity, l)).collect();
     type Value = fn(&TcpTotals) -> u64;
     let series: [(&str, &str, Value); 4] = [
         (
@@ -86,21 +140,8 @@ fn istio_tcp(out: &mut String, tcp: &BTreeMap<&IstioLabels, TcpTotals>) {
     ];
     for (name, help, value) in series {
         header(out, name, help, "counter");
-        for (labels, totals) in tcp {
-            let _ = writeln!(
-                out,
-                "{name}{{reporter=\"source\",request_protocol=\"{}\",destination_service=\"{}\",\
-                 destination_service_name=\"{}\",destination_service_namespace=\"{}\",destination_version=\"{}\",\
-                 destination_app=\"{}\",response_flags=\"{}\"}} {}",
-                labels.request_protocol.label(),
-                escape(&labels.destination_service),
-                escape(&labels.destination_service_name),
-                escape(&labels.destination_service_namespace),
-                escape(&labels.destination_version),
-                escape(&labels.destination_app),
-                escape(labels.response_flags),
-                value(totals)
-            );
+        for (labels, totals) in label_sets.iter().zip(tcp.values()) {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", value(totals));
         }
     }
 }
@@ -249,6 +290,10 @@ mod tests {
     fn labels(version: &str, flags: &'static str) -> IstioLabels {
         IstioLabels {
             request_protocol: crate::metrics::Protocol::Tcp,
+            destination_workload: Arc::from(format!("tcp-echo-{version}").as_str()),
+            destination_workload_namespace: Arc::from("default"),
+            destination_canonical_service: Arc::from("tcp-echo"),
+            destination_canonical_revision: Arc::from(version),
             destination_service: Arc::from("tcp-echo.default.svc.cluster.local"),
             destination_service_name: Arc::from("tcp-echo"),
             destination_service_namespace: Arc::from("default"),
@@ -288,6 +333,7 @@ mod tests {
                 workers: 2,
                 access_log_dropped: 7,
             },
+            &Identity::default(),
             &snapshots,
         );
         let line = |prefix: &str| {
@@ -296,17 +342,29 @@ mod tests {
                 .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
                 .to_owned()
         };
+        // Istio's 23 labels, in the order its stats filter writes them.
         assert_eq!(
             line("istio_tcp_connections_opened_total{"),
-            "istio_tcp_connections_opened_total{reporter=\"source\",request_protocol=\"tcp\",\
-             destination_service=\"tcp-echo.default.svc.cluster.local\",destination_service_name=\"tcp-echo\",\
-             destination_service_namespace=\"default\",destination_version=\"v1\",destination_app=\"tcp-echo\",\
-             response_flags=\"-\"} 40"
+            "istio_tcp_connections_opened_total{reporter=\"source\",\
+             source_workload=\"istio-ingressgateway\",source_canonical_service=\"istio-ingressgateway\",\
+             source_canonical_revision=\"latest\",source_workload_namespace=\"istio-system\",\
+             source_principal=\"unknown\",source_app=\"unknown\",source_version=\"unknown\",\
+             source_cluster=\"Kubernetes\",destination_workload=\"tcp-echo-v1\",\
+             destination_workload_namespace=\"default\",destination_principal=\"unknown\",\
+             destination_app=\"tcp-echo\",destination_version=\"v1\",\
+             destination_service=\"tcp-echo.default.svc.cluster.local\",\
+             destination_canonical_service=\"tcp-echo\",destination_canonical_revision=\"v1\",\
+             destination_service_name=\"tcp-echo\",destination_service_namespace=\"default\",\
+             destination_cluster=\"Kubernetes\",request_protocol=\"tcp\",response_flags=\"-\",\
+             connection_security_policy=\"unknown\"} 40"
         );
-        assert!(text.contains(
-            "destination_version=\"v1\",destination_app=\"tcp-echo\",response_flags=\"-\"} 300"
-        ));
-        assert!(text.contains("response_flags=\"UF\"} 2"));
+        let received = line("istio_tcp_received_bytes_total{");
+        assert!(
+            received.contains("destination_version=\"v1\""),
+            "{received}"
+        );
+        assert!(received.ends_with("} 300"), "{received}");
+        assert!(text.contains("response_flags=\"UF\",connection_security_policy=\"unknown\"} 2"));
         assert!(text.contains("ringway_config_generation 3"));
         assert_eq!(
             line("istio_build{"),

@@ -11,6 +11,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::routing::table::{Cluster, Endpoint};
 
+use super::identity::{LATEST, UNKNOWN, canonical_revision, canonical_service};
+
 /// Istio's `request_protocol`: what a label set counts (a TCP connection
 /// today; HTTP requests count under their own protocol).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,11 +29,20 @@ impl Protocol {
     }
 }
 
-/// The labels of Istio's metrics that vary (`reporter="source"` is
-/// constant at a gateway).
+/// The labels of Istio's metrics that vary per label set. The `source_*`
+/// side is the gateway itself ([`super::Identity`]), the same for every
+/// series, and so are `reporter` (`source`) and what a gateway without
+/// sidecars behind it cannot know (principals, the destination cluster,
+/// the connection's security policy): `render.rs` adds those.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IstioLabels {
     pub request_protocol: Protocol,
+    /// The WorkloadEntry an endpoint came from, else `unknown`.
+    pub destination_workload: Arc<str>,
+    /// That WorkloadEntry's namespace, or the ServiceEntry's.
+    pub destination_workload_namespace: Arc<str>,
+    pub destination_canonical_service: Arc<str>,
+    pub destination_canonical_revision: Arc<str>,
     pub destination_service: Arc<str>,
     pub destination_service_name: Arc<str>,
     pub destination_service_namespace: Arc<str>,
@@ -52,10 +63,18 @@ impl IstioLabels {
         let label = |key: &str| -> Arc<str> {
             endpoint
                 .and_then(|e| e.labels.get(key))
-                .map_or_else(|| Arc::from("unknown"), |v| Arc::from(v.as_str()))
+                .map_or_else(|| Arc::from(UNKNOWN), |v| Arc::from(v.as_str()))
         };
+        let no_labels = std::collections::BTreeMap::new();
+        let labels = endpoint.map_or(&no_labels, |e| &e.labels);
+        let workload = endpoint.and_then(|e| e.workload.as_deref());
+        let namespace = endpoint.map_or(cluster.service.namespace.as_str(), |e| &e.namespace);
         IstioLabels {
             request_protocol: Protocol::Tcp,
+            destination_workload: Arc::from(workload.unwrap_or(UNKNOWN)),
+            destination_workload_namespace: Arc::from(namespace),
+            destination_canonical_service: Arc::from(canonical_service(labels, workload)),
+            destination_canonical_revision: Arc::from(canonical_revision(labels)),
             destination_service: Arc::from(cluster.service.host.as_str()),
             destination_service_name: Arc::from(cluster.service.name.as_str()),
             destination_service_namespace: Arc::from(cluster.service.namespace.as_str()),
@@ -67,9 +86,13 @@ impl IstioLabels {
 
     /// Labels of a connection that was never routed to a service (`NR`).
     pub fn unrouted(response_flags: &'static str) -> IstioLabels {
-        let unknown: Arc<str> = Arc::from("unknown");
+        let unknown: Arc<str> = Arc::from(UNKNOWN);
         IstioLabels {
             request_protocol: Protocol::Tcp,
+            destination_workload: unknown.clone(),
+            destination_workload_namespace: unknown.clone(),
+            destination_canonical_service: unknown.clone(),
+            destination_canonical_revision: Arc::from(LATEST),
             destination_service: unknown.clone(),
             destination_service_name: unknown.clone(),
             destination_service_namespace: unknown.clone(),
@@ -333,6 +356,95 @@ mod tests {
     use std::cell::Cell;
 
     use super::*;
+    use crate::config::{LoadOptions, load_str};
+    use crate::routing::{CompileOptions, RouteTable, compile};
+
+    fn table(example: &str, text: &str) -> RouteTable {
+        let loaded = load_str(example, text, &LoadOptions::default());
+        assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics);
+        let compiled = compile(&loaded.manifests, &CompileOptions::default());
+        assert!(
+            !compiled.diagnostics.has_errors(),
+            "{:?}",
+            compiled.diagnostics
+        );
+        compiled.table
+    }
+
+    /// The destination labels of each endpoint of every cluster named
+    /// `...|subset|...`, as (workload, namespace, canonical service, revision).
+    fn destinations(t: &RouteTable, subset: &str) -> Vec<[String; 4]> {
+        let c = t
+            .clusters
+            .iter()
+            .find(|c| c.name.contains(&format!("|{subset}|")))
+            .expect("the subset's cluster");
+        c.endpoints
+            .iter()
+            .map(|e| {
+                let l = IstioLabels::new(c, Some(e), "-");
+                [
+                    l.destination_workload.to_string(),
+                    l.destination_workload_namespace.to_string(),
+                    l.destination_canonical_service.to_string(),
+                    l.destination_canonical_revision.to_string(),
+                ]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn destination_labels_follow_istiods_endpoint_metadata() {
+        let s = |v: [&str; 4]| v.map(str::to_owned);
+        // WorkloadEntries: their names, their namespace; canonical service
+        // and revision from app and version.
+        let we = table(
+            "we.yaml",
+            include_str!(
+                "../../config/testdata/valid/workload-entries-selected-by-service-entry.yaml"
+            ),
+        );
+        assert_eq!(
+            destinations(&we, "v1"),
+            [s(["tcp-echo-v1", "default", "tcp-echo", "v1"])]
+        );
+        // A service.istio.io/workload-name label names the workload, and
+        // canonical labels win over app and version.
+        let text = include_str!("../../config/testdata/valid/workload-entries-selected-by-service-entry.yaml")
+            .replacen(
+                "    app: tcp-echo\n    version: v2\n",
+                "    app: tcp-echo\n    version: v2\n    service.istio.io/workload-name: echo-fleet\n    service.istio.io/canonical-name: echo\n    service.istio.io/canonical-revision: r2\n",
+                1,
+            );
+        assert_eq!(
+            destinations(&table("we.yaml", &text), "v2"),
+            [s(["echo-fleet", "default", "echo", "r2"])]
+        );
+        // Inline endpoints: `<ServiceEntry>-<index>`, the ServiceEntry's
+        // namespace; without app or version labels, the workload name and
+        // `latest`.
+        let inline = include_str!("../../config/testdata/valid/tcp-echo-80-20-service-entry.yaml");
+        let t = table("se.yaml", inline);
+        assert_eq!(
+            destinations(&t, "v2"),
+            [s(["tcp-echo-1", "default", "tcp-echo", "v2"])]
+        );
+        let bare = inline.replace(
+            "      app: tcp-echo\n      version: v1\n",
+            "      version: v1\n",
+        );
+        let t = table("se.yaml", &bare);
+        assert_eq!(
+            destinations(&t, "v1"),
+            [s(["tcp-echo-0", "default", "tcp-echo-0", "v1"])]
+        );
+        // Never routed: unknown, latest.
+        let l = IstioLabels::unrouted("NR");
+        assert_eq!(
+            (&*l.destination_workload, &*l.destination_canonical_revision),
+            ("unknown", "latest")
+        );
+    }
 
     fn labels(version: &str) -> IstioLabels {
         IstioLabels {

@@ -89,8 +89,8 @@ impl<'m> Registry<'m> {
         &self,
         se: &'m Resource<ServiceEntrySpec>,
         subset: Option<&Labels>,
-    ) -> Vec<&'m WorkloadEntrySpec> {
-        let workloads: Vec<&WorkloadEntrySpec> = match &se.spec.workload_selector {
+    ) -> Vec<Workload<'m>> {
+        let workloads: Vec<Workload<'m>> = match &se.spec.workload_selector {
             Some(selector) if se.spec.endpoints.is_empty() => self
                 .m
                 .workload_entries
@@ -98,13 +98,35 @@ impl<'m> Registry<'m> {
                 .filter(|we| {
                     we.namespace == se.namespace && contains(&we.spec.labels, &selector.labels)
                 })
-                .map(|we| &we.spec)
+                .map(|we| Workload {
+                    // istiod: the service.istio.io/workload-name label, else
+                    // the WorkloadEntry's name.
+                    name: we
+                        .spec
+                        .labels
+                        .get(WORKLOAD_NAME_LABEL)
+                        .unwrap_or(&we.name)
+                        .clone(),
+                    namespace: &we.namespace,
+                    spec: &we.spec,
+                })
                 .collect(),
-            _ => se.spec.endpoints.iter().collect(),
+            // istiod names inline endpoints `<ServiceEntry>-<index>`.
+            _ => se
+                .spec
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, spec)| Workload {
+                    name: format!("{}-{i}", se.name),
+                    namespace: &se.namespace,
+                    spec,
+                })
+                .collect(),
         };
         workloads
             .into_iter()
-            .filter(|w| subset.is_none_or(|s| contains(&w.labels, s)))
+            .filter(|w| subset.is_none_or(|s| contains(&w.spec.labels, s)))
             .collect()
     }
 
@@ -118,6 +140,7 @@ impl<'m> Registry<'m> {
     ) -> Vec<String> {
         self.selected(se, subset)
             .into_iter()
+            .map(|w| w.spec)
             .filter_map(|w| match w.address.as_deref() {
                 Some(a) if a.starts_with("unix://") => {
                     Some(format!("{a} (unix domain sockets are not supported)"))
@@ -146,22 +169,30 @@ impl<'m> Registry<'m> {
             .unwrap_or(0);
         let mut endpoints: Vec<Endpoint> = workloads
             .into_iter()
-            .filter_map(|w| {
-                let address = endpoint_address(w.address.as_deref()?)?;
-                let port = w
-                    .ports
-                    .get(&port.name)
-                    .copied()
-                    .and_then(port_number)
-                    .unwrap_or(target);
-                let weight = w.weight.filter(|w| *w > 0).unwrap_or(1);
-                Some(Endpoint {
-                    address,
-                    port,
-                    weight,
-                    labels: w.labels.clone(),
-                })
-            })
+            .filter_map(
+                |Workload {
+                     name,
+                     namespace,
+                     spec: w,
+                 }| {
+                    let address = endpoint_address(w.address.as_deref()?)?;
+                    let port = w
+                        .ports
+                        .get(&port.name)
+                        .copied()
+                        .and_then(port_number)
+                        .unwrap_or(target);
+                    let weight = w.weight.filter(|w| *w > 0).unwrap_or(1);
+                    Some(Endpoint {
+                        address,
+                        port,
+                        weight,
+                        labels: w.labels.clone(),
+                        workload: Some(name),
+                        namespace: namespace.to_owned(),
+                    })
+                },
+            )
             .collect();
         let is_dns = matches!(
             se.spec.resolution,
@@ -183,6 +214,8 @@ impl<'m> Registry<'m> {
                     port: target,
                     weight: 1,
                     labels: Labels::new(),
+                    workload: None,
+                    namespace: se.namespace.clone(),
                 })
                 .collect();
         }
@@ -195,6 +228,17 @@ impl<'m> Registry<'m> {
         }
         endpoints
     }
+}
+
+/// The WorkloadEntry label istiod takes a workload's name from.
+const WORKLOAD_NAME_LABEL: &str = "service.istio.io/workload-name";
+
+/// One workload of a ServiceEntry: an inline endpoint or a WorkloadEntry
+/// its selector picked, with the name and namespace Istio's metrics give it.
+struct Workload<'m> {
+    name: String,
+    namespace: &'m str,
+    spec: &'m WorkloadEntrySpec,
 }
 
 /// Whether `labels` holds every pair of `selector`.

@@ -160,6 +160,14 @@ pub struct Endpoint {
     /// Load-balancing weight inside the cluster (1 when unset).
     pub weight: u32,
     pub labels: BTreeMap<String, String>,
+    /// Its workload in Istio's metrics (`destination_workload`): the
+    /// WorkloadEntry's `service.istio.io/workload-name` label or name, or
+    /// `<ServiceEntry>-<index>` for an inline endpoint, as istiod names
+    /// them; `None` for a host resolved by DNS.
+    pub workload: Option<String>,
+    /// The namespace of that WorkloadEntry, or of the ServiceEntry
+    /// (Istio's `destination_workload_namespace`).
+    pub namespace: String,
 }
 
 impl fmt::Display for Endpoint {
