@@ -1,0 +1,328 @@
+//! Istio's Grafana dashboards against ringway, end to end: Debian's
+//! Prometheus (`/usr/bin/prometheus`, started here on its own port and
+//! storage) scrapes `/stats/prometheus` every second while traffic flows
+//! 80/20 through Istio's tcp-echo example; then every TCP query of Istio's
+//! service, workload and mesh dashboards, checked in with its variables
+//! resolved in `tests/dashboards/queries.json` (from the Istio commit named
+//! there; `tests/dashboards/extract.py` regenerates it), is evaluated through
+//! Prometheus's HTTP API and must return exactly the series its legend
+//! expects, and each drop-down (the variables' own queries) exactly the
+//! options expected. `promtool check metrics` checks a scrape when present.
+//!
+//! Without Prometheus the test says so and passes, except under
+//! RINGWAY_REQUIRE_URING=1 or CI, where it fails: `.ci/run` installs it.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{EchoBackend, Ports, Ringway, http, http_within, require_uring, say, tcp_echo};
+use serde_json::Value;
+
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+const SERVICE: &str = "tcp-echo.default.svc.cluster.local";
+const CONNECTIONS: usize = 50;
+
+/// Prometheus started by the test; killed (by its PID) and reaped on drop.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(port: u16, admin: u16) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n- job_name: ringway\n  metrics_path: /stats/prometheus\n  \
+                 static_configs:\n  - targets: ['127.0.0.1:{admin}']\n"
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut p = Prometheus { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((200, _)) = http_within(port, "GET", "/-/ready", Duration::from_secs(2)) {
+                return p;
+            }
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("prometheus exited ({status}):\n{}", p.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus never ready:\n{}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// An instant query's result vector (`data.result`).
+    fn query(&self, promql: &str) -> Vec<Value> {
+        let path = format!("/api/v1/query?query={}", encode(promql));
+        let (status, body) = http(self.port, "GET", &path);
+        assert_eq!(status, 200, "{promql}\n{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "success", "{promql}\n{body}");
+        v["data"]["result"].as_array().unwrap().clone()
+    }
+
+    /// The sum of an instant query's sample values.
+    fn total(&self, promql: &str) -> f64 {
+        self.query(promql)
+            .iter()
+            .map(|s| s["value"][1].as_str().unwrap().parse::<f64>().unwrap())
+            .sum()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Percent-encoding for a query-string value (RFC 3986 unreserved kept).
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Grafana's legend: `{{ label }}` replaced by the series' value; `None`
+/// when a label the legend names is missing or empty on the series.
+fn legend(format: &str, metric: &Value) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = format;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find("}}")? + start;
+        let name = rest[start + 2..end].trim();
+        let value = metric[name].as_str().filter(|v| !v.is_empty())?;
+        out.push_str(value);
+        rest = &rest[end + 2..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+fn prometheus_present() -> bool {
+    if Path::new(PROMETHEUS).exists() {
+        return true;
+    }
+    let why = format!(
+        "{PROMETHEUS} is missing (Debian: apt-get install prometheus); \
+         Istio's dashboards are not checked"
+    );
+    assert!(
+        !require_uring() && std::env::var_os("CI").is_none(),
+        "{why}"
+    );
+    eprintln!("SKIPPED: {why}");
+    false
+}
+
+#[test]
+fn istios_dashboards_tcp_panels_read_ringway_through_prometheus() {
+    if !prometheus_present() {
+        return;
+    }
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/dashboards/queries.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+
+    let ports = Ports::new();
+    let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
+    let listen = ports.listener();
+    let admin = ports.admin();
+    let web = ports.admin();
+    let config = tcp_echo(listen, &v1, &v2, true);
+    let address = format!("127.0.0.1:{admin}");
+    let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--admin", &address]) else {
+        return;
+    };
+    let prom = Prometheus::start(web, admin);
+
+    // 50 connections, 80/20 between v1 (tcp-echo-0) and v2 (tcp-echo-1).
+    let (mut one, mut two) = (0u32, 0u32);
+    for _ in 0..CONNECTIONS {
+        match say(listen, "hi").as_str() {
+            "one hi" => one += 1,
+            "two hi" => two += 1,
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+    assert!(one > 0 && two > 0 && one > two, "one {one}, two {two}");
+
+    // Scraped: every connection closed, and at least two samples since
+    // (irate needs two).
+    let closed = "sum(istio_tcp_connections_closed_total)";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while prom.total(closed) != CONNECTIONS as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "prometheus never scraped {CONNECTIONS} closed connections: {:?}\n{}",
+            prom.query(closed),
+            prom.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+
+    // The numbers behind the panels, exactly: the split and the bytes
+    // ("hi\n" in, "one hi\n" / "two hi\n" out).
+    for (workload, n) in [("tcp-echo-0", one), ("tcp-echo-1", two)] {
+        let q = format!(
+            "sum(istio_tcp_connections_opened_total{{destination_workload=\"{workload}\"}})"
+        );
+        assert_eq!(prom.total(&q), f64::from(n), "{q}");
+    }
+    let q = format!("sum(istio_tcp_received_bytes_total{{destination_service=\"{SERVICE}\"}})");
+    assert_eq!(prom.total(&q), 3.0 * CONNECTIONS as f64, "{q}");
+    let q = format!("sum(istio_tcp_sent_bytes_total{{destination_service=\"{SERVICE}\"}})");
+    assert_eq!(prom.total(&q), 7.0 * CONNECTIONS as f64, "{q}");
+
+    let mut failures = Vec::new();
+
+    // The drop-downs: each variable offers exactly the expected options.
+    for o in file["options"].as_array().unwrap() {
+        let got: BTreeSet<String> = prom
+            .query(o["resolved"].as_str().unwrap())
+            .iter()
+            .flat_map(|s| {
+                s["metric"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .map(|v| v.as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let want: BTreeSet<String> = o["expect"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        if got != want {
+            failures.push(format!(
+                "{} ({}) variable ${}: options {got:?}, want {want:?}\n  {}",
+                o["dashboard"],
+                o["setup"],
+                o["variable"].as_str().unwrap(),
+                o["resolved"]
+            ));
+        }
+    }
+
+    // The panels: exactly the expected series, each with its legend.
+    let mut lit = 0;
+    for q in file["queries"].as_array().unwrap() {
+        let expr = q["resolved"].as_str().unwrap();
+        let result = prom.query(expr);
+        let want = q["expect"].as_array().unwrap();
+        let what = format!("{} / {} ({})", q["dashboard"], q["panel"], q["setup"]);
+        if result.len() != want.len() {
+            failures.push(format!(
+                "{what}: {} series, want {}\n  {expr}\n  {result:?}",
+                result.len(),
+                want.len()
+            ));
+            continue;
+        }
+        for w in want {
+            let found = result.iter().find(|s| {
+                w.as_object()
+                    .unwrap()
+                    .iter()
+                    .all(|(k, v)| s["metric"][k] == *v)
+            });
+            let Some(series) = found else {
+                failures.push(format!("{what}: no series {w}\n  {expr}\n  {result:?}"));
+                continue;
+            };
+            if legend(q["legend"].as_str().unwrap(), &series["metric"]).is_none() {
+                failures.push(format!(
+                    "{what}: legend {} blank for {}",
+                    q["legend"], series["metric"]
+                ));
+            }
+        }
+        if !want.is_empty() {
+            lit += 1;
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(lit > 0);
+
+    // istio_build as the mesh dashboard's versions panel shows it.
+    let build = prom.query("sum by (component,tag) (istio_build)");
+    assert_eq!(build.len(), 1, "{build:?}");
+    assert_eq!(
+        build[0]["metric"]["tag"].as_str(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+
+    // promtool's own check of a scrape, when Debian's package brought it.
+    if Path::new("/usr/bin/promtool").exists() {
+        let (status, body) = http(admin, "GET", "/stats/prometheus");
+        assert_eq!(status, 200);
+        let mut check = Command::new("/usr/bin/promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        check
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let out = check.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}\n{body}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
