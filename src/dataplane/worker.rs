@@ -125,7 +125,7 @@ impl Worker {
             sni_errors: LogLimit::default(),
             pause_accepting: None,
         };
-        Ok(Worker {
+        let worker = Worker {
             id,
             ring,
             conns: Connections::new(bufs, recv, pipes),
@@ -136,7 +136,18 @@ impl Worker {
             wake,
             lifecycle: Lifecycle::Serving,
             accept_errors: LogLimit::default(),
-        })
+        };
+        // Reported before the supervisor hears the worker is ready, so that
+        // `/ready` never sees a started worker without its plan.
+        let bound: Vec<bool> = worker
+            .plan
+            .table
+            .listeners
+            .iter()
+            .map(|l| worker.listeners.find_open(l.address).is_some())
+            .collect();
+        worker.report(&bound);
+        Ok(worker)
     }
 
     /// Serve until told to stop and every connection is closed.
@@ -145,14 +156,6 @@ impl Worker {
         for i in 0..self.listeners.len() {
             self.steer(i);
         }
-        let bound: Vec<bool> = self
-            .plan
-            .table
-            .listeners
-            .iter()
-            .map(|l| self.listeners.find_open(l.address).is_some())
-            .collect();
-        self.report(&bound);
         let mut cqes = Vec::with_capacity(256);
         let mut next_tick = Instant::now() + TICK;
         loop {
