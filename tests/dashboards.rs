@@ -204,7 +204,21 @@ fn istios_dashboards_tcp_panels_read_ringway_through_prometheus() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    std::thread::sleep(Duration::from_millis(2500));
+    // Two more scrapes after the last close, waited for by their
+    // timestamps rather than slept for.
+    let reached = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last_scrape = "max(timestamp(istio_tcp_connections_closed_total))";
+    while prom.total(last_scrape) < reached + 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no scrape after {reached}: {:?}",
+            prom.query(last_scrape)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // The numbers behind the panels, exactly: the split and the bytes
     // ("hi\n" in, "one hi\n" / "two hi\n" out).
