@@ -120,10 +120,13 @@ fn listeners_table(table: &RouteTable, out: &mut String) {
                 )
                 .chain(sni.catch_all.map(|r| ("*".to_owned(), r)))
                 .collect(),
+            // Printed by the HTTP section (issue 13, compile stream).
+            ListenerRouting::Http { .. } => Vec::new(),
         };
         let protocol = match l.routing {
             ListenerRouting::Tcp { .. } => "tcp",
             ListenerRouting::TlsPassthrough { .. } => "tls-passthrough",
+            ListenerRouting::Http { .. } => "http",
         };
         let mut first_row = true;
         for (sni, route_id) in entries {

@@ -45,7 +45,10 @@ impl Session {
             Some(ListenerRouting::TlsPassthrough { .. }) => {
                 Session::Sni(SniSession::open(Arc::clone(plan), listener, now, out))
             }
-            None => Session::Tcp(TcpSession::refused(CloseReason::NoRoute, now, out)),
+            // HTTP sessions: issue 13, data plane stream.
+            Some(ListenerRouting::Http { .. }) | None => {
+                Session::Tcp(TcpSession::refused(CloseReason::NoRoute, now, out))
+            }
         }
     }
 

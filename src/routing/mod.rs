@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod compile;
+pub mod http;
 pub mod names;
 pub mod policy;
 pub mod services;

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::http::HttpRouting;
+
 /// Index of a route in [`RouteTable::routes`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -64,6 +66,9 @@ pub enum ListenerRouting {
     Tcp { route: RouteId },
     /// TLS passthrough: the route is chosen by the ClientHello's SNI.
     TlsPassthrough { sni: SniTable },
+    /// HTTP/1.1: every request is routed by its authority and match
+    /// (`routing/http.rs`).
+    Http { http: HttpRouting },
 }
 
 impl ListenerRouting {
@@ -74,6 +79,7 @@ impl ListenerRouting {
         match self {
             ListenerRouting::Tcp { route } => Some(*route),
             ListenerRouting::TlsPassthrough { sni: table } => table.lookup(sni),
+            ListenerRouting::Http { .. } => None,
         }
     }
 }
