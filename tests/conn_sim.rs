@@ -27,7 +27,10 @@ use ringway::dataplane::half::MAX_QUEUED_BUFFERS;
 use ringway::dataplane::io::{
     Close, CloseReason, Completion, Io, Limits, Pump, Reservation, SinkState, SourceState,
 };
-use ringway::dataplane::session::Session;
+use ringway::dataplane::session::{HttpLimits, Session};
+
+const PEER: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000);
 use ringway::dataplane::token::{Dir, Op};
 use ringway::routing::table::ClusterId;
 use ringway::routing::{CompileOptions, compile};
@@ -189,7 +192,7 @@ impl Model {
         } else {
             "tcp-echo-80-20-service-entry.yaml"
         };
-        let conn = Session::open(&plan(example), 0, now, &mut out);
+        let conn = Session::open(&plan(example), 0, PEER, HttpLimits::default(), now, &mut out);
         let mut m = Model {
             rng,
             conn,

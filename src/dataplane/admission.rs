@@ -71,7 +71,7 @@ pub(super) fn reserve(
 /// what it held (the endpoint, the cluster reservation, its place under
 /// the process cap, its listener's gauge, its pipes) released.
 pub(super) fn release(ctx: &mut Ctx, pipes: &mut PipePool, mut slot: Slot) {
-    if let Some(close) = slot.session.close() {
+    if let Some(close) = slot.session.close().filter(|_| slot.session.counts_tcp()) {
         slot.report_close(ctx, close);
     }
     if let Some(u) = &slot.upstream {

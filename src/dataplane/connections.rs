@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::metrics::worker::add;
 
 use super::admission;
+use super::checkout;
 use super::bufring::BufRing;
 use super::context::Ctx;
 use super::exec::{self, RecvConfig, Uring};
@@ -25,9 +26,11 @@ use super::forward;
 use super::io::{CloseReason, Completion, Io};
 use super::meter::Meter;
 use super::pipe::PipePool;
+use super::pool::Pool;
+use super::request_log;
 use super::plan::Plan;
 use super::ring::{Cqe, Ring};
-use super::session::Session;
+use super::session::{HttpLimits, Session};
 use super::slab::{Key, Slab};
 use super::slot::Slot;
 use super::timers::{Due, Timers};
@@ -54,6 +57,8 @@ pub(super) struct Connections {
     timers: Timers,
     due: Vec<Due>,
     next_pipe_trim: Instant,
+    /// Idle upstream HTTP connections.
+    pool: Pool,
     /// A slot was freed since the worker last looked: there may be room
     /// under the connection cap to accept again.
     pub(super) freed: bool,
@@ -72,6 +77,7 @@ impl Connections {
             timers: Timers::default(),
             due: Vec::new(),
             next_pipe_trim: Instant::now() + PIPE_IDLE,
+            pool: Pool::default(),
             freed: false,
         }
     }
@@ -97,7 +103,13 @@ impl Connections {
     ) {
         let now = Instant::now();
         admission::admit(ctx, now);
-        let session = Session::open(&plan, listener, now, &mut self.scratch);
+        let settings = &ctx.shared.settings;
+        let http = HttpLimits {
+            connect_attempts: settings.connect_attempts.max(1),
+            splice_after: settings.splice_after,
+            ..HttpLimits::default()
+        };
+        let session = Session::open(&plan, listener, peer, http, now, &mut self.scratch);
         gauge.fetch_add(1, Ordering::Relaxed);
         let meter = Meter::new(gauge);
         let slot = Slot::new(session, downstream, peer, listener, plan, meter);
@@ -162,8 +174,14 @@ impl Connections {
         }
     }
 
+    /// A new plan: idle upstream connections it no longer routes to close.
+    pub(super) fn retain_pool(&mut self, ctx: &mut Ctx, plan: &Plan) {
+        checkout::retain(ctx, &mut self.pool, plan);
+    }
+
     /// The worker stops: every session ends (`DR`).
     pub(super) fn drain_all(&mut self, ctx: &mut Ctx, ring: &mut Ring) {
+        checkout::close_all(ctx, &mut self.pool);
         for key in self.slots.keys() {
             if let Some(slot) = self.slots.get_mut(key) {
                 slot.session.drain(&mut self.scratch);
@@ -178,6 +196,9 @@ impl Connections {
         if now >= self.next_pipe_trim {
             self.pipes.trim();
             self.next_pipe_trim = now + PIPE_IDLE;
+        }
+        if !self.pool.is_empty() {
+            checkout::expire(ctx, &mut self.pool, now);
         }
         let mut due = std::mem::take(&mut self.due);
         self.timers.take_due(now, &mut due);
@@ -245,6 +266,30 @@ impl Connections {
                 max,
             } => pump(&mut self.pipes, slot, dir, in_pipe, read, max, out),
             Io::Finish(_) => finish(ctx, &mut uring, slot, key),
+            Io::Route => {
+                let current = Arc::clone(&ctx.plan);
+                let id = [ctx.random(), ctx.random()];
+                let now = Instant::now();
+                if let Some(plan) = slot.session.on_route(&current, id, now, out) {
+                    slot.plan = plan;
+                }
+            }
+            Io::Checkout { fresh } => {
+                checkout::checkout(ctx, &mut self.pool, &mut uring, slot, key, fresh, out);
+            }
+            Io::Reject { status, detail } => request_log::reject(ctx, slot, status, detail),
+            Io::Release(how) => checkout::release(ctx, &mut self.pool, slot, how),
+            Io::Leftover {
+                dir,
+                bid,
+                offset,
+                len,
+            } => {
+                let data = self.bufs.filled(bid, offset + len);
+                let data = data.get(offset as usize..).unwrap_or_default();
+                slot.session.on_leftover(dir, bid, data, out);
+            }
+            Io::Report => request_log::report(ctx, slot),
             Io::SendOwned(_)
             | Io::EnterSplice(_)
             | Io::SinkStalled(_)

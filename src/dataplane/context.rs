@@ -12,6 +12,7 @@ use crate::accesslog::AccessLog;
 use crate::metrics::WorkerHandle;
 
 use super::balancer::Balancer;
+use super::plan::Plan;
 use super::{Shared, WorkerStatus};
 
 /// How long accepting stays paused after EMFILE/ENFILE (on accept, or on an
@@ -22,6 +23,11 @@ pub(super) struct Ctx {
     pub(super) id: usize,
     pub(super) shared: Arc<Shared>,
     pub(super) balancer: Balancer,
+    /// The plan as of the worker's last look (each accept, each wake-up):
+    /// new connections and each HTTP request start under it.
+    pub(super) plan: Arc<Plan>,
+    /// xorshift state: request ids.
+    pub(super) rng: u64,
     /// This worker's counters (a lock-free cache in front of the registry).
     pub(super) metrics: WorkerHandle,
     pub(super) access_log: AccessLog,
@@ -36,6 +42,18 @@ pub(super) struct Ctx {
     /// Set when ringway ran out of descriptors for a connection: the worker
     /// stops accepting until then.
     pub(super) pause_accepting: Option<Instant>,
+}
+
+impl Ctx {
+    /// 64 random bits (xorshift64: request ids, not secrets).
+    pub(super) fn random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
 }
 
 /// Lets one log line through per second (errors that could otherwise flood

@@ -539,6 +539,26 @@ impl Half {
         }
     }
 
+    /// From the next byte received on, take at most `limit` more bytes of
+    /// the source (`None`: no limit): a chunked HTTP body whose end was
+    /// just found in the bytes about to be handed to [`Half::on_recv`].
+    /// Only on the copy path (a scanned body never splices).
+    pub fn limit_next(&mut self, limit: Option<u64>) {
+        debug_assert!(!self.is_splicing(), "a scanned body on the splice path");
+        self.budget = limit.unwrap_or(NO_LIMIT);
+    }
+
+    /// Nothing of the half is in flight and nothing more will be: its
+    /// sockets may be given up (an HTTP exchange that ends early).
+    pub fn is_quiescent(&self) -> bool {
+        match &self.engine {
+            Engine::Copy(copy) => {
+                copy.recv == Recv::Idle && copy.send == Send::Idle && copy.queue.is_empty()
+            }
+            Engine::Splice(_) => false,
+        }
+    }
+
     /// Queue `bytes` the connection owns (a head, a local reply) to go out
     /// before anything the half receives next, with [`Io::SendOwned`].
     /// Only between messages: the half holds no received bytes.

@@ -84,6 +84,52 @@ pub enum Io {
     /// The connection is over: cancel what is in flight, then close both
     /// sockets and free the slot once nothing is.
     Finish(Close),
+    /// HTTP: route the request the session holds under the plan current
+    /// now (each request follows the table of its own time); answered with
+    /// `on_route`.
+    Route,
+    /// HTTP: an upstream connection to the session's target (its route's
+    /// cluster picked by weight the first time), from the worker's
+    /// keep-alive pool or a new CONNECT (`fresh`: never the pool);
+    /// answered with `on_checkout`.
+    Checkout { fresh: bool },
+    /// HTTP: the request is done with its upstream connection.
+    Release(Release),
+    /// Hand `len` bytes of provided buffer `bid` from `offset` (bytes a
+    /// limited half received past its message) back to the session with
+    /// `on_leftover`; the session gives the buffer back.
+    Leftover {
+        dir: Dir,
+        bid: u16,
+        offset: u32,
+        len: u32,
+    },
+    /// HTTP: a request ended; count and log it (`take_report`).
+    Report,
+    /// HTTP: a request head was refused with `status` (counted by reason).
+    Reject { status: u16, detail: &'static str },
+}
+
+/// What becomes of an HTTP request's upstream connection ([`Io::Release`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Reusable: back to the worker's keep-alive pool, for at most the
+    /// server's `Keep-Alive: timeout` when it sent one.
+    Pool { server_timeout: Option<Duration> },
+    /// Not reusable (either side asked to close, a framing the next
+    /// response could not follow, an early response): closed.
+    Close,
+    /// The connect failed: closed and counted against the endpoint.
+    ConnectFailed,
+}
+
+/// The answer to [`Io::Checkout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkout {
+    pub cluster: ClusterId,
+    /// An idle keep-alive connection, checked and ready (send at once);
+    /// else a CONNECT is in flight and an `Op::Connect` completion follows.
+    pub reused: bool,
 }
 
 /// The completion of one operation, as the worker decoded it.

@@ -282,13 +282,15 @@ mod tests {
     use super::*;
     use crate::config::{LoadOptions, load_str};
     use crate::dataplane::io::{Limits, Reservation};
-    use crate::dataplane::session::Session;
+    use crate::dataplane::session::{HttpLimits, Session};
     use crate::routing::table::{ClusterId, ListenerRouting};
     use crate::routing::{CompileOptions, compile};
     use crate::sni::client_hello::{client_hello_bytes, client_hello_padded};
 
     const UP: Dir = Dir::ToUpstream;
     const DOWN: Dir = Dir::ToDownstream;
+    const PEER: std::net::SocketAddr =
+        std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000);
 
     /// The bundled passthrough example: exact names, a wildcard and (with
     /// `catch_all`) `*`, which also takes clients without SNI.
@@ -334,7 +336,7 @@ mod tests {
         fn open(plan: &Arc<Plan>) -> Sim {
             let now = Instant::now();
             let mut out = Vec::new();
-            let session = Session::open(plan, 0, now, &mut out);
+            let session = Session::open(plan, 0, PEER, HttpLimits::default(), now, &mut out);
             assert!(matches!(session, Session::Sni(_)));
             assert_eq!(out, vec![Io::RecvOnce(UP)]);
             Sim {

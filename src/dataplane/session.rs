@@ -13,13 +13,16 @@
 //! these, not a branch through them.
 #![forbid(unsafe_code)]
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::routing::table::{ClusterId, ListenerRouting, RouteId};
 
 use super::conn::Connection;
-use super::io::{Close, CloseReason, Completion, Io, Pump, Reservation};
+pub use super::http::{HttpLimits, HttpSession};
+use super::http::Request;
+use super::io::{Checkout, Close, CloseReason, Completion, Io, Pump, Reservation};
 pub use super::passthrough::{HELLO_TIMEOUT, ServerName, SniSession};
 use super::plan::Plan;
 pub use super::tcp::TcpSession;
@@ -30,6 +33,7 @@ use super::token::Dir;
 pub enum Session {
     Tcp(TcpSession),
     Sni(SniSession),
+    Http(HttpSession),
 }
 
 impl Session {
@@ -37,7 +41,14 @@ impl Session {
     /// `listener` of `plan` (an index into `plan.table.listeners`), with
     /// its first I/O in `out`. A listener the plan no longer has ends the
     /// connection with `NR`.
-    pub fn open(plan: &Arc<Plan>, listener: usize, now: Instant, out: &mut Vec<Io>) -> Session {
+    pub fn open(
+        plan: &Arc<Plan>,
+        listener: usize,
+        peer: SocketAddr,
+        http: HttpLimits,
+        now: Instant,
+        out: &mut Vec<Io>,
+    ) -> Session {
         match plan.table.listeners.get(listener).map(|l| &l.routing) {
             Some(ListenerRouting::Tcp { route }) => {
                 Session::Tcp(TcpSession::open(*route, now, Vec::new(), out))
@@ -45,11 +56,76 @@ impl Session {
             Some(ListenerRouting::TlsPassthrough { .. }) => {
                 Session::Sni(SniSession::open(Arc::clone(plan), listener, now, out))
             }
-            // HTTP sessions: issue 13, data plane stream.
-            Some(ListenerRouting::Http { .. }) | None => {
-                Session::Tcp(TcpSession::refused(CloseReason::NoRoute, now, out))
-            }
+            Some(ListenerRouting::Http { .. }) => Session::Http(HttpSession::open(
+                Arc::clone(plan),
+                listener,
+                peer,
+                http,
+                now,
+                out,
+            )),
+            None => Session::Tcp(TcpSession::refused(CloseReason::NoRoute, now, out)),
         }
+    }
+
+    /// Whether the connection counts in Istio's TCP metrics and gets a
+    /// connection access-log line (HTTP counts and logs each request).
+    pub fn counts_tcp(&self) -> bool {
+        !matches!(self, Session::Http(_))
+    }
+
+    fn http_mut(&mut self) -> Option<&mut HttpSession> {
+        match self {
+            Session::Http(h) => Some(h),
+            Session::Tcp(_) | Session::Sni(_) => None,
+        }
+    }
+
+    /// HTTP: [`Io::Route`] answered with the plan current now; the plan
+    /// the request runs under.
+    pub fn on_route(
+        &mut self,
+        current: &Arc<Plan>,
+        id: [u64; 2],
+        now: Instant,
+        out: &mut Vec<Io>,
+    ) -> Option<Arc<Plan>> {
+        self.http_mut()?.on_route(current, id, now, out)
+    }
+
+    /// HTTP: the worker picked the request's cluster.
+    pub fn on_cluster(&mut self, cluster: ClusterId) {
+        if let Some(h) = self.http_mut() {
+            h.on_cluster(cluster);
+        }
+    }
+
+    /// HTTP: the answer to [`Io::Checkout`].
+    pub fn on_checkout(&mut self, r: Result<Checkout, CloseReason>, now: Instant, out: &mut Vec<Io>) {
+        if let Some(h) = self.http_mut() {
+            h.on_checkout(r, now, out);
+        }
+    }
+
+    /// HTTP: the route and (once picked) the cluster of the current request.
+    pub fn target(&self) -> Option<(RouteId, Option<ClusterId>)> {
+        match self {
+            Session::Http(h) => h.target(),
+            Session::Tcp(_) | Session::Sni(_) => None,
+        }
+    }
+
+    /// HTTP: bytes a half read past its message ([`Io::Leftover`]).
+    pub fn on_leftover(&mut self, dir: Dir, bid: u16, data: &[u8], out: &mut Vec<Io>) {
+        match self.http_mut() {
+            Some(h) => h.on_leftover(dir, bid, data, out),
+            None => out.push(Io::GiveBack(bid)),
+        }
+    }
+
+    /// HTTP: the request that just ended ([`Io::Report`]).
+    pub fn take_report(&mut self) -> Option<Box<Request>> {
+        self.http_mut()?.take_report()
     }
 
     /// The TCP forwarding of this session, once it has one.
@@ -57,6 +133,7 @@ impl Session {
         match self {
             Session::Tcp(t) => Some(t),
             Session::Sni(s) => s.routed(),
+            Session::Http(_) => None,
         }
     }
 
@@ -64,6 +141,7 @@ impl Session {
         match self {
             Session::Tcp(t) => Some(t),
             Session::Sni(s) => s.routed_mut(),
+            Session::Http(_) => None,
         }
     }
 
@@ -76,6 +154,7 @@ impl Session {
         match self {
             Session::Tcp(t) => t.on_completion(c, now, out),
             Session::Sni(s) => s.on_completion(c, now, out),
+            Session::Http(h) => h.on_completion(c, now, out),
         }
     }
 
@@ -105,12 +184,18 @@ impl Session {
         if let Some(c) = self.conn_mut() {
             c.abort_upstream(out);
         }
+        if let Some(h) = self.http_mut() {
+            h.abort_upstream(out);
+        }
     }
 
     /// The result of a pump the worker ran after [`Io::Pump`].
     pub fn on_pump(&mut self, dir: Dir, pump: Pump, now: Instant, out: &mut Vec<Io>) {
         if let Some(c) = self.conn_mut() {
             c.on_pump(dir, pump, now, out);
+        }
+        if let Some(h) = self.http_mut() {
+            h.on_pump(dir, pump, now, out);
         }
     }
 
@@ -119,6 +204,9 @@ impl Session {
         if let Some(c) = self.conn_mut() {
             c.on_no_pipe(dir, out);
         }
+        if let Some(h) = self.http_mut() {
+            h.on_no_pipe(dir, out);
+        }
     }
 
     /// Buffers came back to the ring after [`Io::WaitBuffers`].
@@ -126,6 +214,7 @@ impl Session {
         match self {
             Session::Tcp(t) => t.on_buffers(dir, out),
             Session::Sni(s) => s.on_buffers(dir, out),
+            Session::Http(h) => h.on_buffers(dir, out),
         }
     }
 
@@ -142,6 +231,7 @@ impl Session {
         match self {
             Session::Tcp(t) => t.on_tick(now, out),
             Session::Sni(s) => s.on_tick(now, out),
+            Session::Http(h) => h.on_tick(now, out),
         }
     }
 
@@ -152,6 +242,7 @@ impl Session {
         match self {
             Session::Tcp(t) => t.next_deadline(),
             Session::Sni(s) => s.next_deadline(),
+            Session::Http(h) => h.next_deadline(),
         }
     }
 
@@ -160,11 +251,15 @@ impl Session {
         match self {
             Session::Tcp(t) => t.drain(out),
             Session::Sni(s) => s.drain(out),
+            Session::Http(h) => h.drain(out),
         }
     }
 
     /// What is left of the direction's outbox to send ([`Io::SendOwned`]).
     pub fn outbox(&self, dir: Dir) -> Option<&[u8]> {
+        if let Session::Http(h) = self {
+            return h.outbox(dir);
+        }
         self.tcp()
             .and_then(|t| t.conn())
             .and_then(|c| c.outbox(dir))
@@ -176,6 +271,9 @@ impl Session {
 
     /// Bytes written so far to the upstream and to the downstream.
     pub fn moved(&self) -> [u64; 2] {
+        if let Session::Http(h) = self {
+            return h.moved();
+        }
         self.tcp()
             .and_then(|t| t.conn())
             .map_or([0, 0], Connection::moved)
@@ -187,6 +285,7 @@ impl Session {
         match self {
             Session::Tcp(t) => t.close(),
             Session::Sni(s) => s.close(),
+            Session::Http(h) => h.close(),
         }
     }
 
@@ -199,6 +298,9 @@ impl Session {
     /// Endpoints of the reserved cluster tried so far (a retry prefers
     /// another one).
     pub fn tried(&self) -> &[usize] {
+        if let Session::Http(h) = self {
+            return h.tried();
+        }
         self.tcp().map_or(&[], TcpSession::tried)
     }
 
@@ -207,6 +309,9 @@ impl Session {
         if let Some(t) = self.tcp_mut() {
             t.connecting_to(endpoint);
         }
+        if let Some(h) = self.http_mut() {
+            h.connecting_to(endpoint);
+        }
     }
 
     /// When the connection was accepted.
@@ -214,13 +319,14 @@ impl Session {
         match self {
             Session::Tcp(t) => t.opened(),
             Session::Sni(s) => s.opened(),
+            Session::Http(h) => h.opened(),
         }
     }
 
     /// TLS passthrough: the server name the ClientHello asked for.
     pub fn server_name(&self) -> Option<&ServerName> {
         match self {
-            Session::Tcp(_) => None,
+            Session::Tcp(_) | Session::Http(_) => None,
             Session::Sni(s) => s.server_name(),
         }
     }

@@ -23,6 +23,7 @@ use super::forward;
 use super::io::{Close, CloseReason, Completion, Io};
 use super::meter::Meter;
 use super::pipe::{self, OwnedPipe};
+use super::pool::Held;
 use super::plan::Plan;
 use super::session::{ServerName, Session};
 use super::token::{Dir, Op, Side};
@@ -32,6 +33,12 @@ pub(super) struct Upstream {
     pub(super) socket: Socket,
     pub(super) cluster: ClusterId,
     pub(super) endpoint: usize,
+    /// HTTP: the connection's place under its cluster's `maxConnections`
+    /// (it moves with the connection into the keep-alive pool; a TCP
+    /// connection's is its session's reservation).
+    pub(super) held: Option<Held>,
+    /// HTTP: requests this connection carried before the current one.
+    pub(super) requests: u32,
 }
 
 pub(super) struct Slot {

@@ -61,11 +61,28 @@ pub(super) fn connect(
         return;
     };
     slot.session.connecting_to(endpoint);
+    if let Err(reason) = open(ctx, ring, slot, key, (cluster, endpoint), now) {
+        slot.session.on_connect_unavailable(reason, out);
+    }
+}
+
+/// Open a socket to `endpoint` of `cluster` (indices into `slot.plan`) with
+/// the cluster's options and submit its CONNECT; the slot's upstream is
+/// then that socket. The reason when no socket could be opened.
+pub(super) fn open(
+    ctx: &mut Ctx,
+    ring: &mut impl Submit,
+    slot: &mut Slot,
+    key: Key,
+    (cluster, endpoint): (ClusterId, usize),
+    now: Instant,
+) -> Result<(), CloseReason> {
+    let plan = Arc::clone(&slot.plan);
     let target = plan.endpoints[cluster.0 as usize][endpoint];
     let policy = &plan.table.cluster(cluster).policy;
     let socket = match upstream_socket(target.address, policy.tcp_keepalive) {
         Ok(s) => s,
-        Err(e) => return socket_failed(ctx, slot, target.address, &e, now, out),
+        Err(e) => return Err(socket_failed(ctx, target.address, &e, now)),
     };
     ctx.balancer.opened(&plan, cluster, endpoint);
     add(
@@ -81,20 +98,16 @@ pub(super) fn connect(
         socket,
         cluster,
         endpoint,
+        held: None,
+        requests: 0,
     });
+    Ok(())
 }
 
 /// No upstream socket for the slot's connect. Out of descriptors or socket
 /// memory is ringway's own failure, not the upstream's: flagged OM, not
 /// UF, and no more clients are taken for a moment.
-fn socket_failed(
-    ctx: &mut Ctx,
-    slot: &mut Slot,
-    address: SocketAddr,
-    e: &io::Error,
-    now: Instant,
-    out: &mut Vec<Io>,
-) {
+fn socket_failed(ctx: &mut Ctx, address: SocketAddr, e: &io::Error, now: Instant) -> CloseReason {
     let local = matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
@@ -107,10 +120,10 @@ fn socket_failed(
     if ctx.socket_errors.allow(now) {
         tracing::warn!(worker = ctx.id, upstream = %address, error = %e, flag = reason.flag(), "cannot open an upstream socket; connection closed (at most one line per second; on EMFILE/ENFILE raise LimitNOFILE / ulimit -n or lower --max-connections)");
     }
-    slot.session.on_connect_unavailable(reason, out);
     if local {
         ctx.pause_accepting = Some(now + ACCEPT_PAUSE);
     }
+    reason
 }
 
 /// [`Io::Connected`]: the endpoint accepted; counted, and the cluster's
@@ -122,8 +135,10 @@ pub(super) fn connected(ctx: &mut Ctx, slot: &mut Slot, out: &mut Vec<Io>) {
     let (cluster, endpoint) = (u.cluster, u.endpoint);
     ctx.balancer
         .connect_succeeded(&slot.plan, cluster, endpoint);
-    slot.meter
-        .connected(&mut ctx.metrics, &slot.plan, cluster, endpoint);
+    if slot.session.counts_tcp() {
+        slot.meter
+            .connected(&mut ctx.metrics, &slot.plan, cluster, endpoint);
+    }
     if let Some(version) = slot.plan.table.cluster(cluster).policy.proxy_protocol {
         if let Err(e) = send_proxy_header(slot, version) {
             tracing::debug!(worker = ctx.id, error = %e, "cannot send the PROXY header");

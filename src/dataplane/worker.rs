@@ -64,9 +64,8 @@ pub struct Worker {
     ring: Ring,
     conns: Connections,
     ctx: Ctx,
-    /// The plan as of the last accept, and the cache that tells cheaply
-    /// whether a newer one was published.
-    plan: Arc<Plan>,
+    /// The cache that tells cheaply whether a newer plan than `ctx.plan`
+    /// was published.
     plans: arc_swap::Cache<Arc<ArcSwap<Plan>>, Arc<Plan>>,
     listeners: Listeners,
     wake: Arc<WakeFd>,
@@ -116,6 +115,8 @@ impl Worker {
         let ctx = Ctx {
             id,
             balancer: Balancer::new(&plan, seed),
+            plan,
+            rng: seed | 1,
             shared,
             metrics,
             access_log,
@@ -130,7 +131,6 @@ impl Worker {
             ring,
             conns: Connections::new(bufs, recv, pipes),
             ctx,
-            plan,
             plans,
             listeners,
             wake,
@@ -277,12 +277,13 @@ impl Worker {
     /// their sockets. Connections keep the plan they started with.
     fn refresh_plan(&mut self) {
         let current = self.plans.load();
-        if Arc::ptr_eq(current, &self.plan) {
+        if Arc::ptr_eq(current, &self.ctx.plan) {
             return;
         }
-        self.plan = Arc::clone(current);
-        self.ctx.balancer = Balancer::succeed(&self.ctx.balancer, &self.plan);
-        let plan = Arc::clone(&self.plan);
+        self.ctx.plan = Arc::clone(current);
+        self.ctx.balancer = Balancer::succeed(&self.ctx.balancer, &self.ctx.plan);
+        let plan = Arc::clone(&self.ctx.plan);
+        self.conns.retain_pool(&mut self.ctx, &plan);
         let mut kept = vec![false; plan.table.listeners.len()];
         for i in 0..self.listeners.len() {
             let Some(entry) = self.listeners.get_mut(i).filter(|e| e.is_open()) else {
@@ -352,7 +353,7 @@ impl Worker {
         let ejections = self.ctx.balancer.ejections(Instant::now());
         self.ctx
             .status
-            .report(&self.plan, missing, self.listeners.closing(), ejections);
+            .report(&self.ctx.plan, missing, self.listeners.closing(), ejections);
     }
 
     fn close_listener(&mut self, i: usize) {
@@ -362,7 +363,7 @@ impl Worker {
         };
         entry.listener.socket = None;
         if self.id == 0 && self.lifecycle == Lifecycle::Serving {
-            tracing::info!(listener = %entry.listener.name, address = %entry.listener.address, generation = self.plan.table.generation, "listener closed: not in the new configuration");
+            tracing::info!(listener = %entry.listener.name, address = %entry.listener.address, generation = self.ctx.plan.table.generation, "listener closed: not in the new configuration");
         }
     }
 
@@ -428,7 +429,7 @@ impl Worker {
             return;
         };
         let (listener, gauge) = (entry.listener.index, Arc::clone(&entry.gauge));
-        let plan = Arc::clone(&self.plan);
+        let plan = Arc::clone(&self.ctx.plan);
         self.conns.open(
             &mut self.ctx,
             &mut self.ring,

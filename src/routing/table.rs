@@ -43,6 +43,11 @@ impl RouteTable {
         self.listeners.iter().find(|l| l.address == address)
     }
 
+    /// The index of the listener on `address`.
+    pub fn listener_index(&self, address: SocketAddr) -> Option<usize> {
+        self.listeners.iter().position(|l| l.address == address)
+    }
+
     pub fn cluster_by_name(&self, name: &str) -> Option<&Cluster> {
         self.clusters.iter().find(|c| c.name == name)
     }

@@ -1,0 +1,367 @@
+//! One request's exchange with its upstream connection, sans-io: the
+//! request half (the head ringway wrote, then the body, bounded by its
+//! framing), the response head read with single-shot recvs, then the
+//! response half (the head ringway wrote, then the body, bounded the same
+//! way). Bodies move through [`Half`], limited to the bytes left in their
+//! message, so the next pipelined message is never read early; a chunked
+//! body has its end found by the decoder in the bytes as they arrive and
+//! never splices.
+#![forbid(unsafe_code)]
+
+use crate::http1::chunked::ChunkedDecoder;
+use crate::http1::head::{MAX_RESPONSE_HEAD, ResponseContext, ResponseHead, parse_response};
+
+use super::super::half::{Flow, Half, Outcome};
+use super::super::io::{Completion, Io, Pump};
+use super::super::token::{Dir, Op};
+
+/// Where a message's body ends, as its half forwards it.
+#[derive(Debug)]
+pub(crate) struct Body {
+    pub half: Half,
+    /// A chunked body: the decoder over the bytes not yet handed to the
+    /// half (`None` once its end is found, or for other framings).
+    pub chunks: Option<ChunkedDecoder>,
+    /// Bytes of the half's outbox that were ringway's head, not body.
+    pub head_len: u64,
+}
+
+impl Body {
+    /// Body bytes written so far.
+    pub fn body_moved(&self) -> u64 {
+        self.half.moved().saturating_sub(self.head_len)
+    }
+
+    /// A recv completion for this body: a chunked body's decoder looks at
+    /// the bytes first and, where the body ends inside them, limits the
+    /// half to that point. An error means the body is malformed.
+    fn on_recv(&mut self, c: &Completion<'_>, out: &mut Vec<Io>) -> Result<Outcome, &'static str> {
+        if let (Some(decoder), Some(_)) = (&mut self.chunks, c.bid) {
+            let used = decoder.feed(c.data, &mut |_| {}).map_err(|e| e.detail())?;
+            if decoder.is_done() {
+                self.half.limit_next(Some(used as u64));
+                self.chunks = None;
+            }
+        }
+        Ok(self.half.on_recv(c.res, c.bid, c.more, out))
+    }
+
+    /// The message went through entirely.
+    pub fn is_complete(&self) -> bool {
+        self.half.flow() == Flow::Complete
+    }
+}
+
+/// The response side of an exchange.
+#[derive(Debug)]
+pub(crate) enum Response {
+    /// Reading the head: bytes so far; whether a single-shot recv is in
+    /// flight.
+    Head { input: Vec<u8>, reading: bool },
+    /// Forwarding it.
+    Body(ResponseBody),
+}
+
+#[derive(Debug)]
+pub(crate) struct ResponseBody {
+    pub body: Body,
+    pub status: u16,
+    /// The upstream connection may carry another request after this one.
+    pub reusable: bool,
+    /// The server's `Keep-Alive: timeout`.
+    pub server_timeout: Option<std::time::Duration>,
+    /// Close-delimited: the upstream's FIN is its end.
+    pub delimited: bool,
+}
+
+/// What a completion did to the exchange, for the session to act on.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    Continue,
+    /// Bytes moved.
+    Active,
+    /// The upstream closed or failed before any response byte.
+    UpstreamGone,
+    /// A complete response head (`consumed` bytes of the input were it).
+    ResponseHead { head: Box<ResponseHead>, rest: Vec<u8> },
+    /// The upstream's response head is not one ringway forwards.
+    BadResponse(&'static str),
+    /// The client's body is malformed (a bad chunk).
+    BadRequestBody(&'static str),
+    /// Writing to a side failed, or a side reset mid-message.
+    DownstreamReset,
+    UpstreamReset,
+}
+
+/// A request in flight upstream.
+#[derive(Debug)]
+pub(crate) struct Exchange {
+    /// It rides a keep-alive connection taken from the pool.
+    pub reused: bool,
+    pub request: Body,
+    pub response: Response,
+    /// Whether the request was HEAD, and its version (how the response is
+    /// framed).
+    pub context: ResponseContext,
+}
+
+impl Exchange {
+    /// Start sending `request` (its outbox: ringway's head and the body
+    /// bytes that came with it) and reading the response head.
+    pub fn start(reused: bool, request: Body, context: ResponseContext, out: &mut Vec<Io>) -> Exchange {
+        out.push(Io::RecvOnce(Dir::ToDownstream));
+        Exchange {
+            reused,
+            request,
+            response: Response::Head {
+                input: Vec::new(),
+                reading: true,
+            },
+            context,
+        }
+    }
+
+    /// Whether any response byte arrived.
+    pub fn response_started(&self) -> bool {
+        match &self.response {
+            Response::Head { input, .. } => !input.is_empty(),
+            Response::Body(_) => true,
+        }
+    }
+
+    pub fn on_completion(&mut self, c: &Completion<'_>, out: &mut Vec<Io>) -> Event {
+        match c.op {
+            Op::Recv(Dir::ToUpstream) => match self.request.on_recv(c, out) {
+                Ok(outcome) => from_outcome(outcome, Dir::ToUpstream),
+                Err(detail) => Event::BadRequestBody(detail),
+            },
+            Op::Send(Dir::ToUpstream) => {
+                from_outcome(self.request.half.on_send(c.res, out), Dir::ToUpstream)
+            }
+            Op::Readable(Dir::ToUpstream) | Op::Writable(Dir::ToUpstream) => {
+                from_outcome(self.request.half.on_ready(c.res, out), Dir::ToUpstream)
+            }
+            Op::Shutdown(Dir::ToUpstream) => {
+                self.request.half.on_shutdown();
+                Event::Continue
+            }
+            Op::Recv(Dir::ToDownstream) => self.on_response_recv(c, out),
+            Op::Send(Dir::ToDownstream) => match &mut self.response {
+                Response::Body(r) => from_outcome(r.body.half.on_send(c.res, out), Dir::ToDownstream),
+                Response::Head { .. } => Event::Continue,
+            },
+            Op::Readable(Dir::ToDownstream) | Op::Writable(Dir::ToDownstream) => {
+                match &mut self.response {
+                    Response::Body(r) => {
+                        from_outcome(r.body.half.on_ready(c.res, out), Dir::ToDownstream)
+                    }
+                    Response::Head { .. } => Event::Continue,
+                }
+            }
+            Op::Shutdown(Dir::ToDownstream) => {
+                if let Response::Body(r) = &mut self.response {
+                    r.body.half.on_shutdown();
+                }
+                Event::Continue
+            }
+            Op::Connect | Op::ConnectTimeout | Op::Cancel(_) | Op::CancelRecv(_) => {
+                Event::Continue
+            }
+        }
+    }
+
+    fn on_response_recv(&mut self, c: &Completion<'_>, out: &mut Vec<Io>) -> Event {
+        let (input, reading) = match &mut self.response {
+            Response::Body(r) => {
+                return match r.body.on_recv(c, out) {
+                    Ok(outcome) => from_outcome(outcome, Dir::ToDownstream),
+                    Err(detail) => Event::BadResponse(detail),
+                };
+            }
+            Response::Head { input, reading } => (input, reading),
+        };
+        *reading = false;
+        match (c.res, c.bid) {
+            (n, Some(bid)) if n > 0 => {
+                input.extend_from_slice(c.data);
+                out.push(Io::GiveBack(bid));
+            }
+            (_, Some(bid)) => {
+                out.push(Io::GiveBack(bid));
+                return Event::UpstreamGone;
+            }
+            (e, None) if e == -libc::ENOBUFS => {
+                out.push(Io::WaitBuffers(Dir::ToDownstream));
+                return Event::Continue;
+            }
+            (_, None) if input.is_empty() => return Event::UpstreamGone,
+            // Closed or failed mid-head.
+            (_, None) => return Event::BadResponse("upstream_reset_mid_head"),
+        }
+        self.parse_response_head(out)
+    }
+
+    /// Parse what the head input holds: interim (1xx) heads are dropped,
+    /// a final head is handed to the session with the bytes after it.
+    fn parse_response_head(&mut self, out: &mut Vec<Io>) -> Event {
+        let Response::Head { input, reading } = &mut self.response else {
+            return Event::Continue;
+        };
+        loop {
+            match parse_response(input, self.context) {
+                Ok(Some((head, used))) if head.is_interim() => {
+                    // 100 Continue and other interim heads: not relayed
+                    // yet (issue 15); the final head follows.
+                    input.drain(..used);
+                }
+                Ok(Some((head, used))) => {
+                    let rest = input.split_off(used);
+                    return Event::ResponseHead {
+                        head: Box::new(head),
+                        rest,
+                    };
+                }
+                Ok(None) if input.len() < MAX_RESPONSE_HEAD => {
+                    *reading = true;
+                    out.push(Io::RecvOnce(Dir::ToDownstream));
+                    return Event::Active;
+                }
+                Ok(None) => return Event::BadResponse("upstream_response_headers_too_large"),
+                Err(e) => return Event::BadResponse(e.detail),
+            }
+        }
+    }
+
+    /// Bytes a completed body read past its message: the client's are the
+    /// next pipelined request (handed back to the session with
+    /// [`Io::Leftover`]); the upstream's were never asked for (given back,
+    /// and the connection is not reused).
+    pub fn take_leftovers(&mut self, out: &mut Vec<Io>) {
+        if self.request.is_complete() {
+            for l in self.request.half.take_leftover() {
+                out.push(Io::Leftover {
+                    dir: Dir::ToUpstream,
+                    bid: l.bid,
+                    offset: l.offset,
+                    len: l.len,
+                });
+            }
+        }
+        if let Response::Body(r) = &mut self.response {
+            if r.body.is_complete() {
+                for l in r.body.half.take_leftover() {
+                    out.push(Io::GiveBack(l.bid));
+                    r.reusable = false;
+                }
+            }
+        }
+    }
+
+    /// The result of a pump on a body's splice path.
+    pub fn on_pump(&mut self, dir: Dir, pump: Pump, out: &mut Vec<Io>) -> Event {
+        let half = match (dir, &mut self.response) {
+            (Dir::ToUpstream, _) => &mut self.request.half,
+            (Dir::ToDownstream, Response::Body(r)) => &mut r.body.half,
+            (Dir::ToDownstream, Response::Head { .. }) => return Event::Continue,
+        };
+        from_outcome(half.on_pump(pump, out), dir)
+    }
+
+    /// No pipe for a pump: the body goes back to copying.
+    pub fn on_no_pipe(&mut self, dir: Dir, out: &mut Vec<Io>) {
+        match (dir, &mut self.response) {
+            (Dir::ToUpstream, _) => self.request.half.on_no_pipe(out),
+            (Dir::ToDownstream, Response::Body(r)) => r.body.half.on_no_pipe(out),
+            (Dir::ToDownstream, Response::Head { .. }) => {}
+        }
+    }
+
+    /// A message cut short: the direction whose source ended (FIN) or
+    /// reset before its body was through. A close-delimited response
+    /// ending is its normal end, not this.
+    pub fn broken(&self) -> Option<Dir> {
+        let cut = |h: &Half, delimited: bool| match h.flow() {
+            Flow::Resetting | Flow::Reset => true,
+            Flow::Eof | Flow::ShuttingDown | Flow::Done => !delimited,
+            Flow::Open | Flow::Complete => false,
+        };
+        if cut(&self.request.half, false) {
+            return Some(Dir::ToUpstream);
+        }
+        match &self.response {
+            Response::Body(r) if cut(&r.body.half, r.delimited) => Some(Dir::ToDownstream),
+            _ => None,
+        }
+    }
+
+    /// Buffers came back after an ENOBUFS on `dir`.
+    pub fn on_buffers(&mut self, dir: Dir, out: &mut Vec<Io>) {
+        match (dir, &mut self.response) {
+            (Dir::ToUpstream, _) => self.request.half.on_buffers(out),
+            (Dir::ToDownstream, Response::Body(r)) => r.body.half.on_buffers(out),
+            (Dir::ToDownstream, Response::Head { reading, .. }) => {
+                *reading = true;
+                out.push(Io::RecvOnce(Dir::ToDownstream));
+            }
+        }
+    }
+
+    /// The response is forwarded entirely (or, close-delimited, to its end).
+    pub fn response_done(&self) -> bool {
+        match &self.response {
+            Response::Body(r) => matches!(r.body.half.flow(), Flow::Complete | Flow::Done),
+            Response::Head { .. } => false,
+        }
+    }
+
+    /// What is left of the direction's outbox.
+    pub fn outbox(&self, dir: Dir) -> Option<&[u8]> {
+        match (dir, &self.response) {
+            (Dir::ToUpstream, _) => self.request.half.outbox(),
+            (Dir::ToDownstream, Response::Body(r)) => r.body.half.outbox(),
+            (Dir::ToDownstream, Response::Head { .. }) => None,
+        }
+    }
+
+    /// Nothing of the exchange is in flight on the upstream socket: it may
+    /// be given up (to the pool, closed, or replaced for a retry).
+    pub fn upstream_quiet(&self) -> bool {
+        let response_quiet = match &self.response {
+            Response::Head { reading, .. } => !reading,
+            Response::Body(r) => r.body.half.is_quiescent(),
+        };
+        self.request.half.is_quiescent() && response_quiet
+    }
+
+    /// Bytes written to the upstream and to the downstream.
+    pub fn moved(&self) -> [u64; 2] {
+        let down = match &self.response {
+            Response::Body(r) => r.body.half.moved(),
+            Response::Head { .. } => 0,
+        };
+        [self.request.half.moved(), down]
+    }
+
+    /// Buffers held that no op in flight uses, and the ones being sent.
+    pub fn buffers(&self) -> (Vec<u16>, [Option<u16>; 2]) {
+        let mut idle = self.request.half.idle_buffers();
+        let mut sending = [self.request.half.sending(), None];
+        if let Response::Body(r) = &self.response {
+            idle.extend(r.body.half.idle_buffers());
+            sending[1] = r.body.half.sending();
+        }
+        (idle, sending)
+    }
+}
+
+fn from_outcome(outcome: Outcome, dir: Dir) -> Event {
+    match outcome {
+        Outcome::Continue => Event::Continue,
+        Outcome::Active => Event::Active,
+        Outcome::Reset(side) => match side {
+            super::super::token::Side::Downstream => Event::DownstreamReset,
+            super::super::token::Side::Upstream if dir == Dir::ToUpstream => Event::UpstreamGone,
+            super::super::token::Side::Upstream => Event::UpstreamReset,
+        },
+    }
+}

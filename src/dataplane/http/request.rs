@@ -1,0 +1,340 @@
+//! One HTTP request as a session carries it: its head, what routing decided
+//! under the plan current when the head arrived, the upstream attempts, and
+//! what the access log and Istio's metrics will say of it. Pure.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::http1::head::RequestHead;
+use crate::http1::reply::{Reply, local_reply};
+use crate::http1::write::{RequestEdits, write_request};
+use crate::http1::{BodyFraming, Version};
+use crate::routing::http::{HeaderOps, HttpRoute, HttpRouting, RouteAction, RouteMatch};
+use crate::routing::table::{ClusterId, ListenerRouting, RouteId};
+
+use super::super::plan::Plan;
+
+/// What routing decided for a request.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// Answer from ringway itself.
+    Local(LocalAnswer),
+    /// Forward to one of the route's weighted clusters.
+    Forward(Forwarding),
+}
+
+/// A local answer: the status, Envoy's flag and details for the logs, and
+/// what the reply carries.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalAnswer {
+    pub status: u16,
+    pub flags: &'static str,
+    pub details: &'static str,
+    pub body: Option<Arc<[u8]>>,
+    pub location: Option<String>,
+}
+
+impl LocalAnswer {
+    pub(crate) fn error(status: u16, flags: &'static str, details: &'static str) -> LocalAnswer {
+        LocalAnswer {
+            status,
+            flags,
+            details,
+            body: None,
+            location: None,
+        }
+    }
+}
+
+/// Where in the plan the request's route is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Forwarding {
+    pub listener: usize,
+    pub vhost: usize,
+    pub route: usize,
+    /// The weighted clusters (a route of the table).
+    pub clusters: RouteId,
+}
+
+/// The request a session is serving.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub head: RequestHead,
+    /// When its first byte arrived.
+    pub started: Instant,
+    pub started_at: SystemTime,
+    /// `x-request-id` (generated: edge requests never keep the client's,
+    /// as Envoy's `preserve_external_request_id: false`).
+    pub id: String,
+    pub forwarding: Option<Forwarding>,
+    pub cluster: Option<ClusterId>,
+    /// Endpoints tried (a retry goes elsewhere when it can).
+    pub tried: Vec<usize>,
+    /// Connects tried so far.
+    pub attempts: u32,
+    /// The reused keep-alive connection failed before any response byte
+    /// and the request went again on a new connection (once).
+    pub retried_on_fresh: bool,
+    /// The head and body bytes sent upstream while the whole request is
+    /// still held (replayable on another connection); `None` once part of
+    /// the body came from the client's socket.
+    pub replay: Option<Vec<u8>>,
+    pub status: u16,
+    pub flags: &'static str,
+    pub details: &'static str,
+    /// Body bytes from the client and to the client.
+    pub body_bytes: [u64; 2],
+    /// Wire bytes (head and body) from the client and to the client.
+    pub wire_bytes: [u64; 2],
+    /// Request start to the upstream's response head.
+    pub upstream_time: Option<Duration>,
+}
+
+impl Request {
+    pub(crate) fn new(head: RequestHead, started: Instant, id: [u64; 2]) -> Request {
+        let wire = head.len() as u64;
+        Request {
+            head,
+            started,
+            started_at: SystemTime::now(),
+            id: request_id(id),
+            forwarding: None,
+            cluster: None,
+            tried: Vec::new(),
+            attempts: 0,
+            retried_on_fresh: false,
+            replay: None,
+            status: 0,
+            flags: "-",
+            details: "-",
+            body_bytes: [0, 0],
+            wire_bytes: [wire, 0],
+            upstream_time: None,
+        }
+    }
+
+    /// Route under `plan`, on its listener `listener`.
+    pub(crate) fn route(&mut self, plan: &Plan, listener: usize) -> Decision {
+        let not_found = || Decision::Local(LocalAnswer::error(404, "NR", "route_not_found"));
+        let Some(ListenerRouting::Http { http }) = plan.table.listeners.get(listener).map(|l| &l.routing)
+        else {
+            return not_found();
+        };
+        let Some((vhost, route)) = find(http, &self.head) else {
+            return not_found();
+        };
+        let r = &http.vhosts[vhost].routes[route];
+        let port = plan.table.listeners[listener].address.port();
+        match &r.action {
+            RouteAction::Direct(d) => Decision::Local(LocalAnswer {
+                status: d.status,
+                flags: "-",
+                details: "direct_response",
+                body: d.body.clone(),
+                location: None,
+            }),
+            RouteAction::Redirect(redirect) => Decision::Local(LocalAnswer {
+                status: redirect.code,
+                flags: "-",
+                details: "direct_response",
+                body: None,
+                location: Some(redirect.location(&r.matcher, &self.head, port)),
+            }),
+            RouteAction::Forward(f) => {
+                let forwarding = Forwarding {
+                    listener,
+                    vhost,
+                    route,
+                    clusters: f.route,
+                };
+                self.forwarding = Some(forwarding);
+                Decision::Forward(forwarding)
+            }
+        }
+    }
+
+    /// The route the request took, under `plan`.
+    pub(crate) fn http_route<'p>(&self, plan: &'p Plan) -> Option<&'p HttpRoute> {
+        let f = self.forwarding?;
+        match &plan.table.listeners.get(f.listener)?.routing {
+            ListenerRouting::Http { http } => http.vhosts.get(f.vhost)?.routes.get(f.route),
+            _ => None,
+        }
+    }
+
+    /// The head ringway sends upstream for this request to `cluster`, then
+    /// `body` (the body bytes that came with the head).
+    pub(crate) fn upstream_head(
+        &self,
+        plan: &Plan,
+        cluster: ClusterId,
+        peer: SocketAddr,
+        body: &[u8],
+    ) -> Vec<u8> {
+        let route = self.http_route(plan);
+        let forward = route.and_then(|r| match &r.action {
+            RouteAction::Forward(f) => Some(f),
+            _ => None,
+        });
+        let destination = forward.and_then(|f| {
+            let clusters = &plan.table.route(f.route).clusters;
+            let i = clusters.iter().position(|c| c.cluster == cluster)?;
+            f.destinations.get(i)
+        });
+        let mut ops: Vec<&HeaderOps> = Vec::with_capacity(2);
+        if let Some(d) = destination {
+            ops.push(&d.request);
+        }
+        if let Some(r) = route {
+            ops.push(&r.headers.request);
+        }
+        let target = route.and_then(|r| r.rewritten_target(&self.head));
+        let authority = forward
+            .and_then(|f| f.rewrite.as_ref())
+            .and_then(|rw| rw.authority.as_deref());
+        let forwarded_for = peer.ip().to_string();
+        let edits = RequestEdits {
+            target: target.as_deref(),
+            authority,
+            ops: &ops,
+            forwarded_for: &forwarded_for,
+            request_id: &self.id,
+            close: false,
+        };
+        let mut out = Vec::with_capacity(self.head.len() + 256 + body.len());
+        write_request(&self.head, &edits, &mut out);
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// Response header operations for a response from `cluster`:
+    /// destination level, then route level (Envoy's order: the most
+    /// specific first).
+    pub(crate) fn response_ops<'p>(&self, plan: &'p Plan) -> Vec<&'p HeaderOps> {
+        let mut ops = Vec::with_capacity(2);
+        let Some(route) = self.http_route(plan) else {
+            return ops;
+        };
+        if let (RouteAction::Forward(f), Some(cluster)) = (&route.action, self.cluster) {
+            let clusters = &plan.table.route(f.route).clusters;
+            if let Some(d) = clusters
+                .iter()
+                .position(|c| c.cluster == cluster)
+                .and_then(|i| f.destinations.get(i))
+            {
+                ops.push(&d.response);
+            }
+        }
+        ops.push(&route.headers.response);
+        ops
+    }
+
+    /// The route's `timeout`, if any.
+    pub(crate) fn timeout(&self, plan: &Plan) -> Option<Duration> {
+        match &self.http_route(plan)?.action {
+            RouteAction::Forward(f) => f.timeout,
+            _ => None,
+        }
+    }
+
+    /// Whether the client asked to keep the connection open.
+    pub(crate) fn keep_alive(&self) -> bool {
+        self.head.keep_alive()
+    }
+
+    pub(crate) fn version(&self) -> Version {
+        self.head.version()
+    }
+
+    /// Whether the request has a body still to come from the client's
+    /// socket after `in_buffer` bytes (what came with the head).
+    pub(crate) fn framing(&self) -> BodyFraming {
+        self.head.framing()
+    }
+
+    /// The local reply bytes for `answer` (`close`: the connection closes
+    /// after it).
+    pub(crate) fn local_reply(&mut self, answer: &LocalAnswer, close: bool) -> Vec<u8> {
+        self.status = answer.status;
+        self.flags = answer.flags;
+        self.details = answer.details;
+        let mut out = Vec::with_capacity(256);
+        let body = answer.body.as_deref().unwrap_or_default();
+        local_reply(
+            answer.status,
+            &Reply {
+                version: self.head.version(),
+                keep_alive: !close,
+                body,
+                content_type: answer.body.as_ref().map(|_| "text/plain"),
+                location: answer.location.as_deref(),
+                extra: &[],
+            },
+            &mut out,
+        );
+        self.body_bytes[1] = body.len() as u64;
+        self.wire_bytes[1] = out.len() as u64;
+        out
+    }
+}
+
+/// The reply to a head ringway refused (no parsed head: HTTP/1.1, and
+/// the connection closes after it).
+pub(crate) fn bare_reply(answer: &LocalAnswer, _started: Instant) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    local_reply(
+        answer.status,
+        &Reply {
+            version: Version::Http11,
+            keep_alive: false,
+            body: &[],
+            content_type: None,
+            location: None,
+            extra: &[],
+        },
+        &mut out,
+    );
+    out
+}
+
+/// The (vhost, route) a request matches.
+fn find(http: &HttpRouting, head: &RequestHead) -> Option<(usize, usize)> {
+    use crate::routing::http::RequestView;
+    let vhost = http.vhost(head.authority())?;
+    let v = http.vhosts.iter().position(|x| std::ptr::eq(x, vhost))?;
+    let r = vhost.routes.iter().position(|r| matches(&r.matcher, head))?;
+    Some((v, r))
+}
+
+fn matches(m: &RouteMatch, head: &RequestHead) -> bool {
+    m.matches(head)
+}
+
+/// A UUIDv4 from 128 random bits, as Envoy's request-id extension writes
+/// it.
+fn request_id([a, b]: [u64; 2]) -> String {
+    let a = (a & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000;
+    let b = (b & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xFFFF,
+        a & 0xFFFF,
+        b >> 48,
+        b & 0xFFFF_FFFF_FFFF
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_version_4_uuids() {
+        let id = request_id([0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210]);
+        assert_eq!(id, "01234567-89ab-4def-bedc-ba9876543210");
+        assert_eq!(id.len(), 36);
+    }
+}
