@@ -6,9 +6,10 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::http::{HistogramTotals, HttpTotals, Reject};
 use super::identity::{Identity, UNKNOWN};
 use super::names::*;
-use super::worker::{ClusterTotals, IstioLabels, TcpTotals, WorkerSnapshot};
+use super::worker::{ClusterTotals, IstioLabels, Protocol, TcpTotals, WorkerSnapshot};
 
 /// Figures kept outside the workers.
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,10 +25,12 @@ pub struct ProcessMetrics {
 #[derive(Default)]
 struct Sums<'a> {
     tcp: BTreeMap<&'a IstioLabels, TcpTotals>,
+    http: BTreeMap<&'a IstioLabels, HttpTotals>,
     clusters: BTreeMap<&'a Arc<str>, ClusterTotals>,
     listeners: BTreeMap<SocketAddr, i64>,
     accept_errors: u64,
     cap_reached: u64,
+    rejects: [u64; Reject::ALL.len()],
 }
 
 impl<'a> Sums<'a> {
@@ -37,6 +40,9 @@ impl<'a> Sums<'a> {
             for (labels, totals) in &w.tcp {
                 *sums.tcp.entry(labels).or_default() += *totals;
             }
+            for (labels, totals) in &w.http {
+                *sums.http.entry(labels).or_default() += *totals;
+            }
             for (name, totals) in &w.clusters {
                 *sums.clusters.entry(name).or_default() += *totals;
             }
@@ -45,6 +51,9 @@ impl<'a> Sums<'a> {
             }
             sums.accept_errors += w.accept_errors;
             sums.cap_reached += w.cap_reached;
+            for (sum, n) in sums.rejects.iter_mut().zip(w.rejects) {
+                *sum += n;
+            }
         }
         sums
     }
@@ -54,18 +63,26 @@ pub fn render(process: &ProcessMetrics, identity: &Identity, workers: &[WorkerSn
     let sums = Sums::of(workers);
     let mut out = String::new();
     istio_tcp(&mut out, identity, &sums.tcp);
+    istio_http(&mut out, identity, &sums.http);
     process_figures(&mut out, process);
     downstream(&mut out, &sums);
     clusters(&mut out, &sums.clusters);
     out
 }
 
-/// Istio's 23 labels of one label set, in the order Istio's stats filter
-/// writes them. A gateway reports as `source` and sees no peer metadata
-/// from backends without sidecars: principals and the security policy are
-/// `unknown`, as Istio writes them then.
+/// Istio's labels of one label set, in the order Istio's stats filter
+/// (`istio_stats.cc`) writes them: 23 for TCP; HTTP adds `response_code`
+/// and `grpc_response_status` (empty: not gRPC) after `request_protocol`,
+/// which TCP series never carry. A gateway reports as `source` and sees no
+/// peer metadata from backends without sidecars: principals and the
+/// security policy are `unknown`, as Istio writes them then.
 fn istio_label_set(identity: &Identity, l: &IstioLabels) -> String {
-    let pairs: [(&str, &str); 23] = [
+    let code = l.response_code.to_string();
+    let http: &[(&str, &str)] = match l.request_protocol {
+        Protocol::Tcp => &[],
+        Protocol::Http => &[("response_code", &code), ("grpc_response_status", "")],
+    };
+    let destination: [(&str, &str); 21] = [
         ("reporter", "source"),
         ("source_workload", &identity.workload),
         ("source_canonical_service", &identity.canonical_service),
@@ -101,11 +118,14 @@ fn istio_label_set(identity: &Identity, l: &IstioLabels) -> String {
         // cluster ID into every endpoint's metadata).
         ("destination_cluster", &identity.cluster),
         ("request_protocol", l.request_protocol.label()),
+    ];
+    let flags = [
         ("response_flags", l.response_flags),
         ("connection_security_policy", UNKNOWN),
     ];
+    let pairs = destination.iter().chain(http).chain(&flags);
     let mut text = String::new();
-    for (i, (name, value)) in pairs.iter().enumerate() {
+    for (i, (name, value)) in pairs.enumerate() {
         let comma = if i == 0 { "" } else { "," };
         let _ = write!(text, "{comma}{name}=\"{}\"", escape(value));
     }
@@ -144,6 +164,57 @@ fn istio_tcp(out: &mut String, identity: &Identity, tcp: &BTreeMap<&IstioLabels,
             let _ = writeln!(out, "{name}{{{labels}}} {}", value(totals));
         }
     }
+}
+
+/// Istio's HTTP series: the request counter, then the three histograms,
+/// one block of lines per label set.
+fn istio_http(out: &mut String, identity: &Identity, http: &BTreeMap<&IstioLabels, HttpTotals>) {
+    let label_sets: Vec<String> = http.keys().map(|l| istio_label_set(identity, l)).collect();
+    header(
+        out,
+        ISTIO_REQUESTS,
+        "HTTP requests, per destination, response code and response flags.",
+        "counter",
+    );
+    for (labels, totals) in label_sets.iter().zip(http.values()) {
+        let _ = writeln!(out, "{ISTIO_REQUESTS}{{{labels}}} {}", totals.requests);
+    }
+    type Value = fn(&HttpTotals) -> &HistogramTotals;
+    let histograms: [(&str, &str, Value); 3] = [
+        (
+            ISTIO_REQUEST_DURATION,
+            "Request durations in milliseconds, from the request head to the end of the response.",
+            |t| &t.duration,
+        ),
+        (
+            ISTIO_REQUEST_BYTES,
+            "Request sizes in bytes as received (head and body).",
+            |t| &t.request_bytes,
+        ),
+        (
+            ISTIO_RESPONSE_BYTES,
+            "Response sizes in bytes as sent (head and body).",
+            |t| &t.response_bytes,
+        ),
+    ];
+    for (name, help, value) in histograms {
+        header(out, name, help, "histogram");
+        for (labels, totals) in label_sets.iter().zip(http.values()) {
+            histogram(out, name, labels, value(totals));
+        }
+    }
+}
+
+/// One histogram's lines as Envoy's Prometheus exposition writes them:
+/// cumulative `_bucket` lines, `+Inf`, `_sum`, `_count`.
+fn histogram(out: &mut String, name: &str, labels: &str, h: &HistogramTotals) {
+    for (le, count) in h.cumulative() {
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {count}");
+    }
+    let count = h.count();
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
 }
 
 /// What the control thread keeps: the build, generation, reloads,
@@ -222,6 +293,19 @@ fn downstream(out: &mut String, sums: &Sums<'_>) {
         "counter",
     );
     let _ = writeln!(out, "{DOWNSTREAM_CAP_REACHED} {}", sums.cap_reached);
+    header(
+        out,
+        HTTP_DOWNSTREAM_REJECTS,
+        "HTTP requests refused before routing, per reason (malformed, bad_framing, missing_host, head_too_large, header_timeout, not_implemented, bad_version, h2_preface, upgrade_refused, connect).",
+        "counter",
+    );
+    for (reason, n) in Reject::ALL.iter().zip(sums.rejects) {
+        let _ = writeln!(
+            out,
+            "{HTTP_DOWNSTREAM_REJECTS}{{reason=\"{}\"}} {n}",
+            reason.label()
+        );
+    }
 }
 
 /// ringway's per-cluster counters.
@@ -265,6 +349,59 @@ fn clusters(out: &mut String, clusters: &BTreeMap<&Arc<str>, ClusterTotals>) {
             );
         }
     }
+    pools(out, clusters);
+}
+
+/// The upstream keep-alive pools and retries, per cluster.
+fn pools(out: &mut String, clusters: &BTreeMap<&Arc<str>, ClusterTotals>) {
+    header(
+        out,
+        UPSTREAM_POOL_IDLE,
+        "Idle upstream connections in the workers' keep-alive pools, per cluster.",
+        "gauge",
+    );
+    for (cluster, totals) in clusters {
+        let _ = writeln!(
+            out,
+            "{UPSTREAM_POOL_IDLE}{{cluster=\"{}\"}} {}",
+            escape(cluster),
+            totals.pool_idle
+        );
+    }
+    header(
+        out,
+        UPSTREAM_POOL_REUSE,
+        "Upstream connections taken for HTTP requests, per cluster: reused (idle in the pool), new (none idle), stale (pooled but found closed).",
+        "counter",
+    );
+    for (cluster, totals) in clusters {
+        let results = [
+            ("reused", totals.pool_reused),
+            ("new", totals.pool_new),
+            ("stale", totals.pool_stale),
+        ];
+        for (result, n) in results {
+            let _ = writeln!(
+                out,
+                "{UPSTREAM_POOL_REUSE}{{cluster=\"{}\",result=\"{result}\"}} {n}",
+                escape(cluster)
+            );
+        }
+    }
+    header(
+        out,
+        HTTP_RETRIES,
+        "HTTP requests sent again to a cluster (a reused connection failed before any response byte, or retryOn).",
+        "counter",
+    );
+    for (cluster, totals) in clusters {
+        let _ = writeln!(
+            out,
+            "{HTTP_RETRIES}{{cluster=\"{}\"}} {}",
+            escape(cluster),
+            totals.retries
+        );
+    }
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
@@ -300,6 +437,7 @@ mod tests {
             destination_version: Arc::from(version),
             destination_app: Arc::from("tcp-echo"),
             response_flags: flags,
+            response_code: 0,
         }
     }
 
