@@ -422,7 +422,8 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::metrics::worker::{WorkerHandle, WorkerMetrics, add};
+    use crate::metrics::HttpSample;
+    use crate::metrics::worker::{LabelKey, WorkerHandle, WorkerMetrics, add};
 
     fn labels(version: &str, flags: &'static str) -> IstioLabels {
         IstioLabels {
@@ -518,6 +519,208 @@ mod tests {
         );
         assert!(text.contains("ringway_upstream_connect_failures_total{cluster=\"outbound|9000|v2|tcp-echo.default.svc.cluster.local\"} 6"));
         assert!(text.contains("# TYPE istio_tcp_sent_bytes_total counter"));
+    }
+
+    /// Istio's 25 labels of an HTTP series to the v1 endpoint, answered
+    /// with `code`, with `flags`.
+    fn http_label_set(code: u16, flags: &str) -> String {
+        format!(
+            "reporter=\"source\",source_workload=\"istio-ingressgateway\",\
+             source_canonical_service=\"istio-ingressgateway\",source_canonical_revision=\"latest\",\
+             source_workload_namespace=\"istio-system\",source_principal=\"unknown\",\
+             source_app=\"unknown\",source_version=\"unknown\",source_cluster=\"Kubernetes\",\
+             destination_workload=\"tcp-echo-v1\",destination_workload_namespace=\"default\",\
+             destination_principal=\"unknown\",destination_app=\"tcp-echo\",\
+             destination_version=\"v1\",destination_service=\"tcp-echo.default.svc.cluster.local\",\
+             destination_canonical_service=\"tcp-echo\",destination_canonical_revision=\"v1\",\
+             destination_service_name=\"tcp-echo\",destination_service_namespace=\"default\",\
+             destination_cluster=\"Kubernetes\",request_protocol=\"http\",\
+             response_code=\"{code}\",grpc_response_status=\"\",response_flags=\"{flags}\",\
+             connection_security_policy=\"unknown\""
+        )
+    }
+
+    fn key(code: u16, flags: &'static str) -> LabelKey {
+        LabelKey {
+            protocol: Protocol::Http,
+            generation: 1,
+            cluster: Some(0),
+            endpoint: Some(0),
+            response_flags: flags,
+            response_code: code,
+        }
+    }
+
+    fn sample(millis: u64, request_bytes: u64, response_bytes: u64) -> HttpSample {
+        HttpSample {
+            duration: std::time::Duration::from_millis(millis),
+            request_bytes,
+            response_bytes,
+        }
+    }
+
+    /// Two workers: the first served two 200s (3 ms and 700 ms) and a 404
+    /// `NR`, the second one 200 (3 ms), one reject, one retry.
+    fn two_workers_of_http() -> String {
+        let shared: Vec<Arc<WorkerMetrics>> = (0..2).map(|_| WorkerMetrics::new()).collect();
+        let mut first = WorkerHandle::new(shared[0].clone());
+        let ok = || labels("v1", "-").for_request(200);
+        first.http_request(key(200, "-"), ok, &sample(3, 78, 1_240));
+        first.http_request(key(200, "-"), ok, &sample(700, 5_000, 100));
+        let nr = LabelKey {
+            cluster: None,
+            endpoint: None,
+            ..key(404, "NR")
+        };
+        first.http_request(nr, || IstioLabels::unrouted("NR").for_request(404), &sample(0, 60, 90));
+        let pool = first.cluster("outbound|8080|v1|front-tomcat.default.svc.cluster.local");
+        add(&pool.pool_new, 1);
+        add(&pool.pool_reused, 1);
+        pool.pool_idle.fetch_add(1, Ordering::Relaxed);
+        let mut second = WorkerHandle::new(shared[1].clone());
+        second.http_request(key(200, "-"), ok, &sample(3, 78, 1_240));
+        second.http_reject(Reject::BadFraming);
+        let pool = second.cluster("outbound|8080|v1|front-tomcat.default.svc.cluster.local");
+        add(&pool.retries, 1);
+        add(&pool.pool_stale, 1);
+        let snapshots: Vec<_> = shared.iter().map(|w| w.snapshot()).collect();
+        render(&ProcessMetrics::default(), &Identity::default(), &snapshots)
+    }
+
+    #[test]
+    fn http_requests_are_counted_with_istios_http_labels() {
+        let text = two_workers_of_http();
+        let requests: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .collect();
+        assert_eq!(
+            requests,
+            [
+                format!("istio_requests_total{{{}}} 3", http_label_set(200, "-")),
+                "istio_requests_total{reporter=\"source\",source_workload=\"istio-ingressgateway\",\
+                 source_canonical_service=\"istio-ingressgateway\",source_canonical_revision=\"latest\",\
+                 source_workload_namespace=\"istio-system\",source_principal=\"unknown\",\
+                 source_app=\"unknown\",source_version=\"unknown\",source_cluster=\"Kubernetes\",\
+                 destination_workload=\"unknown\",destination_workload_namespace=\"unknown\",\
+                 destination_principal=\"unknown\",destination_app=\"unknown\",\
+                 destination_version=\"unknown\",destination_service=\"unknown\",\
+                 destination_canonical_service=\"unknown\",destination_canonical_revision=\"latest\",\
+                 destination_service_name=\"unknown\",destination_service_namespace=\"unknown\",\
+                 destination_cluster=\"Kubernetes\",request_protocol=\"http\",\
+                 response_code=\"404\",grpc_response_status=\"\",response_flags=\"NR\",\
+                 connection_security_policy=\"unknown\"} 1"
+                    .to_owned(),
+            ]
+        );
+        assert!(text.contains("# TYPE istio_requests_total counter\n"));
+    }
+
+    #[test]
+    fn http_histograms_have_envoys_cumulative_buckets_sum_and_count() {
+        let text = two_workers_of_http();
+        let labels = http_label_set(200, "-");
+        let block: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("istio_request_duration_milliseconds_") && l.contains(&labels)
+            })
+            .collect();
+        let bucket = |le: &str, n: u64| {
+            format!("istio_request_duration_milliseconds_bucket{{{labels},le=\"{le}\"}} {n}")
+        };
+        // 3 ms twice (summed over both workers), 700 ms once.
+        let mut expected: Vec<String> = [
+            ("0.5", 0),
+            ("1", 0),
+            ("5", 2),
+            ("10", 2),
+            ("25", 2),
+            ("50", 2),
+            ("100", 2),
+            ("250", 2),
+            ("500", 2),
+        ]
+        .iter()
+        .map(|(le, n)| bucket(le, *n))
+        .collect();
+        for le in [
+            "1000", "2500", "5000", "10000", "30000", "60000", "300000", "600000", "1800000",
+            "3600000", "+Inf",
+        ] {
+            expected.push(bucket(le, 3));
+        }
+        expected.push(format!("istio_request_duration_milliseconds_sum{{{labels}}} 706"));
+        expected.push(format!("istio_request_duration_milliseconds_count{{{labels}}} 3"));
+        assert_eq!(block, expected);
+        assert!(text.contains("# TYPE istio_request_duration_milliseconds histogram\n"));
+        // Sizes: 78 + 5000 + 78 bytes received, 1240 + 100 + 1240 sent.
+        let line = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix) && l.contains(&labels))
+                .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+                .to_owned()
+        };
+        assert_eq!(
+            line("istio_request_bytes_bucket{"),
+            format!("istio_request_bytes_bucket{{{labels},le=\"0.5\"}} 0")
+        );
+        assert_eq!(
+            line("istio_request_bytes_sum{"),
+            format!("istio_request_bytes_sum{{{labels}}} 5156")
+        );
+        assert_eq!(
+            line("istio_response_bytes_sum{"),
+            format!("istio_response_bytes_sum{{{labels}}} 2580")
+        );
+        assert!(text.contains(&format!(
+            "istio_response_bytes_bucket{{{labels},le=\"100\"}} 1\n\
+             istio_response_bytes_bucket{{{labels},le=\"250\"}} 1\n\
+             istio_response_bytes_bucket{{{labels},le=\"500\"}} 1\n\
+             istio_response_bytes_bucket{{{labels},le=\"1000\"}} 1\n\
+             istio_response_bytes_bucket{{{labels},le=\"2500\"}} 3\n"
+        )));
+    }
+
+    #[test]
+    fn rejects_pools_and_retries_are_summed_per_reason_and_cluster() {
+        let text = two_workers_of_http();
+        let lines = |prefix: &str| -> Vec<&str> {
+            text.lines().filter(|l| l.starts_with(prefix)).collect()
+        };
+        assert_eq!(
+            lines("ringway_http_downstream_rejects_total{"),
+            [
+                "ringway_http_downstream_rejects_total{reason=\"malformed\"} 0",
+                "ringway_http_downstream_rejects_total{reason=\"bad_framing\"} 1",
+                "ringway_http_downstream_rejects_total{reason=\"missing_host\"} 0",
+                "ringway_http_downstream_rejects_total{reason=\"head_too_large\"} 0",
+                "ringway_http_downstream_rejects_total{reason=\"header_timeout\"} 0",
+                "ringway_http_downstream_rejects_total{reason=\"not_implemented\"} 0",
+                "ringway_http_downstream_rejects_total{reason=\"bad_version\"} 0",
+                "ringway_http_downstream_rejects_total{reason=\"h2_preface\"} 0",
+                "ringway_http_downstream_rejects_total{reason=\"upgrade_refused\"} 0",
+                "ringway_http_downstream_rejects_total{reason=\"connect\"} 0",
+            ]
+        );
+        let cluster = "cluster=\"outbound|8080|v1|front-tomcat.default.svc.cluster.local\"";
+        assert_eq!(
+            lines("ringway_upstream_pool_idle{"),
+            [format!("ringway_upstream_pool_idle{{{cluster}}} 1")]
+        );
+        assert_eq!(
+            lines("ringway_upstream_pool_reuse_total{"),
+            [
+                format!("ringway_upstream_pool_reuse_total{{{cluster},result=\"reused\"}} 1"),
+                format!("ringway_upstream_pool_reuse_total{{{cluster},result=\"new\"}} 1"),
+                format!("ringway_upstream_pool_reuse_total{{{cluster},result=\"stale\"}} 1"),
+            ]
+        );
+        assert_eq!(
+            lines("ringway_http_retries_total{"),
+            [format!("ringway_http_retries_total{{{cluster}}} 1")]
+        );
+        assert!(text.contains("# TYPE ringway_upstream_pool_idle gauge\n"));
     }
 
     #[test]

@@ -609,4 +609,53 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &old));
         assert_eq!(built.get(), 3);
     }
+
+    #[test]
+    fn http_requests_build_labels_once_per_key_and_count_per_code() {
+        let shared = WorkerMetrics::new();
+        let mut h = WorkerHandle::new(shared.clone());
+        let built = Cell::new(0);
+        let sample = HttpSample {
+            duration: std::time::Duration::from_micros(2_900),
+            request_bytes: 78,
+            response_bytes: 1_240,
+        };
+        let key = |code| LabelKey {
+            protocol: Protocol::Http,
+            generation: 4,
+            cluster: Some(0),
+            endpoint: Some(0),
+            response_flags: "-",
+            response_code: code,
+        };
+        for code in [200, 200, 503] {
+            h.http_request(
+                key(code),
+                || {
+                    built.set(built.get() + 1);
+                    labels("v1").for_request(code)
+                },
+                &sample,
+            );
+        }
+        assert_eq!(built.get(), 2, "one label set per code");
+        let mut snapshot = shared.snapshot().http;
+        snapshot.sort_by_key(|(l, _)| l.response_code);
+        let counted: Vec<(Protocol, u16, u64, u64)> = snapshot
+            .iter()
+            .map(|(l, t)| {
+                let h = t.duration;
+                (l.request_protocol, l.response_code, t.requests, h.sum)
+            })
+            .collect();
+        // 2.9 ms is recorded as 2, as Istio truncates to milliseconds.
+        assert_eq!(
+            counted,
+            [(Protocol::Http, 200, 2, 4), (Protocol::Http, 503, 1, 2)]
+        );
+        h.http_reject(Reject::HeaderTimeout);
+        let rejects = shared.snapshot().rejects;
+        assert_eq!(rejects[Reject::HeaderTimeout.index()], 1);
+        assert_eq!(rejects.iter().sum::<u64>(), 1);
+    }
 }
