@@ -126,6 +126,7 @@ fn counters(
             .and_then(|(c, e)| plan.endpoints[c.0 as usize].get(e))
             .map(|t| t.source),
         response_flags: flag,
+        response_code: 0,
     };
     metrics.tcp_keyed(key, || labels(plan, cluster, upstream, flag))
 }

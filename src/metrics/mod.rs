@@ -4,14 +4,16 @@
 //! line with another worker.
 #![forbid(unsafe_code)]
 
+pub mod http;
 pub mod identity;
 pub mod names;
 pub mod render;
 pub mod worker;
 
+pub use http::{HttpSample, HttpTotals, Reject};
 pub use identity::Identity;
 pub use render::{ProcessMetrics, render};
 pub use worker::{
-    ClusterCounters, ClusterTotals, IstioLabels, Protocol, TcpCounters, TcpTotals, WorkerHandle,
-    WorkerMetrics,
+    ClusterCounters, ClusterTotals, IstioLabels, LabelKey, Protocol, TcpCounters, TcpTotals,
+    WorkerHandle, WorkerMetrics,
 };

@@ -1,5 +1,5 @@
-//! Every metric name ringway exports. The four `istio_tcp_*` metrics carry
-//! Istio's names and labels so Istio's Grafana dashboards work unchanged.
+//! Every metric name ringway exports. The `istio_*` metrics carry Istio's
+//! names and labels so Istio's Grafana dashboards work unchanged.
 
 pub const ISTIO_TCP_CONNECTIONS_OPENED: &str = "istio_tcp_connections_opened_total";
 pub const ISTIO_TCP_CONNECTIONS_CLOSED: &str = "istio_tcp_connections_closed_total";
@@ -7,6 +7,14 @@ pub const ISTIO_TCP_CONNECTIONS_CLOSED: &str = "istio_tcp_connections_closed_tot
 pub const ISTIO_TCP_RECEIVED_BYTES: &str = "istio_tcp_received_bytes_total";
 /// Upstream → downstream bytes ("sent during response").
 pub const ISTIO_TCP_SENT_BYTES: &str = "istio_tcp_sent_bytes_total";
+/// HTTP requests, per destination, response code and flags.
+pub const ISTIO_REQUESTS: &str = "istio_requests_total";
+/// Histogram of request durations in milliseconds (head received → response sent).
+pub const ISTIO_REQUEST_DURATION: &str = "istio_request_duration_milliseconds";
+/// Histogram of request sizes on the wire (head and body).
+pub const ISTIO_REQUEST_BYTES: &str = "istio_request_bytes";
+/// Histogram of response sizes on the wire (head and body).
+pub const ISTIO_RESPONSE_BYTES: &str = "istio_response_bytes";
 /// Istio's build gauge (`component="proxy"`, `tag` = the version): the mesh
 /// dashboard's versions panel counts proxies by it.
 pub const ISTIO_BUILD: &str = "istio_build";
@@ -24,5 +32,14 @@ pub const UPSTREAM_CONNECT_FAILURES: &str = "ringway_upstream_connect_failures_t
 pub const UPSTREAM_CONNECT_TIMEOUTS: &str = "ringway_upstream_connect_timeouts_total";
 pub const UPSTREAM_OVERFLOW: &str = "ringway_upstream_overflow_total";
 pub const UPSTREAM_EJECTIONS: &str = "ringway_upstream_ejections_total";
+/// Idle upstream connections in the keep-alive pools, per cluster.
+pub const UPSTREAM_POOL_IDLE: &str = "ringway_upstream_pool_idle";
+/// Upstream connections taken for a request, per cluster and `result`
+/// (`reused`, `new`, `stale`).
+pub const UPSTREAM_POOL_REUSE: &str = "ringway_upstream_pool_reuse_total";
+/// HTTP requests sent again to a cluster.
+pub const HTTP_RETRIES: &str = "ringway_http_retries_total";
+/// HTTP requests refused before routing, per `reason`.
+pub const HTTP_DOWNSTREAM_REJECTS: &str = "ringway_http_downstream_rejects_total";
 /// Access-log lines dropped because the writer's queue was full.
 pub const ACCESS_LOG_DROPPED: &str = "ringway_access_log_dropped_total";

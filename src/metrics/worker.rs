@@ -11,13 +11,15 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::routing::table::{Cluster, Endpoint};
 
+use super::http::{HttpCounters, HttpSample, HttpTotals, Reject};
 use super::identity::{LATEST, UNKNOWN, canonical_revision, canonical_service};
 
-/// Istio's `request_protocol`: what a label set counts (a TCP connection
-/// today; HTTP requests count under their own protocol).
+/// Istio's `request_protocol`: what a label set counts (a TCP connection,
+/// or an HTTP request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
     Tcp,
+    Http,
 }
 
 impl Protocol {
@@ -25,6 +27,7 @@ impl Protocol {
     pub fn label(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
+            Protocol::Http => "http",
         }
     }
 }
@@ -50,6 +53,9 @@ pub struct IstioLabels {
     pub destination_app: Arc<str>,
     /// Envoy-style response flags: `-`, `UF`, `UO`, `UH`, `NR`...
     pub response_flags: &'static str,
+    /// The HTTP status sent downstream; 0 when none was (and for TCP, whose
+    /// series have no `response_code` label).
+    pub response_code: u16,
 }
 
 impl IstioLabels {
@@ -81,6 +87,17 @@ impl IstioLabels {
             destination_version: label("version"),
             destination_app: label("app"),
             response_flags,
+            response_code: 0,
+        }
+    }
+
+    /// The same destination counted as an HTTP request answered with
+    /// `response_code` (0: no response was sent).
+    pub fn for_request(self, response_code: u16) -> IstioLabels {
+        IstioLabels {
+            request_protocol: Protocol::Http,
+            response_code,
+            ..self
         }
     }
 
@@ -99,14 +116,16 @@ impl IstioLabels {
             destination_version: unknown.clone(),
             destination_app: unknown,
             response_flags,
+            response_code: 0,
         }
     }
 }
 
-/// Which label set a connection's counters have, without building it: the
-/// table generation, the cluster and table-endpoint indices in that table
-/// (the endpoint the labels come from, not the resolved address: a DNS
-/// refresh keeps the generation), and the response flags.
+/// Which label set a connection's or a request's counters have, without
+/// building it: the table generation, the cluster and table-endpoint
+/// indices in that table (the endpoint the labels come from, not the
+/// resolved address: a DNS refresh keeps the generation), the response
+/// flags and, for HTTP, the status (0 for TCP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LabelKey {
     pub protocol: Protocol,
@@ -114,6 +133,7 @@ pub struct LabelKey {
     pub cluster: Option<u32>,
     pub endpoint: Option<usize>,
     pub response_flags: &'static str,
+    pub response_code: u16,
 }
 
 /// Istio's four TCP counters for one label set, as a scrape reads them.
@@ -144,6 +164,12 @@ pub struct ClusterTotals {
     pub connect_timeouts: u64,
     pub overflow: u64,
     pub ejections: u64,
+    /// Idle upstream connections in the keep-alive pools (a gauge).
+    pub pool_idle: i64,
+    pub pool_reused: u64,
+    pub pool_new: u64,
+    pub pool_stale: u64,
+    pub retries: u64,
 }
 
 impl std::ops::AddAssign for ClusterTotals {
@@ -153,6 +179,11 @@ impl std::ops::AddAssign for ClusterTotals {
         self.connect_timeouts += o.connect_timeouts;
         self.overflow += o.overflow;
         self.ejections += o.ejections;
+        self.pool_idle += o.pool_idle;
+        self.pool_reused += o.pool_reused;
+        self.pool_new += o.pool_new;
+        self.pool_stale += o.pool_stale;
+        self.retries += o.retries;
     }
 }
 
@@ -177,6 +208,35 @@ pub struct ClusterCounters {
     pub connect_timeouts: AtomicU64,
     pub overflow: AtomicU64,
     pub ejections: AtomicU64,
+    /// Idle connections in this worker's keep-alive pool: +1 when one is
+    /// put back, -1 when it is taken or closed.
+    pub pool_idle: AtomicI64,
+    /// A request rode an idle pooled connection.
+    pub pool_reused: AtomicU64,
+    /// A request needed a new connection (none idle).
+    pub pool_new: AtomicU64,
+    /// A pooled connection was found closed or unusable when taken.
+    pub pool_stale: AtomicU64,
+    /// Requests sent again (reused connection failed, `retryOn`).
+    pub retries: AtomicU64,
+}
+
+impl ClusterCounters {
+    fn totals(&self) -> ClusterTotals {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ClusterTotals {
+            connect_attempts: load(&self.connect_attempts),
+            connect_failures: load(&self.connect_failures),
+            connect_timeouts: load(&self.connect_timeouts),
+            overflow: load(&self.overflow),
+            ejections: load(&self.ejections),
+            pool_idle: self.pool_idle.load(Ordering::Relaxed),
+            pool_reused: load(&self.pool_reused),
+            pool_new: load(&self.pool_new),
+            pool_stale: load(&self.pool_stale),
+            retries: load(&self.retries),
+        }
+    }
 }
 
 /// Adds `n` to a counter this thread alone writes.
@@ -188,10 +248,13 @@ pub fn add(counter: &AtomicU64, n: u64) {
 #[derive(Debug, Default)]
 pub struct WorkerMetrics {
     tcp: RwLock<HashMap<IstioLabels, Arc<TcpCounters>>>,
+    http: RwLock<HashMap<IstioLabels, Arc<HttpCounters>>>,
     clusters: RwLock<HashMap<Arc<str>, Arc<ClusterCounters>>>,
     listeners: RwLock<HashMap<SocketAddr, Arc<AtomicI64>>>,
     pub accept_errors: AtomicU64,
     pub cap_reached: AtomicU64,
+    /// Per [`Reject`], in the order of [`Reject::ALL`].
+    rejects: [AtomicU64; Reject::ALL.len()],
 }
 
 impl WorkerMetrics {
@@ -215,18 +278,13 @@ impl WorkerMetrics {
                     (k.clone(), totals)
                 })
                 .collect(),
+            http: read(&self.http)
+                .iter()
+                .map(|(k, c)| (k.clone(), c.totals()))
+                .collect(),
             clusters: read(&self.clusters)
                 .iter()
-                .map(|(k, c)| {
-                    let totals = ClusterTotals {
-                        connect_attempts: load(&c.connect_attempts),
-                        connect_failures: load(&c.connect_failures),
-                        connect_timeouts: load(&c.connect_timeouts),
-                        overflow: load(&c.overflow),
-                        ejections: load(&c.ejections),
-                    };
-                    (k.clone(), totals)
-                })
+                .map(|(k, c)| (k.clone(), c.totals()))
                 .collect(),
             listeners: read(&self.listeners)
                 .iter()
@@ -234,6 +292,7 @@ impl WorkerMetrics {
                 .collect(),
             accept_errors: load(&self.accept_errors),
             cap_reached: load(&self.cap_reached),
+            rejects: std::array::from_fn(|i| load(&self.rejects[i])),
         }
     }
 }
@@ -257,10 +316,51 @@ fn entry<K: std::hash::Hash + Eq + Clone, V: Default>(
 #[derive(Debug, Default, Clone)]
 pub struct WorkerSnapshot {
     pub tcp: Vec<(IstioLabels, TcpTotals)>,
+    pub http: Vec<(IstioLabels, HttpTotals)>,
     pub clusters: Vec<(Arc<str>, ClusterTotals)>,
     pub listeners: Vec<(SocketAddr, i64)>,
     pub accept_errors: u64,
     pub cap_reached: u64,
+    /// Per [`Reject`], in the order of [`Reject::ALL`].
+    pub rejects: [u64; Reject::ALL.len()],
+}
+
+/// A front of label-set lookups keyed by [`LabelKey`], for one table
+/// generation: keys of older generations are dropped when a newer one
+/// appears (a connection or request of an older table still finds its
+/// counters through its labels, just not through this cache).
+#[derive(Debug)]
+struct Keyed<V> {
+    generation: u64,
+    map: HashMap<LabelKey, Arc<V>>,
+}
+
+impl<V> Default for Keyed<V> {
+    fn default() -> Keyed<V> {
+        Keyed {
+            generation: 0,
+            map: HashMap::new(),
+        }
+    }
+}
+
+impl<V> Keyed<V> {
+    /// The counters of `key`, or those `find` returns (remembered when the
+    /// key is of the newest generation seen).
+    fn get(&mut self, key: LabelKey, find: impl FnOnce() -> Arc<V>) -> Arc<V> {
+        if key.generation > self.generation {
+            self.map.clear();
+            self.generation = key.generation;
+        }
+        if let Some(c) = self.map.get(&key) {
+            return c.clone();
+        }
+        let c = find();
+        if key.generation == self.generation {
+            self.map.insert(key, c.clone());
+        }
+        c
+    }
 }
 
 /// A worker's own door to its counters: a lock-free cache in front of the
@@ -269,9 +369,11 @@ pub struct WorkerSnapshot {
 pub struct WorkerHandle {
     shared: Arc<WorkerMetrics>,
     tcp: HashMap<IstioLabels, Arc<TcpCounters>>,
-    /// Allocation-free front of `tcp` for one table generation.
-    keyed: HashMap<LabelKey, Arc<TcpCounters>>,
-    keyed_generation: u64,
+    /// Allocation-free front of `tcp`.
+    tcp_keyed: Keyed<TcpCounters>,
+    http: HashMap<IstioLabels, Arc<HttpCounters>>,
+    /// Allocation-free front of `http`.
+    http_keyed: Keyed<HttpCounters>,
     clusters: HashMap<Arc<str>, Arc<ClusterCounters>>,
     listeners: HashMap<SocketAddr, Arc<AtomicI64>>,
 }
@@ -281,8 +383,9 @@ impl WorkerHandle {
         WorkerHandle {
             shared,
             tcp: HashMap::new(),
-            keyed: HashMap::new(),
-            keyed_generation: 0,
+            tcp_keyed: Keyed::default(),
+            http: HashMap::new(),
+            http_keyed: Keyed::default(),
             clusters: HashMap::new(),
             listeners: HashMap::new(),
         }
@@ -297,27 +400,34 @@ impl WorkerHandle {
         key: LabelKey,
         labels: impl FnOnce() -> IstioLabels,
     ) -> Arc<TcpCounters> {
-        if key.generation > self.keyed_generation {
-            self.keyed.clear();
-            self.keyed_generation = key.generation;
-        }
-        if let Some(c) = self.keyed.get(&key) {
-            return c.clone();
-        }
-        let c = self.tcp(&labels());
-        if key.generation == self.keyed_generation {
-            self.keyed.insert(key, c.clone());
-        }
-        c
+        let (keyed, tcp, shared) = (&mut self.tcp_keyed, &mut self.tcp, &self.shared.tcp);
+        keyed.get(key, || local(tcp, shared, &labels()))
     }
 
     pub fn tcp(&mut self, labels: &IstioLabels) -> Arc<TcpCounters> {
-        if let Some(c) = self.tcp.get(labels) {
-            return c.clone();
-        }
-        let c = entry(&self.shared.tcp, labels);
-        self.tcp.insert(labels.clone(), c.clone());
-        c
+        local(&mut self.tcp, &self.shared.tcp, labels)
+    }
+
+    /// Counts one finished HTTP request in Istio's series of the label set
+    /// `key` stands for (`labels` builds it, with
+    /// [`IstioLabels::for_request`], only the first time this worker sees
+    /// the key in the newest generation): `istio_requests_total` and the
+    /// duration, request-size and response-size histograms.
+    pub fn http_request(
+        &mut self,
+        key: LabelKey,
+        labels: impl FnOnce() -> IstioLabels,
+        sample: &HttpSample,
+    ) {
+        let (keyed, http, shared) = (&mut self.http_keyed, &mut self.http, &self.shared.http);
+        keyed
+            .get(key, || local(http, shared, &labels()))
+            .record(sample);
+    }
+
+    /// A request refused before routing (`ringway_http_downstream_rejects_total`).
+    pub fn http_reject(&self, reason: Reject) {
+        add(&self.shared.rejects[reason.index()], 1);
     }
 
     pub fn cluster(&mut self, name: &str) -> Arc<ClusterCounters> {
@@ -349,6 +459,21 @@ impl WorkerHandle {
     pub fn cap_reached(&self) {
         add(&self.shared.cap_reached, 1);
     }
+}
+
+/// The counters of `labels`: from the worker's own cache, else from the
+/// shared registry (created there the first time any worker needs them).
+fn local<V: Default>(
+    cache: &mut HashMap<IstioLabels, Arc<V>>,
+    shared: &RwLock<HashMap<IstioLabels, Arc<V>>>,
+    labels: &IstioLabels,
+) -> Arc<V> {
+    if let Some(c) = cache.get(labels) {
+        return c.clone();
+    }
+    let c = entry(shared, labels);
+    cache.insert(labels.clone(), c.clone());
+    c
 }
 
 #[cfg(test)]
@@ -463,6 +588,7 @@ mod tests {
             cluster: Some(0),
             endpoint: Some(1),
             response_flags: "-",
+            response_code: 0,
         };
         let get = |h: &mut WorkerHandle, g: u64| {
             h.tcp_keyed(key(g), || {
@@ -482,5 +608,54 @@ mod tests {
         let old = get(&mut h, 1);
         assert!(Arc::ptr_eq(&first, &old));
         assert_eq!(built.get(), 3);
+    }
+
+    #[test]
+    fn http_requests_build_labels_once_per_key_and_count_per_code() {
+        let shared = WorkerMetrics::new();
+        let mut h = WorkerHandle::new(shared.clone());
+        let built = Cell::new(0);
+        let sample = HttpSample {
+            duration: std::time::Duration::from_micros(2_900),
+            request_bytes: 78,
+            response_bytes: 1_240,
+        };
+        let key = |code| LabelKey {
+            protocol: Protocol::Http,
+            generation: 4,
+            cluster: Some(0),
+            endpoint: Some(0),
+            response_flags: "-",
+            response_code: code,
+        };
+        for code in [200, 200, 503] {
+            h.http_request(
+                key(code),
+                || {
+                    built.set(built.get() + 1);
+                    labels("v1").for_request(code)
+                },
+                &sample,
+            );
+        }
+        assert_eq!(built.get(), 2, "one label set per code");
+        let mut snapshot = shared.snapshot().http;
+        snapshot.sort_by_key(|(l, _)| l.response_code);
+        let counted: Vec<(Protocol, u16, u64, u64)> = snapshot
+            .iter()
+            .map(|(l, t)| {
+                let h = t.duration;
+                (l.request_protocol, l.response_code, t.requests, h.sum)
+            })
+            .collect();
+        // 2.9 ms is recorded as 2, as Istio truncates to milliseconds.
+        assert_eq!(
+            counted,
+            [(Protocol::Http, 200, 2, 4), (Protocol::Http, 503, 1, 2)]
+        );
+        h.http_reject(Reject::HeaderTimeout);
+        let rejects = shared.snapshot().rejects;
+        assert_eq!(rejects[Reject::HeaderTimeout.index()], 1);
+        assert_eq!(rejects.iter().sum::<u64>(), 1);
     }
 }
