@@ -15,7 +15,7 @@ use crate::metrics::worker::add;
 use super::context::Ctx;
 use super::exec::Submit;
 use super::io::{Checkout, CloseReason, Io, Release};
-use super::pool::{Held, Idle, Pool, Stale};
+use super::pool::{Held, Idle, Pool};
 use super::slab::Key;
 use super::slot::{Slot, Upstream};
 use super::upstream;

@@ -200,7 +200,13 @@ pub(super) fn submit_io<'a>(
         | Io::Shutdown(_)
         | Io::CheckSent(_)
         | Io::Abort(_)
-        | Io::Finish(_) => return false,
+        | Io::Finish(_)
+        | Io::Route
+        | Io::Checkout { .. }
+        | Io::Release(_)
+        | Io::Leftover { .. }
+        | Io::Report
+        | Io::Reject { .. } => return false,
     }
     true
 }

@@ -11,8 +11,9 @@
 use socket2::SockRef;
 
 use crate::accesslog::HttpRecord;
-use crate::metrics::worker::{HttpSample, LabelKey, Protocol, Reject};
-use crate::metrics::IstioLabels;
+use crate::http1::head::detail;
+use crate::metrics::worker::{LabelKey, Protocol};
+use crate::metrics::{HttpSample, IstioLabels, Reject};
 use crate::routing::http::RequestView;
 
 use super::context::Ctx;
@@ -120,12 +121,23 @@ pub(super) fn report(ctx: &mut Ctx, slot: &mut Slot) {
 
 /// A request head ringway refused.
 pub(super) fn reject(ctx: &mut Ctx, slot: &Slot, status: u16, detail: &'static str) {
-    let reason = match status {
-        408 => Reject::HeaderTimeout,
-        431 => Reject::HeadTooLarge,
-        501 => Reject::NotImplemented,
-        505 => Reject::BadVersion,
-        _ => Reject::BadRequest,
+    let reason = match (status, detail) {
+        (408, _) => Reject::HeaderTimeout,
+        (431, _) => Reject::HeadTooLarge,
+        (501, _) => Reject::NotImplemented,
+        (_, detail::H2_PREFACE) => Reject::H2Preface,
+        (505, _) => Reject::BadVersion,
+        (_, detail::MISSING_HOST) => Reject::MissingHost,
+        (
+            _,
+            detail::CONTENT_LENGTH_AND_CHUNKED
+            | detail::MULTIPLE_CONTENT_LENGTH
+            | detail::INVALID_CONTENT_LENGTH
+            | detail::MALFORMED_TRANSFER_ENCODING
+            | detail::TRANSFER_ENCODING_ON_HTTP10,
+        ) => Reject::BadFraming,
+        (_, d) if d.contains("chunk") => Reject::BadFraming,
+        _ => Reject::Malformed,
     };
     ctx.metrics.http_reject(reason);
     tracing::debug!(worker = ctx.id, downstream = %slot.peer, status, detail, "request refused");

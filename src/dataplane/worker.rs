@@ -140,6 +140,7 @@ impl Worker {
         // Reported before the supervisor hears the worker is ready, so that
         // `/ready` never sees a started worker without its plan.
         let bound: Vec<bool> = worker
+            .ctx
             .plan
             .table
             .listeners

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::http1::head::RequestHead;
-use crate::http1::reply::{Reply, local_reply};
+use crate::http1::reply::{Reply, default_body, local_reply};
 use crate::http1::write::{RequestEdits, write_request};
 use crate::http1::{BodyFraming, Version};
-use crate::routing::http::{HeaderOps, HttpRoute, HttpRouting, RouteAction, RouteMatch};
+use crate::routing::http::{HeaderOps, HttpRoute, HttpRouting, RequestView, RouteAction, RouteMatch};
 use crate::routing::table::{ClusterId, ListenerRouting, RouteId};
 
 use super::super::plan::Plan;
@@ -32,6 +32,8 @@ pub(crate) struct LocalAnswer {
     pub status: u16,
     pub flags: &'static str,
     pub details: &'static str,
+    /// `None`: ringway's short text for the status (errors); `Some`: the
+    /// route's (a `directResponse`, an empty redirect body).
     pub body: Option<Arc<[u8]>>,
     pub location: Option<String>,
 }
@@ -46,6 +48,11 @@ impl LocalAnswer {
             location: None,
         }
     }
+}
+
+/// No body.
+fn empty() -> Arc<[u8]> {
+    Arc::from(&[][..])
 }
 
 /// Where in the plan the request's route is.
@@ -132,14 +139,14 @@ impl Request {
                 status: d.status,
                 flags: "-",
                 details: "direct_response",
-                body: d.body.clone(),
+                body: Some(d.body.clone().unwrap_or_else(empty)),
                 location: None,
             }),
             RouteAction::Redirect(redirect) => Decision::Local(LocalAnswer {
                 status: redirect.code,
                 flags: "-",
                 details: "direct_response",
-                body: None,
+                body: Some(empty()),
                 location: Some(redirect.location(&r.matcher, &self.head, port)),
             }),
             RouteAction::Forward(f) => {
@@ -194,13 +201,12 @@ impl Request {
         let authority = forward
             .and_then(|f| f.rewrite.as_ref())
             .and_then(|rw| rw.authority.as_deref());
-        let forwarded_for = peer.ip().to_string();
         let edits = RequestEdits {
             target: target.as_deref(),
             authority,
-            ops: &ops,
-            forwarded_for: &forwarded_for,
+            peer: peer.ip(),
             request_id: &self.id,
+            ops: &ops,
             close: false,
         };
         let mut out = Vec::with_capacity(self.head.len() + 256 + body.len());
@@ -261,20 +267,23 @@ impl Request {
         self.flags = answer.flags;
         self.details = answer.details;
         let mut out = Vec::with_capacity(256);
-        let body = answer.body.as_deref().unwrap_or_default();
+        let body = answer.body.as_deref();
+        let head_request = self.head.is_head_method();
         local_reply(
             answer.status,
             &Reply {
                 version: self.head.version(),
                 keep_alive: !close,
                 body,
-                content_type: answer.body.as_ref().map(|_| "text/plain"),
+                content_type: body.filter(|b| !b.is_empty()).map(|_| "text/plain"),
                 location: answer.location.as_deref(),
                 extra: &[],
+                head_request,
             },
             &mut out,
         );
-        self.body_bytes[1] = body.len() as u64;
+        let body_len = body.map_or_else(|| default_body(answer.status).len(), <[u8]>::len);
+        self.body_bytes[1] = if head_request { 0 } else { body_len as u64 };
         self.wire_bytes[1] = out.len() as u64;
         out
     }
@@ -289,10 +298,11 @@ pub(crate) fn bare_reply(answer: &LocalAnswer, _started: Instant) -> Vec<u8> {
         &Reply {
             version: Version::Http11,
             keep_alive: false,
-            body: &[],
+            body: None,
             content_type: None,
             location: None,
             extra: &[],
+            head_request: false,
         },
         &mut out,
     );
@@ -301,7 +311,6 @@ pub(crate) fn bare_reply(answer: &LocalAnswer, _started: Instant) -> Vec<u8> {
 
 /// The (vhost, route) a request matches.
 fn find(http: &HttpRouting, head: &RequestHead) -> Option<(usize, usize)> {
-    use crate::routing::http::RequestView;
     let vhost = http.vhost(head.authority())?;
     let v = http.vhosts.iter().position(|x| std::ptr::eq(x, vhost))?;
     let r = vhost.routes.iter().position(|r| matches(&r.matcher, head))?;
