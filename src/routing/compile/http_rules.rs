@@ -128,10 +128,11 @@ impl Compiler<'_> {
             .filter(|(_, d)| rule.route.len() == 1 || d.weight.unwrap_or(0) > 0)
             .map(|(i, d)| header_ops(vs, &format!("{path}.route[{i}].headers"), d.headers.as_ref(), &mut push))
             .collect();
-        let rewrite = rule
-            .rewrite
-            .as_ref()
-            .map(|r| compile_rewrite(vs, &format!("{path}.rewrite"), r, &mut push));
+        // `None`: invalid; `Some(None)`: no rewrite.
+        let rewrite = match &rule.rewrite {
+            None => Some(None),
+            Some(r) => compile_rewrite(vs, &format!("{path}.rewrite"), r, &mut push).map(Some),
+        };
         let timeout = rule.timeout.map(|d| d.0).filter(|d| !d.is_zero());
         let retries = compile_retries(vs, &format!("{path}.retries"), rule.retries.as_ref(), &mut push);
         let route = self.route(er.owner, Section::Http, er.index)?;
