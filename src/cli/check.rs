@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::diag::{Diagnostic, Diagnostics, Severity};
 use crate::pipeline::Build;
 use crate::routing::RouteTable;
+use crate::routing::http::{PathRedirect, RouteAction, RouteMatch, StringMatch, UriRewrite};
 use crate::routing::table::{ListenerRouting, RouteId, format_duration};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,8 +72,19 @@ fn render_json(build: &Build, strict: bool) -> String {
 fn render_text(build: &Build, strict: bool) -> String {
     let mut out = String::new();
     if let Some(table) = &build.table {
-        listeners_table(table, &mut out);
-        out.push('\n');
+        let http = table
+            .listeners
+            .iter()
+            .filter(|l| matches!(l.routing, ListenerRouting::Http { .. }))
+            .count();
+        if http < table.listeners.len() || http == 0 {
+            listeners_table(table, &mut out);
+            out.push('\n');
+        }
+        if http > 0 {
+            http_table(table, &mut out);
+            out.push('\n');
+        }
         clusters_table(table, &mut out);
     }
     if !build.diagnostics.0.is_empty() {
@@ -120,7 +132,7 @@ fn listeners_table(table: &RouteTable, out: &mut String) {
                 )
                 .chain(sni.catch_all.map(|r| ("*".to_owned(), r)))
                 .collect(),
-            // Printed by the HTTP section (issue 13, compile stream).
+            // Printed by the HTTP table.
             ListenerRouting::Http { .. } => Vec::new(),
         };
         let protocol = match l.routing {
@@ -177,6 +189,131 @@ fn listeners_table(table: &RouteTable, out: &mut String) {
         }
     }
     columns(&rows, out);
+}
+
+/// HTTP listeners → virtual hosts → routes: match, action, and for a
+/// forward its weighted clusters.
+fn http_table(table: &RouteTable, out: &mut String) {
+    let mut rows = vec![row([
+        "HTTP LISTENER", "VHOST", "ROUTE", "MATCH", "ACTION", "WEIGHT", "CLUSTER",
+    ])];
+    for l in &table.listeners {
+        let ListenerRouting::Http { http } = &l.routing else {
+            continue;
+        };
+        let mut listener = format!("{} {}", l.address, http.name);
+        for vhost in &http.vhosts {
+            let mut vhost_name = vhost.name.clone();
+            if vhost.routes.is_empty() {
+                rows.push(row([
+                    std::mem::take(&mut listener),
+                    std::mem::take(&mut vhost_name),
+                    "-".to_owned(),
+                    "*".to_owned(),
+                    "404 NR".to_owned(),
+                    String::new(),
+                    String::new(),
+                ]));
+            }
+            for route in &vhost.routes {
+                let name = if route.name.is_empty() { &route.source } else { &route.name };
+                let lead = [
+                    std::mem::take(&mut listener),
+                    std::mem::take(&mut vhost_name),
+                    name.clone(),
+                    match_summary(&route.matcher),
+                    action_summary(&route.action),
+                ];
+                let clusters = match &route.action {
+                    RouteAction::Forward(f) => {
+                        let r = table.route(f.route);
+                        let weights: Vec<u64> = r.clusters.iter().map(|c| u64::from(c.weight)).collect();
+                        shares(&weights)
+                            .into_iter()
+                            .zip(&r.clusters)
+                            .map(|(share, wc)| (share, table.cluster(wc.cluster).name.clone()))
+                            .collect()
+                    }
+                    _ => vec![(String::new(), String::new())],
+                };
+                for (i, (share, cluster)) in clusters.into_iter().enumerate() {
+                    let [a, b, c, d, e] = if i == 0 { lead.clone() } else { Default::default() };
+                    rows.push(row([a, b, c, d, e, share, cluster]));
+                }
+            }
+        }
+    }
+    columns(&rows, out);
+}
+
+/// `uri prefix /api, method exact GET, header x-user exact jason`; `*`
+/// for a block that matches everything.
+fn match_summary(m: &RouteMatch) -> String {
+    let sm = |m: &StringMatch| match m {
+        StringMatch::Exact(s) => format!("exact {s}"),
+        StringMatch::Prefix(s) => format!("prefix {s}"),
+        StringMatch::Regex(r) => {
+            let re = r.as_str();
+            format!("regex {}", re.strip_prefix("^(?:").and_then(|r| r.strip_suffix(")$")).unwrap_or(re))
+        }
+    };
+    let mut parts: Vec<String> = Vec::new();
+    for (field, value) in [("uri", &m.uri), ("method", &m.method), ("authority", &m.authority), ("scheme", &m.scheme)] {
+        if let Some(v) = value {
+            let case = if field == "uri" && m.ignore_uri_case { " (any case)" } else { "" };
+            parts.push(format!("{field} {}{case}", sm(v)));
+        }
+    }
+    for h in &m.headers {
+        let not = if h.invert { "without " } else { "" };
+        let value = h.value.as_ref().map_or_else(|| "present".to_owned(), sm);
+        parts.push(format!("{not}header {} {value}", h.name));
+    }
+    for q in &m.query_params {
+        let value = q.value.as_ref().map_or_else(|| "present".to_owned(), sm);
+        parts.push(format!("query {} {value}", q.name));
+    }
+    if parts.is_empty() { "*".to_owned() } else { parts.join(", ") }
+}
+
+/// `forward, timeout 5s, retries 2`; `redirect 301 https`; `direct 503`.
+fn action_summary(action: &RouteAction) -> String {
+    match action {
+        RouteAction::Forward(f) => {
+            let mut parts = vec!["forward".to_owned()];
+            if let Some(uri) = f.rewrite.as_ref().and_then(|r| r.uri.as_ref()) {
+                parts.push(match uri {
+                    UriRewrite::Prefix(p) => format!("rewrite {p}"),
+                    UriRewrite::Regex { pattern, substitution } => {
+                        format!("rewrite {} -> {substitution}", pattern.as_str())
+                    }
+                });
+            }
+            if let Some(a) = f.rewrite.as_ref().and_then(|r| r.authority.as_ref()) {
+                parts.push(format!("authority {a}"));
+            }
+            if let Some(t) = f.timeout {
+                parts.push(format!("timeout {}", format_duration(t)));
+            }
+            parts.push(format!("retries {}", f.retries.attempts));
+            parts.join(", ")
+        }
+        RouteAction::Redirect(r) => {
+            let mut parts = vec![format!("redirect {}", r.code)];
+            parts.extend(r.scheme.as_ref().map(|s| format!("scheme {s}")));
+            parts.extend(r.authority.as_ref().map(|a| format!("authority {a}")));
+            parts.extend(r.path.as_ref().map(|p| match p {
+                PathRedirect::Full(u) => format!("uri {u}"),
+                PathRedirect::Prefix(u) => format!("prefix {u}"),
+            }));
+            parts.join(", ")
+        }
+        RouteAction::Direct(d) => format!(
+            "direct {}{}",
+            d.status,
+            d.body.as_ref().map_or_else(String::new, |b| format!(" ({} bytes)", b.len()))
+        ),
+    }
 }
 
 /// A route's weights as percentages that add up to 100: whole when every

@@ -49,6 +49,7 @@ impl ConfigArgs {
             compile: CompileOptions {
                 labels: self.labels.clone(),
                 domain: self.domain.clone(),
+                ..CompileOptions::default()
             },
         }
     }

@@ -16,6 +16,10 @@ pub type Ignored = Option<IgnoredAny>;
 
 pub type Labels = BTreeMap<String, String>;
 
+pub use super::http::{
+    Delegate, HttpCookie, HttpMatch, HttpRoute, HttpRouteDestination, HttpSettings,
+};
+
 // ---------------------------------------------------------------- Gateway
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -141,23 +145,6 @@ pub struct TlsMatch {
     pub source_namespace: Ignored,
 }
 
-/// An HTTP route, as far as ringway reads it until HTTP routing exists: its
-/// `delegate`. The schema check (`schema.rs`) has already checked every
-/// field of it against Istio's HTTPRoute, so the rest is skipped here.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HttpRoute {
-    pub delegate: Option<Delegate>,
-}
-
-/// `http[].delegate`: the VirtualService that holds this route's rules.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Delegate {
-    pub name: String,
-    pub namespace: Option<String>,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RouteDestination {
@@ -278,9 +265,9 @@ pub enum SimpleLb {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConsistentHash {
     pub use_source_ip: Option<bool>,
-    pub http_header_name: Ignored,
-    pub http_cookie: Ignored,
-    pub http_query_parameter_name: Ignored,
+    pub http_header_name: Option<String>,
+    pub http_cookie: Option<HttpCookie>,
+    pub http_query_parameter_name: Option<String>,
     pub ring_hash: Ignored,
     pub maglev: Ignored,
     pub minimum_ring_size: Ignored,
@@ -290,7 +277,7 @@ pub struct ConsistentHash {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConnectionPool {
     pub tcp: Option<TcpSettings>,
-    pub http: Ignored,
+    pub http: Option<HttpSettings>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

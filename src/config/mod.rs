@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod de;
+pub mod http;
 pub mod load;
 pub mod manifest;
 pub mod resource;

@@ -7,11 +7,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::rc::Rc;
 
 use crate::config::Manifests;
 use crate::config::manifest::Labels;
 use crate::diag::{Diagnostic, Diagnostics, Severity};
 
+use super::http::{Headers, RouteAction, RouteMatch};
 use super::names::expand_host;
 use super::policy::{RulePolicy, compile_rule};
 use super::services::Registry;
@@ -19,6 +21,9 @@ use super::table::{ClusterId, RouteId, RouteTable};
 
 mod checks;
 mod clusters;
+mod delegate;
+mod http;
+mod http_rules;
 mod listeners;
 mod routes;
 
@@ -30,13 +35,20 @@ pub struct CompileOptions {
     pub labels: Labels,
     /// Domain suffix of short names: `name.namespace.svc.<domain>`.
     pub domain: String,
+    /// The namespace this instance runs in, compared with HTTP match
+    /// blocks' `sourceNamespace` (Istio compares the gateway pod's).
+    pub namespace: String,
 }
+
+/// The namespace of Istio's ingress gateway.
+pub const DEFAULT_INSTANCE_NAMESPACE: &str = "istio-system";
 
 impl Default for CompileOptions {
     fn default() -> Self {
         CompileOptions {
             labels: Labels::from([("istio".to_owned(), "ingressgateway".to_owned())]),
             domain: DEFAULT_DOMAIN.to_owned(),
+            namespace: DEFAULT_INSTANCE_NAMESPACE.to_owned(),
         }
     }
 }
@@ -60,10 +72,15 @@ pub fn compile(manifests: &Manifests, options: &CompileOptions) -> Compiled {
         table: RouteTable::default(),
         clusters: HashMap::new(),
         routes: HashMap::new(),
+        effective: Vec::new(),
+        http_actions: HashMap::new(),
+        http_matches: HashMap::new(),
         diags,
     };
     c.index_rules();
     c.check_virtual_services();
+    c.effective = c.merge_delegates();
+    c.check_http_rules();
     let plan = c.plan_listeners();
     for slot in &plan {
         c.listener(slot);
@@ -79,6 +96,7 @@ pub fn compile(manifests: &Manifests, options: &CompileOptions) -> Compiled {
 enum Section {
     Tcp,
     Tls,
+    Http,
 }
 
 impl Section {
@@ -86,6 +104,7 @@ impl Section {
         match self {
             Section::Tcp => "tcp",
             Section::Tls => "tls",
+            Section::Http => "http",
         }
     }
 }
@@ -96,6 +115,26 @@ type ServerRef = (usize, usize);
 enum SlotKind {
     Tcp(ServerRef),
     Tls(Vec<ServerRef>),
+    /// Plain HTTP servers of one (bind, port), merged across Gateways.
+    Http(Vec<ServerRef>),
+}
+
+/// What a server opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerKind {
+    Tcp,
+    Tls,
+    Http,
+}
+
+impl ServerKind {
+    fn name(self) -> &'static str {
+        match self {
+            ServerKind::Tcp => "TCP",
+            ServerKind::Tls => "TLS passthrough",
+            ServerKind::Http => "HTTP",
+        }
+    }
 }
 
 struct Slot {
@@ -113,6 +152,12 @@ struct Compiler<'m> {
     clusters: HashMap<String, ClusterId>,
     /// (virtual service, section, rule) → route, once compiled.
     routes: HashMap<(usize, Section, usize), Option<RouteId>>,
+    /// The http rules of each VirtualService, delegates merged in.
+    effective: Vec<Rc<Vec<delegate::EffectiveRule>>>,
+    /// (virtual service, effective rule) → action, once compiled.
+    http_actions: HashMap<(usize, usize), Option<(RouteAction, Headers)>>,
+    /// (virtual service, effective rule, match block) → match, once compiled.
+    http_matches: HashMap<(usize, usize, usize), Option<RouteMatch>>,
     diags: Diagnostics,
 }
 

@@ -118,6 +118,96 @@ pub struct HttpRoute {
     pub headers: Headers,
 }
 
+impl HttpRoute {
+    /// The request target to forward when the route rewrites the path:
+    /// the new path, plus `?query` when the request had one. `None`: the
+    /// path is forwarded unchanged.
+    ///
+    /// `rewrite.uri` replaces the prefix the route matched (Envoy's
+    /// `prefix_rewrite`); a route matched by exact path or regex has the
+    /// whole path replaced, and one with no uri condition matched the
+    /// prefix `/`. `uriRegexRewrite` replaces every match of its pattern.
+    pub fn rewritten_target(&self, req: &impl RequestView) -> Option<String> {
+        let RouteAction::Forward(forward) = &self.action else {
+            return None;
+        };
+        let path = req.path();
+        let new_path = match forward.rewrite.as_ref()?.uri.as_ref()? {
+            UriRewrite::Prefix(replacement) => {
+                let rest = match &self.matcher.uri {
+                    None => path.strip_prefix('/').unwrap_or(path),
+                    Some(StringMatch::Prefix(prefix)) => path.get(prefix.len()..).unwrap_or(""),
+                    Some(StringMatch::Exact(_) | StringMatch::Regex(_)) => "",
+                };
+                format!("{replacement}{rest}")
+            }
+            UriRewrite::Regex {
+                pattern,
+                substitution,
+            } => pattern.replace_all(path, substitution.as_str()).into_owned(),
+        };
+        Some(match req.query() {
+            Some(query) => format!("{new_path}?{query}"),
+            None => new_path,
+        })
+    }
+}
+
+impl Redirect {
+    /// The `Location` of the redirect, as Envoy builds it: scheme `http`
+    /// unless set; the authority set, else the request's host (its port
+    /// dropped when a port is set, or when the scheme changes and the port
+    /// was 80); `:port` when one is set and it is not the scheme's default;
+    /// the path replaced whole (`uri`) or by prefix (`prefixRewrite`, the
+    /// whole path when the route did not match by prefix); the request's
+    /// query kept unless the new path carries one.
+    pub fn location(&self, matcher: &RouteMatch, req: &impl RequestView, listener_port: u16) -> String {
+        let scheme = self.scheme.as_deref().unwrap_or("http");
+        let port = match self.port {
+            None => None,
+            Some(RedirectPort::Number(p)) => Some(p),
+            Some(RedirectPort::FromRequestPort) => Some(listener_port),
+            Some(RedirectPort::FromProtocolDefault) => Some(default_port(scheme)),
+        };
+        let host = match &self.authority {
+            Some(authority) => authority.as_str(),
+            None => {
+                let authority = req.authority().unwrap_or("");
+                let host = strip_port(authority);
+                let request_port = &authority[host.len()..];
+                let drop_port = port.is_some() || (scheme != "http" && request_port == ":80");
+                if drop_port { host } else { authority }
+            }
+        };
+        let port = port
+            .filter(|p| *p != default_port(scheme))
+            .map_or_else(String::new, |p| format!(":{p}"));
+        let (path, own_query) = match &self.path {
+            None => (req.path().to_owned(), false),
+            Some(PathRedirect::Full(uri)) => (uri.clone(), uri.contains('?')),
+            Some(PathRedirect::Prefix(replacement)) => {
+                let path = req.path();
+                let rest = match &matcher.uri {
+                    None => path.strip_prefix('/').unwrap_or(path),
+                    Some(StringMatch::Prefix(prefix)) => path.get(prefix.len()..).unwrap_or(""),
+                    Some(StringMatch::Exact(_) | StringMatch::Regex(_)) => "",
+                };
+                (format!("{replacement}{rest}"), false)
+            }
+        };
+        let query = match req.query() {
+            Some(q) if !own_query => format!("?{q}"),
+            _ => String::new(),
+        };
+        format!("{scheme}://{host}{port}{path}{query}")
+    }
+}
+
+/// 443 for https, 80 for anything else.
+fn default_port(scheme: &str) -> u16 {
+    if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 }
+}
+
 /// The conditions of one match block (all must pass). An empty one
 /// matches every request.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -338,11 +428,10 @@ pub enum RedirectPort {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PathRedirect {
-    /// `redirect.uri`: the whole path.
+    /// `redirect.uri`: the whole path (and the query, if it has one).
     Full(String),
-    /// `redirect.prefixRewrite`... Istio has no such field; `uri` on a
-    /// prefix match replaces only the matched prefix (Envoy
-    /// `prefix_rewrite`).
+    /// `redirect.prefixRewrite`: replaces the prefix the route matched
+    /// (Envoy `prefix_rewrite`).
     Prefix(String),
 }
 
@@ -413,5 +502,338 @@ mod tests {
         assert_eq!(pick(Some("a.istio.com")), Some("*.istio.com"));
         assert_eq!(pick(Some("istio.com")), Some("*"));
         assert_eq!(pick(None), Some("*"));
+    }
+
+    /// A request as the codec would present it.
+    struct Req {
+        method: &'static str,
+        path: &'static str,
+        query: Option<&'static str>,
+        authority: Option<&'static str>,
+        headers: Vec<(&'static str, &'static str)>,
+    }
+
+    fn get(target: &'static str, authority: &'static str) -> Req {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        Req {
+            method: "GET",
+            path,
+            query,
+            authority: Some(authority),
+            headers: Vec::new(),
+        }
+    }
+
+    impl RequestView for Req {
+        fn method(&self) -> &str {
+            self.method
+        }
+        fn path(&self) -> &str {
+            self.path
+        }
+        fn query(&self) -> Option<&str> {
+            self.query
+        }
+        fn authority(&self) -> Option<&str> {
+            self.authority
+        }
+        fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+            let values: Vec<&str> = self
+                .headers
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, v)| *v)
+                .collect();
+            match values.as_slice() {
+                [] => None,
+                [one] => Some(Cow::Borrowed(one.as_bytes())),
+                many => Some(Cow::Owned(many.join(",").into_bytes())),
+            }
+        }
+    }
+
+    fn regex(re: &str) -> StringMatch {
+        StringMatch::Regex(Arc::new(
+            regex::Regex::new(&format!("^(?:{re})$")).expect("valid"),
+        ))
+    }
+
+    fn forward_with(uri: Option<StringMatch>, rewrite: UriRewrite) -> HttpRoute {
+        HttpRoute {
+            name: String::new(),
+            source: String::new(),
+            matcher: RouteMatch {
+                uri,
+                ..RouteMatch::default()
+            },
+            action: RouteAction::Forward(Forward {
+                route: RouteId(0),
+                destinations: Vec::new(),
+                rewrite: Some(Rewrite {
+                    uri: Some(rewrite),
+                    authority: None,
+                }),
+                timeout: None,
+                retries: RetryPolicy {
+                    attempts: 2,
+                    per_try_timeout: None,
+                    on: RetryOn::default(),
+                },
+            }),
+            headers: Headers::default(),
+        }
+    }
+
+    #[test]
+    fn rewrites_replace_the_matched_prefix_or_the_whole_path() {
+        struct Case {
+            uri: Option<StringMatch>,
+            rewrite: UriRewrite,
+            target: &'static str,
+            want: Option<&'static str>,
+        }
+        let prefix = |p: &str| UriRewrite::Prefix(p.to_owned());
+        let cases = [
+            Case {
+                uri: Some(StringMatch::Prefix("/api/".into())),
+                rewrite: prefix("/v2/"),
+                target: "/api/users?id=1",
+                want: Some("/v2/users?id=1"),
+            },
+            Case {
+                uri: Some(StringMatch::Exact("/old".into())),
+                rewrite: prefix("/new"),
+                target: "/old",
+                want: Some("/new"),
+            },
+            Case {
+                uri: Some(regex("/r/.*")),
+                rewrite: prefix("/x"),
+                target: "/r/abc",
+                want: Some("/x"),
+            },
+            Case {
+                uri: None,
+                rewrite: prefix("/base/"),
+                target: "/a",
+                want: Some("/base/a"),
+            },
+            Case {
+                uri: Some(StringMatch::Prefix("/".into())),
+                rewrite: UriRewrite::Regex {
+                    pattern: Arc::new(regex::Regex::new("^/service/([^/]+)(/.*)$").expect("valid")),
+                    substitution: "${2}/instance/${1}".into(),
+                },
+                target: "/service/foo/v1/api?q",
+                want: Some("/v1/api/instance/foo?q"),
+            },
+        ];
+        for case in cases {
+            let route = forward_with(case.uri, case.rewrite);
+            assert_eq!(
+                route.rewritten_target(&get(case.target, "h")).as_deref(),
+                case.want,
+                "target {}",
+                case.target
+            );
+        }
+        let mut plain = forward_with(None, prefix("/x"));
+        if let RouteAction::Forward(f) = &mut plain.action {
+            f.rewrite = None;
+        }
+        assert_eq!(plain.rewritten_target(&get("/a", "h")), None);
+    }
+
+    #[test]
+    fn redirect_locations_follow_envoy() {
+        struct Case {
+            redirect: Redirect,
+            matcher: Option<StringMatch>,
+            target: &'static str,
+            authority: &'static str,
+            want: &'static str,
+        }
+        let redirect = |scheme: Option<&str>, authority: Option<&str>, port, path| Redirect {
+            code: 301,
+            scheme: scheme.map(str::to_owned),
+            authority: authority.map(str::to_owned),
+            port,
+            path,
+        };
+        let cases = [
+            Case {
+                redirect: redirect(None, None, None, Some(PathRedirect::Full("/new".into()))),
+                matcher: None,
+                target: "/old?a=1",
+                authority: "tomcat.istio.com:8080",
+                want: "http://tomcat.istio.com:8080/new?a=1",
+            },
+            Case {
+                redirect: redirect(None, None, None, Some(PathRedirect::Full("/new?b=2".into()))),
+                matcher: None,
+                target: "/old?a=1",
+                authority: "h",
+                want: "http://h/new?b=2",
+            },
+            Case {
+                redirect: redirect(Some("https"), None, None, None),
+                matcher: None,
+                target: "/p",
+                authority: "h:80",
+                want: "https://h/p",
+            },
+            Case {
+                redirect: redirect(Some("https"), None, None, None),
+                matcher: None,
+                target: "/p",
+                authority: "h:8080",
+                want: "https://h:8080/p",
+            },
+            Case {
+                redirect: redirect(None, Some("other.com"), Some(RedirectPort::Number(8443)), None),
+                matcher: None,
+                target: "/p",
+                authority: "h",
+                want: "http://other.com:8443/p",
+            },
+            Case {
+                redirect: redirect(None, None, Some(RedirectPort::FromRequestPort), None),
+                matcher: None,
+                target: "/p",
+                authority: "h:9999",
+                want: "http://h:18080/p",
+            },
+            Case {
+                redirect: redirect(Some("https"), None, Some(RedirectPort::FromProtocolDefault), None),
+                matcher: None,
+                target: "/p",
+                authority: "h:18080",
+                want: "https://h/p",
+            },
+            Case {
+                redirect: redirect(None, None, None, Some(PathRedirect::Prefix("/v2/".into()))),
+                matcher: Some(StringMatch::Prefix("/v1/".into())),
+                target: "/v1/items?x",
+                authority: "h",
+                want: "http://h/v2/items?x",
+            },
+            Case {
+                redirect: redirect(None, None, None, Some(PathRedirect::Prefix("/all".into()))),
+                matcher: Some(StringMatch::Exact("/one".into())),
+                target: "/one",
+                authority: "h",
+                want: "http://h/all",
+            },
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let matcher = RouteMatch {
+                uri: case.matcher.clone(),
+                ..RouteMatch::default()
+            };
+            assert_eq!(
+                case.redirect.location(&matcher, &get(case.target, case.authority), 18080),
+                case.want,
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_match_kind_decides_as_envoy() {
+        struct Case {
+            matcher: RouteMatch,
+            req: Req,
+            want: bool,
+        }
+        let header = |name: &str, value: Option<StringMatch>, invert| HeaderMatch {
+            name: name.to_owned(),
+            value,
+            invert,
+        };
+        let with_header = |target, h: Vec<(&'static str, &'static str)>| Req {
+            headers: h,
+            ..get(target, "h")
+        };
+        let uri = |m: StringMatch| RouteMatch {
+            uri: Some(m),
+            ..RouteMatch::default()
+        };
+        let headers = |h: Vec<HeaderMatch>| RouteMatch {
+            headers: h,
+            ..RouteMatch::default()
+        };
+        let query = |name: &str, value: Option<StringMatch>| RouteMatch {
+            query_params: vec![QueryMatch {
+                name: name.to_owned(),
+                value,
+            }],
+            ..RouteMatch::default()
+        };
+        let cases = [
+            Case { matcher: uri(StringMatch::Exact("/a".into())), req: get("/a", "h"), want: true },
+            Case { matcher: uri(StringMatch::Exact("/a".into())), req: get("/a/b", "h"), want: false },
+            Case { matcher: uri(StringMatch::Prefix("/foo".into())), req: get("/foobar", "h"), want: true },
+            Case { matcher: uri(regex(r"/\d+")), req: get("/123", "h"), want: true },
+            Case { matcher: uri(regex(r"\d+")), req: get("/a123", "h"), want: false },
+            Case {
+                matcher: RouteMatch { ignore_uri_case: true, ..uri(StringMatch::Prefix("/API".into())) },
+                req: get("/api/x", "h"),
+                want: true,
+            },
+            Case {
+                matcher: RouteMatch { method: Some(StringMatch::Exact("POST".into())), ..RouteMatch::default() },
+                req: get("/", "h"),
+                want: false,
+            },
+            Case {
+                matcher: RouteMatch { authority: Some(StringMatch::Prefix("tomcat.".into())), ..RouteMatch::default() },
+                req: get("/", "tomcat.istio.com:80"),
+                want: true,
+            },
+            Case {
+                matcher: RouteMatch { scheme: Some(StringMatch::Exact("https".into())), ..RouteMatch::default() },
+                req: get("/", "h"),
+                want: false,
+            },
+            Case {
+                matcher: headers(vec![header("x-user", Some(StringMatch::Exact("jason".into())), false)]),
+                req: with_header("/", vec![("x-user", "jason")]),
+                want: true,
+            },
+            Case {
+                matcher: headers(vec![header("x-user", None, false)]),
+                req: with_header("/", vec![]),
+                want: false,
+            },
+            Case {
+                matcher: headers(vec![header("x-user", Some(StringMatch::Exact("a,b".into())), false)]),
+                req: with_header("/", vec![("x-user", "a"), ("x-user", "b")]),
+                want: true,
+            },
+            Case {
+                matcher: headers(vec![header("x-debug", None, true)]),
+                req: with_header("/", vec![("x-debug", "1")]),
+                want: false,
+            },
+            Case {
+                matcher: headers(vec![header("x-env", Some(StringMatch::Prefix("".into())), true)]),
+                req: with_header("/", vec![]),
+                want: false,
+            },
+            Case {
+                matcher: headers(vec![header("x-env", Some(StringMatch::Exact("prod".into())), true)]),
+                req: with_header("/", vec![]),
+                want: true,
+            },
+            Case { matcher: query("debug", Some(StringMatch::Exact(String::new()))), req: get("/?debug", "h"), want: true },
+            Case { matcher: query("v", Some(StringMatch::Exact("2".into()))), req: get("/?a=1&v=2", "h"), want: true },
+            Case { matcher: query("v", None), req: get("/", "h"), want: false },
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            assert_eq!(case.matcher.matches(&case.req), case.want, "case {i}");
+        }
     }
 }

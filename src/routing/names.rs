@@ -59,6 +59,23 @@ pub fn hosts_overlap(a: &str, b: &str) -> bool {
     }
 }
 
+/// Whether every host `a` names is also named by `b` (istiod's
+/// `Name.SubsetOf`): `*` holds all, `*.example.com` holds `a.example.com`
+/// and `*.b.example.com`; hosts compare case-insensitively.
+pub fn host_subset_of(a: &str, b: &str) -> bool {
+    if b == "*" {
+        return true;
+    }
+    if a == "*" {
+        return false;
+    }
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    match b.strip_prefix('*') {
+        Some(suffix) => a.strip_prefix('*').unwrap_or(&a).ends_with(suffix),
+        None => a == b,
+    }
+}
+
 /// A Gateway server host: `[namespace/]dnsName`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerHost {
@@ -100,6 +117,27 @@ impl ServerHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_subsets_follow_istiod() {
+        struct Case {
+            a: &'static str,
+            b: &'static str,
+            want: bool,
+        }
+        let cases = [
+            Case { a: "tomcat.istio.com", b: "*", want: true },
+            Case { a: "*", b: "tomcat.istio.com", want: false },
+            Case { a: "tomcat.istio.com", b: "*.istio.com", want: true },
+            Case { a: "*.eu.istio.com", b: "*.istio.com", want: true },
+            Case { a: "*.istio.com", b: "*.eu.istio.com", want: false },
+            Case { a: "istio.com", b: "*.istio.com", want: false },
+            Case { a: "Tomcat.istio.com", b: "tomcat.istio.com", want: true },
+        ];
+        for case in cases {
+            assert_eq!(host_subset_of(case.a, case.b), case.want, "{} in {}", case.a, case.b);
+        }
+    }
 
     #[test]
     fn hosts_expand_like_istiod() {

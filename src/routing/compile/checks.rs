@@ -13,8 +13,8 @@ use crate::routing::policy::port_number;
 impl Compiler<'_> {
     /// A VirtualService without hosts is a delegate (Istio): HTTP routes
     /// another VirtualService's `http[].delegate` hands over. Istio's rules
-    /// for one: no gateways, no tcp or tls routes. Until ringway routes HTTP
-    /// it is loaded and unused.
+    /// for one: no gateways, no tcp or tls routes. Its rules apply through
+    /// the root that names it (`delegate.rs`).
     pub(super) fn check_delegate(&mut self, vs: &Resource<VirtualServiceSpec>) {
         let m = self.m;
         if vs.spec.http.is_none() || !vs.spec.tcp.is_empty() || !vs.spec.tls.is_empty() {
@@ -43,15 +43,13 @@ impl Compiler<'_> {
                 })
             })
         });
-        let why = match referenced {
-            true => {
-                "a delegate VirtualService: HTTP routing is not supported yet, so its routes are loaded and unused"
-            }
-            false => {
-                "a delegate VirtualService (no hosts) that no VirtualService delegates to: it has no effect"
-            }
-        };
-        self.push(vs.diag(Severity::Warning, "spec.hosts", why));
+        if !referenced {
+            self.push(vs.diag(
+                Severity::Warning,
+                "spec.hosts",
+                "a delegate VirtualService (no hosts) that no VirtualService delegates to: it has no effect",
+            ));
+        }
     }
 
     /// Structural checks and warnings for every VirtualService.
@@ -74,7 +72,7 @@ impl Compiler<'_> {
             self.push(vs.diag(
                 Severity::Error,
                 "spec",
-                "a VirtualService needs routes: write tcp: for TCP servers or tls: for TLS passthrough servers",
+                "a VirtualService needs routes: write http: for HTTP servers, tcp: for TCP servers or tls: for TLS passthrough servers",
             ));
         }
         if vs.spec.export_to.is_some() {
@@ -82,13 +80,6 @@ impl Compiler<'_> {
                 Severity::Warning,
                 "spec.exportTo",
                 "exportTo is accepted but not applied: every resource is visible to ringway",
-            ));
-        }
-        if vs.spec.http.is_some() && !vs.spec.tcp.is_empty() {
-            self.push(vs.diag(
-                Severity::Warning,
-                "spec.http",
-                "http routes are not supported yet and are ignored",
             ));
         }
     }

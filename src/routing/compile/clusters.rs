@@ -4,7 +4,7 @@
 
 use crate::config::Resource;
 use crate::config::manifest::{
-    Labels, Resolution, RouteDestination, ServiceEntrySpec, ServicePort, VirtualServiceSpec,
+    Destination, Labels, Resolution, ServiceEntrySpec, ServicePort, VirtualServiceSpec,
 };
 use crate::diag::Severity;
 
@@ -19,9 +19,8 @@ impl<'m> Compiler<'m> {
         &mut self,
         vs: &Resource<VirtualServiceSpec>,
         path: &str,
-        d: &RouteDestination,
+        dest: &Destination,
     ) -> Option<ClusterId> {
-        let dest = &d.destination;
         let (host, se) = self.service(vs, path, &dest.host)?;
         let number = dest.port.and_then(|p| p.number);
         let service_port = self.service_port(vs, path, &host, se, number)?;

@@ -8,7 +8,7 @@ use crate::config::Resource;
 use crate::config::manifest::{GatewaySpec, Server, ServerTls, TlsMode};
 use crate::diag::Severity;
 
-use super::{Compiler, Slot, SlotKind, fmt_labels};
+use super::{Compiler, ServerKind, ServerRef, Slot, SlotKind, fmt_labels};
 use crate::routing::policy::port_number;
 use crate::routing::table::{Listener, ListenerRouting};
 
@@ -40,61 +40,75 @@ impl Compiler<'_> {
         for (g, gw) in self.m.gateways.iter().enumerate() {
             let selected = self.gateway_selected(gw);
             for (s, server) in gw.spec.servers.iter().enumerate() {
-                let Some((address, tls)) = self.check_server(gw, s, server) else {
+                let Some((address, kind)) = self.check_server(gw, s, server) else {
                     continue;
                 };
                 if !selected {
                     continue;
                 }
-                let existing = plan.iter_mut().find(|slot| slot.address == address);
-                match (existing, tls) {
-                    (None, false) => plan.push(Slot {
-                        address,
-                        kind: SlotKind::Tcp((g, s)),
-                    }),
-                    (None, true) => plan.push(Slot {
-                        address,
-                        kind: SlotKind::Tls(vec![(g, s)]),
-                    }),
-                    (
-                        Some(Slot {
-                            kind: SlotKind::Tls(servers),
-                            ..
-                        }),
-                        true,
-                    ) => servers.push((g, s)),
-                    (Some(slot), _) => {
-                        let (og, os) = match &slot.kind {
-                            SlotKind::Tcp(r) => *r,
-                            SlotKind::Tls(rs) => rs[0],
-                        };
-                        let other = &self.m.gateways[og];
-                        let d = gw.diag(
-                            Severity::Error,
-                            &format!("spec.servers[{s}].port"),
-                            format!(
-                                "{address} is already served by {} servers[{os}] at {}; only one TCP server may \
-                                 use a bind address and port (Istio would silently drop this one)",
-                                other.id(),
-                                other.origin.at(&format!("spec.servers[{os}]")),
-                            ),
-                        );
-                        self.push(d);
-                    }
-                }
+                self.place(&mut plan, address, kind, (g, s));
             }
         }
         plan
     }
 
-    /// Checks one server; returns its address and whether it is TLS
-    /// passthrough, or `None` when it opens no listener.
+    /// Puts a server in the slot of its address: plain HTTP servers share
+    /// one (Istio's `mergeGateways`), TLS passthrough servers share one;
+    /// any other pair is an error naming both.
+    fn place(&mut self, plan: &mut Vec<Slot>, address: SocketAddr, kind: ServerKind, server: ServerRef) {
+        let existing = plan.iter_mut().find(|slot| slot.address == address);
+        let slot = match (existing, kind) {
+            (None, ServerKind::Tcp) => SlotKind::Tcp(server),
+            (None, ServerKind::Tls) => SlotKind::Tls(vec![server]),
+            (None, ServerKind::Http) => SlotKind::Http(vec![server]),
+            (Some(Slot { kind: SlotKind::Tls(servers), .. }), ServerKind::Tls)
+            | (Some(Slot { kind: SlotKind::Http(servers), .. }), ServerKind::Http) => {
+                servers.push(server);
+                return;
+            }
+            (Some(slot), _) => {
+                let (other_kind, (og, os)) = match &slot.kind {
+                    SlotKind::Tcp(r) => (ServerKind::Tcp, *r),
+                    SlotKind::Tls(rs) => (ServerKind::Tls, rs[0]),
+                    SlotKind::Http(rs) => (ServerKind::Http, rs[0]),
+                };
+                let why = if other_kind == ServerKind::Tcp && kind == ServerKind::Tcp {
+                    "only one TCP server may use a bind address and port (Istio would silently drop this one)"
+                        .to_owned()
+                } else {
+                    format!(
+                        "a {} server and a {} server cannot share a bind address and port (Istio would \
+                         drop one of them); move one to another port",
+                        other_kind.name(),
+                        kind.name()
+                    )
+                };
+                let other = &self.m.gateways[og];
+                let gw = &self.m.gateways[server.0];
+                let d = gw.diag(
+                    Severity::Error,
+                    &format!("spec.servers[{}].port", server.1),
+                    format!(
+                        "{address} is already served by {} servers[{os}] at {}; {why}",
+                        other.id(),
+                        other.origin.at(&format!("spec.servers[{os}]")),
+                    ),
+                );
+                self.push(d);
+                return;
+            }
+        };
+        plan.push(Slot { address, kind: slot });
+    }
+
+    /// Checks one server; returns its address and what it opens, or
+    /// `None` when it opens no listener.
     pub(super) fn check_server(
         &mut self,
         gw: &Resource<GatewaySpec>,
         s: usize,
         server: &Server,
-    ) -> Option<(SocketAddr, bool)> {
+    ) -> Option<(SocketAddr, ServerKind)> {
         let path = format!("spec.servers[{s}]");
         let port = self.server_port(gw, s, server, &path);
         self.warn_ignored_server_fields(gw, server, &path);
@@ -107,12 +121,14 @@ impl Compiler<'_> {
             ));
         }
         let ip = self.server_bind(gw, server, &path);
-        let tls = self.server_protocol(gw, server, &path)?;
-        if let Some(settings) = server.tls.as_ref().filter(|_| tls) {
-            self.warn_termination_settings(gw, settings, &path);
+        let kind = self.server_protocol(gw, server, &path)?;
+        match (kind, server.tls.as_ref()) {
+            (ServerKind::Tls, Some(settings)) => self.warn_termination_settings(gw, settings, &path),
+            (ServerKind::Http, Some(settings)) => self.warn_http_tls(gw, settings, &path),
+            _ => {}
         }
         match (has_hosts, ip, port) {
-            (true, Some(ip), Some(port)) => Some((SocketAddr::new(ip, port), tls)),
+            (true, Some(ip), Some(port)) => Some((SocketAddr::new(ip, port), kind)),
             _ => None,
         }
     }
@@ -201,17 +217,20 @@ impl Compiler<'_> {
         ip
     }
 
-    /// Whether the server is TLS passthrough (else opaque TCP); `None` when
-    /// its protocol or TLS mode opens no listener here.
+    /// What the server opens; `None` when its protocol or TLS mode opens no
+    /// listener here.
     fn server_protocol(
         &mut self,
         gw: &Resource<GatewaySpec>,
         server: &Server,
         path: &str,
-    ) -> Option<bool> {
+    ) -> Option<ServerKind> {
         let protocol = server.port.protocol.to_ascii_uppercase();
         let (field, message, severity) = match protocol.as_str() {
-            "TCP" | "MONGO" | "MYSQL" | "REDIS" if server.tls.is_none() => return Some(false),
+            "TCP" | "MONGO" | "MYSQL" | "REDIS" if server.tls.is_none() => {
+                return Some(ServerKind::Tcp);
+            }
+            "HTTP" => return Some(ServerKind::Http),
             "TCP" | "MONGO" | "MYSQL" | "REDIS" => (
                 "tls",
                 format!(
@@ -225,7 +244,7 @@ impl Compiler<'_> {
                     .as_ref()
                     .map(|t| t.mode.unwrap_or(TlsMode::Passthrough));
                 match mode {
-                    Some(TlsMode::Passthrough) => return Some(true),
+                    Some(TlsMode::Passthrough) => return Some(ServerKind::Tls),
                     None => (
                         "tls",
                         format!(
@@ -254,10 +273,11 @@ impl Compiler<'_> {
                     ),
                 }
             }
-            "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => (
+            "HTTP2" | "GRPC" | "GRPC-WEB" => (
                 "port.protocol",
                 format!(
-                    "{protocol} servers are not supported yet: no listener on port {}",
+                    "{protocol} servers are not supported until HTTP/2 exists: no listener on port {} \
+                     (use protocol HTTP for HTTP/1.1 clients)",
                     server.port.number
                 ),
                 Severity::Warning,
@@ -265,7 +285,7 @@ impl Compiler<'_> {
             _ => (
                 "port.protocol",
                 format!(
-                    "unknown protocol {:?} (valid: TCP, TLS, HTTPS, MONGO, MYSQL, REDIS; HTTP, HTTP2, GRPC are not supported yet)",
+                    "unknown protocol {:?} (valid: TCP, TLS, HTTPS, HTTP, MONGO, MYSQL, REDIS; HTTP2, GRPC are not supported yet)",
                     server.port.protocol
                 ),
                 Severity::Error,
@@ -304,6 +324,19 @@ impl Compiler<'_> {
         }
     }
 
+    /// A warning for a `tls` block on a plain HTTP server: only
+    /// `httpsRedirect` means something there, and ringway does not apply
+    /// it until it terminates TLS.
+    fn warn_http_tls(&mut self, gw: &Resource<GatewaySpec>, t: &ServerTls, path: &str) {
+        let message = if t.https_redirect.is_some() {
+            "httpsRedirect is accepted but not applied: requests are routed as plain HTTP \
+             (the 301 to https comes with TLS termination, a later issue)"
+        } else {
+            "a tls block has no effect on a plain HTTP server; use protocol HTTPS for TLS"
+        };
+        self.push(gw.diag(Severity::Warning, &format!("{path}.tls"), message));
+    }
+
     pub(super) fn listener(&mut self, slot: &Slot) {
         let address = slot.address;
         let name = format!("{}_{}", address.ip(), address.port());
@@ -319,19 +352,20 @@ impl Compiler<'_> {
                     });
                 }
             }
+            SlotKind::Http(servers) => {
+                let http = self.http_routing(servers, address);
+                let gateways = self.gateway_ids(servers);
+                self.table.listeners.push(Listener {
+                    name,
+                    address,
+                    gateways,
+                    routing: ListenerRouting::Http { http },
+                });
+            }
             SlotKind::Tls(servers) => {
                 let sni = self.sni_table(servers, address);
                 if !sni.is_empty() {
-                    let mut gateways: Vec<String> = servers
-                        .iter()
-                        .map(|(g, _)| {
-                            format!(
-                                "{}/{}",
-                                self.m.gateways[*g].namespace, self.m.gateways[*g].name
-                            )
-                        })
-                        .collect();
-                    gateways.dedup();
+                    let gateways = self.gateway_ids(servers);
                     self.table.listeners.push(Listener {
                         name,
                         address,
@@ -341,6 +375,21 @@ impl Compiler<'_> {
                 }
             }
         }
+    }
+}
+
+impl Compiler<'_> {
+    /// `namespace/name` of the gateways of some servers, each once.
+    fn gateway_ids(&self, servers: &[ServerRef]) -> Vec<String> {
+        let mut gateways: Vec<String> = Vec::new();
+        for (g, _) in servers {
+            let gw = &self.m.gateways[*g];
+            let id = format!("{}/{}", gw.namespace, gw.name);
+            if !gateways.contains(&id) {
+                gateways.push(id);
+            }
+        }
+        gateways
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use crate::config::Resource;
-use crate::config::manifest::{RouteDestination, Server, VirtualServiceSpec};
+use crate::config::manifest::{Destination, RouteDestination, Server, VirtualServiceSpec};
 use crate::diag::Severity;
 
 use super::{Compiler, Section, ServerRef};
@@ -284,9 +284,14 @@ impl Compiler<'_> {
 
     pub(super) fn build_route(&mut self, v: usize, section: Section, r: usize) -> Option<Route> {
         let vs = &self.m.virtual_services[v];
-        let dests: &[RouteDestination] = match section {
-            Section::Tcp => &vs.spec.tcp[r].route,
-            Section::Tls => &vs.spec.tls[r].route,
+        let dests: Vec<(&Destination, Option<i64>)> = match section {
+            Section::Tcp => pairs(&vs.spec.tcp[r].route),
+            Section::Tls => pairs(&vs.spec.tls[r].route),
+            Section::Http => vs.spec.http.as_deref().unwrap_or_default()[r]
+                .route
+                .iter()
+                .map(|d| (&d.destination, d.weight))
+                .collect(),
         };
         let path = format!("spec.{}[{r}]", section.name());
         if dests.is_empty() {
@@ -299,8 +304,8 @@ impl Compiler<'_> {
         }
         let mut weights: Vec<u32> = Vec::with_capacity(dests.len());
         let mut ok = true;
-        for (i, d) in dests.iter().enumerate() {
-            let w = d.weight.unwrap_or(0);
+        for (i, (_, weight)) in dests.iter().enumerate() {
+            let w = weight.unwrap_or(0);
             match u32::try_from(w) {
                 Ok(w) => weights.push(if dests.len() == 1 { 1 } else { w }),
                 Err(_) => {
@@ -322,7 +327,7 @@ impl Compiler<'_> {
             ok = false;
         }
         let mut clusters = Vec::with_capacity(dests.len());
-        for (i, d) in dests.iter().enumerate() {
+        for (i, (d, _)) in dests.iter().enumerate() {
             match self.cluster(vs, &format!("{path}.route[{i}].destination"), d) {
                 Some(id) => clusters.push(id),
                 None => ok = false,
@@ -332,7 +337,7 @@ impl Compiler<'_> {
             return None;
         }
         let first_host = expand_host(
-            &dests[0].destination.host,
+            &dests[0].0.host,
             &vs.namespace,
             &self.options.domain,
         );
@@ -352,4 +357,9 @@ impl Compiler<'_> {
             max_connection_duration,
         })
     }
+}
+
+/// (destination, weight) of each entry of a tcp or tls route.
+fn pairs(route: &[RouteDestination]) -> Vec<(&Destination, Option<i64>)> {
+    route.iter().map(|d| (&d.destination, d.weight)).collect()
 }
