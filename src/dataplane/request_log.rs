@@ -14,7 +14,6 @@ use crate::accesslog::HttpRecord;
 use crate::http1::head::detail;
 use crate::metrics::worker::{LabelKey, Protocol};
 use crate::metrics::{HttpSample, IstioLabels, Reject};
-use crate::routing::http::RequestView;
 
 use super::context::Ctx;
 use super::slot::Slot;

@@ -65,7 +65,6 @@ pub(crate) enum Response {
 #[derive(Debug)]
 pub(crate) struct ResponseBody {
     pub body: Body,
-    pub status: u16,
     /// The upstream connection may carry another request after this one.
     pub reusable: bool,
     /// The server's `Keep-Alive: timeout`.
@@ -118,14 +117,6 @@ impl Exchange {
                 reading: true,
             },
             context,
-        }
-    }
-
-    /// Whether any response byte arrived.
-    pub fn response_started(&self) -> bool {
-        match &self.response {
-            Response::Head { input, .. } => !input.is_empty(),
-            Response::Body(_) => true,
         }
     }
 

@@ -17,7 +17,7 @@
 #![forbid(unsafe_code)]
 
 mod exchange;
-pub(crate) mod request;
+pub mod request;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ use super::io::{Checkout, Close, CloseReason, Completion, Io, Pump, Release};
 use super::plan::Plan;
 use super::token::{Dir, Op};
 use exchange::{Body, Event, Exchange, Response, ResponseBody};
-pub(crate) use request::Request;
+pub use request::Request;
 use request::{Decision, LocalAnswer};
 
 /// Limits of an HTTP connection (README "HTTP routing": limits and
@@ -295,7 +295,7 @@ impl HttpSession {
         self.request = Some(req);
         match decision {
             Decision::Local(answer) => self.answer(&answer, now, out),
-            Decision::Forward(_) => out.push(Io::Checkout { fresh: false }),
+            Decision::Forward => out.push(Io::Checkout { fresh: false }),
         }
         Some(Arc::clone(&self.plan))
     }
@@ -572,7 +572,6 @@ impl HttpSession {
         let clean = rest.len() == in_buffer;
         let reusable = head.keep_alive() && clean && !delimited;
         let server_timeout = head.keep_alive_timeout();
-        let status = head.status();
         let splice_after = if chunks.is_some() {
             u64::MAX
         } else {
@@ -586,7 +585,6 @@ impl HttpSession {
                     chunks,
                     head_len,
                 },
-                status,
                 reusable,
                 server_timeout,
                 delimited,

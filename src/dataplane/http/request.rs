@@ -11,7 +11,7 @@ use crate::http1::head::RequestHead;
 use crate::http1::reply::{Reply, default_body, local_reply};
 use crate::http1::write::{RequestEdits, write_request};
 use crate::http1::{BodyFraming, Version};
-use crate::routing::http::{HeaderOps, HttpRoute, HttpRouting, RequestView, RouteAction, RouteMatch};
+use crate::routing::http::{HeaderOps, HttpRoute, HttpRouting, RouteAction, RouteMatch};
 use crate::routing::table::{ClusterId, ListenerRouting, RouteId};
 
 use super::super::plan::Plan;
@@ -21,8 +21,9 @@ use super::super::plan::Plan;
 pub(crate) enum Decision {
     /// Answer from ringway itself.
     Local(LocalAnswer),
-    /// Forward to one of the route's weighted clusters.
-    Forward(Forwarding),
+    /// Forward to one of the route's weighted clusters (the request's
+    /// `forwarding`).
+    Forward,
 }
 
 /// A local answer: the status, Envoy's flag and details for the logs, and
@@ -57,7 +58,7 @@ fn empty() -> Arc<[u8]> {
 
 /// Where in the plan the request's route is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Forwarding {
+pub struct Forwarding {
     pub listener: usize,
     pub vhost: usize,
     pub route: usize,
@@ -67,7 +68,7 @@ pub(crate) struct Forwarding {
 
 /// The request a session is serving.
 #[derive(Debug)]
-pub(crate) struct Request {
+pub struct Request {
     pub head: RequestHead,
     /// When its first byte arrived.
     pub started: Instant,
@@ -157,7 +158,7 @@ impl Request {
                     clusters: f.route,
                 };
                 self.forwarding = Some(forwarding);
-                Decision::Forward(forwarding)
+                Decision::Forward
             }
         }
     }
