@@ -72,3 +72,6 @@ pub enum BodyFraming {
     /// reused.
     CloseDelimited,
 }
+
+#[cfg(test)]
+mod corpus_tests;
