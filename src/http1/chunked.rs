@@ -171,7 +171,7 @@ impl ChunkedDecoder {
         if b == b'\n'
             && !matches!(
                 self.state,
-                State::SizeLf | State::DataLf | State::TrailerLf | State::FinalLf
+                State::SizeLf | State::DataCr | State::DataLf | State::TrailerLf | State::FinalLf
             )
         {
             return Err(ChunkError::BareLineEnd);
@@ -295,4 +295,169 @@ fn is_qdtext(b: u8) -> bool {
 /// A byte of a field value: HTAB, SP, VCHAR, obs-text.
 fn is_field_vchar(b: u8) -> bool {
     b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Feed `input` in one piece: (consumed, payload) or the error.
+    fn decode(input: &[u8]) -> Result<(usize, Vec<u8>, bool), ChunkError> {
+        let mut decoder = ChunkedDecoder::new();
+        let mut payload = Vec::new();
+        let consumed = decoder.feed(input, &mut |d| payload.extend_from_slice(d))?;
+        Ok((consumed, payload, decoder.is_done()))
+    }
+
+    #[test]
+    fn well_formed_bodies_decode_and_stop_at_their_end() {
+        struct Case {
+            input: &'static [u8],
+            consumed: usize,
+            payload: &'static [u8],
+            done: bool,
+        }
+        let cases = [
+            Case { input: b"5\r\nhello\r\n0\r\n\r\n", consumed: 15, payload: b"hello", done: true },
+            Case { input: b"5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\n", consumed: 15, payload: b"hello", done: true },
+            Case { input: b"0\r\n\r\n", consumed: 5, payload: b"", done: true },
+            Case { input: b"A\r\n0123456789\r\n0\r\n\r\n", consumed: 20, payload: b"0123456789", done: true },
+            Case { input: b"000000000000000a\r\n0123456789\r\n0\r\n\r\n", consumed: 35, payload: b"0123456789", done: true },
+            Case { input: b"3;name\r\nabc\r\n0\r\n\r\n", consumed: 18, payload: b"abc", done: true },
+            Case { input: b"3 ; a=b ; c = \"q \\\" d\"\r\nabc\r\n0\r\n\r\n", consumed: 34, payload: b"abc", done: true },
+            Case { input: b"3\r\nabc\r\n0\r\nX-Sum: 1\r\nX-B:\r\n\r\nnext", consumed: 29, payload: b"abc", done: true },
+            Case { input: b"5\r\nhel", consumed: 6, payload: b"hel", done: false },
+        ];
+        for case in cases {
+            let got = decode(case.input);
+            let want = Ok((case.consumed, case.payload.to_vec(), case.done));
+            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(case.input));
+        }
+    }
+
+    #[test]
+    fn malformed_bodies_are_refused() {
+        let long_ext = format!("1;{}\r\na\r\n0\r\n\r\n", "e".repeat(MAX_SIZE_LINE));
+        let long_trailer = format!("0\r\nX: {}\r\n\r\n", "t".repeat(MAX_TRAILERS));
+        let cases: [(&[u8], ChunkError); 19] = [
+            (b"\r\n", ChunkError::EmptySize),
+            (b";x\r\n", ChunkError::EmptySize),
+            (b"0x5\r\nhello\r\n", ChunkError::InvalidSizeLine),
+            (b"x\r\n", ChunkError::InvalidSizeLine),
+            (b"-5\r\n", ChunkError::InvalidSizeLine),
+            (b"00000000000000005\r\n", ChunkError::SizeTooLong),
+            (b"5 \r\nhello\r\n", ChunkError::InvalidSizeLine),
+            (b"5\nhello\r\n", ChunkError::BareLineEnd),
+            (b"5;ext\nhello\r\n", ChunkError::BareLineEnd),
+            (b"5;a\nb\r\nhello\r\n", ChunkError::BareLineEnd),
+            (b"5\rhello", ChunkError::BareLineEnd),
+            (b"5;\r\nhello\r\n", ChunkError::InvalidExtension),
+            (b"5;a=\"b\r\n", ChunkError::InvalidExtension),
+            (b"5;a=b c\r\n", ChunkError::InvalidExtension),
+            (b"5\r\nhelloX\r\n0\r\n\r\n", ChunkError::MissingDataCrlf),
+            (b"5\r\nhello\n0\r\n\r\n", ChunkError::MissingDataCrlf),
+            (b"0\r\n folded\r\n\r\n", ChunkError::InvalidTrailer),
+            (b"0\r\nX : y\r\n\r\n", ChunkError::InvalidTrailer),
+            (b"0\r\nX: y\r\n\n", ChunkError::BareLineEnd),
+        ];
+        for (input, want) in cases {
+            assert_eq!(decode(input), Err(want), "{:?}", String::from_utf8_lossy(input));
+        }
+        assert_eq!(decode(long_ext.as_bytes()), Err(ChunkError::SizeLineTooLong));
+        assert_eq!(decode(long_trailer.as_bytes()), Err(ChunkError::TrailersTooLarge));
+    }
+
+    #[test]
+    fn an_error_sticks() {
+        let mut decoder = ChunkedDecoder::new();
+        let mut sink = |_: &[u8]| {};
+        assert_eq!(decoder.feed(b"z", &mut sink), Err(ChunkError::InvalidSizeLine));
+        assert_eq!(decoder.feed(b"0\r\n\r\n", &mut sink), Err(ChunkError::InvalidSizeLine));
+    }
+
+    #[test]
+    fn chunk_remaining_counts_down_the_current_chunk() {
+        let mut decoder = ChunkedDecoder::new();
+        let mut sink = |_: &[u8]| {};
+        assert_eq!(decoder.feed(b"10\r\n", &mut sink), Ok(4));
+        assert_eq!(decoder.chunk_remaining(), 16);
+        assert_eq!(decoder.feed(b"0123456", &mut sink), Ok(7));
+        assert_eq!(decoder.chunk_remaining(), 9);
+        assert_eq!(decoder.feed(b"789abcdef\r", &mut sink), Ok(10));
+        assert_eq!(decoder.chunk_remaining(), 0);
+        assert!(!decoder.is_done());
+        assert_eq!(decoder.feed(b"\n0\r\n\r\nrest", &mut sink), Ok(6));
+        assert!(decoder.is_done());
+        assert_eq!(decoder.feed(b"rest", &mut sink), Ok(0));
+    }
+
+    fn extension() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            "[a-z]{1,5}".prop_map(|n| format!(";{n}")),
+            ("[a-z]{1,5}", "[a-z0-9]{1,5}").prop_map(|(n, v)| format!(" ;{n}={v}")),
+            ("[a-z]{1,5}", "[ a-z;=]{0,6}").prop_map(|(n, v)| format!(";{n} = \"{v}\"")),
+        ]
+    }
+
+    fn chunks() -> impl Strategy<Value = Vec<(Vec<u8>, String)>> {
+        proptest::collection::vec((proptest::collection::vec(any::<u8>(), 1..300), extension()), 0..8)
+    }
+
+    fn trailers() -> impl Strategy<Value = Vec<(String, String)>> {
+        proptest::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,8}", "[ -~]{0,12}"), 0..3)
+    }
+
+    fn encode(chunks: &[(Vec<u8>, String)], last_ext: &str, trailers: &[(String, String)], upper: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (data, ext) in chunks {
+            let size = if upper { format!("{:X}", data.len()) } else { format!("{:x}", data.len()) };
+            out.extend_from_slice(format!("{size}{ext}\r\n").as_bytes());
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("0{last_ext}\r\n").as_bytes());
+        for (name, value) in trailers {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn any_segmentation_decodes_the_same_and_stops_at_the_end(
+            chunks in chunks(),
+            last_ext in extension(),
+            trailers in trailers(),
+            upper in any::<bool>(),
+            trailing in proptest::collection::vec(any::<u8>(), 0..20),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..10),
+        ) {
+            let encoded = encode(&chunks, &last_ext, &trailers, upper);
+            let mut wire = encoded.clone();
+            wire.extend_from_slice(&trailing);
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+            cuts.push(wire.len());
+            cuts.sort_unstable();
+            let mut decoder = ChunkedDecoder::new();
+            let mut payload = Vec::new();
+            let mut consumed = 0;
+            let mut from = 0;
+            for cut in cuts {
+                let n = decoder.feed(&wire[from..cut], &mut |d| payload.extend_from_slice(d)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                consumed += n;
+                if decoder.is_done() {
+                    break;
+                }
+                prop_assert_eq!(n, cut - from);
+                from = cut;
+            }
+            let want: Vec<u8> = chunks.iter().flat_map(|(d, _)| d.iter().copied()).collect();
+            prop_assert!(decoder.is_done());
+            prop_assert_eq!(consumed, encoded.len());
+            prop_assert_eq!(payload, want);
+        }
+    }
 }
