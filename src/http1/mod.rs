@@ -75,3 +75,5 @@ pub enum BodyFraming {
 
 #[cfg(test)]
 mod corpus_tests;
+#[cfg(test)]
+mod head_tests;
