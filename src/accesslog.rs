@@ -793,7 +793,12 @@ mod tests {
         assert_eq!(nr["response_code"], 404);
         assert_eq!(nr["response_flags"], "NR");
         assert_eq!(nr["response_code_details"], "route_not_found");
-        for missing in ["upstream_host", "upstream_cluster", "route_name", "x_forwarded_for"] {
+        for missing in [
+            "upstream_host",
+            "upstream_cluster",
+            "route_name",
+            "x_forwarded_for",
+        ] {
             assert_eq!(nr[missing], serde_json::Value::Null, "{missing}");
         }
         let uf = json(&connect_failed());

@@ -572,7 +572,11 @@ mod tests {
             endpoint: None,
             ..key(404, "NR")
         };
-        first.http_request(nr, || IstioLabels::unrouted("NR").for_request(404), &sample(0, 60, 90));
+        first.http_request(
+            nr,
+            || IstioLabels::unrouted("NR").for_request(404),
+            &sample(0, 60, 90),
+        );
         let pool = first.cluster("outbound|8080|v1|front-tomcat.default.svc.cluster.local");
         add(&pool.pool_new, 1);
         add(&pool.pool_reused, 1);
@@ -650,8 +654,12 @@ mod tests {
         ] {
             expected.push(bucket(le, 3));
         }
-        expected.push(format!("istio_request_duration_milliseconds_sum{{{labels}}} 706"));
-        expected.push(format!("istio_request_duration_milliseconds_count{{{labels}}} 3"));
+        expected.push(format!(
+            "istio_request_duration_milliseconds_sum{{{labels}}} 706"
+        ));
+        expected.push(format!(
+            "istio_request_duration_milliseconds_count{{{labels}}} 3"
+        ));
         assert_eq!(block, expected);
         assert!(text.contains("# TYPE istio_request_duration_milliseconds histogram\n"));
         // Sizes: 78 + 5000 + 78 bytes received, 1240 + 100 + 1240 sent.
