@@ -12,7 +12,7 @@ use socket2::SockRef;
 
 use crate::accesslog::HttpRecord;
 use crate::http1::head::detail;
-use crate::metrics::worker::{LabelKey, Protocol};
+use crate::metrics::worker::{LabelKey, Protocol, add};
 use crate::metrics::{HttpSample, IstioLabels, Reject};
 
 use super::context::Ctx;
@@ -51,6 +51,9 @@ pub(super) fn report(ctx: &mut Ctx, slot: &mut Slot) {
         }
         None => IstioLabels::unrouted(req.flags).for_request(req.status),
     };
+    if let (Some(name), true) = (cluster_name_of(plan, cluster), req.retries > 0) {
+        add(&ctx.metrics.cluster(name).retries, u64::from(req.retries));
+    }
     let duration = req.started.elapsed();
     ctx.metrics.http_request(
         key,
@@ -116,6 +119,13 @@ pub(super) fn report(ctx: &mut Ctx, slot: &mut Slot) {
         duration_ms = duration.as_millis() as u64,
         "request"
     );
+}
+
+fn cluster_name_of(
+    plan: &crate::dataplane::Plan,
+    cluster: Option<crate::routing::table::ClusterId>,
+) -> Option<&str> {
+    cluster.map(|c| plan.table.cluster(c).name.as_str())
 }
 
 /// A request head ringway refused.
