@@ -220,11 +220,15 @@ fn a_gateway_whose_selector_does_not_match_is_ignored_with_both_label_sets_named
 }
 
 #[test]
-fn http_servers_and_tls_termination_open_no_listener_with_a_warning() {
+fn http2_servers_and_tls_termination_open_no_listener_with_a_warning() {
     for (server, needle) in [
         (
-            "port: {number: 31400, name: http, protocol: HTTP}",
-            "HTTP servers are not supported",
+            "port: {number: 31400, name: http2, protocol: HTTP2}",
+            "HTTP2 servers are not supported until HTTP/2 exists",
+        ),
+        (
+            "port: {number: 31400, name: grpc, protocol: GRPC}",
+            "GRPC servers are not supported until HTTP/2 exists",
         ),
         (
             "port: {number: 31400, name: tls, protocol: TLS}\n    tls: {mode: SIMPLE, credentialName: c}",
@@ -1226,7 +1230,21 @@ fn every_bundled_example_checks_clean() {
             .filter(|d| d.severity >= Severity::Warning)
             .map(ToString::to_string)
             .collect();
-        assert!(problems.is_empty(), "{}: {problems:#?}", path.display());
+        // Seed 004 keeps the tutorial's mesh-only VirtualService, to show
+        // the trap: that one warning, and no other, is expected there.
+        let expected: &[&str] = match path.file_name().and_then(|n| n.to_str()) {
+            Some("seed-004") => &["VirtualService default/front-tomcat: gateways: gateways is not set"],
+            _ => &[],
+        };
+        assert_eq!(
+            problems.len(),
+            expected.len(),
+            "{}: {problems:#?}",
+            path.display()
+        );
+        for (problem, want) in problems.iter().zip(expected) {
+            assert!(problem.contains(want), "{}: {problem}", path.display());
+        }
         assert!(
             build
                 .table
@@ -1318,10 +1336,11 @@ spec:
 }
 
 /// A delegate VirtualService (no hosts, http routes only, named by another
-/// VirtualService's `http[].delegate`) is valid Istio: it loads with a
-/// warning and the rest of the configuration serves.
+/// VirtualService's `http[].delegate`) is valid Istio: it applies through
+/// its root only (`tests/compile_http.rs` has the merge), and the rest of
+/// the configuration serves.
 #[test]
-fn a_delegate_virtual_service_loads_with_a_warning() {
+fn a_delegate_virtual_service_applies_through_its_root_only() {
     let parent = vs("metadata: {name: tcp-echo}
 spec:
   hosts: ['*']
@@ -1342,13 +1361,10 @@ spec:
 ");
     let out = build(&config(&[GATEWAY, REGISTRY, &parent, &child]));
     assert_eq!(out.split(31400)[0].0, V1);
-    let warnings = out.messages(Severity::Warning);
     assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("VirtualService default/reviews")
-                && w.contains("a delegate VirtualService")),
-        "{warnings:?}"
+        out.messages(Severity::Warning).is_empty(),
+        "{:?}",
+        out.messages(Severity::Warning)
     );
     // Not referenced: it has no effect, and says so.
     let orphan = child.replace("name: reviews", "name: orphan");

@@ -77,9 +77,11 @@ impl Compiler<'_> {
                         .to_owned()
                 } else {
                     format!(
-                        "a {} server and a {} server cannot share a bind address and port (Istio would \
+                        "{} {} server and {} {} server cannot share a bind address and port (Istio would \
                          drop one of them); move one to another port",
+                        article(other_kind),
                         other_kind.name(),
+                        article(kind),
                         kind.name()
                     )
                 };
@@ -390,6 +392,14 @@ impl Compiler<'_> {
             }
         }
         gateways
+    }
+}
+
+/// "a TCP server", "an HTTP server".
+fn article(kind: ServerKind) -> &'static str {
+    match kind {
+        ServerKind::Http => "an",
+        ServerKind::Tcp | ServerKind::Tls => "a",
     }
 }
 
