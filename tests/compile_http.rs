@@ -720,3 +720,86 @@ fn a_missing_delegate_is_an_error() {
     assert_eq!(e.location.as_ref().map(|l| l.line), Some(line_of(&text, "delegate: {name: nowhere")));
     assert!(e.message.contains("delegate VirtualService team/nowhere is not defined"), "{e}");
 }
+
+// ---------------------------------------------------------------- DestinationRule
+
+fn with_policy(policy: &str) -> String {
+    let rule = format!(
+        "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: front-tomcat}}
+spec:
+  host: front-tomcat
+  trafficPolicy:
+{policy}  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+"
+    );
+    let registry = REGISTRY.split("---\n").next().unwrap_or_default().to_owned();
+    let route = vs("a", &format!("  hosts: ['*']\n  gateways: [gw]\n{SIMPLE_ROUTE}"));
+    config(&[&registry, &rule, GATEWAY, &route])
+}
+
+#[test]
+fn connection_pool_http_settings_reach_the_cluster() {
+    let out = build(&with_policy(
+        "    connectionPool:
+      http:
+        idleTimeout: 30s
+        maxRequestsPerConnection: 1
+        http1MaxPendingRequests: 64
+        http2MaxRequests: 100
+        maxRetries: 3
+        h2UpgradePolicy: UPGRADE
+",
+    ));
+    let c = out.table().cluster_by_name(V1).expect("cluster");
+    let http = c.policy.http;
+    assert_eq!(http.idle_timeout, Duration::from_secs(30));
+    assert_eq!(http.max_requests_per_connection, Some(1));
+    assert_eq!(http.max_pending_requests, Some(64));
+    assert_eq!(http.max_requests, Some(100));
+    assert_eq!(http.max_retries, Some(3));
+    let w = out.only(Severity::Warning);
+    assert_eq!(w.field.as_deref(), Some("trafficPolicy.connectionPool.http.h2UpgradePolicy"));
+    assert!(w.message.contains("no effect until ringway speaks HTTP/2"), "{w}");
+    // Unset: Istio's defaults.
+    let out = build(&with_policy("    connectionPool: {tcp: {maxConnections: 10}}\n"));
+    let http = out.table().cluster_by_name(V1).expect("cluster").policy.http;
+    assert_eq!(http.idle_timeout, Duration::from_secs(3600));
+    assert_eq!(http.max_requests_per_connection, None);
+}
+
+#[test]
+fn consistent_hash_keys_select_the_request_hash() {
+    use ringway::routing::table::{LoadBalancer, RequestHashKey};
+    for (hash, key) in [
+        ("{httpHeaderName: X-User}", RequestHashKey::Header("x-user".into())),
+        ("{httpCookie: {name: session}}", RequestHashKey::Cookie("session".into())),
+        ("{httpQueryParameterName: user}", RequestHashKey::Query("user".into())),
+    ] {
+        let out = build(&with_policy(&format!("    loadBalancer: {{consistentHash: {hash}}}\n")));
+        let p = &out.table().cluster_by_name(V1).expect("cluster").policy;
+        assert_eq!((p.load_balancer, p.request_hash.as_ref()), (LoadBalancer::RequestHash, Some(&key)), "{hash}");
+        assert!(out.messages(Severity::Warning).is_empty(), "{:?}", out.messages(Severity::Warning));
+    }
+    let out = build(&with_policy(
+        "    loadBalancer: {consistentHash: {httpHeaderName: x-user, useSourceIp: true}}\n",
+    ));
+    let e = out.only(Severity::Error);
+    assert_eq!(e.field.as_deref(), Some("trafficPolicy.loadBalancer.consistentHash"));
+    assert!(e.message.contains("set one hash key, not several (httpHeaderName, useSourceIp)"), "{e}");
+}
+
+#[test]
+fn outlier_detection_keeps_both_http_thresholds_and_the_tcp_one() {
+    let out = build(&with_policy(
+        "    outlierDetection: {consecutive5xxErrors: 7, consecutiveGatewayErrors: 3}\n",
+    ));
+    let o = out.table().cluster_by_name(V1).expect("cluster").policy.outlier_detection.expect("set");
+    assert_eq!((o.consecutive_5xx, o.consecutive_gateway_errors, o.consecutive_errors), (Some(7), Some(3), 3));
+    let out = build(&with_policy("    outlierDetection: {consecutive5xxErrors: 0, consecutiveGatewayErrors: 4}\n"));
+    let o = out.table().cluster_by_name(V1).expect("cluster").policy.outlier_detection.expect("set");
+    assert_eq!((o.consecutive_5xx, o.consecutive_gateway_errors, o.consecutive_errors), (None, Some(4), 4));
+}
