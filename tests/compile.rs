@@ -1233,7 +1233,9 @@ fn every_bundled_example_checks_clean() {
         // Seed 004 keeps the tutorial's mesh-only VirtualService, to show
         // the trap: that one warning, and no other, is expected there.
         let expected: &[&str] = match path.file_name().and_then(|n| n.to_str()) {
-            Some("seed-004") => &["VirtualService default/front-tomcat: gateways: gateways is not set"],
+            Some("seed-004") => {
+                &["VirtualService default/front-tomcat: gateways: gateways is not set"]
+            }
             _ => &[],
         };
         assert_eq!(

@@ -62,7 +62,10 @@ impl Outcome {
     fn table(&self) -> &RouteTable {
         match &self.table {
             Some(t) => t,
-            None => panic!("configuration rejected: {:#?}", self.messages(Severity::Error)),
+            None => panic!(
+                "configuration rejected: {:#?}",
+                self.messages(Severity::Error)
+            ),
         }
     }
 
@@ -80,7 +83,12 @@ impl Outcome {
             .iter()
             .filter(|d| d.severity == severity)
             .collect();
-        assert_eq!(found.len(), 1, "expected one {severity}, got {:#?}", self.diagnostics);
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one {severity}, got {:#?}",
+            self.diagnostics
+        );
         found[0]
     }
 
@@ -140,7 +148,9 @@ fn build(text: &str) -> Outcome {
 }
 
 fn vs(name: &str, body: &str) -> String {
-    format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n{body}")
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n{body}"
+    )
 }
 
 fn config(parts: &[&str]) -> String {
@@ -200,7 +210,8 @@ impl RequestView for Req {
     }
 }
 
-const SIMPLE_ROUTE: &str = "  http:\n  - route: [{destination: {host: front-tomcat, subset: v1}}]\n";
+const SIMPLE_ROUTE: &str =
+    "  http:\n  - route: [{destination: {host: front-tomcat, subset: v1}}]\n";
 
 // ---------------------------------------------------------------- seed 004
 
@@ -246,12 +257,20 @@ fn seed_004_verbatim_compiles_to_one_vhost_and_the_90_10_route() {
         }
     );
     // Host matching ignores the port and case; any other host gets 404.
-    for host in ["tomcat.istio.com", "tomcat.istio.com:32000", "TOMCAT.istio.com"] {
+    for host in [
+        "tomcat.istio.com",
+        "tomcat.istio.com:32000",
+        "TOMCAT.istio.com",
+    ] {
         assert!(http.vhost(Some(host)).is_some(), "{host}");
     }
     assert!(http.vhost(Some("bill.istio.com")).is_none());
     // The tutorial's mesh-only VirtualService is reported, not applied.
-    let warnings: Vec<String> = build.diagnostics.warnings().map(ToString::to_string).collect();
+    let warnings: Vec<String> = build
+        .diagnostics
+        .warnings()
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
     assert!(
         warnings[0].contains("VirtualService default/front-tomcat: gateways:")
@@ -276,8 +295,15 @@ fn an_http_server_without_a_virtual_service_opens_and_answers_404_with_a_warning
     let w = out.only(Severity::Warning);
     assert_eq!(w.resource.as_deref(), Some("Gateway default/gw"));
     assert_eq!(w.field.as_deref(), Some("servers[0]"));
-    assert_eq!(w.location.as_ref().map(|l| l.line), Some(line_of(&text, "  - port: {number: 18080")));
-    assert!(w.message.contains("0.0.0.0:18080 opens and answers every request with 404"), "{w}");
+    assert_eq!(
+        w.location.as_ref().map(|l| l.line),
+        Some(line_of(&text, "  - port: {number: 18080"))
+    );
+    assert!(
+        w.message
+            .contains("0.0.0.0:18080 opens and answers every request with 404"),
+        "{w}"
+    );
 }
 
 #[test]
@@ -286,13 +312,24 @@ fn http_servers_on_one_port_merge_across_gateways() {
         .replace("name: gw}", "name: gw2}")
         .replace("hosts: ['*']", "hosts: [bill.istio.com]");
     let first = GATEWAY.replace("hosts: ['*']", "hosts: [tomcat.istio.com]");
-    let a = vs("a", &format!("  hosts: [tomcat.istio.com]\n  gateways: [gw]\n{SIMPLE_ROUTE}"));
-    let b = vs("b", &format!("  hosts: [bill.istio.com]\n  gateways: [gw2]\n{SIMPLE_ROUTE}"));
+    let a = vs(
+        "a",
+        &format!("  hosts: [tomcat.istio.com]\n  gateways: [gw]\n{SIMPLE_ROUTE}"),
+    );
+    let b = vs(
+        "b",
+        &format!("  hosts: [bill.istio.com]\n  gateways: [gw2]\n{SIMPLE_ROUTE}"),
+    );
     let out = build(&config(&[REGISTRY, &first, &second, &a, &b]));
     let t = out.table();
     assert_eq!(t.listeners.len(), 1);
     assert_eq!(t.listeners[0].gateways, ["default/gw", "default/gw2"]);
-    let names: Vec<&str> = out.http(18080).vhosts.iter().map(|v| v.name.as_str()).collect();
+    let names: Vec<&str> = out
+        .http(18080)
+        .vhosts
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
     assert_eq!(names, ["tomcat.istio.com:18080", "bill.istio.com:18080"]);
 }
 
@@ -307,8 +344,10 @@ fn a_tcp_and_an_http_server_on_one_port_are_an_error_naming_both() {
     assert_eq!(e.resource.as_deref(), Some("Gateway default/db"));
     assert_eq!(e.field.as_deref(), Some("servers[0].port"));
     assert!(
-        e.message.contains("0.0.0.0:18080 is already served by Gateway default/gw servers[0]")
-            && e.message.contains("an HTTP server and a TCP server cannot share"),
+        e.message
+            .contains("0.0.0.0:18080 is already served by Gateway default/gw servers[0]")
+            && e.message
+                .contains("an HTTP server and a TCP server cannot share"),
         "{e}"
     );
 }
@@ -321,14 +360,20 @@ fn http2_and_grpc_servers_open_no_listener_with_a_warning() {
         assert!(out.table().listeners.is_empty(), "{protocol}");
         let w = out.only(Severity::Warning);
         assert_eq!(w.field.as_deref(), Some("servers[0].port.protocol"));
-        assert!(w.message.contains("not supported until HTTP/2 exists"), "{w}");
+        assert!(
+            w.message.contains("not supported until HTTP/2 exists"),
+            "{w}"
+        );
     }
 }
 
 #[test]
 fn a_bound_http_server_takes_the_bind_address_into_the_route_config_name() {
     let gw = GATEWAY.replace("  - port:", "  - bind: 127.0.0.1\n    port:");
-    let route = vs("a", &format!("  hosts: ['*']\n  gateways: [gw]\n{SIMPLE_ROUTE}"));
+    let route = vs(
+        "a",
+        &format!("  hosts: ['*']\n  gateways: [gw]\n{SIMPLE_ROUTE}"),
+    );
     let out = build(&config(&[REGISTRY, &gw, &route]));
     assert_eq!(out.table().listeners[0].name, "127.0.0.1_18080");
     assert_eq!(out.http(18080).name, "http.18080.127.0.0.1");
@@ -344,27 +389,62 @@ fn hosts_are_the_more_specific_of_each_server_and_virtual_service_pair() {
         vhosts: &'static [&'static str],
     }
     let cases = [
-        Case { server: "'*.istio.com'", vs: "tomcat.istio.com", vhosts: &["tomcat.istio.com:18080"] },
-        Case { server: "tomcat.istio.com", vs: "'*'", vhosts: &["tomcat.istio.com:18080"] },
-        Case { server: "'*'", vs: "'*.istio.com'", vhosts: &["*.istio.com:18080"] },
-        Case { server: "other/tomcat.istio.com", vs: "tomcat.istio.com", vhosts: &["blackhole:18080"] },
-        Case { server: "./Tomcat.Istio.com", vs: "tomcat.istio.com", vhosts: &["tomcat.istio.com:18080"] },
+        Case {
+            server: "'*.istio.com'",
+            vs: "tomcat.istio.com",
+            vhosts: &["tomcat.istio.com:18080"],
+        },
+        Case {
+            server: "tomcat.istio.com",
+            vs: "'*'",
+            vhosts: &["tomcat.istio.com:18080"],
+        },
+        Case {
+            server: "'*'",
+            vs: "'*.istio.com'",
+            vhosts: &["*.istio.com:18080"],
+        },
+        Case {
+            server: "other/tomcat.istio.com",
+            vs: "tomcat.istio.com",
+            vhosts: &["blackhole:18080"],
+        },
+        Case {
+            server: "./Tomcat.Istio.com",
+            vs: "tomcat.istio.com",
+            vhosts: &["tomcat.istio.com:18080"],
+        },
     ];
     for case in cases {
         let gw = GATEWAY.replace("hosts: ['*']", &format!("hosts: [{}]", case.server));
-        let route = vs("a", &format!("  hosts: [{}]\n  gateways: [gw]\n{SIMPLE_ROUTE}", case.vs));
+        let route = vs(
+            "a",
+            &format!("  hosts: [{}]\n  gateways: [gw]\n{SIMPLE_ROUTE}", case.vs),
+        );
         let out = build(&config(&[REGISTRY, &gw, &route]));
-        let names: Vec<&str> = out.http(18080).vhosts.iter().map(|v| v.name.as_str()).collect();
-        assert_eq!(names, case.vhosts, "server {} × vs {}", case.server, case.vs);
+        let names: Vec<&str> = out
+            .http(18080)
+            .vhosts
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(
+            names, case.vhosts,
+            "server {} × vs {}",
+            case.server, case.vs
+        );
     }
 }
 
 #[test]
 fn vhost_choice_is_exact_then_longest_wildcard_then_star() {
     let route = |name: &str, host: &str, subset: &str| {
-        vs(name, &format!(
-            "  hosts: ['{host}']\n  gateways: [gw]\n  http:\n  - name: {name}\n    route: [{{destination: {{host: front-tomcat, subset: {subset}}}}}]\n"
-        ))
+        vs(
+            name,
+            &format!(
+                "  hosts: ['{host}']\n  gateways: [gw]\n  http:\n  - name: {name}\n    route: [{{destination: {{host: front-tomcat, subset: {subset}}}}}]\n"
+            ),
+        )
     };
     let out = build(&config(&[
         REGISTRY,
@@ -387,7 +467,10 @@ fn vhost_choice_is_exact_then_longest_wildcard_then_star() {
 
 #[test]
 fn a_second_virtual_service_appends_and_catch_alls_move_last() {
-    let first = vs("first", "  hosts: [tomcat.istio.com]\n  gateways: [gw]\n  http:\n  - name: all\n    route: [{destination: {host: front-tomcat, subset: v1}}]\n");
+    let first = vs(
+        "first",
+        "  hosts: [tomcat.istio.com]\n  gateways: [gw]\n  http:\n  - name: all\n    route: [{destination: {host: front-tomcat, subset: v1}}]\n",
+    );
     let second = vs(
         "second",
         "  hosts: [tomcat.istio.com]\n  gateways: [gw]\n  http:\n  - name: api\n    match: [{uri: {prefix: /api}}]\n    route: [{destination: {host: front-tomcat, subset: v2}}]\n",
@@ -395,10 +478,22 @@ fn a_second_virtual_service_appends_and_catch_alls_move_last() {
     let out = build(&config(&[REGISTRY, GATEWAY, &first, &second]));
     let http = out.http(18080);
     assert_eq!(http.vhosts.len(), 1);
-    let names: Vec<&str> = http.vhosts[0].routes.iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = http.vhosts[0]
+        .routes
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
     assert_eq!(names, ["api", "all"]);
-    assert_eq!(out.route(18080, &get("tomcat.istio.com", "/api/x")).map(|r| r.name.as_str()), Some("api"));
-    assert_eq!(out.route(18080, &get("tomcat.istio.com", "/")).map(|r| r.name.as_str()), Some("all"));
+    assert_eq!(
+        out.route(18080, &get("tomcat.istio.com", "/api/x"))
+            .map(|r| r.name.as_str()),
+        Some("api")
+    );
+    assert_eq!(
+        out.route(18080, &get("tomcat.istio.com", "/"))
+            .map(|r| r.name.as_str()),
+        Some("all")
+    );
 }
 
 #[test]
@@ -408,8 +503,15 @@ fn routes_of_one_virtual_service_stop_after_its_first_catch_all() {
         "  hosts: ['*']\n  gateways: [gw]\n  http:\n  - name: first\n    match: [{uri: {prefix: /x}}, {uri: {regex: '.*'}}, {uri: {exact: /never}}]\n    route: [{destination: {host: front-tomcat, subset: v1}}]\n  - name: second\n    route: [{destination: {host: front-tomcat, subset: v2}}]\n",
     );
     let out = build(&config(&[REGISTRY, GATEWAY, &route]));
-    let sources: Vec<&str> = out.http(18080).vhosts[0].routes.iter().map(|r| r.source.as_str()).collect();
-    assert_eq!(sources, ["default/a http[0].match[0]", "default/a http[0].match[1]"]);
+    let sources: Vec<&str> = out.http(18080).vhosts[0]
+        .routes
+        .iter()
+        .map(|r| r.source.as_str())
+        .collect();
+    assert_eq!(
+        sources,
+        ["default/a http[0].match[0]", "default/a http[0].match[1]"]
+    );
 }
 
 // ---------------------------------------------------------------- matches
@@ -436,30 +538,67 @@ fn each_match_kind_is_compiled_and_decides_requests() {
 ",
     );
     let out = build(&config(&[REGISTRY, GATEWAY, &route]));
-    assert!(out.messages(Severity::Warning).is_empty(), "{:?}", out.messages(Severity::Warning));
+    assert!(
+        out.messages(Severity::Warning).is_empty(),
+        "{:?}",
+        out.messages(Severity::Warning)
+    );
     let cases: [(Req, &str); 12] = [
         (get("h", "/exact"), "r.exact"),
         (get("h", "/exact/more"), "rest"),
         (get("h", "/case/x"), "r.nocase"),
         (get("h", "/items/42"), "r.regex"),
         (get("h", "/items/42x"), "rest"),
-        (Req { method: "POST", ..get("h", "/p") }, "r.post"),
+        (
+            Req {
+                method: "POST",
+                ..get("h", "/p")
+            },
+            "r.post",
+        ),
         (get("api.example.com", "/p"), "r.authority"),
-        (Req { headers: vec![("x-user", "jason")], ..get("h", "/p") }, "r.header"),
-        (Req { headers: vec![("x-canary", "")], ..get("h", "/p") }, "r.present"),
+        (
+            Req {
+                headers: vec![("x-user", "jason")],
+                ..get("h", "/p")
+            },
+            "r.header",
+        ),
+        (
+            Req {
+                headers: vec![("x-canary", "")],
+                ..get("h", "/p")
+            },
+            "r.present",
+        ),
         (get("h", "/w"), "r.without"),
-        (Req { headers: vec![("x-debug", "1")], ..get("h", "/w") }, "rest"),
+        (
+            Req {
+                headers: vec![("x-debug", "1")],
+                ..get("h", "/w")
+            },
+            "rest",
+        ),
         (get("h", "/p?a=1&v=2"), "r.query"),
     ];
     for (req, want) in cases {
         let got = out.route(18080, &req).map(|r| r.name.as_str());
-        assert_eq!(got, Some(want), "{} {}?{:?}", req.method, req.path, req.query);
+        assert_eq!(
+            got,
+            Some(want),
+            "{} {}?{:?}",
+            req.method,
+            req.path,
+            req.query
+        );
     }
 }
 
 #[test]
 fn port_gateways_and_source_selectors_are_decided_at_compile_time() {
-    let second = GATEWAY.replace("name: gw}", "name: gw2}").replace("18080", "18081");
+    let second = GATEWAY
+        .replace("name: gw}", "name: gw2}")
+        .replace("18080", "18081");
     let route = vs(
         "a",
         "  hosts: ['*']\n  gateways: [gw, gw2]\n  http:
@@ -481,7 +620,11 @@ fn port_gateways_and_source_selectors_are_decided_at_compile_time() {
     );
     let out = build(&config(&[REGISTRY, GATEWAY, &second, &route]));
     let names = |port| -> Vec<String> {
-        out.http(port).vhosts[0].routes.iter().map(|r| r.name.clone()).collect()
+        out.http(port).vhosts[0]
+            .routes
+            .iter()
+            .map(|r| r.name.clone())
+            .collect()
     };
     // This instance runs in istio-system with label istio=ingressgateway.
     assert_eq!(names(18080), ["g", "labels", "rest"]);
@@ -491,7 +634,11 @@ fn port_gateways_and_source_selectors_are_decided_at_compile_time() {
         ..CompileOptions::default()
     };
     let out = build_with(&config(&[REGISTRY, GATEWAY, &second, &route]), &elsewhere);
-    let names: Vec<&str> = out.http(18080).vhosts[0].routes.iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = out.http(18080).vhosts[0]
+        .routes
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
     assert_eq!(names, ["g", "labels", "other-ns", "rest"]);
 }
 
@@ -508,7 +655,10 @@ fn header_keys_are_lowercased_and_pseudo_header_keys_are_ignored_with_a_warning(
     assert_eq!(keys, ["x-team"]);
     let w = out.only(Severity::Warning);
     assert_eq!(w.field.as_deref(), Some("http[0].match[0].headers.method"));
-    assert!(w.message.contains("use the match's own method field"), "{w}");
+    assert!(
+        w.message.contains("use the match's own method field"),
+        "{w}"
+    );
 }
 
 #[test]
@@ -522,7 +672,10 @@ fn a_bad_regex_is_an_error_naming_its_field_and_line() {
     assert!(out.table.is_none());
     let e = out.only(Severity::Error);
     assert_eq!(e.field.as_deref(), Some("http[0].match[0].uri.regex"));
-    assert_eq!(e.location.as_ref().map(|l| l.line), Some(line_of(&text, "regex: '/items/([")));
+    assert_eq!(
+        e.location.as_ref().map(|l| l.line),
+        Some(line_of(&text, "regex: '/items/(["))
+    );
     assert!(e.message.starts_with("bad regex \"/items/([\""), "{e}");
 }
 
@@ -557,9 +710,17 @@ fn forward_settings_compile_as_istio_sets_them() {
     };
     assert_eq!(out.split(&routes[0]), [(V1.to_owned(), 100)]);
     assert_eq!(f.destinations.len(), 1);
-    assert_eq!(f.destinations[0].request.set, [("x-version".to_owned(), "v1".to_owned())]);
-    assert!(matches!(f.rewrite.as_ref().and_then(|r| r.uri.as_ref()), Some(UriRewrite::Prefix(p)) if p == "/v2/"));
-    assert_eq!(f.rewrite.as_ref().and_then(|r| r.authority.as_deref()), Some("backend.internal"));
+    assert_eq!(
+        f.destinations[0].request.set,
+        [("x-version".to_owned(), "v1".to_owned())]
+    );
+    assert!(
+        matches!(f.rewrite.as_ref().and_then(|r| r.uri.as_ref()), Some(UriRewrite::Prefix(p)) if p == "/v2/")
+    );
+    assert_eq!(
+        f.rewrite.as_ref().and_then(|r| r.authority.as_deref()),
+        Some("backend.internal")
+    );
     assert_eq!(f.timeout, Some(Duration::from_secs(5)));
     assert_eq!(f.retries.attempts, 3);
     assert_eq!(f.retries.per_try_timeout, Some(Duration::from_secs(2)));
@@ -572,18 +733,31 @@ fn forward_settings_compile_as_istio_sets_them() {
             ..RetryOn::default()
         }
     );
-    assert_eq!(routes[0].headers.request.set, [("x-gateway".to_owned(), "ringway".to_owned())]);
+    assert_eq!(
+        routes[0].headers.request.set,
+        [("x-gateway".to_owned(), "ringway".to_owned())]
+    );
     assert_eq!(routes[0].headers.request.remove, ["cookie"]);
-    assert_eq!(routes[0].headers.response.add, [("x-served-by".to_owned(), "gw".to_owned())]);
+    assert_eq!(
+        routes[0].headers.response.add,
+        [("x-served-by".to_owned(), "gw".to_owned())]
+    );
     let req = get("h", "/api/users?id=7");
-    assert_eq!(routes[0].rewritten_target(&req).as_deref(), Some("/v2/users?id=7"));
+    assert_eq!(
+        routes[0].rewritten_target(&req).as_deref(),
+        Some("/v2/users?id=7")
+    );
     let RouteAction::Forward(off) = &routes[1].action else {
         panic!("forward")
     };
     assert_eq!((off.timeout, off.retries.attempts), (None, 0));
     // refused-stream is accepted with a note: it never fires on HTTP/1.1.
     let info = out.messages(Severity::Info);
-    assert!(info.iter().any(|m| m.contains("refused-stream accepted; never fires on an HTTP/1.1 upstream")), "{info:?}");
+    assert!(
+        info.iter()
+            .any(|m| m.contains("refused-stream accepted; never fires on an HTTP/1.1 upstream")),
+        "{info:?}"
+    );
 }
 
 #[test]
@@ -609,12 +783,18 @@ fn redirects_and_direct_responses_compile_with_istio_defaults() {
     assert_eq!(r.code, 301);
     assert!(matches!(&r.path, Some(PathRedirect::Prefix(p)) if p == "/new/"));
     let req = get("tomcat.istio.com:18080", "/old/page?x=1");
-    assert_eq!(r.location(&routes[0].matcher, &req, 18080), "http://tomcat.istio.com:18080/new/page?x=1");
+    assert_eq!(
+        r.location(&routes[0].matcher, &req, 18080),
+        "http://tomcat.istio.com:18080/new/page?x=1"
+    );
     let RouteAction::Redirect(r) = &routes[1].action else {
         panic!("redirect")
     };
     assert_eq!((r.code, r.port), (308, Some(RedirectPort::FromRequestPort)));
-    assert_eq!(r.location(&routes[1].matcher, &get("h", "/moved"), 18080), "https://example.com:18080/here");
+    assert_eq!(
+        r.location(&routes[1].matcher, &get("h", "/moved"), 18080),
+        "https://example.com:18080/here"
+    );
     let RouteAction::Direct(d) = &routes[2].action else {
         panic!("direct")
     };
@@ -634,17 +814,48 @@ fn invalid_actions_are_errors_naming_the_field_and_what_is_valid() {
     }
     let big = format!("'{}'", "x".repeat((1 << 20) + 1));
     let cases = [
-        Case { rule: "redirect: {uri: /a, redirectCode: 200}", field: "http[0].redirect.redirectCode", says: "valid: 301, 302, 303, 307, 308" },
-        Case { rule: "directResponse: {status: 99}", field: "http[0].directResponse.status", says: "out of range (200-599)" },
-        Case { rule: "directResponse: {status: 200, body: {bytes: '***'}}", field: "http[0].directResponse.body.bytes", says: "not base64" },
-        Case { rule: "directResponse: {status: 200, body: {string: BIG}}", field: "http[0].directResponse.body", says: "at most 1048576 bytes" },
-        Case { rule: "retries: {retryOn: 'sometimes'}\n    route: [{destination: {host: front-tomcat, subset: v1}}]", field: "http[0].retries.retryOn", says: "\"sometimes\" is not a retry condition" },
-        Case { rule: "rewrite: {uriRegexRewrite: {match: '(', rewrite: /}}\n    route: [{destination: {host: front-tomcat, subset: v1}}]", field: "http[0].rewrite.uriRegexRewrite.match", says: "bad regex" },
-        Case { rule: "redirect: {uri: /a}\n    route: [{destination: {host: front-tomcat, subset: v1}}]", field: "http[0]", says: "exactly one of route, redirect, directResponse or delegate (it has route, redirect)" },
+        Case {
+            rule: "redirect: {uri: /a, redirectCode: 200}",
+            field: "http[0].redirect.redirectCode",
+            says: "valid: 301, 302, 303, 307, 308",
+        },
+        Case {
+            rule: "directResponse: {status: 99}",
+            field: "http[0].directResponse.status",
+            says: "out of range (200-599)",
+        },
+        Case {
+            rule: "directResponse: {status: 200, body: {bytes: '***'}}",
+            field: "http[0].directResponse.body.bytes",
+            says: "not base64",
+        },
+        Case {
+            rule: "directResponse: {status: 200, body: {string: BIG}}",
+            field: "http[0].directResponse.body",
+            says: "at most 1048576 bytes",
+        },
+        Case {
+            rule: "retries: {retryOn: 'sometimes'}\n    route: [{destination: {host: front-tomcat, subset: v1}}]",
+            field: "http[0].retries.retryOn",
+            says: "\"sometimes\" is not a retry condition",
+        },
+        Case {
+            rule: "rewrite: {uriRegexRewrite: {match: '(', rewrite: /}}\n    route: [{destination: {host: front-tomcat, subset: v1}}]",
+            field: "http[0].rewrite.uriRegexRewrite.match",
+            says: "bad regex",
+        },
+        Case {
+            rule: "redirect: {uri: /a}\n    route: [{destination: {host: front-tomcat, subset: v1}}]",
+            field: "http[0]",
+            says: "exactly one of route, redirect, directResponse or delegate (it has route, redirect)",
+        },
     ];
     for case in cases {
         let rule = case.rule.replace("BIG", &big);
-        let route = vs("a", &format!("  hosts: ['*']\n  gateways: [gw]\n  http:\n  - {rule}\n"));
+        let route = vs(
+            "a",
+            &format!("  hosts: ['*']\n  gateways: [gw]\n  http:\n  - {rule}\n"),
+        );
         let out = build(&config(&[REGISTRY, GATEWAY, &route]));
         assert!(out.table.is_none(), "{}", case.field);
         let e = out.only(Severity::Error);
@@ -667,7 +878,11 @@ fn fault_mirror_and_cors_are_accepted_not_applied() {
         .map(|d| d.field.as_deref())
         .collect();
     assert_eq!(fields, [Some("http[0].mirror"), Some("http[0].corsPolicy")]);
-    assert!(out.messages(Severity::Warning).iter().all(|m| m.contains("accepted, not applied")));
+    assert!(
+        out.messages(Severity::Warning)
+            .iter()
+            .all(|m| m.contains("accepted, not applied"))
+    );
 }
 
 // ---------------------------------------------------------------- delegate
@@ -695,8 +910,14 @@ fn a_delegate_is_merged_under_its_root_match_as_istio_does() {
     let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["reviews-v1", "reviews-rest"]);
     // The merged rest rule carries the root's match and timeout.
-    let with_team = Req { headers: vec![("x-team", "a")], ..get("h", "/reviews/x") };
-    assert_eq!(out.route(18080, &with_team).map(|r| r.name.as_str()), Some("reviews-rest"));
+    let with_team = Req {
+        headers: vec![("x-team", "a")],
+        ..get("h", "/reviews/x")
+    };
+    assert_eq!(
+        out.route(18080, &with_team).map(|r| r.name.as_str()),
+        Some("reviews-rest")
+    );
     assert!(out.route(18080, &get("h", "/reviews/x")).is_none());
     let RouteAction::Forward(f) = &routes[1].action else {
         panic!("forward")
@@ -705,20 +926,37 @@ fn a_delegate_is_merged_under_its_root_match_as_istio_does() {
     assert_eq!(out.split(&routes[1]), [(V2.to_owned(), 1)]);
     // A delegate rule outside the root's match never applies: Istio drops it.
     let w = out.only(Severity::Warning);
-    assert_eq!(w.resource.as_deref(), Some("VirtualService default/reviews"));
+    assert_eq!(
+        w.resource.as_deref(),
+        Some("VirtualService default/reviews")
+    );
     assert_eq!(w.field.as_deref(), Some("http[1].match"));
-    assert!(w.message.contains("never applies through VirtualService default/root http[0]"), "{w}");
+    assert!(
+        w.message
+            .contains("never applies through VirtualService default/root http[0]"),
+        "{w}"
+    );
 }
 
 #[test]
 fn a_missing_delegate_is_an_error() {
-    let root = vs("root", "  hosts: ['*']\n  gateways: [gw]\n  http:\n  - delegate: {name: nowhere, namespace: team}\n");
+    let root = vs(
+        "root",
+        "  hosts: ['*']\n  gateways: [gw]\n  http:\n  - delegate: {name: nowhere, namespace: team}\n",
+    );
     let text = config(&[REGISTRY, GATEWAY, &root]);
     let out = build(&text);
     let e = out.only(Severity::Error);
     assert_eq!(e.field.as_deref(), Some("http[0].delegate"));
-    assert_eq!(e.location.as_ref().map(|l| l.line), Some(line_of(&text, "delegate: {name: nowhere")));
-    assert!(e.message.contains("delegate VirtualService team/nowhere is not defined"), "{e}");
+    assert_eq!(
+        e.location.as_ref().map(|l| l.line),
+        Some(line_of(&text, "delegate: {name: nowhere"))
+    );
+    assert!(
+        e.message
+            .contains("delegate VirtualService team/nowhere is not defined"),
+        "{e}"
+    );
 }
 
 // ---------------------------------------------------------------- DestinationRule
@@ -736,8 +974,15 @@ spec:
   - {{name: v2, labels: {{version: v2}}}}
 "
     );
-    let registry = REGISTRY.split("---\n").next().unwrap_or_default().to_owned();
-    let route = vs("a", &format!("  hosts: ['*']\n  gateways: [gw]\n{SIMPLE_ROUTE}"));
+    let registry = REGISTRY
+        .split("---\n")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let route = vs(
+        "a",
+        &format!("  hosts: ['*']\n  gateways: [gw]\n{SIMPLE_ROUTE}"),
+    );
     config(&[&registry, &rule, GATEWAY, &route])
 }
 
@@ -762,11 +1007,24 @@ fn connection_pool_http_settings_reach_the_cluster() {
     assert_eq!(http.max_requests, Some(100));
     assert_eq!(http.max_retries, Some(3));
     let w = out.only(Severity::Warning);
-    assert_eq!(w.field.as_deref(), Some("trafficPolicy.connectionPool.http.h2UpgradePolicy"));
-    assert!(w.message.contains("no effect until ringway speaks HTTP/2"), "{w}");
+    assert_eq!(
+        w.field.as_deref(),
+        Some("trafficPolicy.connectionPool.http.h2UpgradePolicy")
+    );
+    assert!(
+        w.message.contains("no effect until ringway speaks HTTP/2"),
+        "{w}"
+    );
     // Unset: Istio's defaults.
-    let out = build(&with_policy("    connectionPool: {tcp: {maxConnections: 10}}\n"));
-    let http = out.table().cluster_by_name(V1).expect("cluster").policy.http;
+    let out = build(&with_policy(
+        "    connectionPool: {tcp: {maxConnections: 10}}\n",
+    ));
+    let http = out
+        .table()
+        .cluster_by_name(V1)
+        .expect("cluster")
+        .policy
+        .http;
     assert_eq!(http.idle_timeout, Duration::from_secs(3600));
     assert_eq!(http.max_requests_per_connection, None);
 }
@@ -775,21 +1033,47 @@ fn connection_pool_http_settings_reach_the_cluster() {
 fn consistent_hash_keys_select_the_request_hash() {
     use ringway::routing::table::{LoadBalancer, RequestHashKey};
     for (hash, key) in [
-        ("{httpHeaderName: X-User}", RequestHashKey::Header("x-user".into())),
-        ("{httpCookie: {name: session}}", RequestHashKey::Cookie("session".into())),
-        ("{httpQueryParameterName: user}", RequestHashKey::Query("user".into())),
+        (
+            "{httpHeaderName: X-User}",
+            RequestHashKey::Header("x-user".into()),
+        ),
+        (
+            "{httpCookie: {name: session}}",
+            RequestHashKey::Cookie("session".into()),
+        ),
+        (
+            "{httpQueryParameterName: user}",
+            RequestHashKey::Query("user".into()),
+        ),
     ] {
-        let out = build(&with_policy(&format!("    loadBalancer: {{consistentHash: {hash}}}\n")));
+        let out = build(&with_policy(&format!(
+            "    loadBalancer: {{consistentHash: {hash}}}\n"
+        )));
         let p = &out.table().cluster_by_name(V1).expect("cluster").policy;
-        assert_eq!((p.load_balancer, p.request_hash.as_ref()), (LoadBalancer::RequestHash, Some(&key)), "{hash}");
-        assert!(out.messages(Severity::Warning).is_empty(), "{:?}", out.messages(Severity::Warning));
+        assert_eq!(
+            (p.load_balancer, p.request_hash.as_ref()),
+            (LoadBalancer::RequestHash, Some(&key)),
+            "{hash}"
+        );
+        assert!(
+            out.messages(Severity::Warning).is_empty(),
+            "{:?}",
+            out.messages(Severity::Warning)
+        );
     }
     let out = build(&with_policy(
         "    loadBalancer: {consistentHash: {httpHeaderName: x-user, useSourceIp: true}}\n",
     ));
     let e = out.only(Severity::Error);
-    assert_eq!(e.field.as_deref(), Some("trafficPolicy.loadBalancer.consistentHash"));
-    assert!(e.message.contains("set one hash key, not several (httpHeaderName, useSourceIp)"), "{e}");
+    assert_eq!(
+        e.field.as_deref(),
+        Some("trafficPolicy.loadBalancer.consistentHash")
+    );
+    assert!(
+        e.message
+            .contains("set one hash key, not several (httpHeaderName, useSourceIp)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -797,9 +1081,37 @@ fn outlier_detection_keeps_both_http_thresholds_and_the_tcp_one() {
     let out = build(&with_policy(
         "    outlierDetection: {consecutive5xxErrors: 7, consecutiveGatewayErrors: 3}\n",
     ));
-    let o = out.table().cluster_by_name(V1).expect("cluster").policy.outlier_detection.expect("set");
-    assert_eq!((o.consecutive_5xx, o.consecutive_gateway_errors, o.consecutive_errors), (Some(7), Some(3), 3));
-    let out = build(&with_policy("    outlierDetection: {consecutive5xxErrors: 0, consecutiveGatewayErrors: 4}\n"));
-    let o = out.table().cluster_by_name(V1).expect("cluster").policy.outlier_detection.expect("set");
-    assert_eq!((o.consecutive_5xx, o.consecutive_gateway_errors, o.consecutive_errors), (None, Some(4), 4));
+    let o = out
+        .table()
+        .cluster_by_name(V1)
+        .expect("cluster")
+        .policy
+        .outlier_detection
+        .expect("set");
+    assert_eq!(
+        (
+            o.consecutive_5xx,
+            o.consecutive_gateway_errors,
+            o.consecutive_errors
+        ),
+        (Some(7), Some(3), 3)
+    );
+    let out = build(&with_policy(
+        "    outlierDetection: {consecutive5xxErrors: 0, consecutiveGatewayErrors: 4}\n",
+    ));
+    let o = out
+        .table()
+        .cluster_by_name(V1)
+        .expect("cluster")
+        .policy
+        .outlier_detection
+        .expect("set");
+    assert_eq!(
+        (
+            o.consecutive_5xx,
+            o.consecutive_gateway_errors,
+            o.consecutive_errors
+        ),
+        (None, Some(4), 4)
+    );
 }

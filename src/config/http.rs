@@ -225,7 +225,10 @@ impl HttpSettings {
         [
             ("h2UpgradePolicy", self.h2_upgrade_policy.is_some()),
             ("useClientProtocol", self.use_client_protocol.is_some()),
-            ("maxConcurrentStreams", self.max_concurrent_streams.is_some()),
+            (
+                "maxConcurrentStreams",
+                self.max_concurrent_streams.is_some(),
+            ),
             ("http2KeepAlive", self.http2_keep_alive.is_some()),
         ]
     }

@@ -18,7 +18,11 @@ use crate::routing::names::{GatewayRef, ServerHost, expand_host, host_subset_of,
 
 impl Compiler<'_> {
     /// The virtual hosts of one HTTP listener.
-    pub(super) fn http_routing(&mut self, servers: &[ServerRef], address: SocketAddr) -> HttpRouting {
+    pub(super) fn http_routing(
+        &mut self,
+        servers: &[ServerRef],
+        address: SocketAddr,
+    ) -> HttpRouting {
         let m = self.m;
         let port = address.port();
         let mut vhosts: Vec<VirtualHost> = Vec::new();

@@ -336,11 +336,7 @@ impl Compiler<'_> {
         if !ok {
             return None;
         }
-        let first_host = expand_host(
-            &dests[0].0.host,
-            &vs.namespace,
-            &self.options.domain,
-        );
+        let first_host = expand_host(&dests[0].0.host, &vs.namespace, &self.options.domain);
         let (idle_timeout, max_connection_duration) = match self.rules.get(&first_host) {
             Some((_, rule)) => rule.route_timeouts(),
             None => default_route_timeouts(),

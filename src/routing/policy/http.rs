@@ -50,14 +50,20 @@ impl Checker<'_> {
                 _ => {
                     self.error(
                         &format!("{path}.{field}"),
-                        format!("{field} {v} is out of range: expected 0 (unlimited) to {}", i32::MAX),
+                        format!(
+                            "{field} {v} is out of range: expected 0 (unlimited) to {}",
+                            i32::MAX
+                        ),
                     );
                     None
                 }
             }
         };
         HttpPool {
-            max_requests_per_connection: limit("maxRequestsPerConnection", h.max_requests_per_connection),
+            max_requests_per_connection: limit(
+                "maxRequestsPerConnection",
+                h.max_requests_per_connection,
+            ),
             max_pending_requests: limit("http1MaxPendingRequests", h.http1_max_pending_requests),
             max_requests: limit("http2MaxRequests", h.http2_max_requests),
             max_retries: limit("maxRetries", h.max_retries),
@@ -74,7 +80,10 @@ impl Checker<'_> {
     ) -> Option<Option<RequestHashKey>> {
         let mut keys: Vec<(&str, RequestHashKey)> = Vec::new();
         if let Some(name) = &hash.http_header_name {
-            keys.push(("httpHeaderName", RequestHashKey::Header(name.to_ascii_lowercase())));
+            keys.push((
+                "httpHeaderName",
+                RequestHashKey::Header(name.to_ascii_lowercase()),
+            ));
         }
         if let Some(cookie) = &hash.http_cookie {
             if cookie.ttl.is_some() || cookie.path.is_some() || cookie.attributes.is_some() {
@@ -87,7 +96,10 @@ impl Checker<'_> {
             keys.push(("httpCookie", RequestHashKey::Cookie(cookie.name.clone())));
         }
         if let Some(name) = &hash.http_query_parameter_name {
-            keys.push(("httpQueryParameterName", RequestHashKey::Query(name.clone())));
+            keys.push((
+                "httpQueryParameterName",
+                RequestHashKey::Query(name.clone()),
+            ));
         }
         let source_ip = hash.use_source_ip == Some(true);
         if keys.len() + usize::from(source_ip) > 1 {
@@ -107,7 +119,10 @@ impl Checker<'_> {
             Some(RequestHashKey::Header(n) | RequestHashKey::Cookie(n) | RequestHashKey::Query(n)) if n.is_empty()
         );
         if empty {
-            self.error(path, "the hash key name is empty: name a header, cookie or query parameter");
+            self.error(
+                path,
+                "the hash key name is empty: name a header, cookie or query parameter",
+            );
             return None;
         }
         Some(key)
