@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use ringway::config::{LoadOptions, load_str};
-use ringway::diag::{Diagnostic, Severity};
-use ringway::routing::table::{
-    EndpointAddress, ListenerRouting, LoadBalancer, ProxyProtocol, RouteTable,
-};
-use ringway::routing::{CompileOptions, compile};
+use ringway::diag::Severity;
+use ringway::routing::CompileOptions;
+use ringway::routing::table::{EndpointAddress, ListenerRouting, LoadBalancer, ProxyProtocol};
 use ringway::source::ConfigSource as _;
+
+mod compile_support;
+use compile_support::{Outcome, build, build_with, config, line_of};
 
 /// The tcp-echo service: two versions on this host, and their subsets.
 const REGISTRY: &str = "\
@@ -50,46 +50,7 @@ spec:
     hosts: ['*']
 ";
 
-struct Outcome {
-    table: Option<RouteTable>,
-    diagnostics: Vec<Diagnostic>,
-}
-
 impl Outcome {
-    fn table(&self) -> &RouteTable {
-        match &self.table {
-            Some(t) => t,
-            None => panic!(
-                "configuration rejected: {:#?}",
-                self.messages(Severity::Error)
-            ),
-        }
-    }
-
-    fn messages(&self, severity: Severity) -> Vec<String> {
-        self.diagnostics
-            .iter()
-            .filter(|d| d.severity == severity)
-            .map(ToString::to_string)
-            .collect()
-    }
-
-    /// The one diagnostic of `severity`; fails on none or several.
-    fn only(&self, severity: Severity) -> &Diagnostic {
-        let found: Vec<&Diagnostic> = self
-            .diagnostics
-            .iter()
-            .filter(|d| d.severity == severity)
-            .collect();
-        assert_eq!(
-            found.len(),
-            1,
-            "expected one {severity}, got {:#?}",
-            self.diagnostics
-        );
-        found[0]
-    }
-
     /// Weights by cluster name of the route of the listener on `port`.
     fn split(&self, port: u16) -> Vec<(String, u32)> {
         let t = self.table();
@@ -109,43 +70,8 @@ impl Outcome {
     }
 }
 
-fn build_with(text: &str, options: &CompileOptions) -> Outcome {
-    let loaded = load_str("test.yaml", text, &LoadOptions::default());
-    let mut diagnostics = loaded.diagnostics.0;
-    if diagnostics.iter().any(Diagnostic::is_error) {
-        return Outcome {
-            table: None,
-            diagnostics,
-        };
-    }
-    let compiled = compile(&loaded.manifests, options);
-    let rejected = compiled.diagnostics.has_errors();
-    diagnostics.extend(compiled.diagnostics.0);
-    Outcome {
-        table: (!rejected).then_some(compiled.table),
-        diagnostics,
-    }
-}
-
-fn build(text: &str) -> Outcome {
-    build_with(text, &CompileOptions::default())
-}
-
 fn vs(body: &str) -> String {
     format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\n{body}")
-}
-
-fn config(parts: &[&str]) -> String {
-    parts.join("---\n")
-}
-
-/// The line (1-based) of the first line of `text` containing `needle`.
-fn line_of(text: &str, needle: &str) -> u32 {
-    let i = text
-        .lines()
-        .position(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("{needle:?} not in text"));
-    u32::try_from(i + 1).expect("small")
 }
 
 const V1: &str = "outbound|9000|v1|tcp-echo.default.svc.cluster.local";

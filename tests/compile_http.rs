@@ -5,15 +5,17 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use ringway::config::{LoadOptions, load_str};
-use ringway::diag::{Diagnostic, Severity};
+use ringway::diag::Severity;
+use ringway::routing::CompileOptions;
 use ringway::routing::http::{
     HttpRoute, HttpRouting, PathRedirect, RedirectPort, RequestView, RetryOn, RouteAction,
     UriRewrite,
 };
-use ringway::routing::table::{ListenerRouting, RouteTable};
-use ringway::routing::{CompileOptions, compile};
+use ringway::routing::table::ListenerRouting;
 use ringway::source::ConfigSource as _;
+
+mod compile_support;
+use compile_support::{Outcome, build, build_with, config, line_of};
 
 /// front-tomcat v1 and v2 on this host, as in seed 004, plus a second
 /// service for routes that need another destination.
@@ -53,45 +55,7 @@ spec:
 const V1: &str = "outbound|8080|v1|front-tomcat.default.svc.cluster.local";
 const V2: &str = "outbound|8080|v2|front-tomcat.default.svc.cluster.local";
 
-struct Outcome {
-    table: Option<RouteTable>,
-    diagnostics: Vec<Diagnostic>,
-}
-
 impl Outcome {
-    fn table(&self) -> &RouteTable {
-        match &self.table {
-            Some(t) => t,
-            None => panic!(
-                "configuration rejected: {:#?}",
-                self.messages(Severity::Error)
-            ),
-        }
-    }
-
-    fn messages(&self, severity: Severity) -> Vec<String> {
-        self.diagnostics
-            .iter()
-            .filter(|d| d.severity == severity)
-            .map(ToString::to_string)
-            .collect()
-    }
-
-    fn only(&self, severity: Severity) -> &Diagnostic {
-        let found: Vec<&Diagnostic> = self
-            .diagnostics
-            .iter()
-            .filter(|d| d.severity == severity)
-            .collect();
-        assert_eq!(
-            found.len(),
-            1,
-            "expected one {severity}, got {:#?}",
-            self.diagnostics
-        );
-        found[0]
-    }
-
     /// The HTTP routing of the listener on `port`.
     fn http(&self, port: u16) -> &HttpRouting {
         let l = self
@@ -125,44 +89,10 @@ impl Outcome {
     }
 }
 
-fn build_with(text: &str, options: &CompileOptions) -> Outcome {
-    let loaded = load_str("test.yaml", text, &LoadOptions::default());
-    let mut diagnostics = loaded.diagnostics.0;
-    if diagnostics.iter().any(Diagnostic::is_error) {
-        return Outcome {
-            table: None,
-            diagnostics,
-        };
-    }
-    let compiled = compile(&loaded.manifests, options);
-    let rejected = compiled.diagnostics.has_errors();
-    diagnostics.extend(compiled.diagnostics.0);
-    Outcome {
-        table: (!rejected).then_some(compiled.table),
-        diagnostics,
-    }
-}
-
-fn build(text: &str) -> Outcome {
-    build_with(text, &CompileOptions::default())
-}
-
 fn vs(name: &str, body: &str) -> String {
     format!(
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n{body}"
     )
-}
-
-fn config(parts: &[&str]) -> String {
-    parts.join("---\n")
-}
-
-fn line_of(text: &str, needle: &str) -> u32 {
-    let i = text
-        .lines()
-        .position(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("{needle:?} not in text"));
-    u32::try_from(i + 1).expect("small")
 }
 
 /// A request as the HTTP codec presents it.
@@ -1078,40 +1008,23 @@ fn consistent_hash_keys_select_the_request_hash() {
 
 #[test]
 fn outlier_detection_keeps_both_http_thresholds_and_the_tcp_one() {
-    let out = build(&with_policy(
-        "    outlierDetection: {consecutive5xxErrors: 7, consecutiveGatewayErrors: 3}\n",
-    ));
-    let o = out
-        .table()
-        .cluster_by_name(V1)
-        .expect("cluster")
-        .policy
-        .outlier_detection
-        .expect("set");
-    assert_eq!(
-        (
+    // (consecutive5xxErrors, consecutiveGatewayErrors) → (5xx, gateway, TCP).
+    let cases = [
+        ((7, 3), (Some(7), Some(3), 3)),
+        ((0, 4), (None, Some(4), 4)),
+        ((6, 0), (Some(6), None, 6)),
+    ];
+    for ((five, gateway), want) in cases {
+        let out = build(&with_policy(&format!(
+            "    outlierDetection: {{consecutive5xxErrors: {five}, consecutiveGatewayErrors: {gateway}}}\n"
+        )));
+        let c = out.table().cluster_by_name(V1).expect("cluster");
+        let o = c.policy.outlier_detection.expect("set");
+        let got = (
             o.consecutive_5xx,
             o.consecutive_gateway_errors,
-            o.consecutive_errors
-        ),
-        (Some(7), Some(3), 3)
-    );
-    let out = build(&with_policy(
-        "    outlierDetection: {consecutive5xxErrors: 0, consecutiveGatewayErrors: 4}\n",
-    ));
-    let o = out
-        .table()
-        .cluster_by_name(V1)
-        .expect("cluster")
-        .policy
-        .outlier_detection
-        .expect("set");
-    assert_eq!(
-        (
-            o.consecutive_5xx,
-            o.consecutive_gateway_errors,
-            o.consecutive_errors
-        ),
-        (None, Some(4), 4)
-    );
+            o.consecutive_errors,
+        );
+        assert_eq!(got, want, "{five}, {gateway}");
+    }
 }
