@@ -234,7 +234,8 @@ impl Balancer {
                 least_request(&view, endpoints, usable, start)
             }
             // Round robin over an older plan's endpoints draws by weight.
-            LoadBalancer::RoundRobin | LoadBalancer::Random => {
+            // A request hash has no key on a TCP connection: random, as Envoy.
+            LoadBalancer::RoundRobin | LoadBalancer::Random | LoadBalancer::RequestHash => {
                 let draw = xorshift(&mut self.rng);
                 weighted(weights, usable, draw)
             }
@@ -447,6 +448,8 @@ mod tests {
     fn outlier(max_ejection_percent: u32, min_health_percent: u32) -> OutlierDetection {
         OutlierDetection {
             consecutive_errors: 2,
+            consecutive_5xx: Some(2),
+            consecutive_gateway_errors: None,
             interval: Duration::from_secs(10),
             base_ejection_time: Duration::from_secs(30),
             max_ejection_time: Duration::from_secs(300),
