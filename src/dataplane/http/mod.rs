@@ -27,7 +27,10 @@ use crate::http1::{BodyFraming, Version};
 use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::{MAX_REQUEST_HEAD, RequestHead, ResponseContext, ResponseHead, parse_request};
 use crate::http1::write::{ResponseEdits, write_response};
-use crate::routing::table::{ClusterId, RouteId};
+use crate::routing::http::RequestView;
+use crate::routing::table::{ClusterId, RequestHashKey, RouteId};
+
+use super::balancer::fnv1a_bytes;
 
 use super::half::{Flow, Half};
 use super::io::{Checkout, Close, CloseReason, Completion, Io, Pump, Release};
@@ -743,6 +746,18 @@ impl HttpSession {
         }
     }
 
+    /// The hash of the current request's `consistentHash` key, when it
+    /// carries it: a header's value, a cookie's, a query parameter's.
+    pub fn request_hash(&self, key: &RequestHashKey) -> Option<u64> {
+        let head = &self.request.as_ref()?.head;
+        let value: Vec<u8> = match key {
+            RequestHashKey::Header(name) => head.header(name)?.into_owned(),
+            RequestHashKey::Cookie(name) => cookie(head, name)?.to_vec(),
+            RequestHashKey::Query(name) => query_value(head.query()?, name)?.as_bytes().to_vec(),
+        };
+        Some(fnv1a_bytes(&value))
+    }
+
     /// The worker picked the current request's cluster.
     pub fn on_cluster(&mut self, cluster: ClusterId) {
         if let Some(r) = self.request.as_mut() {
@@ -904,6 +919,25 @@ impl HttpSession {
             to_downstream: self.moved[1],
         }));
     }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'h>(head: &'h RequestHead, name: &str) -> Option<&'h [u8]> {
+    head.values("cookie")
+        .flat_map(|v| v.split(|b| *b == b';'))
+        .map(<[u8]>::trim_ascii)
+        .find_map(|pair| {
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+        })
+}
+
+/// The value of query parameter `name` (`?key` alone: empty).
+fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
 }
 
 /// A completion's buffer nobody reads: back to the ring.
