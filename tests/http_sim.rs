@@ -106,7 +106,16 @@ fn plan(direct: bool) -> Arc<Plan> {
     Arc::new(Plan::new(compiled.table, endpoints, None))
 }
 
-fn world(seed: u64, plan: &Arc<Plan>, direct: bool, late_cancels: bool) -> World {
+/// Which of the kernel's liberties a run takes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Mode {
+    /// Cancelled recvs complete late (after later events).
+    late_cancels: bool,
+    /// Pooled connections die unseen by the pool's peek.
+    unseen_closes: bool,
+}
+
+fn world(seed: u64, plan: &Arc<Plan>, direct: bool, mode: Mode) -> World {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let n = 1 + rng.below(20) as usize;
     let requests = traffic::client_requests(&mut rng, n, direct);
@@ -157,7 +166,8 @@ fn world(seed: u64, plan: &Arc<Plan>, direct: bool, late_cancels: bool) -> World
         answers,
         served: vec![None; n],
         client_seen: (0, 0),
-        late_cancels,
+        late_cancels: mode.late_cancels,
+        unseen_closes: mode.unseen_closes,
     };
     w.apply(out);
     w
@@ -168,8 +178,8 @@ fn trace(w: &World) -> String {
 }
 
 /// One seeded run, every invariant checked; returns the world for more.
-fn run(seed: u64, plan: &Arc<Plan>, direct: bool, late_cancels: bool) -> World {
-    let mut w = world(seed, plan, direct, late_cancels);
+fn run(seed: u64, plan: &Arc<Plan>, direct: bool, mode: Mode) -> World {
+    let mut w = world(seed, plan, direct, mode);
     let mut steps = 0;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         while w.step() && steps < 200_000 {
@@ -262,11 +272,14 @@ fn seeded_simulation_keeps_every_invariant() {
     let plans = [plan(false), plan(true)];
     if let Ok(seed) = std::env::var("RINGWAY_SIM_SEED") {
         let seed = seed.parse().expect("RINGWAY_SIM_SEED is a number");
-        let late = std::env::var("RINGWAY_SIM_LATE_CANCELS").is_ok();
-        run(seed, &plans[(seed % 2) as usize], seed % 2 == 1, late);
+        let mode = Mode {
+            late_cancels: std::env::var("RINGWAY_SIM_LATE_CANCELS").is_ok(),
+            unseen_closes: std::env::var("RINGWAY_SIM_UNSEEN_CLOSES").is_ok(),
+        };
+        run(seed, &plans[(seed % 2) as usize], seed % 2 == 1, mode);
         return;
     }
     for seed in 1..=300 {
-        run(seed, &plans[(seed % 2) as usize], seed % 2 == 1, false);
+        run(seed, &plans[(seed % 2) as usize], seed % 2 == 1, Mode::default());
     }
 }
