@@ -12,7 +12,7 @@
 //! never mid-send; `Finish` comes once and nothing but give-backs after
 //! it; one report per request answered, with its status.
 //! `RINGWAY_SIM_SEED=<n>` replays one run; `RINGWAY_SIM_VERBOSE=1` prints
-//! how each run ended.
+//! how each run ended (`=2`: and its trace).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -165,7 +165,7 @@ fn world(seed: u64, plan: &Arc<Plan>, direct: bool, mode: Mode) -> World {
         released: 0,
         answers,
         served: vec![None; n],
-        client_seen: (0, 0),
+        client_seen: (0, 0, 0),
         late_cancels: mode.late_cancels,
         unseen_closes: mode.unseen_closes,
     };
@@ -203,6 +203,9 @@ fn run(seed: u64, plan: &Arc<Plan>, direct: bool, mode: Mode) -> World {
             w.requests.len(),
             w.faults
         );
+        if std::env::var("RINGWAY_SIM_VERBOSE").is_ok_and(|v| v == "2") {
+            eprintln!("{}", w.log.join("\n"));
+        }
     }
     w
 }
@@ -258,7 +261,7 @@ fn check_end(w: &World) {
             let req = &w.requests[k];
             req.close
                 || (w.served[k].is_none() && req.has_body())
-                || w.answers[k].2
+                || w.answers[k].1 == traffic::Framing::Close
         }) || faulted(got.len())
             || last.is_some_and(faulted);
         assert!(explained, "the connection ended after {} of {n} responses ({close:?})", got.len());

@@ -134,8 +134,9 @@ pub struct World {
     /// Each request as an upstream server received it, and on which
     /// connection.
     pub served: Vec<Option<(Message, usize)>>,
-    /// The client's stream length and complete responses when last parsed.
-    pub client_seen: (usize, usize),
+    /// The client's stream when last parsed: its length, the end of its
+    /// last complete response, and how many there were.
+    pub client_seen: (usize, usize, usize),
     /// Cancelled recvs may complete after later events (io_uring does not
     /// order completions of different ops; in practice the kernel
     /// cancels a recv at submission).

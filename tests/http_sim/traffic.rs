@@ -92,7 +92,11 @@ pub fn client_requests(rng: &mut Rng, n: usize, direct: bool) -> Vec<ClientReque
             };
             let close = k + 1 == n && rng.chance(30);
             let mut head = String::new();
+            // A local answer to a request whose body is still to come
+            // closes the connection: most of them have none.
+            let local = kind != Kind::Upstream;
             let (method, body) = match rng.below(3) {
+                _ if local && rng.chance(75) => ("GET", Vec::new()),
                 0 => ("GET", Vec::new()),
                 1 => {
                     let body = payload(rng, 3000);
