@@ -16,6 +16,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+#[path = "http_sim/hand.rs"]
+mod hand;
 #[path = "http_sim/kernel.rs"]
 mod kernel;
 #[path = "http_sim/model.rs"]
@@ -73,6 +75,17 @@ const DIRECT_ROUTE: &str = "
 /// direct-response route added to its gateway VirtualService when
 /// `direct`, compiled into a plan whose clusters have two endpoints each.
 fn plan(direct: bool) -> Arc<Plan> {
+    plan_edited(|vs| {
+        if direct {
+            vs.replace("  http:\n", &format!("  http:{DIRECT_ROUTE}"))
+        } else {
+            vs
+        }
+    })
+}
+
+/// Seed 004's plan with its gateway VirtualService edited by `edit`.
+fn plan_edited(edit: impl Fn(String) -> String) -> Arc<Plan> {
     let dir = format!("{}/config/examples/seed-004", env!("CARGO_MANIFEST_DIR"));
     let mut names: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -82,8 +95,8 @@ fn plan(direct: bool) -> Arc<Plan> {
     let mut text = String::new();
     for path in names {
         let mut file = std::fs::read_to_string(&path).unwrap();
-        if direct && path.ends_with("40-front-tomcat-gateway-virtualservice.yaml") {
-            file = file.replace("  http:\n", &format!("  http:{DIRECT_ROUTE}"));
+        if path.ends_with("40-front-tomcat-gateway-virtualservice.yaml") {
+            file = edit(file);
         }
         text.push_str(&file);
         text.push_str("\n---\n");
@@ -113,6 +126,8 @@ struct Mode {
     late_cancels: bool,
     /// Pooled connections die unseen by the pool's peek.
     unseen_closes: bool,
+    /// The bytes the session counts are the bytes the sockets took.
+    count_bytes: bool,
 }
 
 fn world(seed: u64, plan: &Arc<Plan>, direct: bool, mode: Mode) -> World {
@@ -186,6 +201,9 @@ fn run(seed: u64, plan: &Arc<Plan>, direct: bool, mode: Mode) -> World {
             steps += 1;
         }
         check_end(&w);
+        if mode.count_bytes {
+            check_counts(&w);
+        }
     }));
     if let Err(e) = outcome {
         let what = e
@@ -208,6 +226,19 @@ fn run(seed: u64, plan: &Arc<Plan>, direct: bool, mode: Mode) -> World {
         }
     }
     w
+}
+
+/// The bytes the session counted (its close, once nothing is in flight)
+/// are those the sockets took: every upstream connection's and the
+/// client's.
+fn check_counts(w: &World) {
+    let close = w.session.close().expect("a close");
+    let upstream: usize = w.conns.iter().map(|c| c.peer.rx.len()).sum();
+    assert_eq!(
+        [close.to_upstream, close.to_downstream],
+        [upstream as u64, w.client.rx.len() as u64],
+        "bytes counted [to upstream, to client]"
+    );
 }
 
 /// The invariants of a finished run.
@@ -282,12 +313,14 @@ fn check_end(w: &World) {
     }
 }
 
-/// The kernel's liberties asked for by `RINGWAY_SIM_LATE_CANCELS` and
-/// `RINGWAY_SIM_UNSEEN_CLOSES`.
+/// The kernel's liberties and checks asked for by
+/// `RINGWAY_SIM_LATE_CANCELS`, `RINGWAY_SIM_UNSEEN_CLOSES` and
+/// `RINGWAY_SIM_COUNT_BYTES`.
 fn mode_from_env() -> Mode {
     Mode {
         late_cancels: std::env::var("RINGWAY_SIM_LATE_CANCELS").is_ok(),
         unseen_closes: std::env::var("RINGWAY_SIM_UNSEEN_CLOSES").is_ok(),
+        count_bytes: std::env::var("RINGWAY_SIM_COUNT_BYTES").is_ok(),
     }
 }
 
@@ -305,4 +338,50 @@ fn seeded_simulation_keeps_every_invariant() {
     for seed in seeds {
         run(seed, &plans[(seed % 2) as usize], seed % 2 == 1, mode);
     }
+}
+
+/// Every liberty and every check at once: what the default sweep leaves
+/// out because of the known bugs named below.
+#[test]
+#[ignore = "known bugs: see the ignored tests below and in http_sim/hand.rs"]
+fn seeded_simulation_with_every_liberty() {
+    let plans = [plan(false), plan(true)];
+    let mode = Mode {
+        late_cancels: true,
+        unseen_closes: true,
+        count_bytes: true,
+    };
+    for seed in 1..=300 {
+        run(seed, &plans[(seed % 2) as usize], seed % 2 == 1, mode);
+    }
+}
+
+#[test]
+#[ignore = "known bug: a send failing on a dead keep-alive connection while the response recv is armed resets the client instead of retrying (http/mod.rs upstream_gone needs upstream_quiet)"]
+fn a_request_held_whole_is_retried_when_its_reused_connection_fails_mid_send() {
+    let mode = Mode {
+        unseen_closes: true,
+        ..Mode::default()
+    };
+    run(2, &plan(false), false, mode);
+}
+
+#[test]
+#[ignore = "known bug: a request whose recv cancel completes after the response closes the client's keep-alive connection (http/mod.rs start_response and after_exchange: request.is_complete())"]
+fn a_late_cancel_completion_keeps_the_connection() {
+    let mode = Mode {
+        late_cancels: true,
+        ..Mode::default()
+    };
+    run(112, &plan(false), false, mode);
+}
+
+#[test]
+#[ignore = "known bug: a connection that closes after a forwarded response counts that exchange twice (http/mod.rs after_exchange and finish)"]
+fn every_byte_is_counted_once() {
+    let mode = Mode {
+        count_bytes: true,
+        ..Mode::default()
+    };
+    run(1, &plan(true), true, mode);
 }
