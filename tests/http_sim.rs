@@ -42,14 +42,14 @@ use traffic::{Kind, responses_in};
 pub struct Rng(u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn bits(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.bits() % n.max(1)
     }
     pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
@@ -104,7 +104,11 @@ fn plan_edited(edit: impl Fn(String) -> String) -> Arc<Plan> {
     let loaded = load_str(&dir, &text, &LoadOptions::default());
     assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics);
     let compiled = compile(&loaded.manifests, &CompileOptions::default());
-    assert!(!compiled.diagnostics.has_errors(), "{:?}", compiled.diagnostics);
+    assert!(
+        !compiled.diagnostics.has_errors(),
+        "{:?}",
+        compiled.diagnostics
+    );
     let endpoints = (0..compiled.table.clusters.len())
         .map(|c| {
             (0..2)
@@ -137,7 +141,11 @@ fn world(seed: u64, plan: &Arc<Plan>, direct: bool, mode: Mode) -> World {
     let answers = (0..n)
         .map(|k| traffic::upstream_response(&mut rng, k, k + 1 == n))
         .collect();
-    let splice_after = if rng.chance(25) { rng.below(3000) } else { u64::MAX };
+    let splice_after = if rng.chance(25) {
+        rng.below(3000)
+    } else {
+        u64::MAX
+    };
     let limits = HttpLimits {
         splice_after,
         ..HttpLimits::default()
@@ -150,7 +158,12 @@ fn world(seed: u64, plan: &Arc<Plan>, direct: bool, mode: Mode) -> World {
         .table
         .listeners
         .iter()
-        .position(|l| matches!(l.routing, ringway::routing::table::ListenerRouting::Http { .. }))
+        .position(|l| {
+            matches!(
+                l.routing,
+                ringway::routing::table::ListenerRouting::Http { .. }
+            )
+        })
         .expect("seed 004 has an HTTP listener");
     let session = Session::open(plan, listener, PEER, limits, now, &mut out);
     let mut w = World {
@@ -211,7 +224,10 @@ fn run(seed: u64, plan: &Arc<Plan>, direct: bool, mode: Mode) -> World {
             .cloned()
             .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_default();
-        panic!("seed {seed} (direct={direct}): {what}\nlast events:\n{}", trace(&w));
+        panic!(
+            "seed {seed} (direct={direct}): {what}\nlast events:\n{}",
+            trace(&w)
+        );
     }
     if std::env::var("RINGWAY_SIM_VERBOSE").is_ok() {
         eprintln!(
@@ -245,22 +261,41 @@ fn check_counts(w: &World) {
 fn check_end(w: &World) {
     let close = w.finished.expect("the session never finished");
     assert!(w.pending.is_empty(), "ops still in flight: {:?}", w.pending);
-    assert!(w.held.is_empty(), "buffers never given back: {:?}", w.held.keys());
+    assert!(
+        w.held.is_empty(),
+        "buffers never given back: {:?}",
+        w.held.keys()
+    );
     let got = responses_in(&w.client.rx, true).expect("the client's stream parses");
     let faulted = |k: usize| w.faults.iter().any(|(i, _)| *i == k);
     for (k, r) in got.iter().enumerate() {
         let req = &w.requests[k];
-        let report = w.reports.get(k).unwrap_or_else(|| panic!("no report for request {k}"));
-        assert_eq!(report.head.path(), req.path, "report {k} is of another request");
+        let report = w
+            .reports
+            .get(k)
+            .unwrap_or_else(|| panic!("no report for request {k}"));
+        assert_eq!(
+            report.head.path(),
+            req.path,
+            "report {k} is of another request"
+        );
         assert_eq!(report.status.to_string(), r.start, "report {k}'s status");
         match &w.served[k] {
             Some((m, _)) => {
-                assert_eq!(m.start, format!("{} {}", req.method, req.path), "request {k} upstream");
+                assert_eq!(
+                    m.start,
+                    format!("{} {}", req.method, req.path),
+                    "request {k} upstream"
+                );
                 assert_eq!(m.body, req.body, "request {k}'s body upstream");
                 let (wire, ..) = &w.answers[k];
                 let sent = &responses_in(wire, true).unwrap()[0];
                 assert_eq!(r.seq, Some(k), "response {k} is another request's");
-                assert_eq!((&r.start, &r.body), (&sent.start, &sent.body), "response {k}");
+                assert_eq!(
+                    (&r.start, &r.body),
+                    (&sent.start, &sent.body),
+                    "response {k}"
+                );
             }
             None => {
                 let expected = match req.kind {
@@ -280,7 +315,10 @@ fn check_end(w: &World) {
         }
     }
     for &(k, _) in w.faults.iter().filter(|(_, f)| *f == Fault::DeadReuse) {
-        let report = w.reports.get(k).unwrap_or_else(|| panic!("no report for request {k}"));
+        let report = w
+            .reports
+            .get(k)
+            .unwrap_or_else(|| panic!("no report for request {k}"));
         if report.replay.is_some() {
             assert!(
                 report.retried_on_fresh && w.served[k].is_some() && got.len() > k,
@@ -307,7 +345,11 @@ fn check_end(w: &World) {
                 || w.answers[k].1 == traffic::Framing::Close
         }) || faulted(got.len())
             || last.is_some_and(faulted);
-        assert!(explained, "the connection ended after {} of {n} responses ({close:?})", got.len());
+        assert!(
+            explained,
+            "the connection ended after {} of {n} responses ({close:?})",
+            got.len()
+        );
     } else if w.faults.is_empty() {
         assert_eq!(close.reason, CloseReason::Done, "a clean run ends Done");
     }

@@ -71,7 +71,8 @@ impl Driver {
 
     pub fn done(&mut self, op: Op, res: i32) -> Vec<Io> {
         let mut out = Vec::new();
-        self.s.on_completion(Completion::done(op, res), self.now, &mut out);
+        self.s
+            .on_completion(Completion::done(op, res), self.now, &mut out);
         out
     }
 
@@ -118,7 +119,12 @@ impl Driver {
 
 fn status_of(reply: &[u8]) -> String {
     let r = responses_in(reply, true).unwrap();
-    assert_eq!(r.len(), 1, "one reply in {:?}", String::from_utf8_lossy(reply));
+    assert_eq!(
+        r.len(),
+        1,
+        "one reply in {:?}",
+        String::from_utf8_lossy(reply)
+    );
     r[0].start.clone()
 }
 
@@ -131,7 +137,10 @@ fn says_close(reply: &[u8]) -> bool {
 fn forwarded(d: &mut Driver, request: &[u8]) {
     assert_eq!(d.recv(UP, request, false), vec![Io::GiveBack(1), Io::Route]);
     assert_eq!(d.route(), vec![Io::Checkout { fresh: false }]);
-    assert_eq!(d.checkout(true), vec![Io::SendOwned(UP), Io::RecvOnce(DOWN)]);
+    assert_eq!(
+        d.checkout(true),
+        vec![Io::SendOwned(UP), Io::RecvOnce(DOWN)]
+    );
 }
 
 #[test]
@@ -144,7 +153,11 @@ fn a_404_for_an_unknown_host_keeps_the_connection() {
     let (reply, out) = d.send_owned(DOWN);
     assert_eq!(status_of(&reply), "404");
     assert!(!says_close(&reply));
-    assert_eq!(out, vec![Io::Report, Io::RecvOnce(UP)], "the next request is read");
+    assert_eq!(
+        out,
+        vec![Io::Report, Io::RecvOnce(UP)],
+        "the next request is read"
+    );
     assert_eq!(d.report(), (404, "NR"));
     assert!(d.s.close().is_none());
 }
@@ -159,7 +172,16 @@ fn a_local_answer_to_a_request_with_an_unread_body_closes() {
     assert_eq!(status_of(&reply), "404");
     assert!(says_close(&reply), "the unread body ends the connection");
     assert_eq!(out[0], Io::Report);
-    assert!(matches!(out[1..], [Io::Finish(Close { reason: CloseReason::Done, .. })]), "{out:?}");
+    assert!(
+        matches!(
+            out[1..],
+            [Io::Finish(Close {
+                reason: CloseReason::Done,
+                ..
+            })]
+        ),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -181,24 +203,45 @@ fn a_closing_connection_counts_its_last_reply_once() {
 #[test]
 fn a_head_not_whole_within_the_head_timeout_gets_408() {
     let (mut d, _) = Driver::open(&super::plan(false));
-    assert_eq!(d.recv(UP, b"GET /a HTTP/1.1\r\nho", false), vec![Io::GiveBack(1), Io::RecvOnce(UP)]);
+    assert_eq!(
+        d.recv(UP, b"GET /a HTTP/1.1\r\nho", false),
+        vec![Io::GiveBack(1), Io::RecvOnce(UP)]
+    );
     let timeout = d.limits.head_timeout;
     assert_eq!(d.s.next_deadline(), Some(d.now + timeout));
-    assert!(d.tick(timeout - Duration::from_millis(1)).is_empty(), "not yet");
+    assert!(
+        d.tick(timeout - Duration::from_millis(1)).is_empty(),
+        "not yet"
+    );
     let out = d.tick(Duration::from_millis(1));
-    assert_eq!(out[0], Io::Reject { status: 408, detail: "request_header_timeout" });
+    assert_eq!(
+        out[0],
+        Io::Reject {
+            status: 408,
+            detail: "request_header_timeout"
+        }
+    );
     assert_eq!(out[1], Io::SendOwned(DOWN));
     let (reply, out) = d.send_owned(DOWN);
     assert_eq!(status_of(&reply), "408");
     assert!(says_close(&reply));
-    assert!(matches!(out.last(), Some(Io::Finish(Close { reason: CloseReason::Done, .. }))));
+    assert!(matches!(
+        out.last(),
+        Some(Io::Finish(Close {
+            reason: CloseReason::Done,
+            ..
+        }))
+    ));
 }
 
 #[test]
 #[ignore = "known bug: the response head's recv is always in flight, so a route timeout resets the client instead of answering 504 (http/mod.rs on_tick -> upstream_failed)"]
 fn a_route_timeout_before_the_response_head_gets_504_ut() {
     let plan = super::plan_edited(|vs| {
-        vs.replace("  - name: front-tomcat-route\n", "  - name: front-tomcat-route\n    timeout: 2s\n")
+        vs.replace(
+            "  - name: front-tomcat-route\n",
+            "  - name: front-tomcat-route\n    timeout: 2s\n",
+        )
     });
     let (mut d, _) = Driver::open(&plan);
     forwarded(&mut d, GET);
@@ -208,7 +251,10 @@ fn a_route_timeout_before_the_response_head_gets_504_ut() {
     assert_eq!(d.s.next_deadline(), Some(d.now + Duration::from_secs(2)));
     assert!(d.tick(Duration::from_millis(1999)).is_empty(), "not yet");
     let out = d.tick(Duration::from_millis(1));
-    assert!(out.contains(&Io::SendOwned(DOWN)), "a 504 for the client: {out:?}");
+    assert!(
+        out.contains(&Io::SendOwned(DOWN)),
+        "a 504 for the client: {out:?}"
+    );
     let (reply, _) = d.send_owned(DOWN);
     assert_eq!(status_of(&reply), "504");
     assert_eq!(d.report(), (504, "UT"));
@@ -218,15 +264,24 @@ fn a_route_timeout_before_the_response_head_gets_504_ut() {
 #[ignore = "known bug: a retry rebuilds the request from the input, which no longer holds the body it sent (http/mod.rs start_exchange; Request::replay is never sent)"]
 fn a_retry_on_a_new_connection_sends_the_same_request_body_included() {
     let (mut d, _) = Driver::open(&super::plan(false));
-    forwarded(&mut d, b"POST /a HTTP/1.1\r\nhost: tomcat.istio.com\r\ncontent-length: 5\r\n\r\nhello");
+    forwarded(
+        &mut d,
+        b"POST /a HTTP/1.1\r\nhost: tomcat.istio.com\r\ncontent-length: 5\r\n\r\nhello",
+    );
     let (first, _) = d.send_owned(UP);
     assert_eq!(requests_in(&first).unwrap()[0].body, b"hello");
     // The server had closed the pooled connection: FIN before any byte.
     let out = d.done(Op::Recv(DOWN), 0);
-    assert_eq!(out, vec![Io::Release(Release::Close), Io::Checkout { fresh: true }]);
+    assert_eq!(
+        out,
+        vec![Io::Release(Release::Close), Io::Checkout { fresh: true }]
+    );
     assert!(d.checkout(false).is_empty(), "connecting");
     let out = d.done(Op::Connect, 0);
-    assert_eq!(out, vec![Io::Connected, Io::SendOwned(UP), Io::RecvOnce(DOWN)]);
+    assert_eq!(
+        out,
+        vec![Io::Connected, Io::SendOwned(UP), Io::RecvOnce(DOWN)]
+    );
     let (second, _) = d.send_owned(UP);
     assert_eq!(
         String::from_utf8_lossy(&second),
@@ -238,16 +293,38 @@ fn a_retry_on_a_new_connection_sends_the_same_request_body_included() {
 #[test]
 fn connection_close_from_the_client_ends_the_connection_after_its_response() {
     let (mut d, _) = Driver::open(&super::plan(false));
-    forwarded(&mut d, b"GET /a HTTP/1.1\r\nhost: tomcat.istio.com\r\nconnection: close\r\n\r\n");
+    forwarded(
+        &mut d,
+        b"GET /a HTTP/1.1\r\nhost: tomcat.istio.com\r\nconnection: close\r\n\r\n",
+    );
     let (head, _) = d.send_owned(UP);
-    assert!(says_close(&head) || !String::from_utf8_lossy(&head).contains("connection: keep-alive"));
+    assert!(
+        says_close(&head) || !String::from_utf8_lossy(&head).contains("connection: keep-alive")
+    );
     let response = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-    assert_eq!(d.recv(DOWN, response, false), vec![Io::GiveBack(2), Io::SendOwned(DOWN)]);
+    assert_eq!(
+        d.recv(DOWN, response, false),
+        vec![Io::GiveBack(2), Io::SendOwned(DOWN)]
+    );
     let (reply, out) = d.send_owned(DOWN);
     assert_eq!(status_of(&reply), "200");
     assert!(says_close(&reply), "the client asked to close");
-    assert_eq!(out[..2], [Io::Release(Release::Pool { server_timeout: None }), Io::Report]);
-    assert!(matches!(out[2], Io::Finish(Close { reason: CloseReason::Done, .. })));
+    assert_eq!(
+        out[..2],
+        [
+            Io::Release(Release::Pool {
+                server_timeout: None
+            }),
+            Io::Report
+        ]
+    );
+    assert!(matches!(
+        out[2],
+        Io::Finish(Close {
+            reason: CloseReason::Done,
+            ..
+        })
+    ));
     assert_eq!(d.report(), (200, "-"));
 }
 
@@ -269,8 +346,20 @@ fn drain_lets_a_busy_connection_finish_its_response_with_connection_close() {
     let (_, out) = d.send_owned(UP);
     assert!(out.is_empty());
     let response = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-    assert_eq!(d.recv(DOWN, response, false), vec![Io::GiveBack(2), Io::SendOwned(DOWN)]);
+    assert_eq!(
+        d.recv(DOWN, response, false),
+        vec![Io::GiveBack(2), Io::SendOwned(DOWN)]
+    );
     let (reply, out) = d.send_owned(DOWN);
     assert!(says_close(&reply), "a draining connection says it closes");
-    assert!(matches!(out.last(), Some(Io::Finish(Close { reason: CloseReason::Done, .. }))), "{out:?}");
+    assert!(
+        matches!(
+            out.last(),
+            Some(Io::Finish(Close {
+                reason: CloseReason::Done,
+                ..
+            }))
+        ),
+        "{out:?}"
+    );
 }

@@ -89,8 +89,13 @@ impl World {
             dead || peer.available() > 0 || peer.fin
         };
         match *p {
-            Pending::Recv { sock, cancelled, .. } => cancelled || source(sock),
-            Pending::Poll { op: Op::Readable(_), sock } => source(sock),
+            Pending::Recv {
+                sock, cancelled, ..
+            } => cancelled || source(sock),
+            Pending::Poll {
+                op: Op::Readable(_),
+                sock,
+            } => source(sock),
             _ => true,
         }
     }
@@ -112,14 +117,22 @@ impl World {
             }
             // Nothing moves until a timer fires.
             let at = self.session.next_deadline();
-            self.now = at.unwrap_or(self.now + Duration::from_secs(1)).max(self.now);
+            self.now = at
+                .unwrap_or(self.now + Duration::from_secs(1))
+                .max(self.now);
             return self.tick();
         }
         if !self.late_cancels {
             // The kernel cancels at submission: a cancelled recv ends
             // before anything that happens after.
             let cancelled = ready.iter().find(|&&i| {
-                matches!(self.pending[i], Pending::Recv { cancelled: true, .. })
+                matches!(
+                    self.pending[i],
+                    Pending::Recv {
+                        cancelled: true,
+                        ..
+                    }
+                )
             });
             if let Some(&i) = cancelled {
                 let p = self.pending.remove(i);
@@ -162,21 +175,28 @@ impl World {
     fn complete(&mut self, p: Pending) {
         let over = self.finished.is_some();
         match p {
-            Pending::Recv { dir, sock, left, cancelled } => {
-                self.complete_recv(dir, sock, left, cancelled)
-            }
+            Pending::Recv {
+                dir,
+                sock,
+                left,
+                cancelled,
+            } => self.complete_recv(dir, sock, left, cancelled),
             Pending::CancelRecv(dir) => {
-                if let Some(at) = self
-                    .pending
-                    .iter()
-                    .position(|q| matches!(q, Pending::Recv { dir: d, cancelled: true, .. } if *d == dir))
-                {
+                if let Some(at) = self.pending.iter().position(
+                    |q| matches!(q, Pending::Recv { dir: d, cancelled: true, .. } if *d == dir),
+                ) {
                     self.pending.remove(at);
                     self.feed(Completion::done(Op::Recv(dir), -libc::ECANCELED));
                 }
                 self.feed(Completion::done(Op::CancelRecv(dir), 0));
             }
-            Pending::Send { dir, sock, bid, offset, len } => {
+            Pending::Send {
+                dir,
+                sock,
+                bid,
+                offset,
+                len,
+            } => {
                 let res = if over && self.rng.chance(50) {
                     -libc::ECANCELED
                 } else {
@@ -206,7 +226,11 @@ impl World {
             return self.feed(Completion::done(Op::Recv(dir), -libc::ECANCELED));
         }
         if dead {
-            let res = if self.rng.chance(50) { 0 } else { -libc::ECONNRESET };
+            let res = if self.rng.chance(50) {
+                0
+            } else {
+                -libc::ECONNRESET
+            };
             return self.feed(Completion::done(Op::Recv(dir), res));
         }
         if available == 0 {
@@ -215,7 +239,7 @@ impl World {
         // The ring is the worker's, shared with its other connections:
         // it may be empty whatever this one holds.
         let dry = self.rng.chance(3);
-        let Some(bid) = self.free.pop_if(|_| !dry) else {
+        let Some(bid) = (if dry { None } else { self.free.pop() }) else {
             return self.feed(Completion::done(Op::Recv(dir), -libc::ENOBUFS));
         };
         let n = (1 + self.rng.below(u64::from(self.buffer_size))).min(available as u64) as usize;
@@ -224,7 +248,12 @@ impl World {
         peer.read += n;
         let more = left > 1 && !cancelled && self.rng.chance(90);
         if more {
-            self.pending.push(Pending::Recv { dir, sock, left: left - 1, cancelled });
+            self.pending.push(Pending::Recv {
+                dir,
+                sock,
+                left: left - 1,
+                cancelled,
+            });
         }
         self.held.insert(bid, data.clone());
         self.feed(Completion {

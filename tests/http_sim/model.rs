@@ -83,11 +83,28 @@ pub enum Sock {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pending {
-    Recv { dir: Dir, sock: Sock, left: u32, cancelled: bool },
+    Recv {
+        dir: Dir,
+        sock: Sock,
+        left: u32,
+        cancelled: bool,
+    },
     CancelRecv(Dir),
-    Send { dir: Dir, sock: Sock, bid: u16, offset: u32, len: u32 },
-    Poll { op: Op, sock: Sock },
-    Connect { conn: usize, res: i32 },
+    Send {
+        dir: Dir,
+        sock: Sock,
+        bid: u16,
+        offset: u32,
+        len: u32,
+    },
+    Poll {
+        op: Op,
+        sock: Sock,
+    },
+    Connect {
+        conn: usize,
+        res: i32,
+    },
     ConnectTimeout(i32),
 }
 
@@ -121,7 +138,7 @@ pub struct World {
     pub pending: Vec<Pending>,
     pub pipes: [Vec<u8>; 2],
     pub finished: Option<Close>,
-    pub reports: Vec<Box<Request>>,
+    pub reports: Vec<Request>,
     /// Requests routed so far (the one being served is `routes - 1`).
     pub routes: usize,
     pub faults: Vec<(usize, Fault)>,
@@ -177,7 +194,14 @@ impl World {
 
     /// Feed one completion and perform what follows.
     pub fn feed(&mut self, c: Completion<'_>) {
-        self.log.push(format!("{:?} res={} bid={:?} len={} more={}", c.op, c.res, c.bid, c.data.len(), c.more));
+        self.log.push(format!(
+            "{:?} res={} bid={:?} len={} more={}",
+            c.op,
+            c.res,
+            c.bid,
+            c.data.len(),
+            c.more
+        ));
         let mut out = Vec::new();
         self.session.on_completion(c, self.now, &mut out);
         self.apply(out);
@@ -206,7 +230,7 @@ impl World {
         match io {
             Io::Route => {
                 self.routes += 1;
-                let id = [self.rng.next(), self.rng.next()];
+                let id = [self.rng.bits(), self.rng.bits()];
                 let plan = Arc::clone(&self.plan);
                 let under = self.session.on_route(&plan, id, self.now, out);
                 assert!(under.is_some(), "Route answered by no request");
@@ -215,8 +239,62 @@ impl World {
             Io::Release(how) => self.release(how),
             Io::Connected => {
                 let i = self.cur.expect("Connected without a connection");
-                assert!(self.conns[i].connected, "Connected before the CONNECT completed");
+                assert!(
+                    self.conns[i].connected,
+                    "Connected before the CONNECT completed"
+                );
             }
+            Io::RecvOnce(_)
+            | Io::Recv { .. }
+            | Io::CancelRecv(_)
+            | Io::Send { .. }
+            | Io::PollIn(_)
+            | Io::PollOut(_) => self.submit(io),
+            Io::GiveBack(_) | Io::Leftover { .. } => self.buffer(io, out),
+            Io::SendOwned(dir) => self.send_owned(dir, out),
+            Io::WaitBuffers(dir) => self.starved[dir.index()] = true,
+            Io::EnterSplice(dir) => {
+                let sock = self.send_sock(dir);
+                self.assert_usable(sock, &io);
+            }
+            Io::Pump {
+                dir,
+                in_pipe,
+                read,
+                max,
+            } => {
+                let pump = self.pump(dir, in_pipe, read, max);
+                self.log.push(format!("  pump {pump:?}"));
+                self.session.on_pump(dir, pump, self.now, out);
+            }
+            Io::Shutdown(dir) => {
+                let sock = self.send_sock(dir);
+                let p = self.peer(sock);
+                assert!(!p.rx_closed, "{dir:?} shut down twice");
+                p.rx_closed = true;
+                self.session
+                    .on_completion(Completion::done(Op::Shutdown(dir), 0), self.now, out);
+            }
+            Io::CheckSent(dir) => self.session.on_sent(dir, out),
+            Io::Report => {
+                let r = self
+                    .session
+                    .take_report()
+                    .expect("Report without a request");
+                self.reports.push(*r);
+            }
+            Io::Finish(close) => {
+                assert!(self.finished.is_none(), "finished twice");
+                self.finished = Some(close);
+            }
+            Io::Reserve(_) | Io::Connect => panic!("{io:?} from an HTTP session"),
+            Io::SinkStalled(_) | Io::Abort(_) | Io::Reject { .. } => {}
+        }
+    }
+
+    /// A ring operation: in flight until the kernel completes it.
+    fn submit(&mut self, io: Io) {
+        match io {
             Io::RecvOnce(dir) | Io::Recv { dir, .. } => {
                 let left = match io {
                     Io::Recv { buffers, .. } => {
@@ -228,14 +306,25 @@ impl World {
                 let sock = self.recv_sock(dir);
                 self.assert_usable(sock, &io);
                 assert!(
-                    !self.pending.iter().any(|p| matches!(p, Pending::Recv { dir: d, .. } if *d == dir)),
+                    !self
+                        .pending
+                        .iter()
+                        .any(|p| matches!(p, Pending::Recv { dir: d, .. } if *d == dir)),
                     "two recvs in flight on {dir:?}"
                 );
-                self.pending.push(Pending::Recv { dir, sock, left, cancelled: false });
+                self.pending.push(Pending::Recv {
+                    dir,
+                    sock,
+                    left,
+                    cancelled: false,
+                });
             }
             Io::CancelRecv(dir) => {
                 for p in &mut self.pending {
-                    if let Pending::Recv { dir: d, cancelled, .. } = p {
+                    if let Pending::Recv {
+                        dir: d, cancelled, ..
+                    } = p
+                    {
                         if *d == dir {
                             *cancelled = true;
                         }
@@ -245,83 +334,125 @@ impl World {
                 // worker counts ops, it does not name them).
                 self.pending.push(Pending::CancelRecv(dir));
             }
-            Io::Send { dir, bid, offset, len } => {
-                let sock = self.send_sock(dir);
-                self.assert_usable(sock, &io);
-                let bytes = self.held.get(&bid).unwrap_or_else(|| panic!("send of buffer {bid} not held"));
-                assert!(len > 0 && (offset + len) as usize <= bytes.len(), "send past the buffer's bytes");
-                assert!(
-                    !self.pending.iter().any(|p| matches!(p, Pending::Send { dir: d, .. } if *d == dir)),
-                    "two sends in flight on {dir:?}"
-                );
-                self.pending.push(Pending::Send { dir, sock, bid, offset, len });
-            }
-            Io::SendOwned(dir) => self.send_owned(dir, out),
-            Io::GiveBack(bid) => {
-                assert!(self.held.remove(&bid).is_some(), "buffer {bid} given back twice (or never taken)");
-                assert!(
-                    !self.pending.iter().any(|p| matches!(p, Pending::Send { bid: b, .. } if *b == bid)),
-                    "buffer {bid} given back mid-send"
-                );
-                self.free.push(bid);
-            }
-            Io::Leftover { dir, bid, offset, len } => {
-                let bytes = self.held.get(&bid).unwrap_or_else(|| panic!("leftover of buffer {bid} not held"));
-                let data = bytes[offset as usize..(offset + len) as usize].to_vec();
-                self.session.on_leftover(dir, bid, &data, out);
-            }
-            Io::WaitBuffers(dir) => self.starved[dir.index()] = true,
-            Io::EnterSplice(dir) => {
-                let sock = self.send_sock(dir);
-                self.assert_usable(sock, &io);
-            }
+            Io::Send {
+                dir,
+                bid,
+                offset,
+                len,
+            } => self.arm_send(dir, bid, offset, len),
             Io::PollIn(dir) | Io::PollOut(dir) => {
                 let (op, sock) = match io {
                     Io::PollIn(_) => (Op::Readable(dir), self.recv_sock(dir)),
                     _ => (Op::Writable(dir), self.send_sock(dir)),
                 };
                 self.assert_usable(sock, &io);
-                assert!(!self.pending.iter().any(|p| matches!(p, Pending::Poll { op: o, .. } if *o == op)), "two polls {op:?}");
+                assert!(
+                    !self
+                        .pending
+                        .iter()
+                        .any(|p| matches!(p, Pending::Poll { op: o, .. } if *o == op)),
+                    "two polls {op:?}"
+                );
                 self.pending.push(Pending::Poll { op, sock });
             }
-            Io::Pump { dir, in_pipe, read, max } => {
-                let pump = self.pump(dir, in_pipe, read, max);
-                self.log.push(format!("  pump {pump:?}"));
-                self.session.on_pump(dir, pump, self.now, out);
+            _ => unreachable!("{io:?} is not a ring operation"),
+        }
+    }
+
+    /// A send of `len` bytes of buffer `bid` from `offset`.
+    fn arm_send(&mut self, dir: Dir, bid: u16, offset: u32, len: u32) {
+        let io = Io::Send {
+            dir,
+            bid,
+            offset,
+            len,
+        };
+        let sock = self.send_sock(dir);
+        self.assert_usable(sock, &io);
+        let bytes = self
+            .held
+            .get(&bid)
+            .unwrap_or_else(|| panic!("send of buffer {bid} not held"));
+        assert!(
+            len > 0 && (offset + len) as usize <= bytes.len(),
+            "send past the buffer's bytes"
+        );
+        assert!(
+            !self
+                .pending
+                .iter()
+                .any(|p| matches!(p, Pending::Send { dir: d, .. } if *d == dir)),
+            "two sends in flight on {dir:?}"
+        );
+        self.pending.push(Pending::Send {
+            dir,
+            sock,
+            bid,
+            offset,
+            len,
+        });
+    }
+
+    /// A provided buffer given back, or handed back as leftover bytes.
+    fn buffer(&mut self, io: Io, out: &mut Vec<Io>) {
+        match io {
+            Io::GiveBack(bid) => {
+                assert!(
+                    self.held.remove(&bid).is_some(),
+                    "buffer {bid} given back twice (or never taken)"
+                );
+                assert!(
+                    !self
+                        .pending
+                        .iter()
+                        .any(|p| matches!(p, Pending::Send { bid: b, .. } if *b == bid)),
+                    "buffer {bid} given back mid-send"
+                );
+                self.free.push(bid);
             }
-            Io::Shutdown(dir) => {
-                let sock = self.send_sock(dir);
-                let p = self.peer(sock);
-                assert!(!p.rx_closed, "{dir:?} shut down twice");
-                p.rx_closed = true;
-                self.session.on_completion(Completion::done(Op::Shutdown(dir), 0), self.now, out);
+            Io::Leftover {
+                dir,
+                bid,
+                offset,
+                len,
+            } => {
+                let bytes = self
+                    .held
+                    .get(&bid)
+                    .unwrap_or_else(|| panic!("leftover of buffer {bid} not held"));
+                let data = bytes[offset as usize..(offset + len) as usize].to_vec();
+                self.session.on_leftover(dir, bid, &data, out);
             }
-            Io::CheckSent(dir) => self.session.on_sent(dir, out),
-            Io::Report => {
-                let r = self.session.take_report().expect("Report without a request");
-                self.reports.push(r);
-            }
-            Io::Finish(close) => {
-                assert!(self.finished.is_none(), "finished twice");
-                self.finished = Some(close);
-            }
-            Io::Reserve(_) | Io::Connect => panic!("{io:?} from an HTTP session"),
-            Io::SinkStalled(_) | Io::Abort(_) | Io::Reject { .. } => {}
+            _ => unreachable!("{io:?} is not about a buffer"),
         }
     }
 
     /// [`Io::Checkout`] as `checkout.rs` performs it.
     fn checkout(&mut self, fresh: bool, out: &mut Vec<Io>) {
-        assert!(self.cur.is_none(), "checkout while holding connection {:?}", self.cur);
+        assert!(
+            self.cur.is_none(),
+            "checkout while holding connection {:?}",
+            self.cur
+        );
         let k = self.routes.saturating_sub(1);
         let (route, cluster) = self.session.target().expect("checkout without a target");
-        let Some(cluster) = cluster.or_else(|| self.balancer.pick_cluster(&self.plan, route)) else {
-            return self.session.on_checkout(Err(CloseReason::NoHealthyUpstream), self.now, out);
+        let Some(cluster) = cluster.or_else(|| self.balancer.pick_cluster(&self.plan, route))
+        else {
+            return self
+                .session
+                .on_checkout(Err(CloseReason::NoHealthyUpstream), self.now, out);
         };
         self.session.on_cluster(cluster);
         let tried = self.session.tried().to_vec();
-        let Some(endpoint) = self.balancer.pick_endpoint(&self.plan, cluster, PEER.ip(), &tried, self.now) else {
-            let r = if tried.is_empty() { CloseReason::NoHealthyUpstream } else { CloseReason::ConnectFailed };
+        let Some(endpoint) =
+            self.balancer
+                .pick_endpoint(&self.plan, cluster, PEER.ip(), &tried, self.now)
+        else {
+            let r = if tried.is_empty() {
+                CloseReason::NoHealthyUpstream
+            } else {
+                CloseReason::ConnectFailed
+            };
             return self.session.on_checkout(Err(r), self.now, out);
         };
         self.session.connecting_to(endpoint);
@@ -336,16 +467,34 @@ impl World {
                 if self.conns[i].dead {
                     self.faults.push((k, Fault::DeadReuse));
                 }
-                self.log.push(format!("  pool: reuse connection {i} ({fate:?})"));
+                self.log
+                    .push(format!("  pool: reuse connection {i} ({fate:?})"));
                 self.cur = Some(i);
-                let reused = Checkout { cluster, reused: true };
+                let reused = Checkout {
+                    cluster,
+                    reused: true,
+                };
                 return self.session.on_checkout(Ok(reused), self.now, out);
             }
         }
         if self.rng.chance(2) {
             self.faults.push((k, Fault::Overflow));
-            return self.session.on_checkout(Err(CloseReason::Overflow), self.now, out);
+            return self
+                .session
+                .on_checkout(Err(CloseReason::Overflow), self.now, out);
         }
+        self.connect(cluster, endpoint, k);
+        let connecting = Checkout {
+            cluster,
+            reused: false,
+        };
+        self.session.on_checkout(Ok(connecting), self.now, out);
+    }
+
+    /// A new connection to `endpoint` of `cluster` for request `k`: its
+    /// CONNECT and linked timeout go in flight, the CONNECT to succeed,
+    /// be refused, or be cancelled by the timeout.
+    fn connect(&mut self, cluster: ClusterId, endpoint: usize, k: usize) {
         let i = self.conns.len();
         self.conns.push(UpConn {
             peer: Peer::default(),
@@ -363,12 +512,16 @@ impl World {
         if res != 0 {
             self.faults.push((k, Fault::ConnectFailed));
         }
-        self.log.push(format!("  connect {i} to {endpoint} of {cluster:?}: {res}"));
+        self.log
+            .push(format!("  connect {i} to {endpoint} of {cluster:?}: {res}"));
         self.cur = Some(i);
         self.pending.push(Pending::Connect { conn: i, res });
-        self.pending.push(Pending::ConnectTimeout(if res == -libc::ECANCELED { -libc::ETIME } else { -libc::ECANCELED }));
-        let connecting = Checkout { cluster, reused: false };
-        self.session.on_checkout(Ok(connecting), self.now, out);
+        self.pending
+            .push(Pending::ConnectTimeout(if res == -libc::ECANCELED {
+                -libc::ETIME
+            } else {
+                -libc::ECANCELED
+            }));
     }
 
     /// [`Io::Release`]: nothing of the connection may be in flight.
@@ -376,19 +529,34 @@ impl World {
         let i = self.cur.take().expect("Release without a connection");
         for p in &self.pending {
             let on_it = match *p {
-                Pending::Recv { sock, .. } | Pending::Send { sock, .. } | Pending::Poll { sock, .. } => sock == Sock::Up(i),
+                Pending::Recv { sock, .. }
+                | Pending::Send { sock, .. }
+                | Pending::Poll { sock, .. } => sock == Sock::Up(i),
                 Pending::Connect { conn, .. } => conn == i,
                 Pending::CancelRecv(_) | Pending::ConnectTimeout(_) => false,
             };
-            assert!(!on_it, "Release({how:?}) of connection {i} with {p:?} in flight");
+            assert!(
+                !on_it,
+                "Release({how:?}) of connection {i} with {p:?} in flight"
+            );
         }
-        assert!(self.pipes[0].is_empty() && self.pipes[1].is_empty(), "Release with bytes in a pipe");
+        assert!(
+            self.pipes[0].is_empty() && self.pipes[1].is_empty(),
+            "Release with bytes in a pipe"
+        );
         let conn = &mut self.conns[i];
         conn.peer.rx_closed = true;
         if let Release::Pool { .. } = how {
             assert!(conn.connected && !conn.dead, "a failed connection pooled");
-            assert!(!conn.peer.fin, "connection {i} pooled after its server closed it");
-            assert_eq!(conn.peer.available(), 0, "connection {i} pooled with unread bytes");
+            assert!(
+                !conn.peer.fin,
+                "connection {i} pooled after its server closed it"
+            );
+            assert_eq!(
+                conn.peer.available(),
+                0,
+                "connection {i} pooled with unread bytes"
+            );
             conn.peer.rx_closed = false;
             let fate = match self.rng.below(10) {
                 0 => Fate::ClosedSeen,
@@ -403,16 +571,21 @@ impl World {
     fn send_owned(&mut self, dir: Dir, out: &mut Vec<Io>) {
         let sock = self.send_sock(dir);
         self.assert_usable(sock, &Io::SendOwned(dir));
-        let bytes = self.session.outbox(dir).expect("SendOwned without an outbox").to_vec();
+        let bytes = self
+            .session
+            .outbox(dir)
+            .expect("SendOwned without an outbox")
+            .to_vec();
         assert!(!bytes.is_empty(), "an empty outbox sent");
         let res = self.write(sock, &bytes);
-        self.session.on_completion(Completion::done(Op::Send(dir), res), self.now, out);
+        self.session
+            .on_completion(Completion::done(Op::Send(dir), res), self.now, out);
     }
 
     /// The kernel takes some of `bytes` for `sock`'s peer (or pushes back).
     pub fn write(&mut self, sock: Sock, bytes: &[u8]) -> i32 {
         if let Sock::Up(i) = sock {
-            if self.conns[i].dead && self.conns[i].peer.rx.len() > 0 && self.rng.chance(50) {
+            if self.conns[i].dead && !self.conns[i].peer.rx.is_empty() && self.rng.chance(50) {
                 return -libc::EPIPE;
             }
         }
@@ -434,9 +607,19 @@ impl World {
 
     /// The splice path's pump through the direction's model pipe.
     fn pump(&mut self, dir: Dir, in_pipe: u32, read: bool, max: u64) -> Pump {
-        assert_eq!(in_pipe as usize, self.pipes[dir.index()].len(), "pipe accounting");
+        assert_eq!(
+            in_pipe as usize,
+            self.pipes[dir.index()].len(),
+            "pipe accounting"
+        );
         let (from, to) = (self.recv_sock(dir), self.send_sock(dir));
-        let mut p = Pump { read: 0, written: 0, in_pipe, source: SourceState::Open, sink: SinkState::Ok };
+        let mut p = Pump {
+            read: 0,
+            written: 0,
+            in_pipe,
+            source: SourceState::Open,
+            sink: SinkState::Ok,
+        };
         if read {
             let room = (PIPE - in_pipe as usize) as u64;
             let want = (1 + self.rng.below(room)).min(max);
@@ -456,7 +639,11 @@ impl World {
         }
         let held = self.pipes[dir.index()].len();
         if held > 0 {
-            let n = if self.rng.chance(30) { self.rng.below(held as u64) as usize } else { held };
+            let n = if self.rng.chance(30) {
+                self.rng.below(held as u64) as usize
+            } else {
+                held
+            };
             let bytes: Vec<u8> = self.pipes[dir.index()].drain(..n).collect();
             let sink = self.peer(to);
             assert!(!sink.rx_closed, "a pump into {to:?} after it was closed");

@@ -69,7 +69,9 @@ pub fn chunked(rng: &mut Rng, payload: &[u8]) -> Vec<u8> {
 /// Random bytes of a body (printable, so a trace stays readable).
 pub fn payload(rng: &mut Rng, max: u64) -> Vec<u8> {
     let len = rng.below(max + 1) as usize;
-    (0..len).map(|i| b'a' + ((i as u64 + rng.below(3)) % 26) as u8).collect()
+    (0..len)
+        .map(|i| b'a' + ((i as u64 + rng.below(3)) % 26) as u8)
+        .collect()
 }
 
 /// The client's `n` requests. `direct`: the plan has the direct-response
@@ -189,7 +191,9 @@ fn body_len(framing: BodyFraming, buf: &[u8], eof: bool) -> Result<Option<usize>
         BodyFraming::Length(n) => Ok((buf.len() as u64 >= n).then_some(n as usize)),
         BodyFraming::Chunked => {
             let mut d = ChunkedDecoder::new();
-            let used = d.feed(buf, &mut |_| {}).map_err(|e| e.detail().to_string())?;
+            let used = d
+                .feed(buf, &mut |_| {})
+                .map_err(|e| e.detail().to_string())?;
             Ok(d.is_done().then_some(used))
         }
         BodyFraming::CloseDelimited => Ok(eof.then_some(buf.len())),
