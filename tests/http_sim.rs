@@ -12,7 +12,10 @@
 //! never mid-send; `Finish` comes once and nothing but give-backs after
 //! it; one report per request answered, with its status.
 //! `RINGWAY_SIM_SEED=<n>` replays one run; `RINGWAY_SIM_VERBOSE=1` prints
-//! how each run ended (`=2`: and its trace).
+//! how each run ended (`=2`: and its trace). `RINGWAY_SIM_LATE_CANCELS`,
+//! `RINGWAY_SIM_UNSEEN_CLOSES` and `RINGWAY_SIM_COUNT_BYTES` turn on the
+//! liberties and checks the default sweep leaves out while the bugs they
+//! find are open (`docs/http/http-sim.md`).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 

@@ -455,6 +455,11 @@ impl World {
             };
             return self.session.on_checkout(Err(r), self.now, out);
         };
+        // Two endpoints per cluster: a retry goes to the other one.
+        assert!(
+            tried.len() >= 2 || !tried.contains(&endpoint),
+            "endpoint {endpoint} tried again while another was left ({tried:?})"
+        );
         self.session.connecting_to(endpoint);
         if !fresh {
             let idle = self.pool.entry((cluster, endpoint)).or_default();
