@@ -178,6 +178,17 @@ impl Connections {
         checkout::retain(ctx, &mut self.pool, plan);
     }
 
+    /// The process started draining: sessions that can end at a message
+    /// boundary do so ([`Session::wind_down`]).
+    pub(super) fn wind_down(&mut self, ctx: &mut Ctx, ring: &mut Ring) {
+        for key in self.slots.keys() {
+            if let Some(slot) = self.slots.get_mut(key) {
+                slot.session.wind_down(&mut self.scratch);
+                self.perform(ctx, ring, key);
+            }
+        }
+    }
+
     /// The worker stops: every session ends (`DR`).
     pub(super) fn drain_all(&mut self, ctx: &mut Ctx, ring: &mut Ring) {
         checkout::close_all(ctx, &mut self.pool);

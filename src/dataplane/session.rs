@@ -263,6 +263,16 @@ impl Session {
         }
     }
 
+    /// The process started draining (SIGTERM): a protocol with requests
+    /// ends its connections at their next boundary (HTTP: idle keep-alive
+    /// connections at once, busy ones after their response). TCP
+    /// connections run on until they end or the drain timeout.
+    pub fn wind_down(&mut self, out: &mut Vec<Io>) {
+        if let Some(h) = self.http_mut() {
+            h.wind_down(out);
+        }
+    }
+
     /// What is left of the direction's outbox to send ([`Io::SendOwned`]).
     pub fn outbox(&self, dir: Dir) -> Option<&[u8]> {
         if let Session::Http(h) = self {

@@ -851,15 +851,24 @@ impl HttpSession {
         }
     }
 
-    /// The process is stopping: an idle connection closes now, a busy one
-    /// after its response (with `Connection: close`).
-    pub fn drain(&mut self, out: &mut Vec<Io>) {
+    /// The process started draining: an idle connection closes now, a
+    /// busy one after its response (with `Connection: close`).
+    pub fn wind_down(&mut self, out: &mut Vec<Io>) {
         self.closing = true;
         if let Phase::ReadHead { .. } = self.phase {
-            if self.head_since.is_none() {
+            if self.head_since.is_none() && self.input.is_empty() {
                 self.finish(CloseReason::Drained, out);
             }
         }
+    }
+
+    /// The process is stopping (the drain timeout passed): the connection
+    /// ends now, a request in flight with it (`DR`).
+    pub fn drain(&mut self, out: &mut Vec<Io>) {
+        if let Some(req) = self.request.as_mut() {
+            req.flags = "DR";
+        }
+        self.finish(CloseReason::Drained, out);
     }
 
     pub fn outbox(&self, dir: Dir) -> Option<&[u8]> {
