@@ -412,6 +412,12 @@ impl Model {
                     self.finished = Some(close);
                     self.delivered_at_finish = [self.sides[0].delivered, self.sides[1].delivered];
                 }
+                Io::Route
+                | Io::Checkout { .. }
+                | Io::Release(_)
+                | Io::Leftover { .. }
+                | Io::Report
+                | Io::Reject { .. } => panic!("{a:?} from a TCP or TLS passthrough session"),
             }
             queue.extend(out);
         }
