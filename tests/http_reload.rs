@@ -170,10 +170,7 @@ fn sigterm_lets_the_request_in_flight_finish_and_closes_idle_keep_alive_connecti
     let ports = Ports::new();
     let listen = ports.listener();
     let slow = origin("v1", Duration::from_millis(1500));
-    let dir = ConfigDir::new().file(
-        "shop.yaml",
-        &config(listen, (100, 0), slow.port, slow.port),
-    );
+    let dir = ConfigDir::new().file("shop.yaml", &config(listen, (100, 0), slow.port, slow.port));
     let Some(gw) = Ringway::start(&dir, &["--workers", "1", "--drain-timeout", "20s"]) else {
         return;
     };
@@ -189,10 +186,20 @@ fn sigterm_lets_the_request_in_flight_finish_and_closes_idle_keep_alive_connecti
     gw.signal("TERM");
     // The idle one closes at once, without a byte.
     let mut byte = [0u8; 1];
-    assert_eq!(idle.read(&mut byte).unwrap(), 0, "idle keep-alive connection closed");
-    assert!(since.elapsed() < Duration::from_secs(1), "{:?}", since.elapsed());
+    assert_eq!(
+        idle.read(&mut byte).unwrap(),
+        0,
+        "idle keep-alive connection closed"
+    );
+    assert!(
+        since.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        since.elapsed()
+    );
     // The busy one gets its whole response, which closes the connection.
-    let r = read_response(&mut busy.read).unwrap().expect("the response in flight");
+    let r = read_response(&mut busy.read)
+        .unwrap()
+        .expect("the response in flight");
     assert_eq!((r.status, r.body.as_slice()), (200, &b"v1"[..]));
     let connection = r
         .headers
@@ -200,7 +207,11 @@ fn sigterm_lets_the_request_in_flight_finish_and_closes_idle_keep_alive_connecti
         .find(|(n, _)| n.eq_ignore_ascii_case("connection"))
         .map(|(_, v)| v.to_ascii_lowercase());
     assert_eq!(connection.as_deref(), Some("close"));
-    assert_eq!(busy.read.read(&mut byte).unwrap(), 0, "closed after the response");
+    assert_eq!(
+        busy.read.read(&mut byte).unwrap(),
+        0,
+        "closed after the response"
+    );
     let status = gw.wait_exit();
     assert!(status.success(), "{status}");
 }

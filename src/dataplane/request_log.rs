@@ -77,11 +77,7 @@ pub(super) fn report(ctx: &mut Ctx, slot: &mut Slot) {
     let route_name = req.http_route(plan).map(|r| r.name.as_str());
     let cluster_name = cluster.map(|c| plan.table.cluster(c).name.as_str());
     if ctx.access_log.enabled() {
-        let local = SockRef::from(&slot.downstream)
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .unwrap_or(slot.peer);
+        let local = local_address(slot);
         let text = |name: &str| {
             req.head
                 .first_value(name)
@@ -146,7 +142,12 @@ fn outlier(ctx: &mut Ctx, plan: &Plan, (cluster, endpoint): (ClusterId, usize), 
     }
     let now = std::time::Instant::now();
     if ctx.balancer.connect_failed(plan, cluster, endpoint, now) {
-        add(&ctx.metrics.cluster(&plan.table.cluster(cluster).name).ejections, 1);
+        add(
+            &ctx.metrics
+                .cluster(&plan.table.cluster(cluster).name)
+                .ejections,
+            1,
+        );
         ctx.status.ejected(ctx.balancer.ejections(now));
     }
 }
@@ -176,5 +177,62 @@ pub(super) fn reject(ctx: &mut Ctx, slot: &Slot, status: u16, detail: &'static s
         _ => Reject::Malformed,
     };
     ctx.metrics.http_reject(reason);
+    // Counted and logged as a request, as Envoy does for the local reply
+    // to a head it cannot parse: flag `DPE`, no destination.
+    let flags = "DPE";
+    let plan = &slot.plan;
+    let key = LabelKey {
+        protocol: Protocol::Http,
+        generation: plan.table.generation,
+        cluster: None,
+        endpoint: None,
+        response_flags: flags,
+        response_code: status,
+    };
+    let body = crate::http1::reply::default_body(status).len() as u64;
+    let sample = HttpSample {
+        duration: std::time::Duration::ZERO,
+        request_bytes: 0,
+        response_bytes: body,
+    };
+    let labels = || IstioLabels::unrouted(flags).for_request(status);
+    ctx.metrics.http_request(key, labels, &sample);
+    if ctx.access_log.enabled() {
+        let local = local_address(slot);
+        ctx.access_log.log_http(&HttpRecord {
+            start_time: std::time::SystemTime::now(),
+            duration: std::time::Duration::ZERO,
+            method: "",
+            path: "",
+            protocol: "HTTP/1.1",
+            response_code: status,
+            response_flags: flags,
+            response_code_details: detail,
+            bytes_received: 0,
+            bytes_sent: body,
+            upstream_service_time: None,
+            x_forwarded_for: None,
+            user_agent: None,
+            request_id: None,
+            authority: None,
+            upstream_host: None,
+            upstream_cluster: None,
+            upstream_local_address: None,
+            downstream_local_address: local,
+            downstream_remote_address: slot.peer,
+            route_name: None,
+            generation: plan.table.generation,
+        });
+    }
     tracing::debug!(worker = ctx.id, downstream = %slot.peer, status, detail, "request refused");
+}
+
+/// The address the client reached (a listener bound to 0.0.0.0 is reached
+/// on one of the host's addresses).
+fn local_address(slot: &Slot) -> std::net::SocketAddr {
+    SockRef::from(&slot.downstream)
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or(slot.peer)
 }

@@ -20,8 +20,8 @@ use std::time::Instant;
 use crate::routing::table::{ClusterId, ListenerRouting, RouteId};
 
 use super::conn::Connection;
-pub use super::http::{HttpLimits, HttpSession};
 use super::http::Request;
+pub use super::http::{HttpLimits, HttpSession};
 use super::io::{Checkout, Close, CloseReason, Completion, Io, Pump, Reservation};
 pub use super::passthrough::{HELLO_TIMEOUT, ServerName, SniSession};
 use super::plan::Plan;
@@ -101,7 +101,12 @@ impl Session {
     }
 
     /// HTTP: the answer to [`Io::Checkout`].
-    pub fn on_checkout(&mut self, r: Result<Checkout, CloseReason>, now: Instant, out: &mut Vec<Io>) {
+    pub fn on_checkout(
+        &mut self,
+        r: Result<Checkout, CloseReason>,
+        now: Instant,
+        out: &mut Vec<Io>,
+    ) {
         if let Some(h) = self.http_mut() {
             h.on_checkout(r, now, out);
         }
