@@ -23,6 +23,7 @@ mod checks;
 mod clusters;
 mod delegate;
 mod http;
+mod http_actions;
 mod http_rules;
 mod listeners;
 mod routes;
