@@ -1028,3 +1028,16 @@ fn outlier_detection_keeps_both_http_thresholds_and_the_tcp_one() {
         assert_eq!(got, want, "{five}, {gateway}");
     }
 }
+
+#[test]
+fn a_retries_block_without_attempts_disables_retries_as_istiod_does() {
+    let route = vs(
+        "a",
+        "  hosts: ['*']\n  gateways: [gw]\n  http:\n  - retries: {perTryTimeout: 1s}\n    route: [{destination: {host: front-tomcat, subset: v1}}]\n",
+    );
+    let out = build(&config(&[REGISTRY, GATEWAY, &route]));
+    let RouteAction::Forward(f) = &out.http(18080).vhosts[0].routes[0].action else {
+        panic!("forward")
+    };
+    assert_eq!(f.retries.attempts, 0);
+}

@@ -337,10 +337,12 @@ impl QueryMatch {
         let Some(query) = query else {
             return false;
         };
-        query.split('&').any(|pair| {
+        // Envoy tests the first value of the parameter only.
+        let first = query.split('&').find_map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            name == self.name && self.value.as_ref().is_none_or(|m| m.matches(value))
-        })
+            (name == self.name).then_some(value)
+        });
+        first.is_some_and(|value| self.value.as_ref().is_none_or(|m| m.matches(value)))
     }
 }
 
@@ -921,6 +923,12 @@ mod tests {
             Case {
                 matcher: query("v", None),
                 req: get("/", "h"),
+                want: false,
+            },
+            // Envoy looks at the first value of a repeated parameter only.
+            Case {
+                matcher: query("v", Some(StringMatch::Exact("2".into()))),
+                req: get("/?v=1&v=2", "h"),
                 want: false,
             },
         ];

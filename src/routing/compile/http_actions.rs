@@ -253,8 +253,10 @@ pub(super) fn compile_retries(
             ));
         }
     }
+    // istiod's `ConvertPolicy`: a retries block without attempts (or with
+    // 0) disables retries.
     let attempts = match r.attempts.map(u32::try_from) {
-        None => DEFAULT_RETRY_ATTEMPTS,
+        None => 0,
         Some(Ok(n)) => n,
         Some(Err(_)) => {
             push(vs.diag(
