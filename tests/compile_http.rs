@@ -442,6 +442,14 @@ fn routes_of_one_virtual_service_stop_after_its_first_catch_all() {
         sources,
         ["default/a http[0].match[0]", "default/a http[0].match[1]"]
     );
+    let w = out.only(Severity::Warning);
+    assert_eq!(w.field.as_deref(), Some("http[1]"));
+    assert!(
+        w.message.contains(
+            "unreachable: VirtualService default/a http[0] before it matches every request"
+        ),
+        "{w}"
+    );
 }
 
 // ---------------------------------------------------------------- matches
