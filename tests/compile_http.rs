@@ -468,6 +468,7 @@ fn each_match_kind_is_compiled_and_decides_requests() {
     - {name: authority, authority: {prefix: api.}}
     - {name: header, headers: {X-User: {exact: jason}}}
     - {name: present, headers: {x-canary: {}}}
+    - {name: star, headers: {x-star: {regex: '*'}}}
     - {name: without, uri: {prefix: /w}, withoutHeaders: {x-debug: {}}}
     - {name: query, queryParams: {v: {exact: '2'}}}
     route: [{destination: {host: front-tomcat, subset: v2}}]
@@ -481,7 +482,7 @@ fn each_match_kind_is_compiled_and_decides_requests() {
         "{:?}",
         out.messages(Severity::Warning)
     );
-    let cases: [(Req, &str); 12] = [
+    let cases: [(Req, &str); 13] = [
         (get("h", "/exact"), "r.exact"),
         (get("h", "/exact/more"), "rest"),
         (get("h", "/case/x"), "r.nocase"),
@@ -508,6 +509,13 @@ fn each_match_kind_is_compiled_and_decides_requests() {
                 ..get("h", "/p")
             },
             "r.present",
+        ),
+        (
+            Req {
+                headers: vec![("x-star", "anything")],
+                ..get("h", "/p")
+            },
+            "r.star",
         ),
         (get("h", "/w"), "r.without"),
         (

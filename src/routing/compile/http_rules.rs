@@ -204,7 +204,7 @@ fn compile_match(
             ));
             continue;
         }
-        match string_match(vs, &fpath, spec, push) {
+        match presence_or_match(vs, &fpath, spec, push) {
             Ok(value) => headers.push(HeaderMatch {
                 name,
                 value,
@@ -215,7 +215,7 @@ fn compile_match(
     }
     let mut query_params = Vec::new();
     for (key, spec) in &mb.query_params {
-        match string_match(vs, &format!("{path}.queryParams.{key}"), spec, push) {
+        match presence_or_match(vs, &format!("{path}.queryParams.{key}"), spec, push) {
             Ok(value) => query_params.push(QueryMatch {
                 name: key.clone(),
                 value,
@@ -247,6 +247,21 @@ fn compile_match(
         headers,
         query_params,
     })
+}
+
+/// A header or query parameter condition: `Ok(None)` is a presence check,
+/// written `{}` or `regex: "*"` (istiod's `canBeConvertedToPresentMatch`:
+/// `*` is not RE2, it means "any value").
+fn presence_or_match(
+    vs: &Resource<VirtualServiceSpec>,
+    path: &str,
+    spec: &StringMatchSpec,
+    push: &mut Push<'_>,
+) -> Result<Option<StringMatch>, ()> {
+    if spec.regex.as_deref() == Some("*") && spec.exact.is_none() && spec.prefix.is_none() {
+        return Ok(None);
+    }
+    string_match(vs, path, spec, push)
 }
 
 /// Istio's StringMatch: `Ok(None)` when none of exact, prefix, regex is
