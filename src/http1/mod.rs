@@ -77,3 +77,5 @@ pub enum BodyFraming {
 mod corpus_tests;
 #[cfg(test)]
 mod head_tests;
+#[cfg(test)]
+mod write_tests;
