@@ -3,7 +3,7 @@
 //! of the head with byte ranges of its fields, and the framing headers
 //! (Content-Length, Transfer-Encoding, Connection) read once.
 
-use memchr::memchr;
+use memchr::{memchr, memchr2};
 
 /// The most fields a head may carry (Envoy's and HAProxy's default).
 pub(crate) const MAX_FIELDS: usize = 100;
@@ -125,17 +125,21 @@ pub(crate) fn find_head_end(
 ) -> Result<Option<usize>, LineError> {
     let mut pos = 0;
     let mut first_line = true;
-    while let Some(lf) = memchr(b'\n', &buf[pos..]).map(|i| pos + i) {
-        if lf == pos || buf[lf - 1] != b'\r' {
+    // CR and LF are judged in the order they come, so that a prefix of a
+    // head is refused for the same reason as the whole head.
+    while let Some(at) = memchr2(b'\r', b'\n', &buf[pos..]).map(|i| pos + i) {
+        if buf[at] == b'\n' {
             return Err(LineError::BareLf);
         }
-        let line = &buf[pos..lf - 1];
-        let next = lf + 1;
+        match buf.get(at + 1) {
+            None => break,
+            Some(b'\n') => {}
+            Some(_) => return Err(LineError::LoneCr),
+        }
+        let line = &buf[pos..at];
+        let next = at + 2;
         if next > limit {
             return Err(LineError::TooLarge);
-        }
-        if memchr(b'\r', line).is_some() {
-            return Err(LineError::LoneCr);
         }
         if line.is_empty() {
             if !(first_line && skip_empty_lines) {
@@ -148,14 +152,10 @@ pub(crate) fn find_head_end(
         }
         pos = next;
     }
-    let rest = &buf[pos..];
     if buf.len() > limit {
         return Err(LineError::TooLarge);
     }
-    match memchr(b'\r', rest) {
-        Some(cr) if cr + 1 < rest.len() => Err(LineError::LoneCr),
-        _ => Ok(None),
-    }
+    Ok(None)
 }
 
 fn check_field_line(line: &[u8]) -> Result<(), LineError> {

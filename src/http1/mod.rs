@@ -79,3 +79,5 @@ mod corpus_tests;
 mod head_tests;
 #[cfg(test)]
 mod write_tests;
+#[cfg(test)]
+mod prop_tests;
