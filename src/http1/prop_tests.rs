@@ -190,7 +190,7 @@ proptest! {
         let Ok(Some((first, _))) = parse_response(text.as_bytes(), context) else {
             return Err(TestCaseError::fail(text));
         };
-        let edits = ResponseEdits { version: Version::Http11, keep_alive: true, dechunk: false, ops: &[] };
+        let edits = ResponseEdits { version: Version::Http11, keep_alive: first.keep_alive(), dechunk: false, ops: &[] };
         let mut wire = Vec::new();
         write_response(&first, &edits, &mut wire);
         let Ok(Some((second, consumed))) = parse_response(&wire, context) else {
