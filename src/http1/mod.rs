@@ -78,6 +78,6 @@ mod corpus_tests;
 #[cfg(test)]
 mod head_tests;
 #[cfg(test)]
-mod write_tests;
-#[cfg(test)]
 mod prop_tests;
+#[cfg(test)]
+mod write_tests;

@@ -35,14 +35,22 @@ fn field_value() -> impl Strategy<Value = String> {
     prop_oneof![
         "[!-~]([ -~]{0,10}[!-~])?",
         Just(String::new()),
-        prop::sample::select(vec!["close", "keep-alive, x-1", "100-continue", "websocket"]).prop_map(str::to_owned),
+        prop::sample::select(vec![
+            "close",
+            "keep-alive, x-1",
+            "100-continue",
+            "websocket"
+        ])
+        .prop_map(str::to_owned),
     ]
 }
 
 /// A well-formed request head followed by a few body bytes.
 fn request_text() -> impl Strategy<Value = String> {
     (
-        prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "X-CUSTOM"]),
+        prop::sample::select(vec![
+            "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "X-CUSTOM",
+        ]),
         prop::collection::vec(segment(), 0..5),
         prop::option::of("[a-zA-Z0-9=&%/?:@._~-]{0,12}"),
         any::<bool>(),
@@ -51,37 +59,42 @@ fn request_text() -> impl Strategy<Value = String> {
         0..3u8,
         any::<bool>(),
     )
-        .prop_map(|(method, segments, query, http10, host, fields, framing, absolute)| {
-            let path = format!("/{}", segments.join("/"));
-            let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-            let version = if http10 { "HTTP/1.0" } else { "HTTP/1.1" };
-            let host = host.or_else(|| (!http10).then(|| "h".to_owned()));
-            let target = match (&host, absolute) {
-                (Some(h), true) => format!("http://{h}{path}{query}"),
-                _ => format!("{path}{query}"),
-            };
-            let mut text = format!("{method} {target} {version}\r\n");
-            if let Some(h) = host {
-                text.push_str(&format!("Host: {h}\r\n"));
-            }
-            for (name, value) in fields {
-                text.push_str(&format!("{name}: {value}\r\n"));
-            }
-            match framing {
-                1 => text.push_str("Content-Length: 3\r\n"),
-                2 if !http10 => text.push_str("Transfer-Encoding: chunked\r\n"),
-                _ => {}
-            }
-            text.push_str("\r\nabc");
-            text
-        })
+        .prop_map(
+            |(method, segments, query, http10, host, fields, framing, absolute)| {
+                let path = format!("/{}", segments.join("/"));
+                let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+                let version = if http10 { "HTTP/1.0" } else { "HTTP/1.1" };
+                let host = host.or_else(|| (!http10).then(|| "h".to_owned()));
+                let target = match (&host, absolute) {
+                    (Some(h), true) => format!("http://{h}{path}{query}"),
+                    _ => format!("{path}{query}"),
+                };
+                let mut text = format!("{method} {target} {version}\r\n");
+                if let Some(h) = host {
+                    text.push_str(&format!("Host: {h}\r\n"));
+                }
+                for (name, value) in fields {
+                    text.push_str(&format!("{name}: {value}\r\n"));
+                }
+                match framing {
+                    1 => text.push_str("Content-Length: 3\r\n"),
+                    2 if !http10 => text.push_str("Transfer-Encoding: chunked\r\n"),
+                    _ => {}
+                }
+                text.push_str("\r\nabc");
+                text
+            },
+        )
 }
 
 /// Maybe one nasty byte inserted somewhere.
 fn mutated(text: String) -> impl Strategy<Value = Vec<u8>> {
     let len = text.len();
     (
-        prop::option::of((0..=len, prop::sample::select(vec![b'\n', b'\r', 0u8, b' ', b'\t', b':', 0x7f, b',', 0xe9]))),
+        prop::option::of((
+            0..=len,
+            prop::sample::select(vec![b'\n', b'\r', 0u8, b' ', b'\t', b':', 0x7f, b',', 0xe9]),
+        )),
         Just(text),
     )
         .prop_map(|(mutation, text)| {
@@ -95,8 +108,17 @@ fn mutated(text: String) -> impl Strategy<Value = Vec<u8>> {
 
 /// Names ringway removes or writes itself when forwarding a request.
 const NOT_FORWARDED: [&str; 11] = [
-    "host", "connection", "keep-alive", "proxy-connection", "te", "upgrade", "transfer-encoding",
-    "content-length", "x-forwarded-for", "x-forwarded-proto", "x-request-id",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "upgrade",
+    "transfer-encoding",
+    "content-length",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-request-id",
 ];
 
 proptest! {

@@ -89,8 +89,14 @@ fn rewrites_header_ops_and_close_apply_in_order() {
         "\r\n",
     ));
     let route = HeaderOps {
-        set: vec![("x-set".into(), "new".into()), ("content-length".into(), "999".into())],
-        add: vec![("x-add".into(), "a1".into()), ("x-bad".into(), "a\r\nb".into())],
+        set: vec![
+            ("x-set".into(), "new".into()),
+            ("content-length".into(), "999".into()),
+        ],
+        add: vec![
+            ("x-add".into(), "a1".into()),
+            ("x-bad".into(), "a\r\nb".into()),
+        ],
         remove: vec!["x-drop".into(), "connection".into()],
     };
     let destination = HeaderOps {
@@ -147,22 +153,70 @@ fn response_heads_follow_the_client_version_and_keep_alive() {
     }
     let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nServer: app\r\n\r\n";
     let cases = [
-        Case { upstream: chunked, head_request: false, version: Version::Http11, keep_alive: true, dechunk: false,
-            want: "HTTP/1.1 200 OK\r\nServer: app\r\ntransfer-encoding: chunked\r\n\r\n" },
-        Case { upstream: chunked, head_request: false, version: Version::Http10, keep_alive: true, dechunk: true,
-            want: "HTTP/1.0 200 OK\r\nServer: app\r\nconnection: close\r\n\r\n" },
-        Case { upstream: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", head_request: false, version: Version::Http10, keep_alive: true, dechunk: false,
-            want: "HTTP/1.0 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n" },
-        Case { upstream: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", head_request: false, version: Version::Http11, keep_alive: false, dechunk: false,
-            want: "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n" },
-        Case { upstream: "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", head_request: true, version: Version::Http11, keep_alive: true, dechunk: false,
-            want: "HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n" },
-        Case { upstream: "HTTP/1.0 200 OK\r\n\r\n", head_request: false, version: Version::Http11, keep_alive: true, dechunk: false,
-            want: "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n" },
-        Case { upstream: "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", head_request: false, version: Version::Http11, keep_alive: true, dechunk: false,
-            want: "HTTP/1.1 204 No Content\r\n\r\n" },
-        Case { upstream: "HTTP/1.1 100\r\n\r\n", head_request: false, version: Version::Http11, keep_alive: false, dechunk: false,
-            want: "HTTP/1.1 100 Continue\r\n\r\n" },
+        Case {
+            upstream: chunked,
+            head_request: false,
+            version: Version::Http11,
+            keep_alive: true,
+            dechunk: false,
+            want: "HTTP/1.1 200 OK\r\nServer: app\r\ntransfer-encoding: chunked\r\n\r\n",
+        },
+        Case {
+            upstream: chunked,
+            head_request: false,
+            version: Version::Http10,
+            keep_alive: true,
+            dechunk: true,
+            want: "HTTP/1.0 200 OK\r\nServer: app\r\nconnection: close\r\n\r\n",
+        },
+        Case {
+            upstream: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+            head_request: false,
+            version: Version::Http10,
+            keep_alive: true,
+            dechunk: false,
+            want: "HTTP/1.0 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n",
+        },
+        Case {
+            upstream: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+            head_request: false,
+            version: Version::Http11,
+            keep_alive: false,
+            dechunk: false,
+            want: "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n",
+        },
+        Case {
+            upstream: "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n",
+            head_request: true,
+            version: Version::Http11,
+            keep_alive: true,
+            dechunk: false,
+            want: "HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n",
+        },
+        Case {
+            upstream: "HTTP/1.0 200 OK\r\n\r\n",
+            head_request: false,
+            version: Version::Http11,
+            keep_alive: true,
+            dechunk: false,
+            want: "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n",
+        },
+        Case {
+            upstream: "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+            head_request: false,
+            version: Version::Http11,
+            keep_alive: true,
+            dechunk: false,
+            want: "HTTP/1.1 204 No Content\r\n\r\n",
+        },
+        Case {
+            upstream: "HTTP/1.1 100\r\n\r\n",
+            head_request: false,
+            version: Version::Http11,
+            keep_alive: false,
+            dechunk: false,
+            want: "HTTP/1.1 100 Continue\r\n\r\n",
+        },
     ];
     for case in cases {
         let head = response(case.upstream, case.head_request);
@@ -172,13 +226,21 @@ fn response_heads_follow_the_client_version_and_keep_alive() {
             dechunk: case.dechunk,
             ops: &[],
         };
-        assert_eq!(written_response(&head, &edits), case.want, "{:?}", case.upstream);
+        assert_eq!(
+            written_response(&head, &edits),
+            case.want,
+            "{:?}",
+            case.upstream
+        );
     }
 }
 
 #[test]
 fn response_header_ops_apply() {
-    let head = response("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nServer: app\r\nX-Internal: 1\r\n\r\n", false);
+    let head = response(
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nServer: app\r\nX-Internal: 1\r\n\r\n",
+        false,
+    );
     let ops = HeaderOps {
         set: vec![("server".into(), "edge".into())],
         add: vec![("x-served-by".into(), "ringway".into())],
@@ -190,7 +252,8 @@ fn response_header_ops_apply() {
         dechunk: false,
         ops: &[&ops],
     };
-    let want = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nserver: edge\r\nx-served-by: ringway\r\n\r\n";
+    let want =
+        "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nserver: edge\r\nx-served-by: ringway\r\n\r\n";
     assert_eq!(written_response(&head, &edits), want);
 }
 
@@ -215,17 +278,67 @@ const DEFAULT: Reply<'static> = Reply {
 fn local_replies_carry_server_date_length_and_a_short_body() {
     let date = "date: Sun, 06 Nov 1994 08:49:37 GMT\r\n";
     let cases: [(u16, Reply<'static>, String); 6] = [
-        (404, DEFAULT, format!("HTTP/1.1 404 Not Found\r\nserver: ringway\r\n{date}content-type: text/plain\r\ncontent-length: 9\r\nconnection: keep-alive\r\n\r\nno route\n")),
-        (431, Reply { keep_alive: false, version: Version::Http10, ..DEFAULT },
-            format!("HTTP/1.0 431 Request Header Fields Too Large\r\nserver: ringway\r\n{date}content-type: text/plain\r\ncontent-length: 32\r\nconnection: close\r\n\r\nrequest header fields too large\n")),
-        (301, Reply { body: Some(b""), location: Some("https://a.example/x"), ..DEFAULT },
-            format!("HTTP/1.1 301 Moved Permanently\r\nserver: ringway\r\n{date}content-length: 0\r\nlocation: https://a.example/x\r\nconnection: keep-alive\r\n\r\n")),
-        (200, Reply { body: Some(b"{}"), content_type: Some("application/json"), extra: &[("x-a", "1"), ("bad name", "2"), ("x-b", "a\nb")], ..DEFAULT },
-            format!("HTTP/1.1 200 OK\r\nserver: ringway\r\n{date}content-type: application/json\r\ncontent-length: 2\r\nx-a: 1\r\nconnection: keep-alive\r\n\r\n{{}}")),
-        (503, Reply { head_request: true, ..DEFAULT },
-            format!("HTTP/1.1 503 Service Unavailable\r\nserver: ringway\r\n{date}content-type: text/plain\r\ncontent-length: 20\r\nconnection: keep-alive\r\n\r\n")),
-        (204, Reply { body: Some(b"ignored"), ..DEFAULT },
-            format!("HTTP/1.1 204 No Content\r\nserver: ringway\r\n{date}connection: keep-alive\r\n\r\n")),
+        (
+            404,
+            DEFAULT,
+            format!(
+                "HTTP/1.1 404 Not Found\r\nserver: ringway\r\n{date}content-type: text/plain\r\ncontent-length: 9\r\nconnection: keep-alive\r\n\r\nno route\n"
+            ),
+        ),
+        (
+            431,
+            Reply {
+                keep_alive: false,
+                version: Version::Http10,
+                ..DEFAULT
+            },
+            format!(
+                "HTTP/1.0 431 Request Header Fields Too Large\r\nserver: ringway\r\n{date}content-type: text/plain\r\ncontent-length: 32\r\nconnection: close\r\n\r\nrequest header fields too large\n"
+            ),
+        ),
+        (
+            301,
+            Reply {
+                body: Some(b""),
+                location: Some("https://a.example/x"),
+                ..DEFAULT
+            },
+            format!(
+                "HTTP/1.1 301 Moved Permanently\r\nserver: ringway\r\n{date}content-length: 0\r\nlocation: https://a.example/x\r\nconnection: keep-alive\r\n\r\n"
+            ),
+        ),
+        (
+            200,
+            Reply {
+                body: Some(b"{}"),
+                content_type: Some("application/json"),
+                extra: &[("x-a", "1"), ("bad name", "2"), ("x-b", "a\nb")],
+                ..DEFAULT
+            },
+            format!(
+                "HTTP/1.1 200 OK\r\nserver: ringway\r\n{date}content-type: application/json\r\ncontent-length: 2\r\nx-a: 1\r\nconnection: keep-alive\r\n\r\n{{}}"
+            ),
+        ),
+        (
+            503,
+            Reply {
+                head_request: true,
+                ..DEFAULT
+            },
+            format!(
+                "HTTP/1.1 503 Service Unavailable\r\nserver: ringway\r\n{date}content-type: text/plain\r\ncontent-length: 20\r\nconnection: keep-alive\r\n\r\n"
+            ),
+        ),
+        (
+            204,
+            Reply {
+                body: Some(b"ignored"),
+                ..DEFAULT
+            },
+            format!(
+                "HTTP/1.1 204 No Content\r\nserver: ringway\r\n{date}connection: keep-alive\r\n\r\n"
+            ),
+        ),
     ];
     for (status, r, want) in cases {
         assert_eq!(reply(status, &r), want, "{status}");
@@ -234,7 +347,9 @@ fn local_replies_carry_server_date_length_and_a_short_body() {
 
 #[test]
 fn every_local_reply_parses_back_with_its_status_and_length() {
-    for status in [400, 403, 404, 405, 408, 413, 426, 431, 500, 501, 502, 503, 504, 505, 418, 599] {
+    for status in [
+        400, 403, 404, 405, 408, 413, 426, 431, 500, 501, 502, 503, 504, 505, 418, 599,
+    ] {
         let text = reply(status, &DEFAULT);
         let parsed = response(&text, false);
         assert_eq!(parsed.status(), status);
