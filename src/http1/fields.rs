@@ -37,26 +37,27 @@ pub(crate) struct Field {
     pub value: Span,
 }
 
-/// The owned copy of a head plus its field ranges.
+/// The fields of a parsed head: an owned copy of the head's bytes and the
+/// range of every field's name and value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Fields {
-    pub bytes: Vec<u8>,
-    pub list: Vec<Field>,
+pub struct Fields {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) list: Vec<Field>,
 }
 
 impl Fields {
-    pub fn get(&self, span: Span) -> &[u8] {
+    pub(crate) fn get(&self, span: Span) -> &[u8] {
         self.bytes
             .get(span.start as usize..span.end as usize)
             .unwrap_or_default()
     }
 
     /// Names are tokens (checked by httparse), so always ASCII.
-    pub fn str(&self, span: Span) -> &str {
+    pub(crate) fn str(&self, span: Span) -> &str {
         std::str::from_utf8(self.get(span)).unwrap_or_default()
     }
 
-    /// Every field in order: (name as received, value).
+    /// Every field in order: (name as received, value, OWS trimmed).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.list
             .iter()
@@ -70,8 +71,27 @@ impl Fields {
             .map(|(_, v)| v)
     }
 
+    /// The first value of field `name` (any case).
+    pub fn first(&self, name: &str) -> Option<&[u8]> {
+        self.values(name).next()
+    }
+
+    /// How many fields.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The names `Connection` nominates as hop-by-hop.
+    pub(crate) fn connection_tokens(&self) -> impl Iterator<Item = &[u8]> {
+        self.values("connection").flat_map(list_items)
+    }
+
     /// Does any `Connection` field list `token`?
-    pub fn connection_has(&self, token: &str) -> bool {
+    pub(crate) fn connection_has(&self, token: &str) -> bool {
         self.values("connection")
             .flat_map(list_items)
             .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))

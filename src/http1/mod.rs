@@ -24,6 +24,8 @@ pub mod write;
 mod fields;
 mod path;
 
+pub use fields::Fields;
+
 use std::fmt;
 
 /// The protocol version of a message. Anything else is rejected (505).

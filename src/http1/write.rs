@@ -49,7 +49,7 @@ pub struct ResponseEdits<'a> {
 
 /// Fields that belong to one connection (RFC 9110 §7.6.1) plus the
 /// framing fields ringway writes itself.
-const HOP_BY_HOP: [&str; 7] = [
+pub(crate) const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -57,6 +57,14 @@ const HOP_BY_HOP: [&str; 7] = [
     "upgrade",
     "transfer-encoding",
     "content-length",
+];
+
+/// Request fields ringway writes itself, replacing the received ones.
+pub(crate) const REQUEST_OWN: [&str; 4] = [
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-request-id",
 ];
 
 /// Write the upstream request for `head` into `out`.
@@ -72,21 +80,17 @@ pub fn write_request(head: &RequestHead, edits: &RequestEdits<'_>, out: &mut Vec
     let authority = edits.authority.or(head.authority()).unwrap_or_default();
     let mut list = FieldList::default();
     list.push("host", Cow::Borrowed(authority.as_bytes()));
-    let nominated: Vec<&[u8]> = head.connection_tokens().collect();
-    let own = [
-        "host",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-request-id",
-    ];
-    for (name, value) in head.fields() {
-        if !is_hop_by_hop(name, &nominated) && !own.iter().any(|o| name.eq_ignore_ascii_case(o)) {
+    let nominated: Vec<&[u8]> = head.fields().connection_tokens().collect();
+    for (name, value) in head.fields().iter() {
+        if !is_hop_by_hop(name, &nominated)
+            && !REQUEST_OWN.iter().any(|o| name.eq_ignore_ascii_case(o))
+        {
             list.push(name, Cow::Borrowed(value));
         }
     }
     list.push_framing(head.framing(), true);
     let mut xff: Vec<u8> = Vec::new();
-    for value in head.values("x-forwarded-for") {
+    for value in head.fields().values("x-forwarded-for") {
         xff.extend_from_slice(value);
         xff.extend_from_slice(b", ");
     }
@@ -134,9 +138,9 @@ pub fn write_response(head: &ResponseHead, edits: &ResponseEdits<'_>, out: &mut 
     }
     out.extend_from_slice(b"\r\n");
 
-    let nominated: Vec<&[u8]> = head.connection_tokens().collect();
+    let nominated: Vec<&[u8]> = head.fields().connection_tokens().collect();
     let mut list = FieldList::default();
-    for (name, value) in head.fields() {
+    for (name, value) in head.fields().iter() {
         if !is_hop_by_hop(name, &nominated) {
             list.push(name, Cow::Borrowed(value));
         }
@@ -144,7 +148,7 @@ pub fn write_response(head: &ResponseHead, edits: &ResponseEdits<'_>, out: &mut 
     let no_body_length = head.is_head_response() || head.status() == 304;
     match head.framing() {
         BodyFraming::None if no_body_length => {
-            if let Some(length) = head.values("content-length").next() {
+            if let Some(length) = head.fields().first("content-length") {
                 list.push("content-length", Cow::Borrowed(length));
             }
         }

@@ -190,20 +190,8 @@ impl ResponseHead {
         self.len == 0
     }
 
-    /// Every field in order: (name as received, value, OWS trimmed).
-    pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.fields.iter()
-    }
-
-    /// The values of every field named `name` (any case), in order.
-    pub fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> {
-        self.fields.values(name)
-    }
-
-    /// The names `Connection` nominates as hop-by-hop.
-    pub(crate) fn connection_tokens(&self) -> impl Iterator<Item = &[u8]> {
-        self.fields
-            .values("connection")
-            .flat_map(fields::list_items)
+    /// The fields, in order (framing and hop-by-hop ones included).
+    pub fn fields(&self) -> &Fields {
+        &self.fields
     }
 }
