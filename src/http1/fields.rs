@@ -46,6 +46,21 @@ pub struct Fields {
 }
 
 impl Fields {
+    /// Copy `wire` (a whole head) and keep where httparse found each field.
+    pub(crate) fn new(wire: &[u8], headers: &[httparse::Header<'_>]) -> Self {
+        let list = headers
+            .iter()
+            .map(|h| Field {
+                name: Span::of(wire, h.name.as_bytes()),
+                value: Span::of(wire, h.value),
+            })
+            .collect();
+        Fields {
+            bytes: wire.to_vec(),
+            list,
+        }
+    }
+
     pub(crate) fn get(&self, span: Span) -> &[u8] {
         self.bytes
             .get(span.start as usize..span.end as usize)

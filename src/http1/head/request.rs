@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use super::{RequestError, detail, framing_error, httparse_error, line_error, looks_like_version};
-use crate::http1::fields::{self, Field, Fields, Span};
+use crate::http1::fields::{self, Fields, Span};
 use crate::http1::{BodyFraming, Version, path};
 use crate::routing::http::RequestView;
 
@@ -60,19 +60,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Request
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(RequestError::bad(detail::CODEC_ERROR));
     };
-    let list = req
-        .headers
-        .iter()
-        .map(|h| Field {
-            name: Span::of(wire, h.name.as_bytes()),
-            value: Span::of(wire, h.value),
-        })
-        .collect();
     let mut head = RequestHead {
-        fields: Fields {
-            bytes: wire.to_vec(),
-            list,
-        },
+        fields: Fields::new(wire, req.headers),
         method: Span::of(wire, method.as_bytes()),
         target: Span::of(wire, target.as_bytes()),
         path: Span::default(),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{ResponseError, detail, framing_error, httparse_error, line_error};
-use crate::http1::fields::{self, Field, Fields, FramingError, Span};
+use crate::http1::fields::{self, Fields, FramingError, Span};
 use crate::http1::{BodyFraming, Version};
 
 /// The most bytes a response head may take (Envoy's 80 KiB): beyond, the
@@ -67,21 +67,10 @@ pub fn parse_response(
             detail: detail::INVALID_STATUS,
         });
     }
-    let list = resp
-        .headers
-        .iter()
-        .map(|h| Field {
-            name: Span::of(wire, h.name.as_bytes()),
-            value: Span::of(wire, h.value),
-        })
-        .collect();
     // httparse blanks a reason with obs-text; keep the received one.
     let line_end = memchr::memchr(b'\r', wire).unwrap_or(0);
     let reason = Span::new(line_end.min("HTTP/1.1 200 ".len()), line_end);
-    let fields = Fields {
-        bytes: wire.to_vec(),
-        list,
-    };
+    let fields = Fields::new(wire, resp.headers);
     let version = Version::from_minor(minor);
     let framing = response_framing(&fields, status, request.head_request)
         .map_err(|e| refuse(framing_error(e)))?;
