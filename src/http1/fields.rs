@@ -161,39 +161,69 @@ pub(crate) fn find_head_end(
     limit: usize,
     skip_empty_lines: bool,
 ) -> Result<Option<usize>, LineError> {
-    let mut pos = 0;
-    let mut first_line = true;
-    // CR and LF are judged in the order they come, so that a prefix of a
-    // head is refused for the same reason as the whole head.
-    while let Some(at) = memchr2(b'\r', b'\n', &buf[pos..]).map(|i| pos + i) {
-        if buf[at] == b'\n' {
-            return Err(LineError::BareLf);
+    LineScanner::default().scan(buf, limit, skip_empty_lines)
+}
+
+/// [`find_head_end`] over a buffer that only grows between calls: lines
+/// already judged are not scanned again, so a head arriving in many small
+/// reads costs O(n), not O(n²).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LineScanner {
+    /// Where the first line not yet judged starts.
+    pos: usize,
+    first_line: bool,
+}
+
+impl Default for LineScanner {
+    fn default() -> Self {
+        LineScanner {
+            pos: 0,
+            first_line: true,
         }
-        match buf.get(at + 1) {
-            None => break,
-            Some(b'\n') => {}
-            Some(_) => return Err(LineError::LoneCr),
+    }
+}
+
+impl LineScanner {
+    pub fn scan(
+        &mut self,
+        buf: &[u8],
+        limit: usize,
+        skip_empty_lines: bool,
+    ) -> Result<Option<usize>, LineError> {
+        // CR and LF are judged in the order they come, so that a prefix of
+        // a head is refused for the same reason as the whole head.
+        while let Some(at) =
+            memchr2(b'\r', b'\n', buf.get(self.pos..).unwrap_or_default()).map(|i| self.pos + i)
+        {
+            if buf[at] == b'\n' {
+                return Err(LineError::BareLf);
+            }
+            match buf.get(at + 1) {
+                None => break,
+                Some(b'\n') => {}
+                Some(_) => return Err(LineError::LoneCr),
+            }
+            let line = &buf[self.pos..at];
+            let next = at + 2;
+            if next > limit {
+                return Err(LineError::TooLarge);
+            }
+            if line.is_empty() {
+                if !(self.first_line && skip_empty_lines) {
+                    return Ok(Some(next));
+                }
+            } else if self.first_line {
+                self.first_line = false;
+            } else {
+                check_field_line(line)?;
+            }
+            self.pos = next;
         }
-        let line = &buf[pos..at];
-        let next = at + 2;
-        if next > limit {
+        if buf.len() > limit {
             return Err(LineError::TooLarge);
         }
-        if line.is_empty() {
-            if !(first_line && skip_empty_lines) {
-                return Ok(Some(next));
-            }
-        } else if first_line {
-            first_line = false;
-        } else {
-            check_field_line(line)?;
-        }
-        pos = next;
+        Ok(None)
     }
-    if buf.len() > limit {
-        return Err(LineError::TooLarge);
-    }
-    Ok(None)
 }
 
 fn check_field_line(line: &[u8]) -> Result<(), LineError> {

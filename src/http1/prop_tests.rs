@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use proptest::prelude::*;
 
-use super::head::{ResponseContext, parse_request, parse_response};
+use super::head::{RequestScanner, ResponseContext, parse_request, parse_response};
 use super::write::{
     HOP_BY_HOP, REQUEST_OWN, RequestEdits, ResponseEdits, write_request, write_response,
 };
@@ -112,9 +112,19 @@ proptest! {
     #[test]
     fn request_parsing_does_not_depend_on_segmentation(input in request_text().prop_flat_map(mutated)) {
         let full = parse_request(&input);
-        for end in 0..input.len() {
+        let mut scanner = RequestScanner::new();
+        for end in 0..=input.len() {
             let partial = parse_request(&input[..end]);
             prop_assert!(partial == Ok(None) || partial == full, "prefix {end}: {:?} vs {:?}", partial, full);
+            // The resumable scanner agrees with a whole parse on every prefix.
+            match scanner.scan(&input[..end]) {
+                Ok(false) => prop_assert_eq!(&partial, &Ok(None)),
+                Ok(true) => prop_assert!(partial != Ok(None)),
+                Err(e) => {
+                    prop_assert_eq!(&partial, &Err(e));
+                    break;
+                }
+            }
         }
     }
 

@@ -81,6 +81,33 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Request
     Ok(Some((head, end)))
 }
 
+/// Finds the end of a request head in a buffer that grows between calls
+/// (bytes appended, never changed), judging each line once: call
+/// [`parse_request`] when it says the head is whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestScanner {
+    lines: fields::LineScanner,
+}
+
+impl RequestScanner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `Ok(true)`: `buf` holds a whole head (or the HTTP/2 preface), parse
+    /// it; `Ok(false)`: need more bytes; `Err`: refuse, as
+    /// [`parse_request`] would.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<bool, RequestError> {
+        if buf.starts_with(H2_PREFACE) {
+            return Ok(true);
+        }
+        match self.lines.scan(buf, MAX_REQUEST_HEAD, true) {
+            Ok(end) => Ok(end.is_some()),
+            Err(e) => Err(error(line_error(e))),
+        }
+    }
+}
+
 fn error((status, detail): (u16, &'static str)) -> RequestError {
     RequestError { status, detail }
 }
