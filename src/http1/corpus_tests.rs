@@ -427,6 +427,11 @@ fn request_cases() -> Vec<Case> {
             Reject(505, detail::UNSUPPORTED_VERSION),
         ),
         case(
+            "HTTP/1.2 after an empty line",
+            "\r\nGET / HTTP/1.2\r\nHost: a\r\n\r\n",
+            Reject(505, detail::UNSUPPORTED_VERSION),
+        ),
+        case(
             "HTTP/0.9",
             "GET / HTTP/0.9\r\n\r\n",
             Reject(505, detail::UNSUPPORTED_VERSION),

@@ -122,7 +122,8 @@ fn request_line_error(
         httparse::Error::Token if req.method.is_none() => RequestError::bad(detail::INVALID_METHOD),
         httparse::Error::Token => RequestError::bad(detail::INVALID_URL),
         httparse::Error::Version => {
-            let line = wire.split(|&b| b == b'\r').next().unwrap_or_default();
+            let mut lines = wire.split(|&b| b == b'\r' || b == b'\n');
+            let line = lines.find(|l| !l.is_empty()).unwrap_or_default();
             let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
             if looks_like_version(version) {
                 error(httparse_error(e))
