@@ -8,7 +8,7 @@
 //!   errors; what is accepted and rejected is in `docs/http/codec.md`.
 //! - [`chunked`]: [`chunked::ChunkedDecoder`], which stops exactly at the
 //!   end of a chunked body.
-//! - [`write`]: [`write::write_request`], [`write::write_response`].
+//! - [`mod@write`]: [`write::write_request`], [`write::write_response`].
 //! - [`reply`]: [`reply::local_reply`] (404 `NR`, 400, 431, 503, ...).
 //! - [`date`]: the IMF-fixdate of the `date` header.
 //!
