@@ -132,6 +132,14 @@ pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// `host[:port]` (reg-name, IPv4 or `[IP-literal]`): no userinfo, no path,
+/// no whitespace (RFC 3986 §3.2.2).
+pub(crate) fn is_authority(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
+}
+
 /// tchar (RFC 9110 §5.6.2).
 pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)

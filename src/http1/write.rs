@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::io::Write as _;
 use std::net::IpAddr;
 
-use super::fields::is_tchar;
+use super::fields::{is_authority, is_tchar};
 use super::head::{RequestHead, ResponseHead};
 use super::{BodyFraming, Version};
 use crate::routing::http::HeaderOps;
@@ -16,10 +16,12 @@ use crate::routing::http::HeaderOps;
 /// What ringway changes in a request it forwards.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestEdits<'a> {
-    /// The rewritten path and query (`/v2/x?y`); `None`: the normalised
-    /// path and the received query.
+    /// The rewritten path and query (`/v2/x?y`), bytes a target cannot
+    /// hold percent-encoded; `None`: the normalised path and the received
+    /// query.
     pub target: Option<&'a str>,
-    /// The rewritten Host; `None`: the request's authority.
+    /// The rewritten Host; `None` (or a value that is not `host[:port]`,
+    /// which the compiler refuses): the request's authority.
     pub authority: Option<&'a str>,
     /// The downstream peer, appended to `x-forwarded-for`.
     pub peer: IpAddr,
@@ -72,12 +74,13 @@ pub fn write_request(head: &RequestHead, edits: &RequestEdits<'_>, out: &mut Vec
     out.extend_from_slice(head.method().as_bytes());
     out.push(b' ');
     match edits.target {
-        Some(target) => out.extend_from_slice(target.as_bytes()),
+        Some(target) => write_escaped_target(target, out),
         None => write_default_target(head, out),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
-    let authority = edits.authority.or(head.authority()).unwrap_or_default();
+    let rewritten = edits.authority.filter(|a| is_authority(a.as_bytes()));
+    let authority = rewritten.or(head.authority()).unwrap_or_default();
     let mut list = FieldList::default();
     list.push("host", Cow::Borrowed(authority.as_bytes()));
     let nominated: Vec<&[u8]> = head.fields().connection_tokens().collect();
@@ -106,6 +109,23 @@ pub fn write_request(head: &RequestHead, edits: &RequestEdits<'_>, out: &mut Vec
         list.push("connection", Cow::Borrowed(b"close"));
     }
     list.write(out);
+}
+
+/// A rewritten target with the bytes a request-target cannot hold
+/// (controls, space, `#`, non-ASCII) percent-encoded, so that no rewrite
+/// can split the request line; an empty one is `/`.
+fn write_escaped_target(target: &str, out: &mut Vec<u8>) {
+    if target.is_empty() {
+        out.push(b'/');
+    }
+    for &b in target.as_bytes() {
+        if (0x21..=0x7e).contains(&b) && b != b'#' {
+            out.push(b);
+        } else {
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
 }
 
 /// The normalised path and received query; `*`; CONNECT's authority.

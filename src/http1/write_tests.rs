@@ -359,3 +359,38 @@ fn every_local_reply_parses_back_with_its_status_and_length() {
         assert_eq!(&text.as_bytes()[parsed.len()..], body);
     }
 }
+
+#[test]
+fn a_rewrite_cannot_split_the_request_line_or_inject_a_field() {
+    let head = request("GET /a HTTP/1.1\r\nHost: a.example\r\n\r\n");
+    let cases = [
+        (
+            Some("/x y\r\nX-Evil: 1"),
+            Some("b.example\r\nX-Evil: 1"),
+            "GET /x%20y%0D%0AX-Evil:%201 HTTP/1.1\r\nhost: a.example\r\n",
+        ),
+        (
+            Some("/caf\u{e9}#top"),
+            None,
+            "GET /caf%C3%A9%23top HTTP/1.1\r\nhost: a.example\r\n",
+        ),
+        (
+            Some(""),
+            Some("[::1]:8080"),
+            "GET / HTTP/1.1\r\nhost: [::1]:8080\r\n",
+        ),
+    ];
+    for (target, authority, want) in cases {
+        let edits = RequestEdits {
+            target,
+            authority,
+            ..edits(&[])
+        };
+        let written = written_request(&head, &edits);
+        assert!(written.starts_with(want), "{written:?}");
+        assert!(
+            matches!(parse_request(written.as_bytes()), Ok(Some(_))),
+            "{written:?}"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use super::{RequestError, detail, framing_error, httparse_error, line_error, looks_like_version};
-use crate::http1::fields::{self, Fields, Span};
+use crate::http1::fields::{self, Fields, Span, is_authority};
 use crate::http1::{BodyFraming, Version, path};
 use crate::routing::http::RequestView;
 
@@ -388,12 +388,4 @@ impl RequestView for RequestHead {
         }
         Some(Cow::Owned(joined))
     }
-}
-
-/// `host[:port]` (reg-name, IPv4 or `[IP-literal]`): no userinfo, no path,
-/// no whitespace (RFC 3986 §3.2.2).
-fn is_authority(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
 }
