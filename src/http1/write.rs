@@ -224,7 +224,9 @@ impl<'a> FieldList<'a> {
     /// framed (the compiler refuses them; this is the last guard).
     fn apply(&mut self, ops: &'a HeaderOps) {
         let allowed = |name: &str| is_field_name(name) && !is_hop_by_hop(name, &[]);
-        for name in ops.remove.iter().filter(|n| allowed(n)) {
+        // Host may be set (Istio's authority rewrite) but never removed.
+        let removable = |name: &str| allowed(name) && !name.eq_ignore_ascii_case("host");
+        for name in ops.remove.iter().filter(|n| removable(n)) {
             self.fields.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         }
         for (name, value) in &ops.set {

@@ -97,7 +97,7 @@ fn rewrites_header_ops_and_close_apply_in_order() {
             ("x-add".into(), "a1".into()),
             ("x-bad".into(), "a\r\nb".into()),
         ],
-        remove: vec!["x-drop".into(), "connection".into()],
+        remove: vec!["x-drop".into(), "connection".into(), "host".into()],
     };
     let destination = HeaderOps {
         set: vec![],
