@@ -141,24 +141,35 @@ impl RequestHead {
     /// A normalised path that differs from the received one is appended to
     /// the owned bytes.
     fn read_target(&mut self) -> Result<(), RequestError> {
-        let target = self.fields.get(self.target).to_vec();
+        let mut bytes = std::mem::take(&mut self.fields.bytes);
+        let result = self.split_target(&mut bytes);
+        self.fields.bytes = bytes;
+        result
+    }
+
+    fn split_target(&mut self, bytes: &mut Vec<u8>) -> Result<(), RequestError> {
+        let start = self.target.start as usize;
+        let target = bytes
+            .get(start..self.target.end as usize)
+            .unwrap_or_default();
+        let method = bytes
+            .get(self.method.start as usize..self.method.end as usize)
+            .unwrap_or_default();
         if target
             .iter()
             .any(|&b| !(0x21..=0x7e).contains(&b) || b == b'#')
         {
             return Err(RequestError::bad(detail::INVALID_URL));
         }
-        let start = self.target.start as usize;
-        let is_connect = self.fields.get(self.method) == b"CONNECT";
         if target == b"*" {
-            if self.fields.get(self.method) != b"OPTIONS" {
+            if method != b"OPTIONS" {
                 return Err(RequestError::bad(detail::INVALID_URL));
             }
             self.path = self.target;
             return Ok(());
         }
-        if is_connect {
-            if !is_authority(&target) || !target.contains(&b':') {
+        if method == b"CONNECT" {
+            if !is_authority(target) || !target.contains(&b':') {
                 return Err(RequestError::bad(detail::INVALID_URL));
             }
             self.authority = Some(self.target);
@@ -168,7 +179,7 @@ impl RequestHead {
         let origin = if target.starts_with(b"/") {
             0
         } else {
-            self.read_absolute_form(&target)?
+            self.read_absolute_form(target)?
         };
         let (path_end, query) = match target[origin..].iter().position(|&b| b == b'?') {
             Some(q) => (
@@ -180,20 +191,18 @@ impl RequestHead {
         self.query = query;
         let raw_path = std::str::from_utf8(&target[origin..path_end]).unwrap_or_default();
         let raw_path = if raw_path.is_empty() { "/" } else { raw_path };
-        match path::normalize(raw_path) {
-            Err(path::InvalidEscape) => Err(RequestError::bad(detail::INVALID_URL)),
+        let normalized = match path::normalize(raw_path) {
+            Err(path::InvalidEscape) => return Err(RequestError::bad(detail::INVALID_URL)),
             Ok(Cow::Borrowed(p)) if p.len() == path_end - origin => {
                 self.path = Span::new(start + origin, start + path_end);
-                Ok(())
+                return Ok(());
             }
-            Ok(normalized) => {
-                let bytes = &mut self.fields.bytes;
-                let at = bytes.len();
-                bytes.extend_from_slice(normalized.as_bytes());
-                self.path = Span::new(at, bytes.len());
-                Ok(())
-            }
-        }
+            Ok(normalized) => normalized.into_owned(),
+        };
+        let at = bytes.len();
+        bytes.extend_from_slice(normalized.as_bytes());
+        self.path = Span::new(at, bytes.len());
+        Ok(())
     }
 
     /// `http://authority[/path][?query]`: the authority replaces Host (RFC
