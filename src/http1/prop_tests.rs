@@ -5,7 +5,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use proptest::prelude::*;
 
-use super::head::{RequestScanner, ResponseContext, parse_request, parse_response};
+use super::head::{
+    RequestScanner, ResponseContext, ResponseScanner, parse_request, parse_response,
+};
 use super::write::{
     HOP_BY_HOP, REQUEST_OWN, RequestEdits, ResponseEdits, write_request, write_response,
 };
@@ -147,9 +149,18 @@ proptest! {
         }
         let context = ResponseContext { head_request: false, version: Version::Http11 };
         let full = parse_response(&input, context);
-        for end in 0..input.len() {
+        let mut scanner = ResponseScanner::new();
+        for end in 0..=input.len() {
             let partial = parse_response(&input[..end], context);
             prop_assert!(partial == Ok(None) || partial == full, "prefix {end}: {:?} vs {:?}", partial, full);
+            match scanner.scan(&input[..end]) {
+                Ok(false) => prop_assert_eq!(&partial, &Ok(None)),
+                Ok(true) => prop_assert!(partial != Ok(None)),
+                Err(e) => {
+                    prop_assert_eq!(&partial, &Err(e));
+                    break;
+                }
+            }
         }
     }
 

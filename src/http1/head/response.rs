@@ -33,6 +33,30 @@ pub struct ResponseHead {
     len: usize,
 }
 
+/// [`super::RequestScanner`] for response heads: finds the end of a head
+/// in a buffer that grows between calls, judging each line once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResponseScanner {
+    lines: fields::LineScanner,
+}
+
+impl ResponseScanner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `Ok(true)`: `buf` holds a whole head, parse it; `Ok(false)`: need
+    /// more bytes; `Err`: refuse, as [`parse_response`] would.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<bool, ResponseError> {
+        match self.lines.scan(buf, MAX_RESPONSE_HEAD, false) {
+            Ok(end) => Ok(end.is_some()),
+            Err(e) => Err(ResponseError {
+                detail: line_error(e).1,
+            }),
+        }
+    }
+}
+
 /// Parse the response head at the start of `buf` (see
 /// [`super::parse_request`] for the meaning of the result).
 pub fn parse_response(
