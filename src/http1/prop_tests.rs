@@ -1,6 +1,7 @@
 //! Properties over generated heads: parsing is the same whatever the
 //! segmentation, and parse → write → parse keeps what must be kept.
 
+use std::fmt::Debug;
 use std::net::{IpAddr, Ipv4Addr};
 
 use proptest::prelude::*;
@@ -110,24 +111,40 @@ fn mutated(text: String) -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// Every prefix of `input` parses to "need more" or to what the whole
+/// parses to, and a scanner fed the growing prefixes agrees: not whole
+/// while the parse needs more, the same refusal when it refuses.
+fn check_every_prefix<T: PartialEq + Debug, E: PartialEq + Debug>(
+    input: &[u8],
+    parse: impl Fn(&[u8]) -> Result<Option<T>, E>,
+    mut scan: impl FnMut(&[u8]) -> Result<bool, E>,
+) -> Result<(), TestCaseError> {
+    let full = parse(input);
+    for end in 0..=input.len() {
+        let partial = parse(&input[..end]);
+        let need_more = matches!(partial, Ok(None));
+        prop_assert!(
+            need_more || partial == full,
+            "prefix {end}: {:?} vs {:?}",
+            partial,
+            full
+        );
+        match scan(&input[..end]) {
+            Ok(whole) => prop_assert_eq!(whole, !need_more, "prefix {}", end),
+            Err(e) => {
+                prop_assert_eq!(partial, Err(e), "prefix {}", end);
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #[test]
     fn request_parsing_does_not_depend_on_segmentation(input in request_text().prop_flat_map(mutated)) {
-        let full = parse_request(&input);
         let mut scanner = RequestScanner::new();
-        for end in 0..=input.len() {
-            let partial = parse_request(&input[..end]);
-            prop_assert!(partial == Ok(None) || partial == full, "prefix {end}: {:?} vs {:?}", partial, full);
-            // The resumable scanner agrees with a whole parse on every prefix.
-            match scanner.scan(&input[..end]) {
-                Ok(false) => prop_assert_eq!(&partial, &Ok(None)),
-                Ok(true) => prop_assert!(partial != Ok(None)),
-                Err(e) => {
-                    prop_assert_eq!(&partial, &Err(e));
-                    break;
-                }
-            }
-        }
+        check_every_prefix(&input, parse_request, |buf| scanner.scan(buf))?;
     }
 
     #[test]
@@ -148,20 +165,8 @@ proptest! {
             input.insert(at.index(input.len() + 1), byte);
         }
         let context = ResponseContext { head_request: false, version: Version::Http11 };
-        let full = parse_response(&input, context);
         let mut scanner = ResponseScanner::new();
-        for end in 0..=input.len() {
-            let partial = parse_response(&input[..end], context);
-            prop_assert!(partial == Ok(None) || partial == full, "prefix {end}: {:?} vs {:?}", partial, full);
-            match scanner.scan(&input[..end]) {
-                Ok(false) => prop_assert_eq!(&partial, &Ok(None)),
-                Ok(true) => prop_assert!(partial != Ok(None)),
-                Err(e) => {
-                    prop_assert_eq!(&partial, &Err(e));
-                    break;
-                }
-            }
-        }
+        check_every_prefix(&input, |buf| parse_response(buf, context), |buf| scanner.scan(buf))?;
     }
 
     #[test]
