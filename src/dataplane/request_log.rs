@@ -90,7 +90,8 @@ fn log(ctx: &mut Ctx, slot: &Slot, req: &Request, endpoint: Option<(ClusterId, u
         .map(|t| t.address);
     let text = |name: &str| {
         req.head
-            .first_value(name)
+            .fields()
+            .first(name)
             .and_then(|v| std::str::from_utf8(v).ok())
     };
     ctx.access_log.log_http(&HttpRecord {
@@ -114,7 +115,10 @@ fn log(ctx: &mut Ctx, slot: &Slot, req: &Request, endpoint: Option<(ClusterId, u
         upstream_local_address: None,
         downstream_local_address: local_address(slot),
         downstream_remote_address: slot.peer,
-        route_name: req.http_route(plan).map(|r| r.name.as_str()).filter(|n| !n.is_empty()),
+        route_name: req
+            .http_route(plan)
+            .map(|r| r.name.as_str())
+            .filter(|n| !n.is_empty()),
         generation: plan.table.generation,
     });
 }

@@ -157,7 +157,7 @@ fn fields_are_kept_in_order_and_joined_for_routing() {
         request("HEAD / HTTP/1.1\r\nHost: a\r\nX-Tag: one\r\nx-tag: two \r\nAccept: */*\r\n\r\n");
     assert!(head.is_head_method());
     assert_eq!(head.method(), "HEAD");
-    let fields: Vec<(&str, &[u8])> = head.fields().collect();
+    let fields: Vec<(&str, &[u8])> = head.fields().iter().collect();
     assert_eq!(
         fields,
         [
@@ -167,8 +167,8 @@ fn fields_are_kept_in_order_and_joined_for_routing() {
             ("Accept", b"*/*")
         ]
     );
-    assert_eq!(head.first_value("X-TAG"), Some(&b"one"[..]));
-    assert_eq!(head.values("x-tag").count(), 2);
+    assert_eq!(head.fields().first("X-TAG"), Some(&b"one"[..]));
+    assert_eq!(head.fields().values("x-tag").count(), 2);
     assert_eq!(
         RequestView::header(&head, "x-tag"),
         Some(Cow::Owned(b"one,two".to_vec()))
@@ -334,4 +334,20 @@ fn response_reason_is_kept_as_received() {
     assert_eq!(head.version(), Version::Http11);
     let head = response("HTTP/1.0 200\r\n\r\n", false, Version::Http11);
     assert_eq!((head.status(), head.reason()), (200, &b""[..]));
+}
+
+#[test]
+fn a_scanner_fed_one_byte_at_a_time_finds_the_end_of_a_59_kib_head() {
+    let fields: String = (0..98)
+        .map(|i| format!("X-{i:02}: {}\r\n", "v".repeat(600)))
+        .collect();
+    let text = format!("GET / HTTP/1.1\r\nHost: a\r\n{fields}\r\nbody");
+    let head_len = text.len() - "body".len();
+    let mut scanner = super::head::RequestScanner::new();
+    let first_whole =
+        (1..=text.len()).find(|&end| scanner.scan(&text.as_bytes()[..end]) != Ok(false));
+    assert_eq!(first_whole, Some(head_len));
+    assert_eq!(scanner.scan(text.as_bytes()), Ok(true));
+    let parsed = parse_request(text.as_bytes()).map(|p| p.map(|(h, n)| (h.fields().len(), n)));
+    assert_eq!(parsed, Ok(Some((99, head_len))));
 }

@@ -98,8 +98,8 @@ pub fn default_body(status: u16) -> &'static [u8] {
         503 => b"no healthy upstream\n",
         504 => b"upstream request timeout\n",
         505 => b"http version not supported\n",
-        400..=499 => b"request refused\n",
-        500..=599 => b"server error\n",
+        _ if (400..500).contains(&status) => b"request refused\n",
+        _ if (500..600).contains(&status) => b"server error\n",
         _ => b"",
     }
 }

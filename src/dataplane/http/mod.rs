@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::http1::BodyFraming;
-use crate::http1::head::{MAX_REQUEST_HEAD, RequestHead, parse_request};
+use crate::http1::head::{RequestHead, RequestScanner, parse_request};
 use crate::routing::table::{ClusterId, RequestHashKey, RouteId};
 
 use super::half::{Flow, Half};
@@ -109,6 +109,8 @@ pub struct HttpSession {
     input: Vec<u8>,
     /// When the first byte of the head being read arrived.
     head_since: Option<Instant>,
+    /// Where the end of that head was looked for so far.
+    scanner: RequestScanner,
     phase: Phase,
     request: Option<Box<Request>>,
     /// A finished request, until the worker takes its report.
@@ -143,6 +145,7 @@ impl HttpSession {
             listener_index: listener,
             input: Vec::new(),
             head_since: None,
+            scanner: RequestScanner::new(),
             phase: Phase::ReadHead { reading: true },
             request: None,
             done: None,
@@ -235,7 +238,19 @@ impl HttpSession {
             out.push(Io::RecvOnce(Dir::ToUpstream));
             return;
         }
-        let started = self.head_since.unwrap_or(now);
+        let started = *self.head_since.get_or_insert(now);
+        // The scanner judges each new byte once: a head arriving in small
+        // pieces costs what its size does.
+        let whole = match self.scanner.scan(&self.input) {
+            Ok(whole) => whole,
+            Err(e) => return self.reject(e.status, e.detail, started, out),
+        };
+        if !whole {
+            self.phase = Phase::ReadHead { reading: true };
+            out.push(Io::RecvOnce(Dir::ToUpstream));
+            return;
+        }
+        self.scanner = RequestScanner::new();
         match parse_request(&self.input) {
             Ok(Some((head, used))) => {
                 self.input.drain(..used);
@@ -245,10 +260,6 @@ impl HttpSession {
                     started,
                 };
                 out.push(Io::Route);
-            }
-            Ok(None) if self.input.len() < MAX_REQUEST_HEAD => {
-                self.phase = Phase::ReadHead { reading: true };
-                out.push(Io::RecvOnce(Dir::ToUpstream));
             }
             Ok(None) => self.reject(431, "http1.headers_too_large", started, out),
             Err(e) => self.reject(e.status, e.detail, started, out),

@@ -345,7 +345,8 @@ impl Request {
 
 /// The value of cookie `name` in the request's `Cookie` headers.
 fn cookie<'h>(head: &'h RequestHead, name: &str) -> Option<&'h [u8]> {
-    head.values("cookie")
+    head.fields()
+        .values("cookie")
         .flat_map(|v| v.split(|b| *b == b';'))
         .map(<[u8]>::trim_ascii)
         .find_map(|pair| {
