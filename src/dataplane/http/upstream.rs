@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use crate::http1::BodyFraming;
+use crate::http1::{BodyFraming, Version};
 use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::ResponseContext;
 
@@ -126,7 +126,9 @@ impl HttpSession {
         let half = Half::start_limited(Dir::ToUpstream, splice_after, bytes, limit, out);
         let context = ResponseContext {
             head_request: req.head.is_head_method(),
-            version: req.version(),
+            // The upstream speaks HTTP/1.1 whatever the client does:
+            // ringway always sends it 1.1.
+            version: Version::Http11,
         };
         let body = Body {
             half,
@@ -218,9 +220,14 @@ impl HttpSession {
         let Phase::Exchange(x) = &self.phase else {
             return;
         };
-        let quiet = x.upstream_quiet() && matches!(x.response, Response::Head { .. });
+        // A local answer needs a client that got nothing of the response
+        // and a request half with nothing in flight.
+        let answerable =
+            matches!(x.response, Response::Head { .. }) && x.request.half.is_quiescent();
+        let upstream_quiet = x.upstream_quiet();
+        let read_through = x.request.is_complete();
         let moved = x.moved();
-        if !quiet {
+        if !answerable {
             if let Some(req) = self.request.as_mut() {
                 req.status = 0;
                 req.flags = flags;
@@ -230,13 +237,17 @@ impl HttpSession {
             return self.finish(CloseReason::UpstreamReset, out);
         }
         self.moved[0] += moved[0];
-        out.push(Io::Release(Release::Close));
-        // Whether the request body was read through: the client
-        // connection can go on only then.
-        let read_through = matches!(&self.phase, Phase::Exchange(x) if x.request.is_complete());
-        if !read_through {
+        if upstream_quiet {
+            out.push(Io::Release(Release::Close));
+        } else {
+            // The receive of the response head is still in flight on the
+            // upstream socket: it stays with the connection, which closes
+            // after the answer (nothing is pooled).
             self.closing = true;
         }
+        // The client connection goes on only when its request body was
+        // read through.
+        self.closing |= !read_through;
         self.answer(&LocalAnswer::error(status, flags, details), now, out);
     }
 
