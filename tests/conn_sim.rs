@@ -192,7 +192,14 @@ impl Model {
         } else {
             "tcp-echo-80-20-service-entry.yaml"
         };
-        let conn = Session::open(&plan(example), 0, PEER, HttpLimits::default(), now, &mut out);
+        let conn = Session::open(
+            &plan(example),
+            0,
+            PEER,
+            HttpLimits::default(),
+            now,
+            &mut out,
+        );
         let mut m = Model {
             rng,
             conn,
