@@ -81,6 +81,8 @@ pub struct Site {
     pub gw: Ringway,
     /// The HTTP listener's port.
     pub port: u16,
+    /// The admin endpoint's port (`/metrics`).
+    pub admin: u16,
     pub origins: Vec<(&'static str, Origin)>,
     pub config: ConfigDir,
     pub ports: Ports,
@@ -109,7 +111,7 @@ impl Site {
         args: &[&str],
     ) -> Option<Site> {
         let ports = Ports::new();
-        let port = ports.listener();
+        let (port, admin) = (ports.listener(), ports.admin());
         let endpoints: Vec<(u16, &str)> = origins.iter().map(|(n, o)| (o.port, *n)).collect();
         let names: Vec<&str> = origins.iter().map(|(n, _)| *n).collect();
         let mut all = vec![
@@ -119,12 +121,14 @@ impl Site {
         ];
         all.extend_from_slice(documents);
         let config = ConfigDir::new().file("site.yaml", &all.join("---\n"));
-        let mut run = vec!["--workers", "1"];
+        let admin_addr = format!("127.0.0.1:{admin}");
+        let mut run = vec!["--workers", "1", "--admin", &admin_addr];
         run.extend_from_slice(args);
         let gw = Ringway::start(&config, &run)?;
         Some(Site {
             gw,
             port,
+            admin,
             origins,
             config,
             ports,
