@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use ringway::config::{LoadOptions, load_str};
-use ringway::diag::{Diagnostic, Severity};
-use ringway::routing::table::{
-    EndpointAddress, ListenerRouting, LoadBalancer, ProxyProtocol, RouteTable,
-};
-use ringway::routing::{CompileOptions, compile};
+use ringway::diag::Severity;
+use ringway::routing::CompileOptions;
+use ringway::routing::table::{EndpointAddress, ListenerRouting, LoadBalancer, ProxyProtocol};
 use ringway::source::ConfigSource as _;
+
+mod compile_support;
+use compile_support::{Outcome, build, build_with, config, line_of};
 
 /// The tcp-echo service: two versions on this host, and their subsets.
 const REGISTRY: &str = "\
@@ -50,46 +50,7 @@ spec:
     hosts: ['*']
 ";
 
-struct Outcome {
-    table: Option<RouteTable>,
-    diagnostics: Vec<Diagnostic>,
-}
-
 impl Outcome {
-    fn table(&self) -> &RouteTable {
-        match &self.table {
-            Some(t) => t,
-            None => panic!(
-                "configuration rejected: {:#?}",
-                self.messages(Severity::Error)
-            ),
-        }
-    }
-
-    fn messages(&self, severity: Severity) -> Vec<String> {
-        self.diagnostics
-            .iter()
-            .filter(|d| d.severity == severity)
-            .map(ToString::to_string)
-            .collect()
-    }
-
-    /// The one diagnostic of `severity`; fails on none or several.
-    fn only(&self, severity: Severity) -> &Diagnostic {
-        let found: Vec<&Diagnostic> = self
-            .diagnostics
-            .iter()
-            .filter(|d| d.severity == severity)
-            .collect();
-        assert_eq!(
-            found.len(),
-            1,
-            "expected one {severity}, got {:#?}",
-            self.diagnostics
-        );
-        found[0]
-    }
-
     /// Weights by cluster name of the route of the listener on `port`.
     fn split(&self, port: u16) -> Vec<(String, u32)> {
         let t = self.table();
@@ -109,43 +70,8 @@ impl Outcome {
     }
 }
 
-fn build_with(text: &str, options: &CompileOptions) -> Outcome {
-    let loaded = load_str("test.yaml", text, &LoadOptions::default());
-    let mut diagnostics = loaded.diagnostics.0;
-    if diagnostics.iter().any(Diagnostic::is_error) {
-        return Outcome {
-            table: None,
-            diagnostics,
-        };
-    }
-    let compiled = compile(&loaded.manifests, options);
-    let rejected = compiled.diagnostics.has_errors();
-    diagnostics.extend(compiled.diagnostics.0);
-    Outcome {
-        table: (!rejected).then_some(compiled.table),
-        diagnostics,
-    }
-}
-
-fn build(text: &str) -> Outcome {
-    build_with(text, &CompileOptions::default())
-}
-
 fn vs(body: &str) -> String {
     format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\n{body}")
-}
-
-fn config(parts: &[&str]) -> String {
-    parts.join("---\n")
-}
-
-/// The line (1-based) of the first line of `text` containing `needle`.
-fn line_of(text: &str, needle: &str) -> u32 {
-    let i = text
-        .lines()
-        .position(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("{needle:?} not in text"));
-    u32::try_from(i + 1).expect("small")
 }
 
 const V1: &str = "outbound|9000|v1|tcp-echo.default.svc.cluster.local";
@@ -220,11 +146,15 @@ fn a_gateway_whose_selector_does_not_match_is_ignored_with_both_label_sets_named
 }
 
 #[test]
-fn http_servers_and_tls_termination_open_no_listener_with_a_warning() {
+fn http2_servers_and_tls_termination_open_no_listener_with_a_warning() {
     for (server, needle) in [
         (
-            "port: {number: 31400, name: http, protocol: HTTP}",
-            "HTTP servers are not supported",
+            "port: {number: 31400, name: http2, protocol: HTTP2}",
+            "HTTP2 servers are not supported until HTTP/2 exists",
+        ),
+        (
+            "port: {number: 31400, name: grpc, protocol: GRPC}",
+            "GRPC servers are not supported until HTTP/2 exists",
         ),
         (
             "port: {number: 31400, name: tls, protocol: TLS}\n    tls: {mode: SIMPLE, credentialName: c}",
@@ -1226,7 +1156,23 @@ fn every_bundled_example_checks_clean() {
             .filter(|d| d.severity >= Severity::Warning)
             .map(ToString::to_string)
             .collect();
-        assert!(problems.is_empty(), "{}: {problems:#?}", path.display());
+        // Seed 004 keeps the tutorial's mesh-only VirtualService, to show
+        // the trap: that one warning, and no other, is expected there.
+        let expected: &[&str] = match path.file_name().and_then(|n| n.to_str()) {
+            Some("seed-004") => {
+                &["VirtualService default/front-tomcat: gateways: gateways is not set"]
+            }
+            _ => &[],
+        };
+        assert_eq!(
+            problems.len(),
+            expected.len(),
+            "{}: {problems:#?}",
+            path.display()
+        );
+        for (problem, want) in problems.iter().zip(expected) {
+            assert!(problem.contains(want), "{}: {problem}", path.display());
+        }
         assert!(
             build
                 .table
@@ -1318,10 +1264,11 @@ spec:
 }
 
 /// A delegate VirtualService (no hosts, http routes only, named by another
-/// VirtualService's `http[].delegate`) is valid Istio: it loads with a
-/// warning and the rest of the configuration serves.
+/// VirtualService's `http[].delegate`) is valid Istio: it applies through
+/// its root only (`tests/compile_http.rs` has the merge), and the rest of
+/// the configuration serves.
 #[test]
-fn a_delegate_virtual_service_loads_with_a_warning() {
+fn a_delegate_virtual_service_applies_through_its_root_only() {
     let parent = vs("metadata: {name: tcp-echo}
 spec:
   hosts: ['*']
@@ -1342,13 +1289,10 @@ spec:
 ");
     let out = build(&config(&[GATEWAY, REGISTRY, &parent, &child]));
     assert_eq!(out.split(31400)[0].0, V1);
-    let warnings = out.messages(Severity::Warning);
     assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("VirtualService default/reviews")
-                && w.contains("a delegate VirtualService")),
-        "{warnings:?}"
+        out.messages(Severity::Warning).is_empty(),
+        "{:?}",
+        out.messages(Severity::Warning)
     );
     // Not referenced: it has no effect, and says so.
     let orphan = child.replace("name: reviews", "name: orphan");

@@ -332,11 +332,20 @@ fn istios_dashboards_tcp_panels_read_ringway_through_prometheus() {
             .write_all(body.as_bytes())
             .unwrap();
         let out = check.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool check metrics: {}{}\n{body}",
+        let report = format!(
+            "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
+        );
+        // Istio names its duration histogram in milliseconds, which
+        // promtool's lint flags (exit status 3, one line per problem); the
+        // dashboards query that name, so it is the one problem allowed.
+        let istio_name = "istio_request_duration_milliseconds use base unit \"seconds\" instead of \"milliseconds\"";
+        let only_istio_name =
+            out.status.code() == Some(3) && report.lines().all(|l| l.trim() == istio_name);
+        assert!(
+            out.status.success() || only_istio_name,
+            "promtool check metrics: {report}\n{body}"
         );
     }
 }

@@ -1,6 +1,7 @@
-//! `ringway demo` shows the tutorial's 80/20 split and keeps serving.
-//! (It uses the example's fixed ports 19000, 29000 and 31400, below the
-//! ephemeral range the other tests draw from.)
+//! `ringway demo` shows the tcp-echo tutorial's 80/20 split and seed 004's
+//! HTTP 90/10 split, and keeps serving. (It uses the examples' fixed ports
+//! 19000, 29000, 31400 and 18080-18082, below the ephemeral range the other
+//! tests draw from.)
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -47,6 +48,21 @@ fn demo_prints_the_80_20_split_and_keeps_serving() {
     assert_eq!(
         split.unwrap(),
         "split over 20 connections: one (v1) 16 = 80%, two (v2) 4 = 20%"
+    );
+    // Seed 004: the HTTP gateway's 90/10 split, and 404 for another host.
+    let mut http = Vec::new();
+    while http.len() < 2 {
+        let line = rx.recv_timeout(PATIENCE).expect("the demo's HTTP split");
+        if line.starts_with("split over 20 requests") || line.starts_with("another host") {
+            http.push(line);
+        }
+    }
+    assert_eq!(
+        http,
+        [
+            "split over 20 requests: v1 18 = 90%, v2 2 = 10%",
+            "another host (other.example.com): 404"
+        ]
     );
     let reply = say(31400, "by hand");
     assert!(reply == "one by hand" || reply == "two by hand", "{reply}");

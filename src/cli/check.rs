@@ -195,7 +195,13 @@ fn listeners_table(table: &RouteTable, out: &mut String) {
 /// forward its weighted clusters.
 fn http_table(table: &RouteTable, out: &mut String) {
     let mut rows = vec![row([
-        "HTTP LISTENER", "VHOST", "ROUTE", "MATCH", "ACTION", "WEIGHT", "CLUSTER",
+        "HTTP LISTENER",
+        "VHOST",
+        "ROUTE",
+        "MATCH",
+        "ACTION",
+        "WEIGHT",
+        "CLUSTER",
     ])];
     for l in &table.listeners {
         let ListenerRouting::Http { http } = &l.routing else {
@@ -216,7 +222,11 @@ fn http_table(table: &RouteTable, out: &mut String) {
                 ]));
             }
             for route in &vhost.routes {
-                let name = if route.name.is_empty() { &route.source } else { &route.name };
+                let name = if route.name.is_empty() {
+                    &route.source
+                } else {
+                    &route.name
+                };
                 let lead = [
                     std::mem::take(&mut listener),
                     std::mem::take(&mut vhost_name),
@@ -227,7 +237,8 @@ fn http_table(table: &RouteTable, out: &mut String) {
                 let clusters = match &route.action {
                     RouteAction::Forward(f) => {
                         let r = table.route(f.route);
-                        let weights: Vec<u64> = r.clusters.iter().map(|c| u64::from(c.weight)).collect();
+                        let weights: Vec<u64> =
+                            r.clusters.iter().map(|c| u64::from(c.weight)).collect();
                         shares(&weights)
                             .into_iter()
                             .zip(&r.clusters)
@@ -237,7 +248,11 @@ fn http_table(table: &RouteTable, out: &mut String) {
                     _ => vec![(String::new(), String::new())],
                 };
                 for (i, (share, cluster)) in clusters.into_iter().enumerate() {
-                    let [a, b, c, d, e] = if i == 0 { lead.clone() } else { Default::default() };
+                    let [a, b, c, d, e] = if i == 0 {
+                        lead.clone()
+                    } else {
+                        Default::default()
+                    };
                     rows.push(row([a, b, c, d, e, share, cluster]));
                 }
             }
@@ -254,13 +269,27 @@ fn match_summary(m: &RouteMatch) -> String {
         StringMatch::Prefix(s) => format!("prefix {s}"),
         StringMatch::Regex(r) => {
             let re = r.as_str();
-            format!("regex {}", re.strip_prefix("^(?:").and_then(|r| r.strip_suffix(")$")).unwrap_or(re))
+            format!(
+                "regex {}",
+                re.strip_prefix("^(?:")
+                    .and_then(|r| r.strip_suffix(")$"))
+                    .unwrap_or(re)
+            )
         }
     };
     let mut parts: Vec<String> = Vec::new();
-    for (field, value) in [("uri", &m.uri), ("method", &m.method), ("authority", &m.authority), ("scheme", &m.scheme)] {
+    for (field, value) in [
+        ("uri", &m.uri),
+        ("method", &m.method),
+        ("authority", &m.authority),
+        ("scheme", &m.scheme),
+    ] {
         if let Some(v) = value {
-            let case = if field == "uri" && m.ignore_uri_case { " (any case)" } else { "" };
+            let case = if field == "uri" && m.ignore_uri_case {
+                " (any case)"
+            } else {
+                ""
+            };
             parts.push(format!("{field} {}{case}", sm(v)));
         }
     }
@@ -273,7 +302,11 @@ fn match_summary(m: &RouteMatch) -> String {
         let value = q.value.as_ref().map_or_else(|| "present".to_owned(), sm);
         parts.push(format!("query {} {value}", q.name));
     }
-    if parts.is_empty() { "*".to_owned() } else { parts.join(", ") }
+    if parts.is_empty() {
+        "*".to_owned()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// `forward, timeout 5s, retries 2`; `redirect 301 https`; `direct 503`.
@@ -284,7 +317,10 @@ fn action_summary(action: &RouteAction) -> String {
             if let Some(uri) = f.rewrite.as_ref().and_then(|r| r.uri.as_ref()) {
                 parts.push(match uri {
                     UriRewrite::Prefix(p) => format!("rewrite {p}"),
-                    UriRewrite::Regex { pattern, substitution } => {
+                    UriRewrite::Regex {
+                        pattern,
+                        substitution,
+                    } => {
                         format!("rewrite {} -> {substitution}", pattern.as_str())
                     }
                 });
@@ -311,7 +347,9 @@ fn action_summary(action: &RouteAction) -> String {
         RouteAction::Direct(d) => format!(
             "direct {}{}",
             d.status,
-            d.body.as_ref().map_or_else(String::new, |b| format!(" ({} bytes)", b.len()))
+            d.body
+                .as_ref()
+                .map_or_else(String::new, |b| format!(" ({} bytes)", b.len()))
         ),
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::manifest::{Destination, GoDuration, Ignored, Labels};
+use super::manifest::{Destination, GoDuration, Ignored, Labels, PortSelector};
 
 /// One `http[]` rule.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -92,10 +92,34 @@ pub struct StringMatchSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpRouteDestination {
-    pub destination: Destination,
+    pub destination: HttpDestination,
     /// Signed so that a negative weight gets its own message.
     pub weight: Option<i64>,
     pub headers: Option<HeadersSpec>,
+}
+
+/// An http route's destination. Istio's Gateway API translation writes
+/// `destination: {}` for a backend it cannot resolve (Istio then answers
+/// 500), so `host` may be absent here; the compiler says what is wrong
+/// when such a route is used.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpDestination {
+    #[serde(default)]
+    pub host: String,
+    pub subset: Option<String>,
+    pub port: Option<PortSelector>,
+}
+
+impl HttpDestination {
+    /// The same destination as tcp and tls routes write it.
+    pub fn to_destination(&self) -> Destination {
+        Destination {
+            host: self.host.clone(),
+            subset: self.subset.clone(),
+            port: self.port,
+        }
+    }
 }
 
 /// `headers`: operations on the request and on the response.
@@ -201,7 +225,10 @@ impl HttpSettings {
         [
             ("h2UpgradePolicy", self.h2_upgrade_policy.is_some()),
             ("useClientProtocol", self.use_client_protocol.is_some()),
-            ("maxConcurrentStreams", self.max_concurrent_streams.is_some()),
+            (
+                "maxConcurrentStreams",
+                self.max_concurrent_streams.is_some(),
+            ),
             ("http2KeepAlive", self.http2_keep_alive.is_some()),
         ]
     }

@@ -180,6 +180,20 @@ impl Balancer {
         tried: &[usize],
         now: Instant,
     ) -> Option<usize> {
+        self.pick_endpoint_hashed(plan, cluster, (source, None), tried, now)
+    }
+
+    /// [`Balancer::pick_endpoint`] for an HTTP request that carries
+    /// `hash`, the hash of its `consistentHash` key (header, cookie or
+    /// query parameter) when it has one.
+    pub fn pick_endpoint_hashed(
+        &mut self,
+        plan: &Plan,
+        cluster: ClusterId,
+        (source, hash): (IpAddr, Option<u64>),
+        tried: &[usize],
+        now: Instant,
+    ) -> Option<usize> {
         let endpoints = plan.endpoints.get(cluster.0 as usize)?;
         if endpoints.is_empty() {
             return None;
@@ -233,8 +247,13 @@ impl Balancer {
                 };
                 least_request(&view, endpoints, usable, start)
             }
+            LoadBalancer::RequestHash if hash.is_some() => {
+                weighted(weights, usable, hash.unwrap_or_default())
+            }
             // Round robin over an older plan's endpoints draws by weight.
-            LoadBalancer::RoundRobin | LoadBalancer::Random => {
+            // A request hash without its key (and on a TCP connection):
+            // random, as Envoy.
+            LoadBalancer::RoundRobin | LoadBalancer::Random | LoadBalancer::RequestHash => {
                 let draw = xorshift(&mut self.rng);
                 weighted(weights, usable, draw)
             }
@@ -357,10 +376,14 @@ fn xorshift(state: &mut u64) -> u64 {
 }
 
 fn fnv1a(ip: IpAddr) -> u64 {
-    let bytes: Vec<u8> = match ip {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
-    };
+    match ip {
+        IpAddr::V4(v4) => fnv1a_bytes(&v4.octets()),
+        IpAddr::V6(v6) => fnv1a_bytes(&v6.octets()),
+    }
+}
+
+/// FNV-1a of `bytes`: a consistent-hash key's value.
+pub fn fnv1a_bytes(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
@@ -447,6 +470,8 @@ mod tests {
     fn outlier(max_ejection_percent: u32, min_health_percent: u32) -> OutlierDetection {
         OutlierDetection {
             consecutive_errors: 2,
+            consecutive_5xx: Some(2),
+            consecutive_gateway_errors: None,
             interval: Duration::from_secs(10),
             base_ejection_time: Duration::from_secs(30),
             max_ejection_time: Duration::from_secs(300),

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::worker::add;
 
+use crate::routing::table::ClusterPolicy;
+
 use super::context::Ctx;
 use super::exec::Submit;
 use super::io::{Checkout, CloseReason, Io, Release};
@@ -24,6 +26,9 @@ use super::upstream;
 /// connection is closed, so that ringway never sends on a connection the
 /// server is closing (Pingora and the design note: one second).
 const SERVER_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
+
+/// An idle timeout of zero (`idleTimeout: 0s`) disables it.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// [`Io::Checkout`]: an endpoint of the session's target cluster by the
 /// cluster's policy (another one than those tried, when there is one),
@@ -52,9 +57,11 @@ pub(super) fn checkout(
     };
     slot.session.on_cluster(cluster);
     let tried = slot.session.tried();
+    let hash = plan.table.cluster(cluster).policy.request_hash.as_ref();
+    let hash = hash.and_then(|key| slot.session.request_hash(key));
     let picked = ctx
         .balancer
-        .pick_endpoint(&plan, cluster, slot.peer.ip(), tried, now);
+        .pick_endpoint_hashed(&plan, cluster, (slot.peer.ip(), hash), tried, now);
     let Some(endpoint) = picked else {
         let reason = if tried.is_empty() {
             CloseReason::NoHealthyUpstream
@@ -134,10 +141,12 @@ pub(super) fn release(ctx: &mut Ctx, pool: &mut Pool, slot: &mut Slot, how: Rele
     if c.policy.proxy_protocol.is_some() || max_requests.is_some_and(|max| u.requests >= max) {
         return;
     }
-    let mut idle = idle_timeout;
-    if let Some(t) = server_timeout {
-        idle = idle.min(t.saturating_sub(SERVER_TIMEOUT_MARGIN));
-    }
+    let server = server_timeout.map(|t| t.saturating_sub(SERVER_TIMEOUT_MARGIN));
+    // Neither side limits it: a year stands for never.
+    let idle = match (idle_timeout, server) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b).unwrap_or(NEVER),
+    };
     let Some(key) = plan.endpoint_key(u.cluster, u.endpoint) else {
         return;
     };
@@ -183,9 +192,10 @@ pub(super) fn expire(ctx: &mut Ctx, pool: &mut Pool, now: Instant) {
     });
 }
 
-/// The cluster's keep-alive idle timeout and its requests per connection
-/// (DestinationRule `connectionPool.http`).
-fn pool_policy(policy: &crate::routing::table::ClusterPolicy) -> (Duration, Option<u32>) {
-    let _ = policy;
-    (crate::routing::table::DEFAULT_IDLE_TIMEOUT, None)
+/// The cluster's keep-alive idle timeout (`None`: never) and its requests
+/// per connection (DestinationRule `connectionPool.http`).
+fn pool_policy(policy: &ClusterPolicy) -> (Option<Duration>, Option<u32>) {
+    let http = &policy.http;
+    let idle = Some(http.idle_timeout).filter(|t| !t.is_zero());
+    (idle, http.max_requests_per_connection)
 }

@@ -105,7 +105,6 @@ impl Connections {
         admission::admit(ctx, now);
         let settings = &ctx.shared.settings;
         let http = HttpLimits {
-            connect_attempts: settings.connect_attempts.max(1),
             splice_after: settings.splice_after,
             ..HttpLimits::default()
         };

@@ -555,6 +555,9 @@ impl Half {
     /// Nothing of the half is in flight and nothing more will be: its
     /// sockets may be given up (an HTTP exchange that ends early).
     pub fn is_quiescent(&self) -> bool {
+        if self.flow == Flow::Complete {
+            return true;
+        }
         match &self.engine {
             Engine::Copy(copy) => {
                 copy.recv == Recv::Idle && copy.send == Send::Idle && copy.queue.is_empty()

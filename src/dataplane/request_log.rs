@@ -12,10 +12,13 @@ use socket2::SockRef;
 
 use crate::accesslog::HttpRecord;
 use crate::http1::head::detail;
-use crate::metrics::worker::{LabelKey, Protocol};
+use crate::metrics::worker::{LabelKey, Protocol, add};
 use crate::metrics::{HttpSample, IstioLabels, Reject};
 
+use crate::routing::table::ClusterId;
+
 use super::context::Ctx;
+use super::plan::Plan;
 use super::slot::Slot;
 
 /// Count and log the request the slot's session just finished.
@@ -51,6 +54,12 @@ pub(super) fn report(ctx: &mut Ctx, slot: &mut Slot) {
         }
         None => IstioLabels::unrouted(req.flags).for_request(req.status),
     };
+    if let (Some(name), true) = (cluster_name_of(plan, cluster), req.retries > 0) {
+        add(&ctx.metrics.cluster(name).retries, u64::from(req.retries));
+    }
+    if let (Some(c), Some(e), "via_upstream") = (cluster, endpoint, req.details) {
+        outlier(ctx, plan, (c, e), req.status);
+    }
     let duration = req.started.elapsed();
     ctx.metrics.http_request(
         key,
@@ -116,6 +125,34 @@ pub(super) fn report(ctx: &mut Ctx, slot: &mut Slot) {
         duration_ms = duration.as_millis() as u64,
         "request"
     );
+}
+
+/// Passive health from responses: a 5xx (or, when only
+/// `consecutiveGatewayErrors` is set, a 502, 503 or 504) continues the
+/// endpoint's error streak, as a failed connect does; any other response
+/// ends it.
+fn outlier(ctx: &mut Ctx, plan: &Plan, (cluster, endpoint): (ClusterId, usize), status: u16) {
+    let Some(policy) = plan.table.cluster(cluster).policy.outlier_detection else {
+        return;
+    };
+    let counts = if policy.consecutive_5xx.is_some() {
+        status >= 500
+    } else {
+        (502..=504).contains(&status)
+    };
+    if !counts {
+        ctx.balancer.connect_succeeded(plan, cluster, endpoint);
+        return;
+    }
+    let now = std::time::Instant::now();
+    if ctx.balancer.connect_failed(plan, cluster, endpoint, now) {
+        add(&ctx.metrics.cluster(&plan.table.cluster(cluster).name).ejections, 1);
+        ctx.status.ejected(ctx.balancer.ejections(now));
+    }
+}
+
+fn cluster_name_of(plan: &Plan, cluster: Option<ClusterId>) -> Option<&str> {
+    cluster.map(|c| plan.table.cluster(c).name.as_str())
 }
 
 /// A request head ringway refused.

@@ -107,6 +107,14 @@ impl Session {
         }
     }
 
+    /// HTTP: the hash of the current request's `consistentHash` key.
+    pub fn request_hash(&self, key: &crate::routing::table::RequestHashKey) -> Option<u64> {
+        match self {
+            Session::Http(h) => h.request_hash(key),
+            Session::Tcp(_) | Session::Sni(_) => None,
+        }
+    }
+
     /// HTTP: the route and (once picked) the cluster of the current request.
     pub fn target(&self) -> Option<(RouteId, Option<ClusterId>)> {
         match self {

@@ -12,8 +12,8 @@ use super::worker::add;
 /// histograms use unless a `sidecar.istio.io/statsHistogramBuckets`
 /// annotation says otherwise. Milliseconds for durations, bytes for sizes.
 pub const BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-    30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
 /// Slots of a histogram: one per bound, and one past the last (`+Inf` only).
@@ -64,10 +64,13 @@ impl HistogramTotals {
     /// `(le, cumulative count)` per bound, as Prometheus' `_bucket` lines
     /// write them (`+Inf` is [`HistogramTotals::count`]).
     pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
-        BUCKETS.iter().zip(self.slots.iter()).scan(0, |seen, (le, n)| {
-            *seen += n;
-            Some((*le, *seen))
-        })
+        BUCKETS
+            .iter()
+            .zip(self.slots.iter())
+            .scan(0, |seen, (le, n)| {
+                *seen += n;
+                Some((*le, *seen))
+            })
     }
 }
 

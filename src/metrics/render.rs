@@ -311,7 +311,7 @@ fn downstream(out: &mut String, sums: &Sums<'_>) {
 /// ringway's per-cluster counters.
 fn clusters(out: &mut String, clusters: &BTreeMap<&Arc<str>, ClusterTotals>) {
     type Value = fn(&ClusterTotals) -> u64;
-    let series: [(&str, &str, Value); 5] = [
+    let series: [(&str, &str, Value); 6] = [
         (
             UPSTREAM_CONNECT_ATTEMPTS,
             "Upstream connect attempts, per cluster.",
@@ -337,6 +337,11 @@ fn clusters(out: &mut String, clusters: &BTreeMap<&Arc<str>, ClusterTotals>) {
             "Endpoints ejected by outlier detection, per cluster.",
             |c| c.ejections,
         ),
+        (
+            HTTP_RETRIES,
+            "HTTP requests sent again to a cluster (a reused connection failed before any response byte, or retryOn).",
+            |c| c.retries,
+        ),
     ];
     for (name, help, value) in series {
         header(out, name, help, "counter");
@@ -352,7 +357,7 @@ fn clusters(out: &mut String, clusters: &BTreeMap<&Arc<str>, ClusterTotals>) {
     pools(out, clusters);
 }
 
-/// The upstream keep-alive pools and retries, per cluster.
+/// The upstream keep-alive pools, per cluster.
 fn pools(out: &mut String, clusters: &BTreeMap<&Arc<str>, ClusterTotals>) {
     header(
         out,
@@ -387,20 +392,6 @@ fn pools(out: &mut String, clusters: &BTreeMap<&Arc<str>, ClusterTotals>) {
                 escape(cluster)
             );
         }
-    }
-    header(
-        out,
-        HTTP_RETRIES,
-        "HTTP requests sent again to a cluster (a reused connection failed before any response byte, or retryOn).",
-        "counter",
-    );
-    for (cluster, totals) in clusters {
-        let _ = writeln!(
-            out,
-            "{HTTP_RETRIES}{{cluster=\"{}\"}} {}",
-            escape(cluster),
-            totals.retries
-        );
     }
 }
 
@@ -572,7 +563,11 @@ mod tests {
             endpoint: None,
             ..key(404, "NR")
         };
-        first.http_request(nr, || IstioLabels::unrouted("NR").for_request(404), &sample(0, 60, 90));
+        first.http_request(
+            nr,
+            || IstioLabels::unrouted("NR").for_request(404),
+            &sample(0, 60, 90),
+        );
         let pool = first.cluster("outbound|8080|v1|front-tomcat.default.svc.cluster.local");
         add(&pool.pool_new, 1);
         add(&pool.pool_reused, 1);
@@ -650,8 +645,12 @@ mod tests {
         ] {
             expected.push(bucket(le, 3));
         }
-        expected.push(format!("istio_request_duration_milliseconds_sum{{{labels}}} 706"));
-        expected.push(format!("istio_request_duration_milliseconds_count{{{labels}}} 3"));
+        expected.push(format!(
+            "istio_request_duration_milliseconds_sum{{{labels}}} 706"
+        ));
+        expected.push(format!(
+            "istio_request_duration_milliseconds_count{{{labels}}} 3"
+        ));
         assert_eq!(block, expected);
         assert!(text.contains("# TYPE istio_request_duration_milliseconds histogram\n"));
         // Sizes: 78 + 5000 + 78 bytes received, 1240 + 100 + 1240 sent.

@@ -60,7 +60,9 @@ impl HttpRouting {
             Some(host) => self.exact.get(&host).copied().or_else(|| {
                 self.wildcard
                     .iter()
-                    .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+                    .find(|(suffix, _)| {
+                        host.len() > suffix.len() && host.ends_with(suffix.as_str())
+                    })
                     .map(|(_, i)| *i)
             }),
             None => None,
@@ -144,7 +146,9 @@ impl HttpRoute {
             UriRewrite::Regex {
                 pattern,
                 substitution,
-            } => pattern.replace_all(path, substitution.as_str()).into_owned(),
+            } => pattern
+                .replace_all(path, substitution.as_str())
+                .into_owned(),
         };
         Some(match req.query() {
             Some(query) => format!("{new_path}?{query}"),
@@ -161,7 +165,12 @@ impl Redirect {
     /// the path replaced whole (`uri`) or by prefix (`prefixRewrite`, the
     /// whole path when the route did not match by prefix); the request's
     /// query kept unless the new path carries one.
-    pub fn location(&self, matcher: &RouteMatch, req: &impl RequestView, listener_port: u16) -> String {
+    pub fn location(
+        &self,
+        matcher: &RouteMatch,
+        req: &impl RequestView,
+        listener_port: u16,
+    ) -> String {
         let scheme = self.scheme.as_deref().unwrap_or("http");
         let port = match self.port {
             None => None,
@@ -205,7 +214,11 @@ impl Redirect {
 
 /// 443 for https, 80 for anything else.
 fn default_port(scheme: &str) -> u16 {
-    if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 }
+    if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    }
 }
 
 /// The conditions of one match block (all must pass). An empty one
@@ -497,7 +510,10 @@ mod tests {
             catch_all: Some(3),
         };
         let pick = |a: Option<&str>| routing.vhost(a).map(|v| v.name.as_str());
-        assert_eq!(pick(Some("TOMCAT.istio.com:18080")), Some("tomcat.istio.com"));
+        assert_eq!(
+            pick(Some("TOMCAT.istio.com:18080")),
+            Some("tomcat.istio.com")
+        );
         assert_eq!(pick(Some("a.eu.istio.com")), Some("*.eu.istio.com"));
         assert_eq!(pick(Some("a.istio.com")), Some("*.istio.com"));
         assert_eq!(pick(Some("istio.com")), Some("*"));
@@ -672,7 +688,12 @@ mod tests {
                 want: "http://tomcat.istio.com:8080/new?a=1",
             },
             Case {
-                redirect: redirect(None, None, None, Some(PathRedirect::Full("/new?b=2".into()))),
+                redirect: redirect(
+                    None,
+                    None,
+                    None,
+                    Some(PathRedirect::Full("/new?b=2".into())),
+                ),
                 matcher: None,
                 target: "/old?a=1",
                 authority: "h",
@@ -693,7 +714,12 @@ mod tests {
                 want: "https://h:8080/p",
             },
             Case {
-                redirect: redirect(None, Some("other.com"), Some(RedirectPort::Number(8443)), None),
+                redirect: redirect(
+                    None,
+                    Some("other.com"),
+                    Some(RedirectPort::Number(8443)),
+                    None,
+                ),
                 matcher: None,
                 target: "/p",
                 authority: "h",
@@ -707,7 +733,12 @@ mod tests {
                 want: "http://h:18080/p",
             },
             Case {
-                redirect: redirect(Some("https"), None, Some(RedirectPort::FromProtocolDefault), None),
+                redirect: redirect(
+                    Some("https"),
+                    None,
+                    Some(RedirectPort::FromProtocolDefault),
+                    None,
+                ),
                 matcher: None,
                 target: "/p",
                 authority: "h:18080",
@@ -734,7 +765,8 @@ mod tests {
                 ..RouteMatch::default()
             };
             assert_eq!(
-                case.redirect.location(&matcher, &get(case.target, case.authority), 18080),
+                case.redirect
+                    .location(&matcher, &get(case.target, case.authority), 18080),
                 case.want,
                 "case {i}"
             );
@@ -773,33 +805,69 @@ mod tests {
             ..RouteMatch::default()
         };
         let cases = [
-            Case { matcher: uri(StringMatch::Exact("/a".into())), req: get("/a", "h"), want: true },
-            Case { matcher: uri(StringMatch::Exact("/a".into())), req: get("/a/b", "h"), want: false },
-            Case { matcher: uri(StringMatch::Prefix("/foo".into())), req: get("/foobar", "h"), want: true },
-            Case { matcher: uri(regex(r"/\d+")), req: get("/123", "h"), want: true },
-            Case { matcher: uri(regex(r"\d+")), req: get("/a123", "h"), want: false },
             Case {
-                matcher: RouteMatch { ignore_uri_case: true, ..uri(StringMatch::Prefix("/API".into())) },
+                matcher: uri(StringMatch::Exact("/a".into())),
+                req: get("/a", "h"),
+                want: true,
+            },
+            Case {
+                matcher: uri(StringMatch::Exact("/a".into())),
+                req: get("/a/b", "h"),
+                want: false,
+            },
+            Case {
+                matcher: uri(StringMatch::Prefix("/foo".into())),
+                req: get("/foobar", "h"),
+                want: true,
+            },
+            Case {
+                matcher: uri(regex(r"/\d+")),
+                req: get("/123", "h"),
+                want: true,
+            },
+            Case {
+                matcher: uri(regex(r"\d+")),
+                req: get("/a123", "h"),
+                want: false,
+            },
+            Case {
+                matcher: RouteMatch {
+                    ignore_uri_case: true,
+                    ..uri(StringMatch::Prefix("/API".into()))
+                },
                 req: get("/api/x", "h"),
                 want: true,
             },
             Case {
-                matcher: RouteMatch { method: Some(StringMatch::Exact("POST".into())), ..RouteMatch::default() },
+                matcher: RouteMatch {
+                    method: Some(StringMatch::Exact("POST".into())),
+                    ..RouteMatch::default()
+                },
                 req: get("/", "h"),
                 want: false,
             },
             Case {
-                matcher: RouteMatch { authority: Some(StringMatch::Prefix("tomcat.".into())), ..RouteMatch::default() },
+                matcher: RouteMatch {
+                    authority: Some(StringMatch::Prefix("tomcat.".into())),
+                    ..RouteMatch::default()
+                },
                 req: get("/", "tomcat.istio.com:80"),
                 want: true,
             },
             Case {
-                matcher: RouteMatch { scheme: Some(StringMatch::Exact("https".into())), ..RouteMatch::default() },
+                matcher: RouteMatch {
+                    scheme: Some(StringMatch::Exact("https".into())),
+                    ..RouteMatch::default()
+                },
                 req: get("/", "h"),
                 want: false,
             },
             Case {
-                matcher: headers(vec![header("x-user", Some(StringMatch::Exact("jason".into())), false)]),
+                matcher: headers(vec![header(
+                    "x-user",
+                    Some(StringMatch::Exact("jason".into())),
+                    false,
+                )]),
                 req: with_header("/", vec![("x-user", "jason")]),
                 want: true,
             },
@@ -809,7 +877,11 @@ mod tests {
                 want: false,
             },
             Case {
-                matcher: headers(vec![header("x-user", Some(StringMatch::Exact("a,b".into())), false)]),
+                matcher: headers(vec![header(
+                    "x-user",
+                    Some(StringMatch::Exact("a,b".into())),
+                    false,
+                )]),
                 req: with_header("/", vec![("x-user", "a"), ("x-user", "b")]),
                 want: true,
             },
@@ -819,18 +891,38 @@ mod tests {
                 want: false,
             },
             Case {
-                matcher: headers(vec![header("x-env", Some(StringMatch::Prefix("".into())), true)]),
+                matcher: headers(vec![header(
+                    "x-env",
+                    Some(StringMatch::Prefix("".into())),
+                    true,
+                )]),
                 req: with_header("/", vec![]),
                 want: false,
             },
             Case {
-                matcher: headers(vec![header("x-env", Some(StringMatch::Exact("prod".into())), true)]),
+                matcher: headers(vec![header(
+                    "x-env",
+                    Some(StringMatch::Exact("prod".into())),
+                    true,
+                )]),
                 req: with_header("/", vec![]),
                 want: true,
             },
-            Case { matcher: query("debug", Some(StringMatch::Exact(String::new()))), req: get("/?debug", "h"), want: true },
-            Case { matcher: query("v", Some(StringMatch::Exact("2".into()))), req: get("/?a=1&v=2", "h"), want: true },
-            Case { matcher: query("v", None), req: get("/", "h"), want: false },
+            Case {
+                matcher: query("debug", Some(StringMatch::Exact(String::new()))),
+                req: get("/?debug", "h"),
+                want: true,
+            },
+            Case {
+                matcher: query("v", Some(StringMatch::Exact("2".into()))),
+                req: get("/?a=1&v=2", "h"),
+                want: true,
+            },
+            Case {
+                matcher: query("v", None),
+                req: get("/", "h"),
+                want: false,
+            },
         ];
         for (i, case) in cases.iter().enumerate() {
             assert_eq!(case.matcher.matches(&case.req), case.want, "case {i}");

@@ -126,16 +126,50 @@ mod tests {
             want: bool,
         }
         let cases = [
-            Case { a: "tomcat.istio.com", b: "*", want: true },
-            Case { a: "*", b: "tomcat.istio.com", want: false },
-            Case { a: "tomcat.istio.com", b: "*.istio.com", want: true },
-            Case { a: "*.eu.istio.com", b: "*.istio.com", want: true },
-            Case { a: "*.istio.com", b: "*.eu.istio.com", want: false },
-            Case { a: "istio.com", b: "*.istio.com", want: false },
-            Case { a: "Tomcat.istio.com", b: "tomcat.istio.com", want: true },
+            Case {
+                a: "tomcat.istio.com",
+                b: "*",
+                want: true,
+            },
+            Case {
+                a: "*",
+                b: "tomcat.istio.com",
+                want: false,
+            },
+            Case {
+                a: "tomcat.istio.com",
+                b: "*.istio.com",
+                want: true,
+            },
+            Case {
+                a: "*.eu.istio.com",
+                b: "*.istio.com",
+                want: true,
+            },
+            Case {
+                a: "*.istio.com",
+                b: "*.eu.istio.com",
+                want: false,
+            },
+            Case {
+                a: "istio.com",
+                b: "*.istio.com",
+                want: false,
+            },
+            Case {
+                a: "Tomcat.istio.com",
+                b: "tomcat.istio.com",
+                want: true,
+            },
         ];
         for case in cases {
-            assert_eq!(host_subset_of(case.a, case.b), case.want, "{} in {}", case.a, case.b);
+            assert_eq!(
+                host_subset_of(case.a, case.b),
+                case.want,
+                "{} in {}",
+                case.a,
+                case.b
+            );
         }
     }
 

@@ -14,13 +14,17 @@ use crate::diag::{Diagnostics, Severity};
 
 use super::table::{
     ClusterPolicy, DEFAULT_IDLE_TIMEOUT, Keepalive, LoadBalancer, OutlierDetection, ProxyProtocol,
-    UNLIMITED_CONNECTIONS,
+    RequestHashKey, UNLIMITED_CONNECTIONS,
 };
 
+mod http;
+
 /// A `loadBalancer` block as validated.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Balance {
     Use(LoadBalancer),
+    /// `consistentHash` by a request property.
+    Hash(RequestHashKey),
     /// `simple: PASSTHROUGH`: connect to the original destination, which at
     /// a gateway is the gateway itself. Valid Istio, so only a route that it
     /// applies to is refused.
@@ -46,9 +50,10 @@ pub struct Blocks {
     pub outlier: Option<OutlierDetection>,
 }
 
-/// `connectionPool.tcp`, validated.
+/// `connectionPool.tcp` and `.http`, validated.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Pool {
+    pub http: http::HttpPool,
     pub max_connections: Option<u32>,
     pub connect_timeout: Option<Duration>,
     pub keepalive: Option<Keepalive>,
@@ -113,7 +118,7 @@ impl RulePolicy {
             .and_then(|s| s.policy.as_ref())
         {
             let b = &sub.blocks;
-            blocks.load_balancer = b.load_balancer.or(blocks.load_balancer);
+            blocks.load_balancer = b.load_balancer.clone().or(blocks.load_balancer.take());
             blocks.pool = b.pool.or(blocks.pool);
             blocks.outlier = b.outlier.or(blocks.outlier);
             blocks.tls = b.tls.or(blocks.tls);
@@ -130,13 +135,16 @@ impl RulePolicy {
         {
             return Err(Unservable::TlsOrigination(mode));
         }
-        let load_balancer = match blocks.load_balancer {
-            None => defaults.load_balancer,
-            Some(Balance::Use(lb)) => lb,
+        let (load_balancer, request_hash) = match blocks.load_balancer {
+            None => (defaults.load_balancer, None),
+            Some(Balance::Use(lb)) => (lb, None),
+            Some(Balance::Hash(key)) => (LoadBalancer::RequestHash, Some(key)),
             Some(Balance::Passthrough) => return Err(Unservable::Passthrough),
         };
         Ok(ClusterPolicy {
             load_balancer,
+            request_hash,
+            http: pool.http.policy(),
             connect_timeout: pool.connect_timeout.unwrap_or(defaults.connect_timeout),
             max_connections: pool.max_connections.unwrap_or(UNLIMITED_CONNECTIONS),
             tcp_keepalive: pool.keepalive,
@@ -375,21 +383,6 @@ impl Checker<'_> {
             }
             (None, Some(hash)) => {
                 for (field, present) in [
-                    ("httpHeaderName", hash.http_header_name.is_some()),
-                    ("httpCookie", hash.http_cookie.is_some()),
-                    (
-                        "httpQueryParameterName",
-                        hash.http_query_parameter_name.is_some(),
-                    ),
-                ] {
-                    if present {
-                        self.ignored(
-                            &format!("{path}.consistentHash.{field}"),
-                            format!("{field} is an HTTP hash key and has no meaning for TCP; use useSourceIp: true"),
-                        );
-                    }
-                }
-                for (field, present) in [
                     ("ringHash", hash.ring_hash.is_some()),
                     ("maglev", hash.maglev.is_some()),
                     ("minimumRingSize", hash.minimum_ring_size.is_some()),
@@ -401,13 +394,16 @@ impl Checker<'_> {
                         );
                     }
                 }
-                if hash.use_source_ip == Some(true) {
+                let key = self.request_hash_key(hash, &format!("{path}.consistentHash"))?;
+                if let Some(key) = key {
+                    Some(Balance::Hash(key))
+                } else if hash.use_source_ip == Some(true) {
                     Some(Balance::Use(LoadBalancer::SourceIpHash))
                 } else {
                     self.ignored(
                         &format!("{path}.consistentHash"),
-                        "consistentHash without useSourceIp: true has no key for TCP, so endpoints are picked \
-                         at random (as Envoy does)",
+                        "consistentHash without a key (useSourceIp, httpHeaderName, httpCookie or \
+                         httpQueryParameterName) picks endpoints at random (as Envoy does)",
                     );
                     Some(Balance::Use(LoadBalancer::Random))
                 }
@@ -417,14 +413,16 @@ impl Checker<'_> {
     }
 
     fn pool(&mut self, pool: &ConnectionPool, path: &str) -> Pool {
-        if pool.http.is_some() {
-            self.ignored(
-                &format!("{path}.http"),
-                "connectionPool.http settings do not apply to TCP; they have no effect",
-            );
-        }
+        let http = pool
+            .http
+            .as_ref()
+            .map(|h| self.http_pool(h, &format!("{path}.http")))
+            .unwrap_or_default();
         let Some(tcp) = &pool.tcp else {
-            return Pool::default();
+            return Pool {
+                http,
+                ..Pool::default()
+            };
         };
         let path = format!("{path}.tcp");
         let max_connections = tcp.max_connections.and_then(|n| match u32::try_from(n) {
@@ -466,6 +464,7 @@ impl Checker<'_> {
             interval_secs: k.interval.and_then(|d| whole_seconds(d.0)),
         });
         Pool {
+            http,
             max_connections,
             connect_timeout,
             keepalive,
@@ -546,6 +545,8 @@ impl Checker<'_> {
         let consecutive_errors = thresholds.into_iter().filter(|t| *t > 0).min()?;
         Some(OutlierDetection {
             consecutive_errors,
+            consecutive_5xx: Some(thresholds[0]).filter(|t| *t > 0),
+            consecutive_gateway_errors: Some(thresholds[1]).filter(|t| *t > 0),
             interval,
             base_ejection_time,
             max_ejection_time: Duration::from_secs(300).max(base_ejection_time),

@@ -225,6 +225,55 @@ pub struct ClusterPolicy {
     pub tcp_keepalive: Option<Keepalive>,
     pub outlier_detection: Option<OutlierDetection>,
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// `connectionPool.http`: the upstream keep-alive pool and request caps.
+    pub http: HttpPoolPolicy,
+    /// The request property hashed when `load_balancer` is
+    /// [`LoadBalancer::RequestHash`].
+    pub request_hash: Option<RequestHashKey>,
+}
+
+/// `connectionPool.http`, as HTTP routes apply it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HttpPoolPolicy {
+    /// An upstream connection idle this long in the pool is closed
+    /// (`idleTimeout`, Istio's default 1h); zero: never.
+    #[serde(serialize_with = "ser_duration")]
+    pub idle_timeout: Duration,
+    /// Requests per upstream connection (`maxRequestsPerConnection`; 1 = no
+    /// keep-alive); `None`: unlimited.
+    pub max_requests_per_connection: Option<u32>,
+    /// Requests waiting for an upstream connection (`http1MaxPendingRequests`).
+    pub max_pending_requests: Option<u32>,
+    /// Active requests to the cluster (`http2MaxRequests`); more fail fast (`UO`).
+    pub max_requests: Option<u32>,
+    /// Retries in flight to the cluster at once (`maxRetries`).
+    pub max_retries: Option<u32>,
+}
+
+impl Default for HttpPoolPolicy {
+    fn default() -> Self {
+        HttpPoolPolicy {
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_requests_per_connection: None,
+            max_pending_requests: None,
+            max_requests: None,
+            max_retries: None,
+        }
+    }
+}
+
+/// What a request is hashed by (`consistentHash.httpHeaderName`,
+/// `httpCookie.name`, `httpQueryParameterName`). A request without it, and
+/// every TCP connection, picks at random, as Envoy does when a hash policy
+/// yields no hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestHashKey {
+    /// Lowercase header name.
+    Header(String),
+    /// An existing cookie (ringway never sets one).
+    Cookie(String),
+    Query(String),
 }
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -240,6 +289,8 @@ impl Default for ClusterPolicy {
             tcp_keepalive: None,
             outlier_detection: None,
             proxy_protocol: None,
+            http: HttpPoolPolicy::default(),
+            request_hash: None,
         }
     }
 }
@@ -253,6 +304,9 @@ pub enum LoadBalancer {
     Random,
     /// Consistent hash of the client's address (`consistentHash.useSourceIp`).
     SourceIpHash,
+    /// Consistent hash of a request property ([`ClusterPolicy::request_hash`]);
+    /// random where there is none (TCP connections).
+    RequestHash,
 }
 
 /// SO_KEEPALIVE on the upstream socket; `None` fields keep the OS values.
@@ -264,10 +318,18 @@ pub struct Keepalive {
     pub interval_secs: Option<u32>,
 }
 
-/// Passive health: connect failures and timeouts eject an endpoint.
+/// Passive health: connect failures and timeouts eject an endpoint; on
+/// HTTP routes, 5xx responses (`consecutive_5xx`) and 502/503/504
+/// (`consecutive_gateway_errors`) count too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct OutlierDetection {
+    /// For TCP: connect failures and timeouts in a row that eject, the
+    /// lower of the two enabled thresholds below (both see the same events).
     pub consecutive_errors: u32,
+    /// `consecutive5xxErrors` (Istio's default 5); `None`: 0, disabled.
+    pub consecutive_5xx: Option<u32>,
+    /// `consecutiveGatewayErrors`; `None`: unset or 0, disabled.
+    pub consecutive_gateway_errors: Option<u32>,
     #[serde(serialize_with = "ser_duration")]
     pub interval: Duration,
     #[serde(serialize_with = "ser_duration")]

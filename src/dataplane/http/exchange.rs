@@ -71,6 +71,97 @@ pub(crate) struct ResponseBody {
     pub server_timeout: Option<std::time::Duration>,
     /// Close-delimited: the upstream's FIN is its end.
     pub delimited: bool,
+    /// An HTTP/1.0 client and a chunked response: the body is decoded and
+    /// sent close-delimited.
+    pub dechunk: Option<Box<Dechunk>>,
+}
+
+/// Most decoded bytes held for a 1.0 client before reading stops until
+/// they are sent (one provided buffer's worth).
+const DECHUNK_HOLD: usize = 64 * 1024;
+
+/// A chunked response decoded for an HTTP/1.0 client: single-shot recvs
+/// from the upstream, their payload copied out and sent as owned bytes by
+/// one short-lived half after another. The copy path, on purpose: 1.0
+/// clients are rare and a decoded body cannot splice.
+#[derive(Debug)]
+pub(crate) struct Dechunk {
+    pub decoder: ChunkedDecoder,
+    /// Decoded bytes waiting for the half in flight to finish.
+    pub pending: Vec<u8>,
+    /// A single-shot recv from the upstream is in flight.
+    pub reading: bool,
+    /// Bytes written by the halves before the current one.
+    pub sent_before: u64,
+}
+
+impl ResponseBody {
+    /// Bytes written to the client so far.
+    pub fn moved(&self) -> u64 {
+        self.body.half.moved() + self.dechunk.as_ref().map_or(0, |d| d.sent_before)
+    }
+
+    /// A de-chunked response: bytes from the upstream.
+    fn dechunk_recv(&mut self, c: &Completion<'_>, out: &mut Vec<Io>) -> Event {
+        let Some(d) = self.dechunk.as_mut() else {
+            return Event::Continue;
+        };
+        d.reading = false;
+        match (c.res, c.bid) {
+            (n, Some(bid)) if n > 0 => {
+                let pending = &mut d.pending;
+                let fed = d.decoder.feed(c.data, &mut |piece| pending.extend_from_slice(piece));
+                out.push(Io::GiveBack(bid));
+                match fed {
+                    // Bytes past the body were never asked for.
+                    Ok(used) if used < c.data.len() => self.reusable = false,
+                    Ok(_) => {}
+                    Err(e) => return Event::BadResponse(e.detail()),
+                }
+            }
+            (_, Some(bid)) => {
+                out.push(Io::GiveBack(bid));
+                return Event::UpstreamReset;
+            }
+            (e, None) if e == -libc::ENOBUFS => {
+                out.push(Io::WaitBuffers(Dir::ToDownstream));
+                return Event::Continue;
+            }
+            (_, None) => return Event::UpstreamReset,
+        }
+        self.dechunk_advance(out);
+        Event::Active
+    }
+
+    /// Send what was decoded once the half in flight is done, and read on
+    /// while little is held.
+    fn dechunk_advance(&mut self, out: &mut Vec<Io>) {
+        let Some(d) = self.dechunk.as_mut() else {
+            return;
+        };
+        if self.body.half.flow() == Flow::Complete && !d.pending.is_empty() {
+            d.sent_before += self.body.half.moved();
+            let bytes = std::mem::take(&mut d.pending);
+            self.body.half = Half::start_limited(Dir::ToDownstream, u64::MAX, bytes, Some(0), out);
+        }
+        if !d.reading && !d.decoder.is_done() && d.pending.len() < DECHUNK_HOLD {
+            d.reading = true;
+            out.push(Io::RecvOnce(Dir::ToDownstream));
+        }
+    }
+
+    /// Everything went to the client.
+    fn done(&self) -> bool {
+        let half_done = matches!(self.body.half.flow(), Flow::Complete | Flow::Done);
+        match &self.dechunk {
+            Some(d) => half_done && d.decoder.is_done() && d.pending.is_empty(),
+            None => half_done,
+        }
+    }
+
+    fn quiescent(&self) -> bool {
+        self.body.half.is_quiescent() && self.dechunk.as_ref().is_none_or(|d| !d.reading)
+    }
 }
 
 /// What a completion did to the exchange, for the session to act on.
@@ -138,7 +229,11 @@ impl Exchange {
             }
             Op::Recv(Dir::ToDownstream) => self.on_response_recv(c, out),
             Op::Send(Dir::ToDownstream) => match &mut self.response {
-                Response::Body(r) => from_outcome(r.body.half.on_send(c.res, out), Dir::ToDownstream),
+                Response::Body(r) => {
+                    let event = from_outcome(r.body.half.on_send(c.res, out), Dir::ToDownstream);
+                    r.dechunk_advance(out);
+                    event
+                }
                 Response::Head { .. } => Event::Continue,
             },
             Op::Readable(Dir::ToDownstream) | Op::Writable(Dir::ToDownstream) => {
@@ -163,6 +258,7 @@ impl Exchange {
 
     fn on_response_recv(&mut self, c: &Completion<'_>, out: &mut Vec<Io>) -> Event {
         let (input, reading) = match &mut self.response {
+            Response::Body(r) if r.dechunk.is_some() => return r.dechunk_recv(c, out),
             Response::Body(r) => {
                 return match r.body.on_recv(c, out) {
                     Ok(outcome) => from_outcome(outcome, Dir::ToDownstream),
@@ -289,7 +385,13 @@ impl Exchange {
     pub fn on_buffers(&mut self, dir: Dir, out: &mut Vec<Io>) {
         match (dir, &mut self.response) {
             (Dir::ToUpstream, _) => self.request.half.on_buffers(out),
-            (Dir::ToDownstream, Response::Body(r)) => r.body.half.on_buffers(out),
+            (Dir::ToDownstream, Response::Body(r)) => match &mut r.dechunk {
+                Some(d) => {
+                    d.reading = true;
+                    out.push(Io::RecvOnce(Dir::ToDownstream));
+                }
+                None => r.body.half.on_buffers(out),
+            },
             (Dir::ToDownstream, Response::Head { reading, .. }) => {
                 *reading = true;
                 out.push(Io::RecvOnce(Dir::ToDownstream));
@@ -300,7 +402,7 @@ impl Exchange {
     /// The response is forwarded entirely (or, close-delimited, to its end).
     pub fn response_done(&self) -> bool {
         match &self.response {
-            Response::Body(r) => matches!(r.body.half.flow(), Flow::Complete | Flow::Done),
+            Response::Body(r) => r.done(),
             Response::Head { .. } => false,
         }
     }
@@ -319,7 +421,7 @@ impl Exchange {
     pub fn upstream_quiet(&self) -> bool {
         let response_quiet = match &self.response {
             Response::Head { reading, .. } => !reading,
-            Response::Body(r) => r.body.half.is_quiescent(),
+            Response::Body(r) => r.quiescent(),
         };
         self.request.half.is_quiescent() && response_quiet
     }
@@ -327,7 +429,7 @@ impl Exchange {
     /// Bytes written to the upstream and to the downstream.
     pub fn moved(&self) -> [u64; 2] {
         let down = match &self.response {
-            Response::Body(r) => r.body.half.moved(),
+            Response::Body(r) => r.moved(),
             Response::Head { .. } => 0,
         };
         [self.request.half.moved(), down]

@@ -23,11 +23,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::http1::BodyFraming;
+use crate::http1::{BodyFraming, Version};
 use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::{MAX_REQUEST_HEAD, RequestHead, ResponseContext, ResponseHead, parse_request};
 use crate::http1::write::{ResponseEdits, write_response};
-use crate::routing::table::{ClusterId, RouteId};
+use crate::routing::http::RequestView;
+use crate::routing::table::{ClusterId, RequestHashKey, RouteId};
+
+use super::balancer::fnv1a_bytes;
 
 use super::half::{Flow, Half};
 use super::io::{Checkout, Close, CloseReason, Completion, Io, Pump, Release};
@@ -50,8 +53,6 @@ pub struct HttpLimits {
     /// A keep-alive client connection with no request open closes after
     /// this (Envoy's HTTP idle timeout).
     pub idle_timeout: Duration,
-    /// Connects per request (Istio's default: 1 + 2 retries).
-    pub connect_attempts: u32,
     /// Bytes after which a body of known length moves to the splice path.
     pub splice_after: u64,
 }
@@ -62,7 +63,6 @@ impl Default for HttpLimits {
             head_timeout: Duration::from_secs(60),
             stream_idle: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(3600),
-            connect_attempts: 3,
             splice_after: super::forward::SPLICE_AFTER_BYTES,
         }
     }
@@ -359,11 +359,22 @@ impl HttpSession {
             return self.start_exchange(false, now, out);
         }
         out.push(Io::Release(Release::ConnectFailed));
-        let attempts = self.request.as_ref().map_or(0, |r| r.attempts);
-        if attempts < self.limits.connect_attempts {
-            out.push(Io::Checkout { fresh: false });
-        } else {
-            self.upstream_unavailable(CloseReason::ConnectFailed, now, out);
+        let retry = self
+            .request
+            .as_ref()
+            .is_some_and(|r| r.may_retry_connect(&self.plan));
+        match self.request.as_mut() {
+            Some(req) if retry => {
+                req.retries += 1;
+                out.push(Io::Checkout { fresh: false });
+            }
+            Some(req) => {
+                // Envoy flags an exhausted retry budget too.
+                let flags = if req.retries > 0 { "UF,URX" } else { "UF" };
+                let details = "upstream_reset_before_response_started{connection_failure}";
+                self.answer(&LocalAnswer::error(503, flags, details), now, out);
+            }
+            None => self.finish(CloseReason::ConnectFailed, out),
         }
     }
 
@@ -522,6 +533,18 @@ impl HttpSession {
     /// The response head arrived: ringway's head for the client, then the
     /// body, bounded by its framing.
     fn start_response(&mut self, head: ResponseHead, rest: Vec<u8>, now: Instant, out: &mut Vec<Io>) {
+        let quiet = matches!(&self.phase, Phase::Exchange(x) if x.upstream_quiet());
+        if let Some(req) = self.request.as_mut().filter(|r| quiet && r.may_retry_status(&self.plan, head.status())) {
+            // `retryOn` names this status and the whole request is held:
+            // the response is dropped with its connection, and the request
+            // goes again (another endpoint when there is one).
+            req.retries += 1;
+            req.status = head.status();
+            out.push(Io::Release(Release::Close));
+            self.phase = Phase::Connecting;
+            out.push(Io::Checkout { fresh: false });
+            return;
+        }
         let Some(req) = self.request.as_mut() else {
             return;
         };
@@ -529,6 +552,9 @@ impl HttpSession {
         req.status = head.status();
         req.details = "via_upstream";
         let framing = head.framing();
+        // A 1.0 client never gets chunked: the body is decoded for it.
+        let dechunk = framing == BodyFraming::Chunked && req.version() == Version::Http10;
+        let mut decoded = Vec::new();
         let (in_buffer, limit, chunks, delimited) = match framing {
             BodyFraming::None => (0, Some(0), None, false),
             BodyFraming::Length(n) => {
@@ -537,7 +563,11 @@ impl HttpSession {
             }
             BodyFraming::Chunked => {
                 let mut decoder = ChunkedDecoder::new();
-                match decoder.feed(&rest, &mut |_| {}) {
+                match decoder.feed(&rest, &mut |piece| {
+                    if dechunk {
+                        decoded.extend_from_slice(piece);
+                    }
+                }) {
                     Ok(used) if decoder.is_done() => (used, Some(0), None, false),
                     Ok(used) => (used, None, Some(decoder), false),
                     Err(e) => return self.upstream_failed(502, "UPE", e.detail(), now, out),
@@ -549,7 +579,8 @@ impl HttpSession {
             matches!(&self.phase, Phase::Exchange(x) if x.request.is_complete());
         // The client's connection goes on only where both sides allow it
         // and the next response can be framed.
-        let keep_alive = req.keep_alive() && !self.closing && !delimited && request_complete;
+        let keep_alive =
+            req.keep_alive() && !self.closing && !delimited && !dechunk && request_complete;
         if !keep_alive {
             self.closing = true;
         }
@@ -561,12 +592,16 @@ impl HttpSession {
                 version: req.version(),
                 keep_alive,
                 ops: &ops,
-                dechunk: false,
+                dechunk,
             },
             &mut bytes,
         );
         let head_len = bytes.len() as u64;
-        bytes.extend_from_slice(&rest[..in_buffer]);
+        if dechunk {
+            bytes.extend_from_slice(&decoded);
+        } else {
+            bytes.extend_from_slice(&rest[..in_buffer]);
+        }
         // Bytes past the response are not the upstream's to send: the
         // connection is not reused.
         let clean = rest.len() == in_buffer;
@@ -576,6 +611,19 @@ impl HttpSession {
             u64::MAX
         } else {
             self.limits.splice_after
+        };
+        let (limit, chunks, dechunker) = match chunks {
+            Some(decoder) if dechunk => {
+                out.push(Io::RecvOnce(Dir::ToDownstream));
+                let d = exchange::Dechunk {
+                    decoder,
+                    pending: Vec::new(),
+                    reading: true,
+                    sent_before: 0,
+                };
+                (Some(0), None, Some(Box::new(d)))
+            }
+            chunks => (limit, chunks, None),
         };
         let half = Half::start_limited(Dir::ToDownstream, splice_after, bytes, limit, out);
         if let Phase::Exchange(x) = &mut self.phase {
@@ -588,6 +636,7 @@ impl HttpSession {
                 reusable,
                 server_timeout,
                 delimited,
+                dechunk: dechunker,
             });
         }
     }
@@ -695,6 +744,18 @@ impl HttpSession {
         if let Phase::Exchange(x) = &mut self.phase {
             x.on_no_pipe(dir, out);
         }
+    }
+
+    /// The hash of the current request's `consistentHash` key, when it
+    /// carries it: a header's value, a cookie's, a query parameter's.
+    pub fn request_hash(&self, key: &RequestHashKey) -> Option<u64> {
+        let head = &self.request.as_ref()?.head;
+        let value: Vec<u8> = match key {
+            RequestHashKey::Header(name) => head.header(name)?.into_owned(),
+            RequestHashKey::Cookie(name) => cookie(head, name)?.to_vec(),
+            RequestHashKey::Query(name) => query_value(head.query()?, name)?.as_bytes().to_vec(),
+        };
+        Some(fnv1a_bytes(&value))
     }
 
     /// The worker picked the current request's cluster.
@@ -858,6 +919,25 @@ impl HttpSession {
             to_downstream: self.moved[1],
         }));
     }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'h>(head: &'h RequestHead, name: &str) -> Option<&'h [u8]> {
+    head.values("cookie")
+        .flat_map(|v| v.split(|b| *b == b';'))
+        .map(<[u8]>::trim_ascii)
+        .find_map(|pair| {
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+        })
+}
+
+/// The value of query parameter `name` (`?key` alone: empty).
+fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
 }
 
 /// A completion's buffer nobody reads: back to the ring.

@@ -11,7 +11,7 @@ use crate::http1::head::RequestHead;
 use crate::http1::reply::{Reply, default_body, local_reply};
 use crate::http1::write::{RequestEdits, write_request};
 use crate::http1::{BodyFraming, Version};
-use crate::routing::http::{HeaderOps, HttpRoute, HttpRouting, RouteAction, RouteMatch};
+use crate::routing::http::{HeaderOps, HttpRoute, HttpRouting, RetryPolicy, RouteAction, RouteMatch};
 use crate::routing::table::{ClusterId, ListenerRouting, RouteId};
 
 use super::super::plan::Plan;
@@ -82,6 +82,9 @@ pub struct Request {
     pub tried: Vec<usize>,
     /// Connects tried so far.
     pub attempts: u32,
+    /// Retries so far (connect failures, retriable statuses, the
+    /// keep-alive race).
+    pub retries: u32,
     /// The reused keep-alive connection failed before any response byte
     /// and the request went again on a new connection (once).
     pub retried_on_fresh: bool,
@@ -112,6 +115,7 @@ impl Request {
             cluster: None,
             tried: Vec::new(),
             attempts: 0,
+            retries: 0,
             retried_on_fresh: false,
             replay: None,
             status: 0,
@@ -236,6 +240,38 @@ impl Request {
         }
         ops.push(&route.headers.response);
         ops
+    }
+
+    /// The route's retry policy (Istio's default when the rule has none).
+    pub(crate) fn retry_policy<'p>(&self, plan: &'p Plan) -> Option<&'p RetryPolicy> {
+        match &self.http_route(plan)?.action {
+            RouteAction::Forward(f) => Some(&f.retries),
+            _ => None,
+        }
+    }
+
+    /// Whether a failed connect may be tried again (on another endpoint):
+    /// retries left, and the policy retries connect failures (`5xx` and
+    /// `reset` include them, as in Envoy).
+    pub(crate) fn may_retry_connect(&self, plan: &Plan) -> bool {
+        self.retry_policy(plan).is_some_and(|p| {
+            self.retries < p.attempts && (p.on.connect_failure || p.on.server_error || p.on.reset)
+        })
+    }
+
+    /// Whether a response with `status` is retried: the policy names it,
+    /// retries are left, and the whole request is still held.
+    pub(crate) fn may_retry_status(&self, plan: &Plan, status: u16) -> bool {
+        if self.replay.is_none() {
+            return false;
+        }
+        self.retry_policy(plan).is_some_and(|p| {
+            let on = &p.on;
+            self.retries < p.attempts
+                && ((on.server_error && status >= 500)
+                    || (on.gateway_error && (502..=504).contains(&status))
+                    || on.status_codes.contains(&status))
+        })
     }
 
     /// The route's `timeout`, if any.

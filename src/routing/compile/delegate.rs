@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use crate::config::manifest::{HttpMatch, HttpRoute};
 use crate::config::http::StringMatchSpec;
+use crate::config::manifest::{HttpMatch, HttpRoute};
 use crate::diag::Severity;
 
 use super::Compiler;
@@ -292,8 +292,7 @@ fn has_conflict(root: &HttpMatch, leaf: &HttpMatch) -> bool {
             .iter()
             .any(|(k, v)| root.source_labels.get(k).is_some_and(|r| r != v))
         || (!namespaces.0.is_empty() && !namespaces.1.is_empty() && namespaces.0 != namespaces.1)
-        || (!root.gateways.is_empty()
-            && leaf.gateways.iter().any(|g| !root.gateways.contains(g)))
+        || (!root.gateways.is_empty() && leaf.gateways.iter().any(|g| !root.gateways.contains(g)))
 }
 
 /// istiod's `stringMatchConflict`: none when either side is unset; a regex

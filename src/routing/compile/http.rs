@@ -18,7 +18,11 @@ use crate::routing::names::{GatewayRef, ServerHost, expand_host, host_subset_of,
 
 impl Compiler<'_> {
     /// The virtual hosts of one HTTP listener.
-    pub(super) fn http_routing(&mut self, servers: &[ServerRef], address: SocketAddr) -> HttpRouting {
+    pub(super) fn http_routing(
+        &mut self,
+        servers: &[ServerRef],
+        address: SocketAddr,
+    ) -> HttpRouting {
         let m = self.m;
         let port = address.port();
         let mut vhosts: Vec<VirtualHost> = Vec::new();
@@ -197,7 +201,8 @@ impl Compiler<'_> {
 
     /// Checks of http rules that hold whatever listener they reach:
     /// mesh-only VirtualServices, and every rule of a VirtualService bound
-    /// to a gateway compiled once so that its mistakes are reported.
+    /// to a gateway with an HTTP server compiled once, so that its mistakes
+    /// are reported even where no match block applies.
     pub(super) fn check_http_rules(&mut self) {
         let m = self.m;
         for (v, vs) in m.virtual_services.iter().enumerate() {
@@ -212,6 +217,19 @@ impl Compiler<'_> {
                     "gateways is not set, so it binds to mesh (sidecars) only: its http routes never apply \
                      to a gateway such as ringway (add gateways: [<gateway name>] to route through one)",
                 ));
+                continue;
+            }
+            let serves_http = gateways.iter().any(|g| {
+                m.gateways.iter().any(|gw| {
+                    *g == GatewayRef::Gateway(format!("{}/{}", gw.namespace, gw.name))
+                        && gw
+                            .spec
+                            .servers
+                            .iter()
+                            .any(|s| s.port.protocol.eq_ignore_ascii_case("HTTP"))
+                })
+            });
+            if !serves_http {
                 continue;
             }
             let rules = self.effective[v].clone();

@@ -112,7 +112,12 @@ impl Compiler<'_> {
                 ));
             }
         }
-        let headers = header_ops(vs, &format!("{path}.headers"), rule.headers.as_ref(), &mut push);
+        let headers = header_ops(
+            vs,
+            &format!("{path}.headers"),
+            rule.headers.as_ref(),
+            &mut push,
+        );
         if let Some(redirect) = &rule.redirect {
             let r = compile_redirect(vs, &format!("{path}.redirect"), redirect, &mut push)?;
             return Some((RouteAction::Redirect(r), headers));
@@ -126,7 +131,14 @@ impl Compiler<'_> {
             .iter()
             .enumerate()
             .filter(|(_, d)| rule.route.len() == 1 || d.weight.unwrap_or(0) > 0)
-            .map(|(i, d)| header_ops(vs, &format!("{path}.route[{i}].headers"), d.headers.as_ref(), &mut push))
+            .map(|(i, d)| {
+                header_ops(
+                    vs,
+                    &format!("{path}.route[{i}].headers"),
+                    d.headers.as_ref(),
+                    &mut push,
+                )
+            })
             .collect();
         // `None`: invalid; `Some(None)`: no rewrite.
         let rewrite = match &rule.rewrite {
@@ -134,7 +146,12 @@ impl Compiler<'_> {
             Some(r) => compile_rewrite(vs, &format!("{path}.rewrite"), r, &mut push).map(Some),
         };
         let timeout = rule.timeout.map(|d| d.0).filter(|d| !d.is_zero());
-        let retries = compile_retries(vs, &format!("{path}.retries"), rule.retries.as_ref(), &mut push);
+        let retries = compile_retries(
+            vs,
+            &format!("{path}.retries"),
+            rule.retries.as_ref(),
+            &mut push,
+        );
         let route = self.route(er.owner, Section::Http, er.index)?;
         Some((
             RouteAction::Forward(Forward {
@@ -159,16 +176,17 @@ fn compile_match(
     push: &mut Push<'_>,
 ) -> Option<RouteMatch> {
     let mut ok = true;
-    let mut field = |name: &str, spec: &Option<StringMatchSpec>, ok: &mut bool| -> Option<StringMatch> {
-        let spec = spec.as_ref()?;
-        match string_match(vs, &format!("{path}.{name}"), spec, push) {
-            Ok(m) => m,
-            Err(()) => {
-                *ok = false;
-                None
+    let mut field =
+        |name: &str, spec: &Option<StringMatchSpec>, ok: &mut bool| -> Option<StringMatch> {
+            let spec = spec.as_ref()?;
+            match string_match(vs, &format!("{path}.{name}"), spec, push) {
+                Ok(m) => m,
+                Err(()) => {
+                    *ok = false;
+                    None
+                }
             }
-        }
-    };
+        };
     let uri = field("uri", &mb.uri, &mut ok);
     let method = field("method", &mb.method, &mut ok);
     let authority = field("authority", &mb.authority, &mut ok);
@@ -178,7 +196,11 @@ fn compile_match(
         .headers
         .iter()
         .map(|(k, s)| (k, s, false, "headers"))
-        .chain(mb.without_headers.iter().map(|(k, s)| (k, s, true, "withoutHeaders")))
+        .chain(
+            mb.without_headers
+                .iter()
+                .map(|(k, s)| (k, s, true, "withoutHeaders")),
+        )
     {
         let fpath = format!("{path}.{section}.{key}");
         let name = key.to_ascii_lowercase();
@@ -186,12 +208,18 @@ fn compile_match(
             push(vs.diag(
                 Severity::Warning,
                 &fpath,
-                format!("header {name:?} is ignored (as Istio does): use the match's own {name} field"),
+                format!(
+                    "header {name:?} is ignored (as Istio does): use the match's own {name} field"
+                ),
             ));
             continue;
         }
         match string_match(vs, &fpath, spec, push) {
-            Ok(value) => headers.push(HeaderMatch { name, value, invert }),
+            Ok(value) => headers.push(HeaderMatch {
+                name,
+                value,
+                invert,
+            }),
             Err(()) => ok = false,
         }
     }
@@ -306,7 +334,9 @@ fn header_ops(
             return HeaderOps::default();
         };
         let lower = |m: &std::collections::BTreeMap<String, String>| {
-            m.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect()
+            m.iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect()
         };
         let ops = HeaderOps {
             set: lower(&side.set),
@@ -318,7 +348,9 @@ fn header_ops(
                 push(vs.diag(
                     Severity::Error,
                     &format!("{path}.{field}"),
-                    format!("{name:?} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"),
+                    format!(
+                        "{name:?} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"
+                    ),
                 ));
             }
         }
@@ -357,14 +389,22 @@ fn compile_redirect(
     };
     let port = match (r.port, r.derive_port) {
         (Some(_), Some(_)) => {
-            push(vs.diag(Severity::Error, &format!("{path}.derivePort"), "set port or derivePort, not both"));
+            push(vs.diag(
+                Severity::Error,
+                &format!("{path}.derivePort"),
+                "set port or derivePort, not both",
+            ));
             ok = false;
             None
         }
         (Some(p), None) => match port_number(p) {
             Some(p) => Some(RedirectPort::Number(p)),
             None => {
-                push(vs.diag(Severity::Error, &format!("{path}.port"), format!("port {p} is out of range (1-65535)")));
+                push(vs.diag(
+                    Severity::Error,
+                    &format!("{path}.port"),
+                    format!("port {p} is out of range (1-65535)"),
+                ));
                 ok = false;
                 None
             }
@@ -375,7 +415,11 @@ fn compile_redirect(
     };
     let path_redirect = match (&r.uri, &r.prefix_rewrite) {
         (Some(_), Some(_)) => {
-            push(vs.diag(Severity::Error, &format!("{path}.prefixRewrite"), "set uri or prefixRewrite, not both"));
+            push(vs.diag(
+                Severity::Error,
+                &format!("{path}.prefixRewrite"),
+                "set uri or prefixRewrite, not both",
+            ));
             ok = false;
             None
         }
@@ -398,7 +442,9 @@ fn compile_direct(
     d: &HttpDirectResponse,
     push: &mut Push<'_>,
 ) -> Option<DirectResponse> {
-    let status = u16::try_from(d.status).ok().filter(|s| (200..=599).contains(s));
+    let status = u16::try_from(d.status)
+        .ok()
+        .filter(|s| (200..=599).contains(s));
     if status.is_none() {
         push(vs.diag(
             Severity::Error,
@@ -409,19 +455,31 @@ fn compile_direct(
     let body: Option<Vec<u8>> = match d.body.as_ref().map(|b| (&b.string, &b.bytes)) {
         None | Some((None, None)) => None,
         Some((Some(_), Some(_))) => {
-            push(vs.diag(Severity::Error, &format!("{path}.body"), "set body.string or body.bytes, not both"));
+            push(vs.diag(
+                Severity::Error,
+                &format!("{path}.body"),
+                "set body.string or body.bytes, not both",
+            ));
             return None;
         }
         Some((Some(s), None)) => Some(s.clone().into_bytes()),
         Some((None, Some(b))) => match decode_base64(b) {
             Ok(bytes) => Some(bytes),
             Err(why) => {
-                push(vs.diag(Severity::Error, &format!("{path}.body.bytes"), format!("body.bytes is not base64: {why}")));
+                push(vs.diag(
+                    Severity::Error,
+                    &format!("{path}.body.bytes"),
+                    format!("body.bytes is not base64: {why}"),
+                ));
                 return None;
             }
         },
     };
-    if let Some(len) = body.as_ref().map(Vec::len).filter(|l| *l > MAX_DIRECT_RESPONSE_BODY) {
+    if let Some(len) = body
+        .as_ref()
+        .map(Vec::len)
+        .filter(|l| *l > MAX_DIRECT_RESPONSE_BODY)
+    {
         push(vs.diag(
             Severity::Error,
             &format!("{path}.body"),
@@ -444,7 +502,11 @@ fn compile_rewrite(
 ) -> Option<Rewrite> {
     let uri = match (&r.uri, &r.uri_regex_rewrite) {
         (Some(_), Some(_)) => {
-            push(vs.diag(Severity::Error, &format!("{path}.uriRegexRewrite"), "set uri or uriRegexRewrite, not both"));
+            push(vs.diag(
+                Severity::Error,
+                &format!("{path}.uriRegexRewrite"),
+                "set uri or uriRegexRewrite, not both",
+            ));
             return None;
         }
         (Some(uri), None) => Some(UriRewrite::Prefix(uri.clone())),
@@ -515,20 +577,32 @@ fn compile_retries(
         ("backoff", r.backoff.is_some()),
     ] {
         if present {
-            push(vs.diag(Severity::Warning, &format!("{path}.{field}"), format!("{field} is accepted, not applied")));
+            push(vs.diag(
+                Severity::Warning,
+                &format!("{path}.{field}"),
+                format!("{field} is accepted, not applied"),
+            ));
         }
     }
     let attempts = match r.attempts.map(u32::try_from) {
         None => DEFAULT_RETRY_ATTEMPTS,
         Some(Ok(n)) => n,
         Some(Err(_)) => {
-            push(vs.diag(Severity::Error, &format!("{path}.attempts"), "attempts must be 0 (no retries) or more"));
+            push(vs.diag(
+                Severity::Error,
+                &format!("{path}.attempts"),
+                "attempts must be 0 (no retries) or more",
+            ));
             return None;
         }
     };
     let per_try_timeout = r.per_try_timeout.map(|d| d.0);
     if per_try_timeout.is_some_and(|d| d < Duration::from_millis(1)) {
-        push(vs.diag(Severity::Error, &format!("{path}.perTryTimeout"), "perTryTimeout must be at least 1ms"));
+        push(vs.diag(
+            Severity::Error,
+            &format!("{path}.perTryTimeout"),
+            "perTryTimeout must be at least 1ms",
+        ));
         return None;
     }
     let on = match r.retry_on.as_deref().filter(|s| !s.trim().is_empty()) {
@@ -579,7 +653,10 @@ fn retry_on(
         push(vs.diag(
             Severity::Info,
             path,
-            format!("{} accepted; never fires on an HTTP/1.1 upstream", inert.join(", ")),
+            format!(
+                "{} accepted; never fires on an HTTP/1.1 upstream",
+                inert.join(", ")
+            ),
         ));
     }
     Some(on)

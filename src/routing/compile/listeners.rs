@@ -55,14 +55,32 @@ impl Compiler<'_> {
     /// Puts a server in the slot of its address: plain HTTP servers share
     /// one (Istio's `mergeGateways`), TLS passthrough servers share one;
     /// any other pair is an error naming both.
-    fn place(&mut self, plan: &mut Vec<Slot>, address: SocketAddr, kind: ServerKind, server: ServerRef) {
+    fn place(
+        &mut self,
+        plan: &mut Vec<Slot>,
+        address: SocketAddr,
+        kind: ServerKind,
+        server: ServerRef,
+    ) {
         let existing = plan.iter_mut().find(|slot| slot.address == address);
         let slot = match (existing, kind) {
             (None, ServerKind::Tcp) => SlotKind::Tcp(server),
             (None, ServerKind::Tls) => SlotKind::Tls(vec![server]),
             (None, ServerKind::Http) => SlotKind::Http(vec![server]),
-            (Some(Slot { kind: SlotKind::Tls(servers), .. }), ServerKind::Tls)
-            | (Some(Slot { kind: SlotKind::Http(servers), .. }), ServerKind::Http) => {
+            (
+                Some(Slot {
+                    kind: SlotKind::Tls(servers),
+                    ..
+                }),
+                ServerKind::Tls,
+            )
+            | (
+                Some(Slot {
+                    kind: SlotKind::Http(servers),
+                    ..
+                }),
+                ServerKind::Http,
+            ) => {
                 servers.push(server);
                 return;
             }
@@ -77,9 +95,11 @@ impl Compiler<'_> {
                         .to_owned()
                 } else {
                     format!(
-                        "a {} server and a {} server cannot share a bind address and port (Istio would \
+                        "{} {} server and {} {} server cannot share a bind address and port (Istio would \
                          drop one of them); move one to another port",
+                        article(other_kind),
                         other_kind.name(),
+                        article(kind),
                         kind.name()
                     )
                 };
@@ -98,7 +118,10 @@ impl Compiler<'_> {
                 return;
             }
         };
-        plan.push(Slot { address, kind: slot });
+        plan.push(Slot {
+            address,
+            kind: slot,
+        });
     }
 
     /// Checks one server; returns its address and what it opens, or
@@ -123,7 +146,9 @@ impl Compiler<'_> {
         let ip = self.server_bind(gw, server, &path);
         let kind = self.server_protocol(gw, server, &path)?;
         match (kind, server.tls.as_ref()) {
-            (ServerKind::Tls, Some(settings)) => self.warn_termination_settings(gw, settings, &path),
+            (ServerKind::Tls, Some(settings)) => {
+                self.warn_termination_settings(gw, settings, &path)
+            }
             (ServerKind::Http, Some(settings)) => self.warn_http_tls(gw, settings, &path),
             _ => {}
         }
@@ -390,6 +415,14 @@ impl Compiler<'_> {
             }
         }
         gateways
+    }
+}
+
+/// "a TCP server", "an HTTP server".
+fn article(kind: ServerKind) -> &'static str {
+    match kind {
+        ServerKind::Http => "an",
+        ServerKind::Tcp | ServerKind::Tls => "a",
     }
 }
 

@@ -284,13 +284,13 @@ impl Compiler<'_> {
 
     pub(super) fn build_route(&mut self, v: usize, section: Section, r: usize) -> Option<Route> {
         let vs = &self.m.virtual_services[v];
-        let dests: Vec<(&Destination, Option<i64>)> = match section {
+        let dests: Vec<(Destination, Option<i64>)> = match section {
             Section::Tcp => pairs(&vs.spec.tcp[r].route),
             Section::Tls => pairs(&vs.spec.tls[r].route),
             Section::Http => vs.spec.http.as_deref().unwrap_or_default()[r]
                 .route
                 .iter()
-                .map(|d| (&d.destination, d.weight))
+                .map(|d| (d.destination.to_destination(), d.weight))
                 .collect(),
         };
         let path = format!("spec.{}[{r}]", section.name());
@@ -336,11 +336,7 @@ impl Compiler<'_> {
         if !ok {
             return None;
         }
-        let first_host = expand_host(
-            &dests[0].0.host,
-            &vs.namespace,
-            &self.options.domain,
-        );
+        let first_host = expand_host(&dests[0].0.host, &vs.namespace, &self.options.domain);
         let (idle_timeout, max_connection_duration) = match self.rules.get(&first_host) {
             Some((_, rule)) => rule.route_timeouts(),
             None => default_route_timeouts(),
@@ -360,6 +356,9 @@ impl Compiler<'_> {
 }
 
 /// (destination, weight) of each entry of a tcp or tls route.
-fn pairs(route: &[RouteDestination]) -> Vec<(&Destination, Option<i64>)> {
-    route.iter().map(|d| (&d.destination, d.weight)).collect()
+fn pairs(route: &[RouteDestination]) -> Vec<(Destination, Option<i64>)> {
+    route
+        .iter()
+        .map(|d| (d.destination.clone(), d.weight))
+        .collect()
 }
