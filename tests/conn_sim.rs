@@ -192,14 +192,7 @@ impl Model {
         } else {
             "tcp-echo-80-20-service-entry.yaml"
         };
-        let conn = Session::open(
-            &plan(example),
-            0,
-            PEER,
-            HttpLimits::default(),
-            now,
-            &mut out,
-        );
+        let conn = Session::open(&plan(example), 0, PEER, HttpLimits::default(), now, &mut out);
         let mut m = Model {
             rng,
             conn,
