@@ -8,10 +8,9 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use common::http_gw::{Site, virtual_service};
+use common::http_gw::{Site, curl_upload, virtual_service};
 use common::origin::{Origin, Response};
 
 /// The body every request gets: 16 bytes.
@@ -41,6 +40,15 @@ fn run(tool: &str, package: &str, args: &[&str]) -> Output {
     out
 }
 
+/// `tool` (from `package`) with `args` and then the URL of `site`: its
+/// standard output.
+fn load(site: &Site, tool: &str, package: &str, args: &[&str]) -> String {
+    let url = format!("http://127.0.0.1:{}/", site.port);
+    let mut args = args.to_vec();
+    args.push(&url);
+    stdout(&run(tool, package, &args))
+}
+
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -60,7 +68,7 @@ fn number_after(text: &str, label: &str) -> u64 {
 }
 
 #[test]
-fn curl_http_1_0_keep_alive_over_three_urls_and_a_chunked_upload() {
+fn curl_http_1_0_then_three_urls_on_one_connection_reuse_the_upstream_connection() {
     let Some(site) = site() else {
         return;
     };
@@ -99,16 +107,15 @@ fn curl_http_1_0_keep_alive_over_three_urls_and_a_chunked_upload() {
     );
     assert_eq!(stdout(&out), format!("{BODY}1\n{BODY}0\n{BODY}0\n"));
     assert_eq!(site.origin("a").connections(), before);
+}
 
+#[test]
+fn curl_chunked_upload_from_stdin() {
+    let Some(site) = site() else {
+        return;
+    };
     let upload = vec![b'u'; 300_000];
-    let mut curl = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-T", "-", &url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("curl runs: install Debian package curl");
-    curl.stdin.take().unwrap().write_all(&upload).unwrap();
-    let out = curl.wait_with_output().unwrap();
+    let out = curl_upload(site.port, "/", &upload, &[]);
     assert_eq!(stdout(&out), "300000 bytes");
     let put = site.origin("a").requests().pop().unwrap();
     assert_eq!(
@@ -119,11 +126,9 @@ fn curl_http_1_0_keep_alive_over_three_urls_and_a_chunked_upload() {
 
 /// wrk for 2 s on 8 connections: (requests it completed, its summary).
 fn wrk(site: &Site, extra: &[&str]) -> (u64, String) {
-    let url = format!("http://127.0.0.1:{}/", site.port);
     let mut args = vec!["-c8", "-t1", "-d2s", "--timeout", "5s"];
     args.extend_from_slice(extra);
-    args.push(&url);
-    let text = stdout(&run("wrk", "wrk", &args));
+    let text = load(site, "wrk", "wrk", &args);
     // "  1467 requests in 2.12s, 78.79KB read"
     let requests = text
         .lines()
@@ -170,12 +175,8 @@ fn ab_http_1_0_keep_alive_2000_requests_without_failures() {
     let Some(site) = site() else {
         return;
     };
-    let url = format!("http://127.0.0.1:{}/", site.port);
-    let text = stdout(&run(
-        "ab",
-        "apache2-utils",
-        &["-k", "-n", "2000", "-c", "8", "-s", "10", &url],
-    ));
+    let args = ["-k", "-n", "2000", "-c", "8", "-s", "10"];
+    let text = load(&site, "ab", "apache2-utils", &args);
     assert_eq!(number_after(&text, "Complete requests:"), 2000, "{text}");
     assert_eq!(number_after(&text, "Failed requests:"), 0, "{text}");
     assert_eq!(number_after(&text, "Keep-Alive requests:"), 2000, "{text}");
@@ -193,12 +194,8 @@ fn h2load_h1_2000_requests_without_errors() {
     let Some(site) = site() else {
         return;
     };
-    let url = format!("http://127.0.0.1:{}/", site.port);
-    let text = stdout(&run(
-        "h2load",
-        "nghttp2-client",
-        &["--h1", "-n", "2000", "-c", "8", "-T", "10", &url],
-    ));
+    let args = ["--h1", "-n", "2000", "-c", "8", "-T", "10"];
+    let text = load(&site, "h2load", "nghttp2-client", &args);
     let summary = "requests: 2000 total, 2000 started, 2000 done, 2000 succeeded, 0 failed, 0 errored, 0 timeout";
     assert!(text.contains(summary), "{text}");
     assert!(

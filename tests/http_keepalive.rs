@@ -8,10 +8,9 @@ mod common;
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::http_gw::{Site, exchange, virtual_service};
+use common::http_gw::{Site, curl_upload, exchange, virtual_service};
 use common::origin::{Framing, Origin, Response, read_response, read_response_head};
 use common::{PATIENCE, sample, wait_metrics};
 use sha2::{Digest as _, Sha256};
@@ -214,24 +213,8 @@ fn a_chunked_upload_by_curl_reaches_the_origin_whole() {
         return;
     };
     let body = payload(1 << 20);
-    let mut curl = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-T",
-            "-",
-            "-H",
-            "Transfer-Encoding: chunked",
-        ])
-        .arg(format!("http://127.0.0.1:{}/up", site.port))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("curl runs (Debian package curl)");
-    curl.stdin.take().unwrap().write_all(&body).unwrap();
-    let out = curl.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let chunked = ["-H", "Transfer-Encoding: chunked"];
+    let out = curl_upload(site.port, "/up", &body, &chunked);
     assert_eq!(out.stdout, format!("{:x?}", sha(&body)).into_bytes());
     let seen = &site.origin("a").requests()[0];
     assert_eq!(seen.method, "PUT");

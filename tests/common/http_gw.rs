@@ -9,6 +9,7 @@
 
 use std::io::{BufReader, ErrorKind, Write};
 use std::net::{Shutdown, TcpStream};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use super::origin::{Origin, Received, Request, Response, read_response};
@@ -229,4 +230,23 @@ pub fn read_all(s: TcpStream) -> Exchange {
             }
         }
     }
+}
+
+/// `curl -T -` of `body` (from its standard input, so of unknown length:
+/// curl sends it chunked) to `path` on `port`, with `args` before the URL.
+pub fn curl_upload(port: u16, path: &str, body: &[u8], args: &[&str]) -> Output {
+    let mut curl = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-T", "-"])
+        .args(args)
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl runs: install Debian package curl");
+    let mut stdin = curl.stdin.take().expect("curl's stdin");
+    stdin.write_all(body).expect("curl reads its stdin");
+    drop(stdin);
+    let out = curl.wait_with_output().expect("curl ends");
+    assert!(out.status.success(), "curl failed: {out:?}");
+    out
 }
