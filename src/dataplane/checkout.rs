@@ -59,9 +59,9 @@ pub(super) fn checkout(
     let tried = slot.session.tried();
     let hash = plan.table.cluster(cluster).policy.request_hash.as_ref();
     let hash = hash.and_then(|key| slot.session.request_hash(key));
-    let picked = ctx
-        .balancer
-        .pick_endpoint_hashed(&plan, cluster, (slot.peer.ip(), hash), tried, now);
+    let picked =
+        ctx.balancer
+            .pick_endpoint_hashed(&plan, cluster, (slot.peer.ip(), hash), tried, now);
     let Some(endpoint) = picked else {
         let reason = if tried.is_empty() {
             CloseReason::NoHealthyUpstream
@@ -186,9 +186,7 @@ pub(super) fn close_all(ctx: &mut Ctx, pool: &mut Pool) {
 pub(super) fn expire(ctx: &mut Ctx, pool: &mut Pool, now: Instant) {
     pool.expire(now, |cluster, n| {
         let counters = ctx.metrics.cluster(cluster);
-        counters
-            .pool_idle
-            .fetch_sub(n as i64, Ordering::Relaxed);
+        counters.pool_idle.fetch_sub(n as i64, Ordering::Relaxed);
     });
 }
 

@@ -23,8 +23,8 @@ use super::forward;
 use super::io::{Close, CloseReason, Completion, Io};
 use super::meter::Meter;
 use super::pipe::{self, OwnedPipe};
-use super::pool::Held;
 use super::plan::Plan;
+use super::pool::Held;
 use super::session::{ServerName, Session};
 use super::token::{Dir, Op, Side};
 

@@ -81,7 +81,10 @@ impl Fields {
 /// The items of a comma-separated field value, OWS trimmed, empty ones
 /// skipped (RFC 9110 §5.6.1).
 pub(crate) fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(trim_ows).filter(|t| !t.is_empty())
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|t| !t.is_empty())
 }
 
 pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
@@ -258,20 +261,58 @@ mod tests {
         }
         let bad = Err(FramingError::InvalidContentLength);
         let cases = [
-            Case { value: "0", want: Ok(0) },
-            Case { value: "005", want: Ok(5) },
-            Case { value: "9223372036854775807", want: Ok(i64::MAX as u64) },
-            Case { value: "9223372036854775808", want: bad },
-            Case { value: "99999999999999999999999", want: bad },
-            Case { value: "+5", want: bad },
-            Case { value: "-1", want: bad },
-            Case { value: "5 5", want: bad },
-            Case { value: "5,5", want: bad },
-            Case { value: "0x5", want: bad },
-            Case { value: "", want: bad },
+            Case {
+                value: "0",
+                want: Ok(0),
+            },
+            Case {
+                value: "005",
+                want: Ok(5),
+            },
+            Case {
+                value: "9223372036854775807",
+                want: Ok(i64::MAX as u64),
+            },
+            Case {
+                value: "9223372036854775808",
+                want: bad,
+            },
+            Case {
+                value: "99999999999999999999999",
+                want: bad,
+            },
+            Case {
+                value: "+5",
+                want: bad,
+            },
+            Case {
+                value: "-1",
+                want: bad,
+            },
+            Case {
+                value: "5 5",
+                want: bad,
+            },
+            Case {
+                value: "5,5",
+                want: bad,
+            },
+            Case {
+                value: "0x5",
+                want: bad,
+            },
+            Case {
+                value: "",
+                want: bad,
+            },
         ];
         for case in cases {
-            assert_eq!(parse_content_length(case.value.as_bytes()), case.want, "{:?}", case.value);
+            assert_eq!(
+                parse_content_length(case.value.as_bytes()),
+                case.want,
+                "{:?}",
+                case.value
+            );
         }
     }
 
@@ -283,18 +324,66 @@ mod tests {
             want: Result<Option<usize>, LineError>,
         }
         let cases = [
-            Case { buf: b"GET / HTTP/1.1\r\nA: b\r\n\r\nX", limit: 100, want: Ok(Some(24)) },
-            Case { buf: b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", limit: 100, want: Ok(Some(22)) },
-            Case { buf: b"GET / HTTP/1.1\r\nA: b\r\n", limit: 100, want: Ok(None) },
-            Case { buf: b"GET / HTTP/1.1\r\nA: b\r", limit: 100, want: Ok(None) },
-            Case { buf: b"GET / HTTP/1.1\nA: b\r\n\r\n", limit: 100, want: Err(LineError::BareLf) },
-            Case { buf: b"GET / HTTP/1.1\r\nA: b\n", limit: 100, want: Err(LineError::BareLf) },
-            Case { buf: b"GET / HTTP/1.1\r\nA: \rb", limit: 100, want: Err(LineError::LoneCr) },
-            Case { buf: b"GET / HTTP/1.1\r\nA: b\r\n c\r\n", limit: 100, want: Err(LineError::ObsFold) },
-            Case { buf: b"GET / HTTP/1.1\r\nA : b\r\n", limit: 100, want: Err(LineError::SpaceBeforeColon) },
-            Case { buf: b"GET / HTTP/1.1\r\n\r\n", limit: 17, want: Err(LineError::TooLarge) },
-            Case { buf: b"GET / HTTP/1.1\r\n\r\n", limit: 18, want: Ok(Some(18)) },
-            Case { buf: b"GET /aaaaaaaaaaaaaaaaaaaa", limit: 10, want: Err(LineError::TooLarge) },
+            Case {
+                buf: b"GET / HTTP/1.1\r\nA: b\r\n\r\nX",
+                limit: 100,
+                want: Ok(Some(24)),
+            },
+            Case {
+                buf: b"\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+                limit: 100,
+                want: Ok(Some(22)),
+            },
+            Case {
+                buf: b"GET / HTTP/1.1\r\nA: b\r\n",
+                limit: 100,
+                want: Ok(None),
+            },
+            Case {
+                buf: b"GET / HTTP/1.1\r\nA: b\r",
+                limit: 100,
+                want: Ok(None),
+            },
+            Case {
+                buf: b"GET / HTTP/1.1\nA: b\r\n\r\n",
+                limit: 100,
+                want: Err(LineError::BareLf),
+            },
+            Case {
+                buf: b"GET / HTTP/1.1\r\nA: b\n",
+                limit: 100,
+                want: Err(LineError::BareLf),
+            },
+            Case {
+                buf: b"GET / HTTP/1.1\r\nA: \rb",
+                limit: 100,
+                want: Err(LineError::LoneCr),
+            },
+            Case {
+                buf: b"GET / HTTP/1.1\r\nA: b\r\n c\r\n",
+                limit: 100,
+                want: Err(LineError::ObsFold),
+            },
+            Case {
+                buf: b"GET / HTTP/1.1\r\nA : b\r\n",
+                limit: 100,
+                want: Err(LineError::SpaceBeforeColon),
+            },
+            Case {
+                buf: b"GET / HTTP/1.1\r\n\r\n",
+                limit: 17,
+                want: Err(LineError::TooLarge),
+            },
+            Case {
+                buf: b"GET / HTTP/1.1\r\n\r\n",
+                limit: 18,
+                want: Ok(Some(18)),
+            },
+            Case {
+                buf: b"GET /aaaaaaaaaaaaaaaaaaaa",
+                limit: 10,
+                want: Err(LineError::TooLarge),
+            },
         ];
         for case in cases {
             let skip = true;

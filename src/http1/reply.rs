@@ -69,7 +69,11 @@ pub fn local_reply_at(status: u16, reply: &Reply<'_>, now: SystemTime, out: &mut
             field(out, name, value);
         }
     }
-    let connection = if reply.keep_alive { "keep-alive" } else { "close" };
+    let connection = if reply.keep_alive {
+        "keep-alive"
+    } else {
+        "close"
+    };
     field(out, "connection", connection);
     out.extend_from_slice(b"\r\n");
     if !reply.head_request {

@@ -73,7 +73,12 @@ pub fn write_request(head: &RequestHead, edits: &RequestEdits<'_>, out: &mut Vec
     let mut list = FieldList::default();
     list.push("host", Cow::Borrowed(authority.as_bytes()));
     let nominated: Vec<&[u8]> = head.connection_tokens().collect();
-    let own = ["host", "x-forwarded-for", "x-forwarded-proto", "x-request-id"];
+    let own = [
+        "host",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-request-id",
+    ];
     for (name, value) in head.fields() {
         if !is_hop_by_hop(name, &nominated) && !own.iter().any(|o| name.eq_ignore_ascii_case(o)) {
             list.push(name, Cow::Borrowed(value));
@@ -115,7 +120,9 @@ fn write_default_target(head: &RequestHead, out: &mut Vec<u8>) {
 /// Write the downstream response head for `head` into `out`.
 pub fn write_response(head: &ResponseHead, edits: &ResponseEdits<'_>, out: &mut Vec<u8>) {
     debug_assert!(
-        !(edits.version == Version::Http10 && head.framing() == BodyFraming::Chunked && !edits.dechunk),
+        !(edits.version == Version::Http10
+            && head.framing() == BodyFraming::Chunked
+            && !edits.dechunk),
         "a chunked body is never sent to an HTTP/1.0 client"
     );
     out.extend_from_slice(edits.version.as_str().as_bytes());
@@ -159,7 +166,9 @@ pub fn write_response(head: &ResponseHead, edits: &ResponseEdits<'_>, out: &mut 
 
 fn is_hop_by_hop(name: &str, nominated: &[&[u8]]) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || nominated.iter().any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+        || nominated
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// The fields of a head being written, in order.
@@ -175,8 +184,12 @@ impl<'a> FieldList<'a> {
 
     fn push_framing(&mut self, framing: BodyFraming, chunked: bool) {
         match framing {
-            BodyFraming::Length(n) => self.push("content-length", Cow::Owned(n.to_string().into_bytes())),
-            BodyFraming::Chunked if chunked => self.push("transfer-encoding", Cow::Borrowed(b"chunked")),
+            BodyFraming::Length(n) => {
+                self.push("content-length", Cow::Owned(n.to_string().into_bytes()))
+            }
+            BodyFraming::Chunked if chunked => {
+                self.push("transfer-encoding", Cow::Borrowed(b"chunked"))
+            }
             BodyFraming::Chunked | BodyFraming::None | BodyFraming::CloseDelimited => {}
         }
     }

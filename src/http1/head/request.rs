@@ -97,7 +97,11 @@ fn error((status, detail): (u16, &'static str)) -> RequestError {
 }
 
 /// httparse stopped in the request line or a field: say which part.
-fn request_line_error(e: httparse::Error, req: &httparse::Request<'_, '_>, wire: &[u8]) -> RequestError {
+fn request_line_error(
+    e: httparse::Error,
+    req: &httparse::Request<'_, '_>,
+    wire: &[u8],
+) -> RequestError {
     match e {
         httparse::Error::Token if req.method.is_none() => RequestError::bad(detail::INVALID_METHOD),
         httparse::Error::Token => RequestError::bad(detail::INVALID_URL),
@@ -121,7 +125,10 @@ impl RequestHead {
     /// the owned bytes.
     fn read_target(&mut self) -> Result<(), RequestError> {
         let target = self.fields.get(self.target).to_vec();
-        if target.iter().any(|&b| !(0x21..=0x7e).contains(&b) || b == b'#') {
+        if target
+            .iter()
+            .any(|&b| !(0x21..=0x7e).contains(&b) || b == b'#')
+        {
             return Err(RequestError::bad(detail::INVALID_URL));
         }
         let start = self.target.start as usize;
@@ -147,7 +154,10 @@ impl RequestHead {
             self.read_absolute_form(&target)?
         };
         let (path_end, query) = match target[origin..].iter().position(|&b| b == b'?') {
-            Some(q) => (origin + q, Some(Span::new(start + origin + q + 1, start + target.len()))),
+            Some(q) => (
+                origin + q,
+                Some(Span::new(start + origin + q + 1, start + target.len())),
+            ),
             None => (target.len(), None),
         };
         self.query = query;
@@ -223,7 +233,9 @@ impl RequestHead {
     }
 
     fn read_framing(&mut self) -> Result<(), RequestError> {
-        if self.version == Version::Http10 && self.fields.values("transfer-encoding").next().is_some() {
+        if self.version == Version::Http10
+            && self.fields.values("transfer-encoding").next().is_some()
+        {
             return Err(RequestError::bad(detail::TRANSFER_ENCODING_ON_HTTP10));
         }
         let framing = fields::framing_fields(&self.fields).map_err(|e| error(framing_error(e)))?;
@@ -340,7 +352,9 @@ impl RequestHead {
 
     /// The names `Connection` nominates as hop-by-hop.
     pub(crate) fn connection_tokens(&self) -> impl Iterator<Item = &[u8]> {
-        self.fields.values("connection").flat_map(fields::list_items)
+        self.fields
+            .values("connection")
+            .flat_map(fields::list_items)
     }
 }
 

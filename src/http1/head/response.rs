@@ -50,14 +50,22 @@ pub fn parse_response(
     let mut resp = httparse::Response::new(&mut storage);
     match resp.parse(wire) {
         Ok(httparse::Status::Complete(n)) if n == end => {}
-        Ok(_) => return Err(ResponseError { detail: detail::CODEC_ERROR }),
+        Ok(_) => {
+            return Err(ResponseError {
+                detail: detail::CODEC_ERROR,
+            });
+        }
         Err(e) => return Err(refuse(httparse_error(e))),
     }
     let (Some(minor), Some(status)) = (resp.version, resp.code) else {
-        return Err(ResponseError { detail: detail::CODEC_ERROR });
+        return Err(ResponseError {
+            detail: detail::CODEC_ERROR,
+        });
     };
     if !(100..=599).contains(&status) {
-        return Err(ResponseError { detail: detail::INVALID_STATUS });
+        return Err(ResponseError {
+            detail: detail::INVALID_STATUS,
+        });
     }
     let list = resp
         .headers
@@ -75,7 +83,8 @@ pub fn parse_response(
         list,
     };
     let version = Version::from_minor(minor);
-    let framing = response_framing(&fields, status, request.head_request).map_err(|e| refuse(framing_error(e)))?;
+    let framing = response_framing(&fields, status, request.head_request)
+        .map_err(|e| refuse(framing_error(e)))?;
     let persistent = match (request.version, version) {
         (Version::Http11, Version::Http11) => !fields.connection_has("close"),
         _ => !fields.connection_has("close") && fields.connection_has("keep-alive"),
@@ -101,7 +110,11 @@ pub fn parse_response(
 
 /// RFC 9112 §6.3 for responses. A Transfer-Encoding whose final coding is
 /// not chunked makes the body close-delimited (§6.3 rule 4).
-fn response_framing(fields: &Fields, status: u16, head_request: bool) -> Result<BodyFraming, FramingError> {
+fn response_framing(
+    fields: &Fields,
+    status: u16,
+    head_request: bool,
+) -> Result<BodyFraming, FramingError> {
     let framing = match fields::framing_fields(fields) {
         Ok(f) => f,
         Err(FramingError::UnsupportedEncoding) => return Ok(BodyFraming::CloseDelimited),
@@ -189,6 +202,8 @@ impl ResponseHead {
 
     /// The names `Connection` nominates as hop-by-hop.
     pub(crate) fn connection_tokens(&self) -> impl Iterator<Item = &[u8]> {
-        self.fields.values("connection").flat_map(fields::list_items)
+        self.fields
+            .values("connection")
+            .flat_map(fields::list_items)
     }
 }
