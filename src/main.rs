@@ -101,9 +101,6 @@ struct ControlArgs {
     /// This gateway's workload name in Istio's metrics (source_workload).
     #[arg(long, value_name = "NAME", default_value = Identity::WORKLOAD)]
     workload_name: String,
-    /// This gateway's namespace in Istio's metrics (source_workload_namespace).
-    #[arg(long, value_name = "NS", default_value = Identity::NAMESPACE)]
-    workload_namespace: String,
     /// The cluster this gateway runs in, for Istio's metrics (source_cluster).
     #[arg(long, value_name = "ID", default_value = Identity::CLUSTER)]
     cluster_id: String,
@@ -296,7 +293,7 @@ fn run(config: &ConfigArgs, data: &DataArgs, control: &ControlArgs) -> ExitCode 
     options.allow_empty_reload = control.allow_empty_reload;
     options.identity = Identity::new(
         &control.workload_name,
-        &control.workload_namespace,
+        &config.workload_namespace,
         &control.cluster_id,
         &config.labels,
     );

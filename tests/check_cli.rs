@@ -166,3 +166,39 @@ fn gateways_that_open_no_listener_fail_check_unless_partial() {
     let out = check(&["--partial", "-c", path.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 }
+
+/// Seed 004: the HTTP table shows listener → virtual host → route, its
+/// match, action and weighted clusters; the tutorial's mesh-only
+/// VirtualService is a warning with its file and line.
+#[test]
+fn an_http_configuration_prints_listeners_vhosts_routes_and_shares() {
+    let dir = example("examples/seed-004");
+    let out = check(&["-c", dir.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[..3],
+        [
+            "HTTP LISTENER       VHOST                ROUTE               MATCH  ACTION              WEIGHT  CLUSTER",
+            "0.0.0.0:80 http.80  tomcat.istio.com:80  front-tomcat-route  *      forward, retries 2  90%     outbound|8080|v1|front-tomcat.default.svc.cluster.local",
+            "                                                                                        10%     outbound|8080|v2|front-tomcat.default.svc.cluster.local",
+        ]
+    );
+    let warning = lines
+        .iter()
+        .find(|l| l.starts_with("warning: "))
+        .expect("a warning");
+    assert!(
+        warning.contains(
+            "10-front-tomcat-virtualservice.yaml:9: VirtualService default/front-tomcat: gateways: gateways is not set"
+        ),
+        "{warning}"
+    );
+    assert!(
+        text.contains(
+            "valid: 1 listener(s), 1 route(s), 2 cluster(s), 2 endpoint(s); 1 warning(s)"
+        ),
+        "{text}"
+    );
+}

@@ -442,6 +442,14 @@ fn routes_of_one_virtual_service_stop_after_its_first_catch_all() {
         sources,
         ["default/a http[0].match[0]", "default/a http[0].match[1]"]
     );
+    let w = out.only(Severity::Warning);
+    assert_eq!(w.field.as_deref(), Some("http[1]"));
+    assert!(
+        w.message.contains(
+            "unreachable: VirtualService default/a http[0] before it matches every request"
+        ),
+        "{w}"
+    );
 }
 
 // ---------------------------------------------------------------- matches
@@ -460,6 +468,7 @@ fn each_match_kind_is_compiled_and_decides_requests() {
     - {name: authority, authority: {prefix: api.}}
     - {name: header, headers: {X-User: {exact: jason}}}
     - {name: present, headers: {x-canary: {}}}
+    - {name: star, headers: {x-star: {regex: '*'}}}
     - {name: without, uri: {prefix: /w}, withoutHeaders: {x-debug: {}}}
     - {name: query, queryParams: {v: {exact: '2'}}}
     route: [{destination: {host: front-tomcat, subset: v2}}]
@@ -473,7 +482,7 @@ fn each_match_kind_is_compiled_and_decides_requests() {
         "{:?}",
         out.messages(Severity::Warning)
     );
-    let cases: [(Req, &str); 12] = [
+    let cases: [(Req, &str); 13] = [
         (get("h", "/exact"), "r.exact"),
         (get("h", "/exact/more"), "rest"),
         (get("h", "/case/x"), "r.nocase"),
@@ -500,6 +509,13 @@ fn each_match_kind_is_compiled_and_decides_requests() {
                 ..get("h", "/p")
             },
             "r.present",
+        ),
+        (
+            Req {
+                headers: vec![("x-star", "anything")],
+                ..get("h", "/p")
+            },
+            "r.star",
         ),
         (get("h", "/w"), "r.without"),
         (
@@ -1027,4 +1043,17 @@ fn outlier_detection_keeps_both_http_thresholds_and_the_tcp_one() {
         );
         assert_eq!(got, want, "{five}, {gateway}");
     }
+}
+
+#[test]
+fn a_retries_block_without_attempts_disables_retries_as_istiod_does() {
+    let route = vs(
+        "a",
+        "  hosts: ['*']\n  gateways: [gw]\n  http:\n  - retries: {perTryTimeout: 1s}\n    route: [{destination: {host: front-tomcat, subset: v1}}]\n",
+    );
+    let out = build(&config(&[REGISTRY, GATEWAY, &route]));
+    let RouteAction::Forward(f) = &out.http(18080).vhosts[0].routes[0].action else {
+        panic!("forward")
+    };
+    assert_eq!(f.retries.attempts, 0);
 }

@@ -192,7 +192,14 @@ impl Model {
         } else {
             "tcp-echo-80-20-service-entry.yaml"
         };
-        let conn = Session::open(&plan(example), 0, PEER, HttpLimits::default(), now, &mut out);
+        let conn = Session::open(
+            &plan(example),
+            0,
+            PEER,
+            HttpLimits::default(),
+            now,
+            &mut out,
+        );
         let mut m = Model {
             rng,
             conn,
@@ -412,6 +419,12 @@ impl Model {
                     self.finished = Some(close);
                     self.delivered_at_finish = [self.sides[0].delivered, self.sides[1].delivered];
                 }
+                Io::Route
+                | Io::Checkout { .. }
+                | Io::Release(_)
+                | Io::Leftover { .. }
+                | Io::Report
+                | Io::Reject { .. } => panic!("{a:?} from a TCP or TLS passthrough session"),
             }
             queue.extend(out);
         }

@@ -87,7 +87,7 @@ const CONNECTIONS: usize = 20;
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error(
-        "cannot start the built-in tcp-echo backend on 127.0.0.1:{port}: {source} (is another demo running?)"
+        "cannot start a built-in backend on 127.0.0.1:{port}: {source} (is another demo running?)"
     )]
     Backend { port: u16, source: std::io::Error },
     #[error("cannot write the bundled example to {path}: {source}")]
@@ -230,11 +230,7 @@ fn get(host: &str) -> std::io::Result<(String, String)> {
     s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())?;
     let mut response = String::new();
     std::io::Read::read_to_string(&mut s, &mut response)?;
-    let status = response
-        .split(' ')
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
+    let status = response.split(' ').nth(1).unwrap_or_default().to_owned();
     let body = response
         .split_once("\r\n\r\n")
         .map_or("", |(_, b)| b)

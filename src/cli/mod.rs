@@ -31,6 +31,10 @@ pub struct ConfigArgs {
     /// Domain suffix of short names: name.namespace.svc.<domain>.
     #[arg(long, value_name = "DOMAIN", default_value = crate::routing::compile::DEFAULT_DOMAIN)]
     pub domain: String,
+    /// This gateway's namespace: Istio's metrics (source_workload_namespace)
+    /// and VirtualService `sourceNamespace` matches.
+    #[arg(long, value_name = "NS", default_value = crate::metrics::Identity::NAMESPACE)]
+    pub workload_namespace: String,
 }
 
 impl ConfigArgs {
@@ -49,7 +53,7 @@ impl ConfigArgs {
             compile: CompileOptions {
                 labels: self.labels.clone(),
                 domain: self.domain.clone(),
-                ..CompileOptions::default()
+                namespace: self.workload_namespace.clone(),
             },
         }
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::worker::add;
 
-use crate::routing::table::ClusterPolicy;
+use crate::routing::table::{ClusterId, ClusterPolicy};
 
 use super::context::Ctx;
 use super::exec::Submit;
@@ -42,80 +42,107 @@ pub(super) fn checkout(
     fresh: bool,
     out: &mut Vec<Io>,
 ) {
-    let now = Instant::now();
+    let result = target(ctx, slot).and_then(|(cluster, endpoint)| {
+        let reused = !fresh && reuse(ctx, pool, slot, (cluster, endpoint));
+        if !reused {
+            connect(ctx, ring, slot, key, (cluster, endpoint))?;
+        }
+        Ok(Checkout { cluster, reused })
+    });
+    slot.session.on_checkout(result, Instant::now(), out);
+}
+
+/// The request's cluster (picked by weight the first time: smooth weighted
+/// round robin per worker; its retries stay in it), its place under the
+/// cluster's active-request cap, and an endpoint by the cluster's policy
+/// (another one than those tried, when there is one).
+fn target(ctx: &mut Ctx, slot: &mut Slot) -> Result<(ClusterId, usize), CloseReason> {
     let plan = Arc::clone(&slot.plan);
-    let answer = |slot: &mut Slot, r: Result<Checkout, CloseReason>, out: &mut Vec<Io>| {
-        slot.session.on_checkout(r, Instant::now(), out);
-    };
-    let Some((route, cluster)) = slot.session.target() else {
-        return answer(slot, Err(CloseReason::NoRoute), out);
-    };
-    // The route's cluster by weight (smooth weighted round robin per
-    // worker), once per request: its retries stay in that cluster.
-    let Some(cluster) = cluster.or_else(|| ctx.balancer.pick_cluster(&plan, route)) else {
-        return answer(slot, Err(CloseReason::NoHealthyUpstream), out);
-    };
+    let (route, cluster) = slot.session.target().ok_or(CloseReason::NoRoute)?;
+    let cluster = cluster
+        .or_else(|| ctx.balancer.pick_cluster(&plan, route))
+        .ok_or(CloseReason::NoHealthyUpstream)?;
     slot.session.on_cluster(cluster);
+    let c = plan.table.cluster(cluster);
+    if let (None, Some(max)) = (&slot.active_request, c.policy.http.max_requests) {
+        let held = Held::acquire(&plan.cluster_requests[cluster.0 as usize], max);
+        if held.is_none() {
+            add(&ctx.metrics.cluster(&c.name).overflow, 1);
+            return Err(CloseReason::Overflow);
+        }
+        slot.active_request = held;
+    }
     let tried = slot.session.tried();
-    let hash = plan.table.cluster(cluster).policy.request_hash.as_ref();
+    let hash = c.policy.request_hash.as_ref();
     let hash = hash.and_then(|key| slot.session.request_hash(key));
-    let picked = ctx
+    let source = (slot.peer.ip(), hash);
+    let now = Instant::now();
+    let Some(endpoint) = ctx
         .balancer
-        .pick_endpoint_hashed(&plan, cluster, (slot.peer.ip(), hash), tried, now);
-    let Some(endpoint) = picked else {
-        let reason = if tried.is_empty() {
+        .pick_endpoint_hashed(&plan, cluster, source, tried, now)
+    else {
+        return Err(if tried.is_empty() {
             CloseReason::NoHealthyUpstream
         } else {
             CloseReason::ConnectFailed
-        };
-        return answer(slot, Err(reason), out);
+        });
     };
     slot.session.connecting_to(endpoint);
+    Ok((cluster, endpoint))
+}
+
+/// The warmest live idle connection to the endpoint, if the pool has one:
+/// it becomes the slot's upstream.
+fn reuse(ctx: &mut Ctx, pool: &mut Pool, slot: &mut Slot, (cluster, endpoint): (ClusterId, usize)) -> bool {
+    let plan = Arc::clone(&slot.plan);
+    let Some(key) = plan.endpoint_key(cluster, endpoint) else {
+        return false;
+    };
+    let counters = ctx.metrics.cluster(key.cluster);
+    let taken = pool.take(key, Instant::now(), |why| {
+        add(&counters.pool_stale, 1);
+        counters.pool_idle.fetch_sub(1, Ordering::Relaxed);
+        tracing::trace!(cluster = %key.cluster, endpoint = %key.address, ?why, "idle upstream connection not reused");
+    });
+    let Some(idle) = taken else {
+        return false;
+    };
+    counters.pool_idle.fetch_sub(1, Ordering::Relaxed);
+    add(&counters.pool_reused, 1);
+    ctx.balancer.opened(&plan, cluster, endpoint);
+    slot.upstream = Some(Upstream {
+        socket: idle.socket,
+        cluster,
+        endpoint,
+        held: idle.held,
+        requests: idle.requests,
+    });
+    true
+}
+
+/// A new connection to the endpoint, counted against the cluster's
+/// `maxConnections` for as long as it stays open.
+fn connect(
+    ctx: &mut Ctx,
+    ring: &mut impl Submit,
+    slot: &mut Slot,
+    key: Key,
+    (cluster, endpoint): (ClusterId, usize),
+) -> Result<(), CloseReason> {
+    let plan = Arc::clone(&slot.plan);
     let c = plan.table.cluster(cluster);
     let counters = ctx.metrics.cluster(&c.name);
-    if let Some(key) = plan.endpoint_key(cluster, endpoint).filter(|_| !fresh) {
-        let taken = pool.take(key, now, |why| {
-            add(&counters.pool_stale, 1);
-            counters.pool_idle.fetch_sub(1, Ordering::Relaxed);
-            tracing::trace!(cluster = %key.cluster, endpoint = %key.address, ?why, "idle upstream connection not reused");
-        });
-        if let Some(idle) = taken {
-            counters.pool_idle.fetch_sub(1, Ordering::Relaxed);
-            add(&counters.pool_reused, 1);
-            ctx.balancer.opened(&plan, cluster, endpoint);
-            slot.upstream = Some(Upstream {
-                socket: idle.socket,
-                cluster,
-                endpoint,
-                held: idle.held,
-                requests: idle.requests,
-            });
-            let reused = Checkout {
-                cluster,
-                reused: true,
-            };
-            return answer(slot, Ok(reused), out);
-        }
-    }
     let open = &plan.cluster_open[cluster.0 as usize];
     let Some(held) = Held::acquire(open, c.policy.max_connections) else {
         add(&counters.overflow, 1);
-        return answer(slot, Err(CloseReason::Overflow), out);
+        return Err(CloseReason::Overflow);
     };
     add(&counters.pool_new, 1);
-    match upstream::open(ctx, ring, slot, key, (cluster, endpoint), now) {
-        Ok(()) => {
-            if let Some(u) = &mut slot.upstream {
-                u.held = Some(held);
-            }
-            let connecting = Checkout {
-                cluster,
-                reused: false,
-            };
-            answer(slot, Ok(connecting), out);
-        }
-        Err(reason) => answer(slot, Err(reason), out),
+    upstream::open(ctx, ring, slot, key, (cluster, endpoint), Instant::now())?;
+    if let Some(u) = &mut slot.upstream {
+        u.held = Some(held);
     }
+    Ok(())
 }
 
 /// [`Io::Release`]: the request is done with its upstream connection. No
@@ -186,9 +213,7 @@ pub(super) fn close_all(ctx: &mut Ctx, pool: &mut Pool) {
 pub(super) fn expire(ctx: &mut Ctx, pool: &mut Pool, now: Instant) {
     pool.expire(now, |cluster, n| {
         let counters = ctx.metrics.cluster(cluster);
-        counters
-            .pool_idle
-            .fetch_sub(n as i64, Ordering::Relaxed);
+        counters.pool_idle.fetch_sub(n as i64, Ordering::Relaxed);
     });
 }
 

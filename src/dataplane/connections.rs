@@ -18,17 +18,17 @@ use std::time::{Duration, Instant};
 use crate::metrics::worker::add;
 
 use super::admission;
-use super::checkout;
 use super::bufring::BufRing;
+use super::checkout;
 use super::context::Ctx;
 use super::exec::{self, RecvConfig, Uring};
 use super::forward;
 use super::io::{CloseReason, Completion, Io};
 use super::meter::Meter;
 use super::pipe::PipePool;
+use super::plan::Plan;
 use super::pool::Pool;
 use super::request_log;
-use super::plan::Plan;
 use super::ring::{Cqe, Ring};
 use super::session::{HttpLimits, Session};
 use super::slab::{Key, Slab};
@@ -176,6 +176,17 @@ impl Connections {
     /// A new plan: idle upstream connections it no longer routes to close.
     pub(super) fn retain_pool(&mut self, ctx: &mut Ctx, plan: &Plan) {
         checkout::retain(ctx, &mut self.pool, plan);
+    }
+
+    /// The process started draining: sessions that can end at a message
+    /// boundary do so ([`Session::wind_down`]).
+    pub(super) fn wind_down(&mut self, ctx: &mut Ctx, ring: &mut Ring) {
+        for key in self.slots.keys() {
+            if let Some(slot) = self.slots.get_mut(key) {
+                slot.session.wind_down(&mut self.scratch);
+                self.perform(ctx, ring, key);
+            }
+        }
     }
 
     /// The worker stops: every session ends (`DR`).

@@ -24,7 +24,8 @@ pub struct EndpointKey<'a> {
 
 /// The compiled table plus what the workers need beside it: every cluster's
 /// endpoints resolved to socket addresses (DNS names resolved off the data
-/// path) and the per-cluster open-connection counters of `maxConnections`.
+/// path), the per-cluster open-connection counters of `maxConnections` and
+/// active-request counters of `http2MaxRequests`.
 #[derive(Debug)]
 pub struct Plan {
     pub table: RouteTable,
@@ -34,25 +35,34 @@ pub struct Plan {
     /// A cluster keeps its counter across reloads and re-resolutions (by
     /// name), so connections of an older plan still count against it.
     pub cluster_open: Vec<Arc<AtomicU32>>,
+    /// Indexed like `table.clusters`: HTTP requests in flight across all
+    /// workers (`http2MaxRequests`), kept across reloads like
+    /// `cluster_open`.
+    pub cluster_requests: Vec<Arc<AtomicU32>>,
 }
 
 impl Plan {
     /// The plan for `table` with its resolved `endpoints`, taking over
     /// `previous`'s open-connection counters for the clusters it keeps.
     pub fn new(table: RouteTable, endpoints: Vec<Vec<Target>>, previous: Option<&Plan>) -> Plan {
-        let cluster_open = table
-            .clusters
-            .iter()
-            .map(|c| {
-                previous
-                    .and_then(|p| p.cluster_open.get(p.cluster_index(&c.name)?).cloned())
-                    .unwrap_or_default()
-            })
-            .collect();
+        let carried = |of: fn(&Plan) -> &Vec<Arc<AtomicU32>>| -> Vec<Arc<AtomicU32>> {
+            table
+                .clusters
+                .iter()
+                .map(|c| {
+                    previous
+                        .and_then(|p| of(p).get(p.cluster_index(&c.name)?).cloned())
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
+        let cluster_open = carried(|p| &p.cluster_open);
+        let cluster_requests = carried(|p| &p.cluster_requests);
         Plan {
             table,
             endpoints,
             cluster_open,
+            cluster_requests,
         }
     }
 }

@@ -261,7 +261,13 @@ mod tests {
         let mut stale = Vec::new();
         let got = pool.take(key(address), now, |s| stale.push(s));
         let got = got.expect("a is live");
-        let port = got.socket.local_addr().expect("a").as_socket().expect("inet").port();
+        let port = got
+            .socket
+            .local_addr()
+            .expect("a")
+            .as_socket()
+            .expect("inet")
+            .port();
         assert_eq!(port, a_port);
         assert_eq!(stale, vec![Stale::Closed, Stale::Closed]);
         // Dropped connections gave their cluster count back.
@@ -281,12 +287,18 @@ mod tests {
         pool.put(key(address), idle(a, now + Duration::from_secs(1), &open));
         pool.put(key(address), idle(b, now + Duration::from_secs(5), &open));
         let mut expired = Vec::new();
-        pool.expire(now + Duration::from_secs(2), |c, n| expired.push((c.to_owned(), n)));
+        pool.expire(now + Duration::from_secs(2), |c, n| {
+            expired.push((c.to_owned(), n))
+        });
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].1, 1);
         assert_eq!(pool.len(), 1);
         let mut stale = Vec::new();
-        assert!(pool.take(key(address), now + Duration::from_secs(6), |s| stale.push(s)).is_none());
+        assert!(
+            pool.take(key(address), now + Duration::from_secs(6), |s| stale
+                .push(s))
+                .is_none()
+        );
         assert_eq!(stale, vec![Stale::Expired]);
         assert_eq!(open.load(Ordering::Relaxed), 0);
     }

@@ -18,6 +18,7 @@ use crate::metrics::{HttpSample, IstioLabels, Reject};
 use crate::routing::table::ClusterId;
 
 use super::context::Ctx;
+use super::http::Request;
 use super::plan::Plan;
 use super::slot::Slot;
 
@@ -26,91 +27,12 @@ pub(super) fn report(ctx: &mut Ctx, slot: &mut Slot) {
     let Some(req) = slot.session.take_report() else {
         return;
     };
-    let plan = &slot.plan;
-    let cluster = req.cluster;
-    // The endpoint it reached: the upstream the slot holds for it, if
-    // the request was still on it.
-    let endpoint = slot
-        .upstream
-        .as_ref()
-        .filter(|u| Some(u.cluster) == cluster)
-        .map(|u| u.endpoint)
-        .or_else(|| req.tried.last().copied());
-    let table_endpoint =
-        cluster.and_then(|c| endpoint.and_then(|e| plan.endpoints[c.0 as usize].get(e)));
-    let key = LabelKey {
-        protocol: Protocol::Http,
-        generation: plan.table.generation,
-        cluster: cluster.map(|c| c.0),
-        endpoint: table_endpoint.map(|t| t.source),
-        response_flags: req.flags,
-        response_code: req.status,
-    };
-    let labels = || match cluster {
-        Some(c) => {
-            let c = plan.table.cluster(c);
-            let e = table_endpoint.and_then(|t| c.endpoints.get(t.source));
-            IstioLabels::new(c, e, req.flags).for_request(req.status)
-        }
-        None => IstioLabels::unrouted(req.flags).for_request(req.status),
-    };
-    if let (Some(name), true) = (cluster_name_of(plan, cluster), req.retries > 0) {
-        add(&ctx.metrics.cluster(name).retries, u64::from(req.retries));
-    }
-    if let (Some(c), Some(e), "via_upstream") = (cluster, endpoint, req.details) {
-        outlier(ctx, plan, (c, e), req.status);
-    }
-    let duration = req.started.elapsed();
-    ctx.metrics.http_request(
-        key,
-        labels,
-        &HttpSample {
-            duration,
-            request_bytes: req.wire_bytes[0],
-            response_bytes: req.wire_bytes[1],
-        },
-    );
-    let upstream_host = cluster
-        .zip(endpoint)
-        .and_then(|(c, e)| plan.endpoints[c.0 as usize].get(e))
-        .map(|t| t.address);
-    let route_name = req.http_route(plan).map(|r| r.name.as_str());
-    let cluster_name = cluster.map(|c| plan.table.cluster(c).name.as_str());
+    slot.active_request = None;
+    // The endpoint it reached: the last one it tried.
+    let endpoint = req.cluster.zip(req.tried.last().copied());
+    count(ctx, &slot.plan, &req, endpoint);
     if ctx.access_log.enabled() {
-        let local = SockRef::from(&slot.downstream)
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .unwrap_or(slot.peer);
-        let text = |name: &str| {
-            req.head
-                .first_value(name)
-                .and_then(|v| std::str::from_utf8(v).ok())
-        };
-        ctx.access_log.log_http(&HttpRecord {
-            start_time: req.started_at,
-            duration,
-            method: req.head.method(),
-            path: req.head.target(),
-            protocol: req.version().as_str(),
-            response_code: req.status,
-            response_flags: req.flags,
-            response_code_details: req.details,
-            bytes_received: req.body_bytes[0],
-            bytes_sent: req.body_bytes[1],
-            upstream_service_time: req.upstream_time,
-            x_forwarded_for: text("x-forwarded-for"),
-            user_agent: text("user-agent"),
-            request_id: Some(req.id.as_str()),
-            authority: req.head.authority(),
-            upstream_host,
-            upstream_cluster: cluster_name,
-            upstream_local_address: None,
-            downstream_local_address: local,
-            downstream_remote_address: slot.peer,
-            route_name: route_name.filter(|n| !n.is_empty()),
-            generation: plan.table.generation,
-        });
+        log(ctx, slot, &req, endpoint);
     }
     tracing::debug!(
         worker = ctx.id,
@@ -120,11 +42,86 @@ pub(super) fn report(ctx: &mut Ctx, slot: &mut Slot) {
         status = req.status,
         flags = req.flags,
         details = req.details,
-        cluster = cluster_name.unwrap_or("-"),
-        upstream = ?upstream_host,
-        duration_ms = duration.as_millis() as u64,
+        cluster = cluster_name_of(&slot.plan, req.cluster).unwrap_or("-"),
+        duration_ms = req.started.elapsed().as_millis() as u64,
         "request"
     );
+}
+
+/// Istio's request metrics under the labels of the endpoint it reached
+/// (`unknown` when never routed), its retries, and what its response says
+/// of the endpoint's health.
+fn count(ctx: &mut Ctx, plan: &Plan, req: &Request, endpoint: Option<(ClusterId, usize)>) {
+    let target = endpoint.and_then(|(c, e)| plan.endpoints[c.0 as usize].get(e));
+    let key = LabelKey {
+        protocol: Protocol::Http,
+        generation: plan.table.generation,
+        cluster: req.cluster.map(|c| c.0),
+        endpoint: target.map(|t| t.source),
+        response_flags: req.flags,
+        response_code: req.status,
+    };
+    let labels = || match req.cluster {
+        Some(c) => {
+            let c = plan.table.cluster(c);
+            let e = target.and_then(|t| c.endpoints.get(t.source));
+            IstioLabels::new(c, e, req.flags).for_request(req.status)
+        }
+        None => IstioLabels::unrouted(req.flags).for_request(req.status),
+    };
+    let sample = HttpSample {
+        duration: req.started.elapsed(),
+        request_bytes: req.wire_bytes[0],
+        response_bytes: req.wire_bytes[1],
+    };
+    ctx.metrics.http_request(key, labels, &sample);
+    if let (Some(name), true) = (cluster_name_of(plan, req.cluster), req.retries > 0) {
+        add(&ctx.metrics.cluster(name).retries, u64::from(req.retries));
+    }
+    if let (Some(target), "via_upstream") = (endpoint, req.details) {
+        outlier(ctx, plan, target, req.status);
+    }
+}
+
+/// One access-log line in Istio's format.
+fn log(ctx: &mut Ctx, slot: &Slot, req: &Request, endpoint: Option<(ClusterId, usize)>) {
+    let plan = &slot.plan;
+    let upstream_host = endpoint
+        .and_then(|(c, e)| plan.endpoints[c.0 as usize].get(e))
+        .map(|t| t.address);
+    let text = |name: &str| {
+        req.head
+            .fields()
+            .first(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    ctx.access_log.log_http(&HttpRecord {
+        start_time: req.started_at,
+        duration: req.started.elapsed(),
+        method: req.head.method(),
+        path: req.head.target(),
+        protocol: req.version().as_str(),
+        response_code: req.status,
+        response_flags: req.flags,
+        response_code_details: req.details,
+        bytes_received: req.body_bytes[0],
+        bytes_sent: req.body_bytes[1],
+        upstream_service_time: req.upstream_time,
+        x_forwarded_for: text("x-forwarded-for"),
+        user_agent: text("user-agent"),
+        request_id: Some(req.id.as_str()),
+        authority: req.head.authority(),
+        upstream_host,
+        upstream_cluster: cluster_name_of(plan, req.cluster),
+        upstream_local_address: None,
+        downstream_local_address: local_address(slot),
+        downstream_remote_address: slot.peer,
+        route_name: req
+            .http_route(plan)
+            .map(|r| r.name.as_str())
+            .filter(|n| !n.is_empty()),
+        generation: plan.table.generation,
+    });
 }
 
 /// Passive health from responses: a 5xx (or, when only
@@ -146,7 +143,12 @@ fn outlier(ctx: &mut Ctx, plan: &Plan, (cluster, endpoint): (ClusterId, usize), 
     }
     let now = std::time::Instant::now();
     if ctx.balancer.connect_failed(plan, cluster, endpoint, now) {
-        add(&ctx.metrics.cluster(&plan.table.cluster(cluster).name).ejections, 1);
+        add(
+            &ctx.metrics
+                .cluster(&plan.table.cluster(cluster).name)
+                .ejections,
+            1,
+        );
         ctx.status.ejected(ctx.balancer.ejections(now));
     }
 }
@@ -176,5 +178,62 @@ pub(super) fn reject(ctx: &mut Ctx, slot: &Slot, status: u16, detail: &'static s
         _ => Reject::Malformed,
     };
     ctx.metrics.http_reject(reason);
+    // Counted and logged as a request, as Envoy does for the local reply
+    // to a head it cannot parse: flag `DPE`, no destination.
+    let flags = "DPE";
+    let plan = &slot.plan;
+    let key = LabelKey {
+        protocol: Protocol::Http,
+        generation: plan.table.generation,
+        cluster: None,
+        endpoint: None,
+        response_flags: flags,
+        response_code: status,
+    };
+    let body = crate::http1::reply::default_body(status).len() as u64;
+    let sample = HttpSample {
+        duration: std::time::Duration::ZERO,
+        request_bytes: 0,
+        response_bytes: body,
+    };
+    let labels = || IstioLabels::unrouted(flags).for_request(status);
+    ctx.metrics.http_request(key, labels, &sample);
+    if ctx.access_log.enabled() {
+        let local = local_address(slot);
+        ctx.access_log.log_http(&HttpRecord {
+            start_time: std::time::SystemTime::now(),
+            duration: std::time::Duration::ZERO,
+            method: "",
+            path: "",
+            protocol: "HTTP/1.1",
+            response_code: status,
+            response_flags: flags,
+            response_code_details: detail,
+            bytes_received: 0,
+            bytes_sent: body,
+            upstream_service_time: None,
+            x_forwarded_for: None,
+            user_agent: None,
+            request_id: None,
+            authority: None,
+            upstream_host: None,
+            upstream_cluster: None,
+            upstream_local_address: None,
+            downstream_local_address: local,
+            downstream_remote_address: slot.peer,
+            route_name: None,
+            generation: plan.table.generation,
+        });
+    }
     tracing::debug!(worker = ctx.id, downstream = %slot.peer, status, detail, "request refused");
+}
+
+/// The address the client reached (a listener bound to 0.0.0.0 is reached
+/// on one of the host's addresses).
+fn local_address(slot: &Slot) -> std::net::SocketAddr {
+    SockRef::from(&slot.downstream)
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or(slot.peer)
 }

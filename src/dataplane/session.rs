@@ -20,8 +20,8 @@ use std::time::Instant;
 use crate::routing::table::{ClusterId, ListenerRouting, RouteId};
 
 use super::conn::Connection;
-pub use super::http::{HttpLimits, HttpSession};
 use super::http::Request;
+pub use super::http::{HttpLimits, HttpSession};
 use super::io::{Checkout, Close, CloseReason, Completion, Io, Pump, Reservation};
 pub use super::passthrough::{HELLO_TIMEOUT, ServerName, SniSession};
 use super::plan::Plan;
@@ -101,7 +101,12 @@ impl Session {
     }
 
     /// HTTP: the answer to [`Io::Checkout`].
-    pub fn on_checkout(&mut self, r: Result<Checkout, CloseReason>, now: Instant, out: &mut Vec<Io>) {
+    pub fn on_checkout(
+        &mut self,
+        r: Result<Checkout, CloseReason>,
+        now: Instant,
+        out: &mut Vec<Io>,
+    ) {
         if let Some(h) = self.http_mut() {
             h.on_checkout(r, now, out);
         }
@@ -260,6 +265,16 @@ impl Session {
             Session::Tcp(t) => t.drain(out),
             Session::Sni(s) => s.drain(out),
             Session::Http(h) => h.drain(out),
+        }
+    }
+
+    /// The process started draining (SIGTERM): a protocol with requests
+    /// ends its connections at their next boundary (HTTP: idle keep-alive
+    /// connections at once, busy ones after their response). TCP
+    /// connections run on until they end or the drain timeout.
+    pub fn wind_down(&mut self, out: &mut Vec<Io>) {
+        if let Some(h) = self.http_mut() {
+            h.wind_down(out);
         }
     }
 

@@ -23,8 +23,8 @@ use super::forward;
 use super::io::{Close, CloseReason, Completion, Io};
 use super::meter::Meter;
 use super::pipe::{self, OwnedPipe};
-use super::pool::Held;
 use super::plan::Plan;
+use super::pool::Held;
 use super::session::{ServerName, Session};
 use super::token::{Dir, Op, Side};
 
@@ -50,6 +50,9 @@ pub(super) struct Slot {
     /// The plan the connection was accepted under (kept for its life).
     pub(super) plan: Arc<Plan>,
     pub(super) upstream: Option<Upstream>,
+    /// HTTP: the current request's place under its cluster's active-request
+    /// cap (`http2MaxRequests`), given back when it is reported.
+    pub(super) active_request: Option<Held>,
     pub(super) connect: Box<ConnectArgs>,
     pub(super) inflight: InFlight,
     /// Pipes holding bytes, per direction.
@@ -75,6 +78,7 @@ impl Slot {
             listener,
             plan,
             upstream: None,
+            active_request: None,
             connect: Box::default(),
             inflight: InFlight::default(),
             pipes: [None, None],

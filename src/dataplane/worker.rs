@@ -253,6 +253,7 @@ impl Worker {
                     self.close_listener(i);
                 }
             }
+            self.conns.wind_down(&mut self.ctx, &mut self.ring);
             if self.id == 0 {
                 tracing::info!(
                     open = self.ctx.shared.open.load(Ordering::Relaxed),

@@ -121,7 +121,11 @@ impl ChunkedDecoder {
     /// body (all of them unless the body ended inside `data`), calling
     /// `payload` with the chunk data. After an error, every call returns it
     /// again.
-    pub fn feed(&mut self, data: &[u8], payload: &mut impl FnMut(&[u8])) -> Result<usize, ChunkError> {
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        payload: &mut impl FnMut(&[u8]),
+    ) -> Result<usize, ChunkError> {
         let mut i = 0;
         while i < data.len() {
             match self.state {
@@ -277,7 +281,9 @@ fn step_extension(state: State, b: u8) -> Result<State, ChunkError> {
         State::ExtQuoted if b == b'"' => State::ExtAfterValue,
         State::ExtQuoted if b == b'\\' => State::ExtQuotedEscape,
         State::ExtQuoted if is_qdtext(b) => State::ExtQuoted,
-        State::ExtQuotedEscape if b == b'\t' || b == b' ' || b >= 0x21 && b != 0x7f => State::ExtQuoted,
+        State::ExtQuotedEscape if b == b'\t' || b == b' ' || b >= 0x21 && b != 0x7f => {
+            State::ExtQuoted
+        }
         State::ExtToken | State::ExtAfterValue if ws => State::ExtAfterValue,
         State::ExtName | State::ExtNameWs | State::ExtToken | State::ExtAfterValue if b == b';' => {
             State::ExtStart
@@ -289,7 +295,12 @@ fn step_extension(state: State, b: u8) -> Result<State, ChunkError> {
 
 /// qdtext (RFC 9110 §5.6.4): HTAB, SP, VCHAR but `"` and `\`, obs-text.
 fn is_qdtext(b: u8) -> bool {
-    b == b'\t' || b == b' ' || b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b) || b >= 0x80
+    b == b'\t'
+        || b == b' '
+        || b == 0x21
+        || (0x23..=0x5b).contains(&b)
+        || (0x5d..=0x7e).contains(&b)
+        || b >= 0x80
 }
 
 /// A byte of a field value: HTAB, SP, VCHAR, obs-text.
@@ -319,15 +330,60 @@ mod tests {
             done: bool,
         }
         let cases = [
-            Case { input: b"5\r\nhello\r\n0\r\n\r\n", consumed: 15, payload: b"hello", done: true },
-            Case { input: b"5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\n", consumed: 15, payload: b"hello", done: true },
-            Case { input: b"0\r\n\r\n", consumed: 5, payload: b"", done: true },
-            Case { input: b"A\r\n0123456789\r\n0\r\n\r\n", consumed: 20, payload: b"0123456789", done: true },
-            Case { input: b"000000000000000a\r\n0123456789\r\n0\r\n\r\n", consumed: 35, payload: b"0123456789", done: true },
-            Case { input: b"3;name\r\nabc\r\n0\r\n\r\n", consumed: 18, payload: b"abc", done: true },
-            Case { input: b"3 ; a=b ; c = \"q \\\" d\"\r\nabc\r\n0\r\n\r\n", consumed: 34, payload: b"abc", done: true },
-            Case { input: b"3\r\nabc\r\n0\r\nX-Sum: 1\r\nX-B:\r\n\r\nnext", consumed: 29, payload: b"abc", done: true },
-            Case { input: b"5\r\nhel", consumed: 6, payload: b"hel", done: false },
+            Case {
+                input: b"5\r\nhello\r\n0\r\n\r\n",
+                consumed: 15,
+                payload: b"hello",
+                done: true,
+            },
+            Case {
+                input: b"5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\n",
+                consumed: 15,
+                payload: b"hello",
+                done: true,
+            },
+            Case {
+                input: b"0\r\n\r\n",
+                consumed: 5,
+                payload: b"",
+                done: true,
+            },
+            Case {
+                input: b"A\r\n0123456789\r\n0\r\n\r\n",
+                consumed: 20,
+                payload: b"0123456789",
+                done: true,
+            },
+            Case {
+                input: b"000000000000000a\r\n0123456789\r\n0\r\n\r\n",
+                consumed: 35,
+                payload: b"0123456789",
+                done: true,
+            },
+            Case {
+                input: b"3;name\r\nabc\r\n0\r\n\r\n",
+                consumed: 18,
+                payload: b"abc",
+                done: true,
+            },
+            Case {
+                input: b"3 ; a=b ; c = \"q \\\" d\"\r\nabc\r\n0\r\n\r\n",
+                consumed: 34,
+                payload: b"abc",
+                done: true,
+            },
+            Case {
+                input: b"3\r\nabc\r\n0\r\nX-Sum: 1\r\nX-B:\r\n\r\nnext",
+                consumed: 29,
+                payload: b"abc",
+                done: true,
+            },
+            Case {
+                input: b"5\r\nhel",
+                consumed: 6,
+                payload: b"hel",
+                done: false,
+            },
         ];
         for case in cases {
             let got = decode(case.input);
@@ -362,18 +418,35 @@ mod tests {
             (b"0\r\nX: y\r\n\n", ChunkError::BareLineEnd),
         ];
         for (input, want) in cases {
-            assert_eq!(decode(input), Err(want), "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                decode(input),
+                Err(want),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
-        assert_eq!(decode(long_ext.as_bytes()), Err(ChunkError::SizeLineTooLong));
-        assert_eq!(decode(long_trailer.as_bytes()), Err(ChunkError::TrailersTooLarge));
+        assert_eq!(
+            decode(long_ext.as_bytes()),
+            Err(ChunkError::SizeLineTooLong)
+        );
+        assert_eq!(
+            decode(long_trailer.as_bytes()),
+            Err(ChunkError::TrailersTooLarge)
+        );
     }
 
     #[test]
     fn an_error_sticks() {
         let mut decoder = ChunkedDecoder::new();
         let mut sink = |_: &[u8]| {};
-        assert_eq!(decoder.feed(b"z", &mut sink), Err(ChunkError::InvalidSizeLine));
-        assert_eq!(decoder.feed(b"0\r\n\r\n", &mut sink), Err(ChunkError::InvalidSizeLine));
+        assert_eq!(
+            decoder.feed(b"z", &mut sink),
+            Err(ChunkError::InvalidSizeLine)
+        );
+        assert_eq!(
+            decoder.feed(b"0\r\n\r\n", &mut sink),
+            Err(ChunkError::InvalidSizeLine)
+        );
     }
 
     #[test]
@@ -402,17 +475,29 @@ mod tests {
     }
 
     fn chunks() -> impl Strategy<Value = Vec<(Vec<u8>, String)>> {
-        proptest::collection::vec((proptest::collection::vec(any::<u8>(), 1..300), extension()), 0..8)
+        proptest::collection::vec(
+            (proptest::collection::vec(any::<u8>(), 1..300), extension()),
+            0..8,
+        )
     }
 
     fn trailers() -> impl Strategy<Value = Vec<(String, String)>> {
         proptest::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,8}", "[ -~]{0,12}"), 0..3)
     }
 
-    fn encode(chunks: &[(Vec<u8>, String)], last_ext: &str, trailers: &[(String, String)], upper: bool) -> Vec<u8> {
+    fn encode(
+        chunks: &[(Vec<u8>, String)],
+        last_ext: &str,
+        trailers: &[(String, String)],
+        upper: bool,
+    ) -> Vec<u8> {
         let mut out = Vec::new();
         for (data, ext) in chunks {
-            let size = if upper { format!("{:X}", data.len()) } else { format!("{:x}", data.len()) };
+            let size = if upper {
+                format!("{:X}", data.len())
+            } else {
+                format!("{:x}", data.len())
+            };
             out.extend_from_slice(format!("{size}{ext}\r\n").as_bytes());
             out.extend_from_slice(data);
             out.extend_from_slice(b"\r\n");

@@ -96,7 +96,11 @@ mod tests {
         for (secs, want) in cases {
             let time = UNIX_EPOCH + Duration::from_secs(secs);
             assert_eq!(std::str::from_utf8(&imf_fixdate(time)), Ok(want), "{secs}");
-            assert_eq!(std::str::from_utf8(&imf_fixdate_cached(time)), Ok(want), "{secs}");
+            assert_eq!(
+                std::str::from_utf8(&imf_fixdate_cached(time)),
+                Ok(want),
+                "{secs}"
+            );
         }
     }
 
@@ -104,6 +108,9 @@ mod tests {
     fn the_cache_changes_with_the_second() {
         let t = UNIX_EPOCH + Duration::from_millis(784_111_777_900);
         assert_eq!(&imf_fixdate_cached(t)[17..25], b"08:49:37");
-        assert_eq!(&imf_fixdate_cached(t + Duration::from_millis(100))[17..25], b"08:49:38");
+        assert_eq!(
+            &imf_fixdate_cached(t + Duration::from_millis(100))[17..25],
+            b"08:49:38"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! of the head with byte ranges of its fields, and the framing headers
 //! (Content-Length, Transfer-Encoding, Connection) read once.
 
-use memchr::memchr;
+use memchr::{memchr, memchr2};
 
 /// The most fields a head may carry (Envoy's and HAProxy's default).
 pub(crate) const MAX_FIELDS: usize = 100;
@@ -37,26 +37,42 @@ pub(crate) struct Field {
     pub value: Span,
 }
 
-/// The owned copy of a head plus its field ranges.
+/// The fields of a parsed head: an owned copy of the head's bytes and the
+/// range of every field's name and value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Fields {
-    pub bytes: Vec<u8>,
-    pub list: Vec<Field>,
+pub struct Fields {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) list: Vec<Field>,
 }
 
 impl Fields {
-    pub fn get(&self, span: Span) -> &[u8] {
+    /// Copy `wire` (a whole head) and keep where httparse found each field.
+    pub(crate) fn new(wire: &[u8], headers: &[httparse::Header<'_>]) -> Self {
+        let list = headers
+            .iter()
+            .map(|h| Field {
+                name: Span::of(wire, h.name.as_bytes()),
+                value: Span::of(wire, h.value),
+            })
+            .collect();
+        Fields {
+            bytes: wire.to_vec(),
+            list,
+        }
+    }
+
+    pub(crate) fn get(&self, span: Span) -> &[u8] {
         self.bytes
             .get(span.start as usize..span.end as usize)
             .unwrap_or_default()
     }
 
     /// Names are tokens (checked by httparse), so always ASCII.
-    pub fn str(&self, span: Span) -> &str {
+    pub(crate) fn str(&self, span: Span) -> &str {
         std::str::from_utf8(self.get(span)).unwrap_or_default()
     }
 
-    /// Every field in order: (name as received, value).
+    /// Every field in order: (name as received, value, OWS trimmed).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.list
             .iter()
@@ -70,8 +86,27 @@ impl Fields {
             .map(|(_, v)| v)
     }
 
+    /// The first value of field `name` (any case).
+    pub fn first(&self, name: &str) -> Option<&[u8]> {
+        self.values(name).next()
+    }
+
+    /// How many fields.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The names `Connection` nominates as hop-by-hop.
+    pub(crate) fn connection_tokens(&self) -> impl Iterator<Item = &[u8]> {
+        self.values("connection").flat_map(list_items)
+    }
+
     /// Does any `Connection` field list `token`?
-    pub fn connection_has(&self, token: &str) -> bool {
+    pub(crate) fn connection_has(&self, token: &str) -> bool {
         self.values("connection")
             .flat_map(list_items)
             .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
@@ -81,7 +116,10 @@ impl Fields {
 /// The items of a comma-separated field value, OWS trimmed, empty ones
 /// skipped (RFC 9110 §5.6.1).
 pub(crate) fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(trim_ows).filter(|t| !t.is_empty())
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|t| !t.is_empty())
 }
 
 pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
@@ -92,6 +130,14 @@ pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
         s = rest;
     }
     s
+}
+
+/// `host[:port]` (reg-name, IPv4 or `[IP-literal]`): no userinfo, no path,
+/// no whitespace (RFC 3986 §3.2.2).
+pub(crate) fn is_authority(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
 }
 
 /// tchar (RFC 9110 §5.6.2).
@@ -123,38 +169,68 @@ pub(crate) fn find_head_end(
     limit: usize,
     skip_empty_lines: bool,
 ) -> Result<Option<usize>, LineError> {
-    let mut pos = 0;
-    let mut first_line = true;
-    while let Some(lf) = memchr(b'\n', &buf[pos..]).map(|i| pos + i) {
-        if lf == pos || buf[lf - 1] != b'\r' {
-            return Err(LineError::BareLf);
+    LineScanner::default().scan(buf, limit, skip_empty_lines)
+}
+
+/// [`find_head_end`] over a buffer that only grows between calls: lines
+/// already judged are not scanned again, so a head arriving in many small
+/// reads costs O(n), not O(n²).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LineScanner {
+    /// Where the first line not yet judged starts.
+    pos: usize,
+    first_line: bool,
+}
+
+impl Default for LineScanner {
+    fn default() -> Self {
+        LineScanner {
+            pos: 0,
+            first_line: true,
         }
-        let line = &buf[pos..lf - 1];
-        let next = lf + 1;
-        if next > limit {
+    }
+}
+
+impl LineScanner {
+    pub fn scan(
+        &mut self,
+        buf: &[u8],
+        limit: usize,
+        skip_empty_lines: bool,
+    ) -> Result<Option<usize>, LineError> {
+        // CR and LF are judged in the order they come, so that a prefix of
+        // a head is refused for the same reason as the whole head.
+        while let Some(at) =
+            memchr2(b'\r', b'\n', buf.get(self.pos..).unwrap_or_default()).map(|i| self.pos + i)
+        {
+            if buf[at] == b'\n' {
+                return Err(LineError::BareLf);
+            }
+            match buf.get(at + 1) {
+                None => break,
+                Some(b'\n') => {}
+                Some(_) => return Err(LineError::LoneCr),
+            }
+            let line = &buf[self.pos..at];
+            let next = at + 2;
+            if next > limit {
+                return Err(LineError::TooLarge);
+            }
+            if line.is_empty() {
+                if !(self.first_line && skip_empty_lines) {
+                    return Ok(Some(next));
+                }
+            } else if self.first_line {
+                self.first_line = false;
+            } else {
+                check_field_line(line)?;
+            }
+            self.pos = next;
+        }
+        if buf.len() > limit {
             return Err(LineError::TooLarge);
         }
-        if memchr(b'\r', line).is_some() {
-            return Err(LineError::LoneCr);
-        }
-        if line.is_empty() {
-            if !(first_line && skip_empty_lines) {
-                return Ok(Some(next));
-            }
-        } else if first_line {
-            first_line = false;
-        } else {
-            check_field_line(line)?;
-        }
-        pos = next;
-    }
-    let rest = &buf[pos..];
-    if buf.len() > limit {
-        return Err(LineError::TooLarge);
-    }
-    match memchr(b'\r', rest) {
-        Some(cr) if cr + 1 < rest.len() => Err(LineError::LoneCr),
-        _ => Ok(None),
+        Ok(None)
     }
 }
 
@@ -258,20 +334,58 @@ mod tests {
         }
         let bad = Err(FramingError::InvalidContentLength);
         let cases = [
-            Case { value: "0", want: Ok(0) },
-            Case { value: "005", want: Ok(5) },
-            Case { value: "9223372036854775807", want: Ok(i64::MAX as u64) },
-            Case { value: "9223372036854775808", want: bad },
-            Case { value: "99999999999999999999999", want: bad },
-            Case { value: "+5", want: bad },
-            Case { value: "-1", want: bad },
-            Case { value: "5 5", want: bad },
-            Case { value: "5,5", want: bad },
-            Case { value: "0x5", want: bad },
-            Case { value: "", want: bad },
+            Case {
+                value: "0",
+                want: Ok(0),
+            },
+            Case {
+                value: "005",
+                want: Ok(5),
+            },
+            Case {
+                value: "9223372036854775807",
+                want: Ok(i64::MAX as u64),
+            },
+            Case {
+                value: "9223372036854775808",
+                want: bad,
+            },
+            Case {
+                value: "99999999999999999999999",
+                want: bad,
+            },
+            Case {
+                value: "+5",
+                want: bad,
+            },
+            Case {
+                value: "-1",
+                want: bad,
+            },
+            Case {
+                value: "5 5",
+                want: bad,
+            },
+            Case {
+                value: "5,5",
+                want: bad,
+            },
+            Case {
+                value: "0x5",
+                want: bad,
+            },
+            Case {
+                value: "",
+                want: bad,
+            },
         ];
         for case in cases {
-            assert_eq!(parse_content_length(case.value.as_bytes()), case.want, "{:?}", case.value);
+            assert_eq!(
+                parse_content_length(case.value.as_bytes()),
+                case.want,
+                "{:?}",
+                case.value
+            );
         }
     }
 
@@ -283,18 +397,66 @@ mod tests {
             want: Result<Option<usize>, LineError>,
         }
         let cases = [
-            Case { buf: b"GET / HTTP/1.1\r\nA: b\r\n\r\nX", limit: 100, want: Ok(Some(24)) },
-            Case { buf: b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", limit: 100, want: Ok(Some(22)) },
-            Case { buf: b"GET / HTTP/1.1\r\nA: b\r\n", limit: 100, want: Ok(None) },
-            Case { buf: b"GET / HTTP/1.1\r\nA: b\r", limit: 100, want: Ok(None) },
-            Case { buf: b"GET / HTTP/1.1\nA: b\r\n\r\n", limit: 100, want: Err(LineError::BareLf) },
-            Case { buf: b"GET / HTTP/1.1\r\nA: b\n", limit: 100, want: Err(LineError::BareLf) },
-            Case { buf: b"GET / HTTP/1.1\r\nA: \rb", limit: 100, want: Err(LineError::LoneCr) },
-            Case { buf: b"GET / HTTP/1.1\r\nA: b\r\n c\r\n", limit: 100, want: Err(LineError::ObsFold) },
-            Case { buf: b"GET / HTTP/1.1\r\nA : b\r\n", limit: 100, want: Err(LineError::SpaceBeforeColon) },
-            Case { buf: b"GET / HTTP/1.1\r\n\r\n", limit: 17, want: Err(LineError::TooLarge) },
-            Case { buf: b"GET / HTTP/1.1\r\n\r\n", limit: 18, want: Ok(Some(18)) },
-            Case { buf: b"GET /aaaaaaaaaaaaaaaaaaaa", limit: 10, want: Err(LineError::TooLarge) },
+            Case {
+                buf: b"GET / HTTP/1.1\r\nA: b\r\n\r\nX",
+                limit: 100,
+                want: Ok(Some(24)),
+            },
+            Case {
+                buf: b"\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+                limit: 100,
+                want: Ok(Some(22)),
+            },
+            Case {
+                buf: b"GET / HTTP/1.1\r\nA: b\r\n",
+                limit: 100,
+                want: Ok(None),
+            },
+            Case {
+                buf: b"GET / HTTP/1.1\r\nA: b\r",
+                limit: 100,
+                want: Ok(None),
+            },
+            Case {
+                buf: b"GET / HTTP/1.1\nA: b\r\n\r\n",
+                limit: 100,
+                want: Err(LineError::BareLf),
+            },
+            Case {
+                buf: b"GET / HTTP/1.1\r\nA: b\n",
+                limit: 100,
+                want: Err(LineError::BareLf),
+            },
+            Case {
+                buf: b"GET / HTTP/1.1\r\nA: \rb",
+                limit: 100,
+                want: Err(LineError::LoneCr),
+            },
+            Case {
+                buf: b"GET / HTTP/1.1\r\nA: b\r\n c\r\n",
+                limit: 100,
+                want: Err(LineError::ObsFold),
+            },
+            Case {
+                buf: b"GET / HTTP/1.1\r\nA : b\r\n",
+                limit: 100,
+                want: Err(LineError::SpaceBeforeColon),
+            },
+            Case {
+                buf: b"GET / HTTP/1.1\r\n\r\n",
+                limit: 17,
+                want: Err(LineError::TooLarge),
+            },
+            Case {
+                buf: b"GET / HTTP/1.1\r\n\r\n",
+                limit: 18,
+                want: Ok(Some(18)),
+            },
+            Case {
+                buf: b"GET /aaaaaaaaaaaaaaaaaaaa",
+                limit: 10,
+                want: Err(LineError::TooLarge),
+            },
         ];
         for case in cases {
             let skip = true;

@@ -11,8 +11,10 @@
 mod request;
 mod response;
 
-pub use request::{MAX_REQUEST_HEAD, RequestHead, parse_request};
-pub use response::{MAX_RESPONSE_HEAD, ResponseContext, ResponseHead, parse_response};
+pub use request::{MAX_REQUEST_HEAD, RequestHead, RequestScanner, parse_request};
+pub use response::{
+    MAX_RESPONSE_HEAD, ResponseContext, ResponseHead, ResponseScanner, parse_response,
+};
 
 use std::fmt;
 

@@ -8,7 +8,7 @@
 //!   errors; what is accepted and rejected is in `docs/http/codec.md`.
 //! - [`chunked`]: [`chunked::ChunkedDecoder`], which stops exactly at the
 //!   end of a chunked body.
-//! - [`write`]: [`write::write_request`], [`write::write_response`].
+//! - [`mod@write`]: [`write::write_request`], [`write::write_response`].
 //! - [`reply`]: [`reply::local_reply`] (404 `NR`, 400, 431, 503, ...).
 //! - [`date`]: the IMF-fixdate of the `date` header.
 //!
@@ -23,6 +23,8 @@ pub mod write;
 
 mod fields;
 mod path;
+
+pub use fields::Fields;
 
 use std::fmt;
 
@@ -77,3 +79,7 @@ pub enum BodyFraming {
 mod corpus_tests;
 #[cfg(test)]
 mod head_tests;
+#[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
+mod write_tests;

@@ -33,7 +33,9 @@ fn decode_unreserved(path: &str) -> Result<Cow<'_, str>, InvalidEscape> {
             continue;
         }
         let (hi, lo) = match (bytes.get(i + 1), bytes.get(i + 2)) {
-            (Some(&hi), Some(&lo)) => (hex(hi).ok_or(InvalidEscape)?, hex(lo).ok_or(InvalidEscape)?),
+            (Some(&hi), Some(&lo)) => {
+                (hex(hi).ok_or(InvalidEscape)?, hex(lo).ok_or(InvalidEscape)?)
+            }
             _ => return Err(InvalidEscape),
         };
         let c = hi << 4 | lo;
@@ -48,7 +50,9 @@ fn decode_unreserved(path: &str) -> Result<Cow<'_, str>, InvalidEscape> {
 }
 
 fn hex(b: u8) -> Option<u8> {
-    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 fn has_dot_segment(path: &str) -> bool {

@@ -69,7 +69,11 @@ pub fn local_reply_at(status: u16, reply: &Reply<'_>, now: SystemTime, out: &mut
             field(out, name, value);
         }
     }
-    let connection = if reply.keep_alive { "keep-alive" } else { "close" };
+    let connection = if reply.keep_alive {
+        "keep-alive"
+    } else {
+        "close"
+    };
     field(out, "connection", connection);
     out.extend_from_slice(b"\r\n");
     if !reply.head_request {
@@ -94,8 +98,8 @@ pub fn default_body(status: u16) -> &'static [u8] {
         503 => b"no healthy upstream\n",
         504 => b"upstream request timeout\n",
         505 => b"http version not supported\n",
-        400..=499 => b"request refused\n",
-        500..=599 => b"server error\n",
+        _ if (400..500).contains(&status) => b"request refused\n",
+        _ if (500..600).contains(&status) => b"server error\n",
         _ => b"",
     }
 }

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::io::Write as _;
 use std::net::IpAddr;
 
-use super::fields::is_tchar;
+use super::fields::{is_authority, is_tchar};
 use super::head::{RequestHead, ResponseHead};
 use super::{BodyFraming, Version};
 use crate::routing::http::HeaderOps;
@@ -16,10 +16,12 @@ use crate::routing::http::HeaderOps;
 /// What ringway changes in a request it forwards.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestEdits<'a> {
-    /// The rewritten path and query (`/v2/x?y`); `None`: the normalised
-    /// path and the received query.
+    /// The rewritten path and query (`/v2/x?y`), bytes a target cannot
+    /// hold percent-encoded; `None`: the normalised path and the received
+    /// query.
     pub target: Option<&'a str>,
-    /// The rewritten Host; `None`: the request's authority.
+    /// The rewritten Host; `None` (or a value that is not `host[:port]`,
+    /// which the compiler refuses): the request's authority.
     pub authority: Option<&'a str>,
     /// The downstream peer, appended to `x-forwarded-for`.
     pub peer: IpAddr,
@@ -49,7 +51,7 @@ pub struct ResponseEdits<'a> {
 
 /// Fields that belong to one connection (RFC 9110 §7.6.1) plus the
 /// framing fields ringway writes itself.
-const HOP_BY_HOP: [&str; 7] = [
+pub(crate) const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -59,29 +61,39 @@ const HOP_BY_HOP: [&str; 7] = [
     "content-length",
 ];
 
+/// Request fields ringway writes itself, replacing the received ones.
+pub(crate) const REQUEST_OWN: [&str; 4] = [
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-request-id",
+];
+
 /// Write the upstream request for `head` into `out`.
 pub fn write_request(head: &RequestHead, edits: &RequestEdits<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(head.method().as_bytes());
     out.push(b' ');
     match edits.target {
-        Some(target) => out.extend_from_slice(target.as_bytes()),
+        Some(target) => write_escaped_target(target, out),
         None => write_default_target(head, out),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
-    let authority = edits.authority.or(head.authority()).unwrap_or_default();
+    let rewritten = edits.authority.filter(|a| is_authority(a.as_bytes()));
+    let authority = rewritten.or(head.authority()).unwrap_or_default();
     let mut list = FieldList::default();
     list.push("host", Cow::Borrowed(authority.as_bytes()));
-    let nominated: Vec<&[u8]> = head.connection_tokens().collect();
-    let own = ["host", "x-forwarded-for", "x-forwarded-proto", "x-request-id"];
-    for (name, value) in head.fields() {
-        if !is_hop_by_hop(name, &nominated) && !own.iter().any(|o| name.eq_ignore_ascii_case(o)) {
+    let nominated: Vec<&[u8]> = head.fields().connection_tokens().collect();
+    for (name, value) in head.fields().iter() {
+        if !is_hop_by_hop(name, &nominated)
+            && !REQUEST_OWN.iter().any(|o| name.eq_ignore_ascii_case(o))
+        {
             list.push(name, Cow::Borrowed(value));
         }
     }
     list.push_framing(head.framing(), true);
     let mut xff: Vec<u8> = Vec::new();
-    for value in head.values("x-forwarded-for") {
+    for value in head.fields().values("x-forwarded-for") {
         xff.extend_from_slice(value);
         xff.extend_from_slice(b", ");
     }
@@ -97,6 +109,23 @@ pub fn write_request(head: &RequestHead, edits: &RequestEdits<'_>, out: &mut Vec
         list.push("connection", Cow::Borrowed(b"close"));
     }
     list.write(out);
+}
+
+/// A rewritten target with the bytes a request-target cannot hold
+/// (controls, space, `#`, non-ASCII) percent-encoded, so that no rewrite
+/// can split the request line; an empty one is `/`.
+fn write_escaped_target(target: &str, out: &mut Vec<u8>) {
+    if target.is_empty() {
+        out.push(b'/');
+    }
+    for &b in target.as_bytes() {
+        if (0x21..=0x7e).contains(&b) && b != b'#' {
+            out.push(b);
+        } else {
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
 }
 
 /// The normalised path and received query; `*`; CONNECT's authority.
@@ -115,7 +144,9 @@ fn write_default_target(head: &RequestHead, out: &mut Vec<u8>) {
 /// Write the downstream response head for `head` into `out`.
 pub fn write_response(head: &ResponseHead, edits: &ResponseEdits<'_>, out: &mut Vec<u8>) {
     debug_assert!(
-        !(edits.version == Version::Http10 && head.framing() == BodyFraming::Chunked && !edits.dechunk),
+        !(edits.version == Version::Http10
+            && head.framing() == BodyFraming::Chunked
+            && !edits.dechunk),
         "a chunked body is never sent to an HTTP/1.0 client"
     );
     out.extend_from_slice(edits.version.as_str().as_bytes());
@@ -127,9 +158,9 @@ pub fn write_response(head: &ResponseHead, edits: &ResponseEdits<'_>, out: &mut 
     }
     out.extend_from_slice(b"\r\n");
 
-    let nominated: Vec<&[u8]> = head.connection_tokens().collect();
+    let nominated: Vec<&[u8]> = head.fields().connection_tokens().collect();
     let mut list = FieldList::default();
-    for (name, value) in head.fields() {
+    for (name, value) in head.fields().iter() {
         if !is_hop_by_hop(name, &nominated) {
             list.push(name, Cow::Borrowed(value));
         }
@@ -137,7 +168,7 @@ pub fn write_response(head: &ResponseHead, edits: &ResponseEdits<'_>, out: &mut 
     let no_body_length = head.is_head_response() || head.status() == 304;
     match head.framing() {
         BodyFraming::None if no_body_length => {
-            if let Some(length) = head.values("content-length").next() {
+            if let Some(length) = head.fields().first("content-length") {
                 list.push("content-length", Cow::Borrowed(length));
             }
         }
@@ -159,7 +190,9 @@ pub fn write_response(head: &ResponseHead, edits: &ResponseEdits<'_>, out: &mut 
 
 fn is_hop_by_hop(name: &str, nominated: &[&[u8]]) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || nominated.iter().any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+        || nominated
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// The fields of a head being written, in order.
@@ -175,8 +208,12 @@ impl<'a> FieldList<'a> {
 
     fn push_framing(&mut self, framing: BodyFraming, chunked: bool) {
         match framing {
-            BodyFraming::Length(n) => self.push("content-length", Cow::Owned(n.to_string().into_bytes())),
-            BodyFraming::Chunked if chunked => self.push("transfer-encoding", Cow::Borrowed(b"chunked")),
+            BodyFraming::Length(n) => {
+                self.push("content-length", Cow::Owned(n.to_string().into_bytes()))
+            }
+            BodyFraming::Chunked if chunked => {
+                self.push("transfer-encoding", Cow::Borrowed(b"chunked"))
+            }
             BodyFraming::Chunked | BodyFraming::None | BodyFraming::CloseDelimited => {}
         }
     }
@@ -187,7 +224,9 @@ impl<'a> FieldList<'a> {
     /// framed (the compiler refuses them; this is the last guard).
     fn apply(&mut self, ops: &'a HeaderOps) {
         let allowed = |name: &str| is_field_name(name) && !is_hop_by_hop(name, &[]);
-        for name in ops.remove.iter().filter(|n| allowed(n)) {
+        // Host may be set (Istio's authority rewrite) but never removed.
+        let removable = |name: &str| allowed(name) && !name.eq_ignore_ascii_case("host");
+        for name in ops.remove.iter().filter(|n| removable(n)) {
             self.fields.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         }
         for (name, value) in &ops.set {

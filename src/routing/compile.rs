@@ -1,9 +1,11 @@
 //! `compile(&Manifests) -> RouteTable`: the only place names become indices.
 //!
 //! Pure: no I/O, no clock, no randomness. The decisions follow istiod's
-//! gateway code (SPEC §1.2): one route per (bind, port), chosen from the first
-//! VirtualService in creation order bound to the gateway whose hosts overlap
-//! the server's, and within it the first `tcp` rule whose match passes.
+//! gateway code (SPEC §1.2): for TCP, one route per (bind, port), chosen from
+//! the first VirtualService in creation order bound to the gateway whose
+//! hosts overlap the server's, and within it the first `tcp` rule whose match
+//! passes; for HTTP, virtual hosts and per-request routes as
+//! `buildGatewayHTTPRouteConfig` builds them (`compile/http.rs`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ mod checks;
 mod clusters;
 mod delegate;
 mod http;
+mod http_actions;
 mod http_rules;
 mod listeners;
 mod routes;

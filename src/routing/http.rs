@@ -173,10 +173,9 @@ impl Redirect {
     ) -> String {
         let scheme = self.scheme.as_deref().unwrap_or("http");
         let port = match self.port {
-            None => None,
+            None | Some(RedirectPort::FromProtocolDefault) => None,
             Some(RedirectPort::Number(p)) => Some(p),
             Some(RedirectPort::FromRequestPort) => Some(listener_port),
-            Some(RedirectPort::FromProtocolDefault) => Some(default_port(scheme)),
         };
         let host = match &self.authority {
             Some(authority) => authority.as_str(),
@@ -337,10 +336,12 @@ impl QueryMatch {
         let Some(query) = query else {
             return false;
         };
-        query.split('&').any(|pair| {
+        // Envoy tests the first value of the parameter only.
+        let first = query.split('&').find_map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            name == self.name && self.value.as_ref().is_none_or(|m| m.matches(value))
-        })
+            (name == self.name).then_some(value)
+        });
+        first.is_some_and(|value| self.value.as_ref().is_none_or(|m| m.matches(value)))
     }
 }
 
@@ -431,8 +432,9 @@ pub struct Redirect {
 #[serde(rename_all = "snake_case")]
 pub enum RedirectPort {
     Number(u16),
-    /// `derivePort: FROM_PROTOCOL_DEFAULT`: 80 for http, 443 for https
-    /// (omitted from the Location).
+    /// `derivePort: FROM_PROTOCOL_DEFAULT`: no port of its own, Envoy's
+    /// default (istiod sets none): the request's, unless the scheme changes
+    /// from a request on port 80.
     FromProtocolDefault,
     /// `derivePort: FROM_REQUEST_PORT`.
     FromRequestPort,
@@ -741,8 +743,22 @@ mod tests {
                 ),
                 matcher: None,
                 target: "/p",
-                authority: "h:18080",
+                authority: "h:80",
                 want: "https://h/p",
+            },
+            Case {
+                redirect: redirect(None, None, Some(RedirectPort::FromProtocolDefault), None),
+                matcher: None,
+                target: "/p",
+                authority: "h:18080",
+                want: "http://h:18080/p",
+            },
+            Case {
+                redirect: redirect(None, None, Some(RedirectPort::Number(80)), None),
+                matcher: None,
+                target: "/p",
+                authority: "h:18080",
+                want: "http://h/p",
             },
             Case {
                 redirect: redirect(None, None, None, Some(PathRedirect::Prefix("/v2/".into()))),
@@ -921,6 +937,12 @@ mod tests {
             Case {
                 matcher: query("v", None),
                 req: get("/", "h"),
+                want: false,
+            },
+            // Envoy looks at the first value of a repeated parameter only.
+            Case {
+                matcher: query("v", Some(StringMatch::Exact("2".into()))),
+                req: get("/?v=1&v=2", "h"),
                 want: false,
             },
         ];

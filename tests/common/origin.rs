@@ -121,6 +121,15 @@ pub struct Origin {
 impl Origin {
     /// An origin that answers every request with `respond(request)`.
     pub fn start(respond: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Origin {
+        Origin::start_idle(Duration::from_secs(60), respond)
+    }
+
+    /// [`Origin::start`], closing a connection that stays `idle` between
+    /// requests (as a server's keep-alive timeout does).
+    pub fn start_idle(
+        idle: Duration,
+        respond: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> Origin {
         let listener = super::listen_any(1024);
         let port = listener.local_addr().expect("addr").port();
         let seen = Arc::new(Mutex::new(Seen::default()));
@@ -141,7 +150,7 @@ impl Origin {
                 let (seen, respond) = (Arc::clone(&seen2), Arc::clone(&respond));
                 let _ = thread::Builder::new()
                     .stack_size(256 * 1024)
-                    .spawn(move || serve(conn, connection, &seen, &*respond));
+                    .spawn(move || serve(conn, idle, connection, &seen, &*respond));
             }
         });
         Origin { port, seen, stop }
@@ -171,8 +180,14 @@ impl Drop for Origin {
     }
 }
 
-fn serve(conn: TcpStream, connection: usize, seen: &Mutex<Seen>, respond: &Respond) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
+fn serve(
+    conn: TcpStream,
+    idle: Duration,
+    connection: usize,
+    seen: &Mutex<Seen>,
+    respond: &Respond,
+) {
+    let _ = conn.set_read_timeout(Some(idle));
     let Ok(write) = conn.try_clone() else { return };
     let mut write = write;
     let mut read = BufReader::new(conn);
@@ -182,12 +197,13 @@ fn serve(conn: TcpStream, connection: usize, seen: &Mutex<Seen>, respond: &Respo
         };
         let response = respond(&request);
         let close = request.wants_close() || response.framing == Framing::Close;
+        let bodiless = request.method == "HEAD";
         {
             let mut seen = seen.lock().unwrap();
             seen.per_connection[connection] += 1;
             seen.requests.push(request);
         }
-        if write_response(&mut write, &response, close).is_err() || close {
+        if write_response(&mut write, &response, close, bodiless).is_err() || close {
             break;
         }
     }
@@ -220,12 +236,21 @@ fn read_request(
     }))
 }
 
-fn write_response(out: &mut TcpStream, r: &Response, close: bool) -> io::Result<()> {
+/// Writes `r`; a response to HEAD (`bodiless`), a 1xx, 204 or 304 carries
+/// its framing headers (none for 204) but never a body.
+fn write_response(
+    out: &mut TcpStream,
+    r: &Response,
+    close: bool,
+    bodiless: bool,
+) -> io::Result<()> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", r.status, reason(r.status));
     for (name, value) in &r.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
+    let no_body = bodiless || matches!(r.status, 100..=199 | 204 | 304);
     match r.framing {
+        _ if r.status == 204 => {}
         Framing::Length => head.push_str(&format!("Content-Length: {}\r\n", r.body.len())),
         Framing::Chunked => head.push_str("Transfer-Encoding: chunked\r\n"),
         Framing::Close => {}
@@ -236,6 +261,7 @@ fn write_response(out: &mut TcpStream, r: &Response, close: bool) -> io::Result<
     head.push_str("\r\n");
     let mut bytes = head.into_bytes();
     match r.framing {
+        _ if no_body => {}
         Framing::Chunked => {
             // Two chunks when there is something to split: a reader must
             // join them.
@@ -258,6 +284,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         204 => "No Content",
+        304 => "Not Modified",
         301 => "Moved Permanently",
         400 => "Bad Request",
         404 => "Not Found",
@@ -371,8 +398,22 @@ impl Received {
 }
 
 /// Read one response off a client connection (Content-Length, chunked or
-/// close-delimited); `None` at EOF before it.
+/// close-delimited; the answer to HEAD needs [`read_response_head`]);
+/// `None` at EOF before it.
 pub fn read_response(read: &mut impl BufRead) -> io::Result<Option<Received>> {
+    let Some(mut response) = read_response_head(read)? else {
+        return Ok(None);
+    };
+    // A 1xx, 204 or 304 never has a body, whatever its headers say.
+    if !matches!(response.status, 100..=199 | 204 | 304) {
+        response.body = read_body(read, &response.headers, true)?;
+    }
+    Ok(Some(response))
+}
+
+/// Read one response head off a client connection, without its body (the
+/// answer to HEAD, a 204 or a 304); `None` at EOF before it.
+pub fn read_response_head(read: &mut impl BufRead) -> io::Result<Option<Received>> {
     let Some((start, headers)) = read_head(read)? else {
         return Ok(None);
     };
@@ -381,10 +422,9 @@ pub fn read_response(read: &mut impl BufRead) -> io::Result<Option<Received>> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| invalid(format!("bad status line {start:?}")))?;
-    let body = read_body(read, &headers, true)?;
     Ok(Some(Received {
         status,
         headers,
-        body,
+        body: Vec::new(),
     }))
 }

@@ -110,7 +110,9 @@ impl ResponseBody {
         match (c.res, c.bid) {
             (n, Some(bid)) if n > 0 => {
                 let pending = &mut d.pending;
-                let fed = d.decoder.feed(c.data, &mut |piece| pending.extend_from_slice(piece));
+                let fed = d
+                    .decoder
+                    .feed(c.data, &mut |piece| pending.extend_from_slice(piece));
                 out.push(Io::GiveBack(bid));
                 match fed {
                     // Bytes past the body were never asked for.
@@ -173,7 +175,10 @@ pub(crate) enum Event {
     /// The upstream closed or failed before any response byte.
     UpstreamGone,
     /// A complete response head (`consumed` bytes of the input were it).
-    ResponseHead { head: Box<ResponseHead>, rest: Vec<u8> },
+    ResponseHead {
+        head: Box<ResponseHead>,
+        rest: Vec<u8>,
+    },
     /// The upstream's response head is not one ringway forwards.
     BadResponse(&'static str),
     /// The client's body is malformed (a bad chunk).
@@ -198,7 +203,12 @@ pub(crate) struct Exchange {
 impl Exchange {
     /// Start sending `request` (its outbox: ringway's head and the body
     /// bytes that came with it) and reading the response head.
-    pub fn start(reused: bool, request: Body, context: ResponseContext, out: &mut Vec<Io>) -> Exchange {
+    pub fn start(
+        reused: bool,
+        request: Body,
+        context: ResponseContext,
+        out: &mut Vec<Io>,
+    ) -> Exchange {
         out.push(Io::RecvOnce(Dir::ToDownstream));
         Exchange {
             reused,
@@ -250,9 +260,7 @@ impl Exchange {
                 }
                 Event::Continue
             }
-            Op::Connect | Op::ConnectTimeout | Op::Cancel(_) | Op::CancelRecv(_) => {
-                Event::Continue
-            }
+            Op::Connect | Op::ConnectTimeout | Op::Cancel(_) | Op::CancelRecv(_) => Event::Continue,
         }
     }
 

@@ -18,25 +18,22 @@
 
 mod exchange;
 pub mod request;
+mod response;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::http1::{BodyFraming, Version};
-use crate::http1::chunked::ChunkedDecoder;
-use crate::http1::head::{MAX_REQUEST_HEAD, RequestHead, ResponseContext, ResponseHead, parse_request};
-use crate::http1::write::{ResponseEdits, write_response};
-use crate::routing::http::RequestView;
+use crate::http1::BodyFraming;
+use crate::http1::head::{RequestHead, RequestScanner, parse_request};
 use crate::routing::table::{ClusterId, RequestHashKey, RouteId};
 
-use super::balancer::fnv1a_bytes;
-
 use super::half::{Flow, Half};
-use super::io::{Checkout, Close, CloseReason, Completion, Io, Pump, Release};
+use super::io::{Close, CloseReason, Completion, Io};
 use super::plan::Plan;
 use super::token::{Dir, Op};
-use exchange::{Body, Event, Exchange, Response, ResponseBody};
+use exchange::{Exchange, Response};
 pub use request::Request;
 use request::{Decision, LocalAnswer};
 
@@ -73,14 +70,22 @@ impl Default for HttpLimits {
 enum Phase {
     /// Waiting for a request head; a single-shot recv is in flight when
     /// `reading`.
-    ReadHead { reading: bool },
+    ReadHead {
+        reading: bool,
+    },
     /// [`Io::Route`] is out for the head parsed.
-    Routing { head: Box<RequestHead>, started: Instant },
+    Routing {
+        head: Box<RequestHead>,
+        started: Instant,
+    },
     /// [`Io::Checkout`] is out, or a CONNECT is in flight.
     Connecting,
     Exchange(Box<Exchange>),
     /// Sending a local answer; `close`: the connection ends after it.
-    Reply { half: Half, close: bool },
+    Reply {
+        half: Half,
+        close: bool,
+    },
     Finished {
         reason: CloseReason,
         /// Buffers of sends still in flight, given back when they complete.
@@ -104,6 +109,8 @@ pub struct HttpSession {
     input: Vec<u8>,
     /// When the first byte of the head being read arrived.
     head_since: Option<Instant>,
+    /// Where the end of that head was looked for so far.
+    scanner: RequestScanner,
     phase: Phase,
     request: Option<Box<Request>>,
     /// A finished request, until the worker takes its report.
@@ -138,6 +145,7 @@ impl HttpSession {
             listener_index: listener,
             input: Vec::new(),
             head_since: None,
+            scanner: RequestScanner::new(),
             phase: Phase::ReadHead { reading: true },
             request: None,
             done: None,
@@ -230,7 +238,19 @@ impl HttpSession {
             out.push(Io::RecvOnce(Dir::ToUpstream));
             return;
         }
-        let started = self.head_since.unwrap_or(now);
+        let started = *self.head_since.get_or_insert(now);
+        // The scanner judges each new byte once: a head arriving in small
+        // pieces costs what its size does.
+        let whole = match self.scanner.scan(&self.input) {
+            Ok(whole) => whole,
+            Err(e) => return self.reject(e.status, e.detail, started, out),
+        };
+        if !whole {
+            self.phase = Phase::ReadHead { reading: true };
+            out.push(Io::RecvOnce(Dir::ToUpstream));
+            return;
+        }
+        self.scanner = RequestScanner::new();
         match parse_request(&self.input) {
             Ok(Some((head, used))) => {
                 self.input.drain(..used);
@@ -240,10 +260,6 @@ impl HttpSession {
                     started,
                 };
                 out.push(Io::Route);
-            }
-            Ok(None) if self.input.len() < MAX_REQUEST_HEAD => {
-                self.phase = Phase::ReadHead { reading: true };
-                out.push(Io::RecvOnce(Dir::ToUpstream));
             }
             Ok(None) => self.reject(431, "http1.headers_too_large", started, out),
             Err(e) => self.reject(e.status, e.detail, started, out),
@@ -322,394 +338,6 @@ impl HttpSession {
         };
     }
 
-    /// The answer to [`Io::Checkout`].
-    pub fn on_checkout(&mut self, r: Result<Checkout, CloseReason>, now: Instant, out: &mut Vec<Io>) {
-        let Phase::Connecting = self.phase else {
-            return;
-        };
-        match r {
-            Ok(Checkout { cluster, reused }) => {
-                if let Some(req) = self.request.as_mut() {
-                    req.cluster = Some(cluster);
-                    req.attempts += u32::from(!reused);
-                }
-                if reused {
-                    self.start_exchange(true, now, out);
-                }
-            }
-            Err(reason) => self.upstream_unavailable(reason, now, out),
-        }
-    }
-
-    /// No upstream connection for the request: 503 with the reason's flag.
-    fn upstream_unavailable(&mut self, reason: CloseReason, now: Instant, out: &mut Vec<Io>) {
-        let details = match reason {
-            CloseReason::NoHealthyUpstream => "no_healthy_upstream",
-            CloseReason::Overflow => "upstream_overflow",
-            CloseReason::LocalResource => "local_resource_exhausted",
-            _ => "upstream_reset_before_response_started{connection_failure}",
-        };
-        self.answer(&LocalAnswer::error(503, reason.flag(), details), now, out);
-    }
-
-    /// A CONNECT completed.
-    fn on_connect(&mut self, res: i32, now: Instant, out: &mut Vec<Io>) {
-        if res >= 0 {
-            out.push(Io::Connected);
-            return self.start_exchange(false, now, out);
-        }
-        out.push(Io::Release(Release::ConnectFailed));
-        let retry = self
-            .request
-            .as_ref()
-            .is_some_and(|r| r.may_retry_connect(&self.plan));
-        match self.request.as_mut() {
-            Some(req) if retry => {
-                req.retries += 1;
-                out.push(Io::Checkout { fresh: false });
-            }
-            Some(req) => {
-                // Envoy flags an exhausted retry budget too.
-                let flags = if req.retries > 0 { "UF,URX" } else { "UF" };
-                let details = "upstream_reset_before_response_started{connection_failure}";
-                self.answer(&LocalAnswer::error(503, flags, details), now, out);
-            }
-            None => self.finish(CloseReason::ConnectFailed, out),
-        }
-    }
-
-    /// The upstream connection is ready: write the request head and what
-    /// of the body came with it, then forward the rest.
-    fn start_exchange(&mut self, reused: bool, now: Instant, out: &mut Vec<Io>) {
-        let Some(req) = self.request.as_mut() else {
-            return;
-        };
-        let Some(cluster) = req.cluster else {
-            return;
-        };
-        let framing = req.framing();
-        let (in_buffer, limit, chunks) = match framing {
-            BodyFraming::Length(n) => {
-                let k = n.min(self.input.len() as u64);
-                (k as usize, Some(n - k), None)
-            }
-            BodyFraming::Chunked => {
-                let mut decoder = ChunkedDecoder::new();
-                match decoder.feed(&self.input, &mut |_| {}) {
-                    Ok(used) if decoder.is_done() => (used, Some(0), None),
-                    Ok(used) => (used, None, Some(decoder)),
-                    Err(e) => {
-                        let answer = LocalAnswer::error(400, "DPE", e.detail());
-                        self.closing = true;
-                        return self.answer(&answer, now, out);
-                    }
-                }
-            }
-            BodyFraming::None | BodyFraming::CloseDelimited => (0, Some(0), None),
-        };
-        let bytes = req.upstream_head(&self.plan, cluster, self.peer, &self.input[..in_buffer]);
-        let head_len = (bytes.len() - in_buffer) as u64;
-        self.input.drain(..in_buffer);
-        req.replay = (limit == Some(0)).then(|| bytes.clone());
-        let splice_after = if chunks.is_some() {
-            u64::MAX
-        } else {
-            self.limits.splice_after
-        };
-        let half = Half::start_limited(Dir::ToUpstream, splice_after, bytes, limit, out);
-        let context = ResponseContext {
-            head_request: req.head.is_head_method(),
-            version: req.version(),
-        };
-        let body = Body {
-            half,
-            chunks,
-            head_len,
-        };
-        self.last_active = now;
-        self.phase = Phase::Exchange(Box::new(Exchange::start(reused, body, context, out)));
-    }
-
-    /// What an exchange completion means for the request.
-    fn on_event(&mut self, event: Event, now: Instant, out: &mut Vec<Io>) {
-        match event {
-            Event::Continue => {}
-            Event::Active => self.last_active = now,
-            Event::ResponseHead { head, rest } => {
-                self.last_active = now;
-                self.start_response(*head, rest, now, out);
-            }
-            Event::UpstreamGone => self.upstream_gone(now, out),
-            Event::BadResponse(detail) => self.upstream_failed(502, "UPE", detail, now, out),
-            Event::BadRequestBody(detail) => {
-                out.push(Io::Reject { status: 400, detail });
-                self.finish(CloseReason::DownstreamReset, out);
-            }
-            Event::DownstreamReset => self.finish(CloseReason::DownstreamReset, out),
-            Event::UpstreamReset => {
-                if let Some(req) = self.request.as_mut() {
-                    req.flags = "UC";
-                    req.details = "upstream_reset_after_response_started";
-                }
-                out.push(Io::Abort(super::token::Side::Downstream));
-                self.finish(CloseReason::UpstreamReset, out);
-            }
-        }
-        if let Phase::Exchange(x) = &mut self.phase {
-            x.take_leftovers(out);
-        }
-        self.after_exchange(now, out);
-    }
-
-    /// The upstream closed or failed before any response byte. A reused
-    /// keep-alive connection (the server closed it as the request went
-    /// out: the keep-alive race) is retried once on a new connection when
-    /// the whole request is still held; otherwise 503 `UC`.
-    fn upstream_gone(&mut self, now: Instant, out: &mut Vec<Io>) {
-        let Phase::Exchange(x) = &self.phase else {
-            return;
-        };
-        let retry = x.reused
-            && x.upstream_quiet()
-            && self
-                .request
-                .as_ref()
-                .is_some_and(|r| r.replay.is_some() && !r.retried_on_fresh);
-        if retry {
-            out.push(Io::Release(Release::Close));
-            if let Some(req) = self.request.as_mut() {
-                req.retried_on_fresh = true;
-            }
-            self.phase = Phase::Connecting;
-            out.push(Io::Checkout { fresh: true });
-            return;
-        }
-        self.upstream_failed(
-            503,
-            "UC",
-            "upstream_reset_before_response_started{connection_termination}",
-            now,
-            out,
-        );
-    }
-
-    /// The exchange cannot go on: a local answer when nothing of the
-    /// response reached the client and the upstream socket is quiet (the
-    /// upstream connection is closed, never pooled), else the connection
-    /// ends.
-    fn upstream_failed(
-        &mut self,
-        status: u16,
-        flags: &'static str,
-        details: &'static str,
-        now: Instant,
-        out: &mut Vec<Io>,
-    ) {
-        let Phase::Exchange(x) = &self.phase else {
-            return;
-        };
-        let quiet = x.upstream_quiet() && matches!(x.response, Response::Head { .. });
-        let moved = x.moved();
-        if !quiet {
-            if let Some(req) = self.request.as_mut() {
-                req.status = 0;
-                req.flags = flags;
-                req.details = details;
-            }
-            out.push(Io::Abort(super::token::Side::Downstream));
-            return self.finish(CloseReason::UpstreamReset, out);
-        }
-        self.moved[0] += moved[0];
-        out.push(Io::Release(Release::Close));
-        // Whether the request body was read through: the client
-        // connection can go on only then.
-        let read_through = matches!(&self.phase, Phase::Exchange(x) if x.request.is_complete());
-        if !read_through {
-            self.closing = true;
-        }
-        self.answer(&LocalAnswer::error(status, flags, details), now, out);
-    }
-
-    /// The response head arrived: ringway's head for the client, then the
-    /// body, bounded by its framing.
-    fn start_response(&mut self, head: ResponseHead, rest: Vec<u8>, now: Instant, out: &mut Vec<Io>) {
-        let quiet = matches!(&self.phase, Phase::Exchange(x) if x.upstream_quiet());
-        if let Some(req) = self.request.as_mut().filter(|r| quiet && r.may_retry_status(&self.plan, head.status())) {
-            // `retryOn` names this status and the whole request is held:
-            // the response is dropped with its connection, and the request
-            // goes again (another endpoint when there is one).
-            req.retries += 1;
-            req.status = head.status();
-            out.push(Io::Release(Release::Close));
-            self.phase = Phase::Connecting;
-            out.push(Io::Checkout { fresh: false });
-            return;
-        }
-        let Some(req) = self.request.as_mut() else {
-            return;
-        };
-        req.upstream_time = Some(now.saturating_duration_since(req.started));
-        req.status = head.status();
-        req.details = "via_upstream";
-        let framing = head.framing();
-        // A 1.0 client never gets chunked: the body is decoded for it.
-        let dechunk = framing == BodyFraming::Chunked && req.version() == Version::Http10;
-        let mut decoded = Vec::new();
-        let (in_buffer, limit, chunks, delimited) = match framing {
-            BodyFraming::None => (0, Some(0), None, false),
-            BodyFraming::Length(n) => {
-                let k = n.min(rest.len() as u64);
-                (k as usize, Some(n - k), None, false)
-            }
-            BodyFraming::Chunked => {
-                let mut decoder = ChunkedDecoder::new();
-                match decoder.feed(&rest, &mut |piece| {
-                    if dechunk {
-                        decoded.extend_from_slice(piece);
-                    }
-                }) {
-                    Ok(used) if decoder.is_done() => (used, Some(0), None, false),
-                    Ok(used) => (used, None, Some(decoder), false),
-                    Err(e) => return self.upstream_failed(502, "UPE", e.detail(), now, out),
-                }
-            }
-            BodyFraming::CloseDelimited => (rest.len(), None, None, true),
-        };
-        let request_complete =
-            matches!(&self.phase, Phase::Exchange(x) if x.request.is_complete());
-        // The client's connection goes on only where both sides allow it
-        // and the next response can be framed.
-        let keep_alive =
-            req.keep_alive() && !self.closing && !delimited && !dechunk && request_complete;
-        if !keep_alive {
-            self.closing = true;
-        }
-        let ops = req.response_ops(&self.plan);
-        let mut bytes = Vec::with_capacity(head.len() + 64 + in_buffer);
-        write_response(
-            &head,
-            &ResponseEdits {
-                version: req.version(),
-                keep_alive,
-                ops: &ops,
-                dechunk,
-            },
-            &mut bytes,
-        );
-        let head_len = bytes.len() as u64;
-        if dechunk {
-            bytes.extend_from_slice(&decoded);
-        } else {
-            bytes.extend_from_slice(&rest[..in_buffer]);
-        }
-        // Bytes past the response are not the upstream's to send: the
-        // connection is not reused.
-        let clean = rest.len() == in_buffer;
-        let reusable = head.keep_alive() && clean && !delimited;
-        let server_timeout = head.keep_alive_timeout();
-        let splice_after = if chunks.is_some() {
-            u64::MAX
-        } else {
-            self.limits.splice_after
-        };
-        let (limit, chunks, dechunker) = match chunks {
-            Some(decoder) if dechunk => {
-                out.push(Io::RecvOnce(Dir::ToDownstream));
-                let d = exchange::Dechunk {
-                    decoder,
-                    pending: Vec::new(),
-                    reading: true,
-                    sent_before: 0,
-                };
-                (Some(0), None, Some(Box::new(d)))
-            }
-            chunks => (limit, chunks, None),
-        };
-        let half = Half::start_limited(Dir::ToDownstream, splice_after, bytes, limit, out);
-        if let Phase::Exchange(x) = &mut self.phase {
-            x.response = Response::Body(ResponseBody {
-                body: Body {
-                    half,
-                    chunks,
-                    head_len,
-                },
-                reusable,
-                server_timeout,
-                delimited,
-                dechunk: dechunker,
-            });
-        }
-    }
-
-    /// After each exchange event: the request ends once its response went
-    /// through (and its body did, or the connection closes anyway).
-    fn after_exchange(&mut self, now: Instant, out: &mut Vec<Io>) {
-        let Phase::Exchange(x) = &self.phase else {
-            return;
-        };
-        match x.broken() {
-            Some(Dir::ToUpstream) => return self.finish(CloseReason::DownstreamReset, out),
-            Some(Dir::ToDownstream) => {
-                if let Some(req) = self.request.as_mut() {
-                    req.flags = "UC";
-                    req.details = "upstream_reset_after_response_started";
-                }
-                out.push(Io::Abort(super::token::Side::Downstream));
-                return self.finish(CloseReason::UpstreamReset, out);
-            }
-            None => {}
-        }
-        if !x.response_done() {
-            return;
-        }
-        let moved = x.moved();
-        let request_complete = x.request.is_complete();
-        let Response::Body(r) = &x.response else {
-            return;
-        };
-        let (reusable, server_timeout) = (r.reusable, r.server_timeout);
-        let bodies = [x.request.body_moved(), r.body.body_moved()];
-        if let Some(req) = self.request.as_mut() {
-            req.body_bytes = [req.body_bytes[0] + bodies[0], bodies[1]];
-            req.wire_bytes[0] += bodies[0];
-            req.wire_bytes[1] = moved[1];
-        }
-        if !request_complete || !x.upstream_quiet() {
-            // The server answered before the request body went through:
-            // the connection closes (its upstream with it).
-            self.report(out);
-            return self.finish(CloseReason::Done, out);
-        }
-        self.moved[0] += moved[0];
-        self.moved[1] += moved[1];
-        let how = if reusable {
-            Release::Pool { server_timeout }
-        } else {
-            Release::Close
-        };
-        out.push(Io::Release(how));
-        let close = self.closing;
-        self.request_done(close, now, out);
-    }
-
-    /// The request is over: reported, then the next one (maybe already in
-    /// the input), or the end of the connection.
-    fn request_done(&mut self, close: bool, now: Instant, out: &mut Vec<Io>) {
-        self.report(out);
-        if close || self.closing {
-            return self.finish(CloseReason::Done, out);
-        }
-        self.last_active = now;
-        self.parse_head(now, out);
-    }
-
-    fn report(&mut self, out: &mut Vec<Io>) {
-        if let Some(req) = self.request.take() {
-            self.done = Some(req);
-            out.push(Io::Report);
-        }
-    }
-
     /// The finished request the worker reports ([`Io::Report`]).
     pub fn take_report(&mut self) -> Option<Box<Request>> {
         self.done.take()
@@ -720,42 +348,10 @@ impl HttpSession {
         &self.plan
     }
 
-    /// The PROXY header could not be written on a new connection: the
-    /// request fails as an upstream reset.
-    pub fn abort_upstream(&mut self, out: &mut Vec<Io>) {
-        if let Phase::Exchange(_) = self.phase {
-            if let Some(req) = self.request.as_mut() {
-                req.flags = "UC";
-            }
-            self.finish(CloseReason::UpstreamReset, out);
-        }
-    }
-
-    /// The result of a pump on a body's splice path.
-    pub fn on_pump(&mut self, dir: Dir, pump: Pump, now: Instant, out: &mut Vec<Io>) {
-        if let Phase::Exchange(x) = &mut self.phase {
-            let event = x.on_pump(dir, pump, out);
-            self.on_event(event, now, out);
-        }
-    }
-
-    /// No pipe for a body's pump: it goes back to copying.
-    pub fn on_no_pipe(&mut self, dir: Dir, out: &mut Vec<Io>) {
-        if let Phase::Exchange(x) = &mut self.phase {
-            x.on_no_pipe(dir, out);
-        }
-    }
-
     /// The hash of the current request's `consistentHash` key, when it
-    /// carries it: a header's value, a cookie's, a query parameter's.
+    /// carries it.
     pub fn request_hash(&self, key: &RequestHashKey) -> Option<u64> {
-        let head = &self.request.as_ref()?.head;
-        let value: Vec<u8> = match key {
-            RequestHashKey::Header(name) => head.header(name)?.into_owned(),
-            RequestHashKey::Cookie(name) => cookie(head, name)?.to_vec(),
-            RequestHashKey::Query(name) => query_value(head.query()?, name)?.as_bytes().to_vec(),
-        };
-        Some(fnv1a_bytes(&value))
+        self.request.as_ref()?.hash(key)
     }
 
     /// The worker picked the current request's cluster.
@@ -815,9 +411,10 @@ impl HttpSession {
                 };
                 Some(route.map_or(idle, |r| r.min(idle)))
             }
-            Phase::Routing { .. } | Phase::Connecting | Phase::Reply { .. } | Phase::Finished { .. } => {
-                None
-            }
+            Phase::Routing { .. }
+            | Phase::Connecting
+            | Phase::Reply { .. }
+            | Phase::Finished { .. } => None,
         }
     }
 
@@ -851,15 +448,24 @@ impl HttpSession {
         }
     }
 
-    /// The process is stopping: an idle connection closes now, a busy one
-    /// after its response (with `Connection: close`).
-    pub fn drain(&mut self, out: &mut Vec<Io>) {
+    /// The process started draining: an idle connection closes now, a
+    /// busy one after its response (with `Connection: close`).
+    pub fn wind_down(&mut self, out: &mut Vec<Io>) {
         self.closing = true;
         if let Phase::ReadHead { .. } = self.phase {
-            if self.head_since.is_none() {
+            if self.head_since.is_none() && self.input.is_empty() {
                 self.finish(CloseReason::Drained, out);
             }
         }
+    }
+
+    /// The process is stopping (the drain timeout passed): the connection
+    /// ends now, a request in flight with it (`DR`).
+    pub fn drain(&mut self, out: &mut Vec<Io>) {
+        if let Some(req) = self.request.as_mut() {
+            req.flags = "DR";
+        }
+        self.finish(CloseReason::Drained, out);
     }
 
     pub fn outbox(&self, dir: Dir) -> Option<&[u8]> {
@@ -919,25 +525,6 @@ impl HttpSession {
             to_downstream: self.moved[1],
         }));
     }
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'h>(head: &'h RequestHead, name: &str) -> Option<&'h [u8]> {
-    head.values("cookie")
-        .flat_map(|v| v.split(|b| *b == b';'))
-        .map(<[u8]>::trim_ascii)
-        .find_map(|pair| {
-            let eq = pair.iter().position(|b| *b == b'=')?;
-            (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
-        })
-}
-
-/// The value of query parameter `name` (`?key` alone: empty).
-fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then_some(v)
-    })
 }
 
 /// A completion's buffer nobody reads: back to the ring.

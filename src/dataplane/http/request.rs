@@ -11,8 +11,12 @@ use crate::http1::head::RequestHead;
 use crate::http1::reply::{Reply, default_body, local_reply};
 use crate::http1::write::{RequestEdits, write_request};
 use crate::http1::{BodyFraming, Version};
-use crate::routing::http::{HeaderOps, HttpRoute, HttpRouting, RetryPolicy, RouteAction, RouteMatch};
-use crate::routing::table::{ClusterId, ListenerRouting, RouteId};
+use crate::routing::http::{
+    HeaderOps, HttpRoute, HttpRouting, RequestView, RetryPolicy, RouteAction, RouteMatch,
+};
+use crate::routing::table::{ClusterId, ListenerRouting, RequestHashKey, RouteId};
+
+use super::super::balancer::fnv1a_bytes;
 
 use super::super::plan::Plan;
 
@@ -130,7 +134,8 @@ impl Request {
     /// Route under `plan`, on its listener `listener`.
     pub(crate) fn route(&mut self, plan: &Plan, listener: usize) -> Decision {
         let not_found = || Decision::Local(LocalAnswer::error(404, "NR", "route_not_found"));
-        let Some(ListenerRouting::Http { http }) = plan.table.listeners.get(listener).map(|l| &l.routing)
+        let Some(ListenerRouting::Http { http }) =
+            plan.table.listeners.get(listener).map(|l| &l.routing)
         else {
             return not_found();
         };
@@ -242,6 +247,18 @@ impl Request {
         ops
     }
 
+    /// The hash of the request's `consistentHash` key, when it
+    /// carries it: a header's value, a cookie's, a query parameter's.
+    pub(crate) fn hash(&self, key: &RequestHashKey) -> Option<u64> {
+        let head = &self.head;
+        let value: Vec<u8> = match key {
+            RequestHashKey::Header(name) => head.header(name)?.into_owned(),
+            RequestHashKey::Cookie(name) => cookie(head, name)?.to_vec(),
+            RequestHashKey::Query(name) => query_value(head.query()?, name)?.as_bytes().to_vec(),
+        };
+        Some(fnv1a_bytes(&value))
+    }
+
     /// The route's retry policy (Istio's default when the rule has none).
     pub(crate) fn retry_policy<'p>(&self, plan: &'p Plan) -> Option<&'p RetryPolicy> {
         match &self.http_route(plan)?.action {
@@ -326,6 +343,26 @@ impl Request {
     }
 }
 
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'h>(head: &'h RequestHead, name: &str) -> Option<&'h [u8]> {
+    head.fields()
+        .values("cookie")
+        .flat_map(|v| v.split(|b| *b == b';'))
+        .map(<[u8]>::trim_ascii)
+        .find_map(|pair| {
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+        })
+}
+
+/// The value of query parameter `name` (`?key` alone: empty).
+fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
 /// The reply to a head ringway refused (no parsed head: HTTP/1.1, and
 /// the connection closes after it).
 pub(crate) fn bare_reply(answer: &LocalAnswer, _started: Instant) -> Vec<u8> {
@@ -350,7 +387,10 @@ pub(crate) fn bare_reply(answer: &LocalAnswer, _started: Instant) -> Vec<u8> {
 fn find(http: &HttpRouting, head: &RequestHead) -> Option<(usize, usize)> {
     let vhost = http.vhost(head.authority())?;
     let v = http.vhosts.iter().position(|x| std::ptr::eq(x, vhost))?;
-    let r = vhost.routes.iter().position(|r| matches(&r.matcher, head))?;
+    let r = vhost
+        .routes
+        .iter()
+        .position(|r| matches(&r.matcher, head))?;
     Some((v, r))
 }
 

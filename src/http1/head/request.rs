@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use super::{RequestError, detail, framing_error, httparse_error, line_error, looks_like_version};
-use crate::http1::fields::{self, Field, Fields, Span};
+use crate::http1::fields::{self, Fields, Span, is_authority};
 use crate::http1::{BodyFraming, Version, path};
 use crate::routing::http::RequestView;
 
@@ -60,19 +60,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Request
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(RequestError::bad(detail::CODEC_ERROR));
     };
-    let list = req
-        .headers
-        .iter()
-        .map(|h| Field {
-            name: Span::of(wire, h.name.as_bytes()),
-            value: Span::of(wire, h.value),
-        })
-        .collect();
     let mut head = RequestHead {
-        fields: Fields {
-            bytes: wire.to_vec(),
-            list,
-        },
+        fields: Fields::new(wire, req.headers),
         method: Span::of(wire, method.as_bytes()),
         target: Span::of(wire, target.as_bytes()),
         path: Span::default(),
@@ -92,17 +81,49 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Request
     Ok(Some((head, end)))
 }
 
+/// Finds the end of a request head in a buffer that grows between calls
+/// (bytes appended, never changed), judging each line once: call
+/// [`parse_request`] when it says the head is whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestScanner {
+    lines: fields::LineScanner,
+}
+
+impl RequestScanner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `Ok(true)`: `buf` holds a whole head (or the HTTP/2 preface), parse
+    /// it; `Ok(false)`: need more bytes; `Err`: refuse, as
+    /// [`parse_request`] would.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<bool, RequestError> {
+        if buf.starts_with(H2_PREFACE) {
+            return Ok(true);
+        }
+        match self.lines.scan(buf, MAX_REQUEST_HEAD, true) {
+            Ok(end) => Ok(end.is_some()),
+            Err(e) => Err(error(line_error(e))),
+        }
+    }
+}
+
 fn error((status, detail): (u16, &'static str)) -> RequestError {
     RequestError { status, detail }
 }
 
 /// httparse stopped in the request line or a field: say which part.
-fn request_line_error(e: httparse::Error, req: &httparse::Request<'_, '_>, wire: &[u8]) -> RequestError {
+fn request_line_error(
+    e: httparse::Error,
+    req: &httparse::Request<'_, '_>,
+    wire: &[u8],
+) -> RequestError {
     match e {
         httparse::Error::Token if req.method.is_none() => RequestError::bad(detail::INVALID_METHOD),
         httparse::Error::Token => RequestError::bad(detail::INVALID_URL),
         httparse::Error::Version => {
-            let line = wire.split(|&b| b == b'\r').next().unwrap_or_default();
+            let mut lines = wire.split(|&b| b == b'\r' || b == b'\n');
+            let line = lines.find(|l| !l.is_empty()).unwrap_or_default();
             let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
             if looks_like_version(version) {
                 error(httparse_error(e))
@@ -120,21 +141,35 @@ impl RequestHead {
     /// A normalised path that differs from the received one is appended to
     /// the owned bytes.
     fn read_target(&mut self) -> Result<(), RequestError> {
-        let target = self.fields.get(self.target).to_vec();
-        if target.iter().any(|&b| !(0x21..=0x7e).contains(&b) || b == b'#') {
+        let mut bytes = std::mem::take(&mut self.fields.bytes);
+        let result = self.split_target(&mut bytes);
+        self.fields.bytes = bytes;
+        result
+    }
+
+    fn split_target(&mut self, bytes: &mut Vec<u8>) -> Result<(), RequestError> {
+        let start = self.target.start as usize;
+        let target = bytes
+            .get(start..self.target.end as usize)
+            .unwrap_or_default();
+        let method = bytes
+            .get(self.method.start as usize..self.method.end as usize)
+            .unwrap_or_default();
+        if target
+            .iter()
+            .any(|&b| !(0x21..=0x7e).contains(&b) || b == b'#')
+        {
             return Err(RequestError::bad(detail::INVALID_URL));
         }
-        let start = self.target.start as usize;
-        let is_connect = self.fields.get(self.method) == b"CONNECT";
         if target == b"*" {
-            if self.fields.get(self.method) != b"OPTIONS" {
+            if method != b"OPTIONS" {
                 return Err(RequestError::bad(detail::INVALID_URL));
             }
             self.path = self.target;
             return Ok(());
         }
-        if is_connect {
-            if !is_authority(&target) || !target.contains(&b':') {
+        if method == b"CONNECT" {
+            if !is_authority(target) || !target.contains(&b':') {
                 return Err(RequestError::bad(detail::INVALID_URL));
             }
             self.authority = Some(self.target);
@@ -144,29 +179,30 @@ impl RequestHead {
         let origin = if target.starts_with(b"/") {
             0
         } else {
-            self.read_absolute_form(&target)?
+            self.read_absolute_form(target)?
         };
         let (path_end, query) = match target[origin..].iter().position(|&b| b == b'?') {
-            Some(q) => (origin + q, Some(Span::new(start + origin + q + 1, start + target.len()))),
+            Some(q) => (
+                origin + q,
+                Some(Span::new(start + origin + q + 1, start + target.len())),
+            ),
             None => (target.len(), None),
         };
         self.query = query;
         let raw_path = std::str::from_utf8(&target[origin..path_end]).unwrap_or_default();
         let raw_path = if raw_path.is_empty() { "/" } else { raw_path };
-        match path::normalize(raw_path) {
-            Err(path::InvalidEscape) => Err(RequestError::bad(detail::INVALID_URL)),
+        let normalized = match path::normalize(raw_path) {
+            Err(path::InvalidEscape) => return Err(RequestError::bad(detail::INVALID_URL)),
             Ok(Cow::Borrowed(p)) if p.len() == path_end - origin => {
                 self.path = Span::new(start + origin, start + path_end);
-                Ok(())
+                return Ok(());
             }
-            Ok(normalized) => {
-                let bytes = &mut self.fields.bytes;
-                let at = bytes.len();
-                bytes.extend_from_slice(normalized.as_bytes());
-                self.path = Span::new(at, bytes.len());
-                Ok(())
-            }
-        }
+            Ok(normalized) => normalized.into_owned(),
+        };
+        let at = bytes.len();
+        bytes.extend_from_slice(normalized.as_bytes());
+        self.path = Span::new(at, bytes.len());
+        Ok(())
     }
 
     /// `http://authority[/path][?query]`: the authority replaces Host (RFC
@@ -223,7 +259,9 @@ impl RequestHead {
     }
 
     fn read_framing(&mut self) -> Result<(), RequestError> {
-        if self.version == Version::Http10 && self.fields.values("transfer-encoding").next().is_some() {
+        if self.version == Version::Http10
+            && self.fields.values("transfer-encoding").next().is_some()
+        {
             return Err(RequestError::bad(detail::TRANSFER_ENCODING_ON_HTTP10));
         }
         let framing = fields::framing_fields(&self.fields).map_err(|e| error(framing_error(e)))?;
@@ -323,24 +361,9 @@ impl RequestHead {
         self.len == 0
     }
 
-    /// Every field in order: (name as received, value, OWS trimmed).
-    pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.fields.iter()
-    }
-
-    /// The values of every field named `name` (any case), in order.
-    pub fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> {
-        self.fields.values(name)
-    }
-
-    /// The first value of field `name` (any case).
-    pub fn first_value(&self, name: &str) -> Option<&[u8]> {
-        self.fields.values(name).next()
-    }
-
-    /// The names `Connection` nominates as hop-by-hop.
-    pub(crate) fn connection_tokens(&self) -> impl Iterator<Item = &[u8]> {
-        self.fields.values("connection").flat_map(fields::list_items)
+    /// The fields, in order (Host, framing and hop-by-hop ones included).
+    pub fn fields(&self) -> &Fields {
+        &self.fields
     }
 }
 
@@ -374,12 +397,4 @@ impl RequestView for RequestHead {
         }
         Some(Cow::Owned(joined))
     }
-}
-
-/// `host[:port]` (reg-name, IPv4 or `[IP-literal]`): no userinfo, no path,
-/// no whitespace (RFC 3986 §3.2.2).
-fn is_authority(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{ResponseError, detail, framing_error, httparse_error, line_error};
-use crate::http1::fields::{self, Field, Fields, FramingError, Span};
+use crate::http1::fields::{self, Fields, FramingError, Span};
 use crate::http1::{BodyFraming, Version};
 
 /// The most bytes a response head may take (Envoy's 80 KiB): beyond, the
@@ -33,6 +33,30 @@ pub struct ResponseHead {
     len: usize,
 }
 
+/// [`super::RequestScanner`] for response heads: finds the end of a head
+/// in a buffer that grows between calls, judging each line once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResponseScanner {
+    lines: fields::LineScanner,
+}
+
+impl ResponseScanner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `Ok(true)`: `buf` holds a whole head, parse it; `Ok(false)`: need
+    /// more bytes; `Err`: refuse, as [`parse_response`] would.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<bool, ResponseError> {
+        match self.lines.scan(buf, MAX_RESPONSE_HEAD, false) {
+            Ok(end) => Ok(end.is_some()),
+            Err(e) => Err(ResponseError {
+                detail: line_error(e).1,
+            }),
+        }
+    }
+}
+
 /// Parse the response head at the start of `buf` (see
 /// [`super::parse_request`] for the meaning of the result).
 pub fn parse_response(
@@ -50,32 +74,30 @@ pub fn parse_response(
     let mut resp = httparse::Response::new(&mut storage);
     match resp.parse(wire) {
         Ok(httparse::Status::Complete(n)) if n == end => {}
-        Ok(_) => return Err(ResponseError { detail: detail::CODEC_ERROR }),
+        Ok(_) => {
+            return Err(ResponseError {
+                detail: detail::CODEC_ERROR,
+            });
+        }
         Err(e) => return Err(refuse(httparse_error(e))),
     }
     let (Some(minor), Some(status)) = (resp.version, resp.code) else {
-        return Err(ResponseError { detail: detail::CODEC_ERROR });
+        return Err(ResponseError {
+            detail: detail::CODEC_ERROR,
+        });
     };
     if !(100..=599).contains(&status) {
-        return Err(ResponseError { detail: detail::INVALID_STATUS });
+        return Err(ResponseError {
+            detail: detail::INVALID_STATUS,
+        });
     }
-    let list = resp
-        .headers
-        .iter()
-        .map(|h| Field {
-            name: Span::of(wire, h.name.as_bytes()),
-            value: Span::of(wire, h.value),
-        })
-        .collect();
     // httparse blanks a reason with obs-text; keep the received one.
     let line_end = memchr::memchr(b'\r', wire).unwrap_or(0);
     let reason = Span::new(line_end.min("HTTP/1.1 200 ".len()), line_end);
-    let fields = Fields {
-        bytes: wire.to_vec(),
-        list,
-    };
+    let fields = Fields::new(wire, resp.headers);
     let version = Version::from_minor(minor);
-    let framing = response_framing(&fields, status, request.head_request).map_err(|e| refuse(framing_error(e)))?;
+    let framing = response_framing(&fields, status, request.head_request)
+        .map_err(|e| refuse(framing_error(e)))?;
     let persistent = match (request.version, version) {
         (Version::Http11, Version::Http11) => !fields.connection_has("close"),
         _ => !fields.connection_has("close") && fields.connection_has("keep-alive"),
@@ -101,7 +123,11 @@ pub fn parse_response(
 
 /// RFC 9112 §6.3 for responses. A Transfer-Encoding whose final coding is
 /// not chunked makes the body close-delimited (§6.3 rule 4).
-fn response_framing(fields: &Fields, status: u16, head_request: bool) -> Result<BodyFraming, FramingError> {
+fn response_framing(
+    fields: &Fields,
+    status: u16,
+    head_request: bool,
+) -> Result<BodyFraming, FramingError> {
     let framing = match fields::framing_fields(fields) {
         Ok(f) => f,
         Err(FramingError::UnsupportedEncoding) => return Ok(BodyFraming::CloseDelimited),
@@ -177,18 +203,8 @@ impl ResponseHead {
         self.len == 0
     }
 
-    /// Every field in order: (name as received, value, OWS trimmed).
-    pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.fields.iter()
-    }
-
-    /// The values of every field named `name` (any case), in order.
-    pub fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> {
-        self.fields.values(name)
-    }
-
-    /// The names `Connection` nominates as hop-by-hop.
-    pub(crate) fn connection_tokens(&self) -> impl Iterator<Item = &[u8]> {
-        self.fields.values("connection").flat_map(fields::list_items)
+    /// The fields, in order (framing and hop-by-hop ones included).
+    pub fn fields(&self) -> &Fields {
+        &self.fields
     }
 }

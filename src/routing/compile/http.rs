@@ -9,9 +9,10 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use crate::config::Resource;
-use crate::config::manifest::{Server, VirtualServiceSpec};
+use crate::config::manifest::{HttpMatch, Server, VirtualServiceSpec};
 use crate::diag::Severity;
 
+use super::delegate::EffectiveRule;
 use super::{Compiler, ServerRef};
 use crate::routing::http::{HttpRoute, HttpRouting, RouteMatch, StringMatch, VirtualHost};
 use crate::routing::names::{GatewayRef, ServerHost, expand_host, host_subset_of, resolve_gateway};
@@ -239,8 +240,58 @@ impl Compiler<'_> {
                     let _ = self.http_match(v, e, k, er);
                 }
             }
+            self.unreachable_http_rules(&rules);
         }
     }
+
+    /// Rules after one that matches every request on every server are never
+    /// used: istiod stops at that rule.
+    fn unreachable_http_rules(&mut self, rules: &[EffectiveRule]) {
+        let Some(first) = rules.iter().position(|er| {
+            er.rule.matches.is_empty() || er.rule.matches.iter().any(matches_everything)
+        }) else {
+            return;
+        };
+        let m = self.m;
+        let winner = &rules[first];
+        for er in &rules[first + 1..] {
+            let owner = &m.virtual_services[er.owner];
+            let by = &m.virtual_services[winner.owner];
+            self.push(owner.diag(
+                Severity::Warning,
+                &format!("spec.http[{}]", er.index),
+                format!(
+                    "unreachable: {} http[{}] before it matches every request",
+                    by.id(),
+                    winner.index
+                ),
+            ));
+        }
+    }
+}
+
+/// A match block that passes every request on every server: a catch-all
+/// uri and no other condition, not even a compile-time one.
+fn matches_everything(mb: &HttpMatch) -> bool {
+    let uri = match &mb.uri {
+        None => true,
+        Some(u) => {
+            let prefix = u.prefix.as_deref() == Some("/") && u.exact.is_none() && u.regex.is_none();
+            let regex = u.regex.as_deref() == Some(".*") && u.exact.is_none() && u.prefix.is_none();
+            let empty = u.exact.is_none() && u.prefix.is_none() && u.regex.is_none();
+            prefix || regex || empty
+        }
+    };
+    uri && mb.method.is_none()
+        && mb.authority.is_none()
+        && mb.scheme.is_none()
+        && mb.headers.is_empty()
+        && mb.without_headers.is_empty()
+        && mb.query_params.is_empty()
+        && mb.port.is_none()
+        && mb.gateways.is_empty()
+        && mb.source_labels.is_empty()
+        && mb.source_namespace.as_deref().is_none_or(str::is_empty)
 }
 
 /// istiod's `IsCatchAllRoute`: uri prefix `/` (or none) or regex `.*`, and

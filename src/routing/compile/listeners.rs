@@ -1,6 +1,7 @@
 //! Gateway servers → listeners: which gateways this instance serves, which
-//! (bind, port) each server opens and of which kind (opaque TCP or TLS
-//! passthrough); `routes.rs` picks what each one routes to.
+//! (bind, port) each server opens and of which kind (opaque TCP, TLS
+//! passthrough, or plain HTTP, whose servers on one address merge);
+//! `routes.rs` and `http.rs` pick what each one routes to.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 

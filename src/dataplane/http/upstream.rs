@@ -1,0 +1,279 @@
+//! The upstream side of a request, for the session: an upstream
+//! connection from the worker (`Io::Checkout`: the pool, or a CONNECT and
+//! its retries), the exchange on it, and what its failures become (a retry
+//! on a new connection, a local 503 / 502 / 504, or the end of the client's
+//! connection when part of a response already reached it).
+#![forbid(unsafe_code)]
+
+use std::time::Instant;
+
+use crate::http1::{BodyFraming, Version};
+use crate::http1::chunked::ChunkedDecoder;
+use crate::http1::head::ResponseContext;
+
+use super::super::half::Half;
+use super::super::io::{Checkout, CloseReason, Io, Pump, Release};
+use super::super::token::{Dir, Side};
+use super::exchange::{Body, Event, Exchange, Response};
+use super::request::LocalAnswer;
+use super::{HttpSession, Phase};
+
+impl HttpSession {
+    /// The answer to [`Io::Checkout`].
+    pub fn on_checkout(
+        &mut self,
+        r: Result<Checkout, CloseReason>,
+        now: Instant,
+        out: &mut Vec<Io>,
+    ) {
+        let Phase::Connecting = self.phase else {
+            return;
+        };
+        match r {
+            Ok(Checkout { cluster, reused }) => {
+                if let Some(req) = self.request.as_mut() {
+                    req.cluster = Some(cluster);
+                    req.attempts += u32::from(!reused);
+                }
+                if reused {
+                    self.start_exchange(true, now, out);
+                }
+            }
+            Err(reason) => self.upstream_unavailable(reason, now, out),
+        }
+    }
+
+    /// No upstream connection for the request: 503 with the reason's flag.
+    pub(super) fn upstream_unavailable(
+        &mut self,
+        reason: CloseReason,
+        now: Instant,
+        out: &mut Vec<Io>,
+    ) {
+        let details = match reason {
+            CloseReason::NoHealthyUpstream => "no_healthy_upstream",
+            CloseReason::Overflow => "upstream_overflow",
+            CloseReason::LocalResource => "local_resource_exhausted",
+            _ => "upstream_reset_before_response_started{connection_failure}",
+        };
+        self.answer(&LocalAnswer::error(503, reason.flag(), details), now, out);
+    }
+
+    /// A CONNECT completed.
+    pub(super) fn on_connect(&mut self, res: i32, now: Instant, out: &mut Vec<Io>) {
+        if res >= 0 {
+            out.push(Io::Connected);
+            return self.start_exchange(false, now, out);
+        }
+        out.push(Io::Release(Release::ConnectFailed));
+        let retry = self
+            .request
+            .as_ref()
+            .is_some_and(|r| r.may_retry_connect(&self.plan));
+        match self.request.as_mut() {
+            Some(req) if retry => {
+                req.retries += 1;
+                out.push(Io::Checkout { fresh: false });
+            }
+            Some(req) => {
+                // Envoy flags an exhausted retry budget too.
+                let flags = if req.retries > 0 { "UF,URX" } else { "UF" };
+                let details = "upstream_reset_before_response_started{connection_failure}";
+                self.answer(&LocalAnswer::error(503, flags, details), now, out);
+            }
+            None => self.finish(CloseReason::ConnectFailed, out),
+        }
+    }
+
+    /// The upstream connection is ready: write the request head and what
+    /// of the body came with it, then forward the rest.
+    pub(super) fn start_exchange(&mut self, reused: bool, now: Instant, out: &mut Vec<Io>) {
+        let Some(req) = self.request.as_mut() else {
+            return;
+        };
+        let Some(cluster) = req.cluster else {
+            return;
+        };
+        let framing = req.framing();
+        let (in_buffer, limit, chunks) = match framing {
+            BodyFraming::Length(n) => {
+                let k = n.min(self.input.len() as u64);
+                (k as usize, Some(n - k), None)
+            }
+            BodyFraming::Chunked => {
+                let mut decoder = ChunkedDecoder::new();
+                match decoder.feed(&self.input, &mut |_| {}) {
+                    Ok(used) if decoder.is_done() => (used, Some(0), None),
+                    Ok(used) => (used, None, Some(decoder)),
+                    Err(e) => {
+                        let answer = LocalAnswer::error(400, "DPE", e.detail());
+                        self.closing = true;
+                        return self.answer(&answer, now, out);
+                    }
+                }
+            }
+            BodyFraming::None | BodyFraming::CloseDelimited => (0, Some(0), None),
+        };
+        let bytes = req.upstream_head(&self.plan, cluster, self.peer, &self.input[..in_buffer]);
+        let head_len = (bytes.len() - in_buffer) as u64;
+        self.input.drain(..in_buffer);
+        req.replay = (limit == Some(0)).then(|| bytes.clone());
+        let splice_after = if chunks.is_some() {
+            u64::MAX
+        } else {
+            self.limits.splice_after
+        };
+        let half = Half::start_limited(Dir::ToUpstream, splice_after, bytes, limit, out);
+        let context = ResponseContext {
+            head_request: req.head.is_head_method(),
+            // The upstream speaks HTTP/1.1 whatever the client does:
+            // ringway always sends it 1.1.
+            version: Version::Http11,
+        };
+        let body = Body {
+            half,
+            chunks,
+            head_len,
+        };
+        self.last_active = now;
+        self.phase = Phase::Exchange(Box::new(Exchange::start(reused, body, context, out)));
+    }
+
+    /// What an exchange completion means for the request.
+    pub(super) fn on_event(&mut self, event: Event, now: Instant, out: &mut Vec<Io>) {
+        match event {
+            Event::Continue => {}
+            Event::Active => self.last_active = now,
+            Event::ResponseHead { head, rest } => {
+                self.last_active = now;
+                self.start_response(*head, rest, now, out);
+            }
+            Event::UpstreamGone => self.upstream_gone(now, out),
+            Event::BadResponse(detail) => self.upstream_failed(502, "UPE", detail, now, out),
+            Event::BadRequestBody(detail) => {
+                out.push(Io::Reject {
+                    status: 400,
+                    detail,
+                });
+                self.finish(CloseReason::DownstreamReset, out);
+            }
+            Event::DownstreamReset => self.finish(CloseReason::DownstreamReset, out),
+            Event::UpstreamReset => {
+                if let Some(req) = self.request.as_mut() {
+                    req.flags = "UC";
+                    req.details = "upstream_reset_after_response_started";
+                }
+                out.push(Io::Abort(Side::Downstream));
+                self.finish(CloseReason::UpstreamReset, out);
+            }
+        }
+        if let Phase::Exchange(x) = &mut self.phase {
+            x.take_leftovers(out);
+        }
+        self.after_exchange(now, out);
+    }
+
+    /// The upstream closed or failed before any response byte. A reused
+    /// keep-alive connection (the server closed it as the request went
+    /// out: the keep-alive race) is retried once on a new connection when
+    /// the whole request is still held; otherwise 503 `UC`.
+    pub(super) fn upstream_gone(&mut self, now: Instant, out: &mut Vec<Io>) {
+        let Phase::Exchange(x) = &self.phase else {
+            return;
+        };
+        let retry = x.reused
+            && x.upstream_quiet()
+            && self
+                .request
+                .as_ref()
+                .is_some_and(|r| r.replay.is_some() && !r.retried_on_fresh);
+        if retry {
+            out.push(Io::Release(Release::Close));
+            if let Some(req) = self.request.as_mut() {
+                req.retried_on_fresh = true;
+            }
+            self.phase = Phase::Connecting;
+            out.push(Io::Checkout { fresh: true });
+            return;
+        }
+        self.upstream_failed(
+            503,
+            "UC",
+            "upstream_reset_before_response_started{connection_termination}",
+            now,
+            out,
+        );
+    }
+
+    /// The exchange cannot go on: a local answer when nothing of the
+    /// response reached the client and the upstream socket is quiet (the
+    /// upstream connection is closed, never pooled), else the connection
+    /// ends.
+    pub(super) fn upstream_failed(
+        &mut self,
+        status: u16,
+        flags: &'static str,
+        details: &'static str,
+        now: Instant,
+        out: &mut Vec<Io>,
+    ) {
+        let Phase::Exchange(x) = &self.phase else {
+            return;
+        };
+        // A local answer needs a client that got nothing of the response
+        // and a request half with nothing in flight.
+        let answerable =
+            matches!(x.response, Response::Head { .. }) && x.request.half.is_quiescent();
+        let upstream_quiet = x.upstream_quiet();
+        let read_through = x.request.is_complete();
+        let moved = x.moved();
+        if !answerable {
+            if let Some(req) = self.request.as_mut() {
+                req.status = 0;
+                req.flags = flags;
+                req.details = details;
+            }
+            out.push(Io::Abort(Side::Downstream));
+            return self.finish(CloseReason::UpstreamReset, out);
+        }
+        self.moved[0] += moved[0];
+        if upstream_quiet {
+            out.push(Io::Release(Release::Close));
+        } else {
+            // The receive of the response head is still in flight on the
+            // upstream socket: it stays with the connection, which closes
+            // after the answer (nothing is pooled).
+            self.closing = true;
+        }
+        // The client connection goes on only when its request body was
+        // read through.
+        self.closing |= !read_through;
+        self.answer(&LocalAnswer::error(status, flags, details), now, out);
+    }
+
+    /// The PROXY header could not be written on a new connection: the
+    /// request fails as an upstream reset.
+    pub fn abort_upstream(&mut self, out: &mut Vec<Io>) {
+        if let Phase::Exchange(_) = self.phase {
+            if let Some(req) = self.request.as_mut() {
+                req.flags = "UC";
+            }
+            self.finish(CloseReason::UpstreamReset, out);
+        }
+    }
+
+    /// The result of a pump on a body's splice path.
+    pub fn on_pump(&mut self, dir: Dir, pump: Pump, now: Instant, out: &mut Vec<Io>) {
+        if let Phase::Exchange(x) = &mut self.phase {
+            let event = x.on_pump(dir, pump, out);
+            self.on_event(event, now, out);
+        }
+    }
+
+    /// No pipe for a body's pump: it goes back to copying.
+    pub fn on_no_pipe(&mut self, dir: Dir, out: &mut Vec<Io>) {
+        if let Phase::Exchange(x) = &mut self.phase {
+            x.on_no_pipe(dir, out);
+        }
+    }
+}
