@@ -221,7 +221,7 @@ pub fn requests_in(stream: &[u8]) -> Result<Vec<Message>, String> {
         at += used + n;
         out.push(Message {
             start: format!("{} {}", head.method(), head.target()),
-            seq: seq_of(head.values("x-seq")),
+            seq: seq_of(head.fields().values("x-seq")),
             body: rest[..n].to_vec(),
             end: at,
         });
@@ -251,7 +251,7 @@ pub fn responses_in(stream: &[u8], eof: bool) -> Result<Vec<Message>, String> {
         at += used + n;
         out.push(Message {
             start: head.status().to_string(),
-            seq: seq_of(head.values("x-answer")),
+            seq: seq_of(head.fields().values("x-answer")),
             body: rest[..n].to_vec(),
             end: at,
         });
