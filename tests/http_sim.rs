@@ -14,8 +14,8 @@
 //! `RINGWAY_SIM_SEED=<n>` replays one run; `RINGWAY_SIM_VERBOSE=1` prints
 //! how each run ended (`=2`: and its trace). `RINGWAY_SIM_LATE_CANCELS`,
 //! `RINGWAY_SIM_UNSEEN_CLOSES` and `RINGWAY_SIM_COUNT_BYTES` turn on the
-//! liberties and checks the default sweep leaves out while the bugs they
-//! find are open (`docs/http/http-sim.md`).
+//! liberties and checks of `seeded_simulation_with_every_liberty` in the
+//! default sweep's replays (`docs/http/http-sim.md`).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -322,7 +322,10 @@ fn check_end(w: &World) {
             .reports
             .get(k)
             .unwrap_or_else(|| panic!("no report for request {k}"));
-        if report.replay.is_some() {
+        // Another fault on the same request (its new connection refused,
+        // the cluster full) may end it all the same.
+        let also = w.faults.iter().any(|(j, f)| *j == k && *f != Fault::DeadReuse);
+        if report.replay.is_some() && !also {
             assert!(
                 report.retried_on_fresh && w.served[k].is_some() && got.len() > k,
                 "request {k}, held whole, failed on a dead keep-alive connection and was not \
@@ -385,10 +388,12 @@ fn seeded_simulation_keeps_every_invariant() {
     }
 }
 
-/// Every liberty and every check at once: what the default sweep leaves
-/// out because of the known bugs named below.
+/// Every liberty and every check at once: late cancel completions, pooled
+/// connections dead without the pool seeing it, exact byte counts. (It
+/// found the bugs the three seeds below pin: a retry that lost the body,
+/// the keep-alive race mid-send, bytes counted twice, a late cancel that
+/// closed a keep-alive connection; 4,700 seeds passed once fixed.)
 #[test]
-#[ignore = "known bugs: see the ignored tests below and in http_sim/hand.rs"]
 fn seeded_simulation_with_every_liberty() {
     let plans = [plan(false), plan(true)];
     let mode = Mode {
@@ -402,7 +407,6 @@ fn seeded_simulation_with_every_liberty() {
 }
 
 #[test]
-#[ignore = "known bug: a send failing on a dead keep-alive connection while the response recv is armed resets the client instead of retrying (http/mod.rs upstream_gone needs upstream_quiet)"]
 fn a_request_held_whole_is_retried_when_its_reused_connection_fails_mid_send() {
     let mode = Mode {
         unseen_closes: true,
@@ -412,7 +416,6 @@ fn a_request_held_whole_is_retried_when_its_reused_connection_fails_mid_send() {
 }
 
 #[test]
-#[ignore = "known bug: a request whose recv cancel completes after the response closes the client's keep-alive connection (http/mod.rs start_response and after_exchange: request.is_complete())"]
 fn a_late_cancel_completion_keeps_the_connection() {
     let mode = Mode {
         late_cancels: true,
@@ -422,7 +425,6 @@ fn a_late_cancel_completion_keeps_the_connection() {
 }
 
 #[test]
-#[ignore = "known bug: a connection that closes after a forwarded response counts that exchange twice (http/mod.rs after_exchange and finish)"]
 fn every_byte_is_counted_once() {
     let mode = Mode {
         count_bytes: true,

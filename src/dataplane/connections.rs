@@ -290,14 +290,14 @@ impl Connections {
             Io::Reject { status, detail } => request_log::reject(ctx, slot, status, detail),
             Io::Release(how) => checkout::release(ctx, &mut self.pool, slot, how),
             Io::Leftover {
-                dir,
+                dir: _,
                 bid,
                 offset,
                 len,
             } => {
                 let data = self.bufs.filled(bid, offset + len);
                 let data = data.get(offset as usize..).unwrap_or_default();
-                slot.session.on_leftover(dir, bid, data, out);
+                slot.session.on_leftover(bid, data, Instant::now(), out);
             }
             Io::Report => request_log::report(ctx, slot),
             Io::SendOwned(_)

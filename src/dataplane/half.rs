@@ -552,10 +552,31 @@ impl Half {
         self.budget = limit.unwrap_or(NO_LIMIT);
     }
 
+    /// The half forwarded its whole limit: every byte taken was written,
+    /// and nothing more will be taken, though the cancel of its receive may
+    /// still be on its way back ([`Flow::Complete`] follows then).
+    pub fn is_through(&self) -> bool {
+        if self.flow == Flow::Complete {
+            return true;
+        }
+        match &self.engine {
+            Engine::Copy(copy) => {
+                self.flow == Flow::Open
+                    && self.budget == 0
+                    && copy.queue.is_empty()
+                    && copy.send == Send::Idle
+                    && copy.outbox.is_none()
+            }
+            Engine::Splice(_) => false,
+        }
+    }
+
     /// Nothing of the half is in flight and nothing more will be: its
     /// sockets may be given up (an HTTP exchange that ends early).
     pub fn is_quiescent(&self) -> bool {
-        if self.flow == Flow::Complete {
+        // Through its limit, or shut down after the end of its stream:
+        // nothing of it is in flight either way.
+        if matches!(self.flow, Flow::Complete | Flow::Done) {
             return true;
         }
         match &self.engine {

@@ -129,9 +129,9 @@ impl Session {
     }
 
     /// HTTP: bytes a half read past its message ([`Io::Leftover`]).
-    pub fn on_leftover(&mut self, dir: Dir, bid: u16, data: &[u8], out: &mut Vec<Io>) {
+    pub fn on_leftover(&mut self, bid: u16, data: &[u8], now: Instant, out: &mut Vec<Io>) {
         match self.http_mut() {
-            Some(h) => h.on_leftover(dir, bid, data, out),
+            Some(h) => h.on_leftover(bid, data, now, out),
             None => out.push(Io::GiveBack(bid)),
         }
     }

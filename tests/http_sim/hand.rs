@@ -185,7 +185,6 @@ fn a_local_answer_to_a_request_with_an_unread_body_closes() {
 }
 
 #[test]
-#[ignore = "known bug: a reply the connection closes after is counted twice (http/mod.rs Reply completion and finish)"]
 fn a_closing_connection_counts_its_last_reply_once() {
     let (mut d, _) = Driver::open(&super::plan(false));
     let head = b"POST /x HTTP/1.1\r\nhost: nowhere.example.com\r\ncontent-length: 10\r\n\r\n1234";
@@ -260,7 +259,6 @@ fn a_route_timeout_before_the_response_head_gets_504_ut() {
 }
 
 #[test]
-#[ignore = "known bug: a retry rebuilds the request from the input, which no longer holds the body it sent (http/mod.rs start_exchange; Request::replay is never sent)"]
 fn a_retry_on_a_new_connection_sends_the_same_request_body_included() {
     let (mut d, _) = Driver::open(&super::plan(false));
     forwarded(

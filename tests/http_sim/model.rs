@@ -411,7 +411,7 @@ impl World {
                 self.free.push(bid);
             }
             Io::Leftover {
-                dir,
+                dir: _,
                 bid,
                 offset,
                 len,
@@ -421,7 +421,7 @@ impl World {
                     .get(&bid)
                     .unwrap_or_else(|| panic!("leftover of buffer {bid} not held"));
                 let data = bytes[offset as usize..(offset + len) as usize].to_vec();
-                self.session.on_leftover(dir, bid, &data, out);
+                self.session.on_leftover(bid, &data, self.now, out);
             }
             _ => unreachable!("{io:?} is not about a buffer"),
         }

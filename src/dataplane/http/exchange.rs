@@ -46,9 +46,15 @@ impl Body {
         Ok(self.half.on_recv(c.res, c.bid, c.more, out))
     }
 
-    /// The message went through entirely.
+    /// The message went through entirely, nothing of it in flight.
     pub fn is_complete(&self) -> bool {
         self.half.flow() == Flow::Complete
+    }
+
+    /// Every byte of the message was written (a receive's cancel may still
+    /// be on its way back).
+    pub fn is_through(&self) -> bool {
+        self.half.is_through()
     }
 }
 
@@ -198,6 +204,9 @@ pub(crate) struct Exchange {
     /// Whether the request was HEAD, and its version (how the response is
     /// framed).
     pub context: ResponseContext,
+    /// The upstream failed before any response byte, while something was
+    /// still in flight on its socket: decided once that ended.
+    pub gone: bool,
 }
 
 impl Exchange {
@@ -218,6 +227,7 @@ impl Exchange {
                 reading: true,
             },
             context,
+            gone: false,
         }
     }
 
@@ -331,7 +341,9 @@ impl Exchange {
     /// next pipelined request (handed back to the session with
     /// [`Io::Leftover`]); the upstream's were never asked for (given back,
     /// and the connection is not reused).
-    pub fn take_leftovers(&mut self, out: &mut Vec<Io>) {
+    /// Returns how many [`Io::Leftover`] it asked for.
+    pub fn take_leftovers(&mut self, out: &mut Vec<Io>) -> u32 {
+        let mut asked = 0;
         if self.request.is_complete() {
             for l in self.request.half.take_leftover() {
                 out.push(Io::Leftover {
@@ -340,6 +352,7 @@ impl Exchange {
                     offset: l.offset,
                     len: l.len,
                 });
+                asked += 1;
             }
         }
         if let Response::Body(r) = &mut self.response {
@@ -350,6 +363,7 @@ impl Exchange {
                 }
             }
         }
+        asked
     }
 
     /// The result of a pump on a body's splice path.

@@ -107,6 +107,9 @@ pub struct HttpSession {
     listener_index: usize,
     /// Bytes read from the client that no request took yet.
     input: Vec<u8>,
+    /// [`Io::Leftover`]s asked for and not answered yet: bytes of the
+    /// client's that belong in `input` before the next head is looked for.
+    leftovers: u32,
     /// When the first byte of the head being read arrived.
     head_since: Option<Instant>,
     /// Where the end of that head was looked for so far.
@@ -144,6 +147,7 @@ impl HttpSession {
             plan,
             listener_index: listener,
             input: Vec::new(),
+            leftovers: 0,
             head_since: None,
             scanner: RequestScanner::new(),
             phase: Phase::ReadHead { reading: true },
@@ -192,6 +196,8 @@ impl HttpSession {
                 }
                 if half.flow() == Flow::Complete {
                     self.moved[1] += half.moved();
+                    // Counted: the reply is over (nothing of it in flight).
+                    self.phase = Phase::ReadHead { reading: false };
                     self.request_done(close, now, out);
                 }
             }
@@ -233,6 +239,12 @@ impl HttpSession {
 
     /// Parse the head the input holds, or read more of it.
     fn parse_head(&mut self, now: Instant, out: &mut Vec<Io>) {
+        if self.leftovers > 0 {
+            // Bytes of the client's still come back from a body's half
+            // ([`Io::Leftover`]): the head is looked for once they are in.
+            self.phase = Phase::ReadHead { reading: false };
+            return;
+        }
         if self.input.is_empty() {
             self.phase = Phase::ReadHead { reading: true };
             out.push(Io::RecvOnce(Dir::ToUpstream));
@@ -377,10 +389,15 @@ impl HttpSession {
         }
     }
 
-    /// Bytes `len` of buffer `bid` a half read past its message.
-    pub fn on_leftover(&mut self, _dir: Dir, bid: u16, data: &[u8], out: &mut Vec<Io>) {
+    /// Bytes of buffer `bid` a half read past its message: the start of
+    /// the next request.
+    pub fn on_leftover(&mut self, bid: u16, data: &[u8], now: Instant, out: &mut Vec<Io>) {
         self.input.extend_from_slice(data);
         out.push(Io::GiveBack(bid));
+        self.leftovers = self.leftovers.saturating_sub(1);
+        if self.leftovers == 0 && matches!(self.phase, Phase::ReadHead { reading: false }) {
+            self.parse_head(now, out);
+        }
     }
 
     pub fn on_buffers(&mut self, dir: Dir, out: &mut Vec<Io>) {

@@ -70,6 +70,14 @@ pub struct Forwarding {
     pub clusters: RouteId,
 }
 
+/// A request held whole, as it went upstream.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub bytes: Vec<u8>,
+    /// Of which ringway's head.
+    pub head_len: u64,
+}
+
 /// The request a session is serving.
 #[derive(Debug)]
 pub struct Request {
@@ -92,10 +100,10 @@ pub struct Request {
     /// The reused keep-alive connection failed before any response byte
     /// and the request went again on a new connection (once).
     pub retried_on_fresh: bool,
-    /// The head and body bytes sent upstream while the whole request is
-    /// still held (replayable on another connection); `None` once part of
-    /// the body came from the client's socket.
-    pub replay: Option<Vec<u8>>,
+    /// The head and body bytes sent upstream when the whole request came
+    /// with its head (replayable on another connection); `None` when part
+    /// of the body came from the client's socket.
+    pub replay: Option<Replay>,
     pub status: u16,
     pub flags: &'static str,
     pub details: &'static str,

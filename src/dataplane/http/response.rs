@@ -79,7 +79,10 @@ impl HttpSession {
     /// connection, and the request goes again (another endpoint when there
     /// is one). True when it does.
     fn retry_status(&mut self, status: u16, out: &mut Vec<Io>) -> bool {
-        let quiet = matches!(&self.phase, Phase::Exchange(x) if x.upstream_quiet());
+        let Phase::Exchange(x) = &self.phase else {
+            return false;
+        };
+        let (quiet, sent) = (x.upstream_quiet(), x.moved()[0]);
         let plan = &self.plan;
         let Some(req) = self
             .request
@@ -90,6 +93,7 @@ impl HttpSession {
         };
         req.retries += 1;
         req.status = status;
+        self.moved[0] += sent;
         out.push(Io::Release(Release::Close));
         self.phase = Phase::Connecting;
         out.push(Io::Checkout { fresh: false });
@@ -120,7 +124,7 @@ impl HttpSession {
             Ok(start) => start,
             Err(e) => return self.upstream_failed(502, "UPE", e.detail(), now, out),
         };
-        let request_complete = matches!(&self.phase, Phase::Exchange(x) if x.request.is_complete());
+        let request_complete = matches!(&self.phase, Phase::Exchange(x) if x.request.is_through());
         // The client's connection goes on only where both sides allow it
         // and the next response can be framed.
         let keep_alive =
@@ -220,8 +224,13 @@ impl HttpSession {
         if !x.response_done() {
             return;
         }
+        let through = x.request.is_through();
+        if through && !(x.request.is_complete() && x.upstream_quiet()) {
+            // Every byte went both ways; the cancel of a receive is still
+            // on its way back: the request ends when it is.
+            return;
+        }
         let moved = x.moved();
-        let request_complete = x.request.is_complete();
         let Response::Body(r) = &x.response else {
             return;
         };
@@ -232,7 +241,7 @@ impl HttpSession {
             req.wire_bytes[0] += bodies[0];
             req.wire_bytes[1] = moved[1];
         }
-        if !request_complete || !x.upstream_quiet() {
+        if !through {
             // The server answered before the request body went through:
             // the connection closes (its upstream with it).
             self.report(out);
@@ -246,6 +255,8 @@ impl HttpSession {
             Release::Close
         };
         out.push(Io::Release(how));
+        // Counted: the exchange is over (nothing of it in flight).
+        self.phase = Phase::ReadHead { reading: false };
         let close = self.closing;
         self.request_done(close, now, out);
     }

@@ -15,8 +15,33 @@ use super::super::half::Half;
 use super::super::io::{Checkout, CloseReason, Io, Pump, Release};
 use super::super::token::{Dir, Side};
 use super::exchange::{Body, Event, Exchange, Response};
-use super::request::LocalAnswer;
+use super::request::{LocalAnswer, Replay};
 use super::{HttpSession, Phase};
+
+/// What of a request's body came with its head (`input`), and how the
+/// rest is bounded: (bytes in `input`, bytes still to come (`None`: a
+/// chunked body whose end is not in them yet), the decoder then).
+fn body_in_input(
+    framing: BodyFraming,
+    input: &[u8],
+) -> Result<(usize, Option<u64>, Option<ChunkedDecoder>), &'static str> {
+    Ok(match framing {
+        BodyFraming::Length(n) => {
+            let k = n.min(input.len() as u64);
+            (k as usize, Some(n - k), None)
+        }
+        BodyFraming::Chunked => {
+            let mut decoder = ChunkedDecoder::new();
+            let used = decoder.feed(input, &mut |_| {}).map_err(|e| e.detail())?;
+            if decoder.is_done() {
+                (used, Some(0), None)
+            } else {
+                (used, None, Some(decoder))
+            }
+        }
+        BodyFraming::None | BodyFraming::CloseDelimited => (0, Some(0), None),
+    })
+}
 
 impl HttpSession {
     /// The answer to [`Io::Checkout`].
@@ -94,30 +119,30 @@ impl HttpSession {
         let Some(cluster) = req.cluster else {
             return;
         };
-        let framing = req.framing();
-        let (in_buffer, limit, chunks) = match framing {
-            BodyFraming::Length(n) => {
-                let k = n.min(self.input.len() as u64);
-                (k as usize, Some(n - k), None)
-            }
-            BodyFraming::Chunked => {
-                let mut decoder = ChunkedDecoder::new();
-                match decoder.feed(&self.input, &mut |_| {}) {
-                    Ok(used) if decoder.is_done() => (used, Some(0), None),
-                    Ok(used) => (used, None, Some(decoder)),
-                    Err(e) => {
-                        let answer = LocalAnswer::error(400, "DPE", e.detail());
+        let (bytes, head_len, limit, chunks) = match &req.replay {
+            // A retry: the request exactly as it went the first time.
+            Some(replay) => (replay.bytes.clone(), replay.head_len, Some(0), None),
+            None => {
+                let (in_buffer, limit, chunks) = match body_in_input(req.framing(), &self.input) {
+                    Ok(start) => start,
+                    Err(detail) => {
+                        let answer = LocalAnswer::error(400, "DPE", detail);
                         self.closing = true;
                         return self.answer(&answer, now, out);
                     }
-                }
+                };
+                let bytes =
+                    req.upstream_head(&self.plan, cluster, self.peer, &self.input[..in_buffer]);
+                let head_len = (bytes.len() - in_buffer) as u64;
+                self.input.drain(..in_buffer);
+                // The whole request is held: it can go again.
+                req.replay = (limit == Some(0)).then(|| Replay {
+                    bytes: bytes.clone(),
+                    head_len,
+                });
+                (bytes, head_len, limit, chunks)
             }
-            BodyFraming::None | BodyFraming::CloseDelimited => (0, Some(0), None),
         };
-        let bytes = req.upstream_head(&self.plan, cluster, self.peer, &self.input[..in_buffer]);
-        let head_len = (bytes.len() - in_buffer) as u64;
-        self.input.drain(..in_buffer);
-        req.replay = (limit == Some(0)).then(|| bytes.clone());
         let splice_after = if chunks.is_some() {
             u64::MAX
         } else {
@@ -168,7 +193,12 @@ impl HttpSession {
             }
         }
         if let Phase::Exchange(x) = &mut self.phase {
-            x.take_leftovers(out);
+            self.leftovers += x.take_leftovers(out);
+            if x.gone && x.upstream_quiet() && matches!(x.response, Response::Head { .. }) {
+                // The upstream failed earlier; what was in flight on its
+                // socket has ended.
+                return self.upstream_gone(now, out);
+            }
         }
         self.after_exchange(now, out);
     }
@@ -178,16 +208,28 @@ impl HttpSession {
     /// out: the keep-alive race) is retried once on a new connection when
     /// the whole request is still held; otherwise 503 `UC`.
     pub(super) fn upstream_gone(&mut self, now: Instant, out: &mut Vec<Io>) {
-        let Phase::Exchange(x) = &self.phase else {
+        let Phase::Exchange(x) = &mut self.phase else {
             return;
         };
-        let retry = x.reused
-            && x.upstream_quiet()
+        x.gone = true;
+        let x = &*x;
+        let replayable = x.reused
             && self
                 .request
                 .as_ref()
                 .is_some_and(|r| r.replay.is_some() && !r.retried_on_fresh);
+        let head_pending = matches!(x.response, Response::Head { reading: true, .. });
+        if !x.upstream_quiet() && (replayable || (x.request.half.is_quiescent() && head_pending)) {
+            // Something is still in flight on the dead upstream socket (the
+            // receive of the response head, a send waiting for room): the
+            // peer is gone, so it ends at once, and its completion brings
+            // the failure back here, quiet then.
+            return;
+        }
+        let retry = replayable && x.upstream_quiet();
         if retry {
+            // What went to the dead connection was written all the same.
+            self.moved[0] += x.moved()[0];
             out.push(Io::Release(Release::Close));
             if let Some(req) = self.request.as_mut() {
                 req.retried_on_fresh = true;
