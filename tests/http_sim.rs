@@ -324,7 +324,10 @@ fn check_end(w: &World) {
             .unwrap_or_else(|| panic!("no report for request {k}"));
         // Another fault on the same request (its new connection refused,
         // the cluster full) may end it all the same.
-        let also = w.faults.iter().any(|(j, f)| *j == k && *f != Fault::DeadReuse);
+        let also = w
+            .faults
+            .iter()
+            .any(|(j, f)| *j == k && *f != Fault::DeadReuse);
         if report.replay.is_some() && !also {
             assert!(
                 report.retried_on_fresh && w.served[k].is_some() && got.len() > k,

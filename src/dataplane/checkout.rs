@@ -93,7 +93,12 @@ fn target(ctx: &mut Ctx, slot: &mut Slot) -> Result<(ClusterId, usize), CloseRea
 
 /// The warmest live idle connection to the endpoint, if the pool has one:
 /// it becomes the slot's upstream.
-fn reuse(ctx: &mut Ctx, pool: &mut Pool, slot: &mut Slot, (cluster, endpoint): (ClusterId, usize)) -> bool {
+fn reuse(
+    ctx: &mut Ctx,
+    pool: &mut Pool,
+    slot: &mut Slot,
+    (cluster, endpoint): (ClusterId, usize),
+) -> bool {
     let plan = Arc::clone(&slot.plan);
     let Some(key) = plan.endpoint_key(cluster, endpoint) else {
         return false;

@@ -7,9 +7,9 @@
 
 use std::time::Instant;
 
-use crate::http1::{BodyFraming, Version};
 use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::ResponseContext;
+use crate::http1::{BodyFraming, Version};
 
 use super::super::half::Half;
 use super::super::io::{Checkout, CloseReason, Io, Pump, Release};
