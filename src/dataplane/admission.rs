@@ -75,7 +75,7 @@ pub(super) fn release(ctx: &mut Ctx, pipes: &mut PipePool, mut slot: Slot) {
         slot.report_close(ctx, close);
     }
     if let Some(u) = &slot.upstream {
-        ctx.balancer.closed(&slot.plan, u.cluster, u.endpoint);
+        ctx.balancer.closed(&slot.plan, u.cluster, u.endpoint());
     }
     if let Some((_, cluster)) = slot.session.reserved() {
         slot.plan.cluster_open[cluster.0 as usize].fetch_sub(1, Ordering::Relaxed);

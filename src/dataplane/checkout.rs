@@ -64,13 +64,12 @@ fn target(ctx: &mut Ctx, slot: &mut Slot) -> Result<(ClusterId, usize), CloseRea
         .ok_or(CloseReason::NoHealthyUpstream)?;
     slot.session.on_cluster(cluster);
     let c = plan.table.cluster(cluster);
-    if let (None, Some(max)) = (&slot.active_request, c.policy.http.max_requests) {
-        let held = Held::acquire(&plan.cluster_requests[cluster.0 as usize], max);
-        if held.is_none() {
+    if let (false, Some(max)) = (slot.session.holds_request_cap(), c.policy.http.max_requests) {
+        let Some(held) = Held::acquire(&plan.cluster_requests[cluster.0 as usize], max) else {
             add(&ctx.metrics.cluster(&c.name).overflow, 1);
             return Err(CloseReason::Overflow);
-        }
-        slot.active_request = held;
+        };
+        slot.session.hold_request_cap(held);
     }
     let tried = slot.session.tried();
     let hash = c.policy.request_hash.as_ref();
@@ -118,7 +117,7 @@ fn reuse(
     slot.upstream = Some(Upstream {
         socket: idle.socket,
         cluster,
-        endpoint,
+        endpoint: endpoint as u32,
         held: idle.held,
         requests: idle.requests,
     });
@@ -158,11 +157,11 @@ pub(super) fn release(ctx: &mut Ctx, pool: &mut Pool, slot: &mut Slot, how: Rele
     };
     let now = Instant::now();
     let plan = Arc::clone(&slot.plan);
-    ctx.balancer.closed(&plan, u.cluster, u.endpoint);
+    ctx.balancer.closed(&plan, u.cluster, u.endpoint());
     u.requests += 1;
     let server_timeout = match how {
         Release::ConnectFailed => {
-            upstream::connect_failed(ctx, &plan, u.cluster, u.endpoint, now);
+            upstream::connect_failed(ctx, &plan, u.cluster, u.endpoint(), now);
             return;
         }
         Release::Close => return,
@@ -179,7 +178,7 @@ pub(super) fn release(ctx: &mut Ctx, pool: &mut Pool, slot: &mut Slot, how: Rele
         (Some(a), Some(b)) => a.min(b),
         (a, b) => a.or(b).unwrap_or(NEVER),
     };
-    let Some(key) = plan.endpoint_key(u.cluster, u.endpoint) else {
+    let Some(key) = plan.endpoint_key(u.cluster, u.endpoint()) else {
         return;
     };
     if idle.is_zero() {

@@ -391,7 +391,7 @@ fn finish(ctx: &mut Ctx, ring: &mut Uring<'_>, slot: &mut Slot, key: Key) {
         .close()
         .filter(|c| c.reason == CloseReason::ConnectFailed)
         .and(slot.upstream.as_ref())
-        .map(|u| (u.cluster, u.endpoint));
+        .map(|u| (u.cluster, u.endpoint()));
     if let Some((cluster, endpoint)) = last_attempt {
         let plan = Arc::clone(&slot.plan);
         upstream::connect_failed(ctx, &plan, cluster, endpoint, Instant::now());

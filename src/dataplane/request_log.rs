@@ -27,7 +27,6 @@ pub(super) fn report(ctx: &mut Ctx, slot: &mut Slot) {
     let Some(req) = slot.session.take_report() else {
         return;
     };
-    slot.active_request = None;
     // The endpoint it reached: the last one it tried.
     let endpoint = req.cluster.zip(req.tried.last().copied());
     count(ctx, &slot.plan, &req, endpoint);

@@ -112,6 +112,19 @@ impl Session {
         }
     }
 
+    /// HTTP: whether the current request holds its place under its
+    /// cluster's active-request cap.
+    pub fn holds_request_cap(&self) -> bool {
+        matches!(self, Session::Http(h) if h.holds_request_cap())
+    }
+
+    /// HTTP: the current request's place under the active-request cap.
+    pub fn hold_request_cap(&mut self, held: super::pool::Held) {
+        if let Some(h) = self.http_mut() {
+            h.hold_request_cap(held);
+        }
+    }
+
     /// HTTP: the hash of the current request's `consistentHash` key.
     pub fn request_hash(&self, key: &crate::routing::table::RequestHashKey) -> Option<u64> {
         match self {

@@ -32,7 +32,9 @@ use super::token::{Dir, Op, Side};
 pub(super) struct Upstream {
     pub(super) socket: Socket,
     pub(super) cluster: ClusterId,
-    pub(super) endpoint: usize,
+    /// The endpoint's index in `plan.endpoints` (32 bits: a slot stays
+    /// small).
+    pub(super) endpoint: u32,
     /// HTTP: the connection's place under its cluster's `maxConnections`
     /// (it moves with the connection into the keep-alive pool; a TCP
     /// connection's is its session's reservation).
@@ -50,9 +52,6 @@ pub(super) struct Slot {
     /// The plan the connection was accepted under (kept for its life).
     pub(super) plan: Arc<Plan>,
     pub(super) upstream: Option<Upstream>,
-    /// HTTP: the current request's place under its cluster's active-request
-    /// cap (`http2MaxRequests`), given back when it is reported.
-    pub(super) active_request: Option<Held>,
     pub(super) connect: Box<ConnectArgs>,
     pub(super) inflight: InFlight,
     /// Pipes holding bytes, per direction.
@@ -60,6 +59,13 @@ pub(super) struct Slot {
     pub(super) meter: Meter,
     /// The instant this slot is scheduled at in the worker's timers.
     pub(super) deadline: Option<Instant>,
+}
+
+impl Upstream {
+    /// The endpoint's index in `plan.endpoints[cluster]`.
+    pub(super) fn endpoint(&self) -> usize {
+        self.endpoint as usize
+    }
 }
 
 impl Slot {
@@ -78,7 +84,6 @@ impl Slot {
             listener,
             plan,
             upstream: None,
-            active_request: None,
             connect: Box::default(),
             inflight: InFlight::default(),
             pipes: [None, None],
@@ -183,7 +188,7 @@ impl Slot {
         let plan = &self.plan;
         let reserved = self.session.reserved();
         let cluster = reserved.map(|(_, c)| c);
-        let endpoint = self.upstream.as_ref().map(|u| u.endpoint);
+        let endpoint = self.upstream.as_ref().map(|u| u.endpoint());
         self.meter
             .closed(&mut ctx.metrics, plan, (cluster, endpoint), close);
         let listener = plan.table.listeners.get(self.listener);
@@ -197,7 +202,7 @@ impl Slot {
         let upstream_host = self
             .upstream
             .as_ref()
-            .map(|u| plan.endpoints[u.cluster.0 as usize][u.endpoint].address);
+            .map(|u| plan.endpoints[u.cluster.0 as usize][u.endpoint()].address);
         let duration = self.session.opened().elapsed();
         if ctx.access_log.enabled() {
             // The address the client reached (a listener bound to 0.0.0.0
@@ -260,4 +265,27 @@ fn unsent_bytes(fd: BorrowedFd<'_>) -> io::Result<u32> {
         return Err(io::Error::last_os_error());
     }
     Ok(n.unsigned_abs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every open connection holds one slot, idle ones included (README
+    /// "Performance": memory per idle connection): growing it is a
+    /// decision, not an accident. HTTP added 8 bytes (the upstream
+    /// connection's place under `maxConnections` and its request count).
+    #[test]
+    fn a_slot_stays_small() {
+        assert!(
+            std::mem::size_of::<Slot>() <= 528,
+            "{}",
+            std::mem::size_of::<Slot>()
+        );
+        assert!(
+            std::mem::size_of::<Session>() <= 344,
+            "{}",
+            std::mem::size_of::<Session>()
+        );
+    }
 }

@@ -39,8 +39,8 @@ pub(super) fn connect(
     if let Some(previous) = slot.upstream.take() {
         // Asked to connect again: the previous attempt failed.
         ctx.balancer
-            .closed(&plan, previous.cluster, previous.endpoint);
-        connect_failed(ctx, &plan, previous.cluster, previous.endpoint, now);
+            .closed(&plan, previous.cluster, previous.endpoint());
+        connect_failed(ctx, &plan, previous.cluster, previous.endpoint(), now);
     }
     let Some((_, cluster)) = slot.session.reserved() else {
         slot.session
@@ -97,7 +97,7 @@ pub(super) fn open(
     slot.upstream = Some(Upstream {
         socket,
         cluster,
-        endpoint,
+        endpoint: endpoint as u32,
         held: None,
         requests: 0,
     });
@@ -132,7 +132,7 @@ pub(super) fn connected(ctx: &mut Ctx, slot: &mut Slot, out: &mut Vec<Io>) {
     let Some(u) = &slot.upstream else {
         return;
     };
-    let (cluster, endpoint) = (u.cluster, u.endpoint);
+    let (cluster, endpoint) = (u.cluster, u.endpoint());
     ctx.balancer
         .connect_succeeded(&slot.plan, cluster, endpoint);
     if slot.session.counts_tcp() {

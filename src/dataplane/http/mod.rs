@@ -32,6 +32,7 @@ use crate::routing::table::{ClusterId, RequestHashKey, RouteId};
 use super::half::{Flow, Half};
 use super::io::{Close, CloseReason, Completion, Io};
 use super::plan::Plan;
+use super::pool::Held;
 use super::token::{Dir, Op};
 use exchange::{Exchange, Response};
 pub use request::Request;
@@ -82,8 +83,9 @@ enum Phase {
     Connecting,
     Exchange(Box<Exchange>),
     /// Sending a local answer; `close`: the connection ends after it.
+    /// (Boxed: the session of an idle connection stays small.)
     Reply {
-        half: Half,
+        half: Box<Half>,
         close: bool,
     },
     Finished {
@@ -287,7 +289,13 @@ impl HttpSession {
         let answer = LocalAnswer::error(status, "DPE", detail);
         let bytes = request::bare_reply(&answer, started);
         self.phase = Phase::Reply {
-            half: Half::start_limited(Dir::ToDownstream, u64::MAX, bytes, Some(0), out),
+            half: Box::new(Half::start_limited(
+                Dir::ToDownstream,
+                u64::MAX,
+                bytes,
+                Some(0),
+                out,
+            )),
             close: true,
         };
     }
@@ -345,7 +353,13 @@ impl HttpSession {
         let close = self.closing || body_left || !req.keep_alive();
         let bytes = req.local_reply(answer, close);
         self.phase = Phase::Reply {
-            half: Half::start_limited(Dir::ToDownstream, u64::MAX, bytes, Some(0), out),
+            half: Box::new(Half::start_limited(
+                Dir::ToDownstream,
+                u64::MAX,
+                bytes,
+                Some(0),
+                out,
+            )),
             close,
         };
     }
@@ -364,6 +378,20 @@ impl HttpSession {
     /// carries it.
     pub fn request_hash(&self, key: &RequestHashKey) -> Option<u64> {
         self.request.as_ref()?.hash(key)
+    }
+
+    /// Whether the current request holds its place under its cluster's
+    /// active-request cap.
+    pub fn holds_request_cap(&self) -> bool {
+        self.request.as_ref().is_some_and(|r| r.cap.is_some())
+    }
+
+    /// The current request's place under the active-request cap, held
+    /// until it ends.
+    pub fn hold_request_cap(&mut self, held: Held) {
+        if let Some(r) = self.request.as_mut() {
+            r.cap = Some(held);
+        }
     }
 
     /// The worker picked the current request's cluster.

@@ -19,6 +19,7 @@ use crate::routing::table::{ClusterId, ListenerRouting, RequestHashKey, RouteId}
 use super::super::balancer::fnv1a_bytes;
 
 use super::super::plan::Plan;
+use super::super::pool::Held;
 
 /// What routing decided for a request.
 #[derive(Debug)]
@@ -113,6 +114,9 @@ pub struct Request {
     pub wire_bytes: [u64; 2],
     /// Request start to the upstream's response head.
     pub upstream_time: Option<Duration>,
+    /// Its place under the cluster's active-request cap
+    /// (`http2MaxRequests`), given back when the request is dropped.
+    pub cap: Option<Held>,
 }
 
 impl Request {
@@ -136,6 +140,7 @@ impl Request {
             body_bytes: [0, 0],
             wire_bytes: [wire, 0],
             upstream_time: None,
+            cap: None,
         }
     }
 
