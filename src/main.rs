@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use ringway::accesslog::{self, AccessLog};
 use ringway::cli::{ConfigArgs, check, demo};
 use ringway::dataplane::Settings;
+use ringway::dataplane::http::HttpLimits;
 use ringway::dataplane::ring::RecvMode;
 use ringway::metrics::Identity;
 use ringway::source::ConfigSource as _;
@@ -138,6 +139,19 @@ struct DataArgs {
     /// Requested splice pipe size (capped by fs.pipe-max-size). For measurements.
     #[arg(long, value_name = "BYTES", hide = true, value_parser = clap::value_parser!(u64).range(4096..=67_108_864))]
     pipe_size: Option<u64>,
+    /// HTTP: a request head must arrive whole within this from its first
+    /// byte, else 408 and close (Envoy's request_headers_timeout, nginx's
+    /// client_header_timeout).
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_positive_duration)]
+    http_head_timeout: std::time::Duration,
+    /// HTTP: no byte either way while a request is open, for this long:
+    /// 408 before the response, a reset after (Envoy's stream_idle_timeout).
+    #[arg(long, value_name = "DUR", default_value = "300s", value_parser = parse_positive_duration)]
+    http_stream_idle_timeout: std::time::Duration,
+    /// HTTP: a keep-alive client connection with no request open closes
+    /// after this (Envoy's idle_timeout, nginx's keepalive_timeout).
+    #[arg(long, value_name = "DUR", default_value = "1h", value_parser = parse_positive_duration)]
+    http_idle_timeout: std::time::Duration,
 }
 
 impl DataArgs {
@@ -158,6 +172,12 @@ impl DataArgs {
                         .pipe_size
                         .and_then(|p| usize::try_from(p).ok())
                         .unwrap_or(defaults.pipe_size),
+                    http: HttpLimits {
+                        head_timeout: self.http_head_timeout,
+                        stream_idle: self.http_stream_idle_timeout,
+                        idle_timeout: self.http_idle_timeout,
+                        ..defaults.http
+                    },
                 }
             },
             access_log: AccessLog::off(),
@@ -197,6 +217,15 @@ fn parse_recv_mode(text: &str) -> Result<RecvMode, String> {
         "single" => Ok(RecvMode::Single),
         _ => Err(format!("{text:?} is not \"multishot\" or \"single\"")),
     }
+}
+
+/// A duration above zero (`250ms`, `30s`, `1h`).
+fn parse_positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    let d = ringway::config::manifest::parse_duration(text)?;
+    if d.is_zero() {
+        return Err("must be above zero".to_owned());
+    }
+    Ok(d)
 }
 
 fn parse_splice_after(text: &str) -> Result<u64, String> {

@@ -1,8 +1,7 @@
-//! Issue 13, upstream faults: a route timeout (504 `UT`), retries past a
-//! dead endpoint, every endpoint dead (503 `UF`), and `attempts: 0`.
-//!
-//! The request head timeout (60 s, 408) has no flag to shorten it in
-//! `ringway run`, so no test here waits for it.
+//! Issue 13, faults: a route timeout (504 `UT`), retries past a dead
+//! endpoint, every endpoint dead (503 `UF`), and `attempts: 0`; a slow
+//! request head (408 at `--http-head-timeout`), an idle keep-alive client
+//! (closed at `--http-idle-timeout`).
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod common;
@@ -27,6 +26,17 @@ struct Faulty {
 }
 
 fn start(ports: &Ports, endpoints: &[u16], policy: &str, routes: &str) -> Option<Faulty> {
+    start_with(ports, endpoints, policy, routes, &[])
+}
+
+/// [`start`] with more `ringway run` arguments.
+fn start_with(
+    ports: &Ports,
+    endpoints: &[u16],
+    policy: &str,
+    routes: &str,
+    more: &[&str],
+) -> Option<Faulty> {
     let port = ports.listener();
     let endpoints: Vec<(u16, &str)> = endpoints.iter().map(|p| (*p, "a")).collect();
     let text = [
@@ -38,7 +48,7 @@ fn start(ports: &Ports, endpoints: &[u16], policy: &str, routes: &str) -> Option
     .join("---\n");
     let config = ConfigDir::new().file("svc.yaml", &text);
     let log = config.path().join("access.log");
-    let args = [
+    let mut args = vec![
         "--workers",
         "1",
         "--access-log",
@@ -46,6 +56,7 @@ fn start(ports: &Ports, endpoints: &[u16], policy: &str, routes: &str) -> Option
         "--log-format",
         "json",
     ];
+    args.extend_from_slice(more);
     let gw = Ringway::start(&config, &args)?;
     Some(Faulty {
         _gw: gw,
@@ -153,4 +164,63 @@ fn retries_attempts_0_does_not_retry_a_dead_first_endpoint() {
         assert_eq!(line["upstream_host"], dead_host.as_str(), "{line}");
         assert_eq!(line["response_flags"], "UF", "{line}");
     }
+}
+
+#[test]
+fn a_head_that_does_not_arrive_whole_in_time_gets_408_and_the_connection_closes() {
+    let ports = Ports::new();
+    let origin = Origin::start(|_| Response::ok("ok"));
+    let routes = "[{route: [{destination: {host: svc, subset: a}}]}]";
+    let more = ["--http-head-timeout", "1s"];
+    let Some(gw) = start_with(&ports, &[origin.port], "", routes, &more) else {
+        return;
+    };
+    // Slowloris: half a head, then nothing.
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: ").unwrap();
+    let since = Instant::now();
+    let mut read = BufReader::new(s);
+    let response = read_response(&mut read).unwrap().expect("a 408");
+    let waited = since.elapsed();
+    assert_eq!(response.status, 408);
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let connection = response
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .map(|(_, v)| v.as_str());
+    assert_eq!(connection, Some("close"));
+    assert!(read_response(&mut read).unwrap().is_none(), "closed after the 408");
+    assert!(origin.requests().is_empty(), "the origin saw nothing");
+    let line = &access_log(&gw.log, 1)[0];
+    assert_eq!(line["response_code"], 408, "{line}");
+    assert_eq!(line["response_flags"], "DPE", "{line}");
+}
+
+#[test]
+fn an_idle_keep_alive_client_connection_closes_at_the_idle_timeout() {
+    let ports = Ports::new();
+    let origin = Origin::start(|_| Response::ok("ok"));
+    let routes = "[{route: [{destination: {host: svc, subset: a}}]}]";
+    let more = ["--http-idle-timeout", "1s"];
+    let Some(gw) = start_with(&ports, &[origin.port], "", routes, &more) else {
+        return;
+    };
+    let s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut write = s.try_clone().unwrap();
+    let mut read = BufReader::new(s);
+    write.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut read).unwrap().expect("a response").status, 200);
+    let since = Instant::now();
+    assert!(read_response(&mut read).unwrap().is_none(), "closed while idle");
+    let waited = since.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
 }

@@ -106,7 +106,7 @@ impl Connections {
         let settings = &ctx.shared.settings;
         let http = HttpLimits {
             splice_after: settings.splice_after,
-            ..HttpLimits::default()
+            ..settings.http
         };
         let session = Session::open(&plan, listener, peer, http, now, &mut self.scratch);
         gauge.fetch_add(1, Ordering::Relaxed);

@@ -62,6 +62,8 @@ pub struct Settings {
     pub buffer_size: u32,
     /// Requested size of splice pipes.
     pub pipe_size: usize,
+    /// HTTP timeouts (the splice threshold is `splice_after`).
+    pub http: http::HttpLimits,
 }
 
 impl Default for Settings {
@@ -74,6 +76,7 @@ impl Default for Settings {
             recv_mode: None,
             buffer_size: forward::BUFFER_SIZE,
             pipe_size: forward::PIPE_SIZE,
+            http: http::HttpLimits::default(),
         }
     }
 }
