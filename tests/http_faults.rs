@@ -178,7 +178,8 @@ fn a_head_that_does_not_arrive_whole_in_time_gets_408_and_the_connection_closes(
     // Slowloris: half a head, then nothing.
     let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: ").unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: ")
+        .unwrap();
     let since = Instant::now();
     let mut read = BufReader::new(s);
     let response = read_response(&mut read).unwrap().expect("a 408");
@@ -194,7 +195,10 @@ fn a_head_that_does_not_arrive_whole_in_time_gets_408_and_the_connection_closes(
         .find(|(n, _)| n.eq_ignore_ascii_case("connection"))
         .map(|(_, v)| v.as_str());
     assert_eq!(connection, Some("close"));
-    assert!(read_response(&mut read).unwrap().is_none(), "closed after the 408");
+    assert!(
+        read_response(&mut read).unwrap().is_none(),
+        "closed after the 408"
+    );
     assert!(origin.requests().is_empty(), "the origin saw nothing");
     let line = &access_log(&gw.log, 1)[0];
     assert_eq!(line["response_code"], 408, "{line}");
@@ -214,13 +218,54 @@ fn an_idle_keep_alive_client_connection_closes_at_the_idle_timeout() {
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut write = s.try_clone().unwrap();
     let mut read = BufReader::new(s);
-    write.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
-    assert_eq!(read_response(&mut read).unwrap().expect("a response").status, 200);
+    write
+        .write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_response(&mut read)
+            .unwrap()
+            .expect("a response")
+            .status,
+        200
+    );
     let since = Instant::now();
-    assert!(read_response(&mut read).unwrap().is_none(), "closed while idle");
+    assert!(
+        read_response(&mut read).unwrap().is_none(),
+        "closed while idle"
+    );
     let waited = since.elapsed();
     assert!(
         waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
         "{waited:?}"
     );
+}
+
+#[test]
+fn retry_on_5xx_sends_the_request_again_and_the_default_policy_does_not() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let ports = Ports::new();
+    // Every other request fails with 503, starting with the first.
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&seen);
+    let flaky = Origin::start(move |_| {
+        if counter.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+            Response::status(503, "busy")
+        } else {
+            Response::ok("fine")
+        }
+    });
+    let routes = "[{match: [{uri: {prefix: /retried}}], retries: {attempts: 2, retryOn: 5xx}, \
+                  route: [{destination: {host: svc, subset: a}}]}, \
+                  {route: [{destination: {host: svc, subset: a}}]}]";
+    let Some(gw) = start(&ports, &[flaky.port], "", routes) else {
+        return;
+    };
+    // retryOn 5xx: the 503 is dropped, the request goes again, 200.
+    assert_eq!(get(gw.port, "/retried"), 200);
+    assert_eq!(flaky.requests().len(), 2);
+    // Istio's default policy retries connect failures only: the 503
+    // reaches the client.
+    assert_eq!(get(gw.port, "/plain"), 503);
+    assert_eq!(flaky.requests().len(), 3);
 }

@@ -74,8 +74,10 @@ fn count(ctx: &mut Ctx, plan: &Plan, req: &Request, endpoint: Option<(ClusterId,
         response_bytes: req.wire_bytes[1],
     };
     ctx.metrics.http_request(key, labels, &sample);
-    if let (Some(name), true) = (cluster_name_of(plan, req.cluster), req.retries > 0) {
-        add(&ctx.metrics.cluster(name).retries, u64::from(req.retries));
+    // The keep-alive race's retry counts as one.
+    let retries = req.retries + u32::from(req.retried_on_fresh);
+    if let (Some(name), true) = (cluster_name_of(plan, req.cluster), retries > 0) {
+        add(&ctx.metrics.cluster(name).retries, u64::from(retries));
     }
     if let (Some(target), "via_upstream") = (endpoint, req.details) {
         outlier(ctx, plan, target, req.status);

@@ -289,6 +289,16 @@ impl Request {
         })
     }
 
+    /// Whether a reset before any response byte (on a new connection, or
+    /// after the keep-alive race's one retry) is retried: `retryOn` names
+    /// `reset` or `5xx`, retries are left, and the whole request is held.
+    pub(crate) fn may_retry_reset(&self, plan: &Plan) -> bool {
+        self.replay.is_some()
+            && self
+                .retry_policy(plan)
+                .is_some_and(|p| self.retries < p.attempts && (p.on.reset || p.on.server_error))
+    }
+
     /// Whether a response with `status` is retried: the policy names it,
     /// retries are left, and the whole request is still held.
     pub(crate) fn may_retry_status(&self, plan: &Plan, status: u16) -> bool {

@@ -213,11 +213,13 @@ impl HttpSession {
         };
         x.gone = true;
         let x = &*x;
-        let replayable = x.reused
-            && self
-                .request
-                .as_ref()
-                .is_some_and(|r| r.replay.is_some() && !r.retried_on_fresh);
+        let Some(req) = self.request.as_ref() else {
+            return;
+        };
+        // The keep-alive race: once, on a new connection, whatever the
+        // policy; then as `retryOn: reset` (or `5xx`) says.
+        let race = x.reused && req.replay.is_some() && !req.retried_on_fresh;
+        let replayable = race || req.may_retry_reset(&self.plan);
         let head_pending = matches!(x.response, Response::Head { reading: true, .. });
         if !x.upstream_quiet() && (replayable || (x.request.half.is_quiescent() && head_pending)) {
             // Something is still in flight on the dead upstream socket (the
@@ -226,16 +228,19 @@ impl HttpSession {
             // the failure back here, quiet then.
             return;
         }
-        let retry = replayable && x.upstream_quiet();
-        if retry {
+        if replayable && x.upstream_quiet() {
             // What went to the dead connection was written all the same.
             self.moved[0] += x.moved()[0];
             out.push(Io::Release(Release::Close));
             if let Some(req) = self.request.as_mut() {
-                req.retried_on_fresh = true;
+                if race {
+                    req.retried_on_fresh = true;
+                } else {
+                    req.retries += 1;
+                }
             }
             self.phase = Phase::Connecting;
-            out.push(Io::Checkout { fresh: true });
+            out.push(Io::Checkout { fresh: race });
             return;
         }
         self.upstream_failed(
