@@ -257,24 +257,9 @@ impl Half {
         let outcome = match (res, bid) {
             (n, Some(bid)) if n > 0 => {
                 if self.flow == Flow::Open {
-                    let n = n.unsigned_abs();
                     // Up to the limit; the rest of the buffer is leftover.
-                    let take = n.min(clamp(self.budget));
-                    if take < n {
-                        self.leftover.get_or_insert_default().push(Leftover {
-                            bid,
-                            offset: take,
-                            len: n - take,
-                        });
-                    }
-                    if take > 0 {
-                        copy.queue.push_back(Chunk {
-                            bid,
-                            len: take,
-                            sent: 0,
-                            shared: take < n,
-                        });
-                    }
+                    let take = n.unsigned_abs().min(clamp(self.budget));
+                    take_received(copy, &mut self.leftover, (bid, n.unsigned_abs()), take);
                     if self.budget != NO_LIMIT {
                         self.budget -= u64::from(take);
                     }
@@ -606,6 +591,32 @@ impl Half {
             }
         }
         self.advance_copy(out);
+    }
+}
+
+/// Queue the first `take` bytes of the `n` received in buffer `bid`; the
+/// rest is leftover (past the half's limit).
+#[allow(clippy::box_collection)]
+fn take_received(
+    copy: &mut CopyPath,
+    leftover: &mut Option<Box<Vec<Leftover>>>,
+    (bid, n): (u16, u32),
+    take: u32,
+) {
+    if take < n {
+        leftover.get_or_insert_default().push(Leftover {
+            bid,
+            offset: take,
+            len: n - take,
+        });
+    }
+    if take > 0 {
+        copy.queue.push_back(Chunk {
+            bid,
+            len: take,
+            sent: 0,
+            shared: take < n,
+        });
     }
 }
 

@@ -181,38 +181,7 @@ fn compile_match(
     let method = field("method", &mb.method, &mut ok);
     let authority = field("authority", &mb.authority, &mut ok);
     let scheme = field("scheme", &mb.scheme, &mut ok);
-    let mut headers = Vec::new();
-    for (key, spec, invert, section) in mb
-        .headers
-        .iter()
-        .map(|(k, s)| (k, s, false, "headers"))
-        .chain(
-            mb.without_headers
-                .iter()
-                .map(|(k, s)| (k, s, true, "withoutHeaders")),
-        )
-    {
-        let fpath = format!("{path}.{section}.{key}");
-        let name = key.to_ascii_lowercase();
-        if ["uri", "scheme", "method", "authority"].contains(&name.as_str()) {
-            push(vs.diag(
-                Severity::Warning,
-                &fpath,
-                format!(
-                    "header {name:?} is ignored (as Istio does): use the match's own {name} field"
-                ),
-            ));
-            continue;
-        }
-        match presence_or_match(vs, &fpath, spec, push) {
-            Ok(value) => headers.push(HeaderMatch {
-                name,
-                value,
-                invert,
-            }),
-            Err(()) => ok = false,
-        }
-    }
+    let headers = header_matches(vs, path, mb, push, &mut ok);
     let mut query_params = Vec::new();
     for (key, spec) in &mb.query_params {
         match presence_or_match(vs, &format!("{path}.queryParams.{key}"), spec, push) {
@@ -247,6 +216,50 @@ fn compile_match(
         headers,
         query_params,
     })
+}
+
+/// The `headers` and `withoutHeaders` conditions of a match block; `ok`
+/// turns false when one is invalid.
+fn header_matches(
+    vs: &Resource<VirtualServiceSpec>,
+    path: &str,
+    mb: &HttpMatch,
+    push: &mut Push<'_>,
+    ok: &mut bool,
+) -> Vec<HeaderMatch> {
+    let mut headers = Vec::new();
+    let conditions = mb
+        .headers
+        .iter()
+        .map(|(k, s)| (k, s, false, "headers"))
+        .chain(
+            mb.without_headers
+                .iter()
+                .map(|(k, s)| (k, s, true, "withoutHeaders")),
+        );
+    for (key, spec, invert, section) in conditions {
+        let fpath = format!("{path}.{section}.{key}");
+        let name = key.to_ascii_lowercase();
+        if ["uri", "scheme", "method", "authority"].contains(&name.as_str()) {
+            push(vs.diag(
+                Severity::Warning,
+                &fpath,
+                format!(
+                    "header {name:?} is ignored (as Istio does): use the match's own {name} field"
+                ),
+            ));
+            continue;
+        }
+        match presence_or_match(vs, &fpath, spec, push) {
+            Ok(value) => headers.push(HeaderMatch {
+                name,
+                value,
+                invert,
+            }),
+            Err(()) => *ok = false,
+        }
+    }
+    headers
 }
 
 /// A header or query parameter condition: `Ok(None)` is a presence check,
