@@ -289,13 +289,7 @@ impl HttpSession {
         let answer = LocalAnswer::error(status, "DPE", detail);
         let bytes = request::bare_reply(&answer, started);
         self.phase = Phase::Reply {
-            half: Box::new(Half::start_limited(
-                Dir::ToDownstream,
-                u64::MAX,
-                bytes,
-                Some(0),
-                out,
-            )),
+            half: reply_half(bytes, out),
             close: true,
         };
     }
@@ -353,13 +347,7 @@ impl HttpSession {
         let close = self.closing || body_left || !req.keep_alive();
         let bytes = req.local_reply(answer, close);
         self.phase = Phase::Reply {
-            half: Box::new(Half::start_limited(
-                Dir::ToDownstream,
-                u64::MAX,
-                bytes,
-                Some(0),
-                out,
-            )),
+            half: reply_half(bytes, out),
             close,
         };
     }
@@ -570,6 +558,18 @@ impl HttpSession {
             to_downstream: self.moved[1],
         }));
     }
+}
+
+/// The half that sends a local reply (owned bytes) to the client, and
+/// takes nothing from the upstream.
+fn reply_half(bytes: Vec<u8>, out: &mut Vec<Io>) -> Box<Half> {
+    Box::new(Half::start_limited(
+        Dir::ToDownstream,
+        u64::MAX,
+        bytes,
+        Some(0),
+        out,
+    ))
 }
 
 /// A completion's buffer nobody reads: back to the ring.
