@@ -21,12 +21,22 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{EchoBackend, Ports, Ringway, http, http_within, require_uring, say, tcp_echo};
+use common::http_gw::exchange;
+use common::origin::{Origin, Response};
+use common::{
+    ConfigDir, EchoBackend, Ports, Ringway, http, http_within, require_uring, say, tcp_echo,
+};
 use serde_json::Value;
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const SERVICE: &str = "tcp-echo.default.svc.cluster.local";
 const CONNECTIONS: usize = 50;
+/// Seed 004's host, and the requests sent to it.
+const HOST: &str = "tomcat.istio.com";
+const REQUESTS: usize = 100;
+/// A host no VirtualService serves, and the requests sent to it (404 NR).
+const OTHER_HOST: &str = "other.istio.com";
+const NR: usize = 10;
 
 /// Prometheus started by the test; killed (by its PID) and reaped on drop.
 struct Prometheus {
@@ -154,8 +164,99 @@ fn prometheus_present() -> bool {
     false
 }
 
+/// Waits until Prometheus has scraped every TCP connection closed and
+/// every HTTP request counted, and then two more scrapes (irate needs two),
+/// waited for by their timestamps rather than slept for.
+fn wait_scraped(prom: &Prometheus) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let totals = [
+        ("sum(istio_tcp_connections_closed_total)", CONNECTIONS),
+        ("sum(istio_requests_total)", REQUESTS + NR),
+    ];
+    for (total, n) in totals {
+        while prom.total(total) != n as f64 {
+            assert!(
+                Instant::now() < deadline,
+                "prometheus never scraped {total} = {n}: {:?}\n{}",
+                prom.query(total),
+                prom.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let reached = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last_scrape = "max(timestamp(istio_tcp_connections_closed_total))";
+    while prom.total(last_scrape) < reached + 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no scrape after {reached}: {:?}",
+            prom.query(last_scrape)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The numbers behind the TCP panels, exactly: the split and the bytes
+/// ("hi\n" in, "one hi\n" / "two hi\n" out).
+fn tcp_numbers(prom: &Prometheus, one: u32, two: u32) {
+    for (workload, n) in [("tcp-echo-0", one), ("tcp-echo-1", two)] {
+        let q = format!(
+            "sum(istio_tcp_connections_opened_total{{destination_workload=\"{workload}\"}})"
+        );
+        assert_eq!(prom.total(&q), f64::from(n), "{q}");
+    }
+    let q = format!("sum(istio_tcp_received_bytes_total{{destination_service=\"{SERVICE}\"}})");
+    assert_eq!(prom.total(&q), 3.0 * CONNECTIONS as f64, "{q}");
+    let q = format!("sum(istio_tcp_sent_bytes_total{{destination_service=\"{SERVICE}\"}})");
+    assert_eq!(prom.total(&q), 7.0 * CONNECTIONS as f64, "{q}");
+}
+
+/// The HTTP half of the traffic: seed 004's Gateway and VirtualService
+/// (90/10 between subsets v1 and v2 of front-tomcat) on `listen`, v1
+/// answering 200 and v2 503.
+fn seed_004(config: ConfigDir, listen: u16, v1: &Origin, v2: &Origin) -> ConfigDir {
+    let port = [("number: 80\n", format!("number: {listen}\n"))];
+    config
+        .example(
+            "seed-004/00-service-entry.yaml",
+            "30-front-tomcat-service-entry.yaml",
+            &[
+                ("18081", v1.port.to_string()),
+                ("18082", v2.port.to_string()),
+            ],
+        )
+        .example(
+            "seed-004/20-front-tomcat-destinationrule.yaml",
+            "31-front-tomcat-destinationrule.yaml",
+            &[],
+        )
+        .example(
+            "seed-004/30-front-tomcat-gateway.yaml",
+            "32-front-tomcat-gateway.yaml",
+            &port,
+        )
+        .example(
+            "seed-004/40-front-tomcat-gateway-virtualservice.yaml",
+            "33-gateway-front-tomcat.yaml",
+            &[],
+        )
+}
+
+/// `GET /` with `Host: host` on a new connection: the response's status.
+fn get(port: u16, host: &str) -> u16 {
+    let seen = exchange(
+        port,
+        format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(seen.responses.len(), 1, "GET / for {host}: {seen:?}");
+    seen.responses[0].status
+}
+
 #[test]
-fn istios_dashboards_tcp_panels_read_ringway_through_prometheus() {
+fn istios_dashboards_read_ringway_through_prometheus() {
     if !prometheus_present() {
         return;
     }
@@ -170,10 +271,17 @@ fn istios_dashboards_tcp_panels_read_ringway_through_prometheus() {
 
     let ports = Ports::new();
     let (v1, v2) = (EchoBackend::lines("one"), EchoBackend::lines("two"));
-    let listen = ports.listener();
+    let tomcat_v1 = Origin::start(|_| Response::ok("v1"));
+    let tomcat_v2 = Origin::start(|_| Response::status(503, "v2 unavailable"));
+    let (listen, web_listen) = (ports.listener(), ports.listener());
     let admin = ports.admin();
     let web = ports.admin();
-    let config = tcp_echo(listen, &v1, &v2, true);
+    let config = seed_004(
+        tcp_echo(listen, &v1, &v2, true),
+        web_listen,
+        &tomcat_v1,
+        &tomcat_v2,
+    );
     let address = format!("127.0.0.1:{admin}");
     let Some(_gw) = Ringway::start(&config, &["--workers", "1", "--admin", &address]) else {
         return;
@@ -191,47 +299,22 @@ fn istios_dashboards_tcp_panels_read_ringway_through_prometheus() {
     }
     assert!(one > 0 && two > 0 && one > two, "one {one}, two {two}");
 
-    // Scraped: every connection closed, and at least two samples since
-    // (irate needs two).
-    let closed = "sum(istio_tcp_connections_closed_total)";
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while prom.total(closed) != CONNECTIONS as f64 {
-        assert!(
-            Instant::now() < deadline,
-            "prometheus never scraped {CONNECTIONS} closed connections: {:?}\n{}",
-            prom.query(closed),
-            prom.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
+    // 100 requests, exactly 90/10 (smooth weighted round robin on one
+    // worker): v1's 200s and v2's 503s; and 10 for a host no VirtualService
+    // serves, 404 NR.
+    let mut codes = std::collections::BTreeMap::new();
+    for host in std::iter::repeat_n(HOST, REQUESTS).chain(std::iter::repeat_n(OTHER_HOST, NR)) {
+        *codes.entry((host, get(web_listen, host))).or_insert(0usize) += 1;
     }
-    // Two more scrapes after the last close, waited for by their
-    // timestamps rather than slept for.
-    let reached = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    let last_scrape = "max(timestamp(istio_tcp_connections_closed_total))";
-    while prom.total(last_scrape) < reached + 2.0 {
-        assert!(
-            Instant::now() < deadline,
-            "no scrape after {reached}: {:?}",
-            prom.query(last_scrape)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let want = [
+        ((OTHER_HOST, 404), NR),
+        ((HOST, 200), 90),
+        ((HOST, 503), 10),
+    ];
+    assert_eq!(codes.into_iter().collect::<Vec<_>>(), want);
 
-    // The numbers behind the panels, exactly: the split and the bytes
-    // ("hi\n" in, "one hi\n" / "two hi\n" out).
-    for (workload, n) in [("tcp-echo-0", one), ("tcp-echo-1", two)] {
-        let q = format!(
-            "sum(istio_tcp_connections_opened_total{{destination_workload=\"{workload}\"}})"
-        );
-        assert_eq!(prom.total(&q), f64::from(n), "{q}");
-    }
-    let q = format!("sum(istio_tcp_received_bytes_total{{destination_service=\"{SERVICE}\"}})");
-    assert_eq!(prom.total(&q), 3.0 * CONNECTIONS as f64, "{q}");
-    let q = format!("sum(istio_tcp_sent_bytes_total{{destination_service=\"{SERVICE}\"}})");
-    assert_eq!(prom.total(&q), 7.0 * CONNECTIONS as f64, "{q}");
+    wait_scraped(&prom);
+    tcp_numbers(&prom, one, two);
 
     let mut failures = Vec::new();
 
