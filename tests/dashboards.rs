@@ -15,16 +15,16 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::http_gw::exchange;
 use common::origin::{Origin, Response};
 use common::{
-    ConfigDir, EchoBackend, Ports, Ringway, http, http_within, require_uring, say, tcp_echo,
+    ConfigDir, EchoBackend, Ports, Ringway, connect, http, http_within, read_to_end, require_uring,
+    say, tcp_echo,
 };
 use serde_json::Value;
 
@@ -245,14 +245,140 @@ fn seed_004(config: ConfigDir, listen: u16, v1: &Origin, v2: &Origin) -> ConfigD
         )
 }
 
-/// `GET /` with `Host: host` on a new connection: the response's status.
-fn get(port: u16, host: &str) -> u16 {
-    let seen = exchange(
-        port,
-        format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+/// What the HTTP clients sent and read for one destination workload.
+#[derive(Debug, Default, PartialEq)]
+struct Exchanged {
+    requests: usize,
+    /// Request bytes written (heads; no bodies).
+    sent: usize,
+    /// Response bytes read (heads and bodies).
+    read: usize,
+}
+
+/// `GET /` with `Host: host` on a new connection the client asks to close:
+/// the status, and the bytes written and read.
+fn get(port: u16, host: &str) -> (u16, usize, usize) {
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let mut s = connect(port);
+    s.write_all(request.as_bytes()).unwrap();
+    let (response, end) = read_to_end(&mut s);
+    end.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("GET / for {host}: {text:?}"));
+    (status, request.len(), response.len())
+}
+
+/// The HTTP traffic: [`REQUESTS`] for [`HOST`], split exactly 90/10 (smooth
+/// weighted round robin on one worker) between v1's 200s and v2's 503s, and
+/// [`NR`] for [`OTHER_HOST`], 404 NR; by destination workload as Istio
+/// labels it.
+fn http_traffic(port: u16) -> BTreeMap<&'static str, Exchanged> {
+    let mut by: BTreeMap<&str, Exchanged> = BTreeMap::new();
+    let hosts = std::iter::repeat_n(HOST, REQUESTS).chain(std::iter::repeat_n(OTHER_HOST, NR));
+    for host in hosts {
+        let (status, sent, read) = get(port, host);
+        let workload = match (host, status) {
+            (HOST, 200) => "front-tomcat-0",
+            (HOST, 503) => "front-tomcat-1",
+            (OTHER_HOST, 404) => "unknown",
+            other => panic!("unexpected answer {other:?}"),
+        };
+        let seen = by.entry(workload).or_default();
+        seen.requests += 1;
+        seen.sent += sent;
+        seen.read += read;
+    }
+    let requests: Vec<(&str, usize)> = by.iter().map(|(w, e)| (*w, e.requests)).collect();
+    assert_eq!(
+        requests,
+        [
+            ("front-tomcat-0", 90),
+            ("front-tomcat-1", 10),
+            ("unknown", NR)
+        ]
     );
-    assert_eq!(seen.responses.len(), 1, "GET / for {host}: {seen:?}");
-    seen.responses[0].status
+    by
+}
+
+/// The numbers behind the HTTP panels, exactly: each workload's requests
+/// with their code and flags, each histogram's count, the request and
+/// response bytes as the clients wrote and read them, and the one bucket
+/// every request's size falls in (Envoy's buckets: ..., 50, 100, ...).
+fn http_numbers(prom: &Prometheus, by: &BTreeMap<&str, Exchanged>) {
+    let answers = [
+        ("front-tomcat-0", "200", "-"),
+        ("front-tomcat-1", "503", "-"),
+        ("unknown", "404", "NR"),
+    ];
+    for (workload, code, flags) in answers {
+        let seen = &by[workload];
+        let n = seen.requests as f64;
+        let q = format!(
+            "sum(istio_requests_total{{destination_workload=\"{workload}\",\
+             response_code=\"{code}\",response_flags=\"{flags}\",request_protocol=\"http\"}})"
+        );
+        assert_eq!(prom.total(&q), n, "{q}");
+        let histograms = [
+            ("istio_request_duration_milliseconds", None),
+            ("istio_request_bytes", Some(seen.sent)),
+            ("istio_response_bytes", Some(seen.read)),
+        ];
+        for (histogram, bytes) in histograms {
+            let only = format!("{{destination_workload=\"{workload}\"}}");
+            let q = format!("sum({histogram}_count{only})");
+            assert_eq!(prom.total(&q), n, "{q}");
+            if let Some(bytes) = bytes {
+                let q = format!("sum({histogram}_sum{only})");
+                assert_eq!(prom.total(&q), bytes as f64, "{q}");
+            }
+        }
+    }
+    let all = (REQUESTS + NR) as f64;
+    for (le, n) in [("50", 0.0), ("100", all)] {
+        let q = format!("sum(istio_request_bytes_bucket{{le=\"{le}\"}})");
+        assert_eq!(prom.total(&q), n, "{q}");
+    }
+}
+
+/// Every histogram series is cumulative: its buckets never decrease as
+/// `le` grows, and `+Inf` holds its `_count`.
+fn cumulative_histograms(prom: &Prometheus) {
+    let histograms = [
+        "istio_request_duration_milliseconds",
+        "istio_request_bytes",
+        "istio_response_bytes",
+    ];
+    for histogram in histograms {
+        let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for s in prom.query(&format!("{histogram}_bucket")) {
+            let mut labels = s["metric"].as_object().unwrap().clone();
+            let le = labels.remove("le").unwrap();
+            let le: f64 = le.as_str().unwrap().parse().unwrap();
+            let n: f64 = s["value"][1].as_str().unwrap().parse().unwrap();
+            let key = Value::Object(labels).to_string();
+            series.entry(key).or_default().push((le, n));
+        }
+        assert_eq!(series.len(), 3, "{histogram}: {series:?}");
+        for (labels, mut buckets) in series {
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let counts: Vec<f64> = buckets.iter().map(|b| b.1).collect();
+            assert!(
+                counts.windows(2).all(|w| w[0] <= w[1]),
+                "{histogram} {labels}: {buckets:?}"
+            );
+            assert_eq!(
+                buckets.last().unwrap().0,
+                f64::INFINITY,
+                "{histogram} {labels}"
+            );
+        }
+        let q = format!("{histogram}_bucket{{le=\"+Inf\"}} != ignoring(le) {histogram}_count");
+        assert_eq!(prom.query(&q), Vec::<Value>::new(), "{q}");
+    }
 }
 
 #[test]
@@ -299,22 +425,11 @@ fn istios_dashboards_read_ringway_through_prometheus() {
     }
     assert!(one > 0 && two > 0 && one > two, "one {one}, two {two}");
 
-    // 100 requests, exactly 90/10 (smooth weighted round robin on one
-    // worker): v1's 200s and v2's 503s; and 10 for a host no VirtualService
-    // serves, 404 NR.
-    let mut codes = std::collections::BTreeMap::new();
-    for host in std::iter::repeat_n(HOST, REQUESTS).chain(std::iter::repeat_n(OTHER_HOST, NR)) {
-        *codes.entry((host, get(web_listen, host))).or_insert(0usize) += 1;
-    }
-    let want = [
-        ((OTHER_HOST, 404), NR),
-        ((HOST, 200), 90),
-        ((HOST, 503), 10),
-    ];
-    assert_eq!(codes.into_iter().collect::<Vec<_>>(), want);
-
+    let exchanged = http_traffic(web_listen);
     wait_scraped(&prom);
     tcp_numbers(&prom, one, two);
+    http_numbers(&prom, &exchanged);
+    cumulative_histograms(&prom);
 
     let mut failures = Vec::new();
 
