@@ -269,3 +269,37 @@ fn retry_on_5xx_sends_the_request_again_and_the_default_policy_does_not() {
     assert_eq!(get(gw.port, "/plain"), 503);
     assert_eq!(flaky.requests().len(), 3);
 }
+
+#[test]
+fn http2_max_requests_caps_the_requests_in_flight_to_a_cluster_with_503_uo() {
+    let ports = Ports::new();
+    let slow = Origin::start(|_| {
+        std::thread::sleep(Duration::from_millis(800));
+        Response::ok("slow")
+    });
+    let policy = "{connectionPool: {http: {http2MaxRequests: 1}}}";
+    let routes = "[{route: [{destination: {host: svc, subset: a}}]}]";
+    let Some(gw) = start(&ports, &[slow.port], policy, routes) else {
+        return;
+    };
+    let port = gw.port;
+    let first = std::thread::spawn(move || get(port, "/first"));
+    std::thread::sleep(Duration::from_millis(200));
+    // The first is still in flight: the second is over the cap.
+    assert_eq!(get(gw.port, "/second"), 503);
+    assert_eq!(first.join().unwrap(), 200);
+    // The cap is given back when a request ends.
+    assert_eq!(get(gw.port, "/third"), 200);
+    let lines = access_log(&gw.log, 3);
+    let flags: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["path"].as_str().unwrap(),
+                l["response_flags"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(flags.contains(&("/second", "UO")), "{flags:?}");
+    assert_eq!(slow.requests().len(), 2);
+}

@@ -16,7 +16,7 @@ use crate::routing::table::{ClusterId, ClusterPolicy};
 
 use super::context::Ctx;
 use super::exec::Submit;
-use super::io::{Checkout, CloseReason, Io, Release};
+use super::io::{Cap, Checkout, CloseReason, Io, Release};
 use super::pool::{Held, Idle, Pool};
 use super::slab::Key;
 use super::slot::{Slot, Upstream};
@@ -64,12 +64,33 @@ fn target(ctx: &mut Ctx, slot: &mut Slot) -> Result<(ClusterId, usize), CloseRea
         .ok_or(CloseReason::NoHealthyUpstream)?;
     slot.session.on_cluster(cluster);
     let c = plan.table.cluster(cluster);
-    if let (false, Some(max)) = (slot.session.holds_request_cap(), c.policy.http.max_requests) {
-        let Some(held) = Held::acquire(&plan.cluster_requests[cluster.0 as usize], max) else {
+    let http = &c.policy.http;
+    let caps = [
+        (
+            Cap::Requests,
+            &plan.cluster_requests,
+            http.max_requests,
+            true,
+        ),
+        (
+            Cap::Retries,
+            &plan.cluster_retries,
+            http.max_retries,
+            slot.session.is_retry(),
+        ),
+    ];
+    for (cap, counters, max, applies) in caps {
+        let (Some(max), true) = (max, applies) else {
+            continue;
+        };
+        if slot.session.holds_cap(cap) {
+            continue;
+        }
+        let Some(held) = Held::acquire(&counters[cluster.0 as usize], max) else {
             add(&ctx.metrics.cluster(&c.name).overflow, 1);
             return Err(CloseReason::Overflow);
         };
-        slot.session.hold_request_cap(held);
+        slot.session.hold_cap(cap, held);
     }
     let tried = slot.session.tried();
     let hash = c.policy.request_hash.as_ref();

@@ -123,6 +123,24 @@ pub enum Release {
     ConnectFailed,
 }
 
+/// A cluster-wide HTTP cap a request holds a place under while it lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    /// Requests in flight (`http2MaxRequests`).
+    Requests,
+    /// Requests being retried (`maxRetries`).
+    Retries,
+}
+
+impl Cap {
+    pub fn index(self) -> usize {
+        match self {
+            Cap::Requests => 0,
+            Cap::Retries => 1,
+        }
+    }
+}
+
 /// The answer to [`Io::Checkout`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checkout {

@@ -39,6 +39,9 @@ pub struct Plan {
     /// workers (`http2MaxRequests`), kept across reloads like
     /// `cluster_open`.
     pub cluster_requests: Vec<Arc<AtomicU32>>,
+    /// Indexed like `table.clusters`: HTTP requests being retried across
+    /// all workers (`maxRetries`), kept across reloads likewise.
+    pub cluster_retries: Vec<Arc<AtomicU32>>,
 }
 
 impl Plan {
@@ -58,11 +61,13 @@ impl Plan {
         };
         let cluster_open = carried(|p| &p.cluster_open);
         let cluster_requests = carried(|p| &p.cluster_requests);
+        let cluster_retries = carried(|p| &p.cluster_retries);
         Plan {
             table,
             endpoints,
             cluster_open,
             cluster_requests,
+            cluster_retries,
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::routing::table::{ClusterId, ListenerRouting, RouteId};
 use super::conn::Connection;
 use super::http::Request;
 pub use super::http::{HttpLimits, HttpSession};
-use super::io::{Checkout, Close, CloseReason, Completion, Io, Pump, Reservation};
+use super::io::{Cap, Checkout, Close, CloseReason, Completion, Io, Pump, Reservation};
 pub use super::passthrough::{HELLO_TIMEOUT, ServerName, SniSession};
 use super::plan::Plan;
 pub use super::tcp::TcpSession;
@@ -112,17 +112,21 @@ impl Session {
         }
     }
 
-    /// HTTP: whether the current request holds its place under its
-    /// cluster's active-request cap.
-    pub fn holds_request_cap(&self) -> bool {
-        matches!(self, Session::Http(h) if h.holds_request_cap())
+    /// HTTP: whether the current request holds its place under `cap`.
+    pub fn holds_cap(&self, cap: Cap) -> bool {
+        matches!(self, Session::Http(h) if h.holds_cap(cap))
     }
 
-    /// HTTP: the current request's place under the active-request cap.
-    pub fn hold_request_cap(&mut self, held: super::pool::Held) {
+    /// HTTP: the current request's place under `cap`.
+    pub fn hold_cap(&mut self, cap: Cap, held: super::pool::Held) {
         if let Some(h) = self.http_mut() {
-            h.hold_request_cap(held);
+            h.hold_cap(cap, held);
         }
+    }
+
+    /// HTTP: whether the current request is being sent again.
+    pub fn is_retry(&self) -> bool {
+        matches!(self, Session::Http(h) if h.is_retry())
     }
 
     /// HTTP: the hash of the current request's `consistentHash` key.

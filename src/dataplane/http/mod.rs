@@ -30,7 +30,7 @@ use crate::http1::head::{RequestHead, RequestScanner, parse_request};
 use crate::routing::table::{ClusterId, RequestHashKey, RouteId};
 
 use super::half::{Flow, Half};
-use super::io::{Close, CloseReason, Completion, Io};
+use super::io::{Cap, Close, CloseReason, Completion, Io};
 use super::plan::Plan;
 use super::pool::Held;
 use super::token::{Dir, Op};
@@ -368,18 +368,23 @@ impl HttpSession {
         self.request.as_ref()?.hash(key)
     }
 
-    /// Whether the current request holds its place under its cluster's
-    /// active-request cap.
-    pub fn holds_request_cap(&self) -> bool {
-        self.request.as_ref().is_some_and(|r| r.cap.is_some())
+    /// Whether the current request holds its place under `cap`.
+    pub fn holds_cap(&self, cap: Cap) -> bool {
+        self.request
+            .as_ref()
+            .is_some_and(|r| r.caps[cap.index()].is_some())
     }
 
-    /// The current request's place under the active-request cap, held
-    /// until it ends.
-    pub fn hold_request_cap(&mut self, held: Held) {
+    /// The current request's place under `cap`, held until it ends.
+    pub fn hold_cap(&mut self, cap: Cap, held: Held) {
         if let Some(r) = self.request.as_mut() {
-            r.cap = Some(held);
+            r.caps[cap.index()] = Some(held);
         }
+    }
+
+    /// Whether the current request is being sent again.
+    pub fn is_retry(&self) -> bool {
+        self.request.as_ref().is_some_and(|r| r.is_retry())
     }
 
     /// The worker picked the current request's cluster.

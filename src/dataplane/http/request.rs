@@ -114,9 +114,10 @@ pub struct Request {
     pub wire_bytes: [u64; 2],
     /// Request start to the upstream's response head.
     pub upstream_time: Option<Duration>,
-    /// Its place under the cluster's active-request cap
-    /// (`http2MaxRequests`), given back when the request is dropped.
-    pub cap: Option<Held>,
+    /// Its places under the cluster's caps ([`Cap`]: `http2MaxRequests`,
+    /// and `maxRetries` once it is retried), given back when the request
+    /// is dropped.
+    pub caps: [Option<Held>; 2],
 }
 
 impl Request {
@@ -140,7 +141,7 @@ impl Request {
             body_bytes: [0, 0],
             wire_bytes: [wire, 0],
             upstream_time: None,
-            cap: None,
+            caps: [None, None],
         }
     }
 
@@ -287,6 +288,11 @@ impl Request {
         self.retry_policy(plan).is_some_and(|p| {
             self.retries < p.attempts && (p.on.connect_failure || p.on.server_error || p.on.reset)
         })
+    }
+
+    /// Whether the request is being sent again.
+    pub(crate) fn is_retry(&self) -> bool {
+        self.retries > 0 || self.retried_on_fresh
     }
 
     /// Whether a reset before any response byte (on a new connection, or
