@@ -293,3 +293,52 @@ fn the_tls_client_verifies_openssl_s_server_through_sni_routing() {
     let refused = connect(listen, "a.ringway.test", &trusting).unwrap_err();
     assert!(tls_error(&refused).is_none(), "{refused:?}");
 }
+
+/// The etcd harness (issue 14's tests stand on it): a real three-member
+/// cluster on 127.0.0.1 answers through any member, keeps answering with
+/// its leader killed, and takes the member back on its data.
+#[test]
+fn a_three_member_etcd_cluster_survives_its_leader_and_takes_it_back() {
+    let ports = Ports::new();
+    let mut etcd = common::etcd::Etcd::start(&ports, 3);
+    let put = etcd.etcdctl(&["put", "/ringway/v1/commit", "1"]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let leader = etcd.leader().expect("a leader");
+    etcd.kill(leader);
+    // A new leader is elected among the two left, and writes go on.
+    common::until("a new etcd leader", || {
+        etcd.leader().is_some_and(|l| l != leader)
+    });
+    let put = etcd.etcdctl(&["put", "/ringway/v1/commit", "2"]);
+    assert!(
+        put.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&put.stderr),
+        etcd.logs()
+    );
+    etcd.restart(leader);
+    // The restarted member catches up with the write it missed and
+    // serves it from its own copy (a serializable read).
+    let port = etcd.client_port(leader);
+    let read = || {
+        let get = std::process::Command::new("/usr/bin/etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &format!("127.0.0.1:{port}"),
+                "get",
+                "--print-value-only",
+            ])
+            .args(["--consistency", "s", "/ringway/v1/commit"])
+            .output()
+            .expect("etcdctl");
+        String::from_utf8_lossy(&get.stdout).trim().to_owned()
+    };
+    common::until("the restarted member to serve the write it missed", || {
+        read() == "2"
+    });
+}

@@ -6,6 +6,7 @@
 
 pub mod client_hello;
 pub mod dns;
+pub mod etcd;
 pub mod http_gw;
 pub mod origin;
 pub mod tls;
