@@ -36,8 +36,15 @@ impl Body {
     /// the bytes first and, where the body ends inside them, limits the
     /// half to that point. An error means the body is malformed.
     fn on_recv(&mut self, c: &Completion<'_>, out: &mut Vec<Io>) -> Result<Outcome, &'static str> {
-        if let (Some(decoder), Some(_)) = (&mut self.chunks, c.bid) {
-            let used = decoder.feed(c.data, &mut |_| {}).map_err(|e| e.detail())?;
+        if let (Some(decoder), Some(bid)) = (&mut self.chunks, c.bid) {
+            let used = match decoder.feed(c.data, &mut |_| {}) {
+                Ok(used) => used,
+                Err(e) => {
+                    // Nothing of this buffer goes anywhere.
+                    out.push(Io::GiveBack(bid));
+                    return Err(e.detail());
+                }
+            };
             if decoder.is_done() {
                 self.half.limit_next(Some(used as u64));
                 self.chunks = None;

@@ -176,10 +176,18 @@ impl HttpSession {
             Event::UpstreamGone => self.upstream_gone(now, out),
             Event::BadResponse(detail) => self.upstream_failed(502, "UPE", detail, now, out),
             Event::BadRequestBody(detail) => {
+                // Found after the head went upstream: the upstream is reset
+                // (a server must not take the truncated request for a whole
+                // one), and the client's connection closed.
+                if let Some(req) = self.request.as_mut() {
+                    req.flags = "DPE";
+                    req.details = detail;
+                }
                 out.push(Io::Reject {
                     status: 400,
                     detail,
                 });
+                out.push(Io::Abort(Side::Upstream));
                 self.finish(CloseReason::DownstreamReset, out);
             }
             Event::DownstreamReset => self.finish(CloseReason::DownstreamReset, out),
