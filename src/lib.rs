@@ -18,6 +18,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod diag;
+pub mod fleet;
 pub mod http1;
 pub mod metrics;
 pub mod pipeline;

@@ -20,7 +20,7 @@ pub use super::resource::{
     API_GROUP, API_VERSIONS, DEFAULT_NAMESPACE, Kind, LineIndex, MESH_KINDS, Manifests, Origin,
     Resource, display_path,
 };
-use crate::diag::{Diagnostic, Diagnostics, Location, did_you_mean};
+use crate::diag::{Diagnostic, Diagnostics, Location, Severity, did_you_mean};
 use crate::source::{self, Content, Document};
 
 #[derive(Debug, Clone)]
@@ -57,7 +57,14 @@ pub fn load_documents(documents: &[Document], options: &LoadOptions) -> Loaded {
     };
     for document in documents {
         match &document.content {
-            Content::Text(bytes) => loader.file(&document.origin, bytes),
+            Content::Text(bytes) => {
+                let errors = loader.loaded.diagnostics.count(Severity::Error);
+                let defined = loader.file(&document.origin, bytes);
+                if let Some(holds) = &document.holds {
+                    let had_errors = loader.loaded.diagnostics.count(Severity::Error) > errors;
+                    loader.holds(&document.origin, holds, &defined, had_errors);
+                }
+            }
             Content::Unread(diagnostic) => loader.loaded.diagnostics.push(diagnostic.clone()),
         }
     }
@@ -78,10 +85,11 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     /// Reads one text: its YAML documents, or the List items they hold.
-    fn file(&mut self, from: &source::Origin, bytes: &[u8]) {
+    /// Returns the keys of the resources it defined.
+    fn file(&mut self, from: &source::Origin, bytes: &[u8]) -> Vec<(Kind, String, String)> {
         let name: Arc<str> = from.to_string().into();
         let Some(documents) = self.parse(&name, bytes) else {
-            return;
+            return Vec::new();
         };
         let mut in_this_file: HashMap<(Kind, String, String), Origin> = HashMap::new();
         for doc in documents {
@@ -102,6 +110,54 @@ impl Loader<'_> {
                 self.resource(&resource, origin, &mut in_this_file);
             }
         }
+        let mut defined: Vec<_> = in_this_file.into_keys().collect();
+        defined.sort();
+        defined
+    }
+
+    /// A store's key holds one resource, the one it names: anything else
+    /// (another name, a second document, a kind ringway does not read) is
+    /// an error for the whole snapshot. When the text already had errors,
+    /// they say enough.
+    fn holds(
+        &mut self,
+        from: &source::Origin,
+        holds: &source::Holds,
+        defined: &[(Kind, String, String)],
+        had_errors: bool,
+    ) {
+        let named = format!("{} {}/{}", holds.kind, holds.namespace, holds.name);
+        let found: Vec<String> = defined
+            .iter()
+            .map(|(kind, ns, name)| format!("{kind} {ns}/{name}"))
+            .collect();
+        let message = match found.as_slice() {
+            [one] if *one == named => return,
+            [] if had_errors => return,
+            [] => format!(
+                "the key names {named} but its value defines no resource ringway reads; \
+                 one key holds one Istio networking resource"
+            ),
+            [one] => format!(
+                "the key names {named} but its value defines {one}; \
+                 a resource is stored under <Kind>/<namespace>/<name> (ringway apply writes it so)"
+            ),
+            many => format!(
+                "the key names {named} but its value defines {} resources ({}); \
+                 one key holds one resource",
+                many.len(),
+                many.join(", ")
+            ),
+        };
+        self.loaded.diagnostics.push(
+            Diagnostic::error(message)
+                .at(Location {
+                    file: from.to_string().into(),
+                    document: 1,
+                    line: 1,
+                })
+                .resource(named),
+        );
     }
 
     /// The YAML documents of a text, or `None` when it is not UTF-8 or not

@@ -311,7 +311,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::source::{Files, Memory};
+    use crate::source::{Applied, Files, Memory};
 
     fn reloader(file: &Path) -> Reloader {
         Reloader::new(
@@ -514,7 +514,8 @@ spec:
             let outcome = to.apply(&snapshot, Trigger::Watch, |_| Ok(()));
             seen.lock()
                 .expect("outcomes")
-                .push((snapshot.revision, outcome));
+                .push((snapshot.revision, outcome.clone()));
+            Applied::from(outcome)
         }));
         source.set(&[("broken.yaml", BROKEN)]);
         source.set(&[("kafka.yaml", &kafka), ("also.yaml", "\n")]);

@@ -53,12 +53,27 @@ impl ConfigSource for Files {
                 documents.push(Document {
                     origin: Origin::File(file),
                     content,
+                    holds: None,
                 });
             }
         }
         Snapshot {
             revision,
             documents,
+        }
+    }
+
+    fn state(&self) -> super::SourceState {
+        super::SourceState {
+            kind: "files",
+            location: self
+                .paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            revision: self.reads.load(Ordering::Relaxed),
+            ..super::SourceState::default()
         }
     }
 }
@@ -72,6 +87,7 @@ fn expand(path: &Path, documents: &mut Vec<Document>) -> Vec<PathBuf> {
     let unread = |origin: PathBuf, diagnostic| Document {
         origin: Origin::File(origin),
         content: Content::Unread(diagnostic),
+        holds: None,
     };
     let listing = match list_dir(path) {
         Ok(listing) => listing,

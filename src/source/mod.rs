@@ -8,6 +8,8 @@
 //!   `POST /reload`.
 //! - `memory.rs`: documents handed over in memory (tests, `load_str`); it
 //!   also pushes, as a watching source does.
+//! - `crate::fleet::source`: keys of an etcd store, watched; every change
+//!   is pushed as a whole snapshot.
 #![forbid(unsafe_code)]
 
 pub mod files;
@@ -47,10 +49,65 @@ pub trait ConfigSource: fmt::Debug + Send + Sync {
     fn watch(&self, sink: Sink) {
         drop(sink);
     }
+
+    /// What the source says about itself (`/config_dump`, metrics).
+    fn state(&self) -> SourceState {
+        SourceState::default()
+    }
 }
 
-/// Where a watching source hands the snapshots it pushes.
-pub type Sink = Box<dyn Fn(Snapshot) + Send + Sync>;
+/// Where a watching source hands the snapshots it pushes. The answer says
+/// what became of the snapshot, for the source to report (a store's
+/// status key).
+pub type Sink = Box<dyn Fn(Snapshot) -> Applied + Send + Sync>;
+
+/// What became of a pushed snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Served from now on, as this generation.
+    Published { generation: u64 },
+    /// Refused: the running table stays. Each error names its document
+    /// and line.
+    Rejected { errors: Vec<String> },
+}
+
+impl From<Result<u64, Vec<String>>> for Applied {
+    /// What [`crate::control::reload::Reloader::apply`] returns.
+    fn from(outcome: Result<u64, Vec<String>>) -> Applied {
+        match outcome {
+            Ok(generation) => Applied::Published { generation },
+            Err(errors) => Applied::Rejected { errors },
+        }
+    }
+}
+
+/// A source's own account of itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SourceState {
+    /// `files`, `memory` or `etcd`.
+    pub kind: &'static str,
+    /// Where: the paths, or the etcd members and prefix.
+    pub location: String,
+    /// The revision of the configuration served (files: the read count).
+    pub revision: u64,
+    /// A store: every change up to this revision has been seen.
+    pub synced_revision: u64,
+    /// A store: reachable now.
+    pub connected: bool,
+    /// Serving a configuration that may be out of date (the store is
+    /// unreachable, or the process started from its cache).
+    pub stale: bool,
+    /// Seconds since the Unix epoch of the last sync with the store; 0
+    /// when never.
+    pub last_sync_unix: u64,
+    /// Full re-reads of the store, by reason (`compacted`,
+    /// `revision_went_back`, `requested`, `reconnected`).
+    pub resyncs: Vec<(&'static str, u64)>,
+    /// Errors talking to the store, by reason.
+    pub errors: Vec<(&'static str, u64)>,
+    /// Snapshots the store pushed that were refused.
+    pub rejected: u64,
+}
 
 /// Every document of a configuration at one revision, in the order that
 /// decides which of two definitions of a resource wins (the later one, as
@@ -74,12 +131,24 @@ impl Snapshot {
     }
 }
 
-/// One text of the configuration as a source holds it (a file; later a
-/// store's key), which may hold several YAML documents.
+/// One text of the configuration as a source holds it (a file, a store's
+/// key), which may hold several YAML documents.
 #[derive(Debug, Clone)]
 pub struct Document {
     pub origin: Origin,
     pub content: Content,
+    /// A store keeps one resource per key: the text must define exactly
+    /// this resource, nothing else (checked by the loader). `None` for a
+    /// file, which may hold any number.
+    pub holds: Option<Holds>,
+}
+
+/// The one resource a document must define.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holds {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
 }
 
 impl Document {
@@ -88,6 +157,7 @@ impl Document {
         Document {
             origin: Origin::Memory(name.into()),
             content: Content::Text(text.as_bytes().into()),
+            holds: None,
         }
     }
 }
@@ -108,6 +178,8 @@ pub enum Origin {
     File(PathBuf),
     /// A text handed over in memory, by the name it is shown under.
     Memory(Arc<str>),
+    /// A key of an etcd store, at the revision it was last modified.
+    Etcd { key: Arc<str>, revision: u64 },
 }
 
 impl fmt::Display for Origin {
@@ -115,6 +187,7 @@ impl fmt::Display for Origin {
         match self {
             Origin::File(path) => write!(f, "{}", path.display()),
             Origin::Memory(name) => f.write_str(name),
+            Origin::Etcd { key, revision } => write!(f, "etcd:{key}@{revision}"),
         }
     }
 }

@@ -1,0 +1,27 @@
+//! A fleet of ringway instances on one etcd: where the configuration is
+//! (`--config-source etcd://...`), its key layout, the members with
+//! fail-over, and the store read at one revision. Used by `run` (a
+//! watching [`crate::source::ConfigSource`]) and by the fleet commands
+//! (`apply`, `delete`, `get`, `status`). The etcd client is async (tokio);
+//! it runs on control-plane threads only, never on a worker.
+#![forbid(unsafe_code)]
+
+pub mod keys;
+pub mod members;
+pub mod status;
+pub mod store;
+pub mod target;
+
+pub use keys::{Keys, ResourceKey};
+pub use members::{EtcdError, Members};
+pub use status::InstanceStatus;
+pub use store::{Commit, StoreSet, Stored};
+pub use target::{EtcdArgs, Target};
+
+/// A current-thread runtime for one command or one control-plane thread.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+}
