@@ -10,7 +10,6 @@ use ringway::dataplane::Settings;
 use ringway::dataplane::http::HttpLimits;
 use ringway::dataplane::ring::RecvMode;
 use ringway::metrics::Identity;
-use ringway::source::ConfigSource as _;
 use ringway::supervisor::{self, RunOptions};
 
 #[derive(Debug, Parser)]
@@ -284,7 +283,19 @@ fn init_logging(command: &Command) {
 
 /// `ringway check`: the report on stdout, the verdict as the exit status.
 fn check(config: &ConfigArgs, output: check::Output, strict: bool, partial: bool) -> ExitCode {
-    let mut build = config.pipeline().build(&config.source().snapshot());
+    if let Err(e) = config.location() {
+        eprintln!("ringway check: {e}");
+        return ExitCode::from(2);
+    }
+    // Only a store can fail to be read: 4, as for the fleet commands.
+    let snapshot = match config.read_once() {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            eprintln!("ringway check: {e}");
+            return ExitCode::from(4);
+        }
+    };
+    let mut build = config.pipeline().build(&snapshot);
     if !partial {
         check::require_listeners(&mut build);
     }

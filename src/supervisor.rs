@@ -32,7 +32,7 @@ use crate::pipeline::Pipeline;
 use crate::process;
 use crate::resolve::SystemResolver;
 use crate::routing::RouteTable;
-use crate::source::ConfigSource;
+use crate::source::{Applied, ConfigSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -237,8 +237,28 @@ pub fn start(options: &RunOptions) -> Result<Gateway, RunError> {
     }
     gateway.control.set_serving(true);
     tracing::info!(workers, listeners = bound, "serving");
+    attach_source(&gateway.control, options.source.as_ref());
     gateway.dns = spawn_dns_refresh(&gateway.control, options.dns_refresh);
     Ok(gateway)
+}
+
+/// From now on, every snapshot a watching source (etcd) pushes goes
+/// through the same reload path as SIGHUP. The source holds the control
+/// only weakly: the control holds the source (through its reloader).
+fn attach_source(control: &Arc<Control>, source: &dyn ConfigSource) {
+    let to = Arc::downgrade(control);
+    source.watch(Box::new(move |snapshot| match to.upgrade() {
+        Some(control) => Applied::from(control.apply_snapshot(&snapshot)),
+        None => Applied::Rejected {
+            errors: vec!["the gateway is stopping".to_owned()],
+        },
+    }));
+    let to = Arc::downgrade(control);
+    source.probe(Box::new(move || {
+        to.upgrade()
+            .map(|control| control.unbound_listeners())
+            .unwrap_or_default()
+    }));
 }
 
 /// The first plan, its listeners bound for every worker, and what the

@@ -10,9 +10,10 @@ use clap::Args;
 
 use crate::config::LoadOptions;
 use crate::config::manifest::Labels;
+use crate::fleet::{EtcdArgs, Target, target::TargetError};
 use crate::pipeline::Pipeline;
 use crate::routing::CompileOptions;
-use crate::source::Files;
+use crate::source::{ConfigSource as _, Files, Snapshot};
 
 /// Where the configuration is and how to read it (`run` and `check`).
 #[derive(Debug, Clone, Args)]
@@ -20,8 +21,21 @@ pub struct ConfigArgs {
     /// A manifest file, or a directory of *.yaml/*.yml files (not recursive).
     /// Repeatable: later files replace resources of the same kind,
     /// namespace and name.
-    #[arg(short = 'c', long = "config", value_name = "PATH", required = true)]
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "PATH",
+        required_unless_present = "config_source",
+        conflicts_with = "config_source"
+    )]
     pub config: Vec<PathBuf>,
+    /// The configuration of a fleet, in etcd:
+    /// etcd://HOST:PORT[,HOST:PORT...]/PREFIX (etcds:// for TLS). Watched:
+    /// every change applies within milliseconds. Instead of -c.
+    #[arg(long, value_name = "URL")]
+    pub config_source: Option<String>,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     /// This instance's labels, matched by Gateway selectors.
     #[arg(long, value_name = "k=v,...", default_value = "istio=ingressgateway", value_parser = parse_labels)]
     pub labels: Labels,
@@ -37,10 +51,61 @@ pub struct ConfigArgs {
     pub workload_namespace: String,
 }
 
+/// `run` with `--config-source etcd://...`: who this instance is in the
+/// fleet, and what it does while etcd is away.
+#[derive(Debug, Clone, Args)]
+pub struct FleetRunArgs {
+    /// This instance's name in the fleet (its status key); several
+    /// instances on one host need different ones. Default: the host name.
+    #[arg(long, value_name = "ID")]
+    pub instance_id: Option<String>,
+    /// Where to keep the last configuration applied, so that a restart
+    /// while etcd is unreachable serves it (marked stale).
+    #[arg(long, value_name = "PATH")]
+    pub config_cache: Option<PathBuf>,
+    /// How long start-up waits for etcd before falling back to the cache.
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = crate::config::manifest::parse_duration)]
+    pub etcd_startup_timeout: std::time::Duration,
+    /// The lease of this instance's status key: an instance that stops
+    /// renewing it (dead, partitioned) drops out of `ringway status` after
+    /// this.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = crate::config::manifest::parse_duration)]
+    pub status_ttl: std::time::Duration,
+}
+
+/// Where `-c` or `--config-source` says the configuration is.
+#[derive(Debug, Clone)]
+pub enum Location {
+    Files(Vec<PathBuf>),
+    Etcd(Target),
+}
+
 impl ConfigArgs {
+    /// `-c PATH...`, `--config-source file:PATH`, or an etcd URL.
+    pub fn location(&self) -> Result<Location, TargetError> {
+        match &self.config_source {
+            None => Ok(Location::Files(self.config.clone())),
+            Some(text) => match text.strip_prefix("file:") {
+                Some(path) => Ok(Location::Files(vec![path.into()])),
+                None => Target::parse(text).map(Location::Etcd),
+            },
+        }
+    }
+
     /// The files given with `-c`.
     pub fn source(&self) -> Files {
         Files::new(self.config.clone())
+    }
+
+    /// The whole configuration, read once: the files, or the store at its
+    /// current revision (`check`).
+    pub fn read_once(&self) -> Result<Snapshot, String> {
+        match self.location().map_err(|e| e.to_string())? {
+            Location::Files(paths) => Ok(Files::new(paths).snapshot()),
+            Location::Etcd(target) => crate::fleet::read_once(&target, &self.etcd)
+                .map(|set| set.snapshot())
+                .map_err(|e| e.to_string()),
+        }
     }
 
     /// How to load and compile them.

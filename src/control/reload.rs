@@ -105,6 +105,11 @@ impl Reloader {
         self.revision.load(Ordering::Relaxed)
     }
 
+    /// What the source says about itself.
+    pub fn source_state(&self) -> crate::source::SourceState {
+        self.source.state()
+    }
+
     pub fn succeeded(&self) -> u64 {
         self.succeeded.load(Ordering::Relaxed)
     }

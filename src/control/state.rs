@@ -22,6 +22,7 @@ use crate::metrics::Identity;
 use crate::metrics::{ProcessMetrics, WorkerMetrics};
 use crate::resolve::{self, Resolver, SystemResolver};
 use crate::routing::RouteTable;
+use crate::source::{Snapshot, SourceState};
 
 /// How long `POST /reload` waits for every worker to take the new plan
 /// before it answers with what it knows. A worker takes a plan within one
@@ -76,6 +77,8 @@ pub struct ConfigDump {
     pub plan: Arc<Plan>,
     /// By cluster name.
     pub resolved_endpoints: BTreeMap<String, Vec<EndpointState>>,
+    /// Where the configuration comes from, at which revision, how fresh.
+    pub source: SourceState,
 }
 
 fn table_of<S: Serializer>(plan: &Arc<Plan>, s: S) -> Result<S::Ok, S::Error> {
@@ -125,6 +128,7 @@ impl ConfigDump {
             identity,
             plan,
             resolved_endpoints,
+            source: SourceState::default(),
         }
     }
 }
@@ -226,30 +230,56 @@ impl Control {
     /// returns without waiting for them. One at a time (the reloader's
     /// lock); the publish lock is held only for the swap itself.
     pub fn reload_with(&self, trigger: Trigger) -> Result<u64, Vec<String>> {
-        self.reloader.reload(trigger, |table| {
-            // A new address that cannot be bound refuses the whole reload
-            // (the workers would each fail to bind it).
-            let current = self.shared.plan.load();
-            for l in &table.listeners {
-                let known = current.table.listeners.iter().any(|c| c.address == l.address);
-                if !known {
-                    listener::probe(l.address).map_err(|e| {
-                        format!(
-                            "listener {} ({}): cannot bind: {e}; free the port or change the Gateway",
-                            l.name, l.address
-                        )
-                    })?;
-                }
+        self.reloader
+            .reload(trigger, |table| self.publish_table(table))
+    }
+
+    /// The same for a snapshot a watching source pushed (etcd).
+    pub fn apply_snapshot(&self, snapshot: &Snapshot) -> Result<u64, Vec<String>> {
+        self.reloader
+            .apply(snapshot, Trigger::Watch, |table| self.publish_table(table))
+    }
+
+    /// Workers that could not bind every listener of the current table,
+    /// each with how many it misses (for a fleet's status key).
+    pub fn unbound_listeners(&self) -> Vec<String> {
+        self.statuses
+            .iter()
+            .enumerate()
+            .filter_map(|(worker, s)| {
+                let missing = s.snapshot().missing_listeners;
+                (missing > 0).then(|| format!("worker {worker}: {missing} listeners unbound"))
+            })
+            .collect()
+    }
+
+    fn publish_table(&self, table: RouteTable) -> Result<(), String> {
+        // A new address that cannot be bound refuses the whole reload
+        // (the workers would each fail to bind it).
+        let current = self.shared.plan.load();
+        for l in &table.listeners {
+            let known = current
+                .table
+                .listeners
+                .iter()
+                .any(|c| c.address == l.address);
+            if !known {
+                listener::probe(l.address).map_err(|e| {
+                    format!(
+                        "listener {} ({}): cannot bind: {e}; free the port or change the Gateway",
+                        l.name, l.address
+                    )
+                })?;
             }
-            drop(current);
-            // Resolving may take as long as the resolver does: no lock yet.
-            let endpoints = resolve_logged(&table);
-            let _publishing = self.publish.lock().unwrap_or_else(PoisonError::into_inner);
-            let plan = Plan::new(table, endpoints, Some(&self.shared.plan.load()));
-            self.shared.plan.store(Arc::new(plan));
-            self.wake_workers();
-            Ok(())
-        })
+        }
+        drop(current);
+        // Resolving may take as long as the resolver does: no lock yet.
+        let endpoints = resolve_logged(&table);
+        let _publishing = self.publish.lock().unwrap_or_else(PoisonError::into_inner);
+        let plan = Plan::new(table, endpoints, Some(&self.shared.plan.load()));
+        self.shared.plan.store(Arc::new(plan));
+        self.wake_workers();
+        Ok(())
     }
 
     /// How many workers serve `generation` or a later one, of how many:
@@ -341,6 +371,7 @@ impl Admin for Control {
             reloads_failure: self.reloader.failed(),
             workers: self.metrics.len(),
             access_log_dropped: self.access_log.dropped(),
+            source: self.reloader.source_state(),
         };
         crate::metrics::render(&process, &self.identity, &snapshots)
     }
@@ -348,7 +379,9 @@ impl Admin for Control {
     fn config_dump(&self) -> ConfigDump {
         let plan = self.shared.plan.load_full();
         let reports: Vec<_> = self.statuses.iter().map(|s| s.snapshot()).collect();
-        ConfigDump::new(plan, self.identity.clone(), &reports, Instant::now())
+        let mut dump = ConfigDump::new(plan, self.identity.clone(), &reports, Instant::now());
+        dump.source = self.reloader.source_state();
+        dump
     }
 
     fn reload(&self) -> ReloadOutcome {

@@ -25,3 +25,13 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .enable_time()
         .build()
 }
+
+/// The store's whole configuration at its current revision, read once on a
+/// runtime of its own (`check`, the fleet commands' first read).
+pub fn read_once(target: &Target, args: &EtcdArgs) -> Result<StoreSet, EtcdError> {
+    let mut members = Members::new(target, args)?;
+    let keys = Keys::new(&target.prefix);
+    let runtime =
+        runtime().map_err(|e| EtcdError::Setup(format!("cannot start a runtime: {e}")))?;
+    runtime.block_on(store::read(&mut members, &keys, None))
+}

@@ -20,6 +20,15 @@ pub const ISTIO_RESPONSE_BYTES: &str = "istio_response_bytes";
 pub const ISTIO_BUILD: &str = "istio_build";
 
 pub const CONFIG_GENERATION: &str = "ringway_config_generation";
+pub const CONFIG_SOURCE_REVISION: &str = "ringway_config_source_revision";
+pub const CONFIG_SOURCE_SYNCED_REVISION: &str = "ringway_config_source_synced_revision";
+pub const CONFIG_SOURCE_CONNECTED: &str = "ringway_config_source_connected";
+pub const CONFIG_SOURCE_STALE: &str = "ringway_config_source_stale";
+pub const CONFIG_SOURCE_LAST_SYNC: &str = "ringway_config_source_last_sync_timestamp_seconds";
+pub const CONFIG_SOURCE_STALE_SECONDS: &str = "ringway_config_source_stale_seconds";
+pub const CONFIG_SOURCE_RESYNCS: &str = "ringway_config_source_resyncs_total";
+pub const CONFIG_SOURCE_ERRORS: &str = "ringway_config_source_errors_total";
+pub const CONFIG_SOURCE_REJECTED: &str = "ringway_config_source_rejected_total";
 pub const CONFIG_RELOADS: &str = "ringway_config_reloads_total";
 pub const WORKERS: &str = "ringway_workers";
 pub const DOWNSTREAM_CONNECTIONS_ACTIVE: &str = "ringway_downstream_connections_active";

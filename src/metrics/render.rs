@@ -12,13 +12,15 @@ use super::names::*;
 use super::worker::{ClusterTotals, IstioLabels, Protocol, TcpTotals, WorkerSnapshot};
 
 /// Figures kept outside the workers.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ProcessMetrics {
     pub generation: u64,
     pub reloads_success: u64,
     pub reloads_failure: u64,
     pub workers: usize,
     pub access_log_dropped: u64,
+    /// Where the configuration comes from, and how fresh it is.
+    pub source: crate::source::SourceState,
 }
 
 /// Every worker's counters summed.
@@ -263,6 +265,91 @@ fn process_figures(out: &mut String, process: &ProcessMetrics) {
         "counter",
     );
     let _ = writeln!(out, "{ACCESS_LOG_DROPPED} {}", process.access_log_dropped);
+    source_figures(out, &process.source);
+}
+
+/// The configuration source: its revision for every kind; for a store
+/// (etcd), how connected and how fresh.
+fn source_figures(out: &mut String, source: &crate::source::SourceState) {
+    header(
+        out,
+        CONFIG_SOURCE_REVISION,
+        "Revision of the configuration served (etcd: store revision; files: reads).",
+        "gauge",
+    );
+    let _ = writeln!(
+        out,
+        "{CONFIG_SOURCE_REVISION}{{source=\"{}\"}} {}",
+        source.kind, source.revision
+    );
+    if source.kind != "etcd" {
+        return;
+    }
+    let gauges = [
+        (
+            CONFIG_SOURCE_SYNCED_REVISION,
+            "Every store change up to this revision has been seen.",
+            source.synced_revision,
+        ),
+        (
+            CONFIG_SOURCE_CONNECTED,
+            "1 while the store answers.",
+            u64::from(source.connected),
+        ),
+        (
+            CONFIG_SOURCE_STALE,
+            "1 while the configuration served may be out of date (store unreachable, or started from the cache).",
+            u64::from(source.stale),
+        ),
+        (
+            CONFIG_SOURCE_LAST_SYNC,
+            "Unix time of the last sync with the store.",
+            source.last_sync_unix,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        header(out, name, help, "gauge");
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let staleness = if source.last_sync_unix == 0 {
+        0
+    } else {
+        now.saturating_sub(source.last_sync_unix)
+    };
+    header(
+        out,
+        CONFIG_SOURCE_STALE_SECONDS,
+        "Seconds since the last sync with the store.",
+        "gauge",
+    );
+    let _ = writeln!(out, "{CONFIG_SOURCE_STALE_SECONDS} {staleness}");
+    for (name, help, counts) in [
+        (
+            CONFIG_SOURCE_RESYNCS,
+            "Full re-reads of the store, by reason.",
+            &source.resyncs,
+        ),
+        (
+            CONFIG_SOURCE_ERRORS,
+            "Errors talking to the store, by reason.",
+            &source.errors,
+        ),
+    ] {
+        header(out, name, help, "counter");
+        for (reason, n) in counts {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
+        }
+    }
+    header(
+        out,
+        CONFIG_SOURCE_REJECTED,
+        "Store revisions whose configuration was refused (the running table stayed).",
+        "counter",
+    );
+    let _ = writeln!(out, "{CONFIG_SOURCE_REJECTED} {}", source.rejected);
 }
 
 /// Open connections per listener, accept errors, the cap.

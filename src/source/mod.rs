@@ -50,6 +50,12 @@ pub trait ConfigSource: fmt::Debug + Send + Sync {
         drop(sink);
     }
 
+    /// Tells a source that reports on the gateway (a store's status key)
+    /// how to learn which listeners could not be bound.
+    fn probe(&self, probe: Probe) {
+        drop(probe);
+    }
+
     /// What the source says about itself (`/config_dump`, metrics).
     fn state(&self) -> SourceState {
         SourceState::default()
@@ -60,6 +66,9 @@ pub trait ConfigSource: fmt::Debug + Send + Sync {
 /// what became of the snapshot, for the source to report (a store's
 /// status key).
 pub type Sink = Box<dyn Fn(Snapshot) -> Applied + Send + Sync>;
+
+/// Listeners of the running table that could not be bound, described.
+pub type Probe = Box<dyn Fn() -> Vec<String> + Send + Sync>;
 
 /// What became of a pushed snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
