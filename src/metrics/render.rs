@@ -549,10 +549,28 @@ mod tests {
                 reloads_failure: 1,
                 workers: 2,
                 access_log_dropped: 7,
+                source: crate::source::SourceState {
+                    kind: "etcd",
+                    revision: 12,
+                    synced_revision: 14,
+                    connected: true,
+                    resyncs: vec![("compacted", 1)],
+                    ..crate::source::SourceState::default()
+                },
             },
             &Identity::default(),
             &snapshots,
         );
+        for figure in [
+            "ringway_config_source_revision{source=\"etcd\"} 12",
+            "ringway_config_source_synced_revision 14",
+            "ringway_config_source_connected 1",
+            "ringway_config_source_stale 0",
+            "ringway_config_source_resyncs_total{reason=\"compacted\"} 1",
+            "ringway_config_source_rejected_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == figure), "no {figure} in\n{text}");
+        }
         let line = |prefix: &str| {
             text.lines()
                 .find(|l| l.starts_with(prefix))
