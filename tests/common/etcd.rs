@@ -26,6 +26,12 @@ pub struct Etcd {
     members: Vec<Member>,
     dir: tempfile::TempDir,
     initial_cluster: String,
+    /// Client connections over TLS with this server certificate and key,
+    /// signed by the CA in `ca` (peers stay on plain HTTP: only what
+    /// ringway sees is under test).
+    tls: Option<super::tls::PemFiles>,
+    /// `user:password` for etcdctl once auth is enabled.
+    root: Option<String>,
 }
 
 fn binary(name: &str, package: &str) -> PathBuf {
@@ -41,6 +47,12 @@ impl Etcd {
     /// A cluster of `n` members, started and healthy (a leader elected,
     /// every member answering).
     pub fn start(ports: &Ports, n: usize) -> Etcd {
+        Self::start_with(ports, n, None)
+    }
+
+    /// [`Etcd::start`] serving clients over TLS with `tls` (a certificate
+    /// for 127.0.0.1 and the CA that signed it).
+    pub fn start_with(ports: &Ports, n: usize, tls: Option<super::tls::PemFiles>) -> Etcd {
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
@@ -58,6 +70,8 @@ impl Etcd {
             members,
             dir: tempfile::tempdir().expect("tempdir"),
             initial_cluster,
+            tls,
+            root: None,
         };
         for i in 0..n {
             etcd.spawn(i);
@@ -69,11 +83,21 @@ impl Etcd {
     fn spawn(&mut self, i: usize) {
         let m = &self.members[i];
         let data = self.dir.path().join(&m.name);
-        let client = format!("http://127.0.0.1:{}", m.client);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", m.client);
         let peer = format!("http://127.0.0.1:{}", m.peer);
         let log = std::fs::File::create(self.dir.path().join(format!("{}.log", m.name)))
             .expect("etcd log file");
-        let child = Command::new(binary("etcd", "etcd-server"))
+        let mut cmd = Command::new(binary("etcd", "etcd-server"));
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca);
+        }
+        let child = cmd
             .args(["--name", &m.name, "--data-dir"])
             .arg(&data)
             .args([
@@ -116,14 +140,59 @@ impl Etcd {
         self.members[i].client
     }
 
-    /// `etcdctl` against the live members.
+    /// `etcdctl` against the live members (as root once auth is on).
     pub fn etcdctl(&self, args: &[&str]) -> Output {
-        Command::new(binary("etcdctl", "etcd-client"))
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoints(), "--command-timeout", "5s"])
-            .args(args)
-            .output()
-            .expect("run etcdctl")
+        let mut cmd = Command::new(binary("etcdctl", "etcd-client"));
+        cmd.env("ETCDCTL_API", "3").args([
+            "--endpoints",
+            &self.endpoints(),
+            "--command-timeout",
+            "5s",
+        ]);
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cacert").arg(&tls.ca);
+        }
+        if let Some(root) = &self.root {
+            cmd.args(["--user", root]);
+        }
+        cmd.args(args).output().expect("run etcdctl")
+    }
+
+    /// Turns on etcd's role-based access: a `root` user, and `user` with
+    /// `password` allowed to read and write everything under `prefix`
+    /// (what a gateway and an operator need). etcdctl goes on as root.
+    pub fn enable_auth(&mut self, user: &str, password: &str, prefix: &str) {
+        let root = "root:root-secret";
+        let steps: [&[&str]; 6] = [
+            &["user", "add", root],
+            &["user", "grant-role", "root", "root"],
+            &["role", "add", "fleet"],
+            &[
+                "role",
+                "grant-permission",
+                "--prefix=true",
+                "fleet",
+                "readwrite",
+                prefix,
+            ],
+            &["user", "add", &format!("{user}:{password}")],
+            &["user", "grant-role", user, "fleet"],
+        ];
+        for step in steps {
+            let out = self.etcdctl(step);
+            assert!(
+                out.status.success(),
+                "etcdctl {step:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = self.etcdctl(&["auth", "enable"]);
+        assert!(
+            out.status.success(),
+            "auth enable: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.root = Some(root.to_owned());
     }
 
     /// The index of the member that is the leader now, as the members say.
