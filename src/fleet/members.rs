@@ -115,8 +115,23 @@ impl Members {
         for index in self.order() {
             let client = match self.client(index).await {
                 Ok(client) => client,
+                // A wrong password or a refused certificate: every member
+                // would say the same.
+                Err(Some(e)) if !fails_over(&e) => {
+                    return Err(EtcdError::Refused {
+                        what,
+                        message: describe(&e),
+                    });
+                }
                 Err(e) => {
-                    last = format!("{}: {e}", self.endpoints[index]);
+                    last = match e {
+                        Some(e) => format!("{}: {}", self.endpoints[index], describe(&e)),
+                        None => format!(
+                            "{}: no answer within {:?}",
+                            self.endpoints[index],
+                            CONNECT_TIMEOUT + CALL_TIMEOUT
+                        ),
+                    };
                     self.park(index);
                     continue;
                 }
@@ -191,7 +206,9 @@ impl Members {
         }
     }
 
-    async fn client(&mut self, index: usize) -> Result<Client, String> {
+    /// Member `index`'s client, connected now if it was not; `None` as
+    /// the error when connecting took too long.
+    async fn client(&mut self, index: usize) -> Result<Client, Option<etcd_client::Error>> {
         if let Some(client) = &self.clients[index] {
             return Ok(client.clone());
         }
@@ -199,13 +216,8 @@ impl Members {
         let connect = Client::connect(endpoint, Some(self.options.clone()));
         let client = match tokio::time::timeout(CONNECT_TIMEOUT + CALL_TIMEOUT, connect).await {
             Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(describe(&e)),
-            Err(_) => {
-                return Err(format!(
-                    "no answer within {:?}",
-                    CONNECT_TIMEOUT + CALL_TIMEOUT
-                ));
-            }
+            Ok(Err(e)) => return Err(Some(e)),
+            Err(_) => return Err(None),
         };
         self.clients[index] = Some(client.clone());
         Ok(client)
