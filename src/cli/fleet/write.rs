@@ -299,9 +299,7 @@ fn commit_record(plan: &Plan, keys: &crate::fleet::Keys, message: Option<&str>) 
         .map_or(0, |d| d.as_nanos());
     Commit {
         id: format!("{host}-{}-{nanos}", std::process::id()),
-        by: std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".to_owned()),
+        by: user_name(),
         host,
         at: crate::accesslog::rfc3339(SystemTime::now()),
         message: message.unwrap_or_default().to_owned(),
@@ -309,6 +307,21 @@ fn commit_record(plan: &Plan, keys: &crate::fleet::Keys, message: Option<&str>) 
         put: plan.puts.iter().map(|c| keys.resource(&c.id)).collect(),
         delete: plan.deletes.iter().map(|s| s.key.clone()).collect(),
     }
+}
+
+/// Who writes: `$USER` (or `$LOGNAME`), else the uid this runs as.
+fn user_name() -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            std::fs::metadata("/proc/self")
+                .ok()
+                .map(|m| format!("uid {}", m.uid()))
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// This host's name (the kernel's), for the commit record.
