@@ -135,6 +135,16 @@ fn file_changes(
             line: piece.line,
             document: doc.index,
         };
+        if let Some(kind) = list_kind(root) {
+            diagnostics.push(
+                Diagnostic::error(format!(
+                    "this document is a {kind}; the store keeps one resource per key, so write \
+                     one YAML document per resource (separated by ---)"
+                ))
+                .at(location(&candidate)),
+            );
+            continue;
+        }
         let loaded = load_documents(&[candidate.document()], options);
         match ids(&loaded.manifests).as_slice() {
             [] => diagnostics.push(
@@ -155,8 +165,8 @@ fn file_changes(
             }
             many => diagnostics.push(
                 Diagnostic::error(format!(
-                    "this document is a List of {} resources; the store keeps one resource per \
-                     key, so write one YAML document per resource (separated by ---)",
+                    "this document defines {} resources; the store keeps one resource per key, \
+                     so write one YAML document per resource (separated by ---)",
                     many.len()
                 ))
                 .at(location(&candidate)),
@@ -164,6 +174,14 @@ fn file_changes(
         }
     }
     changes
+}
+
+/// `List` (or `VirtualServiceList`...), when `root` is one with items:
+/// what `kubectl get -o yaml` writes, which `-c` reads item by item but a
+/// key cannot hold.
+fn list_kind(root: &yaml::Node) -> Option<&str> {
+    let kind = root.get("kind").and_then(yaml::Node::as_str)?;
+    (kind.ends_with("List") && root.get("items").is_some()).then_some(kind)
 }
 
 /// A resource without `metadata.namespace` is read by every instance in
@@ -366,5 +384,45 @@ mod tests {
                 .iter()
                 .any(|d| d.message.contains("later one wins"))
         );
+    }
+
+    #[test]
+    fn lists_and_missing_namespaces_are_refused_with_the_line() {
+        let dir = tempfile::tempdir().expect("dir");
+        let se = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: s\n\
+                  spec:\n  hosts: [a]\n  resolution: STATIC\n  ports: [{number: 1, name: t, protocol: TCP}]\n  endpoints: [{address: 127.0.0.1}]\n";
+        let indented: String = se
+            .replace("name: s", "name: t")
+            .lines()
+            .map(|l| format!("  {l}\n"))
+            .collect();
+        let list = format!("apiVersion: v1\nkind: List\nitems:\n- {}", &indented[2..]);
+        let file = dir.path().join("l.yaml");
+        std::fs::write(&file, format!("{se}---\n{list}")).expect("write");
+        let read = read_files(std::slice::from_ref(&file), &LoadOptions::default());
+        let errors: Vec<String> = read.diagnostics.errors().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("l.yaml:11: this document is a List"),
+            "{errors:?}"
+        );
+
+        let prod = LoadOptions {
+            namespace: "prod".into(),
+            ..LoadOptions::default()
+        };
+        std::fs::write(&file, se).expect("write");
+        let read = read_files(std::slice::from_ref(&file), &prod);
+        assert!(
+            read.diagnostics
+                .errors()
+                .any(|d| d.message.contains("write `namespace: prod` under metadata")),
+            "{:?}",
+            read.diagnostics
+        );
+        std::fs::write(&file, se.replace("name: s", "name: s\n  namespace: prod")).expect("write");
+        let read = read_files(&[file], &prod);
+        assert!(!read.diagnostics.has_errors(), "{:?}", read.diagnostics);
+        assert_eq!(read.changes[0].id.to_string(), "ServiceEntry/prod/s");
     }
 }

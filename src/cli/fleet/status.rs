@@ -179,3 +179,39 @@ fn divergent_tables(registered: &Registered) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_labels_at_one_revision_with_different_tables_are_flagged() {
+        let status = |instance: &str, labels: &str, hash: &str| InstanceStatus {
+            instance: instance.into(),
+            labels: labels.into(),
+            table_hash: hash.into(),
+            applied_revision: 7,
+            synced_revision: 7,
+            ..InstanceStatus::default()
+        };
+        let registered = Registered {
+            instances: vec![
+                status("a", "istio=ingressgateway", "h1"),
+                status("b", "istio=ingressgateway", "h2"),
+                status("c", "istio=other", "h3"),
+            ],
+            unreadable: Vec::new(),
+        };
+        let warnings = divergent_tables(&registered);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("a serve h1; b serve h2"),
+            "{warnings:?}"
+        );
+        let text = render_text(&registered, 8);
+        assert!(
+            text.contains("a: behind (synced to revision 7, the store is at 8)"),
+            "{text}"
+        );
+    }
+}

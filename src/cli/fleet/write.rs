@@ -475,3 +475,141 @@ fn hold_for_test() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::fleet::Keys;
+    use crate::source::Origin;
+
+    fn id(kind: &str, name: &str) -> ResourceKey {
+        ResourceKey {
+            kind: kind.into(),
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    fn stored(keys: &Keys, kind: &str, name: &str, create: u64) -> Stored {
+        let id = id(kind, name);
+        Stored {
+            key: keys.resource(&id),
+            id: Some(id),
+            text: format!("{name} stored\n").as_bytes().into(),
+            create_revision: create,
+            mod_revision: create,
+        }
+    }
+
+    fn change(kind: &str, name: &str, text: &str) -> Change {
+        Change {
+            id: id(kind, name),
+            text: text.as_bytes().into(),
+            file: PathBuf::from(format!("{name}.yaml")),
+            line: 1,
+            document: 1,
+        }
+    }
+
+    fn shown(snapshot: &Snapshot) -> Vec<String> {
+        snapshot
+            .documents
+            .iter()
+            .map(|d| d.origin.to_string())
+            .collect()
+    }
+
+    /// Stored resources in creation order, a replaced one in its place and
+    /// read from the operator's file, new ones last; unchanged texts are
+    /// not written; --prune deletes what the files do not name.
+    #[test]
+    fn the_result_keeps_creation_order() {
+        let keys = Keys::new("/p");
+        let base = StoreSet {
+            revision: 9,
+            commit_revision: 5,
+            commit: None,
+            resources: vec![
+                stored(&keys, "Gateway", "a", 2),
+                stored(&keys, "VirtualService", "b", 3),
+                stored(&keys, "ServiceEntry", "c", 4),
+            ],
+        };
+        let plan = Plan::apply(
+            base.clone(),
+            vec![
+                change("ServiceEntry", "d", "d new\n"),
+                change("VirtualService", "b", "b new\n"),
+                change("ServiceEntry", "c", "c stored\n"),
+            ],
+            false,
+        );
+        assert_eq!((plan.puts.len(), plan.unchanged), (2, 1));
+        assert_eq!(
+            shown(&plan.result()),
+            [
+                "etcd:/p/v1/config/Gateway/default/a@2",
+                "b.yaml",
+                "etcd:/p/v1/config/ServiceEntry/default/c@4",
+                "d.yaml"
+            ]
+        );
+        let pruned = Plan::apply(base, vec![change("ServiceEntry", "c", "c stored\n")], true);
+        let deleted: Vec<&str> = pruned.deletes.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(
+            deleted,
+            [
+                "/p/v1/config/Gateway/default/a",
+                "/p/v1/config/VirtualService/default/b"
+            ]
+        );
+        assert!(matches!(
+            &pruned.result().documents[0].origin,
+            Origin::Etcd { revision: 4, .. }
+        ));
+    }
+
+    #[test]
+    fn a_write_larger_than_one_transaction_is_refused_with_the_numbers() {
+        let keys = Keys::new("/p");
+        let big = "x".repeat(DEFAULT_MAX_REQUEST_BYTES);
+        let plan = Plan::apply(
+            StoreSet::default(),
+            vec![change("Gateway", "g", &big)],
+            false,
+        );
+        let commit = commit_record(&plan, &keys, None);
+        let args = WriteArgs {
+            dry_run: false,
+            wait: None,
+            message: None,
+            max_txn_ops: DEFAULT_MAX_TXN_OPS,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            compile: CompileArgs {
+                namespace: "default".into(),
+                domain: "cluster.local".into(),
+                workload_namespace: "istio-system".into(),
+            },
+        };
+        let e = check_limits(&plan, &keys, &commit, &args).expect_err("too large");
+        assert!(
+            e.message
+                .contains("most 1572864 (etcd's --max-request-bytes)"),
+            "{}",
+            e.message
+        );
+        let many: Vec<Change> = (0..DEFAULT_MAX_TXN_OPS)
+            .map(|i| change("Gateway", &format!("g{i}"), "x"))
+            .collect();
+        let plan = Plan::apply(StoreSet::default(), many, false);
+        let e = check_limits(&plan, &keys, &commit, &args).expect_err("too many");
+        assert!(
+            e.message
+                .contains("changes 128 resources; with the commit key that is 129 operations"),
+            "{}",
+            e.message
+        );
+    }
+}
