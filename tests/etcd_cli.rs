@@ -97,9 +97,13 @@ impl Fleet {
     /// Registers a fake instance the way `ringway run` does (a JSON
     /// InstanceStatus under status/), without a lease.
     fn register(&self, instance: &str, applied: u64, synced: u64) {
+        self.register_version(instance, applied, synced, env!("CARGO_PKG_VERSION"));
+    }
+
+    fn register_version(&self, instance: &str, applied: u64, synced: u64, version: &str) {
         let status = serde_json::json!({
             "instance": instance, "host": "test-host", "pid": 1,
-            "version": env!("CARGO_PKG_VERSION"), "labels": "istio=ingressgateway",
+            "version": version, "labels": "istio=ingressgateway",
             "started": "2026-01-01T00:00:00Z", "generation": 2,
             "applied_revision": applied, "synced_revision": synced,
             "table_hash": "h1", "stale": false, "last_sync": "2026-01-01T00:00:00Z",
@@ -395,6 +399,20 @@ fn status_reports_convergence_of_registered_instances() {
     let wait = fleet.ringway("apply", &["-f", path(&change), "--wait", "300ms"]);
     assert_eq!(wait.code, 5, "{wait:?}");
     assert!(wait.stdout.contains("applied at revision"), "{wait:?}");
+    assert!(wait.stdout.contains("gw-b: behind"), "{wait:?}");
+
+    // An instance of another version may judge differently: said, not fatal.
+    fleet.register_version("gw-c", 0, 0, "0.0.0-old");
+    let skew = ConfigDir::new();
+    let change = weights(&skew, "w.yaml", 85, 15);
+    let warned = fleet.ringway("apply", &["-f", path(&change)]);
+    assert_eq!(warned.code, 0, "{warned:?}");
+    assert!(
+        warned
+            .stderr
+            .contains("instance gw-c runs ringway 0.0.0-old"),
+        "{warned:?}"
+    );
 }
 
 /// No member answers: exit 4, saying which members were tried.

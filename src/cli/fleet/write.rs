@@ -219,7 +219,7 @@ pub async fn commit_plan(store: &mut Store, plan: Plan, args: &WriteArgs) -> Res
         ));
         return Ok(Exit::Ok);
     }
-    hold_for_test();
+    hold_for_test().await;
     let revision = write(store, &plan, &commit).await?;
     say(&format!(
         "applied at revision {revision} ({} changed, {} deleted)",
@@ -464,7 +464,7 @@ async fn settle(
 /// `DIR/held` once it has read and validated, then waits for `DIR/go`
 /// (at most a minute) before its transaction, so that a test can make two
 /// writers race deterministically.
-fn hold_for_test() {
+async fn hold_for_test() {
     let Some(dir) = std::env::var_os("RINGWAY_TEST_HOLD_TXN") else {
         return;
     };
@@ -472,7 +472,8 @@ fn hold_for_test() {
     let _ = std::fs::write(dir.join("held"), b"");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !dir.join("go").exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
+        // Asleep on the runtime, so that the client's connection tasks run.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
