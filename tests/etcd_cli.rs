@@ -101,9 +101,20 @@ impl Fleet {
     }
 
     fn register_version(&self, instance: &str, applied: u64, synced: u64, version: &str) {
+        self.register_full(instance, applied, synced, version, "istio=ingressgateway");
+    }
+
+    fn register_full(
+        &self,
+        instance: &str,
+        applied: u64,
+        synced: u64,
+        version: &str,
+        labels: &str,
+    ) {
         let status = serde_json::json!({
             "instance": instance, "host": "test-host", "pid": 1,
-            "version": version, "labels": "istio=ingressgateway",
+            "version": version, "labels": labels,
             "started": "2026-01-01T00:00:00Z", "generation": 2,
             "applied_revision": applied, "synced_revision": synced,
             "table_hash": "h1", "stale": false, "last_sync": "2026-01-01T00:00:00Z",
@@ -413,6 +424,58 @@ fn status_reports_convergence_of_registered_instances() {
             .contains("instance gw-c runs ringway 0.0.0-old"),
         "{warned:?}"
     );
+}
+
+/// The set is compiled for every label set the fleet registered: an
+/// instance whose labels no Gateway selects is told about (it would serve
+/// nothing), the others are not; and a dead member in --config-source is
+/// passed over.
+#[test]
+fn every_registered_label_set_is_compiled_and_a_dead_member_is_passed_over() {
+    let mut fleet = Fleet::start();
+    fleet.register_full(
+        "gw-a",
+        0,
+        0,
+        env!("CARGO_PKG_VERSION"),
+        "istio=ingressgateway",
+    );
+    fleet.register_full("gw-z", 0, 0, env!("CARGO_PKG_VERSION"), "istio=other");
+    let all_members = fleet.source();
+    let applied = fleet.ringway("apply", &["-f", path(&tcp_echo())]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    assert!(
+        applied
+            .stderr
+            .contains("for labels istio=other (instances gw-z):"),
+        "{applied:?}"
+    );
+    assert!(
+        applied
+            .stderr
+            .contains("the configuration opens no listener"),
+        "{applied:?}"
+    );
+    assert!(!applied.stderr.contains("gw-a"), "{applied:?}");
+
+    // The first member listed is gone: the next one answers.
+    fleet.etcd.kill(0);
+    common::until("a leader among the members left", || {
+        fleet.etcd.leader().is_some_and(|l| l != 0)
+    });
+    let dir = ConfigDir::new();
+    let change = weights(&dir, "w.yaml", 50, 50);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway"));
+    cmd.args([
+        "apply",
+        "--config-source",
+        &all_members,
+        "-f",
+        path(&change),
+    ]);
+    let after = ran(cmd);
+    assert_eq!(after.code, 0, "{after:?}");
+    assert!(after.stdout.contains("(1 changed, 0 deleted)"), "{after:?}");
 }
 
 /// No member answers: exit 4, saying which members were tried.
