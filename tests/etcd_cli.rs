@@ -277,6 +277,29 @@ fn invalid_sets_write_nothing_and_deletes_are_validated() {
     );
     assert_eq!(fleet.revision(), before, "an invalid apply wrote");
 
+    // A bad document written behind apply's back: every apply is refused,
+    // naming the key and its revision, until one replaces it.
+    let key = "/ringway/test/v1/config/VirtualService/default/tcp-echo";
+    fleet.etcdctl(&["put", key, &text]);
+    let raw = fleet.revision();
+    let other = ConfigDir::new().example(
+        "tcp-echo/00-service-entry.yaml",
+        "se.yaml",
+        &[("19000", "19002".to_owned())],
+    );
+    let refused = fleet.ringway("apply", &["-f", path(other.path())]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains(&format!(
+            "etcd:{key}@{raw}:38: VirtualService default/tcp-echo"
+        )),
+        "{refused:?}"
+    );
+    let fixed = fleet.ringway("apply", &["-f", path(&tcp_echo())]);
+    assert_eq!(fixed.code, 0, "{fixed:?}");
+    assert!(fixed.stdout.contains("(1 changed, 0 deleted)"), "{fixed:?}");
+    let before = fleet.revision();
+
     // Deleting the DestinationRule would leave the subsets undeclared.
     let dr = fleet.ringway("delete", &["DestinationRule/default/tcp-echo-destination"]);
     assert_eq!(dr.code, 1, "{dr:?}");
