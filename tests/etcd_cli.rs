@@ -435,6 +435,14 @@ fn status_reports_convergence_of_registered_instances() {
     assert!(wait.stdout.contains("applied at revision"), "{wait:?}");
     assert!(wait.stdout.contains("gw-b: behind"), "{wait:?}");
 
+    // A fleet that keeps up: --wait returns as soon as it has converged.
+    fleet.etcdctl(&["del", &format!("{PREFIX}/v1/status/"), "--prefix"]);
+    fleet.register("gw-fast", u64::MAX / 2, u64::MAX / 2);
+    let change = weights(&dir, "w2.yaml", 95, 5);
+    let quick = fleet.ringway("apply", &["-f", path(&change), "--wait", "5s"]);
+    assert_eq!(quick.code, 0, "{quick:?}");
+    assert!(quick.stdout.contains("gw-fast: converged"), "{quick:?}");
+
     // An instance of another version may judge differently: said, not fatal.
     fleet.register_version("gw-c", 0, 0, "0.0.0-old");
     let skew = ConfigDir::new();
