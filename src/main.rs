@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ringway::accesslog::{self, AccessLog};
-use ringway::cli::{ConfigArgs, check, demo};
+use ringway::cli::{ConfigArgs, check, demo, fleet};
 use ringway::dataplane::Settings;
 use ringway::dataplane::http::HttpLimits;
 use ringway::dataplane::ring::RecvMode;
@@ -63,6 +63,25 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 1)]
         workers: usize,
     },
+
+    // The fleet commands (issue 14): a fleet's configuration in etcd.
+    // Each runs in src/cli/fleet/ through its helper below `main`.
+    /// Write the resources of manifest files into the fleet's etcd store,
+    /// after validating the whole resulting set for every label set the
+    /// fleet registered; one transaction, or nothing.
+    #[command(after_help = fleet::EXIT_HELP)]
+    Apply(fleet::apply::ApplyArgs),
+    /// Delete resources from the fleet's etcd store, after validating the
+    /// set that remains; one transaction, or nothing.
+    #[command(after_help = fleet::EXIT_HELP)]
+    Delete(fleet::delete::DeleteArgs),
+    /// Print the resources stored in the fleet's etcd store, as applied.
+    #[command(after_help = fleet::EXIT_HELP)]
+    Get(fleet::get::GetArgs),
+    /// Print each registered instance of the fleet and whether it serves
+    /// the store's latest configuration; exit 0 only when all do.
+    #[command(after_help = fleet::EXIT_HELP)]
+    Status(fleet::status::StatusArgs),
 }
 
 /// SPEC §2 options of `run` that belong to the control plane.
@@ -264,6 +283,10 @@ fn main() -> ExitCode {
             data,
             control,
         } => run(&config, &data, &control),
+        Command::Apply(args) => fleet_apply(&args),
+        Command::Delete(args) => fleet_delete(&args),
+        Command::Get(args) => fleet_get(&args),
+        Command::Status(args) => fleet_status(&args),
     }
 }
 
@@ -278,6 +301,9 @@ fn init_logging(command: &Command) {
     match command {
         Command::Run { control, .. } if control.log_format == LogFormat::Json => logs.json().init(),
         Command::Check { .. } | Command::Run { .. } | Command::Demo { .. } => logs.init(),
+        Command::Apply(_) | Command::Delete(_) | Command::Get(_) | Command::Status(_) => {
+            logs.init();
+        }
     }
 }
 
@@ -351,4 +377,27 @@ fn run(config: &ConfigArgs, data: &DataArgs, control: &ControlArgs) -> ExitCode 
             ExitCode::FAILURE
         }
     }
+}
+
+// The fleet commands' helpers: each command prints its own report and
+// returns its exit status (src/cli/fleet/mod.rs lists them).
+
+/// `ringway apply`.
+fn fleet_apply(args: &fleet::apply::ApplyArgs) -> ExitCode {
+    ExitCode::from(fleet::apply::run(args))
+}
+
+/// `ringway delete`.
+fn fleet_delete(args: &fleet::delete::DeleteArgs) -> ExitCode {
+    ExitCode::from(fleet::delete::run(args))
+}
+
+/// `ringway get`.
+fn fleet_get(args: &fleet::get::GetArgs) -> ExitCode {
+    ExitCode::from(fleet::get::run(args))
+}
+
+/// `ringway status`.
+fn fleet_status(args: &fleet::status::StatusArgs) -> ExitCode {
+    ExitCode::from(fleet::status::run(args))
 }

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod demo;
+pub mod fleet;
 
 use std::path::PathBuf;
 
