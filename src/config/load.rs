@@ -52,12 +52,17 @@ pub struct Loaded {
 pub fn load_documents(documents: &[Document], options: &LoadOptions) -> Loaded {
     let mut loader = Loader {
         options,
+        namespace: options.namespace.clone(),
         loaded: Loaded::default(),
         seen: HashMap::new(),
     };
     for document in documents {
         match &document.content {
             Content::Text(bytes) => {
+                loader.namespace = match &document.holds {
+                    Some(holds) => holds.namespace.clone(),
+                    None => options.namespace.clone(),
+                };
                 let errors = loader.loaded.diagnostics.count(Severity::Error);
                 let defined = loader.file(&document.origin, bytes);
                 if let Some(holds) = &document.holds {
@@ -78,6 +83,11 @@ pub fn load_str(name: &str, text: &str, options: &LoadOptions) -> Loaded {
 
 struct Loader<'a> {
     options: &'a LoadOptions,
+    /// The namespace of a resource that sets none, in the document being
+    /// read: `--namespace`, or the namespace its store key names (every
+    /// instance reads a stored resource the same, whatever its own
+    /// `--namespace`).
+    namespace: String,
     loaded: Loaded,
     /// (kind, namespace, name) → where it was read.
     seen: HashMap<(Kind, String, String), Origin>,
@@ -263,7 +273,7 @@ impl Loader<'_> {
             root.get("kind")
                 .and_then(Node::as_str)
                 .unwrap_or("(no kind)"),
-            meta("namespace").unwrap_or(&self.options.namespace),
+            meta("namespace").unwrap_or(&self.namespace),
             meta("name")
                 .filter(|n| !n.is_empty())
                 .unwrap_or("(unnamed)")
@@ -373,8 +383,7 @@ impl Loader<'_> {
                 .and_then(Node::as_str)
         };
         let raw_name = raw_meta("name").filter(|n| !n.is_empty());
-        let namespace =
-            raw_meta("namespace").map_or_else(|| self.options.namespace.clone(), str::to_owned);
+        let namespace = raw_meta("namespace").map_or_else(|| self.namespace.clone(), str::to_owned);
         let id = format!(
             "{kind_text} {namespace}/{}",
             raw_name.unwrap_or("(unnamed)")

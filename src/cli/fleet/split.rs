@@ -17,7 +17,7 @@ use crate::config::yaml;
 use crate::config::{LoadOptions, Manifests, load_documents};
 use crate::diag::{Diagnostic, Diagnostics, Location};
 use crate::fleet::ResourceKey;
-use crate::source::{ConfigSource as _, Content, Document, Files, Origin};
+use crate::source::{ConfigSource as _, Content, Document, Files, Holds, Origin};
 
 /// One resource read from the operator's files.
 #[derive(Debug, Clone)]
@@ -41,7 +41,13 @@ impl Change {
         Document {
             origin: Origin::File(self.file.clone()),
             content: Content::Text(pad(&self.text, self.line, self.document).into()),
-            holds: None,
+            // Once its key is known, the text is read as the instances
+            // will read it from the store (namespace default included).
+            holds: (!self.id.kind.is_empty()).then(|| Holds {
+                kind: self.id.kind.clone(),
+                namespace: self.id.namespace.clone(),
+                name: self.id.name.clone(),
+            }),
         }
     }
 
@@ -153,16 +159,10 @@ fn file_changes(
                 )
                 .at(location(&candidate)),
             ),
-            [id] => {
-                if let Some(d) = namespace_problem(root, id, options, &candidate) {
-                    diagnostics.push(d);
-                    continue;
-                }
-                changes.push(Change {
-                    id: id.clone(),
-                    ..candidate
-                });
-            }
+            [id] => changes.push(Change {
+                id: id.clone(),
+                ..candidate
+            }),
             many => diagnostics.push(
                 Diagnostic::error(format!(
                     "this document defines {} resources; the store keeps one resource per key, \
@@ -182,37 +182,6 @@ fn file_changes(
 fn list_kind(root: &yaml::Node) -> Option<&str> {
     let kind = root.get("kind").and_then(yaml::Node::as_str)?;
     (kind.ends_with("List") && root.get("items").is_some()).then_some(kind)
-}
-
-/// A resource without `metadata.namespace` is read by every instance in
-/// its own `--namespace`; stored under another namespace, the instances
-/// would find a key that names a resource its text does not define. So
-/// when `--namespace` is not the default, the text must say it.
-fn namespace_problem(
-    root: &yaml::Node,
-    id: &ResourceKey,
-    options: &LoadOptions,
-    change: &Change,
-) -> Option<Diagnostic> {
-    let written = root
-        .get("metadata")
-        .and_then(|m| m.get("namespace"))
-        .is_some();
-    if written || options.namespace == crate::config::load::DEFAULT_NAMESPACE {
-        return None;
-    }
-    Some(
-        Diagnostic::error(format!(
-            "{id} sets no metadata.namespace and --namespace is {ns:?}: the instances read a \
-             stored resource without a namespace in their own --namespace ({default:?} by \
-             default); write `namespace: {ns}` under metadata",
-            ns = options.namespace,
-            default = crate::config::load::DEFAULT_NAMESPACE
-        ))
-        .at(location(change))
-        .resource(format!("{} {}/{}", id.kind, id.namespace, id.name))
-        .field("metadata.namespace"),
-    )
 }
 
 fn location(change: &Change) -> Location {
@@ -387,7 +356,7 @@ mod tests {
     }
 
     #[test]
-    fn lists_and_missing_namespaces_are_refused_with_the_line() {
+    fn lists_are_refused_with_the_line_and_a_stored_resource_keeps_its_namespace() {
         let dir = tempfile::tempdir().expect("dir");
         let se = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: s\n\
                   spec:\n  hosts: [a]\n  resolution: STATIC\n  ports: [{number: 1, name: t, protocol: TCP}]\n  endpoints: [{address: 127.0.0.1}]\n";
@@ -407,22 +376,19 @@ mod tests {
             "{errors:?}"
         );
 
+        // A resource without a namespace is stored under --namespace, and
+        // the instances read it there (the key names it), whatever theirs.
         let prod = LoadOptions {
             namespace: "prod".into(),
             ..LoadOptions::default()
         };
         std::fs::write(&file, se).expect("write");
-        let read = read_files(std::slice::from_ref(&file), &prod);
-        assert!(
-            read.diagnostics
-                .errors()
-                .any(|d| d.message.contains("write `namespace: prod` under metadata")),
-            "{:?}",
-            read.diagnostics
-        );
-        std::fs::write(&file, se.replace("name: s", "name: s\n  namespace: prod")).expect("write");
         let read = read_files(&[file], &prod);
         assert!(!read.diagnostics.has_errors(), "{:?}", read.diagnostics);
+        let stored = read.changes[0].document();
+        let loaded = load_documents(&[stored], &LoadOptions::default());
+        assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics);
+        assert_eq!(loaded.manifests.service_entries[0].namespace, "prod");
         assert_eq!(read.changes[0].id.to_string(), "ServiceEntry/prod/s");
     }
 }
