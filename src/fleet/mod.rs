@@ -11,6 +11,7 @@ pub mod members;
 pub mod status;
 pub mod store;
 pub mod target;
+pub mod watch;
 
 pub use keys::{Keys, ResourceKey};
 pub use members::{EtcdError, Members};
