@@ -6,6 +6,7 @@
 //! it runs on control-plane threads only, never on a worker.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod keys;
 pub mod members;
 pub mod status;
