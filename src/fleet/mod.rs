@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
+mod driver;
 pub mod keys;
 pub mod members;
+pub mod source;
 pub mod status;
 pub mod store;
 pub mod target;
@@ -16,6 +18,7 @@ pub mod watch;
 
 pub use keys::{Keys, ResourceKey};
 pub use members::{EtcdError, Members};
+pub use source::{EtcdSource, SourceConfig};
 pub use status::InstanceStatus;
 pub use store::{Commit, StoreSet, Stored};
 pub use target::{EtcdArgs, Target};
