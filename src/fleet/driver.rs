@@ -169,6 +169,7 @@ impl Driver {
     async fn act(&mut self, actions: Vec<Action>) {
         let mut queue: VecDeque<Action> = actions.into();
         while let Some(action) = queue.pop_front() {
+            tracing::trace!(?action, "act");
             let more = match action {
                 Action::Read { reason } => self.read(reason).await,
                 Action::Watch { from } => self.open_stream(from).await,
@@ -305,6 +306,13 @@ impl Driver {
         let (revision, cluster_id) = response.header().map_or((0, 0), |h| {
             (u64::try_from(h.revision()).unwrap_or(0), h.cluster_id())
         });
+        tracing::debug!(
+            revision,
+            created = response.created(),
+            canceled = response.canceled(),
+            events = response.events().len(),
+            "watch response"
+        );
         if response.canceled() {
             let compact = u64::try_from(response.compact_revision()).unwrap_or(0);
             tracing::warn!(source = %self.location(), compact_revision = compact, "watch canceled by etcd: {}", response.cancel_reason());
@@ -352,6 +360,12 @@ impl Driver {
     /// Into the slot for the sink, or to the first snapshot if it still
     /// waits (etcd answered late, within its time-out).
     fn hand_over(&mut self, publication: Publication) {
+        tracing::debug!(
+            revision = publication.set.revision,
+            config_revision = publication.config_revision,
+            resources = publication.set.resources.len(),
+            "handing over"
+        );
         self.shared.report().last_set = Some(publication.set.clone());
         if self.waiting_initial {
             if let Some(waiting) = self.waiting.take() {

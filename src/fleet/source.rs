@@ -477,6 +477,11 @@ impl Slot {
 fn hand_over(shared: &Shared, commands: &mpsc::UnboundedSender<Command>) {
     while let Some((pending, sink)) = shared.slot.next() {
         let applied = sink(pending.set.snapshot());
+        tracing::debug!(
+            revision = pending.set.revision,
+            ?applied,
+            "the sink answered"
+        );
         if commands
             .send(Command::Outcome(Outcome { pending, applied }))
             .is_err()
