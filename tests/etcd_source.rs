@@ -44,13 +44,16 @@ fn entry(name: &str, port: u16) -> String {
     )
 }
 
-fn put(etcd: &Etcd, key: &str, value: &str) {
-    let out = etcd.etcdctl(&["put", key, value]);
+/// Puts `key`; returns the revision of the put.
+fn put(etcd: &Etcd, key: &str, value: &str) -> u64 {
+    let out = etcd.etcdctl(&["put", key, value, "-w", "json"]);
     assert!(
         out.status.success(),
         "etcdctl put: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["header"]["revision"].as_u64().unwrap()
 }
 
 /// The store's revision now.
@@ -235,8 +238,7 @@ fn a_bad_document_is_rejected_and_the_status_key_says_so() {
     let (source, _, recorder) = started(config(&etcd, "bad"));
     // The key names "b", the document defines "a": a key holds exactly the
     // resource it names.
-    put(&etcd, &key("b"), &entry("a", 9002));
-    let bad = revision(&etcd);
+    let bad = put(&etcd, &key("b"), &entry("a", 9002));
     within(Duration::from_secs(2), "the bad set pushed", || {
         recorder.count() == 1
     });
@@ -271,6 +273,7 @@ fn compaction_past_the_instances_revision_resyncs_once_counted() {
     config.target = Target::parse(&format!("etcd://127.0.0.1:{only}{PREFIX}")).unwrap();
     let (source, _, recorder) = started(config);
     etcd.kill(2);
+    common::until("a leader among the rest", || etcd.leader().is_some());
     within(Duration::from_secs(20), "the instance disconnected", || {
         !source.state().connected
     });

@@ -242,11 +242,13 @@ impl Driver {
             Ok(Err(e)) => {
                 tracing::warn!(source = %self.location(), member = %self.members.endpoints()[member], "cannot watch: {}", describe(&e));
                 self.members.failed(member);
+                self.disconnected();
                 return self.watch.on_stream_error();
             }
             Err(_) => {
                 tracing::warn!(source = %self.location(), member = %self.members.endpoints()[member], "cannot watch: no answer within {CALL_TIMEOUT:?}");
                 self.members.failed(member);
+                self.disconnected();
                 return self.watch.on_stream_error();
             }
         };
@@ -300,6 +302,7 @@ impl Driver {
                 tracing::warn!(source = %self.location(), member = %self.members.endpoints()[member], "watch broke: {why}");
                 self.members.failed(member);
                 self.close_stream();
+                self.disconnected();
                 return self.watch.on_stream_error();
             }
         };
@@ -478,10 +481,17 @@ impl Driver {
     fn failed(&mut self, error: &EtcdError) {
         tracing::warn!(source = %self.location(), "{error}");
         if !error.reached() {
-            let mut report = self.shared.report();
-            report.connected = false;
-            report.status.stale = true;
+            self.disconnected();
         }
+    }
+
+    /// The watch is down: what is served may be out of date until the
+    /// next sync, which re-puts the status key.
+    fn disconnected(&mut self) {
+        let mut report = self.shared.report();
+        report.connected = false;
+        report.status.stale = true;
+        self.status_dirty = true;
     }
 
     fn location(&self) -> String {
