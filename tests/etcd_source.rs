@@ -198,6 +198,21 @@ fn the_first_read_is_the_store_in_creation_order_and_a_put_is_pushed_within_a_se
     let s = status(&etcd, "first").unwrap();
     assert_eq!(s.labels, "istio=ingressgateway");
     assert_eq!(s.table_hash.len(), 16);
+    // Kept alive: the key outlives its lease's TTL (4 s) well past it.
+    let watched = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < watched {
+        assert!(
+            status(&etcd, "first").is_some(),
+            "the status key expired: its lease is not kept alive"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // A SIGHUP reads everything again and returns it; nothing new, so the
+    // sink gets nothing more.
+    let again = source.snapshot();
+    assert_eq!(keys_of(&again).len(), 3);
+    assert!(source.state().resyncs.contains(&("requested", 1)));
+    assert_eq!(recorder.count(), 1);
     // Stopping revokes the lease: the instance leaves the fleet at once.
     source.stop();
     within(Duration::from_secs(3), "the status key gone", || {

@@ -170,6 +170,8 @@ impl Driver {
         let mut queue: VecDeque<Action> = actions.into();
         while let Some(action) = queue.pop_front() {
             tracing::trace!(?action, "act");
+            // Counted before a caller is answered: it may look at once.
+            self.report_counts();
             let more = match action {
                 Action::Read { reason } => self.read(reason).await,
                 Action::Watch { from } => self.open_stream(from).await,
@@ -193,6 +195,10 @@ impl Driver {
             };
             queue.extend(more);
         }
+        self.report_counts();
+    }
+
+    fn report_counts(&self) {
         let mut report = self.shared.report();
         report.resyncs = self.watch.resyncs();
         report.errors = self.watch.errors();
