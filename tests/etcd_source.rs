@@ -165,6 +165,27 @@ fn status(etcd: &Etcd, instance: &str) -> Option<InstanceStatus> {
     serde_json::from_str(text.trim()).ok()
 }
 
+/// A cluster holding the resource "a", watched by one instance.
+struct Fleet {
+    source: Arc<EtcdSource>,
+    recorder: Arc<Recorder>,
+    etcd: Etcd,
+    _ports: Ports,
+}
+
+fn fleet(instance: &str) -> Fleet {
+    let ports = Ports::new();
+    let etcd = Etcd::start(&ports, 3);
+    put(&etcd, &key("a"), &entry("a", 9001));
+    let (source, _, recorder) = started(config(&etcd, instance));
+    Fleet {
+        source,
+        recorder,
+        etcd,
+        _ports: ports,
+    }
+}
+
 #[test]
 fn the_first_read_is_the_store_in_creation_order_and_a_put_is_pushed_within_a_second() {
     let ports = Ports::new();
@@ -222,10 +243,12 @@ fn the_first_read_is_the_store_in_creation_order_and_a_put_is_pushed_within_a_se
 
 #[test]
 fn one_txn_of_several_puts_is_one_push() {
-    let ports = Ports::new();
-    let etcd = Etcd::start(&ports, 3);
-    put(&etcd, &key("a"), &entry("a", 9001));
-    let (_source, _, recorder) = started(config(&etcd, "txn"));
+    let Fleet {
+        source: _source,
+        recorder,
+        etcd,
+        _ports,
+    } = fleet("txn");
     let puts: Vec<(String, String)> = (0..4)
         .map(|i| (key(&format!("t{i}")), entry(&format!("t{i}"), 9100 + i)))
         .collect();
@@ -247,10 +270,12 @@ fn one_txn_of_several_puts_is_one_push() {
 
 #[test]
 fn a_bad_document_is_rejected_and_the_status_key_says_so() {
-    let ports = Ports::new();
-    let etcd = Etcd::start(&ports, 3);
-    put(&etcd, &key("a"), &entry("a", 9001));
-    let (source, _, recorder) = started(config(&etcd, "bad"));
+    let Fleet {
+        source,
+        recorder,
+        etcd,
+        _ports,
+    } = fleet("bad");
     // The key names "b", the document defines "a": a key holds exactly the
     // resource it names.
     let bad = put(&etcd, &key("b"), &entry("a", 9002));
@@ -323,10 +348,12 @@ fn compaction_past_the_instances_revision_resyncs_once_counted() {
 
 #[test]
 fn killing_the_member_the_watch_is_on_moves_the_watch_to_another() {
-    let ports = Ports::new();
-    let mut etcd = Etcd::start(&ports, 3);
-    put(&etcd, &key("a"), &entry("a", 9001));
-    let (_source, _, recorder) = started(config(&etcd, "failover"));
+    let Fleet {
+        source: _source,
+        recorder,
+        mut etcd,
+        _ports,
+    } = fleet("failover");
     // A fresh source calls the first member first: its watch is there.
     etcd.kill(0);
     common::until("a leader among the rest", || etcd.leader().is_some());
@@ -341,10 +368,12 @@ fn killing_the_member_the_watch_is_on_moves_the_watch_to_another() {
 
 #[test]
 fn without_quorum_the_source_is_stale_and_disconnected_and_catches_up_after() {
-    let ports = Ports::new();
-    let mut etcd = Etcd::start(&ports, 3);
-    put(&etcd, &key("a"), &entry("a", 9001));
-    let (source, _, recorder) = started(config(&etcd, "outage"));
+    let Fleet {
+        source,
+        recorder,
+        mut etcd,
+        _ports,
+    } = fleet("outage");
     // Two of three gone: the last member has no leader and answers nothing.
     etcd.kill(1);
     etcd.kill(2);
@@ -370,7 +399,7 @@ fn without_quorum_the_source_is_stale_and_disconnected_and_catches_up_after() {
 }
 
 #[test]
-fn a_restart_without_etcd_serves_the_cache_marked_stale() {
+fn a_restart_without_etcd_serves_the_cache_marked_stale_and_converges_after() {
     let ports = Ports::new();
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache.json");
@@ -379,27 +408,32 @@ fn a_restart_without_etcd_serves_the_cache_marked_stale() {
     let mut first = config(&etcd, "cached");
     first.cache = Some(cache.clone());
     let (source, _, recorder) = started(first.clone());
+    // The first set is cached once it is served (the sink is set).
+    within(Duration::from_secs(2), "the first set cached", || {
+        std::fs::read_to_string(&cache).is_ok_and(|t| t.contains(&key("a")))
+    });
     put(&etcd, &key("b"), &entry("b", 9002));
     within(Duration::from_secs(2), "pushed", || recorder.count() == 1);
-    within(Duration::from_secs(2), "cached", || {
+    within(Duration::from_secs(2), "the push cached", || {
         std::fs::read_to_string(&cache).is_ok_and(|t| t.contains(&key("b")))
     });
     source.stop();
-    for i in 0..3 {
-        etcd.kill(i);
-    }
+
+    // Restarted while its one member is down: the cache, stale.
+    etcd.kill(2);
     let mut again = first;
+    again.target =
+        Target::parse(&format!("etcd://127.0.0.1:{}{PREFIX}", etcd.client_port(2))).unwrap();
     again.startup_timeout = Duration::from_millis(800);
-    let source = EtcdSource::start(again.clone()).unwrap();
-    let served = source.snapshot();
+    let (source, served, recorder) = started(again.clone());
     let keys: Vec<String> = keys_of(&served).into_iter().map(|(k, _)| k).collect();
     assert_eq!(keys, [key("a"), key("b")]);
     assert!(source.state().stale);
-    source.stop();
-    // Without the cache either: a snapshot that says why, and fails to load.
-    again.cache = Some(dir.path().join("none.json"));
-    let source = EtcdSource::start(again).unwrap();
-    let nothing = source.snapshot();
+
+    // Without a cache either: a snapshot that says why, and fails to load.
+    let mut bare = again.clone();
+    bare.cache = Some(dir.path().join("none.json"));
+    let nothing = EtcdSource::start(bare).unwrap().snapshot();
     let build = Pipeline::default().build(&nothing);
     assert!(build.table.is_none());
     let said = build
@@ -412,4 +446,58 @@ fn a_restart_without_etcd_serves_the_cache_marked_stale() {
         said.contains("etcd did not answer") && said.contains("no cache"),
         "{said}"
     );
+
+    // etcd back: synced, not stale, and nothing pushed (the store holds
+    // what the cache did); a change after that is pushed.
+    etcd.restart(2);
+    within(Duration::from_secs(15), "connected and not stale", || {
+        let s = source.state();
+        s.connected && !s.stale
+    });
+    assert_eq!(recorder.count(), 0, "the cached set pushed again");
+    put(&etcd, &key("c"), &entry("c", 9003));
+    within(Duration::from_secs(5), "the change pushed", || {
+        recorder.count() == 1
+    });
+    assert_eq!(recorder.push(0).len(), 3);
+}
+
+#[test]
+fn an_emptied_store_without_its_commit_key_is_lost_not_served() {
+    let Fleet {
+        source,
+        recorder,
+        etcd,
+        _ports,
+    } = fleet("lost");
+    let config_prefix = format!("{PREFIX}/v1/config/");
+    let out = etcd.etcdctl(&["del", "--prefix", &config_prefix]);
+    assert!(out.status.success());
+    within(Duration::from_secs(5), "the loss counted", || {
+        source.state().errors.contains(&("lost", 1))
+    });
+    assert_eq!(
+        recorder.count(),
+        0,
+        "an emptied store without its fence was served"
+    );
+    // An apply that deletes everything writes the fence in the same txn:
+    // the empty set is served.
+    put(&etcd, &key("b"), &entry("b", 9002));
+    within(Duration::from_secs(5), "written again: pushed", || {
+        recorder.count() == 1
+    });
+    let commit = format!("{PREFIX}/v1/commit");
+    let b = key("b");
+    with_client(&etcd, async |mut c| {
+        c.txn(etcd_client::Txn::new().and_then([
+            etcd_client::TxnOp::delete(b.as_str(), None),
+            etcd_client::TxnOp::put(commit.as_str(), "{}", None),
+        ]))
+        .await
+    });
+    within(Duration::from_secs(5), "the empty set pushed", || {
+        recorder.count() == 2
+    });
+    assert!(recorder.push(1).is_empty());
 }

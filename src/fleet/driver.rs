@@ -179,10 +179,7 @@ impl Driver {
                     self.arm_timer(delay);
                     Vec::new()
                 }
-                Action::Publish(publication) => {
-                    self.hand_over(publication);
-                    Vec::new()
-                }
+                Action::Publish(publication) => self.hand_over(publication),
                 Action::Answer { set, changed } => self.answer(set, changed),
                 Action::Synced { revision } => {
                     self.synced(revision);
@@ -368,7 +365,7 @@ impl Driver {
 
     /// Into the slot for the sink, or to the first snapshot if it still
     /// waits (etcd answered late, within its time-out).
-    fn hand_over(&mut self, publication: Publication) {
+    fn hand_over(&mut self, publication: Publication) -> Vec<Action> {
         tracing::debug!(
             revision = publication.set.revision,
             config_revision = publication.config_revision,
@@ -376,11 +373,16 @@ impl Driver {
             "handing over"
         );
         self.shared.report().last_set = Some(publication.set.clone());
-        if self.waiting_initial {
-            if let Some(waiting) = self.waiting.take() {
-                if waiting.give(Some(publication.set.snapshot())).is_ok() {
+        if let Some(waiting) = self.waiting.take_if(|_| self.waiting_initial) {
+            match waiting.give(Some(publication.set.snapshot())) {
+                Ok(()) => {
                     self.taken(publication);
-                    return;
+                    return Vec::new();
+                }
+                Err(served) => {
+                    if let Some(actions) = self.served_instead(served) {
+                        return actions;
+                    }
                 }
             }
         }
@@ -388,15 +390,20 @@ impl Driver {
             set: publication.set,
             config_revision: publication.config_revision,
         });
+        Vec::new()
+    }
+
+    /// The first snapshot gave up waiting and served its cache (or, with
+    /// `None`, nothing): the store is compared with that from now on.
+    fn served_instead(&mut self, served: Option<Box<StoreSet>>) -> Option<Vec<Action>> {
+        self.waiting_initial = false;
+        served.map(|set| self.watch.serve_instead(&set))
     }
 
     fn answer(&mut self, set: Option<Publication>, changed: bool) -> Vec<Action> {
         let Some(waiting) = self.waiting.take() else {
             return match set {
-                Some(p) if changed => {
-                    self.hand_over(p);
-                    Vec::new()
-                }
+                Some(p) if changed => self.hand_over(p),
                 _ => Vec::new(),
             };
         };
@@ -404,10 +411,14 @@ impl Driver {
             if self.waiting_initial && waiting.waiting() {
                 // The first snapshot waits out its time-out: a later read may answer.
                 self.waiting = Some(waiting);
-            } else {
-                let _ = waiting.give(None);
+                return Vec::new();
             }
-            return Vec::new();
+            return match waiting.give(None) {
+                Err(served) if self.waiting_initial => {
+                    self.served_instead(served).unwrap_or_default()
+                }
+                _ => Vec::new(),
+            };
         };
         self.shared.report().last_set = Some(publication.set.clone());
         match waiting.give(Some(publication.set.snapshot())) {
@@ -415,12 +426,13 @@ impl Driver {
                 self.taken(publication);
                 Vec::new()
             }
-            Err(Some(served)) => self.watch.serve_instead(&served),
-            Err(None) if changed => {
-                self.hand_over(publication);
-                Vec::new()
-            }
-            Err(None) => Vec::new(),
+            Err(served) if self.waiting_initial => match self.served_instead(served) {
+                Some(actions) => actions,
+                None if changed => self.hand_over(publication),
+                None => Vec::new(),
+            },
+            Err(_) if changed => self.hand_over(publication),
+            Err(_) => Vec::new(),
         }
     }
 
