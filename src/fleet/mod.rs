@@ -6,14 +6,19 @@
 //! it runs on control-plane threads only, never on a worker.
 #![forbid(unsafe_code)]
 
+pub mod cache;
+mod driver;
 pub mod keys;
 pub mod members;
+pub mod source;
 pub mod status;
 pub mod store;
 pub mod target;
+pub mod watch;
 
 pub use keys::{Keys, ResourceKey};
 pub use members::{EtcdError, Members};
+pub use source::{EtcdSource, SourceConfig};
 pub use status::InstanceStatus;
 pub use store::{Commit, StoreSet, Stored};
 pub use target::{EtcdArgs, Target};
