@@ -66,12 +66,20 @@ struct Fleet {
     admin: [u16; 2],
     instances: [Option<Ringway>; 2],
     cache: tempfile::TempDir,
+    /// `etcds` when the members serve TLS.
+    scheme: &'static str,
+    /// Flags every ringway command gets (TLS, credentials).
+    extra: Vec<String>,
 }
 
 impl Fleet {
     fn new(test: &str) -> Fleet {
         let ports = Ports::new();
         let etcd = Etcd::start(&ports, 3);
+        Fleet::on(test, ports, etcd)
+    }
+
+    fn on(test: &str, ports: Ports, etcd: Etcd) -> Fleet {
         let listen = [ports.listener(), ports.listener()];
         let admin = [ports.admin(), ports.admin()];
         Fleet {
@@ -84,6 +92,8 @@ impl Fleet {
             instances: [None, None],
             cache: tempfile::tempdir().expect("cache dir"),
             _ports: ports,
+            scheme: "etcd",
+            extra: Vec::new(),
         }
     }
 
@@ -93,7 +103,7 @@ impl Fleet {
         let members: Vec<String> = (0..3)
             .map(|i| format!("127.0.0.1:{}", self.etcd.client_port(i)))
             .collect();
-        format!("etcd://{}{}", members.join(","), self.prefix)
+        format!("{}://{}{}", self.scheme, members.join(","), self.prefix)
     }
 
     fn config(&self, weights: (u32, u32)) -> ConfigDir {
@@ -105,6 +115,7 @@ impl Fleet {
         Command::new(common::ringway_bin())
             .args(args)
             .args(["--config-source", &self.url()])
+            .args(&self.extra)
             .output()
             .expect("run ringway")
     }
@@ -128,7 +139,8 @@ impl Fleet {
             .args(["--labels", &format!("fleet={}", INSTANCES[i])])
             .args(["--admin", &admin, "--workers", "1", "--status-ttl", "3s"])
             .arg("--config-cache")
-            .arg(&cache);
+            .arg(&cache)
+            .args(&self.extra);
         self.instances[i] = Ringway::spawn(cmd);
         assert!(self.instances[i].is_some() || !common::require_uring());
     }
@@ -548,4 +560,58 @@ impl Fleet {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// etcd with its own CA (clients over TLS) and role-based access: with the
+/// CA and the user's password file, apply, run and status work; with a
+/// wrong password, the command says so and exits 4, writing nothing.
+#[test]
+fn a_fleet_over_tls_with_a_user_and_password() {
+    let ports = Ports::new();
+    let pki = tempfile::tempdir().expect("pki dir");
+    let ca = common::tls::TestCa::new("etcd test CA");
+    let files = ca
+        .leaf(&["127.0.0.1", "localhost"])
+        .write(&ca, pki.path(), "etcd");
+    let ca_file = files.ca.clone();
+    let mut etcd = Etcd::start_with(&ports, 3, Some(files));
+    etcd.enable_auth("gateway", "gateway-secret", "/ringway/tls");
+    let password = pki.path().join("password");
+    std::fs::write(&password, "gateway-secret\n").expect("password file");
+    let mut fleet = Fleet::on("tls", ports, etcd);
+    fleet.scheme = "etcds";
+    fleet.extra = vec![
+        "--etcd-ca".into(),
+        ca_file.display().to_string(),
+        "--etcd-user".into(),
+        "gateway".into(),
+        "--etcd-password-file".into(),
+        password.display().to_string(),
+    ];
+    fleet.apply(&fleet.config((80, 20)));
+    fleet.start(0);
+    if fleet.instances[0].is_none() {
+        return;
+    }
+    fleet.until_split_one((4, 1));
+
+    std::fs::write(&password, "wrong\n").expect("password file");
+    let out = fleet.ringway(&["apply", "-f", &path_of(&fleet.config((20, 80)))]);
+    assert_eq!(out.status.code(), Some(4), "{}", shown(&out));
+    let said = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        said.contains("authentication") || said.contains("password"),
+        "{}",
+        shown(&out)
+    );
+    assert_eq!(fleet.split(0, 5), (4, 1), "nothing was written");
+
+    // Without the CA, the members' certificates are not trusted.
+    let no_ca: Vec<String> = fleet.extra[2..].to_vec();
+    let out = Command::new(common::ringway_bin())
+        .args(["get", "--config-source", &fleet.url()])
+        .args(&no_ca)
+        .output()
+        .expect("get");
+    assert!(!out.status.success(), "{}", shown(&out));
 }
