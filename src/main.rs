@@ -5,11 +5,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ringway::accesslog::{self, AccessLog};
-use ringway::cli::{ConfigArgs, check, demo, fleet};
+use std::sync::Arc;
+
+use ringway::cli::{ConfigArgs, FleetRunArgs, check, demo, fleet};
 use ringway::dataplane::Settings;
 use ringway::dataplane::http::HttpLimits;
 use ringway::dataplane::ring::RecvMode;
 use ringway::metrics::Identity;
+use ringway::source::ConfigSource;
 use ringway::supervisor::{self, RunOptions};
 
 #[derive(Debug, Parser)]
@@ -53,6 +56,8 @@ enum Command {
         data: DataArgs,
         #[command(flatten)]
         control: ControlArgs,
+        #[command(flatten)]
+        fleet: FleetRunArgs,
     },
     /// Istio's tcp-echo tutorial on this machine: two built-in echo backends
     /// ("one" for v1, "two" for v2), the gateway on the bundled example
@@ -173,9 +178,9 @@ struct DataArgs {
 }
 
 impl DataArgs {
-    fn options(&self, config: &ConfigArgs) -> RunOptions {
+    fn options(&self, config: &ConfigArgs, source: Arc<dyn ConfigSource>) -> RunOptions {
         RunOptions {
-            source: std::sync::Arc::new(config.source()),
+            source,
             pipeline: config.pipeline(),
             workers: self.workers.map(|w| w as usize),
             settings: {
@@ -282,7 +287,8 @@ fn main() -> ExitCode {
             config,
             data,
             control,
-        } => run(&config, &data, &control),
+            fleet,
+        } => run(&config, &data, &control, &fleet),
         Command::Apply(args) => fleet_apply(&args),
         Command::Delete(args) => fleet_delete(&args),
         Command::Get(args) => fleet_get(&args),
@@ -333,7 +339,12 @@ fn check(config: &ConfigArgs, output: check::Output, strict: bool, partial: bool
 
 /// `ringway run`: start the access log, serve until SIGTERM or SIGINT, then
 /// let the access log drain.
-fn run(config: &ConfigArgs, data: &DataArgs, control: &ControlArgs) -> ExitCode {
+fn run(
+    config: &ConfigArgs,
+    data: &DataArgs,
+    control: &ControlArgs,
+    fleet: &FleetRunArgs,
+) -> ExitCode {
     let format = match control.log_format {
         LogFormat::Json => accesslog::Format::Json,
         LogFormat::Text => accesslog::Format::Text,
@@ -350,7 +361,16 @@ fn run(config: &ConfigArgs, data: &DataArgs, control: &ControlArgs) -> ExitCode 
             return ExitCode::FAILURE;
         }
     };
-    let mut options = data.options(config);
+    // An etcd source starts its thread here; its first snapshot (in
+    // supervisor::run) waits for etcd, then for the cache.
+    let source = match config.run_source(fleet) {
+        Ok(source) => source,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut options = data.options(config, source);
     options.access_log = access_log;
     options.admin = control.admin.0;
     options.admin_expose = control.admin_expose;

@@ -6,15 +6,17 @@ pub mod demo;
 pub mod fleet;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 
 use crate::config::LoadOptions;
 use crate::config::manifest::Labels;
+use crate::fleet::source::{EtcdSource, SourceConfig};
 use crate::fleet::{EtcdArgs, Target, target::TargetError};
 use crate::pipeline::Pipeline;
 use crate::routing::CompileOptions;
-use crate::source::{ConfigSource as _, Files, Snapshot};
+use crate::source::{ConfigSource, Files, Snapshot};
 
 /// Where the configuration is and how to read it (`run` and `check`).
 #[derive(Debug, Clone, Args)]
@@ -96,6 +98,34 @@ impl ConfigArgs {
     /// The files given with `-c`.
     pub fn source(&self) -> Files {
         Files::new(self.config.clone())
+    }
+
+    /// The source `run` serves from: the files, or the etcd store, watched
+    /// (its threads start here; the first snapshot waits for etcd or the
+    /// cache).
+    pub fn run_source(&self, fleet: &FleetRunArgs) -> Result<Arc<dyn ConfigSource>, String> {
+        match self.location().map_err(|e| e.to_string())? {
+            Location::Files(paths) => Ok(Arc::new(Files::new(paths))),
+            Location::Etcd(target) => {
+                let instance = fleet
+                    .instance_id
+                    .clone()
+                    .unwrap_or_else(crate::fleet::host_name);
+                let mut config = SourceConfig::new(target, self.etcd.clone(), instance);
+                config.labels = self
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                config.cache.clone_from(&fleet.config_cache);
+                config.startup_timeout = fleet.etcd_startup_timeout;
+                config.status_ttl = fleet.status_ttl;
+                let source: Arc<dyn ConfigSource> =
+                    EtcdSource::start(config).map_err(|e| e.to_string())?;
+                Ok(source)
+            }
+        }
     }
 
     /// The whole configuration, read once: the files, or the store at its

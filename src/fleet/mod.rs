@@ -40,3 +40,13 @@ pub fn read_once(target: &Target, args: &EtcdArgs) -> Result<StoreSet, EtcdError
         runtime().map_err(|e| EtcdError::Setup(format!("cannot start a runtime: {e}")))?;
     runtime.block_on(store::read(&mut members, &keys, None))
 }
+
+/// This host's name as the kernel has it: the default `--instance-id`, and
+/// the `host` of status keys and commit records.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}

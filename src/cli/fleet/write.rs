@@ -293,7 +293,7 @@ fn validate(plan: &Plan, registered: &Registered, compile: &CompileArgs) -> Resu
 /// The fence's new value: unique per write, so that a writer that lost the
 /// answer can tell its own commit from another's.
 fn commit_record(plan: &Plan, keys: &crate::fleet::Keys, message: Option<&str>) -> Commit {
-    let host = host_name();
+    let host = crate::fleet::host_name();
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -322,15 +322,6 @@ fn user_name() -> String {
                 .map(|m| format!("uid {}", m.uid()))
         })
         .unwrap_or_else(|| "unknown".to_owned())
-}
-
-/// This host's name (the kernel's), for the commit record.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// One transaction or none: a change larger than etcd takes in one is
