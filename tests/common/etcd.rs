@@ -93,9 +93,7 @@ impl Etcd {
             cmd.arg("--cert-file")
                 .arg(&tls.cert)
                 .arg("--key-file")
-                .arg(&tls.key)
-                .arg("--trusted-ca-file")
-                .arg(&tls.ca);
+                .arg(&tls.key);
         }
         let child = cmd
             .args(["--name", &m.name, "--data-dir"])
@@ -225,6 +223,18 @@ impl Etcd {
     pub fn restart(&mut self, i: usize) {
         if self.members[i].child.is_none() {
             self.spawn(i);
+        }
+        self.wait_healthy();
+    }
+
+    /// Start every member that is down, together (one alone has no
+    /// quorum after a whole-cluster outage), and wait until the cluster
+    /// answers.
+    pub fn restart_all(&mut self) {
+        for i in 0..self.members.len() {
+            if self.members[i].child.is_none() {
+                self.spawn(i);
+            }
         }
         self.wait_healthy();
     }
