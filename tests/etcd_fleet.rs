@@ -6,6 +6,7 @@
 //! to the same two tcp-echo backends (v1 answers `one <line>`, v2
 //! `two <line>`), and a long-lived connection through each instance
 //! carries its bytes intact across every step.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod common;
 
