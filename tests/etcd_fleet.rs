@@ -184,7 +184,7 @@ impl Fleet {
 
     /// Until both instances route (v1, v2) exactly so over 5 connections.
     fn until_split(&self, split: (usize, usize)) {
-        for i in 0..2 {
+        for (i, name) in INSTANCES.iter().enumerate() {
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 let seen = self.split(i, 5);
@@ -193,8 +193,7 @@ impl Fleet {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "instance {}: {seen:?}, expected {split:?}\n{}",
-                    INSTANCES[i],
+                    "instance {name}: {seen:?}, expected {split:?}\n{}",
                     self.instance(i).log_text()
                 );
                 std::thread::sleep(Duration::from_millis(20));
