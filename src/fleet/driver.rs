@@ -99,10 +99,21 @@ impl Driver {
             .map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id());
         let registration = Registration::new(&keys, &config.instance_id, config.status_ttl);
+        let mut watch = Watch::new(Jitter::new(seed));
+        // A cache holding resources means the store was populated: an
+        // empty store without its fence at start-up is then lost, not
+        // served (the first snapshot serves the cache instead).
+        if let Some(Ok(Some(cached))) = config
+            .cache
+            .as_deref()
+            .map(|p| super::cache::read(p, &keys))
+        {
+            watch.serve_instead(&cached.set);
+        }
         Driver {
             members,
             keys,
-            watch: Watch::new(Jitter::new(seed)),
+            watch,
             shared,
             commands,
             receiver,
@@ -135,7 +146,12 @@ impl Driver {
             let actions = match command {
                 Command::Stop => break,
                 Command::Resync(caller) => {
-                    self.waiting = Some(caller);
+                    if let Some(earlier) = self.waiting.replace(caller) {
+                        if !self.waiting_initial {
+                            // Two reloads at once: the earlier one takes the last set.
+                            let _ = earlier.give(None);
+                        }
+                    }
                     self.waiting_initial = false;
                     self.timer_epoch += 1;
                     self.watch.request_resync()

@@ -774,6 +774,29 @@ mod tests {
     }
 
     #[test]
+    fn a_populated_cache_known_at_start_makes_an_empty_store_without_fence_lost() {
+        let mut w = Watch::new(Jitter::new(3));
+        assert!(
+            w.serve_instead(&set(4, 4, vec![stored("a", "A1", 3, 4)]))
+                .is_empty()
+        );
+        w.start();
+        let actions = w.on_read(set(9, 0, vec![]));
+        assert!(
+            matches!(
+                &actions[..],
+                [
+                    Action::Lost { .. },
+                    Action::Answer { set: None, .. },
+                    Action::Synced { revision: 9 },
+                    Action::Watch { from: 10 }
+                ]
+            ),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
     fn answers_from_a_stale_phase_are_ignored() {
         let mut w = watching();
         w.on_stream_error();
