@@ -209,7 +209,9 @@ impl EtcdSource {
     }
 
     /// Ends both threads; the lease is revoked first (bounded by a
-    /// second). Idempotent.
+    /// second). Idempotent. Call it at shutdown: a sink that holds the
+    /// reloader, which holds this source, is a cycle that keeps `Drop`
+    /// from ever running.
     pub fn stop(&self) {
         let _ = self.commands.send(Command::Stop);
         self.shared.slot.stop();
