@@ -392,7 +392,7 @@ impl Driver {
         );
         self.shared.report().last_set = Some(publication.set.clone());
         if let Some(waiting) = self.waiting.take_if(|_| self.waiting_initial) {
-            match waiting.give(Some(publication.set.snapshot())) {
+            match self.give(&waiting, &publication) {
                 Ok(()) => {
                     self.taken(publication);
                     return Vec::new();
@@ -439,7 +439,7 @@ impl Driver {
             };
         };
         self.shared.report().last_set = Some(publication.set.clone());
-        match waiting.give(Some(publication.set.snapshot())) {
+        match self.give(&waiting, &publication) {
             Ok(()) => {
                 self.taken(publication);
                 Vec::new()
@@ -458,14 +458,29 @@ impl Driver {
     fn taken(&mut self, publication: Publication) {
         if self.waiting_initial {
             self.waiting_initial = false;
+            self.initial_set = Some(publication);
+        }
+        self.registration.dirty = true;
+    }
+
+    /// Hands `publication` to a waiting caller. The first snapshot's
+    /// serving is recorded before the caller wakes: it may look at
+    /// `state()` at once.
+    fn give(
+        &self,
+        waiting: &Rendezvous,
+        publication: &Publication,
+    ) -> Result<(), Option<Box<StoreSet>>> {
+        let snapshot = Some(publication.set.snapshot());
+        if !self.waiting_initial {
+            return waiting.give_with(snapshot, || ());
+        }
+        waiting.give_with(snapshot, || {
             let mut report = self.shared.report();
             report.status.generation = report.status.generation.max(1);
             report.status.applied_revision = publication.config_revision;
             report.status.table_hash = table_hash(&publication.set);
-            drop(report);
-            self.initial_set = Some(publication);
-        }
-        self.registration.dirty = true;
+        })
     }
 
     fn on_watching(&mut self) {
