@@ -148,6 +148,14 @@ fn config(etcd: &Etcd, instance: &str) -> SourceConfig {
     config
 }
 
+/// RUST_LOG=ringway=debug shows what the sources did.
+fn log() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 /// A source started, its first snapshot taken and a sink set, as `run` does.
 fn started(config: SourceConfig) -> (Arc<EtcdSource>, Snapshot, Arc<Recorder>) {
     started_with(config, Duration::ZERO)
@@ -158,11 +166,7 @@ fn started_with(
     config: SourceConfig,
     delay: Duration,
 ) -> (Arc<EtcdSource>, Snapshot, Arc<Recorder>) {
-    // RUST_LOG=ringway=debug shows what the source did.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    log();
     let source = EtcdSource::start(config).unwrap();
     let first = source.snapshot();
     let recorder = Arc::new(Recorder {
@@ -544,4 +548,29 @@ fn a_burst_while_the_sink_is_busy_coalesces_and_the_newest_set_wins() {
         "{} pushes for a burst of 5 puts",
         recorder.count()
     );
+}
+
+#[test]
+fn etcd_answering_late_within_the_startup_timeout_is_waited_for() {
+    let ports = Ports::new();
+    let mut etcd = Etcd::start(&ports, 3);
+    put(&etcd, &key("a"), &entry("a", 9001));
+    let mut late = config(&etcd, "late");
+    late.target =
+        Target::parse(&format!("etcd://127.0.0.1:{}{PREFIX}", etcd.client_port(2))).unwrap();
+    late.startup_timeout = Duration::from_secs(30);
+    etcd.kill(2);
+    log();
+    let source = EtcdSource::start(late).unwrap();
+    let waiting = {
+        let source = source.clone();
+        std::thread::spawn(move || source.snapshot())
+    };
+    etcd.restart(2);
+    let first = waiting.join().unwrap();
+    let keys: Vec<String> = keys_of(&first).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, [key("a")]);
+    let state = source.state();
+    assert!(state.connected && !state.stale, "{state:?}");
+    source.stop();
 }
