@@ -84,6 +84,10 @@ fn with_client<T>(
 #[derive(Default)]
 struct Recorder {
     pushes: Mutex<Vec<Snapshot>>,
+    /// The thread each push came on.
+    threads: Mutex<Vec<String>>,
+    /// How long each push takes (a slow compile).
+    delay: Duration,
     generation: AtomicU64,
 }
 
@@ -91,8 +95,11 @@ impl Recorder {
     fn sink(self: &Arc<Self>) -> ringway::source::Sink {
         let me = self.clone();
         Box::new(move |snapshot: Snapshot| {
+            std::thread::sleep(me.delay);
             let build = Pipeline::default().build(&snapshot);
             me.pushes.lock().unwrap().push(snapshot);
+            let thread = std::thread::current().name().unwrap_or("?").to_owned();
+            me.threads.lock().unwrap().push(thread);
             match build.table {
                 Some(_) => Applied::Published {
                     generation: me.generation.fetch_add(1, Ordering::SeqCst) + 2,
@@ -141,16 +148,31 @@ fn config(etcd: &Etcd, instance: &str) -> SourceConfig {
     config
 }
 
-/// A source started, its first snapshot taken and a sink set, as `run` does.
-fn started(config: SourceConfig) -> (Arc<EtcdSource>, Snapshot, Arc<Recorder>) {
-    // RUST_LOG=ringway=debug shows what the source did.
+/// RUST_LOG=ringway=debug shows what the sources did.
+fn log() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+/// A source started, its first snapshot taken and a sink set, as `run` does.
+fn started(config: SourceConfig) -> (Arc<EtcdSource>, Snapshot, Arc<Recorder>) {
+    started_with(config, Duration::ZERO)
+}
+
+/// As [`started`], with a sink that takes `delay` per push (a slow compile).
+fn started_with(
+    config: SourceConfig,
+    delay: Duration,
+) -> (Arc<EtcdSource>, Snapshot, Arc<Recorder>) {
+    log();
     let source = EtcdSource::start(config).unwrap();
     let first = source.snapshot();
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Arc::new(Recorder {
+        delay,
+        ..Recorder::default()
+    });
     source.watch(recorder.sink());
     (source, first, recorder)
 }
@@ -207,6 +229,8 @@ fn the_first_read_is_the_store_in_creation_order_and_a_put_is_pushed_within_a_se
     });
     assert!(asked.elapsed() < Duration::from_secs(1));
     assert_eq!(recorder.push(0).len(), 3);
+    // Never on the runtime's thread: the sink compiles and resolves names.
+    assert_eq!(*recorder.threads.lock().unwrap(), ["config-sink"]);
     within(
         Duration::from_secs(5),
         "the status key says generation 2",
@@ -500,4 +524,53 @@ fn an_emptied_store_without_its_commit_key_is_lost_not_served() {
         recorder.count() == 2
     });
     assert!(recorder.push(1).is_empty());
+}
+
+#[test]
+fn a_burst_while_the_sink_is_busy_coalesces_and_the_newest_set_wins() {
+    let ports = Ports::new();
+    let etcd = Etcd::start(&ports, 3);
+    put(&etcd, &key("a"), &entry("a", 9001));
+    let (_source, _, recorder) = started_with(config(&etcd, "burst"), Duration::from_millis(700));
+    for i in 0..5 {
+        put(
+            &etcd,
+            &key(&format!("k{i}")),
+            &entry(&format!("k{i}"), 9300 + i),
+        );
+    }
+    within(Duration::from_secs(10), "the newest set pushed", || {
+        let n = recorder.count();
+        n > 0 && recorder.push(n - 1).len() == 6
+    });
+    assert!(
+        recorder.count() < 5,
+        "{} pushes for a burst of 5 puts",
+        recorder.count()
+    );
+}
+
+#[test]
+fn etcd_answering_late_within_the_startup_timeout_is_waited_for() {
+    let ports = Ports::new();
+    let mut etcd = Etcd::start(&ports, 3);
+    put(&etcd, &key("a"), &entry("a", 9001));
+    let mut late = config(&etcd, "late");
+    late.target =
+        Target::parse(&format!("etcd://127.0.0.1:{}{PREFIX}", etcd.client_port(2))).unwrap();
+    late.startup_timeout = Duration::from_secs(30);
+    etcd.kill(2);
+    log();
+    let source = EtcdSource::start(late).unwrap();
+    let waiting = {
+        let source = source.clone();
+        std::thread::spawn(move || source.snapshot())
+    };
+    etcd.restart(2);
+    let first = waiting.join().unwrap();
+    let keys: Vec<String> = keys_of(&first).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, [key("a")]);
+    let state = source.state();
+    assert!(state.connected && !state.stale, "{state:?}");
+    source.stop();
 }

@@ -1,6 +1,6 @@
 //! The `config-source` thread's loop: performs what the watch state
 //! machine (`watch.rs`) asks (reads, watches, back-offs), feeds it what
-//! etcd says, keeps the lease and the status key, and hands sets over
+//! etcd says, keeps the status key alive (`registration.rs`), and hands sets over
 //! (`source.rs`). Everything arrives as a [`Command`] on one channel (the
 //! watch stream's reader task, the timers, the callers, the sink thread),
 //! so the loop is a plain `recv` and the state has one owner.
@@ -11,11 +11,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use etcd_client::{EventType, PutOptions, WatchOptions, WatchRequestSender, WatchResponse};
+use etcd_client::{EventType, WatchOptions, WatchRequestSender, WatchResponse};
 use tokio::sync::mpsc;
 
 use super::keys::Keys;
 use super::members::{CALL_TIMEOUT, EtcdError, Members, describe};
+use super::registration::Registration;
 use super::source::{Outcome, Pending, Rendezvous, Shared, SourceConfig, table_hash};
 use super::status::MAX_ERRORS;
 use super::store::{self, StoreSet, Stored};
@@ -28,8 +29,6 @@ use crate::source::Applied;
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 /// How often the loop looks at its clocks (progress, keep-alive).
 const TICK: Duration = Duration::from_millis(500);
-/// How long revoking the lease may hold up a stop.
-const REVOKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What reaches the loop.
 pub(super) enum Command {
@@ -58,6 +57,8 @@ struct Stream {
     sender: WatchRequestSender,
     reader: tokio::task::JoinHandle<()>,
     asked_progress: Instant,
+    /// When the stream last said anything.
+    heard: Instant,
 }
 
 pub(super) struct Driver {
@@ -78,10 +79,8 @@ pub(super) struct Driver {
     stream: Option<Stream>,
     epoch: u64,
     timer_epoch: u64,
-    lease: Option<i64>,
-    kept_alive: Instant,
-    status_ttl: Duration,
-    status_dirty: bool,
+    /// The status key under its lease.
+    registration: Registration,
     cache: Option<PathBuf>,
 }
 
@@ -99,10 +98,22 @@ impl Driver {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id());
+        let registration = Registration::new(&keys, &config.instance_id, config.status_ttl);
+        let mut watch = Watch::new(Jitter::new(seed));
+        // A cache holding resources means the store was populated: an
+        // empty store without its fence at start-up is then lost, not
+        // served (the first snapshot serves the cache instead).
+        if let Some(Ok(Some(cached))) = config
+            .cache
+            .as_deref()
+            .map(|p| super::cache::read(p, &keys))
+        {
+            watch.serve_instead(&cached.set);
+        }
         Driver {
             members,
             keys,
-            watch: Watch::new(Jitter::new(seed)),
+            watch,
             shared,
             commands,
             receiver,
@@ -112,10 +123,7 @@ impl Driver {
             stream: None,
             epoch: 0,
             timer_epoch: 0,
-            lease: None,
-            kept_alive: Instant::now(),
-            status_ttl: config.status_ttl.max(Duration::from_secs(2)),
-            status_dirty: true,
+            registration,
             cache: config.cache.clone(),
         }
     }
@@ -138,7 +146,12 @@ impl Driver {
             let actions = match command {
                 Command::Stop => break,
                 Command::Resync(caller) => {
-                    self.waiting = Some(caller);
+                    if let Some(earlier) = self.waiting.replace(caller) {
+                        if !self.waiting_initial {
+                            // Two reloads at once: the earlier one takes the last set.
+                            let _ = earlier.give(None);
+                        }
+                    }
                     self.waiting_initial = false;
                     self.timer_epoch += 1;
                     self.watch.request_resync()
@@ -154,16 +167,17 @@ impl Driver {
                 Command::Stream { epoch, item } => self.on_stream(epoch, item),
                 Command::Timer { epoch } if epoch == self.timer_epoch => self.watch.on_timer(),
                 Command::Timer { .. } => Vec::new(),
-                Command::Tick => {
-                    self.on_tick().await;
-                    Vec::new()
-                }
+                Command::Tick => self.on_tick().await,
             };
             self.act(actions).await;
-            self.flush_status().await;
+            if self.shared.report().connected {
+                self.registration
+                    .flush(&mut self.members, &self.shared)
+                    .await;
+            }
         }
         self.close_stream();
-        self.revoke().await;
+        self.registration.revoke(&mut self.members).await;
     }
 
     async fn act(&mut self, actions: Vec<Action>) {
@@ -275,6 +289,7 @@ impl Driver {
             sender,
             reader,
             asked_progress: Instant::now(),
+            heard: Instant::now(),
         });
         Vec::new()
     }
@@ -295,6 +310,9 @@ impl Driver {
             return Vec::new();
         }
         let member = self.stream.as_ref().map_or(0, |s| s.member);
+        if let Some(stream) = &mut self.stream {
+            stream.heard = Instant::now();
+        }
         let response = match item {
             Ok(Some(response)) => response,
             Ok(None) | Err(_) => {
@@ -374,7 +392,7 @@ impl Driver {
         );
         self.shared.report().last_set = Some(publication.set.clone());
         if let Some(waiting) = self.waiting.take_if(|_| self.waiting_initial) {
-            match waiting.give(Some(publication.set.snapshot())) {
+            match self.give(&waiting, &publication) {
                 Ok(()) => {
                     self.taken(publication);
                     return Vec::new();
@@ -421,7 +439,7 @@ impl Driver {
             };
         };
         self.shared.report().last_set = Some(publication.set.clone());
-        match waiting.give(Some(publication.set.snapshot())) {
+        match self.give(&waiting, &publication) {
             Ok(()) => {
                 self.taken(publication);
                 Vec::new()
@@ -440,14 +458,29 @@ impl Driver {
     fn taken(&mut self, publication: Publication) {
         if self.waiting_initial {
             self.waiting_initial = false;
+            self.initial_set = Some(publication);
+        }
+        self.registration.dirty = true;
+    }
+
+    /// Hands `publication` to a waiting caller. The first snapshot's
+    /// serving is recorded before the caller wakes: it may look at
+    /// `state()` at once.
+    fn give(
+        &self,
+        waiting: &Rendezvous,
+        publication: &Publication,
+    ) -> Result<(), Option<Box<StoreSet>>> {
+        let snapshot = Some(publication.set.snapshot());
+        if !self.waiting_initial {
+            return waiting.give_with(snapshot, || ());
+        }
+        waiting.give_with(snapshot, || {
             let mut report = self.shared.report();
             report.status.generation = report.status.generation.max(1);
             report.status.applied_revision = publication.config_revision;
             report.status.table_hash = table_hash(&publication.set);
-            drop(report);
-            self.initial_set = Some(publication);
-        }
-        self.status_dirty = true;
+        })
     }
 
     fn on_watching(&mut self) {
@@ -464,6 +497,11 @@ impl Driver {
                 report.status.generation = generation;
                 report.status.applied_revision = pending.config_revision;
                 report.status.table_hash = table_hash(&pending.set);
+                if report.status.rejected_revision <= pending.config_revision {
+                    // Only a refusal newer than what is served is news.
+                    report.status.rejected_revision = 0;
+                    report.status.errors.clear();
+                }
                 drop(report);
                 self.write_cache(&pending.set, pending.config_revision);
             }
@@ -474,7 +512,7 @@ impl Driver {
                 report.status.errors = errors.into_iter().take(MAX_ERRORS).collect();
             }
         }
-        self.status_dirty = true;
+        self.registration.dirty = true;
     }
 
     fn write_cache(&self, set: &StoreSet, config_revision: u64) {
@@ -492,7 +530,7 @@ impl Driver {
         report.status.stale = false;
         report.connected = true;
         report.last_sync = Some(SystemTime::now());
-        self.status_dirty |= moved;
+        self.registration.dirty |= moved;
     }
 
     /// A read or a watch failed; unreachable makes the set stale.
@@ -509,128 +547,37 @@ impl Driver {
         let mut report = self.shared.report();
         report.connected = false;
         report.status.stale = true;
-        self.status_dirty = true;
+        self.registration.dirty = true;
     }
 
     fn location(&self) -> String {
         self.shared.report().location.clone()
     }
 
-    async fn on_tick(&mut self) {
+    /// Progress requests, a watch gone silent, the lease's keep-alive.
+    async fn on_tick(&mut self) -> Vec<Action> {
         if let Some(stream) = &mut self.stream {
+            if stream.heard.elapsed() >= 2 * PROGRESS_EVERY {
+                // Two progress requests unanswered: a stream that silently
+                // stopped (APISIX #13067's case). Watch again from R + 1:
+                // nothing is skipped.
+                let member = stream.member;
+                tracing::warn!(source = %self.location(), member = %self.members.endpoints()[member], "the watch has been silent for {:?}: watching again", 2 * PROGRESS_EVERY);
+                self.members.failed(member);
+                self.close_stream();
+                return self.watch.on_stream_error();
+            }
             if stream.asked_progress.elapsed() >= PROGRESS_EVERY {
                 stream.asked_progress = Instant::now();
                 let _ = stream.sender.request_progress().await;
             }
         }
         if !self.shared.report().connected {
-            return;
+            return Vec::new();
         }
-        match self.lease {
-            None => self.status_dirty = true,
-            Some(id) if self.kept_alive.elapsed() >= self.status_ttl / 3 => {
-                self.kept_alive = Instant::now();
-                self.keep_alive(id).await;
-            }
-            Some(_) => {}
-        }
-    }
-
-    async fn keep_alive(&mut self, id: i64) {
-        let answer = self
-            .members
-            .call("lease keep-alive", |mut c| async move {
-                let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
-                keeper.keep_alive().await?;
-                stream.message().await
-            })
+        self.registration
+            .tick(&mut self.members, &self.shared)
             .await;
-        match answer {
-            Ok(Some(kept)) if kept.ttl() > 0 => {}
-            Ok(_) | Err(EtcdError::Refused { .. }) => {
-                tracing::warn!(source = %self.location(), "the status lease expired: granting a new one");
-                self.lease = None;
-                self.status_dirty = true;
-            }
-            Err(e) => tracing::debug!("lease keep-alive: {e}"),
-        }
-    }
-
-    /// Puts the status key (under the lease, granted first if needed)
-    /// when something in it changed and etcd is reachable.
-    async fn flush_status(&mut self) {
-        if !self.status_dirty || !self.shared.report().connected {
-            return;
-        }
-        let lease = match self.lease {
-            Some(id) => id,
-            None => {
-                let ttl = i64::try_from(self.status_ttl.as_secs()).unwrap_or(10);
-                match self
-                    .members
-                    .call("lease grant", |mut c| async move {
-                        c.lease_grant(ttl, None).await
-                    })
-                    .await
-                {
-                    Ok(granted) => {
-                        self.lease = Some(granted.id());
-                        self.kept_alive = Instant::now();
-                        granted.id()
-                    }
-                    Err(e) => return tracing::debug!("status lease: {e}"),
-                }
-            }
-        };
-        let value = self.status_json();
-        let key = self.keys.status(&self.shared.report().status.instance);
-        let put = self
-            .members
-            .call("put", |mut c| {
-                let (key, value) = (key.clone(), value.clone());
-                async move {
-                    c.put(key, value, Some(PutOptions::new().with_lease(lease)))
-                        .await
-                }
-            })
-            .await;
-        match put {
-            Ok(_) => self.status_dirty = false,
-            Err(e) => {
-                tracing::debug!("status put: {e}");
-                if e.reached() {
-                    self.lease = None; // "requested lease not found"
-                }
-            }
-        }
-    }
-
-    fn status_json(&self) -> Vec<u8> {
-        let unbound = self
-            .shared
-            .probe
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .map(|probe| probe())
-            .unwrap_or_default();
-        let mut report = self.shared.report();
-        report.status.listeners_unbound = unbound;
-        report.status.last_sync = report
-            .last_sync
-            .map(crate::accesslog::rfc3339)
-            .unwrap_or_default();
-        serde_json::to_vec(&report.status).unwrap_or_default()
-    }
-
-    async fn revoke(&mut self) {
-        if let Some(id) = self.lease.take() {
-            let revoke =
-                self.members.call(
-                    "lease revoke",
-                    |mut c| async move { c.lease_revoke(id).await },
-                );
-            let _ = tokio::time::timeout(REVOKE_TIMEOUT, revoke).await;
-        }
+        Vec::new()
     }
 }

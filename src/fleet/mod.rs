@@ -10,6 +10,7 @@ pub mod cache;
 mod driver;
 pub mod keys;
 pub mod members;
+mod registration;
 pub mod source;
 pub mod status;
 pub mod store;

@@ -209,7 +209,9 @@ impl EtcdSource {
     }
 
     /// Ends both threads; the lease is revoked first (bounded by a
-    /// second). Idempotent.
+    /// second). Idempotent. Call it at shutdown: a sink that holds the
+    /// reloader, which holds this source, is a cycle that keeps `Drop`
+    /// from ever running.
     pub fn stop(&self) {
         let _ = self.commands.send(Command::Stop);
         self.shared.slot.stop();
@@ -360,9 +362,20 @@ impl Rendezvous {
     /// Hands `snapshot` to the caller; `Err` with what it served instead
     /// when it stopped waiting.
     pub fn give(&self, snapshot: Option<Snapshot>) -> Result<(), Option<Box<StoreSet>>> {
+        self.give_with(snapshot, || ())
+    }
+
+    /// [`Rendezvous::give`], running `taken` first when the caller still
+    /// waits (before it can wake).
+    pub fn give_with(
+        &self,
+        snapshot: Option<Snapshot>,
+        taken: impl FnOnce(),
+    ) -> Result<(), Option<Box<StoreSet>>> {
         let mut reply = self.reply.lock().unwrap_or_else(PoisonError::into_inner);
         match &mut *reply {
             Reply::Waiting => {
+                taken();
                 *reply = snapshot.map_or(Reply::Failed, Reply::Ready);
                 self.ready.notify_all();
                 Ok(())

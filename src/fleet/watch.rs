@@ -255,10 +255,11 @@ impl Watch {
         self.config_revision = set.config_revision();
         self.cluster_id = None;
         let answer = std::mem::take(&mut self.answer_pending);
-        let mut actions = self.offer(answer);
-        actions.push(Action::Synced {
+        // Synced first: a caller answered may look at the state at once.
+        let mut actions = vec![Action::Synced {
             revision: self.revision,
-        });
+        }];
+        actions.extend(self.offer(answer));
         actions.extend(self.watch());
         actions
     }
@@ -524,8 +525,8 @@ mod tests {
         let actions = w.on_read(set(5, 5, vec![stored("a", "A1", 5, 5)]));
         assert!(
             matches!(&actions[..], [
-                Action::Answer { set: Some(p), changed: true },
                 Action::Synced { revision: 5 },
+                Action::Answer { set: Some(p), changed: true },
                 Action::Watch { from: 6 },
             ] if p.config_revision == 5 && p.set.resources.len() == 1),
             "{actions:?}"
@@ -686,7 +687,7 @@ mod tests {
         ));
         let actions = w.on_read(set(9, 0, vec![]));
         assert!(published(&actions).is_empty(), "{actions:?}");
-        assert!(matches!(&actions[0], Action::Lost { error } if error.contains("no commit key")));
+        assert!(matches!(&actions[1], Action::Lost { error } if error.contains("no commit key")));
         assert!(w.errors().contains(&("lost", 1)));
         // Written again: served.
         let actions = w.on_response(response(11, vec![put("a", "A3", 11, 11)]));
@@ -717,7 +718,7 @@ mod tests {
         ));
         let actions = w.on_read(set(6, 5, vec![stored("a", "A1", 5, 5)]));
         assert!(matches!(
-            actions[0],
+            actions[1],
             Action::Answer {
                 set: Some(_),
                 changed: false
@@ -758,7 +759,7 @@ mod tests {
         w.serve_instead(&cache);
         let actions = w.on_read(set(6, 4, vec![stored("a", "A1", 3, 4)]));
         assert!(
-            matches!(actions[0], Action::Answer { changed: false, .. }),
+            matches!(actions[1], Action::Answer { changed: false, .. }),
             "{actions:?}"
         );
         // The read came first, its answer found nobody: a newer set is published.
@@ -771,6 +772,29 @@ mod tests {
         w.start();
         w.on_read(set(9, 0, vec![]));
         assert!(matches!(w.serve_instead(&cache)[..], [Action::Lost { .. }]));
+    }
+
+    #[test]
+    fn a_populated_cache_known_at_start_makes_an_empty_store_without_fence_lost() {
+        let mut w = Watch::new(Jitter::new(3));
+        assert!(
+            w.serve_instead(&set(4, 4, vec![stored("a", "A1", 3, 4)]))
+                .is_empty()
+        );
+        w.start();
+        let actions = w.on_read(set(9, 0, vec![]));
+        assert!(
+            matches!(
+                &actions[..],
+                [
+                    Action::Synced { revision: 9 },
+                    Action::Lost { .. },
+                    Action::Answer { set: None, .. },
+                    Action::Watch { from: 10 }
+                ]
+            ),
+            "{actions:?}"
+        );
     }
 
     #[test]
