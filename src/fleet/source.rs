@@ -38,7 +38,7 @@ use super::store::StoreSet;
 use super::target::{EtcdArgs, Target};
 use crate::diag::Diagnostic;
 use crate::source::{
-    Applied, ConfigSource, Content, Document, Origin, Sink, Snapshot, SourceState,
+    Applied, ConfigSource, Content, Document, Origin, Probe, Sink, Snapshot, SourceState,
 };
 
 /// How long the first snapshot waits for etcd before the cache is served.
@@ -75,9 +75,6 @@ impl SourceConfig {
         }
     }
 }
-
-/// Which listeners this host could not bind (set by the supervisor).
-pub type Probe = Box<dyn Fn() -> Vec<String> + Send + Sync>;
 
 /// The etcd source. Dropping it (or [`EtcdSource::stop`]) ends its
 /// threads and revokes its lease, so `ringway status` drops the instance
@@ -318,6 +315,10 @@ impl ConfigSource for EtcdSource {
         let _ = self.commands.send(Command::Watching);
     }
 
+    fn probe(&self, probe: Probe) {
+        self.set_probe(probe);
+    }
+
     fn state(&self) -> SourceState {
         let report = self.shared.report();
         SourceState {
@@ -508,9 +509,7 @@ fn hand_over(shared: &Shared, commands: &mpsc::UnboundedSender<Command>) {
 fn first_status(config: &SourceConfig) -> InstanceStatus {
     InstanceStatus {
         instance: config.instance_id.clone(),
-        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_default(),
+        host: super::host_name(),
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
         labels: config.labels.clone(),

@@ -109,8 +109,8 @@ pub struct SourceState {
     /// Seconds since the Unix epoch of the last sync with the store; 0
     /// when never.
     pub last_sync_unix: u64,
-    /// Full re-reads of the store, by reason (`compacted`,
-    /// `revision_went_back`, `requested`, `reconnected`).
+    /// Full re-reads of the store, by reason (`initial`, `requested`,
+    /// `compacted`, `revision_went_back`, `emptied`).
     pub resyncs: Vec<(&'static str, u64)>,
     /// Errors talking to the store, by reason.
     pub errors: Vec<(&'static str, u64)>,
