@@ -379,7 +379,7 @@ fn run(
     options.allow_empty_reload = control.allow_empty_reload;
     options.identity = Identity::new(
         &control.workload_name,
-        &config.workload_namespace,
+        &config.compile.workload_namespace,
         &control.cluster_id,
         &config.labels,
     );

@@ -42,16 +42,8 @@ pub struct ConfigArgs {
     /// This instance's labels, matched by Gateway selectors.
     #[arg(long, value_name = "k=v,...", default_value = "istio=ingressgateway", value_parser = parse_labels)]
     pub labels: Labels,
-    /// Namespace of resources that do not set metadata.namespace.
-    #[arg(long, value_name = "NS", default_value = crate::config::load::DEFAULT_NAMESPACE)]
-    pub namespace: String,
-    /// Domain suffix of short names: name.namespace.svc.<domain>.
-    #[arg(long, value_name = "DOMAIN", default_value = crate::routing::compile::DEFAULT_DOMAIN)]
-    pub domain: String,
-    /// This gateway's namespace: Istio's metrics (source_workload_namespace)
-    /// and VirtualService `sourceNamespace` matches.
-    #[arg(long, value_name = "NS", default_value = crate::metrics::Identity::NAMESPACE)]
-    pub workload_namespace: String,
+    #[command(flatten)]
+    pub compile: CompileArgs,
 }
 
 /// `run` with `--config-source etcd://...`: who this instance is in the
@@ -74,6 +66,44 @@ pub struct FleetRunArgs {
     /// this.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = crate::config::manifest::parse_duration)]
     pub status_ttl: std::time::Duration,
+}
+
+/// How documents are read and compiled: `run` and `check` (with their own
+/// `--labels`), `apply` and `delete` (for every label set the fleet
+/// registered).
+#[derive(Debug, Clone, Args)]
+pub struct CompileArgs {
+    /// Namespace of resources that do not set metadata.namespace.
+    #[arg(long, value_name = "NS", default_value = crate::config::load::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Domain suffix of short names: name.namespace.svc.<domain>.
+    #[arg(long, value_name = "DOMAIN", default_value = crate::routing::compile::DEFAULT_DOMAIN)]
+    pub domain: String,
+    /// The gateway's namespace: Istio's metrics (source_workload_namespace)
+    /// and VirtualService `sourceNamespace` matches.
+    #[arg(long, value_name = "NS", default_value = crate::metrics::Identity::NAMESPACE)]
+    pub workload_namespace: String,
+}
+
+impl CompileArgs {
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            namespace: self.namespace.clone(),
+            ..LoadOptions::default()
+        }
+    }
+
+    /// The pipeline an instance with `labels` runs.
+    pub fn pipeline(&self, labels: &Labels) -> Pipeline {
+        Pipeline {
+            load: self.load_options(),
+            compile: CompileOptions {
+                labels: labels.clone(),
+                domain: self.domain.clone(),
+                namespace: self.workload_namespace.clone(),
+            },
+        }
+    }
 }
 
 /// Where `-c` or `--config-source` says the configuration is.
@@ -141,17 +171,7 @@ impl ConfigArgs {
 
     /// How to load and compile them.
     pub fn pipeline(&self) -> Pipeline {
-        Pipeline {
-            load: LoadOptions {
-                namespace: self.namespace.clone(),
-                ..LoadOptions::default()
-            },
-            compile: CompileOptions {
-                labels: self.labels.clone(),
-                domain: self.domain.clone(),
-                namespace: self.workload_namespace.clone(),
-            },
-        }
+        self.compile.pipeline(&self.labels)
     }
 }
 

@@ -39,11 +39,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::config::LoadOptions;
-use crate::config::manifest::Labels;
+pub use super::CompileArgs;
 use crate::fleet::{EtcdArgs, EtcdError, Keys, Members, Target};
-use crate::pipeline::Pipeline;
-use crate::routing::CompileOptions;
 
 /// The exit status of a fleet command (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,44 +72,6 @@ pub struct StoreArgs {
     pub target: Target,
     #[command(flatten)]
     pub etcd: EtcdArgs,
-}
-
-/// How documents are read and compiled for validation (`apply`,
-/// `delete`): `check`'s flags without `-c`; the labels come from the
-/// instances registered in the store.
-#[derive(Debug, Clone, Args)]
-pub struct CompileArgs {
-    /// Namespace of resources that do not set metadata.namespace.
-    #[arg(long, value_name = "NS", default_value = crate::config::load::DEFAULT_NAMESPACE)]
-    pub namespace: String,
-    /// Domain suffix of short names: name.namespace.svc.<domain>.
-    #[arg(long, value_name = "DOMAIN", default_value = crate::routing::compile::DEFAULT_DOMAIN)]
-    pub domain: String,
-    /// The instances' namespace (VirtualService `sourceNamespace`
-    /// matches).
-    #[arg(long, value_name = "NS", default_value = crate::metrics::Identity::NAMESPACE)]
-    pub workload_namespace: String,
-}
-
-impl CompileArgs {
-    pub fn load_options(&self) -> LoadOptions {
-        LoadOptions {
-            namespace: self.namespace.clone(),
-            ..LoadOptions::default()
-        }
-    }
-
-    /// The pipeline an instance with `labels` runs.
-    pub fn pipeline(&self, labels: &Labels) -> Pipeline {
-        Pipeline {
-            load: self.load_options(),
-            compile: CompileOptions {
-                labels: labels.clone(),
-                domain: self.domain.clone(),
-                namespace: self.workload_namespace.clone(),
-            },
-        }
-    }
 }
 
 fn parse_target(text: &str) -> Result<Target, String> {
