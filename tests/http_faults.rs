@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::http_gw::{destination_rule, gateway, service_entry, virtual_service};
 use common::origin::{Origin, Response, read_response};
-use common::{ConfigDir, PATIENCE, Ports, Ringway, access_log};
+use common::{ConfigDir, Gate, PATIENCE, Ports, Ringway, access_log, until};
 
 /// ringway on one worker for `*` on a reserved port, with subset `a` on
 /// `endpoints` (in this order), DestinationRule `policy` and `routes` (the
@@ -272,11 +272,12 @@ fn retry_on_5xx_sends_the_request_again_and_the_default_policy_does_not() {
 
 #[test]
 fn http2_max_requests_caps_the_requests_in_flight_to_a_cluster_with_503_uo() {
+    use std::sync::atomic::Ordering;
+
     let ports = Ports::new();
-    let slow = Origin::start(|_| {
-        std::thread::sleep(Duration::from_millis(800));
-        Response::ok("slow")
-    });
+    // The origin holds every request until the gate opens.
+    let gate = Gate::default();
+    let (slow, arrived) = Origin::gated("slow", &gate);
     let policy = "{connectionPool: {http: {http2MaxRequests: 1}}}";
     let routes = "[{route: [{destination: {host: svc, subset: a}}]}]";
     let Some(gw) = start(&ports, &[slow.port], policy, routes) else {
@@ -284,9 +285,13 @@ fn http2_max_requests_caps_the_requests_in_flight_to_a_cluster_with_503_uo() {
     };
     let port = gw.port;
     let first = std::thread::spawn(move || get(port, "/first"));
-    std::thread::sleep(Duration::from_millis(200));
-    // The first is still in flight: the second is over the cap.
+    until("the first request at the origin", || {
+        arrived.load(Ordering::Relaxed) == 1
+    });
+    // The first is in flight until the gate opens: the second is over the
+    // cap.
     assert_eq!(get(gw.port, "/second"), 503);
+    gate.open();
     assert_eq!(first.join().unwrap(), 200);
     // The cap is given back when a request ends.
     assert_eq!(get(gw.port, "/third"), 200);

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::origin::{Origin, Response, read_response};
-use common::{ConfigDir, PATIENCE, Ports, Ringway, http};
+use common::{ConfigDir, Gate, PATIENCE, Ports, Ringway, http, sample, until, wait_metrics};
 
 /// An HTTP gateway on `listen` for host `shop.example.com`, weighted
 /// between subsets v1 and v2 of a service whose endpoints are `v1` and
@@ -168,10 +168,21 @@ fn a_reload_flips_weights_for_the_next_request_on_the_same_keep_alive_connection
 #[test]
 fn sigterm_lets_the_request_in_flight_finish_and_closes_idle_keep_alive_connections() {
     let ports = Ports::new();
-    let listen = ports.listener();
-    let slow = origin("v1", Duration::from_millis(1500));
+    let (listen, admin) = (ports.listener(), ports.admin());
+    // The origin holds every request until the gate opens.
+    let gate = Gate::default();
+    let (slow, arrived) = Origin::gated("v1", &gate);
     let dir = ConfigDir::new().file("shop.yaml", &config(listen, (100, 0), slow.port, slow.port));
-    let Some(gw) = Ringway::start(&dir, &["--workers", "1", "--drain-timeout", "20s"]) else {
+    let address = format!("127.0.0.1:{admin}");
+    let args = [
+        "--workers",
+        "1",
+        "--drain-timeout",
+        "20s",
+        "--admin",
+        &address,
+    ];
+    let Some(gw) = Ringway::start(&dir, &args) else {
         return;
     };
     // An idle keep-alive connection, and one with a request in flight.
@@ -181,7 +192,14 @@ fn sigterm_lets_the_request_in_flight_finish_and_closes_idle_keep_alive_connecti
     busy.write
         .write_all(b"GET / HTTP/1.1\r\nHost: shop.example.com\r\n\r\n")
         .unwrap();
-    thread::sleep(Duration::from_millis(300));
+    until("the request at the origin", || {
+        arrived.load(Ordering::Relaxed) == 1
+    });
+    // Both connections accepted: the idle one is ringway's, not the
+    // listen backlog's.
+    wait_metrics(admin, |m| {
+        sample(m, "ringway_downstream_connections_active", &[]) == 2
+    });
     let since = Instant::now();
     gw.signal("TERM");
     // The idle one closes at once, without a byte.
@@ -197,6 +215,7 @@ fn sigterm_lets_the_request_in_flight_finish_and_closes_idle_keep_alive_connecti
         since.elapsed()
     );
     // The busy one gets its whole response, which closes the connection.
+    gate.open();
     let r = read_response(&mut busy.read)
         .unwrap()
         .expect("the response in flight");

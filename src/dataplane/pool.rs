@@ -223,6 +223,19 @@ mod tests {
         (Socket::from(client), server)
     }
 
+    /// Wait until the kernel has what makes `socket` unfit for reuse (a
+    /// FIN or bytes): at most 10 s.
+    fn until_not_reusable(socket: &Socket) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while still_open(socket) {
+            assert!(
+                Instant::now() < deadline,
+                "the server's FIN or bytes never arrived"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     fn key(address: SocketAddr) -> EndpointKey<'static> {
         EndpointKey {
             cluster: "outbound|8080|v1|front-tomcat.default.svc.cluster.local",
@@ -248,6 +261,8 @@ mod tests {
         let (a, _server_a) = pair();
         let (b, mut server_b) = pair();
         let (c, server_c) = pair();
+        // The test's own handles on b and c, to see what the kernel got.
+        let (b_view, c_view) = (b.try_clone().expect("dup"), c.try_clone().expect("dup"));
         let a_port = a.local_addr().expect("a").as_socket().expect("inet").port();
         let mut pool = Pool::default();
         assert!(pool.put(key(address), idle(a, later, &open)));
@@ -257,7 +272,8 @@ mod tests {
         // c's server closed; b's server sent bytes nobody asked for.
         drop(server_c);
         server_b.write_all(b"HTTP/1.1 200 OK\r\n").expect("write");
-        std::thread::sleep(Duration::from_millis(50));
+        until_not_reusable(&b_view);
+        until_not_reusable(&c_view);
         let mut stale = Vec::new();
         let got = pool.take(key(address), now, |s| stale.push(s));
         let got = got.expect("a is live");

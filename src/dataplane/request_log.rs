@@ -8,8 +8,6 @@
 //! [`Io::Reject`]: super::io::Io::Reject
 #![forbid(unsafe_code)]
 
-use socket2::SockRef;
-
 use crate::accesslog::HttpRecord;
 use crate::http1::head::detail;
 use crate::metrics::worker::{LabelKey, Protocol, add};
@@ -102,9 +100,6 @@ fn log(ctx: &mut Ctx, slot: &Slot, req: &Request, endpoint: Option<(ClusterId, u
         method: req.head.method(),
         path: req.head.target(),
         protocol: req.version().as_str(),
-        response_code: req.status,
-        response_flags: req.flags,
-        response_code_details: req.details,
         bytes_received: req.body_bytes[0],
         bytes_sent: req.body_bytes[1],
         upstream_service_time: req.upstream_time,
@@ -114,15 +109,42 @@ fn log(ctx: &mut Ctx, slot: &Slot, req: &Request, endpoint: Option<(ClusterId, u
         authority: req.head.authority(),
         upstream_host,
         upstream_cluster: cluster_name_of(plan, req.cluster),
-        upstream_local_address: None,
-        downstream_local_address: local_address(slot),
-        downstream_remote_address: slot.peer,
         route_name: req
             .http_route(plan)
             .map(|r| r.name.as_str())
             .filter(|n| !n.is_empty()),
-        generation: plan.table.generation,
+        ..record(slot, req.status, req.flags, req.details)
     });
+}
+
+/// The access-log record of a response sent to the slot's client, with
+/// the connection's addresses and generation and no request (a refused
+/// head has none): [`log`] adds the request's fields.
+fn record<'a>(slot: &Slot, status: u16, flags: &'static str, details: &'a str) -> HttpRecord<'a> {
+    HttpRecord {
+        start_time: std::time::SystemTime::now(),
+        duration: std::time::Duration::ZERO,
+        method: "",
+        path: "",
+        protocol: "HTTP/1.1",
+        response_code: status,
+        response_flags: flags,
+        response_code_details: details,
+        bytes_received: 0,
+        bytes_sent: 0,
+        upstream_service_time: None,
+        x_forwarded_for: None,
+        user_agent: None,
+        request_id: None,
+        authority: None,
+        upstream_host: None,
+        upstream_cluster: None,
+        upstream_local_address: None,
+        downstream_local_address: slot.local_address(),
+        downstream_remote_address: slot.peer,
+        route_name: None,
+        generation: slot.plan.table.generation,
+    }
 }
 
 /// Passive health from responses: a 5xx (or, when only
@@ -200,41 +222,10 @@ pub(super) fn reject(ctx: &mut Ctx, slot: &Slot, status: u16, detail: &'static s
     let labels = || IstioLabels::unrouted(flags).for_request(status);
     ctx.metrics.http_request(key, labels, &sample);
     if ctx.access_log.enabled() {
-        let local = local_address(slot);
         ctx.access_log.log_http(&HttpRecord {
-            start_time: std::time::SystemTime::now(),
-            duration: std::time::Duration::ZERO,
-            method: "",
-            path: "",
-            protocol: "HTTP/1.1",
-            response_code: status,
-            response_flags: flags,
-            response_code_details: detail,
-            bytes_received: 0,
             bytes_sent: body,
-            upstream_service_time: None,
-            x_forwarded_for: None,
-            user_agent: None,
-            request_id: None,
-            authority: None,
-            upstream_host: None,
-            upstream_cluster: None,
-            upstream_local_address: None,
-            downstream_local_address: local,
-            downstream_remote_address: slot.peer,
-            route_name: None,
-            generation: plan.table.generation,
+            ..record(slot, status, flags, detail)
         });
     }
     tracing::debug!(worker = ctx.id, downstream = %slot.peer, status, detail, "request refused");
-}
-
-/// The address the client reached (a listener bound to 0.0.0.0 is reached
-/// on one of the host's addresses).
-fn local_address(slot: &Slot) -> std::net::SocketAddr {
-    SockRef::from(&slot.downstream)
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .unwrap_or(slot.peer)
 }

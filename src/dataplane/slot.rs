@@ -107,6 +107,21 @@ impl Slot {
         }
     }
 
+    /// The address the client reached (a listener bound to 0.0.0.0 is
+    /// reached on one of the host's addresses); the listener's, then the
+    /// peer's, if the socket cannot say.
+    pub(super) fn local_address(&self) -> SocketAddr {
+        SockRef::from(&self.downstream)
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .or_else(|| {
+                let listener = self.plan.table.listeners.get(self.listener);
+                listener.map(|l| l.address)
+            })
+            .unwrap_or(self.peer)
+    }
+
     /// A socket call `io` stands for, done now, reported to the session as
     /// the completion it stands for (where it has one).
     pub(super) fn socket_call(&mut self, io: Io, out: &mut Vec<Io>) {
@@ -205,19 +220,11 @@ impl Slot {
             .map(|u| plan.endpoints[u.cluster.0 as usize][u.endpoint()].address);
         let duration = self.session.opened().elapsed();
         if ctx.access_log.enabled() {
-            // The address the client reached (a listener bound to 0.0.0.0
-            // is reached on one of the host's addresses).
-            let local = SockRef::from(&self.downstream)
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .or(listener.map(|l| l.address))
-                .unwrap_or(self.peer);
             ctx.access_log.log(&Record {
                 start_time: self.meter.started(),
                 duration,
                 downstream_remote_address: self.peer,
-                downstream_local_address: local,
+                downstream_local_address: self.local_address(),
                 requested_server_name: sni.and_then(ServerName::logged),
                 upstream_cluster: cluster.map(|c| plan.table.cluster(c).name.as_str()),
                 upstream_host,

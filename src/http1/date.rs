@@ -63,8 +63,9 @@ fn two_digits(out: &mut [u8], n: u64) {
 }
 
 /// Days since 1970-01-01 → (year, month 1..=12, day 1..=31), Howard
-/// Hinnant's `civil_from_days` for the proleptic Gregorian calendar.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+/// Hinnant's `civil_from_days` for the proleptic Gregorian calendar (the
+/// access log's timestamps use it too).
+pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z - era * 146_097;

@@ -517,7 +517,8 @@ pub enum Behavior {
     Gated(String, Gate),
 }
 
-/// Opened once by the test; a [`Behavior::Gated`] backend answers after.
+/// Opened once by the test; a [`Behavior::Gated`] backend (or an HTTP
+/// origin's handler that calls [`Gate::wait`]) answers after.
 #[derive(Clone, Default)]
 pub struct Gate(Arc<AtomicBool>);
 
@@ -526,7 +527,8 @@ impl Gate {
         self.0.store(true, Ordering::Release);
     }
 
-    fn wait(&self) {
+    /// Block until the test opens the gate (at most 60 s).
+    pub fn wait(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !self.0.load(Ordering::Acquire) && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));

@@ -12,10 +12,12 @@
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
+
+use super::Gate;
 
 /// Longest request head the origin reads before giving up on a connection.
 const MAX_HEAD: usize = 64 * 1024;
@@ -122,6 +124,20 @@ impl Origin {
     /// An origin that answers every request with `respond(request)`.
     pub fn start(respond: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Origin {
         Origin::start_idle(Duration::from_secs(60), respond)
+    }
+
+    /// An origin that answers 200 `body` to every request once `gate`
+    /// opens, and the count of requests that reached it (held or answered):
+    /// a request in flight for as long as the test wants.
+    pub fn gated(body: &'static str, gate: &Gate) -> (Origin, Arc<AtomicUsize>) {
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let (count, gate) = (Arc::clone(&arrived), gate.clone());
+        let origin = Origin::start(move |_| {
+            count.fetch_add(1, Ordering::Relaxed);
+            gate.wait();
+            Response::ok(body)
+        });
+        (origin, arrived)
     }
 
     /// [`Origin::start`], closing a connection that stays `idle` between

@@ -6,9 +6,9 @@
 //!
 //! ```text
 //! ReadHead --head--> Routing --local answer--> Reply ------------------------------\
-//!    ^                  \--forward--> Connecting --reused / connected--> Exchange --+--> ReadHead (keep-alive)
+//!    ^                  \--forward--> Connecting --reused / connected--> Exchange --+--> Between (keep-alive)
 //!    |                                   ^   \--fail, tries left: Release, Checkout |    or Finished
-//!    \-----------------------------------+------------------------------------------/
+//!    \--- Between: the next head parsed from the input, or read -------------------/
 //! ```
 //! A request's bytes move through `exchange.rs` (bodies bounded by their
 //! framing); what it decided is in `request.rs`. Everything a request
@@ -69,11 +69,13 @@ impl Default for HttpLimits {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Phase {
-    /// Waiting for a request head; a single-shot recv is in flight when
-    /// `reading`.
-    ReadHead {
-        reading: bool,
-    },
+    /// Waiting for a request head: a single-shot recv is in flight.
+    ReadHead,
+    /// No recv in flight, between requests or between reads of a head: a
+    /// request just ended and the next head is looked for in the input,
+    /// bytes of the client's still come back from a body's half
+    /// ([`Io::Leftover`]), or the ring had no buffer ([`Io::WaitBuffers`]).
+    Between,
     /// [`Io::Route`] is out for the head parsed.
     Routing {
         head: Box<RequestHead>,
@@ -152,7 +154,7 @@ impl HttpSession {
             leftovers: 0,
             head_since: None,
             scanner: RequestScanner::new(),
-            phase: Phase::ReadHead { reading: true },
+            phase: Phase::ReadHead,
             request: None,
             done: None,
             closing: false,
@@ -167,14 +169,14 @@ impl HttpSession {
 
     pub fn on_completion(&mut self, c: Completion<'_>, now: Instant, out: &mut Vec<Io>) {
         match &mut self.phase {
-            Phase::ReadHead { reading } => match c.op {
+            Phase::ReadHead => match c.op {
                 Op::Recv(Dir::ToUpstream) => {
-                    *reading = false;
+                    self.phase = Phase::Between;
                     self.on_head_bytes(&c, now, out);
                 }
                 _ => give_back(&c, out),
             },
-            Phase::Routing { .. } => give_back(&c, out),
+            Phase::Between | Phase::Routing { .. } => give_back(&c, out),
             Phase::Connecting => match c.op {
                 Op::Connect => self.on_connect(c.res, now, out),
                 _ => give_back(&c, out),
@@ -199,7 +201,7 @@ impl HttpSession {
                 if half.flow() == Flow::Complete {
                     self.moved[1] += half.moved();
                     // Counted: the reply is over (nothing of it in flight).
-                    self.phase = Phase::ReadHead { reading: false };
+                    self.phase = Phase::Between;
                     self.request_done(close, now, out);
                 }
             }
@@ -244,11 +246,11 @@ impl HttpSession {
         if self.leftovers > 0 {
             // Bytes of the client's still come back from a body's half
             // ([`Io::Leftover`]): the head is looked for once they are in.
-            self.phase = Phase::ReadHead { reading: false };
+            self.phase = Phase::Between;
             return;
         }
         if self.input.is_empty() {
-            self.phase = Phase::ReadHead { reading: true };
+            self.phase = Phase::ReadHead;
             out.push(Io::RecvOnce(Dir::ToUpstream));
             return;
         }
@@ -257,10 +259,10 @@ impl HttpSession {
         // pieces costs what its size does.
         let whole = match self.scanner.scan(&self.input) {
             Ok(whole) => whole,
-            Err(e) => return self.reject(e.status, e.detail, started, out),
+            Err(e) => return self.reject(e.status, e.detail, out),
         };
         if !whole {
-            self.phase = Phase::ReadHead { reading: true };
+            self.phase = Phase::ReadHead;
             out.push(Io::RecvOnce(Dir::ToUpstream));
             return;
         }
@@ -275,19 +277,19 @@ impl HttpSession {
                 };
                 out.push(Io::Route);
             }
-            Ok(None) => self.reject(431, "http1.headers_too_large", started, out),
-            Err(e) => self.reject(e.status, e.detail, started, out),
+            Ok(None) => self.reject(431, "http1.headers_too_large", out),
+            Err(e) => self.reject(e.status, e.detail, out),
         }
     }
 
     /// A head ringway refuses: the reply, then the connection closes
     /// (nothing behind a bad head is served). Logged as a request without
     /// a parsed head, with flag `DPE` (downstream protocol error).
-    fn reject(&mut self, status: u16, detail: &'static str, started: Instant, out: &mut Vec<Io>) {
+    fn reject(&mut self, status: u16, detail: &'static str, out: &mut Vec<Io>) {
         self.input.clear();
         out.push(Io::Reject { status, detail });
         let answer = LocalAnswer::error(status, "DPE", detail);
-        let bytes = request::bare_reply(&answer, started);
+        let bytes = request::bare_reply(&answer);
         self.phase = Phase::Reply {
             half: reply_half(bytes, out),
             close: true,
@@ -416,15 +418,15 @@ impl HttpSession {
         self.input.extend_from_slice(data);
         out.push(Io::GiveBack(bid));
         self.leftovers = self.leftovers.saturating_sub(1);
-        if self.leftovers == 0 && matches!(self.phase, Phase::ReadHead { reading: false }) {
+        if self.leftovers == 0 && matches!(self.phase, Phase::Between) {
             self.parse_head(now, out);
         }
     }
 
     pub fn on_buffers(&mut self, dir: Dir, out: &mut Vec<Io>) {
         match &mut self.phase {
-            Phase::ReadHead { reading } if dir == Dir::ToUpstream => {
-                *reading = true;
+            Phase::Between if dir == Dir::ToUpstream => {
+                self.phase = Phase::ReadHead;
                 out.push(Io::RecvOnce(Dir::ToUpstream));
             }
             Phase::Exchange(x) => x.on_buffers(dir, out),
@@ -435,7 +437,7 @@ impl HttpSession {
     /// The earliest instant a timer may fire.
     pub fn next_deadline(&self) -> Option<Instant> {
         match &self.phase {
-            Phase::ReadHead { .. } => Some(match self.head_since {
+            Phase::ReadHead | Phase::Between => Some(match self.head_since {
                 Some(since) => since + self.limits.head_timeout,
                 None => self.last_active + self.limits.idle_timeout,
             }),
@@ -464,11 +466,10 @@ impl HttpSession {
             return;
         }
         match &self.phase {
-            Phase::ReadHead { .. } if self.head_since.is_some() => {
-                let started = self.head_since.unwrap_or(now);
-                self.reject(408, "request_header_timeout", started, out);
+            Phase::ReadHead | Phase::Between if self.head_since.is_some() => {
+                self.reject(408, "request_header_timeout", out);
             }
-            Phase::ReadHead { .. } => self.finish(CloseReason::IdleTimeout, out),
+            Phase::ReadHead | Phase::Between => self.finish(CloseReason::IdleTimeout, out),
             Phase::Exchange(x) => {
                 let route_timeout = matches!(x.response, Response::Head { .. })
                     && self.request.as_ref().is_some_and(|r| {
@@ -490,7 +491,7 @@ impl HttpSession {
     /// busy one after its response (with `Connection: close`).
     pub fn wind_down(&mut self, out: &mut Vec<Io>) {
         self.closing = true;
-        if let Phase::ReadHead { .. } = self.phase {
+        if let Phase::ReadHead | Phase::Between = self.phase {
             if self.head_since.is_none() && self.input.is_empty() {
                 self.finish(CloseReason::Drained, out);
             }

@@ -337,8 +337,8 @@ impl Request {
         self.head.version()
     }
 
-    /// Whether the request has a body still to come from the client's
-    /// socket after `in_buffer` bytes (what came with the head).
+    /// How the request's body is framed, as its head says: none, a length,
+    /// or chunked.
     pub(crate) fn framing(&self) -> BodyFraming {
         self.head.framing()
     }
@@ -394,7 +394,7 @@ fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
 
 /// The reply to a head ringway refused (no parsed head: HTTP/1.1, and
 /// the connection closes after it).
-pub(crate) fn bare_reply(answer: &LocalAnswer, _started: Instant) -> Vec<u8> {
+pub(crate) fn bare_reply(answer: &LocalAnswer) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     local_reply(
         answer.status,

@@ -256,7 +256,7 @@ impl HttpSession {
         };
         out.push(Io::Release(how));
         // Counted: the exchange is over (nothing of it in flight).
-        self.phase = Phase::ReadHead { reading: false };
+        self.phase = Phase::Between;
         let close = self.closing;
         self.request_done(close, now, out);
     }
