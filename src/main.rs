@@ -199,7 +199,6 @@ impl DataArgs {
                         head_timeout: self.http_head_timeout,
                         stream_idle: self.http_stream_idle_timeout,
                         idle_timeout: self.http_idle_timeout,
-                        ..defaults.http
                     },
                 }
             },

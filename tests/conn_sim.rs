@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringway::config::{LoadOptions, load_str};
-use ringway::dataplane::Plan;
 use ringway::dataplane::half::MAX_QUEUED_BUFFERS;
 use ringway::dataplane::io::{
     Close, CloseReason, Completion, Io, Limits, Pump, Reservation, SinkState, SourceState,
 };
-use ringway::dataplane::session::{HttpLimits, Session};
+use ringway::dataplane::session::Session;
+use ringway::dataplane::{Plan, Settings};
 
 const PEER: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000);
@@ -192,14 +192,7 @@ impl Model {
         } else {
             "tcp-echo-80-20-service-entry.yaml"
         };
-        let conn = Session::open(
-            &plan(example),
-            0,
-            PEER,
-            HttpLimits::default(),
-            now,
-            &mut out,
-        );
+        let conn = Session::open(&plan(example), 0, PEER, &Settings::default(), now, &mut out);
         let mut m = Model {
             rng,
             conn,

@@ -35,8 +35,8 @@ use std::time::Instant;
 use ringway::config::{LoadOptions, load_str};
 use ringway::dataplane::balancer::Balancer;
 use ringway::dataplane::io::CloseReason;
-use ringway::dataplane::session::{HttpLimits, Session};
-use ringway::dataplane::{Plan, Target};
+use ringway::dataplane::session::Session;
+use ringway::dataplane::{Plan, Settings, Target};
 use ringway::routing::{CompileOptions, compile};
 
 use model::{BUFFERS, Fault, PEER, Peer, World};
@@ -149,9 +149,9 @@ fn world(seed: u64, plan: &Arc<Plan>, direct: bool, mode: Mode) -> World {
     } else {
         u64::MAX
     };
-    let limits = HttpLimits {
+    let settings = Settings {
         splice_after,
-        ..HttpLimits::default()
+        ..Settings::default()
     };
     let buffer_size = [64, 512, 4096][rng.below(3) as usize];
     let buffers = 2 + rng.below(u64::from(BUFFERS) - 1) as u16;
@@ -168,7 +168,7 @@ fn world(seed: u64, plan: &Arc<Plan>, direct: bool, mode: Mode) -> World {
             )
         })
         .expect("seed 004 has an HTTP listener");
-    let session = Session::open(plan, listener, PEER, limits, now, &mut out);
+    let session = Session::open(plan, listener, PEER, &settings, now, &mut out);
     let mut w = World {
         balancer: Balancer::new(plan, seed),
         rng,

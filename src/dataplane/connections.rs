@@ -30,7 +30,7 @@ use super::plan::Plan;
 use super::pool::Pool;
 use super::request_log;
 use super::ring::{Cqe, Ring};
-use super::session::{HttpLimits, Session};
+use super::session::Session;
 use super::slab::{Key, Slab};
 use super::slot::Slot;
 use super::timers::{Due, Timers};
@@ -104,11 +104,7 @@ impl Connections {
         let now = Instant::now();
         admission::admit(ctx, now);
         let settings = &ctx.shared.settings;
-        let http = HttpLimits {
-            splice_after: settings.splice_after,
-            ..settings.http
-        };
-        let session = Session::open(&plan, listener, peer, http, now, &mut self.scratch);
+        let session = Session::open(&plan, listener, peer, settings, now, &mut self.scratch);
         gauge.fetch_add(1, Ordering::Relaxed);
         let meter = Meter::new(gauge);
         let slot = Slot::new(session, downstream, peer, listener, plan, meter);

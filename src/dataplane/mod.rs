@@ -62,7 +62,8 @@ pub struct Settings {
     pub buffer_size: u32,
     /// Requested size of splice pipes.
     pub pipe_size: usize,
-    /// HTTP timeouts (the splice threshold is `splice_after`).
+    /// HTTP timeouts (bodies move to the splice path after `splice_after`
+    /// bytes too).
     pub http: http::HttpLimits,
 }
 

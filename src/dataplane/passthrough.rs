@@ -281,8 +281,9 @@ impl SniSession {
 mod tests {
     use super::*;
     use crate::config::{LoadOptions, load_str};
+    use crate::dataplane::Settings;
     use crate::dataplane::io::{Limits, Reservation};
-    use crate::dataplane::session::{HttpLimits, Session};
+    use crate::dataplane::session::Session;
     use crate::routing::table::{ClusterId, ListenerRouting};
     use crate::routing::{CompileOptions, compile};
     use crate::sni::client_hello::{client_hello_bytes, client_hello_padded};
@@ -336,7 +337,7 @@ mod tests {
         fn open(plan: &Arc<Plan>) -> Sim {
             let now = Instant::now();
             let mut out = Vec::new();
-            let session = Session::open(plan, 0, PEER, HttpLimits::default(), now, &mut out);
+            let session = Session::open(plan, 0, PEER, &Settings::default(), now, &mut out);
             assert!(matches!(session, Session::Sni(_)));
             assert_eq!(out, vec![Io::RecvOnce(UP)]);
             Sim {

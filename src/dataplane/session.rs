@@ -19,9 +19,10 @@ use std::time::Instant;
 
 use crate::routing::table::{ClusterId, ListenerRouting, RouteId};
 
+use super::Settings;
 use super::conn::Connection;
+pub use super::http::HttpSession;
 use super::http::Request;
-pub use super::http::{HttpLimits, HttpSession};
 use super::io::{Cap, Checkout, Close, CloseReason, Completion, Io, Pump, Reservation};
 pub use super::passthrough::{HELLO_TIMEOUT, ServerName, SniSession};
 use super::plan::Plan;
@@ -45,7 +46,7 @@ impl Session {
         plan: &Arc<Plan>,
         listener: usize,
         peer: SocketAddr,
-        http: HttpLimits,
+        settings: &Settings,
         now: Instant,
         out: &mut Vec<Io>,
     ) -> Session {
@@ -60,7 +61,7 @@ impl Session {
                 Arc::clone(plan),
                 listener,
                 peer,
-                http,
+                settings,
                 now,
                 out,
             )),

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringway::dataplane::Plan;
 use ringway::dataplane::io::{Checkout, Close, CloseReason, Completion, Io, Release};
-use ringway::dataplane::session::{HttpLimits, Session};
+use ringway::dataplane::session::Session;
 use ringway::dataplane::token::{Dir, Op};
+use ringway::dataplane::{Plan, Settings};
 use ringway::routing::table::{ClusterId, ListenerRouting};
 
 use super::model::PEER;
@@ -24,15 +24,15 @@ pub struct Driver {
     pub s: Session,
     pub now: Instant,
     pub plan: Arc<Plan>,
-    pub limits: HttpLimits,
+    pub settings: Settings,
     bid: u16,
 }
 
 impl Driver {
     pub fn open(plan: &Arc<Plan>) -> (Driver, Vec<Io>) {
-        let limits = HttpLimits {
+        let settings = Settings {
             splice_after: u64::MAX,
-            ..HttpLimits::default()
+            ..Settings::default()
         };
         let listener = plan
             .table
@@ -42,12 +42,12 @@ impl Driver {
             .unwrap();
         let now = Instant::now();
         let mut out = Vec::new();
-        let s = Session::open(plan, listener, PEER, limits, now, &mut out);
+        let s = Session::open(plan, listener, PEER, &settings, now, &mut out);
         let d = Driver {
             s,
             now,
             plan: Arc::clone(plan),
-            limits,
+            settings,
             bid: 0,
         };
         (d, out)
@@ -206,7 +206,7 @@ fn a_head_not_whole_within_the_head_timeout_gets_408() {
         d.recv(UP, b"GET /a HTTP/1.1\r\nho", false),
         vec![Io::GiveBack(1), Io::RecvOnce(UP)]
     );
-    let timeout = d.limits.head_timeout;
+    let timeout = d.settings.http.head_timeout;
     assert_eq!(d.s.next_deadline(), Some(d.now + timeout));
     assert!(
         d.tick(timeout - Duration::from_millis(1)).is_empty(),

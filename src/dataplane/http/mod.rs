@@ -29,6 +29,7 @@ use crate::http1::BodyFraming;
 use crate::http1::head::{RequestHead, RequestScanner, parse_request};
 use crate::routing::table::{ClusterId, RequestHashKey, RouteId};
 
+use super::Settings;
 use super::half::{Flow, Half};
 use super::io::{Cap, Close, CloseReason, Completion, Io};
 use super::plan::Plan;
@@ -51,8 +52,6 @@ pub struct HttpLimits {
     /// A keep-alive client connection with no request open closes after
     /// this (Envoy's HTTP idle timeout).
     pub idle_timeout: Duration,
-    /// Bytes after which a body of known length moves to the splice path.
-    pub splice_after: u64,
 }
 
 impl Default for HttpLimits {
@@ -61,7 +60,6 @@ impl Default for HttpLimits {
             head_timeout: Duration::from_secs(60),
             stream_idle: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(3600),
-            splice_after: super::forward::SPLICE_AFTER_BYTES,
         }
     }
 }
@@ -105,6 +103,9 @@ pub struct HttpSession {
     peer: SocketAddr,
     opened: Instant,
     limits: HttpLimits,
+    /// Bytes after which a body of known length moves to the splice path
+    /// ([`Settings::splice_after`]).
+    splice_after: u64,
     /// The plan of the current (or last) request.
     plan: Arc<Plan>,
     /// Its listener's index in that plan.
@@ -137,7 +138,7 @@ impl HttpSession {
         plan: Arc<Plan>,
         listener: usize,
         peer: SocketAddr,
-        limits: HttpLimits,
+        settings: &Settings,
         now: Instant,
         out: &mut Vec<Io>,
     ) -> HttpSession {
@@ -147,7 +148,8 @@ impl HttpSession {
             listener: address,
             peer,
             opened: now,
-            limits,
+            limits: settings.http,
+            splice_after: settings.splice_after,
             plan,
             listener_index: listener,
             input: Vec::new(),

@@ -172,7 +172,7 @@ impl HttpSession {
         let splice_after = if start.chunks.is_some() {
             u64::MAX
         } else {
-            self.limits.splice_after
+            self.splice_after
         };
         let (limit, chunks, dechunker) = match start.chunks {
             Some(decoder) if dechunk => {

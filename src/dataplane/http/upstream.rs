@@ -146,7 +146,7 @@ impl HttpSession {
         let splice_after = if chunks.is_some() {
             u64::MAX
         } else {
-            self.limits.splice_after
+            self.splice_after
         };
         let half = Half::start_limited(Dir::ToUpstream, splice_after, bytes, limit, out);
         let context = ResponseContext {
