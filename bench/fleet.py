@@ -162,15 +162,15 @@ def filler(first, n):
     return "---\n".join(docs)
 
 
-def reloads(log):
-    """Timestamps (epoch seconds) of every "configuration reloaded" line."""
+def reloads(log, needle="configuration reloaded"):
+    """Timestamps (epoch seconds) of every line with `needle` (JSON logs)."""
     out = []
     try:
         text = Path(log).read_text()
     except OSError:
         return out
     for line in text.splitlines():
-        if "configuration reloaded" not in line:
+        if needle not in line:
             continue
         try:
             ts = json.loads(line)["timestamp"]
@@ -194,11 +194,54 @@ def summary(name, values_ms):
             "median": statistics.median(values_ms) if values_ms else float("nan")}
 
 
+def compactions(args, etcd, rw, prefix, listen, cfg, extra, work):
+    """A third instance watching through member 2 only: kill that member,
+    apply three times, compact past it, bring it back; the instance's watch
+    is cancelled as compacted and it reads everything again. Measured from
+    its "watch canceled" line to its next "configuration reloaded" line."""
+    if not args.compactions:
+        return []
+    only = f"etcd://127.0.0.1:{etcd.members[2][1]}{prefix}"
+    url = f"etcd://{etcd.endpoints()}{prefix}"
+    log = work / "ringway-c.log"
+    start([rw, "run", "--config-source", only, "--instance-id", "c", "--labels", "fleet=c",
+           "--workers", "1", "--admin", "off", "--log-format", "json"], log)
+    deadline = time.time() + 30
+    while "serving" not in (log.read_text() if log.exists() else ""):
+        if time.time() > deadline:
+            sys.exit("instance c did not start")
+        time.sleep(0.05)
+    rows = []
+    for k in range(args.compactions):
+        cancels = len(reloads(log, "watch canceled"))
+        done = len(reloads(log))
+        etcd.kill(2)
+        for j in range(3):
+            w = (k * 13 + j * 29) % 101
+            write(cfg, config(listen, (w, 100 - w), extra))
+            subprocess.run([rw, "apply", "--config-source", url, "-f", str(cfg)], check=True, capture_output=True)
+        rev = json.loads(etcd.ctl("get", "-w", "json", "/").stdout)["header"]["revision"]
+        etcd.ctl("compact", str(rev), "--physical")
+        etcd.spawn(2)
+        etcd.wait_healthy()
+        deadline = time.time() + 30
+        while len(reloads(log, "watch canceled")) <= cancels or len(reloads(log)) <= done:
+            if time.time() > deadline:
+                sys.exit("instance c did not resync after compaction")
+            time.sleep(0.01)
+        cancel = reloads(log, "watch canceled")[cancels]
+        reload = next(t for t in reloads(log)[done:] if t >= cancel)
+        rows.append({"resync": reload - cancel})
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--applies", type=int, default=300)
     ap.add_argument("--resources", type=int, default=0, help="extra ServiceEntries in the store")
     ap.add_argument("--kills", type=int, default=0, help="leader kills, each followed by applies until one succeeds")
+    ap.add_argument("--compactions", type=int, default=0,
+                    help="times a third instance, on one member only, is compacted past and resyncs")
     ap.add_argument("--interval", type=float, default=0.05, help="seconds between applies")
     ap.add_argument("--out", required=True)
     ap.add_argument("--ringway", default=str(ROOT / "target/release/ringway"))
@@ -286,6 +329,7 @@ def run(args, out, work):
         kill_rows.append({"kill_to_apply": time.time() - t0, "tries": tries})
         etcd.spawn(leader)
         etcd.wait_healthy()
+    compaction_rows = compactions(args, etcd, rw, prefix, listen, cfg, extra, work)
     t_end, steal1 = time.time(), steal()
     ok = [r for r in rows if "failed" not in r]
     ms = lambda key: [r[key] * 1000 for r in ok]
@@ -297,7 +341,7 @@ def run(args, out, work):
             ("apply (ringway apply wall time)", "apply"), ("apply start -> a serving", "a"),
             ("apply start -> b serving", "b"), ("apply start -> both serving", "fleet"),
             ("apply returned -> both serving", "ack")]],
-        "kills": kill_rows, "rows": rows,
+        "kills": kill_rows, "compactions": compaction_rows, "rows": rows,
     }
     (out / "results.json").write_text(json.dumps(result, indent=1))
     lines = [f"# fleet: {args.applies} applies, {args.resources + 5} resources in the store",
@@ -309,6 +353,9 @@ def run(args, out, work):
     if kill_rows:
         lines += ["", "| leader kill -> next successful apply (ms) | tries |", "|---|---|"]
         lines += [f"| {r['kill_to_apply'] * 1000:.0f} | {r['tries']} |" for r in kill_rows]
+    if compaction_rows:
+        lines += ["", "| compaction cancel -> resynced and serving (ms) |", "|---|"]
+        lines += [f"| {r['resync'] * 1000:.1f} |" for r in compaction_rows]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
