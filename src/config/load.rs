@@ -23,6 +23,8 @@ pub use super::resource::{
 use crate::diag::{Diagnostic, Diagnostics, Location, Severity, did_you_mean};
 use crate::source::{self, Content, Document};
 
+mod holds;
+
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Namespace of resources whose `metadata.namespace` is not set.
@@ -67,7 +69,9 @@ pub fn load_documents(documents: &[Document], options: &LoadOptions) -> Loaded {
                 let defined = loader.file(&document.origin, bytes);
                 if let Some(holds) = &document.holds {
                     let had_errors = loader.loaded.diagnostics.count(Severity::Error) > errors;
-                    loader.holds(&document.origin, holds, &defined, had_errors);
+                    if let Some(d) = holds::check(&document.origin, holds, &defined, had_errors) {
+                        loader.loaded.diagnostics.push(d);
+                    }
                 }
             }
             Content::Unread(diagnostic) => loader.loaded.diagnostics.push(diagnostic.clone()),
@@ -123,51 +127,6 @@ impl Loader<'_> {
         let mut defined: Vec<_> = in_this_file.into_keys().collect();
         defined.sort();
         defined
-    }
-
-    /// A store's key holds one resource, the one it names: anything else
-    /// (another name, a second document, a kind ringway does not read) is
-    /// an error for the whole snapshot. When the text already had errors,
-    /// they say enough.
-    fn holds(
-        &mut self,
-        from: &source::Origin,
-        holds: &source::Holds,
-        defined: &[(Kind, String, String)],
-        had_errors: bool,
-    ) {
-        let named = format!("{} {}/{}", holds.kind, holds.namespace, holds.name);
-        let found: Vec<String> = defined
-            .iter()
-            .map(|(kind, ns, name)| format!("{kind} {ns}/{name}"))
-            .collect();
-        let message = match found.as_slice() {
-            [one] if *one == named => return,
-            [] if had_errors => return,
-            [] => format!(
-                "the key names {named} but its value defines no resource ringway reads; \
-                 one key holds one Istio networking resource"
-            ),
-            [one] => format!(
-                "the key names {named} but its value defines {one}; \
-                 a resource is stored under <Kind>/<namespace>/<name> (ringway apply writes it so)"
-            ),
-            many => format!(
-                "the key names {named} but its value defines {} resources ({}); \
-                 one key holds one resource",
-                many.len(),
-                many.join(", ")
-            ),
-        };
-        self.loaded.diagnostics.push(
-            Diagnostic::error(message)
-                .at(Location {
-                    file: from.to_string().into(),
-                    document: 1,
-                    line: 1,
-                })
-                .resource(named),
-        );
     }
 
     /// The YAML documents of a text, or `None` when it is not UTF-8 or not

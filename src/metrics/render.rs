@@ -282,9 +282,13 @@ fn source_figures(out: &mut String, source: &crate::source::SourceState) {
         "{CONFIG_SOURCE_REVISION}{{source=\"{}\"}} {}",
         source.kind, source.revision
     );
-    if source.kind != "etcd" {
-        return;
+    if source.kind == "etcd" {
+        store_figures(out, source);
     }
+}
+
+/// A store's connection, freshness, resyncs, errors and rejections.
+fn store_figures(out: &mut String, source: &crate::source::SourceState) {
     let gauges = [
         (
             CONFIG_SOURCE_SYNCED_REVISION,
