@@ -146,6 +146,16 @@ impl Fleet {
         assert!(self.instances[i].is_some() || !common::require_uring());
     }
 
+    /// A new fleet with `weights` applied and both instances serving it;
+    /// `None` where io_uring is unavailable (and not required).
+    fn serving(test: &str, weights: (u32, u32)) -> Option<Fleet> {
+        let mut fleet = Fleet::new(test);
+        fleet.apply(&fleet.config(weights));
+        fleet.start(0);
+        fleet.start(1);
+        fleet.instances.iter().all(Option::is_some).then_some(fleet)
+    }
+
     fn instance(&self, i: usize) -> &Ringway {
         self.instances[i].as_ref().expect("instance started")
     }
@@ -293,13 +303,9 @@ fn path_of(dir: &ConfigDir) -> String {
 /// `status` (exit 1) until a good apply.
 #[test]
 fn an_apply_reaches_every_instance_and_a_bad_one_reaches_none() {
-    let mut fleet = Fleet::new("apply");
-    fleet.apply(&fleet.config((100, 0)));
-    fleet.start(0);
-    fleet.start(1);
-    if fleet.instances.iter().any(Option::is_none) {
+    let Some(fleet) = Fleet::serving("apply", (100, 0)) else {
         return;
-    }
+    };
     fleet.until_split((5, 0));
     let mut long: Vec<LongLived> = fleet.listen.iter().map(|p| LongLived::open(*p)).collect();
 
@@ -382,13 +388,9 @@ fn revision_of(out: &Output) -> u64 {
 /// and an apply made then reaches both.
 #[test]
 fn the_fleet_rides_out_member_failures_and_a_whole_outage() {
-    let mut fleet = Fleet::new("outage");
-    fleet.apply(&fleet.config((100, 0)));
-    fleet.start(0);
-    fleet.start(1);
-    if fleet.instances.iter().any(Option::is_none) {
+    let Some(mut fleet) = Fleet::serving("outage", (100, 0)) else {
         return;
-    }
+    };
     let mut long: Vec<LongLived> = fleet.listen.iter().map(|p| LongLived::open(*p)).collect();
 
     let leader = fleet.etcd.leader().expect("a leader");
@@ -450,13 +452,9 @@ fn the_fleet_rides_out_member_failures_and_a_whole_outage() {
 /// etcd and without a cache, `run` exits non-zero.
 #[test]
 fn a_restart_during_an_outage_serves_the_cache() {
-    let mut fleet = Fleet::new("cache");
-    fleet.apply(&fleet.config((80, 20)));
-    fleet.start(0);
-    fleet.start(1);
-    if fleet.instances.iter().any(Option::is_none) {
+    let Some(mut fleet) = Fleet::serving("cache", (80, 20)) else {
         return;
-    }
+    };
     assert!(fleet.status("10s").status.success());
     for i in 0..3 {
         fleet.etcd.kill(i);
