@@ -160,6 +160,18 @@ impl Fleet {
         self.instances[i].as_ref().expect("instance started")
     }
 
+    /// Applies `weights`, waits for `ringway status` to say every instance
+    /// serves them, and checks that each one routes `split` (v1, v2) over
+    /// 5 new connections at once: converged means serving.
+    fn converge_on(&self, weights: (u32, u32), split: (usize, usize)) {
+        let applied = self.apply(&self.config(weights));
+        assert!(applied.contains("applied at revision"), "{applied}");
+        let status = self.status("10s");
+        assert!(status.status.success(), "{}", shown(&status));
+        assert_eq!(self.split(0, 5), split);
+        assert_eq!(self.split(1, 5), split);
+    }
+
     /// `ringway status --wait <dur>`.
     fn status(&self, wait: &str) -> Output {
         self.ringway(&["status", "--wait", wait])
@@ -309,13 +321,7 @@ fn an_apply_reaches_every_instance_and_a_bad_one_reaches_none() {
     fleet.until_split((5, 0));
     let mut long: Vec<LongLived> = fleet.listen.iter().map(|p| LongLived::open(*p)).collect();
 
-    let applied = fleet.apply(&fleet.config((80, 20)));
-    assert!(applied.contains("applied at revision"), "{applied}");
-    let status = fleet.status("10s");
-    assert!(status.status.success(), "{}", shown(&status));
-    // Converged means serving: no wait needed for the split.
-    assert_eq!(fleet.split(0, 5), (4, 1));
-    assert_eq!(fleet.split(1, 5), (4, 1));
+    fleet.converge_on((80, 20), (4, 1));
     long.iter_mut().for_each(LongLived::check);
 
     // An undeclared subset: refused before anything is written.
@@ -365,11 +371,7 @@ fn an_apply_reaches_every_instance_and_a_bad_one_reaches_none() {
     assert_eq!(fleet.split(1, 5), (4, 1), "the last good table stays");
 
     // A good apply of the same key fixes it.
-    fleet.apply(&fleet.config((20, 80)));
-    let status = fleet.status("10s");
-    assert!(status.status.success(), "{}", shown(&status));
-    assert_eq!(fleet.split(0, 5), (1, 4));
-    assert_eq!(fleet.split(1, 5), (1, 4));
+    fleet.converge_on((20, 80), (1, 4));
     for l in &mut long {
         l.check();
         l.verify();
@@ -396,12 +398,8 @@ fn the_fleet_rides_out_member_failures_and_a_whole_outage() {
     let leader = fleet.etcd.leader().expect("a leader");
     fleet.etcd.kill(leader);
     let started = Instant::now();
-    fleet.apply(&fleet.config((80, 20)));
-    let status = fleet.status("10s");
-    assert!(status.status.success(), "{}", shown(&status));
+    fleet.converge_on((80, 20), (4, 1));
     eprintln!("leader killed → apply converged in {:?}", started.elapsed());
-    assert_eq!(fleet.split(0, 5), (4, 1));
-    assert_eq!(fleet.split(1, 5), (4, 1));
     fleet.etcd.restart(leader);
     long.iter_mut().for_each(LongLived::check);
 
@@ -436,11 +434,7 @@ fn the_fleet_rides_out_member_failures_and_a_whole_outage() {
             fleet.gauge(i, "connected") == 1 && fleet.gauge(i, "stale") == 0
         });
     }
-    fleet.apply(&fleet.config((20, 80)));
-    let status = fleet.status("10s");
-    assert!(status.status.success(), "{}", shown(&status));
-    assert_eq!(fleet.split(0, 5), (1, 4));
-    assert_eq!(fleet.split(1, 5), (1, 4));
+    fleet.converge_on((20, 80), (1, 4));
     for l in &mut long {
         l.check();
         l.verify();
@@ -602,12 +596,24 @@ fn a_fleet_over_tls_with_a_user_and_password() {
     );
     assert_eq!(fleet.split(0, 5), (4, 1), "nothing was written");
 
-    // Without the CA, the members' certificates are not trusted.
-    let no_ca: Vec<String> = fleet.extra[2..].to_vec();
+    // With another CA, the members' certificates are not trusted: the
+    // command says so and exits 4.
+    let stranger = common::tls::TestCa::new("another CA");
+    let other_ca = pki.path().join("other-ca.pem");
+    std::fs::write(&other_ca, stranger.pem()).expect("other CA");
+    std::fs::write(&password, "gateway-secret\n").expect("password file");
+    let mut untrusting = fleet.extra.clone();
+    untrusting[1] = other_ca.display().to_string();
     let out = Command::new(common::ringway_bin())
         .args(["get", "--config-source", &fleet.url()])
-        .args(&no_ca)
+        .args(&untrusting)
         .output()
         .expect("get");
-    assert!(!out.status.success(), "{}", shown(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", shown(&out));
+    let said = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        said.contains("certificate") || said.contains("tls"),
+        "{}",
+        shown(&out)
+    );
 }

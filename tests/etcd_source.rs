@@ -286,9 +286,21 @@ fn one_txn_of_several_puts_is_one_push() {
     within(Duration::from_secs(2), "the txn pushed", || {
         recorder.count() >= 1
     });
-    // Nothing more comes: a quiet moment, bounded.
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(recorder.count(), 1, "one txn, one push");
+    // A later put is pushed after whatever the txn caused: once it is
+    // there, every push of the txn is too.
+    let (marker, text) = (key("marker"), entry("marker", 9200));
+    with_client(&etcd, async |mut c| {
+        c.put(marker.as_str(), text.as_str(), None).await
+    });
+    within(Duration::from_secs(2), "the marker pushed", || {
+        recorder
+            .pushes
+            .lock()
+            .unwrap()
+            .last()
+            .is_some_and(|p| p.documents.len() == 6)
+    });
+    assert_eq!(recorder.count(), 2, "one txn, one push (then the marker's)");
     assert_eq!(recorder.push(0).len(), 5);
 }
 

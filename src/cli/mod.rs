@@ -125,11 +125,6 @@ impl ConfigArgs {
         }
     }
 
-    /// The files given with `-c`.
-    pub fn source(&self) -> Files {
-        Files::new(self.config.clone())
-    }
-
     /// The source `run` serves from: the files, or the etcd store, watched
     /// (its threads start here; the first snapshot waits for etcd or the
     /// cache).
