@@ -239,6 +239,27 @@ fn one_mib_responses_in_every_framing_reach_the_client_whole() {
 }
 
 #[test]
+fn an_http_1_0_client_gets_a_chunked_response_de_chunked_and_close_delimited() {
+    let Some(site) = Site::with_origins(vec![("a", bodies())], "", &[all_to_a()], &[]) else {
+        return;
+    };
+    let (mut s, mut read) = client(site.port);
+    s.write_all(b"GET /chunked HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut read).unwrap().unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), None, "never chunked to 1.0");
+    assert_eq!(r.header("content-length"), None);
+    assert_eq!(
+        r.header("connection"),
+        Some("close"),
+        "asked keep-alive, but the body ends at the close"
+    );
+    assert_eq!(sha(&r.body), sha(&payload(1 << 20)));
+    assert_eq!(read_response(&mut read).unwrap(), None, "closed after it");
+}
+
+#[test]
 fn head_204_and_304_keep_the_connection_reusable() {
     let origin = Origin::start(|r| match r.target.as_str() {
         "/204" => Response::status(204, ""),
