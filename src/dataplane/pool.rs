@@ -25,12 +25,16 @@ use socket2::Socket;
 use super::plan::{EndpointKey, Plan};
 
 /// Idle connections kept per endpoint and worker; more are closed when
-/// released. Envoy keeps every idle connection until its idle timeout;
-/// HAProxy's `pool-max-conn` is unlimited by default. 32 covers a worker's
-/// concurrency against one backend in the bench's keep-alive runs (64
-/// client connections over 2 workers), so steady keep-alive traffic
-/// opens no new upstream connection.
-pub const MAX_IDLE_PER_ENDPOINT: usize = 32;
+/// released. Envoy keeps every idle connection until its idle timeout and
+/// HAProxy's `pool-max-conn` is unlimited by default: a cap below a
+/// worker's concurrency against one backend closes connections that the
+/// next requests must open again. With 32, wrk `-c50` on one worker opened
+/// a new upstream connection for 2-15% of its requests (bench http.sh,
+/// 2026-12-01; HAProxy and nginx: none). Idle connections never outnumber
+/// the peak of requests in flight, which the process connection cap
+/// bounds, so this cap only keeps a runaway within reach of the descriptor
+/// budget; the DestinationRule's `maxConnections` counts them too.
+pub const MAX_IDLE_PER_ENDPOINT: usize = 4096;
 
 /// A connection counted against its cluster's `maxConnections` (Envoy's
 /// circuit breaker counts open connections, idle ones included): the count
@@ -76,14 +80,31 @@ pub enum Stale {
     Expired,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pool {
     /// Cluster name → endpoint address → idle connections, oldest first.
     by_cluster: HashMap<String, HashMap<SocketAddr, Vec<Idle>>>,
     idle: usize,
+    /// Idle connections kept per endpoint ([`MAX_IDLE_PER_ENDPOINT`]).
+    max_idle: usize,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool::with_max_idle(MAX_IDLE_PER_ENDPOINT)
+    }
 }
 
 impl Pool {
+    /// A pool keeping at most `max_idle` idle connections per endpoint.
+    pub fn with_max_idle(max_idle: usize) -> Pool {
+        Pool {
+            by_cluster: HashMap::new(),
+            idle: 0,
+            max_idle,
+        }
+    }
+
     /// Idle connections held.
     pub fn len(&self) -> usize {
         self.idle
@@ -101,7 +122,7 @@ impl Pool {
             None => self.by_cluster.entry(key.cluster.to_owned()).or_default(),
         };
         let list = endpoints.entry(key.address).or_default();
-        if list.len() >= MAX_IDLE_PER_ENDPOINT {
+        if list.len() >= self.max_idle {
             return false;
         }
         list.push(conn);
@@ -324,16 +345,16 @@ mod tests {
         let now = Instant::now() + Duration::from_secs(60);
         let open = Arc::new(AtomicU32::new(0));
         let address: SocketAddr = "127.0.0.1:18081".parse().expect("addr");
-        let mut pool = Pool::default();
+        let mut pool = Pool::with_max_idle(4);
         let mut servers = Vec::new();
-        for _ in 0..MAX_IDLE_PER_ENDPOINT {
+        for _ in 0..4 {
             let (s, server) = pair();
             servers.push(server);
             assert!(pool.put(key(address), idle(s, now, &open)));
         }
         let (s, _server) = pair();
         assert!(!pool.put(key(address), idle(s, now, &open)));
-        assert_eq!(open.load(Ordering::Relaxed), MAX_IDLE_PER_ENDPOINT as u32);
+        assert_eq!(open.load(Ordering::Relaxed), 4);
     }
 
     #[test]
