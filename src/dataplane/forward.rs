@@ -23,6 +23,14 @@ use super::pipe::OwnedPipe;
 /// bulk flows, and small interactive flows never pay for a pipe.
 pub const SPLICE_AFTER_BYTES: u64 = 256 * 1024;
 
+/// An HTTP body of known length, or a chunk, with at least this many bytes
+/// left moves through the splice path from its first byte; smaller ones are
+/// copied (their pipe round trip costs more than it saves). A
+/// close-delimited response moves to it after this many bytes. Chosen from
+/// the sweep in `bench/results/*-http-splice-sweep/` (README, "The sweep
+/// that set the defaults").
+pub const HTTP_SPLICE_THRESHOLD: u64 = 256 * 1024;
+
 /// Size of each provided buffer of the copy path. Measured (release build,
 /// one worker, 4 GiB through loopback into a sink, a shared 2-CPU VM): with
 /// unlimited multishot recv, 16 KiB buffers cost 0.92-1.37 CPU-s/GiB and
