@@ -364,11 +364,7 @@ impl Site {
     /// No io-wq worker thread was ever needed: ringway's splices are its
     /// own non-blocking calls.
     fn assert_no_io_wq(&self) {
-        let threads = self.gw.threads();
-        assert!(
-            !threads.iter().any(|t| t.starts_with("iou-wrk")),
-            "io-wq threads: {threads:?}"
-        );
+        assert_eq!(io_wq(&self.gw), Vec::<String>::new(), "io-wq threads");
     }
 
     /// Uploads an `n`-byte body framed by `frame`; asserts the backend saw
@@ -384,26 +380,28 @@ impl Site {
         // The upload goes from another thread while this one watches.
         let mut w = s.try_clone().unwrap();
         let sender = thread::spawn(move || write_body(&mut w, n, frame));
-        let checker = thread::spawn({
-            let pid = self.gw.pid();
-            move || {
+        let (answer, midway) = thread::scope(|scope| {
+            // A look at the threads while the body is on its way.
+            let gw = &self.gw;
+            let checker = scope.spawn(move || {
                 thread::sleep(std::time::Duration::from_millis(300));
-                io_wq_threads(pid)
-            }
+                io_wq(gw)
+            });
+            let (start, fields) = read_head(&mut r).unwrap();
+            assert_eq!(start, "HTTP/1.1 200 OK");
+            let (length, chunked) = framing(&fields);
+            let mut answer = vec![0u8; usize::try_from(length.unwrap()).unwrap()];
+            assert!(!chunked);
+            r.read_exact(&mut answer).unwrap();
+            (answer, checker.join().unwrap())
         });
-        let (start, fields) = read_head(&mut r).unwrap();
-        assert_eq!(start, "HTTP/1.1 200 OK");
-        let (length, chunked) = framing(&fields);
-        let mut answer = vec![0u8; usize::try_from(length.unwrap()).unwrap()];
-        assert!(!chunked);
-        r.read_exact(&mut answer).unwrap();
         let sent = sender.join().unwrap();
         assert_eq!(
             String::from_utf8(answer).unwrap(),
             format!("{} {n}", hex(&sent)),
             "the backend's sha256 and length of the upload"
         );
-        assert_eq!(checker.join().unwrap(), Vec::<String>::new());
+        assert_eq!(midway, Vec::<String>::new(), "io-wq threads midway");
         self.assert_no_io_wq();
     }
 
@@ -428,19 +426,11 @@ impl Site {
     }
 }
 
-/// Names of the process's io-wq threads.
-fn io_wq_threads(pid: u32) -> Vec<String> {
-    let mut names = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            if let Ok(comm) = std::fs::read_to_string(t.path().join("comm")) {
-                if comm.starts_with("iou-wrk") {
-                    names.push(comm.trim().to_owned());
-                }
-            }
-        }
-    }
-    names
+/// ringway's io-wq worker threads.
+fn io_wq(gw: &Ringway) -> Vec<String> {
+    let mut threads = gw.threads();
+    threads.retain(|t| t.starts_with("iou-wrk"));
+    threads
 }
 
 #[test]

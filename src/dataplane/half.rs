@@ -599,15 +599,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_large_chunk_splices_exactly_its_data_then_copying_resumes() {
+    /// An unlimited half on the copy path receives a buffer of 40 bytes
+    /// that leaves 60 of a large chunk's data to come, as a chunked body
+    /// hands it over: limited to the chunk's end and asked to splice.
+    fn chunk_of_100_after_40() -> (Half, Vec<Io>) {
         let mut out = Vec::new();
         let mut h = Half::start_limited(UP, u64::MAX, Vec::new(), None, &mut out);
         out.clear();
-        // A buffer of 40 bytes that leaves 60 of a chunk's data to come.
         h.limit_next(Some(100));
         h.splice_next(true);
         h.on_recv(40, Some(1), true, &mut out);
+        (h, out)
+    }
+
+    #[test]
+    fn a_large_chunk_splices_exactly_its_data_then_copying_resumes() {
+        let (mut h, mut out) = chunk_of_100_after_40();
         assert_eq!(
             out,
             vec![
@@ -661,12 +668,7 @@ mod tests {
 
     #[test]
     fn a_splice_asked_for_is_taken_back_when_a_buffer_crosses_the_chunk() {
-        let mut out = Vec::new();
-        let mut h = Half::start_limited(UP, u64::MAX, Vec::new(), None, &mut out);
-        out.clear();
-        h.limit_next(Some(100));
-        h.splice_next(true);
-        h.on_recv(40, Some(1), true, &mut out);
+        let (mut h, mut out) = chunk_of_100_after_40();
         out.clear();
         // The multishot recv delivered past the chunk's end before its
         // cancel: the decoder saw it all, so the half takes it all.
