@@ -152,6 +152,12 @@ struct DataArgs {
     /// the start; "never": copy only). For tests and measurements.
     #[arg(long, value_name = "BYTES|never", hide = true, value_parser = parse_splice_after)]
     splice_after: Option<u64>,
+    /// HTTP: a body of known length, or a chunk, with at least this many
+    /// bytes left splices from its first byte; a close-delimited response
+    /// after this many bytes (0: always; "never": copy only). For tests
+    /// and measurements.
+    #[arg(long, value_name = "BYTES|never", hide = true, value_parser = parse_splice_after)]
+    http_splice_threshold: Option<u64>,
     /// Force how the copy path receives: "multishot" (byte-limited multishot
     /// recv) or "single" (one buffer per recv). For tests.
     #[arg(long, value_name = "multishot|single", hide = true, value_parser = parse_recv_mode)]
@@ -189,6 +195,9 @@ impl DataArgs {
                     connect_attempts: self.connect_attempts,
                     max_connections: self.max_connections,
                     splice_after: self.splice_after.unwrap_or(defaults.splice_after),
+                    http_splice_threshold: self
+                        .http_splice_threshold
+                        .unwrap_or(defaults.http_splice_threshold),
                     recv_mode: self.recv,
                     buffer_size: self.buffer_size.unwrap_or(defaults.buffer_size),
                     pipe_size: self

@@ -135,22 +135,35 @@ struct Mode {
     unseen_closes: bool,
     /// The bytes the session counts are the bytes the sockets took.
     count_bytes: bool,
+    /// Large bodies and chunks, through a random small HTTP splice
+    /// threshold (drawn from a second generator, so that runs without it
+    /// are the runs the pinned seeds were found in).
+    splice: bool,
 }
 
 fn world(seed: u64, plan: &Arc<Plan>, direct: bool, mode: Mode) -> World {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let n = 1 + rng.below(20) as usize;
-    let requests = traffic::client_requests(&mut rng, n, direct);
+    let requests = traffic::client_requests(&mut rng, n, direct, mode.splice);
     let answers = (0..n)
-        .map(|k| traffic::upstream_response(&mut rng, k, k + 1 == n))
+        .map(|k| traffic::upstream_response(&mut rng, k, k + 1 == n, mode.splice))
         .collect();
     let splice_after = if rng.chance(25) {
         rng.below(3000)
     } else {
         u64::MAX
     };
+    let mut extra = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
+    let threshold = if !mode.splice {
+        splice_after
+    } else if extra.chance(10) {
+        0
+    } else {
+        1 + extra.below(6000)
+    };
     let settings = Settings {
         splice_after,
+        http_splice_threshold: threshold,
         ..Settings::default()
     };
     let buffer_size = [64, 512, 4096][rng.below(3) as usize];
@@ -190,7 +203,7 @@ fn world(seed: u64, plan: &Arc<Plan>, direct: bool, mode: Mode) -> World {
         routes: 0,
         faults: Vec::new(),
         log: vec![format!(
-            "seed {seed}: {n} requests, splice_after={splice_after}, {buffers} buffers of {buffer_size}"
+            "seed {seed}: {n} requests, splice threshold {threshold}, {buffers} buffers of {buffer_size}"
         )],
         requests,
         released: 0,
@@ -199,6 +212,7 @@ fn world(seed: u64, plan: &Arc<Plan>, direct: bool, mode: Mode) -> World {
         client_seen: (0, 0, 0),
         late_cancels: mode.late_cancels,
         unseen_closes: mode.unseen_closes,
+        spliced_chunks: 0,
     };
     w.apply(out);
     w
@@ -372,6 +386,7 @@ fn mode_from_env() -> Mode {
         late_cancels: std::env::var("RINGWAY_SIM_LATE_CANCELS").is_ok(),
         unseen_closes: std::env::var("RINGWAY_SIM_UNSEEN_CLOSES").is_ok(),
         count_bytes: std::env::var("RINGWAY_SIM_COUNT_BYTES").is_ok(),
+        splice: std::env::var("RINGWAY_SIM_SPLICE").is_ok(),
     }
 }
 
@@ -403,10 +418,36 @@ fn seeded_simulation_with_every_liberty() {
         late_cancels: true,
         unseen_closes: true,
         count_bytes: true,
+        splice: false,
     };
     for seed in 1..=300 {
         run(seed, &plans[(seed % 2) as usize], seed % 2 == 1, mode);
     }
+}
+
+/// Large Content-Length bodies and large chunks both ways through a small
+/// random splice threshold, with every liberty and check: bodies splice
+/// from their first byte and chunks exactly their data, and every byte of
+/// every message is still forwarded once, in order, never past its
+/// boundary. The runs must reach the chunk splice path.
+/// `RINGWAY_SIM_SPLICE=1 RINGWAY_SIM_SEED=<n>` replays one in the default
+/// test.
+#[test]
+fn seeded_simulation_splices_large_bodies_and_chunks() {
+    let plans = [plan(false), plan(true)];
+    let mode = Mode {
+        late_cancels: true,
+        unseen_closes: true,
+        count_bytes: true,
+        splice: true,
+    };
+    let mut spliced_chunks = 0;
+    for seed in 1..=300 {
+        let w = run(seed, &plans[(seed % 2) as usize], seed % 2 == 1, mode);
+        spliced_chunks += usize::from(w.spliced_chunks > 0);
+    }
+    assert!(spliced_chunks > 0, "no run spliced a chunk");
+    eprintln!("{spliced_chunks} of 300 runs spliced a chunk");
 }
 
 #[test]

@@ -270,7 +270,10 @@ impl Connections {
                 in_pipe,
                 read,
                 max,
-            } => pump(&mut self.pipes, slot, dir, in_pipe, read, max, out),
+            } => {
+                let written = pump(&mut self.pipes, slot, dir, in_pipe, read, max, out);
+                ctx.metrics.spliced(dir.index(), written);
+            }
             Io::Finish(_) => finish(ctx, &mut uring, slot, key),
             Io::Route => {
                 let current = Arc::clone(&ctx.plan);
@@ -359,14 +362,14 @@ fn pump(
     read: bool,
     max: u64,
     out: &mut Vec<Io>,
-) {
+) -> u64 {
     let (Some(source), Some(sink)) = (slot.fd(dir.source()), slot.fd(dir.sink())) else {
-        return;
+        return 0;
     };
     let (source, sink) = (source.as_raw_fd(), sink.as_raw_fd());
     let Some(pipe) = slot.pipes[dir.index()].take().or_else(|| pipes.take()) else {
         slot.session.on_no_pipe(dir, out);
-        return;
+        return 0;
     };
     let result = forward::pump(&pipe, source, sink, in_pipe, read, max);
     if result.in_pipe == 0 {
@@ -375,6 +378,7 @@ fn pump(
         slot.pipes[dir.index()] = Some(pipe);
     }
     slot.session.on_pump(dir, result, Instant::now(), out);
+    result.written
 }
 
 /// The session is over ([`Io::Finish`]): a last failed attempt counts

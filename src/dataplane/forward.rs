@@ -23,6 +23,16 @@ use super::pipe::OwnedPipe;
 /// bulk flows, and small interactive flows never pay for a pipe.
 pub const SPLICE_AFTER_BYTES: u64 = 256 * 1024;
 
+/// An HTTP body of known length, or a chunk, with at least this many bytes
+/// left moves through the splice path from its first byte; smaller ones are
+/// copied, and take no pipe. A close-delimited response moves to it after
+/// this many bytes. Measured (`bench/http_sweep.sh`, one worker, nginx
+/// static files, a loaded 2-CPU VM, `bench/results/2026-12-01-f299cef-
+/// http-splice-sweep/`): proxy CPU per 1 MiB response 363-382 µs with 0 or
+/// 64 KiB, 410 µs with 256 KiB, 881 µs copied; 256 KiB responses 182-191 µs
+/// with 0 or 64 KiB, 265-285 µs copied; 16 and 64 KiB the same either way.
+pub const HTTP_SPLICE_THRESHOLD: u64 = 64 * 1024;
+
 /// Size of each provided buffer of the copy path. Measured (release build,
 /// one worker, 4 GiB through loopback into a sink, a shared 2-CPU VM): with
 /// unlimited multishot recv, 16 KiB buffers cost 0.92-1.37 CPU-s/GiB and

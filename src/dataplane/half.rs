@@ -7,6 +7,7 @@
 //! from the ring, `splice(2)` by the worker through a pooled pipe).
 #![forbid(unsafe_code)]
 
+mod copy;
 mod splice;
 
 use std::collections::VecDeque;
@@ -103,6 +104,18 @@ struct CopyPath {
     /// While `Some`, the half sends it first and does not receive.
     outbox: Option<Outbox>,
     queue: VecDeque<Chunk>,
+}
+
+impl CopyPath {
+    /// Nothing received, nothing in flight.
+    fn new() -> CopyPath {
+        CopyPath {
+            recv: Recv::Idle,
+            send: Send::Idle,
+            outbox: None,
+            queue: VecDeque::with_capacity(MAX_QUEUED_BUFFERS + 1),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -232,211 +245,6 @@ impl Half {
         matches!(self.engine, Engine::Splice(_))
     }
 
-    /// A multishot recv completion: `bid` is the provided buffer it filled,
-    /// `more` whether the recv stays armed.
-    pub fn on_recv(
-        &mut self,
-        res: i32,
-        bid: Option<u16>,
-        more: bool,
-        out: &mut Vec<Io>,
-    ) -> Outcome {
-        let Engine::Copy(copy) = &mut self.engine else {
-            // A recv can only be in flight on the copy path.
-            if let Some(bid) = bid {
-                out.push(Io::GiveBack(bid));
-            }
-            return Outcome::Continue;
-        };
-        if !more {
-            copy.recv = match copy.recv {
-                Recv::Starved => Recv::Starved,
-                _ => Recv::Idle,
-            };
-        }
-        let outcome = match (res, bid) {
-            (n, Some(bid)) if n > 0 => {
-                if self.flow == Flow::Open {
-                    // Up to the limit; the rest of the buffer is leftover.
-                    let take = n.unsigned_abs().min(clamp(self.budget));
-                    take_received(copy, &mut self.leftover, (bid, n.unsigned_abs()), take);
-                    if self.budget != NO_LIMIT {
-                        self.budget -= u64::from(take);
-                    }
-                } else {
-                    debug_assert!(false, "recv data after EOF");
-                    out.push(Io::GiveBack(bid));
-                }
-                Outcome::Active
-            }
-            (_, Some(bid)) => {
-                out.push(Io::GiveBack(bid));
-                Outcome::Continue
-            }
-            // A FIN past the limit ends the stream after the message,
-            // not the message: the half completes, and whoever reads the
-            // source next sees the end again (a recv returns 0 once more).
-            (0, None) if self.budget == 0 => Outcome::Continue,
-            (0, None) => {
-                if self.flow == Flow::Open {
-                    self.flow = Flow::Eof;
-                }
-                Outcome::Continue
-            }
-            (e, None) if e == -libc::ENOBUFS => {
-                copy.recv = Recv::Starved;
-                out.push(Io::WaitBuffers(self.dir));
-                Outcome::Continue
-            }
-            // Cancelled (backpressure, promotion), or a non-blocking socket
-            // with nothing to read: re-armed below when wanted.
-            (e, None) if e == -libc::ECANCELED || e == -libc::EAGAIN => Outcome::Continue,
-            // The source reset: what it sent before is still forwarded.
-            (_, None) => {
-                if self.flow == Flow::Open {
-                    self.flow = Flow::Resetting;
-                }
-                Outcome::Continue
-            }
-        };
-        self.advance_copy(out);
-        outcome
-    }
-
-    /// Buffers came back to the ring after an ENOBUFS.
-    pub fn on_buffers(&mut self, out: &mut Vec<Io>) {
-        if let Engine::Copy(copy) = &mut self.engine {
-            if copy.recv == Recv::Starved {
-                copy.recv = Recv::Idle;
-                self.advance_copy(out);
-            }
-        }
-    }
-
-    /// A send completion: `res` bytes of the front chunk were taken.
-    pub fn on_send(&mut self, res: i32, out: &mut Vec<Io>) -> Outcome {
-        let Engine::Copy(copy) = &mut self.engine else {
-            debug_assert!(false, "send completion on the splice path");
-            return Outcome::Continue;
-        };
-        if res == -libc::EAGAIN {
-            copy.send = Send::SinkFull;
-            out.push(Io::PollOut(self.dir));
-            self.pushed_back(out);
-            return Outcome::Continue;
-        }
-        copy.send = Send::Idle;
-        if res <= 0 {
-            return Outcome::Reset(self.dir.sink());
-        }
-        let n = res.unsigned_abs();
-        if let Some(outbox) = &mut copy.outbox {
-            outbox.sent += n as usize;
-            self.moved += u64::from(n);
-            if outbox.sent >= outbox.bytes.len() {
-                copy.outbox = None;
-            }
-            self.advance_copy(out);
-            return Outcome::Active;
-        }
-        let Some(front) = copy.queue.front_mut() else {
-            debug_assert!(false, "send completion without a chunk");
-            return Outcome::Continue;
-        };
-        front.sent += n;
-        self.moved += u64::from(n);
-        if front.sent >= front.len {
-            if !front.shared {
-                out.push(Io::GiveBack(front.bid));
-            }
-            copy.queue.pop_front();
-        }
-        self.advance_copy(out);
-        Outcome::Active
-    }
-
-    /// The copy path's next step: send, re-arm, cancel for backpressure or
-    /// promotion, shut down after EOF, or move to the splice path.
-    fn advance_copy(&mut self, out: &mut Vec<Io>) {
-        let dir = self.dir;
-        let wants_splice = self.moved >= self.splice_after;
-        let Engine::Copy(copy) = &mut self.engine else {
-            return;
-        };
-        if copy.outbox.is_some() {
-            // Nothing is received before the outbox is out.
-            if copy.send == Send::Idle {
-                copy.send = Send::InFlight;
-                out.push(Io::SendOwned(dir));
-            }
-            return;
-        }
-        if copy.send == Send::Idle {
-            if let Some(front) = copy.queue.front() {
-                copy.send = Send::InFlight;
-                out.push(Io::Send {
-                    dir,
-                    bid: front.bid,
-                    offset: front.sent,
-                    len: front.len - front.sent,
-                });
-            }
-        }
-        match self.flow {
-            Flow::Open if self.budget == 0 => {
-                // The limit is reached: receive no more, and complete once
-                // what was taken is out.
-                match copy.recv {
-                    Recv::Armed => {
-                        copy.recv = Recv::Cancelling;
-                        out.push(Io::CancelRecv(dir));
-                    }
-                    Recv::Idle if copy.queue.is_empty() && copy.send == Send::Idle => {
-                        self.flow = Flow::Complete;
-                    }
-                    Recv::Idle | Recv::Cancelling => {}
-                    // Waiting for buffers it no longer needs.
-                    Recv::Starved => copy.recv = Recv::Idle,
-                }
-                return;
-            }
-            Flow::Open => {}
-            Flow::Eof => {
-                if copy.queue.is_empty() && copy.send == Send::Idle && copy.recv == Recv::Idle {
-                    self.flow = Flow::ShuttingDown;
-                    out.push(Io::Shutdown(dir));
-                }
-                return;
-            }
-            Flow::Resetting => {
-                if copy.queue.is_empty() && copy.send == Send::Idle {
-                    self.flow = Flow::Reset;
-                }
-                return;
-            }
-            Flow::ShuttingDown | Flow::Done | Flow::Reset | Flow::Complete => return,
-        }
-        let drained = copy.queue.is_empty() && copy.send == Send::Idle;
-        match copy.recv {
-            // A bulk half stops receiving at once, so that what it holds can
-            // drain and it can move to the splice path.
-            Recv::Armed if copy.queue.len() >= MAX_QUEUED_BUFFERS || wants_splice => {
-                copy.recv = Recv::Cancelling;
-                out.push(Io::CancelRecv(dir));
-            }
-            Recv::Idle if wants_splice && drained => self.enter_splice(out),
-            Recv::Idle if wants_splice => {}
-            Recv::Idle if copy.queue.len() < MAX_QUEUED_BUFFERS => {
-                copy.recv = Recv::Armed;
-                // What keeps the half within "the sink took everything but
-                // one buffer".
-                let buffers = MAX_QUEUED_BUFFERS.saturating_sub(copy.queue.len()).max(1) as u32;
-                out.push(Io::Recv { dir, buffers });
-            }
-            Recv::Idle | Recv::Armed | Recv::Cancelling | Recv::Starved => {}
-        }
-    }
-
     /// A readiness completion (POLLIN on the source or POLLOUT on the sink).
     pub fn on_ready(&mut self, res: i32, out: &mut Vec<Io>) -> Outcome {
         if res == -libc::ECANCELED {
@@ -531,10 +339,38 @@ impl Half {
     /// From the next byte received on, take at most `limit` more bytes of
     /// the source (`None`: no limit): a chunked HTTP body whose end was
     /// just found in the bytes about to be handed to [`Half::on_recv`].
-    /// Only on the copy path (a scanned body never splices).
+    /// Only on the copy path: a scanned body splices only what the limit
+    /// bounds ([`Half::splice_next`]).
     pub fn limit_next(&mut self, limit: Option<u64>) {
         debug_assert!(!self.is_splicing(), "a scanned body on the splice path");
         self.budget = limit.unwrap_or(NO_LIMIT);
+    }
+
+    /// On the copy path: move to the splice path as soon as what the half
+    /// holds is sent (`true`), or stay on the copy path (`false`). A
+    /// chunked body asks for it when a large chunk's data is what is left
+    /// under the half's limit ([`Half::limit_next`]), and takes it back
+    /// when a buffer received meanwhile crossed the chunk's end.
+    pub fn splice_next(&mut self, splice: bool) {
+        debug_assert!(!self.is_splicing(), "asked to splice on the splice path");
+        self.splice_after = if splice { 0 } else { u64::MAX };
+    }
+
+    /// After [`Flow::Complete`]: forward the next `limit` bytes of the
+    /// source on the copy path (`None`: to the end of the stream), from
+    /// either path; the pipe is empty at a completion. A chunked body goes
+    /// back to copying after a spliced chunk, to read the chunk's CRLF and
+    /// the next size line.
+    pub fn resume_copy(&mut self, limit: Option<u64>, out: &mut Vec<Io>) {
+        if self.flow != Flow::Complete {
+            return;
+        }
+        debug_assert!(self.leftover.is_none(), "leftover left behind");
+        self.splice_after = u64::MAX;
+        if self.is_splicing() {
+            self.engine = Engine::Copy(CopyPath::new());
+        }
+        self.resume(limit, out);
     }
 
     /// The half forwarded its whole limit: every byte taken was written,
@@ -571,63 +407,10 @@ impl Half {
             Engine::Splice(_) => false,
         }
     }
-
-    /// Queue `bytes` the connection owns (a head, a local reply) to go out
-    /// before anything the half receives next, with [`Io::SendOwned`].
-    /// Only between messages: the half holds no received bytes.
-    pub fn push_outbox(&mut self, bytes: &[u8], out: &mut Vec<Io>) {
-        let Engine::Copy(copy) = &mut self.engine else {
-            debug_assert!(false, "an outbox on the splice path");
-            return;
-        };
-        debug_assert!(copy.queue.is_empty(), "an outbox behind received bytes");
-        match &mut copy.outbox {
-            Some(o) => o.bytes.extend_from_slice(bytes),
-            None => {
-                copy.outbox = Some(Outbox {
-                    bytes: bytes.to_vec(),
-                    sent: 0,
-                });
-            }
-        }
-        self.advance_copy(out);
-    }
-}
-
-/// Queue the first `take` bytes of the `n` received in buffer `bid`; the
-/// rest is leftover (past the half's limit).
-#[allow(clippy::box_collection)]
-fn take_received(
-    copy: &mut CopyPath,
-    leftover: &mut Option<Box<Vec<Leftover>>>,
-    (bid, n): (u16, u32),
-    take: u32,
-) {
-    if take < n {
-        leftover.get_or_insert_default().push(Leftover {
-            bid,
-            offset: take,
-            len: n - take,
-        });
-    }
-    if take > 0 {
-        copy.queue.push_back(Chunk {
-            bid,
-            len: take,
-            sent: 0,
-            shared: take < n,
-        });
-    }
 }
 
 /// The budget of a half without a byte limit (no stream reaches it).
-const NO_LIMIT: u64 = u64::MAX;
-
-/// A byte count as a buffer length (a limit beyond 4 GiB caps nothing in
-/// one buffer).
-fn clamp(n: u64) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
+pub(super) const NO_LIMIT: u64 = u64::MAX;
 
 #[cfg(test)]
 mod tests {
@@ -804,6 +587,132 @@ mod tests {
         assert_eq!((h.flow(), h.moved()), (Flow::Complete, 1000));
         h.resume(None, &mut out);
         assert_eq!(out, vec![Io::PollIn(UP)]);
+    }
+
+    fn pumped(read: u64, written: u64) -> Pump {
+        Pump {
+            read,
+            written,
+            in_pipe: 0,
+            source: SourceState::Open,
+            sink: SinkState::Ok,
+        }
+    }
+
+    /// An unlimited half on the copy path receives a buffer of 40 bytes
+    /// that leaves 60 of a large chunk's data to come, as a chunked body
+    /// hands it over: limited to the chunk's end and asked to splice.
+    fn chunk_of_100_after_40() -> (Half, Vec<Io>) {
+        let mut out = Vec::new();
+        let mut h = Half::start_limited(UP, u64::MAX, Vec::new(), None, &mut out);
+        out.clear();
+        h.limit_next(Some(100));
+        h.splice_next(true);
+        h.on_recv(40, Some(1), true, &mut out);
+        (h, out)
+    }
+
+    #[test]
+    fn a_large_chunk_splices_exactly_its_data_then_copying_resumes() {
+        let (mut h, mut out) = chunk_of_100_after_40();
+        assert_eq!(
+            out,
+            vec![
+                Io::Send {
+                    dir: UP,
+                    bid: 1,
+                    offset: 0,
+                    len: 40
+                },
+                Io::CancelRecv(UP)
+            ]
+        );
+        out.clear();
+        h.on_send(40, &mut out);
+        assert_eq!(out, vec![Io::GiveBack(1)], "the cancel is still in flight");
+        out.clear();
+        h.on_recv(-libc::ECANCELED, None, false, &mut out);
+        assert_eq!(out, vec![Io::EnterSplice(UP), Io::PollIn(UP)]);
+        out.clear();
+        h.on_ready(1, &mut out);
+        assert_eq!(
+            out,
+            vec![Io::Pump {
+                dir: UP,
+                in_pipe: 0,
+                read: true,
+                max: 60
+            }],
+            "a splice bounded by the chunk's data left"
+        );
+        out.clear();
+        h.on_pump(pumped(60, 60), &mut out);
+        assert_eq!((h.flow(), h.moved()), (Flow::Complete, 100));
+        assert!(h.take_leftover().is_empty());
+        h.resume_copy(None, &mut out);
+        assert!(!h.is_splicing(), "back to copying for the chunk's CRLF");
+        assert_eq!(
+            out,
+            vec![Io::Recv {
+                dir: UP,
+                buffers: 2
+            }]
+        );
+        out.clear();
+        h.on_recv(5000, Some(2), true, &mut out);
+        assert!(
+            matches!(out.as_slice(), [Io::Send { len: 5000, .. }]),
+            "unlimited again: {out:?}"
+        );
+    }
+
+    #[test]
+    fn a_splice_asked_for_is_taken_back_when_a_buffer_crosses_the_chunk() {
+        let (mut h, mut out) = chunk_of_100_after_40();
+        out.clear();
+        // The multishot recv delivered past the chunk's end before its
+        // cancel: the decoder saw it all, so the half takes it all.
+        h.limit_next(None);
+        h.splice_next(false);
+        h.on_recv(300, Some(2), true, &mut out);
+        h.on_send(40, &mut out);
+        h.on_send(300, &mut out);
+        h.on_recv(-libc::ECANCELED, None, false, &mut out);
+        assert!(!h.is_splicing());
+        assert!(!out.contains(&Io::EnterSplice(UP)), "{out:?}");
+        assert_eq!(
+            out.last(),
+            Some(&Io::Recv {
+                dir: UP,
+                buffers: 2
+            })
+        );
+        assert_eq!((h.flow(), h.moved()), (Flow::Open, 340));
+        assert!(h.leftover.is_none());
+    }
+
+    #[test]
+    fn a_body_refused_a_pipe_completes_its_limit_on_the_copy_path() {
+        let (mut h, out) = limited(1000, 0);
+        assert_eq!(out, vec![Io::EnterSplice(UP), Io::PollIn(UP)]);
+        let mut out = Vec::new();
+        h.on_ready(1, &mut out);
+        out.clear();
+        h.on_no_pipe(&mut out);
+        assert!(!h.is_splicing());
+        h.on_recv(1000, Some(3), true, &mut out);
+        h.on_send(1000, &mut out);
+        h.on_recv(-libc::ECANCELED, None, false, &mut out);
+        assert_eq!((h.flow(), h.moved()), (Flow::Complete, 1000));
+        out.clear();
+        h.resume_copy(Some(10), &mut out);
+        assert_eq!(
+            out,
+            vec![Io::Recv {
+                dir: UP,
+                buffers: 2
+            }]
+        );
     }
 
     #[test]

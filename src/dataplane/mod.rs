@@ -56,14 +56,18 @@ pub struct Settings {
     pub max_connections: Option<usize>,
     /// Bytes after which a direction moves to the splice path.
     pub splice_after: u64,
+    /// HTTP bodies: a body of known length or a chunk with at least this
+    /// many bytes left splices from its first byte, smaller ones are
+    /// copied; a close-delimited response splices after this many bytes
+    /// (`u64::MAX`: never).
+    pub http_splice_threshold: u64,
     /// How the copy path receives; `None`: the best the kernel offers.
     pub recv_mode: Option<ring::RecvMode>,
     /// Size of each provided buffer of the copy path.
     pub buffer_size: u32,
     /// Requested size of splice pipes.
     pub pipe_size: usize,
-    /// HTTP timeouts (bodies move to the splice path after `splice_after`
-    /// bytes too).
+    /// HTTP timeouts.
     pub http: http::HttpLimits,
 }
 
@@ -74,6 +78,7 @@ impl Default for Settings {
             connect_attempts: 3,
             max_connections: None,
             splice_after: forward::SPLICE_AFTER_BYTES,
+            http_splice_threshold: forward::HTTP_SPLICE_THRESHOLD,
             recv_mode: None,
             buffer_size: forward::BUFFER_SIZE,
             pipe_size: forward::PIPE_SIZE,

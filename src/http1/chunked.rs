@@ -171,6 +171,22 @@ impl ChunkedDecoder {
         }
     }
 
+    /// `n` bytes of the current chunk's data went by without being fed
+    /// (a splice moved them): the decoder goes on as if it had seen them,
+    /// expecting the data's CRLF once the chunk's data is all through. At
+    /// most [`ChunkedDecoder::chunk_remaining`]; more is a caller's bug
+    /// (debug assertion) and is cut to that.
+    pub fn skip_data(&mut self, n: u64) {
+        debug_assert!(n <= self.chunk_remaining(), "skipped past the chunk's data");
+        if self.state != State::Data {
+            return;
+        }
+        self.remaining -= n.min(self.remaining);
+        if self.remaining == 0 {
+            self.state = State::DataCr;
+        }
+    }
+
     fn step(&mut self, b: u8) -> Result<(), ChunkError> {
         if b == b'\n'
             && !matches!(
@@ -319,6 +335,35 @@ mod tests {
         let mut payload = Vec::new();
         let consumed = decoder.feed(input, &mut |d| payload.extend_from_slice(d))?;
         Ok((consumed, payload, decoder.is_done()))
+    }
+
+    #[test]
+    fn data_skipped_by_a_splice_resumes_at_the_chunks_crlf() {
+        // "a\r\n" + 10 data bytes + "\r\n3\r\nabc\r\n0\r\n\r\n": 4 of the
+        // data fed, 6 skipped (spliced), then the rest fed.
+        let mut d = ChunkedDecoder::new();
+        let mut payload = Vec::new();
+        assert_eq!(
+            d.feed(b"a\r\n0123", &mut |p| payload.extend_from_slice(p)),
+            Ok(7)
+        );
+        assert_eq!(d.chunk_remaining(), 6);
+        d.skip_data(2);
+        assert_eq!(d.chunk_remaining(), 4);
+        d.skip_data(4);
+        assert_eq!(d.chunk_remaining(), 0, "at the data's CRLF");
+        let rest = b"\r\n3\r\nabc\r\n0\r\n\r\nNEXT";
+        assert_eq!(
+            d.feed(rest, &mut |p| payload.extend_from_slice(p)),
+            Ok(rest.len() - 4)
+        );
+        assert!(d.is_done());
+        assert_eq!(payload, b"0123abc", "skipped bytes are not payload");
+        // Skipping outside chunk data changes nothing.
+        let mut d = ChunkedDecoder::new();
+        assert_eq!(d.feed(b"5\r\nhello", &mut |_| {}), Ok(8));
+        d.skip_data(0);
+        assert_eq!(d.feed(b"x", &mut |_| {}), Err(ChunkError::MissingDataCrlf));
     }
 
     #[test]

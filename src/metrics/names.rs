@@ -36,6 +36,8 @@ pub const DOWNSTREAM_ACCEPT_ERRORS: &str = "ringway_downstream_accept_errors_tot
 /// Times the process reached its connection cap (`--max-connections`, or
 /// derived from the open-file limit) and stopped accepting.
 pub const DOWNSTREAM_CAP_REACHED: &str = "ringway_downstream_cap_reached_total";
+/// Bytes written by splice(2), per `direction` (`upstream`, `downstream`).
+pub const SPLICED_BYTES: &str = "ringway_spliced_bytes_total";
 pub const UPSTREAM_CONNECT_ATTEMPTS: &str = "ringway_upstream_connect_attempts_total";
 pub const UPSTREAM_CONNECT_FAILURES: &str = "ringway_upstream_connect_failures_total";
 pub const UPSTREAM_CONNECT_TIMEOUTS: &str = "ringway_upstream_connect_timeouts_total";

@@ -32,6 +32,7 @@ struct Sums<'a> {
     listeners: BTreeMap<SocketAddr, i64>,
     accept_errors: u64,
     cap_reached: u64,
+    spliced_bytes: [u64; 2],
     rejects: [u64; Reject::ALL.len()],
 }
 
@@ -53,6 +54,9 @@ impl<'a> Sums<'a> {
             }
             sums.accept_errors += w.accept_errors;
             sums.cap_reached += w.cap_reached;
+            for (sum, n) in sums.spliced_bytes.iter_mut().zip(w.spliced_bytes) {
+                *sum += n;
+            }
             for (sum, n) in sums.rejects.iter_mut().zip(w.rejects) {
                 *sum += n;
             }
@@ -384,6 +388,15 @@ fn downstream(out: &mut String, sums: &Sums<'_>) {
         "counter",
     );
     let _ = writeln!(out, "{DOWNSTREAM_CAP_REACHED} {}", sums.cap_reached);
+    header(
+        out,
+        SPLICED_BYTES,
+        "Bytes written by splice(2) (the zero-copy path), all protocols, per direction.",
+        "counter",
+    );
+    for (direction, n) in ["upstream", "downstream"].iter().zip(sums.spliced_bytes) {
+        let _ = writeln!(out, "{SPLICED_BYTES}{{direction=\"{direction}\"}} {n}");
+    }
     header(
         out,
         HTTP_DOWNSTREAM_REJECTS,

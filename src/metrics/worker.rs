@@ -253,6 +253,8 @@ pub struct WorkerMetrics {
     listeners: RwLock<HashMap<SocketAddr, Arc<AtomicI64>>>,
     pub accept_errors: AtomicU64,
     pub cap_reached: AtomicU64,
+    /// Bytes written by splice: to upstreams, to downstreams.
+    spliced_bytes: [AtomicU64; 2],
     /// Per [`Reject`], in the order of [`Reject::ALL`].
     rejects: [AtomicU64; Reject::ALL.len()],
 }
@@ -292,6 +294,7 @@ impl WorkerMetrics {
                 .collect(),
             accept_errors: load(&self.accept_errors),
             cap_reached: load(&self.cap_reached),
+            spliced_bytes: std::array::from_fn(|i| load(&self.spliced_bytes[i])),
             rejects: std::array::from_fn(|i| load(&self.rejects[i])),
         }
     }
@@ -321,6 +324,8 @@ pub struct WorkerSnapshot {
     pub listeners: Vec<(SocketAddr, i64)>,
     pub accept_errors: u64,
     pub cap_reached: u64,
+    /// Bytes written by splice: to upstreams, to downstreams.
+    pub spliced_bytes: [u64; 2],
     /// Per [`Reject`], in the order of [`Reject::ALL`].
     pub rejects: [u64; Reject::ALL.len()],
 }
@@ -458,6 +463,14 @@ impl WorkerHandle {
     /// took the last connection under it).
     pub fn cap_reached(&self) {
         add(&self.shared.cap_reached, 1);
+    }
+
+    /// `n` bytes written by splice in direction `dir` (0: to the
+    /// upstream, 1: to the downstream).
+    pub fn spliced(&self, dir: usize, n: u64) {
+        if let Some(counter) = self.shared.spliced_bytes.get(dir).filter(|_| n > 0) {
+            add(counter, n);
+        }
     }
 }
 

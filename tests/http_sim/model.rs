@@ -160,6 +160,8 @@ pub struct World {
     pub late_cancels: bool,
     /// Pooled connections may die unseen (the keep-alive race).
     pub unseen_closes: bool,
+    /// Pumps that read bytes of a chunked body (a chunk's data spliced).
+    pub spliced_chunks: usize,
 }
 
 impl World {
@@ -632,6 +634,7 @@ impl World {
             let n = (src.available() as u64).min(want) as usize;
             let bytes = src.tx[src.read..src.read + n].to_vec();
             src.read += n;
+            let chunked = n > 0 && in_chunked_message(&src.tx, src.read - n);
             p.source = if n == 0 && src.fin {
                 SourceState::Eof
             } else if src.available() == 0 {
@@ -641,6 +644,9 @@ impl World {
             };
             self.pipes[dir.index()].extend_from_slice(&bytes);
             p.read = n as u64;
+            if chunked {
+                self.spliced_chunks += 1;
+            }
         }
         let held = self.pipes[dir.index()].len();
         if held > 0 {
@@ -664,4 +670,23 @@ impl World {
         p.in_pipe = self.pipes[dir.index()].len() as u32;
         p
     }
+}
+
+/// Whether byte `at` of a stream of whole messages (the client's
+/// requests, or an upstream's responses) lies in a chunked message.
+fn in_chunked_message(stream: &[u8], at: usize) -> bool {
+    let ends = super::traffic::requests_in(stream)
+        .or_else(|_| super::traffic::responses_in(stream, true))
+        .unwrap_or_default();
+    let mut start = 0;
+    for m in ends {
+        if at < m.end {
+            let message = &stream[start..m.end];
+            return message
+                .windows(26)
+                .any(|w| w == b"transfer-encoding: chunked");
+        }
+        start = m.end;
+    }
+    false
 }

@@ -43,12 +43,14 @@ impl ClientRequest {
 }
 
 /// A chunked body of `payload` in random chunk sizes, with chunk
-/// extensions and trailers now and then.
-pub fn chunked(rng: &mut Rng, payload: &[u8]) -> Vec<u8> {
+/// extensions and trailers now and then; `large`: a quarter of the chunks
+/// up to 8,000 bytes (past a small splice threshold).
+pub fn chunked(rng: &mut Rng, payload: &[u8], large: bool) -> Vec<u8> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < payload.len() {
-        let n = (1 + rng.below(700) as usize).min(payload.len() - at);
+        let max = if large && rng.chance(25) { 8000 } else { 700 };
+        let n = (1 + rng.below(max) as usize).min(payload.len() - at);
         out.extend_from_slice(format!("{n:x}").as_bytes());
         if rng.chance(20) {
             out.extend_from_slice(b";ext=\"v\"");
@@ -75,8 +77,9 @@ pub fn payload(rng: &mut Rng, max: u64) -> Vec<u8> {
 }
 
 /// The client's `n` requests. `direct`: the plan has the direct-response
-/// route, and some requests ask for it.
-pub fn client_requests(rng: &mut Rng, n: usize, direct: bool) -> Vec<ClientRequest> {
+/// route, and some requests ask for it; `large`: some bodies up to
+/// 20,000 bytes, in large chunks too.
+pub fn client_requests(rng: &mut Rng, n: usize, direct: bool, large: bool) -> Vec<ClientRequest> {
     (0..n)
         .map(|k| {
             let kind = match rng.below(12) {
@@ -101,14 +104,14 @@ pub fn client_requests(rng: &mut Rng, n: usize, direct: bool) -> Vec<ClientReque
                 _ if local && rng.chance(75) => ("GET", Vec::new()),
                 0 => ("GET", Vec::new()),
                 1 => {
-                    let body = payload(rng, 3000);
+                    let body = payload(rng, if large { 20_000 } else { 3000 });
                     head.push_str(&format!("content-length: {}\r\n", body.len()));
                     ("POST", body)
                 }
                 _ => {
-                    let p = payload(rng, 3000);
+                    let p = payload(rng, if large { 20_000 } else { 3000 });
                     head.push_str("transfer-encoding: chunked\r\n");
-                    ("PUT", chunked(rng, &p))
+                    ("PUT", chunked(rng, &p, large))
                 }
             };
             if close {
@@ -142,7 +145,13 @@ pub enum Framing {
 
 /// What an upstream answers to request `k`: the response, its framing,
 /// and whether the server closes the connection after it.
-pub fn upstream_response(rng: &mut Rng, k: usize, last: bool) -> (Vec<u8>, Framing, bool) {
+/// `large`: responses in large chunks too.
+pub fn upstream_response(
+    rng: &mut Rng,
+    k: usize,
+    last: bool,
+    large: bool,
+) -> (Vec<u8>, Framing, bool) {
     let status = [200, 200, 201, 404, 500][rng.below(5) as usize];
     let framing = match rng.below(10) {
         0 if last => Framing::Close,
@@ -163,7 +172,7 @@ pub fn upstream_response(rng: &mut Rng, k: usize, last: bool) -> (Vec<u8>, Frami
         }
         Framing::Chunked => {
             wire.extend_from_slice(b"transfer-encoding: chunked\r\n");
-            chunked(rng, &p)
+            chunked(rng, &p, large)
         }
         Framing::Close => p,
     };

@@ -3,9 +3,7 @@
 //! only what the pipe holds and what it waits for.
 #![forbid(unsafe_code)]
 
-use std::collections::VecDeque;
-
-use super::{CopyPath, Engine, Flow, Half, MAX_QUEUED_BUFFERS, NO_LIMIT, Outcome, Recv, Send};
+use super::{CopyPath, Engine, Flow, Half, NO_LIMIT, Outcome};
 use crate::dataplane::io::{Io, Pump, SinkState, SourceState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,12 +37,7 @@ impl Half {
     pub fn on_no_pipe(&mut self, out: &mut Vec<Io>) {
         if let Engine::Splice(s) = self.engine {
             debug_assert_eq!(s.in_pipe, 0);
-            self.engine = Engine::Copy(CopyPath {
-                recv: Recv::Idle,
-                send: Send::Idle,
-                outbox: None,
-                queue: VecDeque::with_capacity(MAX_QUEUED_BUFFERS + 1),
-            });
+            self.engine = Engine::Copy(CopyPath::new());
             // Never try the pipe pool again for this half.
             self.splice_after = u64::MAX;
             self.advance_copy(out);

@@ -103,9 +103,9 @@ pub struct HttpSession {
     peer: SocketAddr,
     opened: Instant,
     limits: HttpLimits,
-    /// Bytes after which a body of known length moves to the splice path
-    /// ([`Settings::splice_after`]).
-    splice_after: u64,
+    /// Bytes left in a body (or a chunk) from which it splices
+    /// ([`Settings::http_splice_threshold`]).
+    splice_threshold: u64,
     /// The plan of the current (or last) request.
     plan: Arc<Plan>,
     /// Its listener's index in that plan.
@@ -149,7 +149,7 @@ impl HttpSession {
             peer,
             opened: now,
             limits: settings.http,
-            splice_after: settings.splice_after,
+            splice_threshold: settings.http_splice_threshold,
             plan,
             listener_index: listener,
             input: Vec::new(),

@@ -13,7 +13,6 @@ use crate::http1::head::ResponseHead;
 use crate::http1::write::{ResponseEdits, write_response};
 use crate::http1::{BodyFraming, Version};
 
-use super::super::half::Half;
 use super::super::io::{CloseReason, Io, Release};
 use super::super::token::{Dir, Side};
 use super::exchange::{Body, Dechunk, Response, ResponseBody};
@@ -168,12 +167,6 @@ impl HttpSession {
         dechunk: bool,
         out: &mut Vec<Io>,
     ) {
-        // A chunked body is scanned as it passes: never spliced.
-        let splice_after = if start.chunks.is_some() {
-            u64::MAX
-        } else {
-            self.splice_after
-        };
         let (limit, chunks, dechunker) = match start.chunks {
             Some(decoder) if dechunk => {
                 out.push(Io::RecvOnce(Dir::ToDownstream));
@@ -187,14 +180,17 @@ impl HttpSession {
             }
             chunks => (start.limit, chunks, None),
         };
-        let half = Half::start_limited(Dir::ToDownstream, splice_after, bytes, limit, out);
+        let body = Body::start(
+            Dir::ToDownstream,
+            (bytes, head_len),
+            limit,
+            chunks,
+            self.splice_threshold,
+            out,
+        );
         if let Phase::Exchange(x) = &mut self.phase {
             x.response = Response::Body(ResponseBody {
-                body: Body {
-                    half,
-                    chunks,
-                    head_len,
-                },
+                body,
                 reusable: false,
                 server_timeout: None,
                 delimited: start.delimited,

@@ -11,7 +11,6 @@ use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::ResponseContext;
 use crate::http1::{BodyFraming, Version};
 
-use super::super::half::Half;
 use super::super::io::{Checkout, CloseReason, Io, Pump, Release};
 use super::super::token::{Dir, Side};
 use super::exchange::{Body, Event, Exchange, Response};
@@ -143,22 +142,19 @@ impl HttpSession {
                 (bytes, head_len, limit, chunks)
             }
         };
-        let splice_after = if chunks.is_some() {
-            u64::MAX
-        } else {
-            self.splice_after
-        };
-        let half = Half::start_limited(Dir::ToUpstream, splice_after, bytes, limit, out);
+        let body = Body::start(
+            Dir::ToUpstream,
+            (bytes, head_len),
+            limit,
+            chunks,
+            self.splice_threshold,
+            out,
+        );
         let context = ResponseContext {
             head_request: req.head.is_head_method(),
             // The upstream speaks HTTP/1.1 whatever the client does:
             // ringway always sends it 1.1.
             version: Version::Http11,
-        };
-        let body = Body {
-            half,
-            chunks,
-            head_len,
         };
         self.last_active = now;
         self.phase = Phase::Exchange(Box::new(Exchange::start(reused, body, context, out)));
