@@ -255,6 +255,9 @@ pub struct WorkerMetrics {
     pub cap_reached: AtomicU64,
     /// Per [`Reject`], in the order of [`Reject::ALL`].
     rejects: [AtomicU64; Reject::ALL.len()],
+    /// Gauges: provided buffers and pooled pipes the worker holds.
+    buffers_held: AtomicU64,
+    pipes_held: AtomicU64,
 }
 
 impl WorkerMetrics {
@@ -293,6 +296,8 @@ impl WorkerMetrics {
             accept_errors: load(&self.accept_errors),
             cap_reached: load(&self.cap_reached),
             rejects: std::array::from_fn(|i| load(&self.rejects[i])),
+            buffers_held: load(&self.buffers_held),
+            pipes_held: load(&self.pipes_held),
         }
     }
 }
@@ -323,6 +328,8 @@ pub struct WorkerSnapshot {
     pub cap_reached: u64,
     /// Per [`Reject`], in the order of [`Reject::ALL`].
     pub rejects: [u64; Reject::ALL.len()],
+    pub buffers_held: u64,
+    pub pipes_held: u64,
 }
 
 /// A front of label-set lookups keyed by [`LabelKey`], for one table
@@ -458,6 +465,12 @@ impl WorkerHandle {
     /// took the last connection under it).
     pub fn cap_reached(&self) {
         add(&self.shared.cap_reached, 1);
+    }
+
+    /// The provided buffers and the pipes this worker's connections hold now.
+    pub fn held(&self, buffers: u64, pipes: u64) {
+        self.shared.buffers_held.store(buffers, Ordering::Relaxed);
+        self.shared.pipes_held.store(pipes, Ordering::Relaxed);
     }
 }
 
