@@ -30,7 +30,7 @@
 #   RESULTS_LABEL      suffix of the results directory name.
 #   RESULTS_NOTE       a line for summary.md (e.g. "busy machine: two builds ran alongside").
 #   NO_INSTALL [0]     1: do not apt-get install anything.
-#   BASE_PORT [24400]  first of the ports used on 127.0.0.1 (backend, status, one per target).
+#   BASE_PORT [24500]  first of the ports used on 127.0.0.1 (backend, status, one per target).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -52,7 +52,7 @@ WRK_CONNS=${WRK_CONNS:-50}
 BIG_CONNS=${BIG_CONNS:-8}
 HUGE_CONNS=${HUGE_CONNS:-2}
 IDLE_CONNS=${IDLE_CONNS:-10000}
-BASE_PORT=${BASE_PORT:-24400}
+BASE_PORT=${BASE_PORT:-24500}
 RINGWAY_VARIANTS=${RINGWAY_VARIANTS:-}
 CLIENT_DEADLINE=$((DURATION + 60))
 UPLOAD_BYTES=1048576
@@ -249,23 +249,17 @@ serving() {
   return 1
 }
 
-# client TARGET ROUND TEST CMD...: one client under loadgen exec (the proxy's
-# CPU, the deadline); sets CLIENT_OUT, CLIENT_EXEC, CLIENT_MACHINE, CLIENT_UPSTREAM.
-client() {
-  local t=$1 r=$2 test=$3 m0 a0 a1; shift 3
-  local watch=()
-  [[ -n $PROXY_PID ]] && watch=(--watch-pid "$PROXY_PID")
-  CLIENT_OUT=$WORK/out/$t-$r-$test.out
+# http_client TARGET ROUND TEST CMD...: lib.sh's client, plus the upstream
+# connections the backend accepted meanwhile (CLIENT_UPSTREAM) and a copy of
+# the client's output in raw/.
+http_client() {
+  local a0 a1
   a0=$(accepts || echo "")
-  m0=$(machine_sample)
-  CLIENT_EXEC=$("${PIN_LOAD[@]}" "$LOADGEN" exec --output "$CLIENT_OUT" --duration "$CLIENT_DEADLINE" "${watch[@]}" -- "$@" \
-    2>>"$WORK/clients.err") || true
-  CLIENT_MACHINE=$(machine_between "$m0" "$(machine_sample)")
+  client "$@"
   a1=$(accepts || echo "")
   CLIENT_UPSTREAM=null
   [[ -n $a0 && -n $a1 ]] && CLIENT_UPSTREAM=$((a1 - a0))
-  [[ -n $CLIENT_EXEC ]] || CLIENT_EXEC='{"error":"loadgen exec gave no output"}'
-  cp "$CLIENT_OUT" "$WORK/raw/$t-$r-$test.txt"
+  cp "$CLIENT_OUT" "$WORK/raw/$1-$2-$3.txt"
 }
 
 # record TARGET ROUND TEST BODY FIGURES-JSON: one line of runs.jsonl. BODY:
@@ -292,7 +286,7 @@ record() {
 # run_wrk TARGET ROUND TEST PATH BODY_BYTES CONNS WRK-ARGS...
 run_wrk() {
   local t=$1 r=$2 test=$3 path=$4 body=$5 conns=$6 f; shift 6
-  client "$t" "$r" "$test" wrk -t1 -c"$conns" -d"${DURATION}s" --latency "$@" "http://127.0.0.1:${FRONT[$t/http]}/$path"
+  http_client "$t" "$r" "$test" wrk -t1 -c"$conns" -d"${DURATION}s" --latency "$@" "http://127.0.0.1:${FRONT[$t/http]}/$path"
   f=$(sed -n 's/^WRKJSON //p' "$CLIENT_OUT" | jq -c --argjson c "$conns" '
       (.socket_errors.connect + .socket_errors.read + .socket_errors.write + .socket_errors.timeout) as $se
       | {client_conns: $c, requests, bytes, seconds: (.duration_us / 1e6),
@@ -310,7 +304,7 @@ run_wrk() {
 # has no percentiles, only the mean time per request.
 run_h2load() {
   local t=$1 r=$2 test=$3 path=$4 f
-  client "$t" "$r" "$test" h2load --h1 -t1 -c"$WRK_CONNS" -D "$DURATION" "http://127.0.0.1:${FRONT[$t/http]}/$path"
+  http_client "$t" "$r" "$test" h2load --h1 -t1 -c"$WRK_CONNS" -D "$DURATION" "http://127.0.0.1:${FRONT[$t/http]}/$path"
   f=$(python3 "$HERE/http_summary.py" --parse-h2load "$CLIENT_OUT" --conns "$WRK_CONNS" 2>/dev/null) || f='{"error":"h2load gave no report"}'
   record "$t" "$r" "$test" 0 "$f"
 }
