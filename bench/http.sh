@@ -323,7 +323,7 @@ run_idle() {
   jq -c --arg t "$t" --argjson r "$r" --argjson m "$(machine_between "$m0" "$(machine_sample)")" \
     --argjson up "$([[ -n $a0 && -n $a1 ]] && echo $((a1 - a0)) || echo null)" \
     '{target: $t, round: $r, test: "idle", result: (. + {machine: $m, upstream_conns_opened: $up})}' <<<"$out" >>"$RUNS"
-  jq -r --arg t "$t" '"  \($t) idle: rss \(.proxy_rss_kib_per_conn) KiB, tcp \(.tcp_mem_kib_per_conn) KiB, slab \(.slab_unreclaimable_kib_per_conn) KiB per connection" + (if .error then "  ERROR: \(.error)" else "" end)' <<<"$out" >&2
+  jq -r --arg t "$t" '"  \($t) idle: rss \(.proxy_rss_kib_per_conn) KiB, kernel slab objects \(.kernel_slab_objects_kib_per_conn) KiB per connection" + (if .error then "  ERROR: \(.error)" else "" end)' <<<"$out" >&2
 }
 
 # ------------------------------------------------------------ run

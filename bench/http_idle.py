@@ -7,11 +7,14 @@ answer, and prints one JSON line:
 
 - user memory: the proxy's VmRSS and Private_Dirty (its process and every
   descendant: nginx's workers) after minus before, per connection;
-- kernel memory: TCP socket memory (/proc/net/sockstat `TCP ... mem`,
-  pages) and unreclaimable slab (/proc/meminfo SUnreclaim) after minus
-  before, per connection. Both count the whole machine: the client's and
-  the backend's sockets too, so compare a proxy with `direct` (no proxy)
-  measured the same way; run on a quiet machine, slab moves with anything.
+- kernel memory: the slab objects in use (/proc/slabinfo, root only:
+  active objects x object size summed over every cache, so that free room
+  left in slabs by an earlier test does not hide new objects), TCP socket
+  memory (/proc/net/sockstat `TCP ... mem`, pages) and unreclaimable slab
+  pages (/proc/meminfo SUnreclaim), after minus before, per connection.
+  All count the whole machine: the client's and the backend's sockets too,
+  so compare a proxy with `direct` (no proxy) measured the same way; run on
+  a quiet machine.
 
     bench/http_idle.py --port PORT [--pid PROXY_PID] [--conns 10000] [--settle 2] [--path /64.bin]
 
@@ -70,6 +73,27 @@ def kernel_kib():
     return tcp, slab
 
 
+def slab_objects():
+    """{cache: bytes of its objects in use} from /proc/slabinfo ({} if unreadable)."""
+    out = {}
+    try:
+        with open("/proc/slabinfo") as f:
+            for line in f.readlines()[2:]:
+                w = line.split()
+                out[w[0]] = int(w[1]) * int(w[3])
+    except (OSError, IndexError, ValueError):
+        return {}
+    return out
+
+
+def slab_delta(before, after, n):
+    """(KiB per connection over every cache, the five caches that grew most)."""
+    grew = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)}
+    top = sorted(grew.items(), key=lambda kv: -kv[1])[:5]
+    return (round(sum(grew.values()) / 1024 / n, 2),
+            {k: round(v / 1024 / n, 3) for k, v in top})
+
+
 def request(sock, path):
     """One GET and its whole response (Content-Length framed); True if 200."""
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
@@ -105,7 +129,7 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     time.sleep(0.5)
-    user0, kern0 = user_kib(args.pid), kernel_kib()
+    user0, kern0, slab0 = user_kib(args.pid), kernel_kib(), slab_objects()
     socks, error = [], None
     t0 = time.monotonic()
     try:
@@ -119,7 +143,7 @@ def main():
         error = f"after {len(socks)} connections: {e}"
     opened = time.monotonic() - t0
     time.sleep(args.settle)
-    user1, kern1 = user_kib(args.pid), kernel_kib()
+    user1, kern1, slab1 = user_kib(args.pid), kernel_kib(), slab_objects()
     try:
         alive = bool(socks) and all(request(s, args.path) for s in (socks[0], socks[-1]))
     except OSError:
@@ -128,11 +152,14 @@ def main():
         s.close()
     n = max(len(socks), 1)
     per = lambda a, b: round((b - a) / n, 2)  # noqa: E731
+    objects, top = slab_delta(slab0, slab1, n) if slab0 and slab1 else (None, {})
     out = {
         "connections": len(socks), "open_seconds": round(opened, 2), "settle_s": args.settle,
         "alive_after_hold": alive,
         "proxy_rss_kib_per_conn": per(user0[0], user1[0]),
         "proxy_private_dirty_kib_per_conn": per(user0[1], user1[1]),
+        "kernel_slab_objects_kib_per_conn": objects,
+        "kernel_slab_top_caches_kib_per_conn": top,
         "tcp_mem_kib_per_conn": per(kern0[0], kern1[0]),
         "slab_unreclaimable_kib_per_conn": per(kern0[1], kern1[1]),
         "before": {"rss_kib": user0[0], "private_dirty_kib": user0[1], "tcp_mem_kib": kern0[0], "slab_kib": kern0[1]},

@@ -41,6 +41,7 @@ FIGURES = [
     ("upstream", "upstream_conns_opened", "upstream connections opened", "conns", "low"),
     ("rss", "proxy_rss_kib_per_conn", "proxy RSS per idle connection", "KiB", "low"),
     ("dirty", "proxy_private_dirty_kib_per_conn", "proxy Private_Dirty per idle connection", "KiB", "low"),
+    ("kslab", "kernel_slab_objects_kib_per_conn", "kernel slab objects per idle connection, whole machine", "KiB", "low"),
     ("tcpmem", "tcp_mem_kib_per_conn", "TCP socket memory per idle connection, whole machine", "KiB", "low"),
     ("slab", "slab_unreclaimable_kib_per_conn", "unreclaimable slab per idle connection, whole machine", "KiB", "low"),
     ("steal", "machine.steal_pct", "hypervisor steal", "%", "low"),
@@ -154,7 +155,7 @@ def table(med, targets, test, ringways):
         for rw in ringways:
             peer, who = best_peer(med, test, name, better)
             own = med.get((rw, test), {}).get(name)
-            ok = name not in ("steal", "upstream") and peer not in (None, 0) and own is not None
+            ok = name not in ("steal", "upstream", "tcpmem", "slab") and peer not in (None, 0) and own is not None
             cells.append(f"{own[0] / peer:.2f} ({who})" if ok else "–")
         if any(c != "–" for c in cells):
             lines.append(f"| {label} ({unit}) | " + " | ".join(cells) + " |")
