@@ -246,11 +246,7 @@ run_rounds serving tests
 LOADAVG_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ------------------------------------------------------------ results
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-OUT=$HERE/results/$(date -u +%Y-%m-%d-%H%M)-$RINGWAY_COMMIT-crosscheck${RESULTS_LABEL:+-$RESULTS_LABEL}
-mkdir -p "$OUT/configs" "$OUT/raw"
-cp "$RUNS" "$OUT/runs.jsonl"
-cp "$WORK"/raw/* "$OUT/raw/" 2>/dev/null || true
+results_dir crosscheck
 cp "$WORK"/haproxy-*.cfg "$WORK/nginx.conf" "$OUT/configs/"
 cp "$WORK/ringway/bench.yaml" "$OUT/configs/ringway.yaml"
 cp "$WORK/http/nginx.conf" "$OUT/configs/http-backend-nginx.conf"

@@ -6,7 +6,7 @@
 # round. 127.0.0.1 only; every client run is killed at a deadline; every
 # process started here is stopped by PID on exit.
 #
-#   bench/http.sh                  # full run: 3 rounds, ~12 minutes
+#   bench/http.sh                  # full run: 3 rounds, ~9 minutes
 #   QUICK=1 bench/http.sh          # 1 round, 2 s runs, ~2 minutes, not to quote
 #   TARGETS="nginx ringway" TESTS="ka64 close64" bench/http.sh
 #
@@ -356,11 +356,7 @@ run_rounds serving tests
 LOADAVG_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ------------------------------------------------------------ results
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-OUT=$HERE/results/$(date -u +%Y-%m-%d-%H%M)-$RINGWAY_COMMIT-http${RESULTS_LABEL:+-$RESULTS_LABEL}
-mkdir -p "$OUT/configs" "$OUT/raw"
-cp "$RUNS" "$OUT/runs.jsonl"
-cp "$WORK"/raw/* "$OUT/raw/" 2>/dev/null || true
+results_dir http
 cp "$WORK"/*.cfg "$WORK/nginx.conf" "$OUT/configs/" 2>/dev/null || true
 for t in $TARGETS; do [[ -f $WORK/$t/bench.yaml ]] && cp "$WORK/$t/bench.yaml" "$OUT/configs/$t.yaml"; done
 cp "$WORK/http/nginx.conf" "$OUT/configs/http-backend-nginx.conf"

@@ -390,6 +390,17 @@ run_rounds() {
 }
 
 # ------------------------------------------------------------ results
+# results_dir KIND: sets COMMIT (this tree's HEAD) and OUT, creates
+# results/<UTC date>-<ringway commit>-KIND[-label]/ with configs/ and raw/,
+# and copies $RUNS and $WORK/raw/ into it.
+results_dir() {
+  COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  OUT=$HERE/results/$(date -u +%Y-%m-%d-%H%M)-$RINGWAY_COMMIT-$1${RESULTS_LABEL:+-$RESULTS_LABEL}
+  mkdir -p "$OUT/configs" "$OUT/raw"
+  cp "$RUNS" "$OUT/runs.jsonl"
+  cp "$WORK"/raw/* "$OUT/raw/" 2>/dev/null || true
+}
+
 # machine_json: the fields of meta.json every results directory has.
 machine_json() {
   jq -n \
