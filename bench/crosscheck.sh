@@ -130,21 +130,6 @@ serving() {
   return 1
 }
 
-# client TARGET ROUND TEST CMD...: run one client through loadgen exec (which
-# watches the proxy's CPU and enforces the deadline). Sets CLIENT_OUT (the
-# client's stdout), CLIENT_EXEC (loadgen's JSON) and CLIENT_MACHINE (steal).
-client() {
-  local t=$1 r=$2 test=$3 m0; shift 3
-  local watch=()
-  [[ -n $PROXY_PID ]] && watch=(--watch-pid "$PROXY_PID")
-  CLIENT_OUT=$WORK/out/$t-$r-$test.out
-  m0=$(machine_sample)
-  CLIENT_EXEC=$("${PIN_LOAD[@]}" "$LOADGEN" exec --output "$CLIENT_OUT" --duration "$CLIENT_DEADLINE" "${watch[@]}" -- "$@" \
-    2>>"$WORK/clients.err") || true
-  CLIENT_MACHINE=$(machine_between "$m0" "$(machine_sample)")
-  [[ -n $CLIENT_EXEC ]] || CLIENT_EXEC='{"error":"loadgen exec gave no output"}'
-}
-
 # record TARGET ROUND TEST FIGURES-JSON: one line of runs.jsonl; the proxy's
 # CPU and the client's exit status come from CLIENT_EXEC.
 record() {
@@ -261,11 +246,7 @@ run_rounds serving tests
 LOADAVG_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ------------------------------------------------------------ results
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-OUT=$HERE/results/$(date -u +%Y-%m-%d-%H%M)-$RINGWAY_COMMIT-crosscheck${RESULTS_LABEL:+-$RESULTS_LABEL}
-mkdir -p "$OUT/configs" "$OUT/raw"
-cp "$RUNS" "$OUT/runs.jsonl"
-cp "$WORK"/raw/* "$OUT/raw/" 2>/dev/null || true
+results_dir crosscheck
 cp "$WORK"/haproxy-*.cfg "$WORK/nginx.conf" "$OUT/configs/"
 cp "$WORK/ringway/bench.yaml" "$OUT/configs/ringway.yaml"
 cp "$WORK/http/nginx.conf" "$OUT/configs/http-backend-nginx.conf"

@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034  # globals set here are used by the scripts that source this file
-# Shared by bench/run.sh and bench/crosscheck.sh (sourced, not run):
+# Shared by bench/run.sh, bench/crosscheck.sh and bench/http.sh (sourced, not run):
 # logging, the processes we start and their cleanup, CPU pinning, package
 # installation, the ringway binary and its commit, the proxy configurations
 # (HAProxy, nginx stream, ringway) and start_proxy.
@@ -334,6 +334,22 @@ machine_between() { # BEFORE AFTER -> {"steal_pct":..,"iowait_pct":..}
   }'
 }
 
+# client TARGET ROUND TEST CMD...: run one client through loadgen exec (which
+# watches the proxy's CPU and enforces CLIENT_DEADLINE), for crosscheck.sh and
+# http.sh. Sets CLIENT_OUT (the client's stdout), CLIENT_EXEC (loadgen's JSON)
+# and CLIENT_MACHINE (steal).
+client() {
+  local t=$1 r=$2 test=$3 m0; shift 3
+  local watch=()
+  [[ -n $PROXY_PID ]] && watch=(--watch-pid "$PROXY_PID")
+  CLIENT_OUT=$WORK/out/$t-$r-$test.out
+  m0=$(machine_sample)
+  CLIENT_EXEC=$("${PIN_LOAD[@]}" "$LOADGEN" exec --output "$CLIENT_OUT" --duration "$CLIENT_DEADLINE" "${watch[@]}" -- "$@" \
+    2>>"$WORK/clients.err") || true
+  CLIENT_MACHINE=$(machine_between "$m0" "$(machine_sample)")
+  [[ -n $CLIENT_EXEC ]] || CLIENT_EXEC='{"error":"loadgen exec gave no output"}'
+}
+
 # ------------------------------------------------------------ rounds
 # run_rounds SERVING_FN TESTS_FN: ROUNDS rounds over TARGETS, the order
 # rotated by one every round. For each target: start_proxy, then
@@ -374,6 +390,17 @@ run_rounds() {
 }
 
 # ------------------------------------------------------------ results
+# results_dir KIND: sets COMMIT (this tree's HEAD) and OUT, creates
+# results/<UTC date>-<ringway commit>-KIND[-label]/ with configs/ and raw/,
+# and copies $RUNS and $WORK/raw/ into it.
+results_dir() {
+  COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  OUT=$HERE/results/$(date -u +%Y-%m-%d-%H%M)-$RINGWAY_COMMIT-$1${RESULTS_LABEL:+-$RESULTS_LABEL}
+  mkdir -p "$OUT/configs" "$OUT/raw"
+  cp "$RUNS" "$OUT/runs.jsonl"
+  cp "$WORK"/raw/* "$OUT/raw/" 2>/dev/null || true
+}
+
 # machine_json: the fields of meta.json every results directory has.
 machine_json() {
   jq -n \

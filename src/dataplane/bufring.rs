@@ -32,6 +32,8 @@ pub struct BufRing {
     buf_size: u32,
     /// Buffers currently handed to the kernel or ready in the ring.
     available: u16,
+    /// Buffers user space holds (bits set in `ours`).
+    held: u16,
     /// One bit per buffer: set while user space holds it (a completion
     /// named it and it was not given back yet).
     ours: Vec<u64>,
@@ -63,6 +65,7 @@ impl BufRing {
             memory_len,
             buf_size,
             available: 0,
+            held: 0,
             ours: vec![0; usize::from(count).div_ceil(64)],
         };
         // SAFETY: the entries mapping is page-aligned, `count` entries long and
@@ -125,6 +128,7 @@ impl BufRing {
             bid < self.count && !self.is_ours(bid),
             "buffer {bid} taken twice"
         );
+        self.held += u16::from(bid < self.count && !self.is_ours(bid));
         self.set_ours(bid, true);
         self.available = self.available.saturating_sub(1);
     }
@@ -135,6 +139,7 @@ impl BufRing {
         debug_assert!(self.is_ours(bid), "buffer {bid} given back twice");
         if bid < self.count && self.is_ours(bid) {
             self.set_ours(bid, false);
+            self.held -= 1;
             self.push(bid);
             self.publish();
         }
@@ -156,6 +161,11 @@ impl BufRing {
         // buffer ours and writes it again only after `give_back` pushed it,
         // which the shared borrow of `self` rules out while the slice lives.
         unsafe { std::slice::from_raw_parts(self.memory.add(start), len) }
+    }
+
+    /// Buffers user space holds right now (taken and not given back).
+    pub fn held(&self) -> u16 {
+        self.held
     }
 
     /// Buffers the kernel may select right now.

@@ -82,6 +82,12 @@ impl Connections {
         }
     }
 
+    /// Publish what the connections hold: provided buffers and lent pipes.
+    pub(super) fn publish_held(&self, ctx: &Ctx) {
+        let pipes = self.pipes.lent() as u64;
+        ctx.metrics.held(u64::from(self.bufs.held()), pipes);
+    }
+
     /// Open connections.
     pub(super) fn live(&self) -> usize {
         self.slots.live()

@@ -168,6 +168,7 @@ impl Worker {
             }
             self.conns.feed_starved(&mut self.ctx, &mut self.ring);
             self.after_connections();
+            self.conns.publish_held(&self.ctx);
             let now = Instant::now();
             if now >= next_tick {
                 self.conns.tick(&mut self.ctx, &mut self.ring, now);

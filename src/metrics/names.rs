@@ -31,6 +31,10 @@ pub const CONFIG_SOURCE_ERRORS: &str = "ringway_config_source_errors_total";
 pub const CONFIG_SOURCE_REJECTED: &str = "ringway_config_source_rejected_total";
 pub const CONFIG_RELOADS: &str = "ringway_config_reloads_total";
 pub const WORKERS: &str = "ringway_workers";
+/// Provided buffers user space holds, summed over workers (a gauge).
+pub const WORKER_BUFFERS_HELD: &str = "ringway_worker_buffers_held";
+/// Pipes lent from the workers' pipe pools to connections (a gauge).
+pub const WORKER_PIPES_HELD: &str = "ringway_worker_pipes_held";
 pub const DOWNSTREAM_CONNECTIONS_ACTIVE: &str = "ringway_downstream_connections_active";
 pub const DOWNSTREAM_ACCEPT_ERRORS: &str = "ringway_downstream_accept_errors_total";
 /// Times the process reached its connection cap (`--max-connections`, or

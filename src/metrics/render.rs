@@ -34,6 +34,7 @@ struct Sums<'a> {
     cap_reached: u64,
     spliced_bytes: [u64; 2],
     rejects: [u64; Reject::ALL.len()],
+    held: [u64; 2],
 }
 
 impl<'a> Sums<'a> {
@@ -57,6 +58,8 @@ impl<'a> Sums<'a> {
             for (sum, n) in sums.spliced_bytes.iter_mut().zip(w.spliced_bytes) {
                 *sum += n;
             }
+            sums.held[0] += w.buffers_held;
+            sums.held[1] += w.pipes_held;
             for (sum, n) in sums.rejects.iter_mut().zip(w.rejects) {
                 *sum += n;
             }
@@ -388,6 +391,20 @@ fn downstream(out: &mut String, sums: &Sums<'_>) {
         "counter",
     );
     let _ = writeln!(out, "{DOWNSTREAM_CAP_REACHED} {}", sums.cap_reached);
+    let held = [
+        (
+            WORKER_BUFFERS_HELD,
+            "Provided buffers user space holds (received, not yet sent on), all workers.",
+        ),
+        (
+            WORKER_PIPES_HELD,
+            "Pipes taken from the workers' pipe pools and held by connections.",
+        ),
+    ];
+    for ((name, help), n) in held.into_iter().zip(sums.held) {
+        header(out, name, help, "gauge");
+        let _ = writeln!(out, "{name} {n}");
+    }
     header(
         out,
         SPLICED_BYTES,
@@ -842,6 +859,25 @@ mod tests {
             [format!("ringway_http_retries_total{{{cluster}}} 1")]
         );
         assert!(text.contains("# TYPE ringway_upstream_pool_idle gauge\n"));
+    }
+
+    #[test]
+    fn held_buffers_and_pipes_are_gauges_summed_over_workers() {
+        let shared: Vec<Arc<WorkerMetrics>> = (0..2).map(|_| WorkerMetrics::new()).collect();
+        WorkerHandle::new(shared[0].clone()).held(3, 1);
+        let second = WorkerHandle::new(shared[1].clone());
+        second.held(9, 9);
+        second.held(2, 0);
+        let snapshots: Vec<_> = shared.iter().map(|w| w.snapshot()).collect();
+        let text = render(&ProcessMetrics::default(), &Identity::default(), &snapshots);
+        assert!(
+            text.contains(
+                "# TYPE ringway_worker_buffers_held gauge\nringway_worker_buffers_held 5\n"
+            )
+        );
+        assert!(
+            text.contains("# TYPE ringway_worker_pipes_held gauge\nringway_worker_pipes_held 1\n")
+        );
     }
 
     #[test]

@@ -257,6 +257,9 @@ pub struct WorkerMetrics {
     spliced_bytes: [AtomicU64; 2],
     /// Per [`Reject`], in the order of [`Reject::ALL`].
     rejects: [AtomicU64; Reject::ALL.len()],
+    /// Gauges: provided buffers and pooled pipes the worker holds.
+    buffers_held: AtomicU64,
+    pipes_held: AtomicU64,
 }
 
 impl WorkerMetrics {
@@ -296,6 +299,8 @@ impl WorkerMetrics {
             cap_reached: load(&self.cap_reached),
             spliced_bytes: std::array::from_fn(|i| load(&self.spliced_bytes[i])),
             rejects: std::array::from_fn(|i| load(&self.rejects[i])),
+            buffers_held: load(&self.buffers_held),
+            pipes_held: load(&self.pipes_held),
         }
     }
 }
@@ -328,6 +333,8 @@ pub struct WorkerSnapshot {
     pub spliced_bytes: [u64; 2],
     /// Per [`Reject`], in the order of [`Reject::ALL`].
     pub rejects: [u64; Reject::ALL.len()],
+    pub buffers_held: u64,
+    pub pipes_held: u64,
 }
 
 /// A front of label-set lookups keyed by [`LabelKey`], for one table
@@ -471,6 +478,12 @@ impl WorkerHandle {
         if let Some(counter) = self.shared.spliced_bytes.get(dir).filter(|_| n > 0) {
             add(counter, n);
         }
+    }
+
+    /// The provided buffers and the pipes this worker's connections hold now.
+    pub fn held(&self, buffers: u64, pipes: u64) {
+        self.shared.buffers_held.store(buffers, Ordering::Relaxed);
+        self.shared.pipes_held.store(pipes, Ordering::Relaxed);
     }
 }
 
