@@ -75,6 +75,29 @@ impl Connection {
         }
     }
 
+    /// A connection whose upstream is already connected (an HTTP request
+    /// upgraded to a tunnel, opened at `now`): forwarding at once, each
+    /// half sending its outbox (`[to the upstream, to the downstream]`)
+    /// before what it reads next.
+    pub fn forwarding(
+        limits: Limits,
+        now: Instant,
+        outboxes: [Vec<u8>; 2],
+        out: &mut Vec<Io>,
+    ) -> Connection {
+        let [up, down] = outboxes;
+        let halves = [
+            Half::start_with_outbox(Dir::ToUpstream, limits.splice_after, up, out),
+            Half::start_with_outbox(Dir::ToDownstream, limits.splice_after, down, out),
+        ];
+        Connection {
+            phase: Phase::Forwarding { halves },
+            limits,
+            opened: now,
+            last_active: now,
+        }
+    }
+
     /// What is left of the direction's outbox to send ([`Io::SendOwned`]).
     pub fn outbox(&self, dir: Dir) -> Option<&[u8]> {
         match &self.phase {
