@@ -487,6 +487,28 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_built_forwarding_sends_its_outboxes_first() {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let outboxes = [b"client".to_vec(), b"HTTP/1.1 101 x\r\n\r\n".to_vec()];
+        let conn = Connection::forwarding(limits(), now, outboxes, &mut out);
+        assert_eq!(out, vec![Io::SendOwned(UP), Io::SendOwned(DOWN)]);
+        assert_eq!(conn.outbox(UP), Some(&b"client"[..]));
+        assert_eq!(conn.outbox(DOWN), Some(&b"HTTP/1.1 101 x\r\n\r\n"[..]));
+        let mut sim = Sim {
+            conn,
+            now,
+            out: Vec::new(),
+        };
+        // Once sent, each half reads its source.
+        let up = sim.complete(Op::Send(UP), 6);
+        assert!(matches!(up[..], [Io::Recv { dir: UP, .. }]), "{up:?}");
+        let down = sim.complete(Op::Send(DOWN), 18);
+        assert!(matches!(down[..], [Io::Recv { dir: DOWN, .. }]), "{down:?}");
+        assert_eq!(sim.conn.moved(), [6, 18]);
+    }
+
+    #[test]
     fn failed_connects_retry_up_to_the_attempt_limit() {
         struct Case {
             res: i32,
