@@ -15,40 +15,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use common::http_gw::{destination_rule, gateway, service_entry, virtual_service};
-use common::{ConfigDir, Ports, Ringway, listen_any};
-
-/// ringway with one HTTP listener routing everything to `backend`.
-struct Gw {
-    _gw: Ringway,
-    port: u16,
-    _config: ConfigDir,
-    _ports: Ports,
-}
-
-fn gateway_to(backend: u16) -> Option<Gw> {
-    let ports = Ports::new();
-    let (port, admin) = (ports.listener(), ports.admin());
-    let docs = [
-        gateway(port, &["*"]),
-        service_entry(&[(backend, "a")]),
-        destination_rule("", &["a"]),
-        virtual_service(
-            "vs",
-            &["*"],
-            "[{route: [{destination: {host: svc, subset: a}}]}]",
-        ),
-    ];
-    let config = ConfigDir::new().file("site.yaml", &docs.join("---\n"));
-    let admin_addr = format!("127.0.0.1:{admin}");
-    let gw = Ringway::start(&config, &["--workers", "1", "--admin", &admin_addr])?;
-    Some(Gw {
-        _gw: gw,
-        port,
-        _config: config,
-        _ports: ports,
-    })
-}
+use common::http_gw::Routed;
+use common::listen_any;
 
 /// What the backend saw of one request: whether it asked for 100-continue,
 /// and the body bytes it read.
@@ -182,7 +150,7 @@ fn curl_put(port: u16, file: &tempfile::NamedTempFile) -> (std::process::Output,
 #[test]
 fn curl_gets_100_continue_through_ringway() {
     let (port, seen) = backend(OnExpect::Continue);
-    let Some(gw) = gateway_to(port) else {
+    let Some(gw) = Routed::start(port) else {
         return;
     };
     let (file, digest) = upload_file();
@@ -209,7 +177,7 @@ fn curl_gets_100_continue_through_ringway() {
 #[test]
 fn a_417_before_the_body_closes_the_client_connection() {
     let (port, seen) = backend(OnExpect::Refuse);
-    let Some(gw) = gateway_to(port) else {
+    let Some(gw) = Routed::start(port) else {
         return;
     };
     let (file, _) = upload_file();
@@ -245,7 +213,7 @@ fn expect_head(version: &str) -> String {
 #[test]
 fn the_100_comes_before_the_body_is_sent_and_http_1_0_gets_none() {
     let (port, _) = backend(OnExpect::Continue);
-    let Some(gw) = gateway_to(port) else {
+    let Some(gw) = Routed::start(port) else {
         return;
     };
     let s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();

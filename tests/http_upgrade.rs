@@ -9,63 +9,16 @@ mod common;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::http_gw::{
-    Site, destination_rule, exchange, gateway, named, service_entry, virtual_service,
-};
-use common::{ConfigDir, Ports, Ringway, access_log, listen_any, sample, wait_metrics};
+use common::http_gw::{Routed, Site, exchange, named, virtual_service};
+use common::{access_log, listen_any, sample, wait_metrics};
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const ROUTE: &str = "[{route: [{destination: {host: svc, subset: a}}]}]";
-
-/// ringway with one HTTP listener routing everything to `backend`, an
-/// access log in JSON.
-struct Gw {
-    _gw: Ringway,
-    port: u16,
-    admin: u16,
-    log: PathBuf,
-    _config: ConfigDir,
-    _ports: Ports,
-}
-
-fn gateway_to(backend: u16) -> Option<Gw> {
-    let ports = Ports::new();
-    let (port, admin) = (ports.listener(), ports.admin());
-    let docs = [
-        gateway(port, &["*"]),
-        service_entry(&[(backend, "a")]),
-        destination_rule("", &["a"]),
-        virtual_service("vs", &["*"], ROUTE),
-    ];
-    let config = ConfigDir::new().file("site.yaml", &docs.join("---\n"));
-    let log = config.path().join("access.log");
-    let admin_addr = format!("127.0.0.1:{admin}");
-    let args = [
-        "--workers",
-        "1",
-        "--admin",
-        &admin_addr,
-        "--access-log",
-        log.to_str().unwrap(),
-        "--log-format",
-        "json",
-    ];
-    let gw = Ringway::start(&config, &args)?;
-    Some(Gw {
-        _gw: gw,
-        port,
-        admin,
-        log,
-        _config: config,
-        _ports: ports,
-    })
-}
 
 /// How the WebSocket backend ends a connection.
 #[derive(Clone, Copy)]
@@ -304,6 +257,16 @@ fn handshake(port: u16) -> (BufReader<TcpStream>, TcpStream, String) {
     (read, write, head)
 }
 
+/// A WebSocket open through the gateway to a backend that ends as `end`
+/// says: the client's reading and writing sides.
+fn tunnel(end: End) -> Option<(Routed, BufReader<TcpStream>, TcpStream)> {
+    let (backend, _) = websocket_backend(end);
+    let gw = Routed::start(backend)?;
+    let (read, write, head) = handshake(gw.port);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    Some((gw, read, write))
+}
+
 fn message(round: u8) -> Vec<u8> {
     (0..1024 * 1024)
         .map(|i: u32| (i % 251) as u8 ^ round)
@@ -313,7 +276,7 @@ fn message(round: u8) -> Vec<u8> {
 #[test]
 fn websocket_echo_of_1_mib_messages_both_ways() {
     let (backend, heads) = websocket_backend(End::AfterClientFin);
-    let Some(gw) = gateway_to(backend) else {
+    let Some(gw) = Routed::start(backend) else {
         return;
     };
     let (mut read, mut write, head) = handshake(gw.port);
@@ -361,12 +324,9 @@ fn websocket_echo_of_1_mib_messages_both_ways() {
 
 #[test]
 fn the_upstream_half_closes_a_tunnel_then_the_client_does() {
-    let (backend, _) = websocket_backend(End::HalfCloseFirst);
-    let Some(gw) = gateway_to(backend) else {
+    let Some((gw, mut read, mut write)) = tunnel(End::HalfCloseFirst) else {
         return;
     };
-    let (mut read, mut write, head) = handshake(gw.port);
-    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
     write.write_all(&frame(1, b"hello", Some([7; 4]))).unwrap();
     assert_eq!(read_frame(&mut read).unwrap(), (1, b"hello".to_vec()));
     assert_eq!(read_frame(&mut read).unwrap(), (1, b"bye".to_vec()));
@@ -381,12 +341,9 @@ fn the_upstream_half_closes_a_tunnel_then_the_client_does() {
 
 #[test]
 fn an_upstream_reset_resets_the_tunnel() {
-    let (backend, _) = websocket_backend(End::Reset);
-    let Some(gw) = gateway_to(backend) else {
+    let Some((gw, mut read, mut write)) = tunnel(End::Reset) else {
         return;
     };
-    let (mut read, mut write, head) = handshake(gw.port);
-    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
     write.write_all(&frame(1, b"hello", Some([7; 4]))).unwrap();
     assert_eq!(read_frame(&mut read).unwrap(), (1, b"hello".to_vec()));
     let mut rest = Vec::new();
