@@ -155,11 +155,6 @@ fn character_cases() -> Vec<Case> {
             "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
             505,
         ),
-        rejected(
-            "h2c prior-knowledge preface",
-            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            505,
-        ),
     ]
 }
 

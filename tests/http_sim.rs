@@ -19,6 +19,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+#[path = "http_sim/edge.rs"]
+mod edge;
 #[path = "http_sim/hand.rs"]
 mod hand;
 #[path = "http_sim/kernel.rs"]

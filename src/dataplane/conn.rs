@@ -75,6 +75,29 @@ impl Connection {
         }
     }
 
+    /// A connection whose upstream is already connected (an HTTP request
+    /// upgraded to a tunnel, opened at `now`): forwarding at once, each
+    /// half sending its outbox (`[to the upstream, to the downstream]`)
+    /// before what it reads next.
+    pub fn forwarding(
+        limits: Limits,
+        now: Instant,
+        outboxes: [Vec<u8>; 2],
+        out: &mut Vec<Io>,
+    ) -> Connection {
+        let [up, down] = outboxes;
+        let halves = [
+            Half::start_with_outbox(Dir::ToUpstream, limits.splice_after, up, out),
+            Half::start_with_outbox(Dir::ToDownstream, limits.splice_after, down, out),
+        ];
+        Connection {
+            phase: Phase::Forwarding { halves },
+            limits,
+            opened: now,
+            last_active: now,
+        }
+    }
+
     /// What is left of the direction's outbox to send ([`Io::SendOwned`]).
     pub fn outbox(&self, dir: Dir) -> Option<&[u8]> {
         match &self.phase {
@@ -461,6 +484,28 @@ mod tests {
             sim.complete(Op::ConnectTimeout, -libc::ECANCELED)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_connection_built_forwarding_sends_its_outboxes_first() {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let outboxes = [b"client".to_vec(), b"HTTP/1.1 101 x\r\n\r\n".to_vec()];
+        let conn = Connection::forwarding(limits(), now, outboxes, &mut out);
+        assert_eq!(out, vec![Io::SendOwned(UP), Io::SendOwned(DOWN)]);
+        assert_eq!(conn.outbox(UP), Some(&b"client"[..]));
+        assert_eq!(conn.outbox(DOWN), Some(&b"HTTP/1.1 101 x\r\n\r\n"[..]));
+        let mut sim = Sim {
+            conn,
+            now,
+            out: Vec::new(),
+        };
+        // Once sent, each half reads its source.
+        let up = sim.complete(Op::Send(UP), 6);
+        assert!(matches!(up[..], [Io::Recv { dir: UP, .. }]), "{up:?}");
+        let down = sim.complete(Op::Send(DOWN), 18);
+        assert!(matches!(down[..], [Io::Recv { dir: DOWN, .. }]), "{down:?}");
+        assert_eq!(sim.conn.moved(), [6, 18]);
     }
 
     #[test]

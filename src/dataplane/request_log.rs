@@ -187,6 +187,8 @@ pub(super) fn reject(ctx: &mut Ctx, slot: &Slot, status: u16, detail: &'static s
         (431, _) => Reject::HeadTooLarge,
         (501, _) => Reject::NotImplemented,
         (_, detail::H2_PREFACE) => Reject::H2Preface,
+        (_, detail::UPGRADE_FAILED) => Reject::UpgradeRefused,
+        (_, detail::CONNECT) => Reject::Connect,
         (505, _) => Reject::BadVersion,
         (_, detail::MISSING_HOST) => Reject::MissingHost,
         (

@@ -255,6 +255,9 @@ impl Session {
         if let Some(c) = self.conn_mut() {
             c.on_sent(dir, out);
         }
+        if let Some(h) = self.http_mut() {
+            h.on_sent(dir, out);
+        }
     }
 
     /// Timers; see [`Session::next_deadline`].

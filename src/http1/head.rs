@@ -109,6 +109,15 @@ pub mod detail {
     pub const INVALID_HOST: &str = "http1.invalid_host";
     /// A response status outside 100..=599 or not three digits.
     pub const INVALID_STATUS: &str = "http1.invalid_status";
+    /// An `Upgrade` other than `websocket` (or `h2c`, which is stripped):
+    /// 403, close (Envoy's detail).
+    pub const UPGRADE_FAILED: &str = "upgrade_failed";
+    /// A WebSocket upgrade that is not a valid handshake (not GET, HTTP/1.0,
+    /// no `Sec-WebSocket-Version`, a `Sec-WebSocket-Key` that is not 16
+    /// bytes in base64): 400, close.
+    pub const INVALID_WEBSOCKET: &str = "http1.invalid_websocket_handshake";
+    /// CONNECT: ringway is no forward proxy; 405, close.
+    pub const CONNECT: &str = "http1.connect_not_allowed";
 }
 
 fn line_error(e: LineError) -> (u16, &'static str) {

@@ -177,7 +177,7 @@ proptest! {
         };
         prop_assert_eq!(&text.as_bytes()[consumed..], b"abc");
         let peer = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
-        let edits = RequestEdits { target: None, authority: None, peer, request_id: &id, ops: &[], close: false };
+        let edits = RequestEdits { target: None, authority: None, peer, request_id: &id, ops: &[], close: false, upgrade: None };
         let mut wire = Vec::new();
         write_request(&first, &edits, &mut wire);
         let (second, consumed) = match parse_request(&wire) {

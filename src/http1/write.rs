@@ -32,6 +32,9 @@ pub struct RequestEdits<'a> {
     pub ops: &'a [&'a HeaderOps],
     /// Ask the upstream to close after this request.
     pub close: bool,
+    /// A WebSocket handshake: this `Upgrade` value is kept, with
+    /// `Connection: upgrade` (every other upgrade is dropped as hop-by-hop).
+    pub upgrade: Option<&'a [u8]>,
 }
 
 /// What ringway decides about a response head it forwards.
@@ -61,12 +64,15 @@ pub(crate) const HOP_BY_HOP: [&str; 7] = [
     "content-length",
 ];
 
-/// Request fields ringway writes itself, replacing the received ones.
-pub(crate) const REQUEST_OWN: [&str; 4] = [
+/// Request fields ringway writes itself, replacing the received ones, and
+/// `HTTP2-Settings`, which belongs to an `h2c` upgrade ringway never
+/// forwards (RFC 7540 §3.2.1: connection-specific).
+pub(crate) const REQUEST_OWN: [&str; 5] = [
     "host",
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-request-id",
+    "http2-settings",
 ];
 
 /// Write the upstream request for `head` into `out`.
@@ -107,6 +113,9 @@ pub fn write_request(head: &RequestHead, edits: &RequestEdits<'_>, out: &mut Vec
     }
     if edits.close {
         list.push("connection", Cow::Borrowed(b"close"));
+    } else if let Some(upgrade) = edits.upgrade {
+        list.push("connection", Cow::Borrowed(b"upgrade"));
+        list.push("upgrade", Cow::Borrowed(upgrade));
     }
     list.write(out);
 }
@@ -178,7 +187,14 @@ pub fn write_response(head: &ResponseHead, edits: &ResponseEdits<'_>, out: &mut 
         list.apply(ops);
     }
     let close = !edits.keep_alive || edits.dechunk || head.framing() == BodyFraming::CloseDelimited;
-    if !head.is_interim() {
+    if head.status() == 101 {
+        // Switching to the protocol the request asked for (ringway only
+        // lets a WebSocket handshake get here): the connection leaves HTTP.
+        list.push("connection", Cow::Borrowed(b"upgrade"));
+        if let Some(upgrade) = head.fields().first("upgrade") {
+            list.push("upgrade", Cow::Borrowed(upgrade));
+        }
+    } else if !head.is_interim() {
         if close {
             list.push("connection", Cow::Borrowed(b"close"));
         } else if edits.version == Version::Http10 {

@@ -37,6 +37,7 @@ fn edits<'a>(ops: &'a [&'a HeaderOps]) -> RequestEdits<'a> {
         request_id: "rid-1",
         ops,
         close: false,
+        upgrade: None,
     }
 }
 

@@ -9,6 +9,7 @@
 
 use std::io::{BufReader, ErrorKind, Write};
 use std::net::{Shutdown, TcpStream};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -167,6 +168,60 @@ impl Site {
             seen.closed
         );
         seen.responses[0].clone()
+    }
+}
+
+/// ringway on one worker routing every request of one HTTP listener to
+/// `backend` (a server the test runs itself, on 127.0.0.1), with a JSON
+/// access log. Fields drop in order: ringway first.
+pub struct Routed {
+    pub gw: Ringway,
+    pub port: u16,
+    pub admin: u16,
+    /// The access log (`--log-format json`).
+    pub log: PathBuf,
+    pub config: ConfigDir,
+    pub ports: Ports,
+}
+
+impl Routed {
+    /// `None` without io_uring (see [`Ringway::start`]).
+    pub fn start(backend: u16) -> Option<Routed> {
+        let ports = Ports::new();
+        let (port, admin) = (ports.listener(), ports.admin());
+        let docs = [
+            gateway(port, &["*"]),
+            service_entry(&[(backend, "a")]),
+            destination_rule("", &["a"]),
+            virtual_service(
+                "vs",
+                &["*"],
+                "[{route: [{destination: {host: svc, subset: a}}]}]",
+            ),
+        ];
+        let config = ConfigDir::new().file("site.yaml", &docs.join("---\n"));
+        let log = config.path().join("access.log");
+        let admin_addr = format!("127.0.0.1:{admin}");
+        let log_arg = log.to_string_lossy().into_owned();
+        let args = [
+            "--workers",
+            "1",
+            "--admin",
+            &admin_addr,
+            "--access-log",
+            &log_arg,
+            "--log-format",
+            "json",
+        ];
+        let gw = Ringway::start(&config, &args)?;
+        Some(Routed {
+            gw,
+            port,
+            admin,
+            log,
+            config,
+            ports,
+        })
     }
 }
 

@@ -161,7 +161,17 @@ pub fn upstream_response(
     let big = rng.chance(10);
     let p = payload(rng, if big { 40_000 } else { 2_500 });
     let closes = framing == Framing::Close || rng.chance(10);
-    let mut wire = format!("HTTP/1.1 {status} X\r\nx-answer: {k}\r\n").into_bytes();
+    let mut wire = Vec::new();
+    // Interim heads first (relayed to 1.1 clients, dropped for 1.0), for
+    // one answer in five: chosen by `k`, not drawn, so that every seed's
+    // other choices stay what they were before interim heads came in.
+    if k % 5 == 2 {
+        wire.extend_from_slice(b"HTTP/1.1 100 Continue\r\nx-interim: 1\r\n\r\n");
+        if k % 10 == 7 {
+            wire.extend_from_slice(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n");
+        }
+    }
+    wire.extend_from_slice(format!("HTTP/1.1 {status} X\r\nx-answer: {k}\r\n").as_bytes());
     if closes && framing != Framing::Close {
         wire.extend_from_slice(b"connection: close\r\n");
     }
@@ -239,7 +249,7 @@ pub fn requests_in(stream: &[u8]) -> Result<Vec<Message>, String> {
 }
 
 /// The complete responses at the start of `stream` (`eof`: the stream
-/// ended, which ends a close-delimited body).
+/// ended, which ends a close-delimited body); interim heads skipped.
 pub fn responses_in(stream: &[u8], eof: bool) -> Result<Vec<Message>, String> {
     let context = ResponseContext {
         head_request: false,
@@ -253,6 +263,11 @@ pub fn responses_in(stream: &[u8], eof: bool) -> Result<Vec<Message>, String> {
         else {
             break;
         };
+        if head.is_interim() {
+            // Interim heads are not responses: the final one follows.
+            at += used;
+            continue;
+        }
         let rest = &stream[at + used..];
         let Some(n) = body_len(head.framing(), rest, eof)? else {
             break;

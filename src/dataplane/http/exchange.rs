@@ -17,6 +17,7 @@ use crate::http1::head::{MAX_RESPONSE_HEAD, ResponseContext, ResponseHead, parse
 use super::super::half::{Flow, Half, Outcome};
 use super::super::io::{Completion, Io, Pump};
 use super::super::token::{Dir, Op};
+use super::interim::Interim;
 
 /// The response side of an exchange.
 #[derive(Debug)]
@@ -141,6 +142,8 @@ pub(crate) enum Event {
     Active,
     /// The upstream closed or failed before any response byte.
     UpstreamGone,
+    /// An interim (1xx) head, for the session to relay or drop.
+    Interim(Box<ResponseHead>),
     /// A complete response head (`consumed` bytes of the input were it).
     ResponseHead {
         head: Box<ResponseHead>,
@@ -168,6 +171,8 @@ pub(crate) struct Exchange {
     /// The upstream failed before any response byte, while something was
     /// still in flight on its socket: decided once that ended.
     pub gone: bool,
+    /// Interim heads relayed to the client (`interim.rs`).
+    pub interim: Option<Box<Interim>>,
 }
 
 impl Exchange {
@@ -189,6 +194,7 @@ impl Exchange {
             },
             context,
             gone: false,
+            interim: None,
         }
     }
 
@@ -215,14 +221,14 @@ impl Exchange {
                     r.dechunk_advance(out);
                     event
                 }
-                Response::Head { .. } => Event::Continue,
+                Response::Head { .. } => self.on_interim_sent(c.res, false, out),
             },
             Op::Readable(Dir::ToDownstream) | Op::Writable(Dir::ToDownstream) => {
                 match &mut self.response {
                     Response::Body(r) => {
                         from_outcome(r.body.on_ready(c.res, out), Dir::ToDownstream)
                     }
-                    Response::Head { .. } => Event::Continue,
+                    Response::Head { .. } => self.on_interim_sent(c.res, true, out),
                 }
             }
             Op::Shutdown(Dir::ToDownstream) => {
@@ -267,34 +273,52 @@ impl Exchange {
         self.parse_response_head(out)
     }
 
-    /// Parse what the head input holds: interim (1xx) heads are dropped,
-    /// a final head is handed to the session with the bytes after it.
-    fn parse_response_head(&mut self, out: &mut Vec<Io>) -> Event {
+    /// A send of interim heads to the client completed.
+    fn on_interim_sent(&mut self, res: i32, ready: bool, out: &mut Vec<Io>) -> Event {
+        match &mut self.interim {
+            Some(i) => i.on_send(res, ready, out),
+            None => Event::Continue,
+        }
+    }
+
+    /// Nothing of the interim heads is in flight on the client's socket.
+    pub fn interim_quiet(&self) -> bool {
+        self.interim.as_ref().is_none_or(|i| i.quiet())
+    }
+
+    /// Parse what the head input holds: an interim (1xx) head goes to the
+    /// session (which comes back here for the rest), a final head is
+    /// handed to it with the bytes after it, or held while interim heads
+    /// are still being sent.
+    pub(crate) fn parse_response_head(&mut self, out: &mut Vec<Io>) -> Event {
         let Response::Head { input, reading } = &mut self.response else {
             return Event::Continue;
         };
-        loop {
-            match parse_response(input, self.context) {
-                Ok(Some((head, used))) if head.is_interim() => {
-                    // 100 Continue and other interim heads: not relayed
-                    // yet (issue 15); the final head follows.
-                    input.drain(..used);
-                }
-                Ok(Some((head, used))) => {
-                    let rest = input.split_off(used);
-                    return Event::ResponseHead {
+        match parse_response(input, self.context) {
+            Ok(Some((head, used))) if head.is_interim() => {
+                input.drain(..used);
+                Event::Interim(Box::new(head))
+            }
+            Ok(Some((head, used))) => {
+                let rest = input.split_off(used);
+                match &mut self.interim {
+                    Some(i) if i.busy() => {
+                        i.hold(head, rest);
+                        Event::Active
+                    }
+                    _ => Event::ResponseHead {
                         head: Box::new(head),
                         rest,
-                    };
+                    },
                 }
-                Ok(None) if input.len() < MAX_RESPONSE_HEAD => {
-                    *reading = true;
-                    out.push(Io::RecvOnce(Dir::ToDownstream));
-                    return Event::Active;
-                }
-                Ok(None) => return Event::BadResponse("upstream_response_headers_too_large"),
-                Err(e) => return Event::BadResponse(e.detail),
             }
+            Ok(None) if input.len() < MAX_RESPONSE_HEAD => {
+                *reading = true;
+                out.push(Io::RecvOnce(Dir::ToDownstream));
+                Event::Active
+            }
+            Ok(None) => Event::BadResponse("upstream_response_headers_too_large"),
+            Err(e) => Event::BadResponse(e.detail),
         }
     }
 
@@ -395,7 +419,9 @@ impl Exchange {
         match (dir, &self.response) {
             (Dir::ToUpstream, _) => self.request.half.outbox(),
             (Dir::ToDownstream, Response::Body(r)) => r.body.half.outbox(),
-            (Dir::ToDownstream, Response::Head { .. }) => None,
+            (Dir::ToDownstream, Response::Head { .. }) => {
+                self.interim.as_ref().and_then(|i| i.outbox())
+            }
         }
     }
 
@@ -415,7 +441,8 @@ impl Exchange {
             Response::Body(r) => r.moved(),
             Response::Head { .. } => 0,
         };
-        [self.request.half.moved(), down]
+        let interim = self.interim.as_ref().map_or(0, |i| i.moved());
+        [self.request.half.moved(), down + interim]
     }
 
     /// Buffers held that no op in flight uses, and the ones being sent.

@@ -16,9 +16,13 @@
 //! worker with [`Io::Report`] when it ends.
 #![forbid(unsafe_code)]
 
+mod current;
 mod exchange;
+mod interim;
 pub mod request;
 mod response;
+mod tunnel;
+mod upgrade;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -27,13 +31,11 @@ use std::time::{Duration, Instant};
 
 use crate::http1::BodyFraming;
 use crate::http1::head::{RequestHead, RequestScanner, parse_request};
-use crate::routing::table::{ClusterId, RequestHashKey, RouteId};
 
 use super::Settings;
 use super::half::{Flow, Half};
-use super::io::{Cap, Close, CloseReason, Completion, Io};
+use super::io::{Close, CloseReason, Completion, Io};
 use super::plan::Plan;
-use super::pool::Held;
 use super::token::{Dir, Op};
 use exchange::{Exchange, Response};
 pub use request::Request;
@@ -82,6 +84,9 @@ enum Phase {
     /// [`Io::Checkout`] is out, or a CONNECT is in flight.
     Connecting,
     Exchange(Box<Exchange>),
+    /// A WebSocket request upgraded: the connection is a TCP tunnel, to
+    /// its end (`tunnel.rs`).
+    Tunnel(Box<tunnel::Tunnel>),
     /// Sending a local answer; `close`: the connection ends after it.
     /// (Boxed: the session of an idle connection stays small.)
     Reply {
@@ -106,6 +111,9 @@ pub struct HttpSession {
     /// Bytes left in a body (or a chunk) from which it splices
     /// ([`Settings::http_splice_threshold`]).
     splice_threshold: u64,
+    /// Bytes after which a WebSocket tunnel's direction splices, as a TCP
+    /// connection's does ([`Settings::splice_after`]).
+    tunnel_splice_after: u64,
     /// The plan of the current (or last) request.
     plan: Arc<Plan>,
     /// Its listener's index in that plan.
@@ -150,6 +158,7 @@ impl HttpSession {
             opened: now,
             limits: settings.http,
             splice_threshold: settings.http_splice_threshold,
+            tunnel_splice_after: settings.splice_after,
             plan,
             listener_index: listener,
             input: Vec::new(),
@@ -186,6 +195,11 @@ impl HttpSession {
             Phase::Exchange(x) => {
                 let event = x.on_completion(&c, out);
                 self.on_event(event, now, out);
+            }
+            Phase::Tunnel(t) => {
+                let from = out.len();
+                t.conn.on_completion(c, now, out);
+                self.after_tunnel(from, out);
             }
             Phase::Reply { half, close } => {
                 let close = *close;
@@ -271,6 +285,9 @@ impl HttpSession {
         self.scanner = RequestScanner::new();
         match parse_request(&self.input) {
             Ok(Some((head, used))) => {
+                if let Err((status, detail)) = upgrade::classify(&head) {
+                    return self.reject(status, detail, out);
+                }
                 self.input.drain(..used);
                 self.head_since = None;
                 self.phase = Phase::Routing {
@@ -286,12 +303,17 @@ impl HttpSession {
 
     /// A head ringway refuses: the reply, then the connection closes
     /// (nothing behind a bad head is served). Logged as a request without
-    /// a parsed head, with flag `DPE` (downstream protocol error).
+    /// a parsed head, with flag `DPE` (downstream protocol error). An
+    /// HTTP/2 client gets what it can read instead of a reply: SETTINGS and
+    /// GOAWAY `HTTP_1_1_REQUIRED`.
     fn reject(&mut self, status: u16, detail: &'static str, out: &mut Vec<Io>) {
         self.input.clear();
         out.push(Io::Reject { status, detail });
-        let answer = LocalAnswer::error(status, "DPE", detail);
-        let bytes = request::bare_reply(&answer);
+        let bytes = if detail == crate::http1::head::detail::H2_PREFACE {
+            upgrade::h2_refusal()
+        } else {
+            request::bare_reply(&LocalAnswer::error(status, "DPE", detail))
+        };
         self.phase = Phase::Reply {
             half: reply_half(bytes, out),
             close: true,
@@ -324,7 +346,9 @@ impl HttpSession {
             }
             None => self.closing = true,
         }
+        let websocket = upgrade::wants_websocket(&head);
         let mut req = Box::new(Request::new(*head, started, id));
+        req.websocket = websocket;
         let decision = req.route(&self.plan, self.listener_index);
         self.request = Some(req);
         match decision {
@@ -356,64 +380,6 @@ impl HttpSession {
         };
     }
 
-    /// The finished request the worker reports ([`Io::Report`]).
-    pub fn take_report(&mut self) -> Option<Box<Request>> {
-        self.done.take()
-    }
-
-    /// The plan of the current request.
-    pub fn plan(&self) -> &Arc<Plan> {
-        &self.plan
-    }
-
-    /// The hash of the current request's `consistentHash` key, when it
-    /// carries it.
-    pub fn request_hash(&self, key: &RequestHashKey) -> Option<u64> {
-        self.request.as_ref()?.hash(key)
-    }
-
-    /// Whether the current request holds its place under `cap`.
-    pub fn holds_cap(&self, cap: Cap) -> bool {
-        self.request
-            .as_ref()
-            .is_some_and(|r| r.caps[cap.index()].is_some())
-    }
-
-    /// The current request's place under `cap`, held until it ends.
-    pub fn hold_cap(&mut self, cap: Cap, held: Held) {
-        if let Some(r) = self.request.as_mut() {
-            r.caps[cap.index()] = Some(held);
-        }
-    }
-
-    /// Whether the current request is being sent again.
-    pub fn is_retry(&self) -> bool {
-        self.request.as_ref().is_some_and(|r| r.is_retry())
-    }
-
-    /// The worker picked the current request's cluster.
-    pub fn on_cluster(&mut self, cluster: ClusterId) {
-        if let Some(r) = self.request.as_mut() {
-            r.cluster = Some(cluster);
-        }
-    }
-
-    /// The route and cluster the current request goes to.
-    pub fn target(&self) -> Option<(RouteId, Option<ClusterId>)> {
-        let req = self.request.as_ref()?;
-        Some((req.forwarding?.clusters, req.cluster))
-    }
-
-    pub fn tried(&self) -> &[usize] {
-        self.request.as_ref().map_or(&[], |r| &r.tried)
-    }
-
-    pub fn connecting_to(&mut self, endpoint: usize) {
-        if let Some(r) = self.request.as_mut() {
-            r.tried.push(endpoint);
-        }
-    }
-
     /// Bytes of buffer `bid` a half read past its message: the start of
     /// the next request.
     pub fn on_leftover(&mut self, bid: u16, data: &[u8], now: Instant, out: &mut Vec<Io>) {
@@ -432,6 +398,7 @@ impl HttpSession {
                 out.push(Io::RecvOnce(Dir::ToUpstream));
             }
             Phase::Exchange(x) => x.on_buffers(dir, out),
+            Phase::Tunnel(t) => t.conn.on_buffers(dir, out),
             _ => {}
         }
     }
@@ -453,6 +420,7 @@ impl HttpSession {
                 };
                 Some(route.map_or(idle, |r| r.min(idle)))
             }
+            Phase::Tunnel(t) => t.conn.next_deadline(),
             Phase::Routing { .. }
             | Phase::Connecting
             | Phase::Reply { .. }
@@ -461,6 +429,11 @@ impl HttpSession {
     }
 
     pub fn on_tick(&mut self, now: Instant, out: &mut Vec<Io>) {
+        if let Phase::Tunnel(t) = &mut self.phase {
+            let from = out.len();
+            t.conn.on_tick(now, out);
+            return self.after_tunnel(from, out);
+        }
         let Some(deadline) = self.next_deadline() else {
             return;
         };
@@ -513,12 +486,19 @@ impl HttpSession {
         match &self.phase {
             Phase::Exchange(x) => x.outbox(dir),
             Phase::Reply { half, .. } if dir == Dir::ToDownstream => half.outbox(),
+            Phase::Tunnel(t) => t.conn.outbox(dir),
             _ => None,
         }
     }
 
     pub fn moved(&self) -> [u64; 2] {
-        self.moved
+        match &self.phase {
+            Phase::Tunnel(t) => {
+                let m = t.conn.moved();
+                [self.moved[0] + m[0], self.moved[1] + m[1]]
+            }
+            _ => self.moved,
+        }
     }
 
     pub fn close(&self) -> Option<Close> {
@@ -528,6 +508,7 @@ impl HttpSession {
                 to_upstream: self.moved[0],
                 to_downstream: self.moved[1],
             }),
+            Phase::Tunnel(t) => self.tunnel_close(t),
             _ => None,
         }
     }
@@ -535,6 +516,13 @@ impl HttpSession {
     fn finish(&mut self, reason: CloseReason, out: &mut Vec<Io>) {
         if let Phase::Finished { .. } = self.phase {
             return;
+        }
+        if let Phase::Tunnel(t) = &mut self.phase {
+            // Only the drain ends a tunnel from outside; it ends as a TCP
+            // connection does.
+            let from = out.len();
+            t.conn.drain(out);
+            return self.after_tunnel(from, out);
         }
         let mut sending = [None, None];
         match &self.phase {

@@ -118,6 +118,9 @@ pub struct Request {
     /// and `maxRetries` once it is retried), given back when the request
     /// is dropped.
     pub caps: [Option<Held>; 2],
+    /// A valid WebSocket handshake: forwarded with its Upgrade, and a 101
+    /// makes the connection a tunnel.
+    pub websocket: bool,
 }
 
 impl Request {
@@ -142,6 +145,7 @@ impl Request {
             wire_bytes: [wire, 0],
             upstream_time: None,
             caps: [None, None],
+            websocket: false,
         }
     }
 
@@ -232,6 +236,7 @@ impl Request {
             request_id: &self.id,
             ops: &ops,
             close: false,
+            upgrade: self.head.upgrade().filter(|_| self.websocket),
         };
         let mut out = Vec::with_capacity(self.head.len() + 256 + body.len());
         write_request(&self.head, &edits, &mut out);

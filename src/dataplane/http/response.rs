@@ -108,6 +108,9 @@ impl HttpSession {
         now: Instant,
         out: &mut Vec<Io>,
     ) {
+        if head.status() == 101 {
+            return self.start_tunnel(head, rest, now, out);
+        }
         if self.retry_status(head.status(), out) {
             return;
         }

@@ -165,6 +165,7 @@ impl HttpSession {
         match event {
             Event::Continue => {}
             Event::Active => self.last_active = now,
+            Event::Interim(head) => return self.relay_interim(*head, now, out),
             Event::ResponseHead { head, rest } => {
                 self.last_active = now;
                 self.start_response(*head, rest, now, out);
@@ -273,8 +274,9 @@ impl HttpSession {
         };
         // A local answer needs a client that got nothing of the response
         // and a request half with nothing in flight.
-        let answerable =
-            matches!(x.response, Response::Head { .. }) && x.request.half.is_quiescent();
+        let answerable = matches!(x.response, Response::Head { .. })
+            && x.request.half.is_quiescent()
+            && x.interim_quiet();
         let upstream_quiet = x.upstream_quiet();
         let read_through = x.request.is_complete();
         let moved = x.moved();
@@ -315,16 +317,26 @@ impl HttpSession {
 
     /// The result of a pump on a body's splice path.
     pub fn on_pump(&mut self, dir: Dir, pump: Pump, now: Instant, out: &mut Vec<Io>) {
-        if let Phase::Exchange(x) = &mut self.phase {
-            let event = x.on_pump(dir, pump, out);
-            self.on_event(event, now, out);
+        match &mut self.phase {
+            Phase::Exchange(x) => {
+                let event = x.on_pump(dir, pump, out);
+                self.on_event(event, now, out);
+            }
+            Phase::Tunnel(t) => {
+                let from = out.len();
+                t.conn.on_pump(dir, pump, now, out);
+                self.after_tunnel(from, out);
+            }
+            _ => {}
         }
     }
 
     /// No pipe for a body's pump: it goes back to copying.
     pub fn on_no_pipe(&mut self, dir: Dir, out: &mut Vec<Io>) {
-        if let Phase::Exchange(x) = &mut self.phase {
-            x.on_no_pipe(dir, out);
+        match &mut self.phase {
+            Phase::Exchange(x) => x.on_no_pipe(dir, out),
+            Phase::Tunnel(t) => t.conn.on_no_pipe(dir, out),
+            _ => {}
         }
     }
 }
