@@ -691,6 +691,43 @@ mod tests {
         assert!(h.leftover.is_none());
     }
 
+    /// Found by the HTTP simulation (seed 5142 with large chunks): the ring
+    /// ran dry just as a chunk's half stopped receiving to splice, and the
+    /// half waited for buffers it no longer needed.
+    #[test]
+    fn a_half_bound_for_splice_does_not_wait_for_buffers() {
+        let (mut h, mut out) = chunk_of_100_after_40();
+        out.clear();
+        h.on_send(40, &mut out);
+        out.clear();
+        h.on_recv(-libc::ENOBUFS, None, false, &mut out);
+        assert_eq!(
+            out,
+            vec![Io::WaitBuffers(UP), Io::EnterSplice(UP), Io::PollIn(UP)]
+        );
+        // Buffers coming back later change nothing.
+        out.clear();
+        h.on_buffers(&mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert!(h.is_splicing());
+    }
+
+    /// Found by the HTTP simulation (seed 5142): the ring ran dry as the
+    /// recv of a half through its limit was being cancelled, with nothing
+    /// left to send: the half must complete then, not wait for buffers.
+    #[test]
+    fn a_half_through_its_limit_completes_when_the_ring_runs_dry() {
+        let (mut h, _) = limited(7, u64::MAX);
+        let mut out = Vec::new();
+        h.on_recv(7, Some(1), true, &mut out);
+        assert!(out.contains(&Io::CancelRecv(UP)));
+        h.on_send(7, &mut out);
+        assert_eq!(h.flow(), Flow::Open, "the cancel is on its way");
+        out.clear();
+        h.on_recv(-libc::ENOBUFS, None, false, &mut out);
+        assert_eq!(h.flow(), Flow::Complete);
+    }
+
     #[test]
     fn a_body_refused_a_pipe_completes_its_limit_on_the_copy_path() {
         let (mut h, out) = limited(1000, 0);

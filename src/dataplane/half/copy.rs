@@ -169,12 +169,16 @@ impl Half {
                         copy.recv = Recv::Cancelling;
                         out.push(Io::CancelRecv(dir));
                     }
-                    Recv::Idle if copy.queue.is_empty() && copy.send == Send::Idle => {
+                    // Starved: waiting for buffers it no longer needs (the
+                    // ring ran dry as the recv was being cancelled).
+                    Recv::Idle | Recv::Starved
+                        if copy.queue.is_empty() && copy.send == Send::Idle =>
+                    {
+                        copy.recv = Recv::Idle;
                         self.flow = Flow::Complete;
                     }
-                    Recv::Idle | Recv::Cancelling => {}
-                    // Waiting for buffers it no longer needs.
                     Recv::Starved => copy.recv = Recv::Idle,
+                    Recv::Idle | Recv::Cancelling => {}
                 }
                 return;
             }
@@ -202,8 +206,11 @@ impl Half {
                 copy.recv = Recv::Cancelling;
                 out.push(Io::CancelRecv(dir));
             }
-            Recv::Idle if wants_splice && drained => self.enter_splice(out),
+            // A half bound for the splice path no longer waits for buffers
+            // (the ring ran dry as it stopped receiving).
+            Recv::Idle | Recv::Starved if wants_splice && drained => self.enter_splice(out),
             Recv::Idle if wants_splice => {}
+            Recv::Starved if wants_splice => copy.recv = Recv::Idle,
             Recv::Idle if copy.queue.len() < MAX_QUEUED_BUFFERS => {
                 copy.recv = Recv::Armed;
                 // What keeps the half within "the sink took everything but
