@@ -8,6 +8,7 @@ use super::{
     Recv, Send,
 };
 use crate::dataplane::io::Io;
+use crate::dataplane::token::Dir;
 
 impl Half {
     /// A multishot recv completion: `bid` is the provided buffer it filled,
@@ -162,23 +163,8 @@ impl Half {
         }
         match self.flow {
             Flow::Open if self.budget == 0 => {
-                // The limit is reached: receive no more, and complete once
-                // what was taken is out.
-                match copy.recv {
-                    Recv::Armed => {
-                        copy.recv = Recv::Cancelling;
-                        out.push(Io::CancelRecv(dir));
-                    }
-                    // Starved: waiting for buffers it no longer needs (the
-                    // ring ran dry as the recv was being cancelled).
-                    Recv::Idle | Recv::Starved
-                        if copy.queue.is_empty() && copy.send == Send::Idle =>
-                    {
-                        copy.recv = Recv::Idle;
-                        self.flow = Flow::Complete;
-                    }
-                    Recv::Starved => copy.recv = Recv::Idle,
-                    Recv::Idle | Recv::Cancelling => {}
+                if at_limit(copy, dir, out) {
+                    self.flow = Flow::Complete;
                 }
                 return;
             }
@@ -274,4 +260,24 @@ fn take_received(
 /// one buffer).
 fn clamp(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// The limit is reached: receive no more, and complete (true) once what
+/// was taken is out.
+fn at_limit(copy: &mut CopyPath, dir: Dir, out: &mut Vec<Io>) -> bool {
+    match copy.recv {
+        Recv::Armed => {
+            copy.recv = Recv::Cancelling;
+            out.push(Io::CancelRecv(dir));
+        }
+        // Starved: waiting for buffers it no longer needs (the ring ran
+        // dry as the recv was being cancelled).
+        Recv::Idle | Recv::Starved if copy.queue.is_empty() && copy.send == Send::Idle => {
+            copy.recv = Recv::Idle;
+            return true;
+        }
+        Recv::Starved => copy.recv = Recv::Idle,
+        Recv::Idle | Recv::Cancelling => {}
+    }
+    false
 }
