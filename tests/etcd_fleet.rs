@@ -398,6 +398,12 @@ fn the_fleet_rides_out_member_failures_and_a_whole_outage() {
     let leader = fleet.etcd.leader().expect("a leader");
     fleet.etcd.kill(leader);
     let started = Instant::now();
+    // The two members left elect a new leader first (up to a second with
+    // the harness's fast elections); an apply during the election gets
+    // etcd's "no leader" on every member and exits 4, as it should.
+    common::until("the two members left to elect a leader", || {
+        fleet.etcd.leader().is_some_and(|l| l != leader)
+    });
     fleet.converge_on((80, 20), (4, 1));
     eprintln!("leader killed → apply converged in {:?}", started.elapsed());
     fleet.etcd.restart(leader);
